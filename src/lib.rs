@@ -1,0 +1,16 @@
+//! The metered-platform suite in one dependency.
+//!
+//! This crate re-exports each library crate of the workspace under a short name and hosts the
+//! workspace's runnable examples (`examples/`) and criterion benchmarks (`benches/`). Depend on
+//! the individual crates when you need only one of them.
+//!
+//! ```
+//! use metered_suite::clock::{Clock, ManualClock, Timestamp};
+//!
+//! let clock = ManualClock::new(Timestamp::from_unix_millis(0));
+//! assert_eq!(clock.now(), Timestamp::EPOCH);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub use metered_clock as clock;
