@@ -1,0 +1,441 @@
+//! Two arms: P(B > A) in closed form, expected loss, intervals, and the lift.
+
+use serde::{Deserialize, Serialize};
+
+use crate::beta::{Beta, Interval};
+use crate::error::{Error, Result, check_probability};
+use crate::quadrature;
+use crate::special::{self, normal_cdf, normal_pdf, normal_quantile};
+
+/// How a two-arm result was computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Method {
+    /// Evan Miller's closed-form sum (some posterior parameter is an integer).
+    ClosedForm,
+    /// Gauss–Legendre quadrature (no posterior parameter is an integer, e.g. Jeffreys' prior).
+    Quadrature,
+    /// Normal approximation of both posteriors (every parameter at or above
+    /// [`CompareConfig::normal_approximation_above`]).
+    NormalApproximation,
+}
+
+/// Settings for [`compare`].
+///
+/// ```
+/// use bayes_ab::CompareConfig;
+///
+/// let config = CompareConfig::new(0.95, 1e6)?;
+/// assert_eq!(config.level(), 0.95);
+/// assert!(CompareConfig::new(1.5, 1e6).is_err());
+/// # Ok::<(), bayes_ab::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompareConfig {
+    level: f64,
+    normal_above: f64,
+}
+
+impl Default for CompareConfig {
+    /// 95 % intervals; normal approximation once every posterior parameter is ≥ 1,000,000.
+    fn default() -> Self {
+        Self {
+            level: 0.95,
+            normal_above: 1e6,
+        }
+    }
+}
+
+impl CompareConfig {
+    /// `level`: credible level of the per-arm intervals (0.95 → 95 %).
+    /// `normal_approximation_above`: when all four posterior parameters are at least this
+    /// large, every figure comes from the normal approximation of the two posteriors (error in
+    /// P(B > A) of order `1/√min(α, β)`; at the default 1e6 below 1e-4). `f64::INFINITY`
+    /// disables the approximation.
+    ///
+    /// # Errors
+    /// [`Error::InvalidProbability`] for a level outside `(0, 1)`;
+    /// [`Error::InvalidParameter`] for a NaN or non-positive threshold.
+    pub fn new(level: f64, normal_approximation_above: f64) -> Result<Self> {
+        let level = check_probability("credible level", level)?;
+        if normal_approximation_above.is_nan() || normal_approximation_above <= 0.0 {
+            return Err(Error::InvalidParameter {
+                name: "normal_approximation_above",
+                reason: "must be > 0 (use f64::INFINITY to disable)",
+            });
+        }
+        Ok(Self {
+            level,
+            normal_above: normal_approximation_above,
+        })
+    }
+
+    /// Credible level of the intervals.
+    #[must_use]
+    pub fn level(&self) -> f64 {
+        self.level
+    }
+
+    /// Parameter size above which the normal approximation is used.
+    #[must_use]
+    pub fn normal_approximation_above(&self) -> f64 {
+        self.normal_above
+    }
+}
+
+/// Everything a two-arm test reports about champion `a` and challenger `b`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[must_use]
+pub struct TwoArmSummary {
+    /// P(p_b > p_a).
+    pub prob_b_beats_a: f64,
+    /// Expected loss of choosing A: `E[max(p_b − p_a, 0)]`, in rate units.
+    pub expected_loss_a: f64,
+    /// Expected loss of choosing B: `E[max(p_a − p_b, 0)]`, in rate units.
+    pub expected_loss_b: f64,
+    /// Posterior mean of A.
+    pub mean_a: f64,
+    /// Posterior mean of B.
+    pub mean_b: f64,
+    /// Equal-tailed credible interval of p_a.
+    pub interval_a: Interval,
+    /// Equal-tailed credible interval of p_b.
+    pub interval_b: Interval,
+    /// How the figures were computed.
+    pub method: Method,
+}
+
+/// Compares two posteriors: P(B > A), both expected losses and both credible intervals.
+///
+/// Exact unless every parameter is above the configured normal-approximation size.
+///
+/// ```
+/// use bayes_ab::{Beta, CompareConfig, Counts, compare};
+///
+/// let a = Beta::UNIFORM.update(Counts::new(49, 100)?);
+/// let b = Beta::UNIFORM.update(Counts::new(51, 100)?);
+/// let s = compare(a, b, &CompareConfig::default());
+/// assert!((s.prob_b_beats_a - 0.610_770_522_687_839_4).abs() < 1e-12);
+/// assert!((s.expected_loss_b - 0.019_116_461_202).abs() < 1e-11);
+/// # Ok::<(), bayes_ab::Error>(())
+/// ```
+pub fn compare(a: Beta, b: Beta, config: &CompareConfig) -> TwoArmSummary {
+    let (mean_a, mean_b) = (a.mean(), b.mean());
+    let min_param = a.alpha().min(a.beta()).min(b.alpha()).min(b.beta());
+    if min_param >= config.normal_above {
+        let z = normal_quantile(0.5 * (1.0 + config.level));
+        let (sa, sb) = (a.std_dev(), b.std_dev());
+        let (loss_a, loss_b) = normal_losses(mean_b - mean_a, sa.hypot(sb));
+        return TwoArmSummary {
+            prob_b_beats_a: normal_cdf((mean_b - mean_a) / sa.hypot(sb)),
+            expected_loss_a: loss_a,
+            expected_loss_b: loss_b,
+            mean_a,
+            mean_b,
+            interval_a: Interval {
+                lower: mean_a - z * sa,
+                upper: mean_a + z * sa,
+            },
+            interval_b: Interval {
+                lower: mean_b - z * sb,
+                upper: mean_b + z * sb,
+            },
+            method: Method::NormalApproximation,
+        };
+    }
+    let (prob_b_beats_a, loss_a, loss_b, method) = exact_probability_and_losses(a, b);
+    let tail = 0.5 * (1.0 - config.level);
+    let interval = |d: Beta| Interval {
+        lower: special::beta_inc_inv(d.alpha(), d.beta(), tail, 1.0 - tail),
+        upper: special::beta_inc_inv(d.alpha(), d.beta(), 1.0 - tail, tail),
+    };
+    TwoArmSummary {
+        prob_b_beats_a,
+        expected_loss_a: loss_a,
+        expected_loss_b: loss_b,
+        mean_a,
+        mean_b,
+        interval_a: interval(a),
+        interval_b: interval(b),
+        method,
+    }
+}
+
+/// Expected losses `(E[max(D, 0)], E[max(−D, 0)])` for `D ~ N(mean, sd²)`.
+pub(crate) fn normal_losses(mean: f64, sd: f64) -> (f64, f64) {
+    let z = mean / sd;
+    let phi = sd * normal_pdf(z);
+    (phi + mean * normal_cdf(z), phi - mean * normal_cdf(-z))
+}
+
+/// P(p_b > p_a), exact: the closed form when some parameter is an integer, quadrature
+/// otherwise. Never uses the normal approximation.
+///
+/// ```
+/// use bayes_ab::{Beta, Counts, prob_b_beats_a};
+///
+/// let a = Beta::UNIFORM.update(Counts::new(10, 100)?);
+/// let b = Beta::UNIFORM.update(Counts::new(20, 100)?);
+/// assert!((prob_b_beats_a(a, b) - 0.975_173_033_152_874_6).abs() < 1e-12);
+/// # Ok::<(), bayes_ab::Error>(())
+/// ```
+#[must_use]
+pub fn prob_b_beats_a(a: Beta, b: Beta) -> f64 {
+    match closed_form(a, b) {
+        Some((p, _)) => p,
+        None => {
+            let (p, _) = quadrature::best_of(&[a, b]);
+            p[1]
+        }
+    }
+}
+
+/// Expected losses `(of choosing A, of choosing B)`, exact (Stucchio's formula on the closed
+/// form, or quadrature).
+#[must_use]
+pub fn expected_losses(a: Beta, b: Beta) -> (f64, f64) {
+    let (_, la, lb, _) = exact_probability_and_losses(a, b);
+    (la, lb)
+}
+
+fn exact_probability_and_losses(a: Beta, b: Beta) -> (f64, f64, f64, Method) {
+    let (mean_a, mean_b) = (a.mean(), b.mean());
+    if let Some((p_b, _)) = closed_form(a, b) {
+        // Stucchio: E[max(p_a − p_b, 0)] = μ_a P(A⁺ > B) − μ_b P(A > B⁺), where X⁺ has α + 1.
+        let a_plus = Beta::new(a.alpha() + 1.0, a.beta());
+        let b_plus = Beta::new(b.alpha() + 1.0, b.beta());
+        if let (Ok(a_plus), Ok(b_plus)) = (a_plus, b_plus)
+            && let (Some((_, p1)), Some((_, p2))) =
+                (closed_form(a_plus, b), closed_form(a, b_plus))
+        {
+            let loss_b = (mean_a * p1 - mean_b * p2).max(0.0);
+            let loss_a = (loss_b + mean_b - mean_a).max(0.0);
+            return (p_b, loss_a, loss_b, Method::ClosedForm);
+        }
+    }
+    let (p, losses) = quadrature::best_of(&[a, b]);
+    (p[1], losses[0], losses[1], Method::Quadrature)
+}
+
+/// Whether `x` is a positive integer that `f64` holds exactly.
+fn as_count(x: f64) -> Option<u64> {
+    if x >= 1.0 && x <= 9.0e15 && x.fract() == 0.0 {
+        // Exact: x is an integer below 2^53.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(x as u64)
+    } else {
+        None
+    }
+}
+
+/// `(P(Y > X), P(X > Y))` for X = `a`, Y = `b` by the closed form, summing over the smallest
+/// integer parameter (the four equivalent forms); `None` if no parameter is an integer.
+pub(crate) fn closed_form(a: Beta, b: Beta) -> Option<(f64, f64)> {
+    let (aa, ba, ab, bb) = (a.alpha(), a.beta(), b.alpha(), b.beta());
+    // (summation count, form)
+    let candidates = [
+        (as_count(ab), 0u8),
+        (as_count(aa), 1),
+        (as_count(ba), 2),
+        (as_count(bb), 3),
+    ];
+    let (n, form) = candidates
+        .iter()
+        .filter_map(|&(n, f)| n.map(|n| (n, f)))
+        .min_by_key(|&(n, _)| n)?;
+    Some(match form {
+        // P(B > A) = h(αA, βA, αB, βB)
+        0 => {
+            let h = miller_sum(aa, ba, n, bb);
+            (h, 1.0 - h)
+        }
+        // P(A > B) = h(αB, βB, αA, βA)
+        1 => {
+            let h = miller_sum(ab, bb, n, ba);
+            (1.0 - h, h)
+        }
+        // P(B > A) = P(1 − p_a > 1 − p_b) = h(βB, αB, βA, αA)
+        2 => {
+            let h = miller_sum(bb, ab, n, aa);
+            (h, 1.0 - h)
+        }
+        // P(A > B) = h(βA, αA, βB, αB)
+        _ => {
+            let h = miller_sum(ba, aa, n, ab);
+            (1.0 - h, h)
+        }
+    })
+}
+
+/// Evan Miller's sum: P(X₂ > X₁) for X₁ ~ Beta(a1, b1), X₂ ~ Beta(n, b2) with integer `n`:
+///
+/// `Σ_{i=0}^{n−1} B(a1 + i, b1 + b2) / ((b2 + i) B(1 + i, b2) B(a1, b1))`.
+///
+/// The terms are unimodal in `i` with ratio `t_{i+1}/t_i = (a1+i)(b2+i) / ((i+1)(a1+b1+b2+i))`,
+/// so the sum starts at the largest term (the only one computed with log-beta functions),
+/// walks outward with the ratio, and stops once the remaining terms, bounded by their count
+/// times the current one, fall below 1e-17 of the total. The sum is kept relative to the
+/// largest term, so nothing under- or overflows.
+fn miller_sum(a1: f64, b1: f64, n: u64, b2: f64) -> f64 {
+    let s = a1 + b1 + b2;
+    let c = (a1 * b2 - s) / (b1 + 1.0);
+    let last = n - 1;
+    let m = if c <= 0.0 {
+        0
+    } else {
+        // Clamped to the last index before converting, so the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let m = c.ceil().min(last as f64) as u64;
+        m
+    };
+    let mf = m as f64;
+    let ln_t_m = special::ln_beta(a1 + mf, b1 + b2)
+        - (b2 + mf).ln()
+        - special::ln_beta(1.0 + mf, b2)
+        - special::ln_beta(a1, b1);
+    let mut sum = 1.0;
+    // Upward from the mode.
+    let mut t = 1.0;
+    let mut i = m;
+    while i < last {
+        let fi = i as f64;
+        t *= (a1 + fi) * (b2 + fi) / ((fi + 1.0) * (s + fi));
+        i += 1;
+        sum += t;
+        if t * ((last - i) as f64) < 1e-17 * sum {
+            break;
+        }
+    }
+    // Downward from the mode.
+    t = 1.0;
+    i = m;
+    while i > 0 {
+        let fi = (i - 1) as f64;
+        t *= (fi + 1.0) * (s + fi) / ((a1 + fi) * (b2 + fi));
+        i -= 1;
+        sum += t;
+        if t * (i as f64) < 1e-17 * sum {
+            break;
+        }
+    }
+    (ln_t_m + sum.ln()).exp().min(1.0)
+}
+
+/// Which lift a [`lift_interval`] or [`prob_lift_exceeds`] speaks of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Lift {
+    /// `p_b − p_a`, in rate units.
+    Absolute,
+    /// `p_b / p_a − 1`.
+    Relative,
+}
+
+/// P(lift of B over A > `threshold`), by quadrature over A's posterior:
+/// `∫ f_a(x) P(p_b > x + threshold) dx` (absolute) or `∫ f_a(x) P(p_b > (1 + threshold) x) dx`
+/// (relative).
+///
+/// ```
+/// use bayes_ab::{Beta, Counts, Lift, prob_b_beats_a, prob_lift_exceeds};
+///
+/// let a = Beta::UNIFORM.update(Counts::new(100, 1000)?);
+/// let b = Beta::UNIFORM.update(Counts::new(120, 1000)?);
+/// // A zero threshold is P(B > A).
+/// let p = prob_lift_exceeds(a, b, Lift::Relative, 0.0)?;
+/// assert!((p - prob_b_beats_a(a, b)).abs() < 1e-9);
+/// # Ok::<(), bayes_ab::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a non-finite threshold, or a relative threshold ≤ −1.
+pub fn prob_lift_exceeds(a: Beta, b: Beta, lift: Lift, threshold: f64) -> Result<f64> {
+    if !threshold.is_finite() || (lift == Lift::Relative && threshold <= -1.0) {
+        return Err(Error::InvalidParameter {
+            name: "lift threshold",
+            reason: "must be finite (and > -1 for a relative lift)",
+        });
+    }
+    let grid_a = quadrature::break_points(a);
+    let grid_b = quadrature::break_points(b);
+    Ok(lift_sf(a, b, lift, threshold, &grid_a, &grid_b))
+}
+
+fn lift_sf(a: Beta, b: Beta, lift: Lift, t: f64, grid_a: &[f64], grid_b: &[f64]) -> f64 {
+    let map = |x: f64| match lift {
+        Lift::Absolute => x + t,
+        Lift::Relative => x * (1.0 + t),
+    };
+    let unmap = |y: f64| match lift {
+        Lift::Absolute => y - t,
+        Lift::Relative => y / (1.0 + t),
+    };
+    let cuts: Vec<f64> = grid_a
+        .iter()
+        .copied()
+        .chain(grid_b.iter().map(|&y| unmap(y)))
+        .collect();
+    let (lo, hi) = (grid_a[0], grid_a[grid_a.len() - 1]);
+    let (p, _) = quadrature::integrate(lo, hi, &cuts, |x| {
+        let pdf = a.pdf(x);
+        if pdf == 0.0 {
+            return 0.0;
+        }
+        let y = map(x);
+        let sf = if y >= 1.0 {
+            0.0
+        } else {
+            1.0 - quadrature::cdf_with_bounds(b, grid_b, y)
+        };
+        pdf * sf
+    });
+    p.clamp(0.0, 1.0)
+}
+
+/// Equal-tailed credible interval of the lift of B over A at `level`, by inverting the
+/// quadrature distribution function of the lift (bisection to 1e-12).
+///
+/// ```
+/// use bayes_ab::{Beta, Counts, Lift, lift_interval};
+///
+/// let a = Beta::UNIFORM.update(Counts::new(100, 1000)?);
+/// let b = Beta::UNIFORM.update(Counts::new(120, 1000)?);
+/// let ci = lift_interval(a, b, Lift::Relative, 0.95)?;
+/// assert!(ci.lower < 0.2 && 0.2 < ci.upper);
+/// # Ok::<(), bayes_ab::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidProbability`] unless `0 < level < 1`.
+pub fn lift_interval(a: Beta, b: Beta, lift: Lift, level: f64) -> Result<Interval> {
+    let level = check_probability("credible level", level)?;
+    let tail = 0.5 * (1.0 - level);
+    let grid_a = quadrature::break_points(a);
+    let grid_b = quadrature::break_points(b);
+    let (a_lo, a_hi) = (grid_a[0], grid_a[grid_a.len() - 1]);
+    let (b_lo, b_hi) = (grid_b[0], grid_b[grid_b.len() - 1]);
+    let (mut lo, mut hi) = match lift {
+        Lift::Absolute => (b_lo - a_hi, b_hi - a_lo),
+        Lift::Relative => (b_lo / a_hi - 1.0, b_hi / a_lo.max(1e-300) - 1.0),
+    };
+    hi = hi.min(1e12);
+    lo = lo.max(-1.0 + 1e-15);
+    // sf is decreasing in the threshold: find t with sf(t) = 1 − tail and = tail.
+    let solve = |target: f64| {
+        let (mut l, mut h) = (lo, hi);
+        for _ in 0..200 {
+            let mid = 0.5 * (l + h);
+            if lift_sf(a, b, lift, mid, &grid_a, &grid_b) > target {
+                l = mid;
+            } else {
+                h = mid;
+            }
+            if h - l <= 1e-12 * (1.0 + mid.abs()) {
+                break;
+            }
+        }
+        0.5 * (l + h)
+    };
+    Ok(Interval {
+        lower: solve(1.0 - tail),
+        upper: solve(tail),
+    })
+}
