@@ -1,0 +1,667 @@
+//! The append-only file sink: segment files of checksummed frames, fsync per batch, and
+//! recovery that cuts a torn final frame but reports any other damage.
+//!
+//! # On-disk format
+//!
+//! A directory of segment files named `<first index, 20 digits>.seg`. Each starts with a
+//! 16-byte header (`ACHNSEG1` and the first index, u64 big-endian), then frames:
+//! `length (u32 BE) ‖ record ‖ check`, where `record` is [`LogRecord::encode`] and `check` is
+//! the first 8 bytes of `SHA-256("audit-chain/v1/frame\0" ‖ length ‖ record)`. The latest
+//! checkpoint note is in `checkpoint` (replaced atomically).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+use crate::AuditError;
+use crate::entry::LogRecord;
+use crate::sink::{AuditSink, check_batch};
+
+const SEGMENT_MAGIC: &[u8; 8] = b"ACHNSEG1";
+const HEADER_LEN: u64 = 16;
+const DOMAIN_FRAME: &[u8] = b"audit-chain/v1/frame\0";
+/// Largest record a frame may hold, in bytes.
+pub const FRAME_RECORD_MAX: usize = 4 * 1024 * 1024;
+const CHECKPOINT_FILE: &str = "checkpoint";
+
+fn frame_check(len: [u8; 4], record: &[u8]) -> [u8; 8] {
+    let mut h = Sha256::new();
+    h.update(DOMAIN_FRAME);
+    h.update(len);
+    h.update(record);
+    let d = h.finalize();
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&d[..8]);
+    c
+}
+
+/// Appends the frame for `record` to `out`.
+fn encode_frame(record: &LogRecord, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    record.encode(out);
+    let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    let check = frame_check(len.to_be_bytes(), &out[start + 4..]);
+    out.extend_from_slice(&check);
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}.seg")
+}
+
+/// How a segment's bytes end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// The last frame is complete.
+    Clean,
+    /// An incomplete final frame (or header, or an all-zero tail) starts at this byte offset:
+    /// the trace of a crash during a write. Recovery cuts it off.
+    Torn {
+        /// Byte offset in the segment where the torn part starts.
+        offset: u64,
+    },
+}
+
+/// Reads one segment's bytes, calling `on_record(offset, record)` for each frame.
+///
+/// A torn tail is allowed only when `last` is true; any other damage is
+/// [`AuditError::Corrupt`].
+fn scan_segment(
+    name: &str,
+    bytes: &[u8],
+    first: u64,
+    last: bool,
+    mut on_record: impl FnMut(u64, LogRecord),
+) -> Result<(u64, Tail), AuditError> {
+    let corrupt = |offset: usize, reason: String| AuditError::Corrupt {
+        location: format!("{name} byte {offset}"),
+        reason,
+    };
+    let torn_or = |offset: usize, reason: String| {
+        if last {
+            Ok(Tail::Torn {
+                offset: offset as u64,
+            })
+        } else {
+            Err(corrupt(offset, reason))
+        }
+    };
+    if bytes.len() < HEADER_LEN as usize {
+        return torn_or(0, "segment header incomplete".into()).map(|t| (0, t));
+    }
+    if &bytes[..8] != SEGMENT_MAGIC {
+        return Err(corrupt(0, "bad segment magic".into()));
+    }
+    let mut stored = [0u8; 8];
+    stored.copy_from_slice(&bytes[8..16]);
+    if u64::from_be_bytes(stored) != first {
+        return Err(corrupt(
+            8,
+            "segment header names another first index".into(),
+        ));
+    }
+    let mut pos = HEADER_LEN as usize;
+    let mut count = 0u64;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        if rest.iter().all(|&b| b == 0) {
+            return torn_or(pos, "zero-filled tail".into()).map(|t| (count, t));
+        }
+        if rest.len() < 4 {
+            return torn_or(pos, "incomplete frame length".into()).map(|t| (count, t));
+        }
+        let len_bytes = [rest[0], rest[1], rest[2], rest[3]];
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        let frame_len = 4 + len + 8;
+        if rest.len() < frame_len {
+            return torn_or(pos, format!("frame of {len} bytes runs past the end"))
+                .map(|t| (count, t));
+        }
+        if len > FRAME_RECORD_MAX {
+            return Err(corrupt(pos, format!("frame length {len} over the limit")));
+        }
+        let record = &rest[4..4 + len];
+        if frame_check(len_bytes, record) != rest[4 + len..frame_len] {
+            return Err(corrupt(pos, "frame checksum mismatch".into()));
+        }
+        let r = LogRecord::decode(record).map_err(|e| corrupt(pos, e.to_string()))?;
+        if r.index != first + count {
+            return Err(corrupt(
+                pos,
+                format!(
+                    "record index {} where {} was expected",
+                    r.index,
+                    first + count
+                ),
+            ));
+        }
+        on_record(pos as u64, r);
+        count += 1;
+        pos += frame_len;
+    }
+    Ok((count, Tail::Clean))
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, AuditError> {
+    let mut segs = Vec::new();
+    let entries =
+        fs::read_dir(dir).map_err(|e| AuditError::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| AuditError::io("listing segments", e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".seg") else {
+            continue;
+        };
+        let first = stem
+            .parse::<u64>()
+            .ok()
+            .filter(|_| stem.len() == 20)
+            .ok_or_else(|| AuditError::Corrupt {
+                location: name.to_owned(),
+                reason: "segment file name is not a 20-digit index".into(),
+            })?;
+        segs.push((first, entry.path()));
+    }
+    segs.sort();
+    Ok(segs)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, AuditError> {
+    fs::read(path).map_err(|e| AuditError::io(format!("reading {}", path.display()), e))
+}
+
+/// A log read from a directory without changing it (what offline verification uses).
+#[derive(Debug)]
+pub struct ScannedLog {
+    /// Every complete record, in order.
+    pub records: Vec<LogRecord>,
+    /// Bytes of a torn tail at the end of the last segment (0 if none). A writer's recovery
+    /// would cut them; they held no acknowledged entry.
+    pub torn_bytes: u64,
+}
+
+/// Reads every record of the file-sink directory `dir` without modifying anything.
+///
+/// # Errors
+/// [`AuditError::Corrupt`] at the first damage other than a torn tail (a bad checksum, an
+/// undecodable record, a gap in indices, a missing segment); I/O errors.
+pub fn scan_dir(dir: &Path) -> Result<ScannedLog, AuditError> {
+    let segs = list_segments(dir)?;
+    let mut records = Vec::new();
+    let mut torn_bytes = 0;
+    let n = segs.len();
+    for (i, (first, path)) in segs.iter().enumerate() {
+        if *first != records.len() as u64 {
+            return Err(AuditError::Corrupt {
+                location: path.display().to_string(),
+                reason: format!(
+                    "segment starts at index {first} but {} records precede it",
+                    records.len()
+                ),
+            });
+        }
+        let bytes = read_file(path)?;
+        let (_, tail) = scan_segment(&segment_name(*first), &bytes, *first, i + 1 == n, |_, r| {
+            records.push(r);
+        })?;
+        if let Tail::Torn { offset } = tail {
+            torn_bytes = bytes.len() as u64 - offset;
+        }
+    }
+    Ok(ScannedLog {
+        records,
+        torn_bytes,
+    })
+}
+
+/// What [`FileSink::open`] found and repaired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Records in the log after recovery.
+    pub records: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of a torn tail cut from the last segment (0 if it ended cleanly).
+    pub torn_bytes_cut: u64,
+}
+
+/// Settings of a [`FileSink`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileSinkOptions {
+    /// A new segment is started before a batch that would take the current one past this
+    /// size (a single batch may exceed it). At least 4 KiB. Default 64 MiB.
+    pub segment_max_bytes: u64,
+}
+
+impl Default for FileSinkOptions {
+    fn default() -> Self {
+        FileSinkOptions {
+            segment_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Segment {
+    first: u64,
+    path: PathBuf,
+    len: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    options: FileSinkOptions,
+    segments: Vec<Segment>,
+    file: File,
+    /// (segment number, byte offset) of every record.
+    positions: Vec<(u32, u64)>,
+    /// Set when a failed write could not be undone; reopen to recover.
+    poisoned: bool,
+}
+
+/// Append-only, crash-safe file storage for the log.
+///
+/// Each [`append`](AuditSink::append) writes the batch with one `write` and one
+/// `fdatasync`; it returns only when the batch is durable. On open, a torn final frame
+/// (a crash in the middle of a write) is cut off; since a batch is acknowledged only after
+/// its fsync, no acknowledged entry is ever in a torn frame. Every other kind of damage
+/// is reported as [`AuditError::Corrupt`] and nothing is repaired.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use audit_chain::{AuditSink, FileSink};
+/// let dir = tempfile::tempdir().unwrap();
+/// let (sink, recovery) = FileSink::open(dir.path())?;
+/// assert_eq!(recovery.records, 0);
+/// assert_eq!(sink.size().await?, 0);
+/// # Ok::<(), audit_chain::AuditError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileSink {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FileSink {
+    /// Opens (creating if needed) the log in `dir` with default options and recovers it.
+    ///
+    /// # Errors
+    /// See [`open_with`](Self::open_with).
+    pub fn open(dir: &Path) -> Result<(Self, Recovery), AuditError> {
+        Self::open_with(dir, FileSinkOptions::default())
+    }
+
+    /// Opens (creating if needed) the log in `dir` and recovers it: scans every segment,
+    /// cuts a torn tail off the last one, and indexes every record.
+    ///
+    /// # Errors
+    /// [`AuditError::Corrupt`] for damage other than a torn tail (nothing is changed);
+    /// [`AuditError::InvalidConfig`] for a segment size under 4 KiB; I/O errors.
+    pub fn open_with(dir: &Path, options: FileSinkOptions) -> Result<(Self, Recovery), AuditError> {
+        if options.segment_max_bytes < 4096 {
+            return Err(AuditError::InvalidConfig(
+                "segment_max_bytes must be at least 4096".into(),
+            ));
+        }
+        fs::create_dir_all(dir)
+            .map_err(|e| AuditError::io(format!("creating {}", dir.display()), e))?;
+        let listed = list_segments(dir)?;
+        let mut positions = Vec::new();
+        let mut segments = Vec::new();
+        let mut torn: Option<(u64, u64)> = None; // (cut at, bytes cut)
+        let n = listed.len();
+        for (i, (first, path)) in listed.into_iter().enumerate() {
+            if first != positions.len() as u64 {
+                return Err(AuditError::Corrupt {
+                    location: path.display().to_string(),
+                    reason: format!(
+                        "segment starts at index {first} but {} records precede it",
+                        positions.len()
+                    ),
+                });
+            }
+            let bytes = read_file(&path)?;
+            let seg_no = u32::try_from(i).unwrap_or(u32::MAX);
+            let (_, tail) =
+                scan_segment(&segment_name(first), &bytes, first, i + 1 == n, |off, _| {
+                    positions.push((seg_no, off));
+                })?;
+            let len = match tail {
+                Tail::Clean => bytes.len() as u64,
+                Tail::Torn { offset } => {
+                    torn = Some((offset, bytes.len() as u64 - offset));
+                    offset
+                }
+            };
+            segments.push(Segment { first, path, len });
+        }
+        if segments.is_empty() {
+            segments.push(create_segment(dir, 0)?);
+        }
+        let last = segments.len() - 1;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&segments[last].path)
+            .map_err(|e| AuditError::io("opening the last segment", e))?;
+        let mut torn_bytes_cut = 0;
+        if let Some((offset, bytes)) = torn {
+            tracing::warn!(
+                segment = %segments[last].path.display(),
+                offset,
+                bytes,
+                "cutting torn tail of the audit log"
+            );
+            metrics::counter!("audit_chain_torn_tail_bytes_cut_total").increment(bytes);
+            if offset < HEADER_LEN {
+                rewrite_header(&mut file, segments[last].first)?;
+                segments[last].len = HEADER_LEN;
+            } else {
+                file.set_len(offset)
+                    .map_err(|e| AuditError::io("cutting the torn tail", e))?;
+            }
+            file.sync_all()
+                .map_err(|e| AuditError::io("syncing after recovery", e))?;
+            torn_bytes_cut = bytes;
+        }
+        let recovery = Recovery {
+            records: positions.len() as u64,
+            segments: segments.len(),
+            torn_bytes_cut,
+        };
+        Ok((
+            FileSink {
+                inner: Arc::new(Mutex::new(Inner {
+                    dir: dir.to_owned(),
+                    options,
+                    segments,
+                    file,
+                    positions,
+                    poisoned: false,
+                })),
+            },
+            recovery,
+        ))
+    }
+
+    /// Synchronous [`append`](AuditSink::append): writes and fsyncs the batch.
+    ///
+    /// # Errors
+    /// [`AuditError::InvalidEntry`] for a batch not starting at the current size or not
+    /// consecutive; I/O errors (the write is undone; if that fails too the sink refuses
+    /// further writes until reopened).
+    pub fn append_blocking(&self, records: &[LogRecord]) -> Result<(), AuditError> {
+        let batch = Batch::encode(records)?;
+        self.inner.lock().write(&batch)
+    }
+
+    /// Synchronous [`read`](AuditSink::read).
+    ///
+    /// # Errors
+    /// I/O errors, or [`AuditError::Corrupt`] if stored bytes changed since they were
+    /// indexed.
+    pub fn read_blocking(&self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {
+        self.inner.lock().read(start, limit)
+    }
+
+    /// Number of records.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.inner.lock().positions.len() as u64
+    }
+
+    /// True when the log holds no record.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AuditError::io(format!("syncing directory {}", dir.display()), e))
+}
+
+fn header(first: u64) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..8].copy_from_slice(SEGMENT_MAGIC);
+    h[8..].copy_from_slice(&first.to_be_bytes());
+    h
+}
+
+fn rewrite_header(file: &mut File, first: u64) -> Result<(), AuditError> {
+    file.set_len(0)
+        .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+        .and_then(|()| file.write_all(&header(first)))
+        .map_err(|e| AuditError::io("rewriting a torn segment header", e))
+}
+
+fn create_segment(dir: &Path, first: u64) -> Result<Segment, AuditError> {
+    let path = dir.join(segment_name(first));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| AuditError::io(format!("creating {}", path.display()), e))?;
+    f.write_all(&header(first))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| AuditError::io(format!("writing {}", path.display()), e))?;
+    sync_dir(dir)?;
+    Ok(Segment {
+        first,
+        path,
+        len: HEADER_LEN,
+    })
+}
+
+/// A batch encoded as frames, ready to be written.
+struct Batch {
+    first: u64,
+    bytes: Vec<u8>,
+    offsets: Vec<u64>,
+}
+
+impl Batch {
+    fn encode(records: &[LogRecord]) -> Result<Self, AuditError> {
+        let first = records.first().map_or(0, |r| r.index);
+        check_batch(first, records)?;
+        let mut bytes = Vec::with_capacity(records.len() * 320);
+        let mut offsets = Vec::with_capacity(records.len());
+        for r in records {
+            offsets.push(bytes.len() as u64);
+            encode_frame(r, &mut bytes);
+        }
+        Ok(Batch {
+            first,
+            bytes,
+            offsets,
+        })
+    }
+}
+
+impl Inner {
+    fn write(&mut self, batch: &Batch) -> Result<(), AuditError> {
+        let Batch {
+            first,
+            bytes,
+            offsets,
+        } = batch;
+        if self.poisoned {
+            return Err(AuditError::Corrupt {
+                location: self.dir.display().to_string(),
+                reason: "an earlier failed write could not be undone; reopen the sink".into(),
+            });
+        }
+        let size = self.positions.len() as u64;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        if *first != size {
+            return Err(AuditError::InvalidEntry {
+                field: "index",
+                reason: format!("batch starts at index {first}, sink expects {size}"),
+            });
+        }
+        let mut last = self.segments.len() - 1;
+        if self.segments[last].len > HEADER_LEN
+            && self.segments[last].len + bytes.len() as u64 > self.options.segment_max_bytes
+        {
+            let seg = create_segment(&self.dir, size)?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&seg.path)
+                .map_err(|e| AuditError::io("opening a new segment", e))?;
+            self.segments.push(seg);
+            self.file = file;
+            last += 1;
+        }
+        let base = self.segments[last].len;
+        let result = self
+            .file
+            .seek(SeekFrom::Start(base))
+            .and_then(|_| self.file.write_all(bytes))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = result {
+            // Undo a partial write so the next batch starts at a frame boundary.
+            if self
+                .file
+                .set_len(base)
+                .and_then(|()| self.file.sync_data())
+                .is_err()
+            {
+                self.poisoned = true;
+            }
+            return Err(AuditError::io("writing an audit batch", e));
+        }
+        self.segments[last].len = base + bytes.len() as u64;
+        let seg_no = u32::try_from(last).unwrap_or(u32::MAX);
+        self.positions
+            .extend(offsets.iter().map(|o| (seg_no, base + o)));
+        Ok(())
+    }
+
+    fn read(&mut self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {
+        let size = self.positions.len() as u64;
+        let mut out = Vec::new();
+        let mut at = start;
+        let end = start.saturating_add(limit as u64).min(size);
+        while at < end {
+            let (seg_no, offset) = self.positions[usize::try_from(at).unwrap_or(usize::MAX)];
+            let seg = &self.segments[seg_no as usize];
+            // Records of this segment within [at, end).
+            let seg_end_index = self
+                .segments
+                .get(seg_no as usize + 1)
+                .map_or(size, |s| s.first)
+                .min(end);
+            let end_offset = if seg_end_index < size
+                && self.positions[usize::try_from(seg_end_index).unwrap_or(usize::MAX)].0 == seg_no
+            {
+                self.positions[usize::try_from(seg_end_index).unwrap_or(usize::MAX)].1
+            } else {
+                seg.len
+            };
+            let mut buf = vec![0u8; usize::try_from(end_offset - offset).unwrap_or(0)];
+            let mut f = File::open(&seg.path)
+                .map_err(|e| AuditError::io(format!("opening {}", seg.path.display()), e))?;
+            f.seek(SeekFrom::Start(offset))
+                .and_then(|_| f.read_exact(&mut buf))
+                .map_err(|e| AuditError::io(format!("reading {}", seg.path.display()), e))?;
+            let mut pos = 0usize;
+            while at < seg_end_index {
+                let corrupt = |reason: &str| AuditError::Corrupt {
+                    location: format!("{} byte {}", seg.path.display(), offset as usize + pos),
+                    reason: reason.to_owned(),
+                };
+                let len_bytes: [u8; 4] = buf
+                    .get(pos..pos + 4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| corrupt("frame changed since it was indexed"))?;
+                let len = u32::from_be_bytes(len_bytes) as usize;
+                let record = buf
+                    .get(pos + 4..pos + 4 + len)
+                    .ok_or_else(|| corrupt("frame changed since it was indexed"))?;
+                let check = buf
+                    .get(pos + 4 + len..pos + 12 + len)
+                    .ok_or_else(|| corrupt("frame changed since it was indexed"))?;
+                if frame_check(len_bytes, record) != check {
+                    return Err(corrupt("frame checksum mismatch"));
+                }
+                let r = LogRecord::decode(record).map_err(|e| corrupt(&e.to_string()))?;
+                if r.index != at {
+                    return Err(corrupt("record index changed since it was indexed"));
+                }
+                out.push(r);
+                pos += len + 12;
+                at += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
+        let tmp = self.dir.join("checkpoint.tmp");
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let mut f = File::create(&tmp).map_err(|e| AuditError::io("creating checkpoint.tmp", e))?;
+        f.write_all(note.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| AuditError::io("writing checkpoint.tmp", e))?;
+        fs::rename(&tmp, &path).map_err(|e| AuditError::io("replacing the checkpoint", e))?;
+        sync_dir(&self.dir)
+    }
+
+    fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
+        match fs::read_to_string(self.dir.join(CHECKPOINT_FILE)) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AuditError::io("reading the checkpoint", e)),
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AuditError> + Send + 'static,
+) -> Result<T, AuditError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AuditError::io("file sink task", std::io::Error::other(e.to_string())))?
+}
+
+#[async_trait]
+impl AuditSink for FileSink {
+    async fn append(&self, records: &[LogRecord]) -> Result<(), AuditError> {
+        let batch = Batch::encode(records)?;
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.lock().write(&batch)).await
+    }
+
+    async fn read(&self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.lock().read(start, limit)).await
+    }
+
+    async fn size(&self) -> Result<u64, AuditError> {
+        Ok(self.len())
+    }
+
+    async fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
+        let inner = Arc::clone(&self.inner);
+        let note = note.to_owned();
+        blocking(move || inner.lock().store_checkpoint(&note)).await
+    }
+
+    async fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.lock().load_checkpoint()).await
+    }
+}
