@@ -1,0 +1,76 @@
+//! Resilience primitives for calls to backends.
+//!
+//! ```
+//! use std::time::Duration;
+//! use metered_clock::{ManualClock, Timestamp};
+//! use resilience::{BreakerConfig, CircuitBreaker, Quota, RateLimiter};
+//!
+//! let clock = ManualClock::new(Timestamp::EPOCH);
+//! let breaker = CircuitBreaker::with_clock(BreakerConfig::builder().name("db").build()?, clock.clone());
+//! let limiter = RateLimiter::with_clock(Quota::per_second(100)?.with_burst(10)?, clock.clone());
+//!
+//! limiter.try_acquire(1)?;
+//! let permit = breaker.try_acquire()?;
+//! permit.record_success();
+//! # Ok::<(), resilience::Error>(())
+//! ```
+//!
+//! # Overview
+//!
+//! * [`CircuitBreaker`]: lock-free closed / open / half-open state machine with count- or
+//!   time-based windows, slow-call detection, manual states, a permit guard that hands its
+//!   half-open slot back when dropped, statistics, events and metrics.
+//! * [`RateLimiter`]: GCRA in one atomic; [`KeyedRateLimiter`]: one per key (tenant) with
+//!   bounded memory.
+//! * [`Backoff`]: constant or exponential delays with none / full / equal / decorrelated
+//!   jitter, a cap, attempt and total-time limits and server retry-after hints;
+//!   [`RetryBudget`] caps retries to a fraction of requests; [`Retry`] drives them.
+//! * [`timeout`] and [`Bulkhead`]: cut slow calls; bound concurrent calls.
+//!
+//! Decision code is sans-IO: it takes time from a [`metered_clock::Clock`] and returns
+//! decisions and delays. Only the async drivers ([`Retry`], [`timeout`],
+//! [`RateLimiter::acquire`], [`Bulkhead::acquire`]) wait, through a [`Sleeper`].
+//!
+//! # What it does not do
+//!
+//! No background threads or timers (an open breaker becomes half-open on the next call), no
+//! distributed state (every limiter and breaker is per process), no fallback values (the
+//! caller decides what to do with a rejection).
+//!
+//! # Features
+//!
+//! * `tokio`: [`TokioSleeper`], a [`Sleeper`] on tokio's timer.
+//! * `tower`: `tower::Layer`s for the breaker, limiter, retry and bulkhead (module `layers`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backoff;
+mod breaker;
+mod bulkhead;
+mod error;
+mod limiter;
+mod retry;
+mod sleep;
+mod timeout;
+#[cfg(feature = "tower")]
+pub mod layers;
+
+/// Atomics and locks, in one place so the model-checking test can swap in its own.
+mod sync {
+    pub(crate) use std::sync::atomic;
+    pub(crate) use std::sync::{Mutex, MutexGuard};
+}
+
+pub use backoff::{Backoff, BackoffBuilder, Jitter, Schedule};
+pub use breaker::{
+    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CircuitBreaker, OpenWait, Outcome, Permit,
+    State, Stats, TIME_WINDOW_SECS_MAX, classify_result,
+};
+pub use bulkhead::{Bulkhead, BulkheadPermit};
+pub use error::{CallError, Error};
+pub use limiter::{KeyedRateLimiter, Quota, RateLimiter};
+pub use retry::{Retry, RetryBudget, RetryDecision};
+pub use sleep::{ManualSleeper, Sleeper};
+#[cfg(feature = "tokio")]
+pub use sleep::TokioSleeper;
+pub use timeout::timeout;
