@@ -9,8 +9,8 @@ use async_lock::{Semaphore, SemaphoreGuardArc};
 
 use crate::error::Error;
 use crate::sleep::Sleeper;
-use crate::timeout::timeout;
 use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::timeout::timeout;
 
 /// Caps the calls in flight to one backend so a slow backend cannot take every task or
 /// connection of the service. Cheap to clone: clones share the same slots.

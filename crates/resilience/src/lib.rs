@@ -48,12 +48,12 @@ mod backoff;
 mod breaker;
 mod bulkhead;
 mod error;
+#[cfg(feature = "tower")]
+pub mod layers;
 mod limiter;
 mod retry;
 mod sleep;
 mod timeout;
-#[cfg(feature = "tower")]
-pub mod layers;
 
 /// Atomics and locks, in one place so the model-checking test can swap in its own.
 mod sync {
@@ -70,7 +70,7 @@ pub use bulkhead::{Bulkhead, BulkheadPermit};
 pub use error::{CallError, Error};
 pub use limiter::{KeyedRateLimiter, Quota, RateLimiter};
 pub use retry::{Retry, RetryBudget, RetryDecision};
-pub use sleep::{ManualSleeper, Sleeper};
 #[cfg(feature = "tokio")]
 pub use sleep::TokioSleeper;
+pub use sleep::{ManualSleeper, Sleeper};
 pub use timeout::timeout;

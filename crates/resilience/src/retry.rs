@@ -158,9 +158,15 @@ impl<C: Clock> RetryBudget<C> {
     pub fn try_withdraw(&self) -> bool {
         let from_balance = self
             .balance_milli
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| b.checked_sub(MILLI))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
+                b.checked_sub(MILLI)
+            })
             .is_ok();
-        from_balance || self.reserve.as_ref().is_some_and(|r| r.try_acquire(1).is_ok())
+        from_balance
+            || self
+                .reserve
+                .as_ref()
+                .is_some_and(|r| r.try_acquire(1).is_ok())
     }
 
     /// Whole retries in the balance now (the reserve not included).

@@ -290,9 +290,16 @@ impl Core {
     }
 
     fn open_word(&self, prev: u64, now_us: u64) -> u64 {
-        let wait = self.settings.open_wait.wait(self.reopens.load(Ordering::Relaxed));
+        let wait = self
+            .settings
+            .open_wait
+            .wait(self.reopens.load(Ordering::Relaxed));
         let wait_us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-        next_word(prev, State::Open, now_us.saturating_add(wait_us).min(PAYLOAD_MAX))
+        next_word(
+            prev,
+            State::Open,
+            now_us.saturating_add(wait_us).min(PAYLOAD_MAX),
+        )
     }
 
     /// Bookkeeping after a successful CAS from `from` to `to`.
@@ -334,12 +341,10 @@ impl Core {
                         slow: 0,
                     };
                     let new = next_word(w, State::HalfOpen, first.pack());
-                    match self.state.compare_exchange(
-                        w,
-                        new,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
+                    match self
+                        .state
+                        .compare_exchange(w, new, Ordering::AcqRel, Ordering::Acquire)
+                    {
                         Ok(_) => {
                             let t = self.transitioned(State::Open, State::HalfOpen);
                             return (Ok(tag_of(new)), Some(t));
@@ -646,9 +651,8 @@ impl CountWindow {
                 Err(actual) => head = actual,
             }
         };
-        let bits = SLOT_RECORDED
-            | if failed { SLOT_FAILED } else { 0 }
-            | if slow { SLOT_SLOW } else { 0 };
+        let bits =
+            SLOT_RECORDED | if failed { SLOT_FAILED } else { 0 } | if slow { SLOT_SLOW } else { 0 };
         let old = self.slots[pos as usize].swap(bits, Ordering::AcqRel);
         if old & (SLOT_FAILED | SLOT_SLOW) != 0 {
             let (f, s) = (

@@ -41,11 +41,11 @@ use std::time::Duration;
 
 use metered_clock::{Clock, SystemClock, Tick};
 
-pub use self::core::{OpenWait, Outcome, State};
 use self::core::{
     COUNT_WINDOW_MAX, Core, CountWindow, HALF_OPEN_CALLS_MAX, Settings, TimeWindow, Transition,
     Window,
 };
+pub use self::core::{OpenWait, Outcome, State};
 use crate::error::{CallError, Error};
 
 /// Longest time-based window, in seconds.
@@ -385,9 +385,7 @@ struct BreakerMetrics {
 
 impl BreakerMetrics {
     fn register(name: &Arc<str>) -> Self {
-        let calls = |kind: &'static str| {
-            metrics::counter!("circuit_breaker_calls_total", "name" => name.to_string(), "kind" => kind)
-        };
+        let calls = |kind: &'static str| metrics::counter!("circuit_breaker_calls_total", "name" => name.to_string(), "kind" => kind);
         let m = BreakerMetrics {
             successful: calls("successful"),
             failed: calls("failed"),
@@ -664,7 +662,12 @@ impl<C: Clock> CircuitBreaker<C> {
         let inner = &*self.inner;
         let slow = match (started, inner.slow_call_ns) {
             (Some(start), Some(limit)) => {
-                inner.clock.monotonic().as_nanos().saturating_sub(start.as_nanos()) >= limit
+                inner
+                    .clock
+                    .monotonic()
+                    .as_nanos()
+                    .saturating_sub(start.as_nanos())
+                    >= limit
             }
             _ => false,
         };

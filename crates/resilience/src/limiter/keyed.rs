@@ -5,8 +5,8 @@ use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use hashbrown::HashTable;
 use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
 use metered_clock::{Clock, SystemClock};
 use parking_lot::RwLock;
 

@@ -163,7 +163,9 @@ fn remaining(tat: u64, now: u64, interval_ns: u64, burst: u32) -> u32 {
 /// Time until `n` permits are available in a cell.
 fn wait_for(tat: u64, now: u64, interval_ns: u64, burst: u32, n: u32) -> Duration {
     let tolerance = interval_ns.saturating_mul(u64::from(burst));
-    let next = tat.max(now).saturating_add(interval_ns.saturating_mul(u64::from(n)));
+    let next = tat
+        .max(now)
+        .saturating_add(interval_ns.saturating_mul(u64::from(n)));
     Duration::from_nanos(next.saturating_sub(tolerance).saturating_sub(now))
 }
 

@@ -1,0 +1,1 @@
+//! `tower` layers (feature `tower`).
