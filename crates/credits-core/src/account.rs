@@ -1,0 +1,958 @@
+//! The pure, storage-independent ledger rules: one tenant's [`Account`] state machine.
+//!
+//! Every backend runs the same code: load the tenant's state under its lock, call
+//! [`Account::apply`] (or [`Account::expire_due`]), then persist what the returned
+//! [`Applied`] change set names, atomically, together with the idempotency record.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use metered_clock::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Amount, Balance, Command, Effect, EntryKind, EntrySeq, HoldId, IdempotencyKey, JournalEntry,
+    LedgerError, LotId, Outcome, Request, TenantId, TenantSettings, Totals,
+};
+
+/// Where a lot sits in the spending order: soonest expiry first, then ascending priority,
+/// then oldest first. Also the lot's identity in storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LotKey {
+    /// When the lot expires ([`Timestamp::MAX`]: never).
+    pub expires_at: Timestamp,
+    /// Lower numbers are spent first among lots expiring at the same time.
+    pub priority: u16,
+    /// The lot's number.
+    pub id: LotId,
+}
+
+impl LotKey {
+    fn expired_at(&self, at: Timestamp) -> bool {
+        self.expires_at != Timestamp::MAX && self.expires_at <= at
+    }
+}
+
+/// A live credit lot: its key and what remains of it (> 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lot {
+    /// Order and identity.
+    pub key: LotKey,
+    /// Remaining credits.
+    pub remaining: Amount,
+}
+
+/// Part of a hold taken from one lot; released parts go back to that lot (and expire at
+/// once if the lot expired meanwhile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draw {
+    /// The lot it came from.
+    pub lot: LotKey,
+    /// How much.
+    pub amount: Amount,
+}
+
+/// An active hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    id: HoldId,
+    amount: Amount,
+    expires_at: Timestamp,
+    draws: Box<[Draw]>,
+}
+
+impl Hold {
+    /// Rebuilds a hold read back from storage.
+    ///
+    /// # Errors
+    /// [`LedgerError::ZeroAmount`] if the draws are empty, contain a zero or do not add up to
+    /// `amount`; [`LedgerError::AmountOverflow`] if they overflow.
+    pub fn from_parts(
+        id: HoldId,
+        amount: Amount,
+        expires_at: Timestamp,
+        draws: Vec<Draw>,
+    ) -> Result<Hold, LedgerError> {
+        let mut sum = Amount::ZERO;
+        for d in &draws {
+            if d.amount.is_zero() {
+                return Err(LedgerError::ZeroAmount);
+            }
+            sum = sum.checked_add(d.amount)?;
+        }
+        if draws.is_empty() || sum != amount {
+            return Err(LedgerError::ZeroAmount);
+        }
+        Ok(Hold {
+            id,
+            amount,
+            expires_at,
+            draws: draws.into_boxed_slice(),
+        })
+    }
+
+    /// Its number.
+    #[must_use]
+    pub fn id(&self) -> HoldId {
+        self.id
+    }
+    /// What it holds.
+    #[must_use]
+    pub fn amount(&self) -> Amount {
+        self.amount
+    }
+    /// When it expires unless resolved.
+    #[must_use]
+    pub fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
+    /// Which lots it came from (in spending order).
+    #[must_use]
+    pub fn draws(&self) -> &[Draw] {
+        &self.draws
+    }
+}
+
+/// How a hold ended. Each hold ends exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldResolution {
+    /// Committed (the rest, if any, released).
+    Committed {
+        /// How much was spent.
+        committed: Amount,
+    },
+    /// Cancelled by its owner.
+    Cancelled,
+    /// Its time-to-live passed.
+    Expired,
+}
+
+/// What is known about a hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldState {
+    /// Still holding credits.
+    Active {
+        /// What it holds.
+        amount: Amount,
+        /// When it expires unless resolved.
+        expires_at: Timestamp,
+    },
+    /// Resolved.
+    Resolved(HoldResolution),
+}
+
+/// A tenant's row: settings, counters, id generators and the time of its last entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountHeader {
+    /// Whose account.
+    pub tenant: TenantId,
+    /// Fixed settings.
+    pub settings: TenantSettings,
+    /// Lifetime counters and current balance (`lots`/`holds` are not stored).
+    pub totals: Totals,
+    /// The next journal entry's number (first is 1).
+    pub next_entry: u64,
+    /// The next lot's number.
+    pub next_lot: u64,
+    /// The next hold's number.
+    pub next_hold: u64,
+    /// Time of the latest entry; later entries never carry an earlier time.
+    pub last_at: Timestamp,
+}
+
+/// Everything a backend loads to rebuild an [`Account`] for one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountParts {
+    /// The tenant row.
+    pub header: AccountHeader,
+    /// Every live lot.
+    pub lots: Vec<Lot>,
+    /// Every active hold.
+    pub holds: Vec<Hold>,
+    /// Resolved holds; at least the one the command names ([`Command::hold`]).
+    pub resolved: Vec<(HoldId, HoldResolution)>,
+    /// Amounts already refunded per entry; at least for the entry a refund names.
+    pub refunded: Vec<(EntrySeq, Amount)>,
+}
+
+/// The change set of one [`Account::apply`] or [`Account::expire_due`]: what a backend must
+/// persist, atomically, for the account to match. Always persist it, even when `result` is an
+/// error: due expiries run first and are kept (the operation itself changed nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The command's result (`Ok(None)` for a pure expiry pass).
+    pub result: Result<Option<Outcome>, LedgerError>,
+    /// New journal entries, in order.
+    pub entries: Vec<JournalEntry>,
+    /// Lots whose remaining amount changed: upsert [`Account::lot`] or delete when `None`.
+    pub lots_changed: Vec<LotKey>,
+    /// Holds created or resolved: upsert [`Account::hold`] or record
+    /// [`Account::resolution`].
+    pub holds_changed: Vec<HoldId>,
+    /// An entry whose refunded amount changed ([`Account::refunded`]).
+    pub refund_changed: Option<EntrySeq>,
+}
+
+impl Applied {
+    fn new() -> Self {
+        Applied {
+            result: Ok(None),
+            entries: Vec::new(),
+            lots_changed: Vec::new(),
+            holds_changed: Vec::new(),
+            refund_changed: None,
+        }
+    }
+
+    /// Whether anything must be written (besides an idempotency record).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// One tenant's ledger state and rules. Pure: no I/O, no clock, no locks.
+///
+/// ```
+/// use std::time::Duration;
+/// use credits_core::{Account, Amount, Command, IdempotencyKey, Request, TenantId, TenantSettings};
+/// use metered_clock::Timestamp;
+///
+/// let tenant = TenantId::new("acme")?;
+/// let now = Timestamp::from_unix_millis(1_000);
+/// let mut account = Account::new(tenant.clone(), TenantSettings::default(), now);
+/// let req = |key: &str, command| Request::new(tenant.clone(), IdempotencyKey::new(key).unwrap(), command);
+///
+/// let grant = Command::Grant { amount: Amount::new(100), expires_at: None, priority: 0 };
+/// account.apply(&req("g", grant), now, None).result?;
+/// let hold = account
+///     .apply(&req("r", Command::Reserve { amount: Amount::new(60), ttl: Duration::from_secs(5) }), now, None)
+///     .result?
+///     .and_then(|o| o.hold())
+///     .unwrap();
+/// account.apply(&req("c", Command::Commit { hold, amount: Amount::new(25) }), now, None).result?;
+/// assert_eq!(account.balance().available, Amount::new(75));
+/// account.totals().check().unwrap();
+/// # Ok::<(), credits_core::LedgerError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Account {
+    header: AccountHeader,
+    lots: BTreeMap<LotKey, Amount>,
+    holds: HashMap<HoldId, Hold>,
+    deadlines: BTreeSet<(Timestamp, HoldId)>,
+    resolved: HashMap<HoldId, HoldResolution>,
+    refunded: HashMap<EntrySeq, Amount>,
+}
+
+impl Account {
+    /// A new, empty account.
+    #[must_use]
+    pub fn new(tenant: TenantId, settings: TenantSettings, now: Timestamp) -> Account {
+        Account {
+            header: AccountHeader {
+                tenant,
+                settings,
+                totals: Totals::default(),
+                next_entry: 1,
+                next_lot: 1,
+                next_hold: 1,
+                last_at: now,
+            },
+            lots: BTreeMap::new(),
+            holds: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            resolved: HashMap::new(),
+            refunded: HashMap::new(),
+        }
+    }
+
+    /// Rebuilds an account from what a backend stored, checking that the counters agree with
+    /// the lots and holds.
+    ///
+    /// # Errors
+    /// [`LedgerError::Storage`] (not retryable) if the parts are inconsistent.
+    pub fn from_parts(parts: AccountParts) -> Result<Account, LedgerError> {
+        let corrupt = |what: &str| {
+            LedgerError::Storage(crate::StorageError::new(
+                format!("inconsistent account {}: {what}", parts.header.tenant),
+                false,
+            ))
+        };
+        let mut account = Account {
+            header: parts.header.clone(),
+            lots: BTreeMap::new(),
+            holds: HashMap::with_capacity(parts.holds.len()),
+            deadlines: BTreeSet::new(),
+            resolved: parts.resolved.iter().copied().collect(),
+            refunded: parts.refunded.iter().copied().collect(),
+        };
+        let mut lots = Amount::ZERO;
+        for lot in &parts.lots {
+            if lot.remaining.is_zero() || account.lots.insert(lot.key, lot.remaining).is_some() {
+                return Err(corrupt("empty or duplicate lot"));
+            }
+            lots = lots.checked_add(lot.remaining)?;
+        }
+        let mut held = Amount::ZERO;
+        for hold in parts.holds {
+            held = held.checked_add(hold.amount)?;
+            account.deadlines.insert((hold.expires_at, hold.id));
+            if account.holds.insert(hold.id, hold).is_some() {
+                return Err(corrupt("duplicate hold"));
+            }
+        }
+        account.header.totals.lots = lots;
+        account.header.totals.holds = held;
+        if lots != account.header.totals.available || held != account.header.totals.held {
+            return Err(corrupt("counters do not match lots and holds"));
+        }
+        Ok(account)
+    }
+
+    /// The tenant.
+    #[must_use]
+    pub fn tenant(&self) -> &TenantId {
+        &self.header.tenant
+    }
+
+    /// The tenant row to persist.
+    #[must_use]
+    pub fn header(&self) -> &AccountHeader {
+        &self.header
+    }
+
+    /// Current balance (as of the last applied change; call [`expire_due`](Self::expire_due)
+    /// first to account for the passage of time).
+    #[must_use]
+    pub fn balance(&self) -> Balance {
+        self.header.totals.balance()
+    }
+
+    /// What can be consumed right now: available credits plus unused overdraft allowance.
+    #[must_use]
+    pub fn spendable(&self) -> Amount {
+        let t = &self.header.totals;
+        let headroom = self
+            .header
+            .settings
+            .overdraft_limit
+            .saturating_sub(t.overdrawn);
+        Amount::new(t.available.units().saturating_add(headroom.units()))
+    }
+
+    /// Counters and current balance, with `lots` and `holds` recomputed from live state.
+    #[must_use]
+    pub fn totals(&self) -> Totals {
+        let mut t = self.header.totals;
+        t.lots = Amount::new(self.lots.values().map(|a| a.units()).sum());
+        t.holds = Amount::new(self.holds.values().map(|h| h.amount.units()).sum());
+        t
+    }
+
+    /// A live lot's remaining amount (`None` once spent or expired).
+    #[must_use]
+    pub fn lot(&self, key: &LotKey) -> Option<Amount> {
+        self.lots.get(key).copied()
+    }
+
+    /// Live lots in spending order.
+    pub fn lots(&self) -> impl Iterator<Item = Lot> + '_ {
+        self.lots.iter().map(|(k, a)| Lot {
+            key: *k,
+            remaining: *a,
+        })
+    }
+
+    /// An active hold.
+    #[must_use]
+    pub fn hold(&self, id: HoldId) -> Option<&Hold> {
+        self.holds.get(&id)
+    }
+
+    /// Active holds (in no particular order).
+    pub fn holds(&self) -> impl Iterator<Item = &Hold> + '_ {
+        self.holds.values()
+    }
+
+    /// Number of active holds.
+    #[must_use]
+    pub fn active_holds(&self) -> usize {
+        self.holds.len()
+    }
+
+    /// How a resolved hold ended.
+    #[must_use]
+    pub fn resolution(&self, id: HoldId) -> Option<HoldResolution> {
+        self.resolved.get(&id).copied()
+    }
+
+    /// What is known about a hold.
+    #[must_use]
+    pub fn hold_state(&self, id: HoldId) -> Option<HoldState> {
+        if let Some(h) = self.holds.get(&id) {
+            return Some(HoldState::Active {
+                amount: h.amount,
+                expires_at: h.expires_at,
+            });
+        }
+        self.resolved.get(&id).map(|r| HoldState::Resolved(*r))
+    }
+
+    /// How much of a `Consumed`/`Committed` entry has been refunded so far.
+    #[must_use]
+    pub fn refunded(&self, entry: EntrySeq) -> Amount {
+        self.refunded.get(&entry).copied().unwrap_or(Amount::ZERO)
+    }
+
+    /// The earliest time at which something (a hold or a lot) expires, if any.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let hold = self.deadlines.first().map(|(t, _)| *t);
+        let lot = self
+            .lots
+            .keys()
+            .next()
+            .map(|k| k.expires_at)
+            .filter(|t| *t != Timestamp::MAX);
+        match (hold, lot) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Applies one request at `now`: first every expiry due by then, then the command.
+    ///
+    /// `refund_target` is the journal entry the command refers to ([`Command::refers_to`]),
+    /// which the caller looks up; pass `None` for other commands. Idempotency is the caller's
+    /// job (look the key up first, [`IdempotencyRecord::replay`](crate::IdempotencyRecord::replay)
+    /// on a hit, store the record with the change set otherwise).
+    ///
+    /// On a domain error the command changed nothing, but due expiries in the change set
+    /// still happened and must be persisted.
+    pub fn apply(
+        &mut self,
+        request: &Request,
+        now: Timestamp,
+        refund_target: Option<&JournalEntry>,
+    ) -> Applied {
+        let mut fx = Applied::new();
+        let at = now.max(self.header.last_at);
+        self.expire_holds(at, &mut fx);
+        self.expire_lots(at, &mut fx);
+        let key = Some(&request.key);
+        let result = match request.command {
+            Command::Grant {
+                amount,
+                expires_at,
+                priority,
+            } => self.grant(&mut fx, at, key, amount, expires_at, priority),
+            Command::Consume { amount } => self.consume(&mut fx, at, key, amount),
+            Command::Reserve { amount, ttl } => self.reserve(&mut fx, at, key, amount, ttl),
+            Command::Commit { hold, amount } => self.resolve(&mut fx, at, key, hold, Some(amount)),
+            Command::Cancel { hold } => self.resolve(&mut fx, at, key, hold, None),
+            Command::Refund { entry, amount } => {
+                self.refund(&mut fx, at, key, entry, amount, refund_target)
+            }
+        };
+        // Credits released into lots that expired meanwhile stop counting at once.
+        self.expire_lots(at, &mut fx);
+        fx.result = result.map(|mut o| {
+            o.balance = self.balance();
+            Some(o)
+        });
+        fx
+    }
+
+    /// Expires every hold and lot due by `now` (what a sweeper or a read does).
+    pub fn expire_due(&mut self, now: Timestamp) -> Applied {
+        let mut fx = Applied::new();
+        let at = now.max(self.header.last_at);
+        self.expire_holds(at, &mut fx);
+        self.expire_lots(at, &mut fx);
+        fx
+    }
+
+    // ---- the rules -------------------------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        kind: EntryKind,
+        amount: Amount,
+        before: Balance,
+        hold: Option<HoldId>,
+        lot: Option<LotId>,
+        refers_to: Option<EntrySeq>,
+        key: Option<&IdempotencyKey>,
+    ) -> EntrySeq {
+        let seq = EntrySeq::new(self.header.next_entry);
+        self.header.next_entry = self.header.next_entry.saturating_add(1);
+        self.header.last_at = at;
+        fx.entries.push(JournalEntry {
+            tenant: self.header.tenant.clone(),
+            seq,
+            at,
+            kind,
+            amount,
+            before,
+            after: self.balance(),
+            hold,
+            lot,
+            refers_to,
+            key: key.cloned(),
+        });
+        seq
+    }
+
+    /// Checks that the inflow side of the conservation equation still fits in a `u64`; then
+    /// every stock (available, held, consumed, expired) and every sum of them fits too.
+    fn check_inflow(
+        granted: Amount,
+        refunded: Amount,
+        overdrawn: Amount,
+    ) -> Result<(), LedgerError> {
+        granted.checked_add(refunded)?.checked_add(overdrawn)?;
+        Ok(())
+    }
+
+    fn outcome(entry: EntrySeq, at: Timestamp, effect: Effect) -> Outcome {
+        Outcome {
+            entry,
+            at,
+            balance: Balance::default(),
+            effect,
+        }
+    }
+
+    /// Adds credits: pays overdraft debt first, the rest becomes a new lot.
+    /// Validation is the caller's; this only mutates.
+    fn credit(
+        &mut self,
+        fx: &mut Applied,
+        amount: Amount,
+        expires_at: Timestamp,
+        priority: u16,
+    ) -> Option<LotId> {
+        let t = &mut self.header.totals;
+        let pay = amount.min(t.overdrawn);
+        let rest = amount.saturating_sub(pay);
+        t.overdrawn = t.overdrawn.saturating_sub(pay);
+        if rest.is_zero() {
+            return None;
+        }
+        t.available = Amount::new(t.available.units().saturating_add(rest.units()));
+        let id = LotId::new(self.header.next_lot);
+        self.header.next_lot = self.header.next_lot.saturating_add(1);
+        let key = LotKey {
+            expires_at,
+            priority,
+            id,
+        };
+        self.lots.insert(key, rest);
+        fx.lots_changed.push(key);
+        Some(id)
+    }
+
+    fn grant(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        amount: Amount,
+        expires_at: Option<Timestamp>,
+        priority: u16,
+    ) -> Result<Outcome, LedgerError> {
+        if amount.is_zero() {
+            return Err(LedgerError::ZeroAmount);
+        }
+        let expires_at = match expires_at {
+            Some(t) if t <= at => return Err(LedgerError::ExpiryNotInFuture),
+            Some(t) => t,
+            None => Timestamp::MAX,
+        };
+        let t = self.header.totals;
+        let granted = t.granted.checked_add(amount)?;
+        Self::check_inflow(granted, t.refunded, t.overdrawn)?;
+        let before = self.balance();
+        self.header.totals.granted = granted;
+        let lot = self.credit(fx, amount, expires_at, priority);
+        let seq = self.push(
+            fx,
+            at,
+            EntryKind::Granted,
+            amount,
+            before,
+            None,
+            lot,
+            None,
+            key,
+        );
+        Ok(Self::outcome(seq, at, Effect::Granted { lot }))
+    }
+
+    /// Takes `amount` (≤ available) from lots in spending order.
+    fn take_from_lots(&mut self, fx: &mut Applied, amount: Amount, draws: Option<&mut Vec<Draw>>) {
+        let mut need = amount;
+        let mut draws = draws;
+        while !need.is_zero() {
+            let Some(mut entry) = self.lots.first_entry() else {
+                break;
+            };
+            let lot = *entry.key();
+            let have = *entry.get();
+            let take = have.min(need);
+            need = need.saturating_sub(take);
+            if take == have {
+                entry.remove();
+            } else {
+                *entry.get_mut() = have.saturating_sub(take);
+            }
+            fx.lots_changed.push(lot);
+            if let Some(d) = draws.as_deref_mut() {
+                d.push(Draw { lot, amount: take });
+            }
+        }
+        let t = &mut self.header.totals;
+        t.available = t.available.saturating_sub(amount);
+    }
+
+    fn consume(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        amount: Amount,
+    ) -> Result<Outcome, LedgerError> {
+        if amount.is_zero() {
+            return Err(LedgerError::ZeroAmount);
+        }
+        let spendable = self.spendable();
+        if amount > spendable {
+            return Err(LedgerError::InsufficientCredits {
+                requested: amount,
+                spendable,
+            });
+        }
+        let t = self.header.totals;
+        let consumed = t.consumed.checked_add(amount)?;
+        let from_lots = amount.min(t.available);
+        let debt = amount.saturating_sub(from_lots);
+        let overdrawn = t.overdrawn.checked_add(debt)?;
+        Self::check_inflow(t.granted, t.refunded, overdrawn)?;
+        let before = self.balance();
+        self.take_from_lots(fx, from_lots, None);
+        self.header.totals.overdrawn = overdrawn;
+        self.header.totals.consumed = consumed;
+        let seq = self.push(
+            fx,
+            at,
+            EntryKind::Consumed,
+            amount,
+            before,
+            None,
+            None,
+            None,
+            key,
+        );
+        Ok(Self::outcome(seq, at, Effect::Consumed))
+    }
+
+    fn reserve(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        amount: Amount,
+        ttl: Duration,
+    ) -> Result<Outcome, LedgerError> {
+        if amount.is_zero() {
+            return Err(LedgerError::ZeroAmount);
+        }
+        if ttl.is_zero() {
+            return Err(LedgerError::ZeroTtl);
+        }
+        // Round up to whole milliseconds so a sub-millisecond TTL is not an instant expiry.
+        let ttl_ms = u64::try_from(ttl.as_nanos().div_ceil(1_000_000))
+            .map_err(|_| LedgerError::AmountOverflow)?;
+        let expires_at = at
+            .checked_add(Duration::from_millis(ttl_ms))
+            .filter(|t| *t != Timestamp::MAX)
+            .ok_or(LedgerError::AmountOverflow)?;
+        let t = self.header.totals;
+        if amount > t.available {
+            return Err(LedgerError::InsufficientCredits {
+                requested: amount,
+                spendable: t.available,
+            });
+        }
+        let held = t.held.checked_add(amount)?;
+        let before = self.balance();
+        let id = HoldId::new(self.header.next_hold);
+        self.header.next_hold = self.header.next_hold.saturating_add(1);
+        let mut draws = Vec::with_capacity(1);
+        self.take_from_lots(fx, amount, Some(&mut draws));
+        self.header.totals.held = held;
+        self.holds.insert(
+            id,
+            Hold {
+                id,
+                amount,
+                expires_at,
+                draws: draws.into_boxed_slice(),
+            },
+        );
+        self.deadlines.insert((expires_at, id));
+        fx.holds_changed.push(id);
+        let seq = self.push(
+            fx,
+            at,
+            EntryKind::Reserved,
+            amount,
+            before,
+            Some(id),
+            None,
+            None,
+            key,
+        );
+        Ok(Self::outcome(
+            seq,
+            at,
+            Effect::Reserved {
+                hold: id,
+                expires_at,
+            },
+        ))
+    }
+
+    /// Returns the draws of a hold, after skipping the first `skip` units (the spent part),
+    /// to their lots; moves them from `held` to `available`.
+    fn release_draws(&mut self, fx: &mut Applied, draws: &[Draw], skip: Amount) -> Amount {
+        let mut skip = skip;
+        let mut released = Amount::ZERO;
+        for d in draws {
+            let spent = d.amount.min(skip);
+            skip = skip.saturating_sub(spent);
+            let back = d.amount.saturating_sub(spent);
+            if back.is_zero() {
+                continue;
+            }
+            let slot = self.lots.entry(d.lot).or_insert(Amount::ZERO);
+            *slot = Amount::new(slot.units().saturating_add(back.units()));
+            fx.lots_changed.push(d.lot);
+            released = Amount::new(released.units().saturating_add(back.units()));
+        }
+        let t = &mut self.header.totals;
+        t.held = t.held.saturating_sub(released);
+        t.available = Amount::new(t.available.units().saturating_add(released.units()));
+        released
+    }
+
+    fn resolve(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        id: HoldId,
+        commit: Option<Amount>,
+    ) -> Result<Outcome, LedgerError> {
+        if commit.is_some_and(Amount::is_zero) {
+            return Err(LedgerError::ZeroAmount);
+        }
+        let Some(hold) = self.holds.get(&id) else {
+            return Err(match self.resolved.get(&id) {
+                Some(HoldResolution::Committed { .. }) => LedgerError::HoldAlreadyCommitted(id),
+                Some(HoldResolution::Cancelled) => LedgerError::HoldAlreadyCancelled(id),
+                Some(HoldResolution::Expired) => LedgerError::HoldExpired(id),
+                None => LedgerError::UnknownHold(id),
+            });
+        };
+        let held = hold.amount;
+        let t = self.header.totals;
+        let spend = commit.unwrap_or(Amount::ZERO);
+        if spend > held {
+            return Err(LedgerError::CommitExceedsHold {
+                hold: id,
+                held,
+                requested: spend,
+            });
+        }
+        let consumed = t.consumed.checked_add(spend)?;
+        let Some(hold) = self.holds.remove(&id) else {
+            return Err(LedgerError::UnknownHold(id));
+        };
+        self.deadlines.remove(&(hold.expires_at, id));
+        fx.holds_changed.push(id);
+        let (seq, effect) = if commit.is_some() {
+            self.resolved
+                .insert(id, HoldResolution::Committed { committed: spend });
+            let before = self.balance();
+            self.header.totals.held = t.held.saturating_sub(spend);
+            self.header.totals.consumed = consumed;
+            let seq = self.push(
+                fx,
+                at,
+                EntryKind::Committed,
+                spend,
+                before,
+                Some(id),
+                None,
+                None,
+                key,
+            );
+            let rest = held.saturating_sub(spend);
+            if !rest.is_zero() {
+                let before = self.balance();
+                self.release_draws(fx, &hold.draws, spend);
+                self.push(
+                    fx,
+                    at,
+                    EntryKind::Released,
+                    rest,
+                    before,
+                    Some(id),
+                    None,
+                    None,
+                    key,
+                );
+            }
+            let effect = Effect::Committed {
+                hold: id,
+                committed: spend,
+                released: rest,
+            };
+            (seq, effect)
+        } else {
+            self.resolved.insert(id, HoldResolution::Cancelled);
+            let before = self.balance();
+            self.release_draws(fx, &hold.draws, Amount::ZERO);
+            let seq = self.push(
+                fx,
+                at,
+                EntryKind::Cancelled,
+                held,
+                before,
+                Some(id),
+                None,
+                None,
+                key,
+            );
+            (
+                seq,
+                Effect::Cancelled {
+                    hold: id,
+                    released: held,
+                },
+            )
+        };
+        Ok(Self::outcome(seq, at, effect))
+    }
+
+    fn refund(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        entry: EntrySeq,
+        amount: Amount,
+        target: Option<&JournalEntry>,
+    ) -> Result<Outcome, LedgerError> {
+        if amount.is_zero() {
+            return Err(LedgerError::ZeroAmount);
+        }
+        let Some(target) = target.filter(|e| e.seq == entry && e.tenant == self.header.tenant)
+        else {
+            return Err(LedgerError::UnknownEntry(entry));
+        };
+        if !target.kind.is_refundable() {
+            return Err(LedgerError::NotRefundable(entry));
+        }
+        let already = self.refunded(entry);
+        let refundable = target.amount.saturating_sub(already);
+        if amount > refundable {
+            return Err(LedgerError::RefundExceedsConsumed {
+                entry,
+                refundable,
+                requested: amount,
+            });
+        }
+        let t = self.header.totals;
+        let refunded = t.refunded.checked_add(amount)?;
+        Self::check_inflow(t.granted, refunded, t.overdrawn)?;
+        let before = self.balance();
+        self.header.totals.refunded = refunded;
+        self.refunded.insert(
+            entry,
+            Amount::new(already.units().saturating_add(amount.units())),
+        );
+        fx.refund_changed = Some(entry);
+        let lot = self.credit(fx, amount, Timestamp::MAX, 0);
+        let seq = self.push(
+            fx,
+            at,
+            EntryKind::Refunded,
+            amount,
+            before,
+            None,
+            lot,
+            Some(entry),
+            key,
+        );
+        Ok(Self::outcome(seq, at, Effect::Refunded { lot }))
+    }
+
+    fn expire_holds(&mut self, at: Timestamp, fx: &mut Applied) {
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > at {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(hold) = self.holds.remove(&id) else {
+                continue;
+            };
+            self.resolved.insert(id, HoldResolution::Expired);
+            fx.holds_changed.push(id);
+            let before = self.balance();
+            self.release_draws(fx, &hold.draws, Amount::ZERO);
+            self.push(
+                fx,
+                at,
+                EntryKind::HoldExpired,
+                hold.amount,
+                before,
+                Some(id),
+                None,
+                None,
+                None,
+            );
+        }
+    }
+
+    fn expire_lots(&mut self, at: Timestamp, fx: &mut Applied) {
+        while let Some(entry) = self.lots.first_entry() {
+            if !entry.key().expired_at(at) {
+                break;
+            }
+            let (lot, remaining) = entry.remove_entry();
+            fx.lots_changed.push(lot);
+            let before = self.balance();
+            let t = &mut self.header.totals;
+            t.available = t.available.saturating_sub(remaining);
+            t.expired = Amount::new(t.expired.units().saturating_add(remaining.units()));
+            self.push(
+                fx,
+                at,
+                EntryKind::LotExpired,
+                remaining,
+                before,
+                None,
+                Some(lot.id),
+                None,
+                None,
+            );
+        }
+    }
+}

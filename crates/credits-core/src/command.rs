@@ -1,0 +1,247 @@
+//! What callers ask for ([`Request`], [`Command`]) and what they get back ([`Outcome`]).
+
+use std::time::Duration;
+
+use metered_clock::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{Amount, EntrySeq, HoldId, IdempotencyKey, LedgerError, LotId, TenantId};
+
+/// One mutation of one tenant's account. Compared field by field to detect an idempotency
+/// key reused for a different request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Command {
+    /// Add credits as a new lot. Lots are consumed soonest-expiring first, then by ascending
+    /// `priority` (0 first), then oldest first. An expired lot stops counting.
+    Grant {
+        /// How much (> 0).
+        amount: Amount,
+        /// When the lot expires (`None`: never). Must be in the future.
+        expires_at: Option<Timestamp>,
+        /// Tie-break between lots with the same expiry: lower numbers are spent first.
+        priority: u16,
+    },
+    /// Spend credits now (from lots, then from the overdraft allowance).
+    Consume {
+        /// How much (> 0).
+        amount: Amount,
+    },
+    /// Set credits aside in a hold that must be committed or cancelled before `ttl` passes,
+    /// or it expires and the credits return. Holds are backed by credits only, never by the
+    /// overdraft allowance.
+    Reserve {
+        /// How much (> 0).
+        amount: Amount,
+        /// How long the hold lives (> 0; rounded up to whole milliseconds).
+        ttl: Duration,
+    },
+    /// Spend `amount` (≤ the held amount) of an active hold; the rest is released.
+    Commit {
+        /// The hold.
+        hold: HoldId,
+        /// How much to spend (> 0).
+        amount: Amount,
+    },
+    /// Release an active hold entirely.
+    Cancel {
+        /// The hold.
+        hold: HoldId,
+    },
+    /// Give back part or all of a `Consumed` or `Committed` journal entry, as a new lot that
+    /// never expires.
+    Refund {
+        /// The consumption to reverse.
+        entry: EntrySeq,
+        /// How much (> 0, ≤ what the entry spent minus earlier refunds of it).
+        amount: Amount,
+    },
+}
+
+impl Command {
+    /// The journal entry a store must look up and pass to
+    /// [`Account::apply`](crate::Account::apply) (only refunds refer to one).
+    #[must_use]
+    pub fn refers_to(&self) -> Option<EntrySeq> {
+        match self {
+            Command::Refund { entry, .. } => Some(*entry),
+            _ => None,
+        }
+    }
+
+    /// The hold this command resolves, if any (a backend loads that hold even when it is no
+    /// longer active, so that the right "already resolved" error can be given).
+    #[must_use]
+    pub fn hold(&self) -> Option<HoldId> {
+        match self {
+            Command::Commit { hold, .. } | Command::Cancel { hold } => Some(*hold),
+            _ => None,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Grant { .. } => "grant",
+            Command::Consume { .. } => "consume",
+            Command::Reserve { .. } => "reserve",
+            Command::Commit { .. } => "commit",
+            Command::Cancel { .. } => "cancel",
+            Command::Refund { .. } => "refund",
+        }
+    }
+}
+
+/// A [`Command`] for a tenant under an idempotency key: the unit a store applies.
+///
+/// ```
+/// use credits_core::{Amount, Command, IdempotencyKey, Request, TenantId};
+///
+/// let r = Request::new(
+///     TenantId::new("acme")?,
+///     IdempotencyKey::new("charge-1")?,
+///     Command::Consume { amount: Amount::new(5) },
+/// );
+/// assert_eq!(r.command.name(), "consume");
+/// # Ok::<(), credits_core::LedgerError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Whose account.
+    pub tenant: TenantId,
+    /// The caller's name for this mutation (unique per tenant).
+    pub key: IdempotencyKey,
+    /// What to do.
+    pub command: Command,
+}
+
+impl Request {
+    /// Bundles the three parts.
+    #[must_use]
+    pub fn new(tenant: TenantId, key: IdempotencyKey, command: Command) -> Self {
+        Request {
+            tenant,
+            key,
+            command,
+        }
+    }
+}
+
+/// A tenant's balance.
+///
+/// * `available`: unexpired credits not set aside in holds (spendable now);
+/// * `held`: credits set aside in active holds;
+/// * `overdrawn`: credits consumed beyond the available ones, within the overdraft limit
+///   (a debt that the next grant or refund pays first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Balance {
+    /// Unexpired credits not in holds.
+    pub available: Amount,
+    /// Credits in active holds.
+    pub held: Amount,
+    /// Debt taken through the overdraft allowance.
+    pub overdrawn: Amount,
+}
+
+/// What a successful command did, beyond the common fields of [`Outcome`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Effect {
+    /// A grant created this lot (`None` when the whole grant paid off overdraft debt).
+    Granted {
+        /// The new lot.
+        lot: Option<LotId>,
+    },
+    /// Credits were consumed.
+    Consumed,
+    /// A hold was created.
+    Reserved {
+        /// The hold (pass it to commit or cancel).
+        hold: HoldId,
+        /// When it expires unless resolved.
+        expires_at: Timestamp,
+    },
+    /// A hold was committed.
+    Committed {
+        /// The hold.
+        hold: HoldId,
+        /// How much was spent.
+        committed: Amount,
+        /// How much went back.
+        released: Amount,
+    },
+    /// A hold was cancelled.
+    Cancelled {
+        /// The hold.
+        hold: HoldId,
+        /// How much went back.
+        released: Amount,
+    },
+    /// Credits were refunded.
+    Refunded {
+        /// The new lot (`None` when the whole refund paid off overdraft debt).
+        lot: Option<LotId>,
+    },
+}
+
+/// The result of a successful command: its main journal entry, the balance right after it,
+/// and what it did. Replaying the idempotency key returns this same value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The command's main journal entry.
+    pub entry: EntrySeq,
+    /// When it was applied.
+    pub at: Timestamp,
+    /// The balance right after it.
+    pub balance: Balance,
+    /// What it did.
+    pub effect: Effect,
+}
+
+impl Outcome {
+    /// The hold a `Reserve` created.
+    #[must_use]
+    pub fn hold(&self) -> Option<HoldId> {
+        match self.effect {
+            Effect::Reserved { hold, .. } => Some(hold),
+            _ => None,
+        }
+    }
+}
+
+/// What a tenant's idempotency key is remembered with: the request it was first used for and
+/// that request's result (success or domain failure). Backends persist it in the same
+/// atomic write as the change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// The command first sent with the key.
+    pub command: Command,
+    /// Its result.
+    pub result: Result<Outcome, LedgerError>,
+    /// When it was applied.
+    pub at: Timestamp,
+}
+
+impl IdempotencyRecord {
+    /// The answer to a request whose key already has this record: the original result if the
+    /// command is the same, otherwise [`LedgerError::IdempotencyConflict`].
+    ///
+    /// # Errors
+    /// The original failure, or the conflict.
+    pub fn replay(&self, request: &Request) -> Result<Outcome, LedgerError> {
+        if self.command == request.command {
+            self.result.clone()
+        } else {
+            Err(LedgerError::IdempotencyConflict(request.key.clone()))
+        }
+    }
+}
+
+/// Per-tenant settings fixed at creation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSettings {
+    /// How far consumption may go beyond the available credits (default zero: never
+    /// negative).
+    pub overdraft_limit: Amount,
+}

@@ -1,0 +1,1037 @@
+//! The conformance suite every [`LedgerStore`] backend must pass (feature `conformance`).
+//!
+//! A backend's tests call [`run_all`] with a factory of **empty** stores; each check gets a
+//! fresh one. Checks panic with a message on the first violated expectation, as tests do.
+//!
+//! ```
+//! use credits_core::MemoryLedgerStore;
+//!
+//! # futures::executor::block_on(async {
+//! credits_core::conformance::run_all(|| async { MemoryLedgerStore::new() }).await;
+//! # });
+//! ```
+//!
+//! Every check is also public, so a backend can run them one by one (for example as
+//! separate `#[tokio::test]`s) with [`CHECKS`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metered_clock::{ManualClock, Timestamp};
+
+use crate::store::{BATCH_LEN_MAX, LedgerStore, PageRequest};
+use crate::{
+    Amount, Balance, Command, Effect, EntryKind, EntrySeq, GrantOptions, HoldId, HoldResolution,
+    HoldState, IdempotencyKey, Ledger, LedgerError, Request, TenantId, TenantSettings,
+};
+
+/// The time every check starts at.
+pub const START: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+
+/// A check: takes a fresh, empty store.
+pub type Check = fn(Arc<dyn LedgerStore>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        /// Every check, by name.
+        pub const CHECKS: &[(&str, Check)] = &[
+            $((stringify!($name), |s| Box::pin($name(s)))),*
+        ];
+    };
+}
+
+checks!(
+    tenants_and_unknown_tenant,
+    grant_consume_and_history,
+    lots_spent_in_order_and_expire,
+    holds_resolve_exactly_once,
+    idempotent_replay_and_conflict,
+    sweeper_steps_and_recovery,
+    overdraft_and_debt_repayment,
+    refunds,
+    batches_all_or_nothing,
+    bad_input_changes_nothing,
+    concurrent_requests_on_one_tenant,
+);
+
+/// Runs every check in [`CHECKS`], each on a fresh store from `make_store`.
+pub async fn run_all<S, F, Fut>(mut make_store: F)
+where
+    S: LedgerStore + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    for (name, check) in CHECKS {
+        tracing::info!(check = name, "conformance check");
+        let store: Arc<dyn LedgerStore> = Arc::new(make_store().await);
+        check(store).await;
+    }
+}
+
+fn key(k: &str) -> IdempotencyKey {
+    IdempotencyKey::new(k).expect("valid key")
+}
+
+fn tenant(t: &str) -> TenantId {
+    TenantId::new(t).expect("valid tenant")
+}
+
+fn amt(n: u64) -> Amount {
+    Amount::new(n)
+}
+
+fn bal(available: u64, held: u64, overdrawn: u64) -> Balance {
+    Balance {
+        available: amt(available),
+        held: amt(held),
+        overdrawn: amt(overdrawn),
+    }
+}
+
+async fn setup(
+    store: Arc<dyn LedgerStore>,
+    names: &[&str],
+) -> (Ledger, ManualClock, Vec<TenantId>) {
+    let clock = ManualClock::new(START);
+    let ledger = Ledger::from_shared(store, Arc::new(clock.clone()));
+    let mut ids = Vec::new();
+    for n in names {
+        let t = tenant(n);
+        ledger
+            .create_tenant(&t, TenantSettings::default())
+            .await
+            .expect("create tenant");
+        ids.push(t);
+    }
+    (ledger, clock, ids)
+}
+
+async fn conserved(ledger: &Ledger, t: Option<&TenantId>) {
+    let check = ledger.check_conservation(t).await.expect("totals");
+    if let Err(v) = check {
+        panic!("conservation violated for {t:?}: {v}");
+    }
+}
+
+async fn all_entries(ledger: &Ledger, t: &TenantId) -> Vec<crate::JournalEntry> {
+    let mut out = Vec::new();
+    let mut page = PageRequest::first(1_000);
+    loop {
+        let p = ledger.history(t, page).await.expect("history");
+        out.extend(p.entries);
+        match p.next {
+            Some(n) => page.after = Some(n),
+            None => return out,
+        }
+    }
+}
+
+/// Creating tenants; every operation on an unknown tenant is `UnknownTenant`.
+pub async fn tenants_and_unknown_tenant(store: Arc<dyn LedgerStore>) {
+    let (ledger, _clock, ids) = setup(store, &["acme"]).await;
+    let acme = &ids[0];
+    assert_eq!(
+        ledger.create_tenant(acme, TenantSettings::default()).await,
+        Err(LedgerError::TenantExists(acme.clone()))
+    );
+    let ghost = tenant("ghost");
+    assert_eq!(
+        ledger.consume(&ghost, key("k"), amt(1)).await,
+        Err(LedgerError::UnknownTenant(ghost.clone()))
+    );
+    assert!(matches!(
+        ledger.balance(&ghost).await,
+        Err(LedgerError::UnknownTenant(_))
+    ));
+    assert!(matches!(
+        ledger.history(&ghost, PageRequest::first(10)).await,
+        Err(LedgerError::UnknownTenant(_))
+    ));
+    assert!(matches!(
+        ledger.balance_at(&ghost, START).await,
+        Err(LedgerError::UnknownTenant(_))
+    ));
+    assert!(matches!(
+        ledger.hold(&ghost, HoldId::new(1)).await,
+        Err(LedgerError::UnknownTenant(_))
+    ));
+    assert!(matches!(
+        ledger.store().totals(&ghost).await,
+        Err(LedgerError::UnknownTenant(_))
+    ));
+    assert!(matches!(
+        ledger.store().idempotency_record(&ghost, &key("k")).await,
+        Err(LedgerError::UnknownTenant(_))
+    ));
+    assert_eq!(ledger.balance(acme).await, Ok(Balance::default()));
+    conserved(&ledger, None).await;
+}
+
+/// Grant, consume, insufficient credits, balance, paged history and balance at a time.
+pub async fn grant_consume_and_history(store: Arc<dyn LedgerStore>) {
+    let (ledger, clock, ids) = setup(store, &["acme"]).await;
+    let t = &ids[0];
+    let g = ledger
+        .grant(t, key("g1"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    assert_eq!(g.entry, EntrySeq::new(1));
+    assert_eq!(g.balance, bal(100, 0, 0));
+    assert!(matches!(g.effect, Effect::Granted { lot: Some(_) }));
+    clock.advance(Duration::from_secs(1));
+    let c = ledger
+        .consume(t, key("c1"), amt(30))
+        .await
+        .expect("consume");
+    assert_eq!(
+        (c.entry, c.balance, c.effect),
+        (EntrySeq::new(2), bal(70, 0, 0), Effect::Consumed)
+    );
+    assert_eq!(
+        ledger.consume(t, key("c2"), amt(71)).await,
+        Err(LedgerError::InsufficientCredits {
+            requested: amt(71),
+            spendable: amt(70)
+        })
+    );
+    assert_eq!(ledger.balance(t).await, Ok(bal(70, 0, 0)));
+    for i in 0..5 {
+        clock.advance(Duration::from_secs(1));
+        ledger
+            .consume(t, key(&format!("loop-{i}")), amt(1))
+            .await
+            .expect("consume");
+    }
+    let entries = all_entries(&ledger, t).await;
+    assert_eq!(entries.len(), 7);
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.seq.get(), i as u64 + 1, "entries numbered without gaps");
+        assert_eq!(&e.tenant, t);
+        if i > 0 {
+            assert!(e.at >= entries[i - 1].at, "times never decrease");
+            assert_eq!(e.before, entries[i - 1].after, "running balance chains");
+        }
+    }
+    assert_eq!(entries[1].kind, EntryKind::Consumed);
+    assert_eq!(entries[1].key, Some(key("c1")));
+    let p = ledger
+        .history(
+            t,
+            PageRequest {
+                after: Some(EntrySeq::new(2)),
+                limit: 2,
+            },
+        )
+        .await
+        .expect("page");
+    assert_eq!(
+        p.entries.iter().map(|e| e.seq.get()).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert_eq!(p.next, Some(EntrySeq::new(4)));
+    let last = ledger
+        .history(
+            t,
+            PageRequest {
+                after: Some(EntrySeq::new(6)),
+                limit: 10,
+            },
+        )
+        .await
+        .expect("page");
+    assert_eq!((last.entries.len(), last.next), (1, None));
+    assert_eq!(
+        ledger.balance_at(t, Timestamp::EPOCH).await,
+        Ok(Balance::default())
+    );
+    assert_eq!(ledger.balance_at(t, START).await, Ok(bal(100, 0, 0)));
+    assert_eq!(
+        ledger
+            .balance_at(t, START.saturating_add(Duration::from_millis(1_500)))
+            .await,
+        Ok(bal(70, 0, 0))
+    );
+    assert_eq!(
+        ledger.balance_at(t, Timestamp::MAX).await,
+        Ok(bal(65, 0, 0))
+    );
+    conserved(&ledger, Some(t)).await;
+}
+
+/// Lots are spent soonest-expiring first, then by priority, then oldest first; expired
+/// lots stop counting.
+pub async fn lots_spent_in_order_and_expire(store: Arc<dyn LedgerStore>) {
+    let (ledger, clock, ids) = setup(store, &["acme"]).await;
+    let t = &ids[0];
+    let at = |s: u64| START.saturating_add(Duration::from_secs(s));
+    let lot = |o: crate::Outcome| match o.effect {
+        Effect::Granted { lot: Some(l) } => l,
+        other => panic!("expected a lot, got {other:?}"),
+    };
+    let never = lot(ledger
+        .grant(t, key("never"), amt(10), GrantOptions::default())
+        .await
+        .expect("grant"));
+    let late = lot(ledger
+        .grant(
+            t,
+            key("late"),
+            amt(10),
+            GrantOptions::default().expires_at(at(200)),
+        )
+        .await
+        .expect("grant"));
+    let soon_p1 = lot(ledger
+        .grant(
+            t,
+            key("soon-p1"),
+            amt(10),
+            GrantOptions::default().expires_at(at(100)).priority(1),
+        )
+        .await
+        .expect("grant"));
+    let soon_p0 = lot(ledger
+        .grant(
+            t,
+            key("soon-p0"),
+            amt(10),
+            GrantOptions::default().expires_at(at(100)),
+        )
+        .await
+        .expect("grant"));
+    let soon_p0_b = lot(ledger
+        .grant(
+            t,
+            key("soon-p0-b"),
+            amt(10),
+            GrantOptions::default().expires_at(at(100)),
+        )
+        .await
+        .expect("grant"));
+    // 25 = soon_p0 (10) + soon_p0_b (10) + 5 of soon_p1.
+    ledger.consume(t, key("c"), amt(25)).await.expect("consume");
+    clock.set_now(at(100));
+    assert_eq!(
+        ledger.balance(t).await,
+        Ok(bal(20, 0, 0)),
+        "5 left in soon_p1 expired"
+    );
+    let expired: Vec<_> = all_entries(&ledger, t)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::LotExpired)
+        .map(|e| (e.lot, e.amount, e.key))
+        .collect();
+    assert_eq!(expired, vec![(Some(soon_p1), amt(5), None)]);
+    let _ = (soon_p0, soon_p0_b);
+    ledger.consume(t, key("c2"), amt(3)).await.expect("consume");
+    clock.set_now(at(250));
+    assert_eq!(
+        ledger.balance(t).await,
+        Ok(bal(10, 0, 0)),
+        "late lot (7 left) expired"
+    );
+    let last = all_entries(&ledger, t).await.pop().expect("entry");
+    assert_eq!(
+        (last.kind, last.lot, last.amount),
+        (EntryKind::LotExpired, Some(late), amt(7))
+    );
+    let _ = never;
+    assert_eq!(
+        ledger
+            .grant(
+                t,
+                key("past"),
+                amt(1),
+                GrantOptions::default().expires_at(at(250))
+            )
+            .await,
+        Err(LedgerError::ExpiryNotInFuture)
+    );
+    let totals = ledger
+        .check_conservation(Some(t))
+        .await
+        .expect("totals")
+        .expect("conserved");
+    assert_eq!(
+        (totals.granted, totals.consumed, totals.expired),
+        (amt(50), amt(28), amt(12))
+    );
+}
+
+/// Reserve, partial commit, cancel, and every "already resolved" error.
+pub async fn holds_resolve_exactly_once(store: Arc<dyn LedgerStore>) {
+    let (ledger, clock, ids) = setup(store, &["acme"]).await;
+    let t = &ids[0];
+    ledger
+        .grant(t, key("g"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    let ttl = Duration::from_secs(60);
+    let r = ledger
+        .reserve(t, key("r1"), amt(40), ttl)
+        .await
+        .expect("reserve");
+    let h1 = r.hold().expect("hold");
+    assert_eq!(r.balance, bal(60, 40, 0));
+    assert_eq!(
+        r.effect,
+        Effect::Reserved {
+            hold: h1,
+            expires_at: START.saturating_add(ttl)
+        }
+    );
+    assert_eq!(
+        ledger.hold(t, h1).await,
+        Ok(HoldState::Active {
+            amount: amt(40),
+            expires_at: START.saturating_add(ttl)
+        })
+    );
+    assert_eq!(
+        ledger.reserve(t, key("r-big"), amt(61), ttl).await,
+        Err(LedgerError::InsufficientCredits {
+            requested: amt(61),
+            spendable: amt(60)
+        })
+    );
+    assert_eq!(
+        ledger.commit(t, key("c-big"), h1, amt(41)).await,
+        Err(LedgerError::CommitExceedsHold {
+            hold: h1,
+            held: amt(40),
+            requested: amt(41)
+        })
+    );
+    let c = ledger
+        .commit(t, key("c1"), h1, amt(15))
+        .await
+        .expect("commit");
+    assert_eq!(
+        c.effect,
+        Effect::Committed {
+            hold: h1,
+            committed: amt(15),
+            released: amt(25)
+        }
+    );
+    assert_eq!(c.balance, bal(85, 0, 0));
+    assert_eq!(
+        ledger.hold(t, h1).await,
+        Ok(HoldState::Resolved(HoldResolution::Committed {
+            committed: amt(15)
+        }))
+    );
+    assert_eq!(
+        ledger.commit(t, key("c1-again"), h1, amt(1)).await,
+        Err(LedgerError::HoldAlreadyCommitted(h1))
+    );
+    assert_eq!(
+        ledger.cancel(t, key("x1"), h1).await,
+        Err(LedgerError::HoldAlreadyCommitted(h1))
+    );
+
+    let h2 = ledger
+        .reserve(t, key("r2"), amt(10), ttl)
+        .await
+        .expect("reserve")
+        .hold()
+        .expect("hold");
+    let x = ledger.cancel(t, key("x2"), h2).await.expect("cancel");
+    assert_eq!(
+        x.effect,
+        Effect::Cancelled {
+            hold: h2,
+            released: amt(10)
+        }
+    );
+    assert_eq!(
+        ledger.commit(t, key("c2"), h2, amt(1)).await,
+        Err(LedgerError::HoldAlreadyCancelled(h2))
+    );
+    assert_eq!(
+        ledger.cancel(t, key("x2-again"), h2).await,
+        Err(LedgerError::HoldAlreadyCancelled(h2))
+    );
+
+    let h3 = ledger
+        .reserve(t, key("r3"), amt(20), ttl)
+        .await
+        .expect("reserve")
+        .hold()
+        .expect("hold");
+    clock.advance(ttl);
+    assert_eq!(
+        ledger.commit(t, key("c3"), h3, amt(5)).await,
+        Err(LedgerError::HoldExpired(h3))
+    );
+    assert_eq!(
+        ledger.cancel(t, key("x3"), h3).await,
+        Err(LedgerError::HoldExpired(h3))
+    );
+    assert_eq!(
+        ledger.hold(t, h3).await,
+        Ok(HoldState::Resolved(HoldResolution::Expired))
+    );
+    assert_eq!(ledger.balance(t).await, Ok(bal(85, 0, 0)));
+
+    let ghost = HoldId::new(999);
+    assert_eq!(
+        ledger.commit(t, key("c4"), ghost, amt(1)).await,
+        Err(LedgerError::UnknownHold(ghost))
+    );
+    assert_eq!(
+        ledger.cancel(t, key("x4"), ghost).await,
+        Err(LedgerError::UnknownHold(ghost))
+    );
+    assert_eq!(
+        ledger.hold(t, ghost).await,
+        Err(LedgerError::UnknownHold(ghost))
+    );
+
+    let kinds: Vec<_> = all_entries(&ledger, t)
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    use EntryKind::*;
+    assert_eq!(
+        kinds,
+        vec![
+            Granted,
+            Reserved,
+            Committed,
+            Released,
+            Reserved,
+            Cancelled,
+            Reserved,
+            HoldExpired
+        ]
+    );
+    conserved(&ledger, Some(t)).await;
+}
+
+/// Same key + same request replays (also failures); same key + other request conflicts;
+/// keys are per tenant.
+pub async fn idempotent_replay_and_conflict(store: Arc<dyn LedgerStore>) {
+    let (ledger, clock, ids) = setup(store, &["acme", "bravo"]).await;
+    let (a, b) = (&ids[0], &ids[1]);
+    let g = ledger
+        .grant(a, key("g"), amt(50), GrantOptions::default())
+        .await
+        .expect("grant");
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(
+        ledger
+            .grant(a, key("g"), amt(50), GrantOptions::default())
+            .await,
+        Ok(g),
+        "replay"
+    );
+    assert_eq!(ledger.balance(a).await, Ok(bal(50, 0, 0)), "applied once");
+    assert_eq!(
+        ledger
+            .grant(a, key("g"), amt(51), GrantOptions::default())
+            .await,
+        Err(LedgerError::IdempotencyConflict(key("g")))
+    );
+    assert_eq!(
+        ledger.consume(a, key("g"), amt(50)).await,
+        Err(LedgerError::IdempotencyConflict(key("g")))
+    );
+    // An original failure replays as that failure, even once it would now succeed.
+    let fail = ledger.consume(a, key("too-much"), amt(80)).await;
+    assert!(matches!(fail, Err(LedgerError::InsufficientCredits { .. })));
+    ledger
+        .grant(a, key("g2"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    assert_eq!(ledger.consume(a, key("too-much"), amt(80)).await, fail);
+    assert_eq!(ledger.balance(a).await, Ok(bal(150, 0, 0)));
+    // Keys are per tenant.
+    ledger
+        .grant(b, key("g"), amt(7), GrantOptions::default())
+        .await
+        .expect("same key, other tenant");
+    assert_eq!(ledger.balance(b).await, Ok(bal(7, 0, 0)));
+    // Reserve replay returns the same hold; commit replay does not commit twice.
+    let r = ledger
+        .reserve(a, key("r"), amt(10), Duration::from_secs(60))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        ledger
+            .reserve(a, key("r"), amt(10), Duration::from_secs(60))
+            .await,
+        Ok(r)
+    );
+    let h = r.hold().expect("hold");
+    let c = ledger
+        .commit(a, key("c"), h, amt(10))
+        .await
+        .expect("commit");
+    assert_eq!(ledger.commit(a, key("c"), h, amt(10)).await, Ok(c));
+    let rec = ledger
+        .store()
+        .idempotency_record(a, &key("c"))
+        .await
+        .expect("record")
+        .expect("some");
+    assert_eq!(rec.result, Ok(c));
+    assert_eq!(ledger.balance(a).await, Ok(bal(140, 0, 0)));
+    conserved(&ledger, None).await;
+}
+
+/// The sweeper expires due holds and lots step by step; `recover` finishes the job.
+pub async fn sweeper_steps_and_recovery(store: Arc<dyn LedgerStore>) {
+    let (ledger, clock, ids) = setup(store, &["t1", "t2", "t3"]).await;
+    let at = |s: u64| START.saturating_add(Duration::from_secs(s));
+    for (i, t) in ids.iter().enumerate() {
+        ledger
+            .grant(t, key("g"), amt(100), GrantOptions::default())
+            .await
+            .expect("grant");
+        ledger
+            .grant(
+                t,
+                key("g-exp"),
+                amt(5),
+                GrantOptions::default().expires_at(at(30)),
+            )
+            .await
+            .expect("grant");
+        for j in 0..3 {
+            ledger
+                .reserve(
+                    t,
+                    key(&format!("r{j}")),
+                    amt(10),
+                    Duration::from_secs(10 + i as u64),
+                )
+                .await
+                .expect("reserve");
+        }
+    }
+    assert_eq!(
+        ledger.sweep_step(10).await.expect("sweep").holds_expired,
+        0,
+        "nothing due yet"
+    );
+    clock.set_now(at(20));
+    let s1 = ledger.sweep_step(1).await.expect("sweep");
+    assert_eq!((s1.tenants, s1.holds_expired, s1.more), (1, 3, true));
+    let rest = ledger.recover().await.expect("recover");
+    assert_eq!((rest.holds_expired, rest.lots_expired), (6, 0));
+    for t in &ids {
+        let b = ledger.store().totals(t).await.expect("totals");
+        assert_eq!((b.available, b.held), (amt(105), amt(0)));
+    }
+    clock.set_now(at(31));
+    let s = ledger.recover().await.expect("recover");
+    assert_eq!((s.holds_expired, s.lots_expired), (0, 3));
+    assert_eq!(
+        ledger.sweep_step(10).await.expect("sweep"),
+        crate::SweepReport::default()
+    );
+    let totals = ledger
+        .check_conservation(None)
+        .await
+        .expect("totals")
+        .expect("conserved");
+    assert_eq!((totals.available, totals.expired), (amt(300), amt(15)));
+}
+
+/// With an overdraft limit, consumption may go below zero up to the limit; grants pay the
+/// debt first.
+pub async fn overdraft_and_debt_repayment(store: Arc<dyn LedgerStore>) {
+    let clock = ManualClock::new(START);
+    let ledger = Ledger::from_shared(store, Arc::new(clock.clone()));
+    let t = tenant("od");
+    let settings = TenantSettings {
+        overdraft_limit: amt(50),
+    };
+    ledger.create_tenant(&t, settings).await.expect("create");
+    ledger
+        .grant(&t, key("g"), amt(20), GrantOptions::default())
+        .await
+        .expect("grant");
+    assert_eq!(
+        ledger
+            .reserve(&t, key("r"), amt(21), Duration::from_secs(9))
+            .await,
+        Err(LedgerError::InsufficientCredits {
+            requested: amt(21),
+            spendable: amt(20)
+        }),
+        "holds are never backed by overdraft"
+    );
+    let c = ledger
+        .consume(&t, key("c1"), amt(60))
+        .await
+        .expect("consume into overdraft");
+    assert_eq!(c.balance, bal(0, 0, 40));
+    assert_eq!(
+        ledger.consume(&t, key("c2"), amt(11)).await,
+        Err(LedgerError::InsufficientCredits {
+            requested: amt(11),
+            spendable: amt(10)
+        })
+    );
+    let g = ledger
+        .grant(&t, key("g2"), amt(30), GrantOptions::default())
+        .await
+        .expect("grant");
+    assert_eq!(
+        (g.balance, g.effect),
+        (bal(0, 0, 10), Effect::Granted { lot: None })
+    );
+    let g = ledger
+        .grant(&t, key("g3"), amt(25), GrantOptions::default())
+        .await
+        .expect("grant");
+    assert_eq!(g.balance, bal(15, 0, 0));
+    conserved(&ledger, Some(&t)).await;
+}
+
+/// Refunds give back consumed or committed credits as new entries, never more than spent.
+pub async fn refunds(store: Arc<dyn LedgerStore>) {
+    let (ledger, _clock, ids) = setup(store, &["acme"]).await;
+    let t = &ids[0];
+    let g = ledger
+        .grant(t, key("g"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    let c = ledger.consume(t, key("c"), amt(30)).await.expect("consume");
+    let r = ledger
+        .refund(t, key("rf1"), c.entry, amt(10))
+        .await
+        .expect("refund");
+    assert!(matches!(r.effect, Effect::Refunded { lot: Some(_) }));
+    assert_eq!(r.balance, bal(80, 0, 0));
+    assert_eq!(
+        ledger.refund(t, key("rf2"), c.entry, amt(21)).await,
+        Err(LedgerError::RefundExceedsConsumed {
+            entry: c.entry,
+            refundable: amt(20),
+            requested: amt(21)
+        })
+    );
+    ledger
+        .refund(t, key("rf3"), c.entry, amt(20))
+        .await
+        .expect("refund the rest");
+    assert!(matches!(
+        ledger.refund(t, key("rf4"), c.entry, amt(1)).await,
+        Err(LedgerError::RefundExceedsConsumed { .. })
+    ));
+    assert_eq!(
+        ledger.refund(t, key("rf5"), g.entry, amt(1)).await,
+        Err(LedgerError::NotRefundable(g.entry))
+    );
+    let ghost = EntrySeq::new(999);
+    assert_eq!(
+        ledger.refund(t, key("rf6"), ghost, amt(1)).await,
+        Err(LedgerError::UnknownEntry(ghost))
+    );
+    let h = ledger
+        .reserve(t, key("r"), amt(50), Duration::from_secs(9))
+        .await
+        .expect("reserve")
+        .hold()
+        .expect("hold");
+    let cm = ledger
+        .commit(t, key("cm"), h, amt(50))
+        .await
+        .expect("commit");
+    ledger
+        .refund(t, key("rf7"), cm.entry, amt(50))
+        .await
+        .expect("refund a commit");
+    let entry = all_entries(&ledger, t).await.pop().expect("entry");
+    assert_eq!(
+        (entry.kind, entry.refers_to),
+        (EntryKind::Refunded, Some(cm.entry))
+    );
+    let totals = ledger
+        .check_conservation(Some(t))
+        .await
+        .expect("totals")
+        .expect("conserved");
+    assert_eq!(
+        (totals.refunded, totals.consumed, totals.available),
+        (amt(80), amt(80), amt(100))
+    );
+}
+
+/// A batch over several tenants applies all or nothing.
+pub async fn batches_all_or_nothing(store: Arc<dyn LedgerStore>) {
+    let (ledger, _clock, ids) = setup(store, &["alpha", "bravo"]).await;
+    let (a, b) = (&ids[0], &ids[1]);
+    let req = |t: &TenantId, k: &str, command| Request::new(t.clone(), key(k), command);
+    let grant = |n| Command::Grant {
+        amount: amt(n),
+        expires_at: None,
+        priority: 0,
+    };
+    let out = ledger
+        .batch(&[
+            req(a, "g", grant(10)),
+            req(b, "g", grant(20)),
+            req(a, "c", Command::Consume { amount: amt(10) }),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(out.len(), 3);
+    assert_eq!(
+        out[2].balance,
+        bal(0, 0, 0),
+        "later requests see earlier ones"
+    );
+    let before_a = all_entries(&ledger, a).await;
+    let failing = [
+        req(b, "c1", Command::Consume { amount: amt(5) }),
+        req(a, "c1", Command::Consume { amount: amt(1) }),
+    ];
+    assert_eq!(
+        ledger.batch(&failing).await,
+        Err(LedgerError::BatchRejected {
+            index: 1,
+            source: Box::new(LedgerError::InsufficientCredits {
+                requested: amt(1),
+                spendable: amt(0)
+            })
+        })
+    );
+    assert_eq!(
+        ledger.balance(b).await,
+        Ok(bal(20, 0, 0)),
+        "nothing applied"
+    );
+    assert_eq!(all_entries(&ledger, a).await, before_a);
+    assert_eq!(
+        ledger.store().idempotency_record(b, &key("c1")).await,
+        Ok(None),
+        "no key kept"
+    );
+    // Fixed and retried with the same keys, it applies.
+    ledger
+        .grant(a, key("g-more"), amt(1), GrantOptions::default())
+        .await
+        .expect("grant");
+    let ok = ledger.batch(&failing).await.expect("retry");
+    assert_eq!(
+        ledger.batch(&failing).await,
+        Ok(ok),
+        "a whole batch replays"
+    );
+    assert_eq!(ledger.balance(b).await, Ok(bal(15, 0, 0)));
+    assert_eq!(ledger.batch(&[]).await, Err(LedgerError::EmptyBatch));
+    let dup = [req(a, "d", grant(1)), req(a, "d", grant(1))];
+    assert_eq!(
+        ledger.batch(&dup).await,
+        Err(LedgerError::DuplicateKeyInBatch(key("d")))
+    );
+    let many: Vec<_> = (0..=BATCH_LEN_MAX)
+        .map(|i| req(a, &format!("m{i}"), grant(1)))
+        .collect();
+    assert_eq!(
+        ledger.batch(&many).await,
+        Err(LedgerError::BatchTooLarge {
+            max: BATCH_LEN_MAX,
+            len: BATCH_LEN_MAX + 1
+        })
+    );
+    let ghost = tenant("ghost");
+    assert!(matches!(
+        ledger
+            .batch(&[req(a, "z", grant(1)), req(&ghost, "z", grant(1))])
+            .await,
+        Err(LedgerError::BatchRejected { index: 1, .. })
+    ));
+    assert_eq!(ledger.balance(a).await, Ok(bal(0, 0, 0)));
+    conserved(&ledger, None).await;
+}
+
+/// Every bad input is a typed error and changes nothing.
+pub async fn bad_input_changes_nothing(store: Arc<dyn LedgerStore>) {
+    let (ledger, _clock, ids) = setup(store, &["acme"]).await;
+    let t = &ids[0];
+    ledger
+        .grant(t, key("g"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    let h = ledger
+        .reserve(t, key("r"), amt(10), Duration::from_secs(60))
+        .await
+        .expect("reserve")
+        .hold()
+        .expect("hold");
+    let c = ledger.consume(t, key("c"), amt(10)).await.expect("consume");
+    let snapshot = (ledger.balance(t).await, all_entries(&ledger, t).await);
+    let cases: Vec<(Command, LedgerError)> = vec![
+        (
+            Command::Grant {
+                amount: amt(0),
+                expires_at: None,
+                priority: 0,
+            },
+            LedgerError::ZeroAmount,
+        ),
+        (
+            Command::Grant {
+                amount: Amount::MAX,
+                expires_at: None,
+                priority: 0,
+            },
+            LedgerError::AmountOverflow,
+        ),
+        (
+            Command::Grant {
+                amount: amt(1),
+                expires_at: Some(START),
+                priority: 0,
+            },
+            LedgerError::ExpiryNotInFuture,
+        ),
+        (Command::Consume { amount: amt(0) }, LedgerError::ZeroAmount),
+        (
+            Command::Reserve {
+                amount: amt(0),
+                ttl: Duration::from_secs(1),
+            },
+            LedgerError::ZeroAmount,
+        ),
+        (
+            Command::Reserve {
+                amount: amt(1),
+                ttl: Duration::ZERO,
+            },
+            LedgerError::ZeroTtl,
+        ),
+        (
+            Command::Reserve {
+                amount: amt(1),
+                ttl: Duration::MAX,
+            },
+            LedgerError::AmountOverflow,
+        ),
+        (
+            Command::Commit {
+                hold: h,
+                amount: amt(0),
+            },
+            LedgerError::ZeroAmount,
+        ),
+        (
+            Command::Commit {
+                hold: HoldId::new(77),
+                amount: amt(1),
+            },
+            LedgerError::UnknownHold(HoldId::new(77)),
+        ),
+        (
+            Command::Commit {
+                hold: h,
+                amount: amt(11),
+            },
+            LedgerError::CommitExceedsHold {
+                hold: h,
+                held: amt(10),
+                requested: amt(11),
+            },
+        ),
+        (
+            Command::Cancel {
+                hold: HoldId::new(77),
+            },
+            LedgerError::UnknownHold(HoldId::new(77)),
+        ),
+        (
+            Command::Refund {
+                entry: c.entry,
+                amount: amt(0),
+            },
+            LedgerError::ZeroAmount,
+        ),
+        (
+            Command::Refund {
+                entry: EntrySeq::new(0),
+                amount: amt(1),
+            },
+            LedgerError::UnknownEntry(EntrySeq::new(0)),
+        ),
+    ];
+    for (i, (command, expected)) in cases.into_iter().enumerate() {
+        let request = Request::new(t.clone(), key(&format!("bad-{i}")), command.clone());
+        assert_eq!(
+            ledger.apply(&request).await,
+            Err(expected.clone()),
+            "{command:?}"
+        );
+        assert_eq!(
+            ledger.apply(&request).await,
+            Err(expected),
+            "replay of {command:?}"
+        );
+    }
+    assert_eq!(
+        (ledger.balance(t).await, all_entries(&ledger, t).await),
+        snapshot,
+        "nothing changed"
+    );
+    conserved(&ledger, Some(t)).await;
+}
+
+/// Many concurrent requests on one tenant: no lost update, never negative, conserved.
+pub async fn concurrent_requests_on_one_tenant(store: Arc<dyn LedgerStore>) {
+    let (ledger, _clock, ids) = setup(store, &["hot"]).await;
+    let t = &ids[0];
+    ledger
+        .grant(t, key("g"), amt(1_000), GrantOptions::default())
+        .await
+        .expect("grant");
+    let tasks = (0..64).map(|i| {
+        let ledger = ledger.clone();
+        let t = t.clone();
+        async move {
+            if i % 2 == 0 {
+                ledger
+                    .consume(&t, key(&format!("c{i}")), amt(20))
+                    .await
+                    .map(|_| 20)
+            } else {
+                let h = ledger
+                    .reserve(&t, key(&format!("r{i}")), amt(30), Duration::from_secs(60))
+                    .await?;
+                ledger
+                    .commit(
+                        &t,
+                        key(&format!("m{i}")),
+                        h.hold().unwrap_or(HoldId::new(0)),
+                        amt(20),
+                    )
+                    .await
+                    .map(|_| 20)
+            }
+        }
+    });
+    let results = futures::future::join_all(tasks).await;
+    let spent: u64 = results.iter().filter_map(|r| r.as_ref().ok()).sum();
+    for r in &results {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, LedgerError::InsufficientCredits { .. }),
+                "unexpected {e}"
+            );
+        }
+    }
+    let b = ledger.balance(t).await.expect("balance");
+    assert_eq!(b, bal(1_000 - spent, 0, 0), "no lost update");
+    assert!(
+        spent >= 1_000 - 40,
+        "64 × 20 asked for more than 1000: at most one hold's worth left, spent {spent}"
+    );
+    conserved(&ledger, Some(t)).await;
+}

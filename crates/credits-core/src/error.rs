@@ -1,0 +1,213 @@
+//! [`LedgerError`]: every way an operation can fail.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Amount, EntrySeq, HoldId, IdempotencyKey, TenantId};
+
+/// Every way a ledger, store or transaction operation can fail.
+///
+/// Variants fall in three groups:
+///
+/// * **bad input** (`ZeroAmount`, `ZeroTtl`, `Invalid*`, `ExpiryNotInFuture`, `EmptyBatch`,
+///   `BatchTooLarge`): fix the call;
+/// * **domain outcomes** (`InsufficientCredits`, `Hold*`, `Unknown*`, `AmountOverflow`,
+///   `IdempotencyConflict`, `Refund*`, transaction states): the ledger said no and changed
+///   nothing; retrying the same request gives the same answer;
+/// * **storage failures** ([`LedgerError::Storage`]): the backend failed; whether the change
+///   happened is unknown, and retrying *with the same idempotency key* is safe
+///   ([`is_retryable`](LedgerError::is_retryable)).
+///
+/// The type is `Clone + Serialize` because a failure is part of an operation's recorded
+/// outcome: replaying an idempotency key returns the original failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// An operation was asked to move zero credits. Use `cancel` to release a whole hold.
+    #[error("the amount must be greater than zero")]
+    ZeroAmount,
+    /// A hold was asked for with a zero time-to-live.
+    #[error("the hold time-to-live must be greater than zero")]
+    ZeroTtl,
+    /// A tenant name failed validation.
+    #[error("invalid tenant id: {reason}")]
+    InvalidTenantId {
+        /// Which rule it broke.
+        reason: String,
+    },
+    /// An idempotency key failed validation.
+    #[error("invalid idempotency key: {reason}")]
+    InvalidIdempotencyKey {
+        /// Which rule it broke.
+        reason: String,
+    },
+    /// A grant's expiry time is not after the current time.
+    #[error("a grant's expiry must be in the future")]
+    ExpiryNotInFuture,
+    /// A sum would not fit in a `u64` of the smallest unit (or a time in a `u64` of ms).
+    #[error("amount overflow")]
+    AmountOverflow,
+    /// The tenant does not exist: create it first.
+    #[error("unknown tenant {0}")]
+    UnknownTenant(TenantId),
+    /// A tenant with this id already exists.
+    #[error("tenant {0} already exists")]
+    TenantExists(TenantId),
+    /// Not enough spendable credits (available plus unused overdraft).
+    #[error("insufficient credits: requested {requested}, spendable {spendable}")]
+    InsufficientCredits {
+        /// What the operation needed.
+        requested: Amount,
+        /// What the tenant could spend at that moment.
+        spendable: Amount,
+    },
+    /// No hold with this id exists for the tenant.
+    #[error("unknown hold {0}")]
+    UnknownHold(HoldId),
+    /// The hold was already committed; it resolves exactly once.
+    #[error("hold {0} was already committed")]
+    HoldAlreadyCommitted(HoldId),
+    /// The hold was already cancelled; it resolves exactly once.
+    #[error("hold {0} was already cancelled")]
+    HoldAlreadyCancelled(HoldId),
+    /// The hold's time-to-live passed; its credits went back to the tenant.
+    #[error("hold {0} expired")]
+    HoldExpired(HoldId),
+    /// A commit asked for more than the hold holds.
+    #[error("commit of {requested} exceeds hold {hold} of {held}")]
+    CommitExceedsHold {
+        /// The hold.
+        hold: HoldId,
+        /// What it holds.
+        held: Amount,
+        /// What the commit asked for.
+        requested: Amount,
+    },
+    /// No journal entry with this sequence number exists for the tenant.
+    #[error("unknown journal entry {0}")]
+    UnknownEntry(EntrySeq),
+    /// Only `Consumed` and `Committed` entries can be refunded.
+    #[error("journal entry {0} is not a consumption and cannot be refunded")]
+    NotRefundable(EntrySeq),
+    /// A refund would return more than the entry consumed (minus earlier refunds).
+    #[error("refund of {requested} exceeds the refundable {refundable} of entry {entry}")]
+    RefundExceedsConsumed {
+        /// The refunded entry.
+        entry: EntrySeq,
+        /// What is still refundable.
+        refundable: Amount,
+        /// What the refund asked for.
+        requested: Amount,
+    },
+    /// The idempotency key was already used for a different request on this tenant.
+    #[error("idempotency key {0} was already used for a different request")]
+    IdempotencyConflict(IdempotencyKey),
+    /// A batch had no operations.
+    #[error("a batch needs at least one operation")]
+    EmptyBatch,
+    /// A batch had more operations than the store accepts at once.
+    #[error("a batch may hold at most {max} operations, got {len}")]
+    BatchTooLarge {
+        /// The limit.
+        max: usize,
+        /// What was sent.
+        len: usize,
+    },
+    /// Two operations in one batch used the same tenant and idempotency key.
+    #[error("idempotency key {0} appears twice in one batch")]
+    DuplicateKeyInBatch(IdempotencyKey),
+    /// One operation of a batch failed, so none was applied.
+    #[error("batch operation {index} failed: {source}")]
+    BatchRejected {
+        /// Which operation (0-based).
+        index: usize,
+        /// Why.
+        source: Box<LedgerError>,
+    },
+    /// No transaction with this id is known.
+    #[error("unknown transaction {0}")]
+    UnknownTransaction(u64),
+    /// The transaction is not in a state that allows this step.
+    #[error("transaction {tx} is {state}, cannot {action}")]
+    TransactionState {
+        /// The transaction.
+        tx: u64,
+        /// Its state.
+        state: String,
+        /// What was attempted.
+        action: String,
+    },
+    /// The transaction passed its deadline and was aborted.
+    #[error("transaction {0} timed out and was aborted")]
+    TransactionTimedOut(u64),
+    /// A participant voted no (or failed) in phase one; the transaction was aborted.
+    #[error("transaction {tx} aborted: participant {participant} refused: {reason}")]
+    TransactionAborted {
+        /// The transaction.
+        tx: u64,
+        /// Who refused.
+        participant: String,
+        /// Why.
+        reason: String,
+    },
+    /// A participant name is not registered with the transaction manager.
+    #[error("unknown participant {0}")]
+    UnknownParticipant(String),
+    /// A transaction branch payload could not be read by its participant.
+    #[error("invalid transaction payload: {0}")]
+    InvalidPayload(String),
+    /// The storage backend failed. The operation may or may not have been applied; retrying
+    /// with the same idempotency key is safe.
+    #[error("storage failure: {0}")]
+    Storage(StorageError),
+}
+
+impl LedgerError {
+    /// Whether retrying the same request (same idempotency key) may succeed. True only for
+    /// storage failures; every other variant is a definite answer.
+    ///
+    /// ```
+    /// use credits_core::{LedgerError, StorageError};
+    ///
+    /// assert!(!LedgerError::ZeroAmount.is_retryable());
+    /// assert!(LedgerError::Storage(StorageError::new("connection reset", true)).is_retryable());
+    /// ```
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LedgerError::Storage(e) => e.retryable,
+            LedgerError::BatchRejected { source, .. } => source.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a storage failure (as opposed to a definite domain answer).
+    #[must_use]
+    pub fn is_storage(&self) -> bool {
+        match self {
+            LedgerError::Storage(_) => true,
+            LedgerError::BatchRejected { source, .. } => source.is_storage(),
+            _ => false,
+        }
+    }
+}
+
+/// A backend failure, carried as text so that [`LedgerError`] stays `Clone` and serializable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{message}")]
+pub struct StorageError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether a retry may succeed (a dropped connection: yes; a corrupt row: no).
+    pub retryable: bool,
+}
+
+impl StorageError {
+    /// A storage failure with a message.
+    #[must_use]
+    pub fn new(message: impl Into<String>, retryable: bool) -> Self {
+        StorageError {
+            message: message.into(),
+            retryable,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Identifiers: validated string names and per-tenant sequence numbers.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::LedgerError;
+
+/// The longest tenant id or idempotency key accepted, in bytes.
+pub const NAME_LEN_MAX: usize = 128;
+
+fn validate_name(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > NAME_LEN_MAX {
+        return Err(format!("must be at most {NAME_LEN_MAX} bytes"));
+    }
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+/// The name of a tenant (one account in the ledger): 1 to 128 printable ASCII bytes,
+/// no spaces. Cheap to clone (reference-counted).
+///
+/// ```
+/// use credits_core::TenantId;
+///
+/// let t = TenantId::new("acme-corp")?;
+/// assert_eq!(t.as_str(), "acme-corp");
+/// assert!(TenantId::new("").is_err());
+/// assert!(TenantId::new("has space").is_err());
+/// # Ok::<(), credits_core::LedgerError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(Arc<str>);
+
+impl TenantId {
+    /// Validates and wraps a tenant name.
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidTenantId`] if it is empty, longer than [`NAME_LEN_MAX`] bytes or
+    /// contains anything but printable ASCII.
+    pub fn new(name: impl AsRef<str>) -> Result<Self, LedgerError> {
+        let name = name.as_ref();
+        validate_name(name).map_err(|reason| LedgerError::InvalidTenantId { reason })?;
+        Ok(TenantId(Arc::from(name)))
+    }
+
+    /// The name.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = LedgerError;
+    fn try_from(s: String) -> Result<Self, LedgerError> {
+        TenantId::new(s)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(t: TenantId) -> String {
+        t.0.to_string()
+    }
+}
+
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantId({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The caller's name for one mutation, unique per tenant: 1 to 128 printable ASCII bytes.
+///
+/// Sending the same key with the same request again returns the original outcome (success or
+/// failure) without applying anything; the same key with a different request is an
+/// [`LedgerError::IdempotencyConflict`]. Cheap to clone (reference-counted).
+///
+/// ```
+/// use credits_core::IdempotencyKey;
+///
+/// let k = IdempotencyKey::new("order-1234/charge")?;
+/// assert_eq!(k.as_str(), "order-1234/charge");
+/// assert!(IdempotencyKey::new("x".repeat(129)).is_err());
+/// # Ok::<(), credits_core::LedgerError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdempotencyKey(Arc<str>);
+
+impl IdempotencyKey {
+    /// Validates and wraps a key.
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidIdempotencyKey`] on the same rules as [`TenantId::new`].
+    pub fn new(key: impl AsRef<str>) -> Result<Self, LedgerError> {
+        let key = key.as_ref();
+        validate_name(key).map_err(|reason| LedgerError::InvalidIdempotencyKey { reason })?;
+        Ok(IdempotencyKey(Arc::from(key)))
+    }
+
+    /// The key.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = LedgerError;
+    fn try_from(s: String) -> Result<Self, LedgerError> {
+        IdempotencyKey::new(s)
+    }
+}
+
+impl From<IdempotencyKey> for String {
+    fn from(k: IdempotencyKey) -> String {
+        k.0.to_string()
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdempotencyKey({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! seq_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(u64);
+
+        impl $name {
+            /// Wraps a raw number (as read back from storage).
+            #[must_use]
+            pub const fn new(raw: u64) -> Self {
+                $name(raw)
+            }
+
+            /// The raw number (for storage).
+            #[must_use]
+            pub const fn get(self) -> u64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+seq_id!(
+    /// A hold's number, unique within its tenant (1, 2, 3, … in creation order).
+    HoldId
+);
+seq_id!(
+    /// A credit lot's number, unique within its tenant (1, 2, 3, … in creation order).
+    LotId
+);
+seq_id!(
+    /// A journal entry's position in its tenant's journal (1, 2, 3, … without gaps).
+    EntrySeq
+);

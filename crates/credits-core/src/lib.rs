@@ -1,0 +1,98 @@
+//! A credits ledger for metered platforms.
+//!
+//! ```
+//! use std::time::Duration;
+//! use credits_core::{Amount, GrantOptions, IdempotencyKey, Ledger, TenantId, TenantSettings};
+//! use metered_clock::{ManualClock, Timestamp};
+//!
+//! # futures::executor::block_on(async {
+//! let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
+//! let ledger = Ledger::in_memory(clock.clone());
+//! let acme = TenantId::new("acme")?;
+//! let key = |k: &str| IdempotencyKey::new(k).unwrap();
+//!
+//! ledger.create_tenant(&acme, TenantSettings::default()).await?;
+//! ledger.grant(&acme, key("topup-1"), Amount::new(1_000), GrantOptions::default()).await?;
+//!
+//! // Hold credits before expensive work, then pay for what was used.
+//! let hold = ledger.reserve(&acme, key("job-1/hold"), Amount::new(300), Duration::from_secs(60)).await?;
+//! ledger.commit(&acme, key("job-1/commit"), hold.hold().unwrap(), Amount::new(120)).await?;
+//!
+//! // A retried request is applied once.
+//! let first = ledger.consume(&acme, key("call-9"), Amount::new(5)).await?;
+//! let again = ledger.consume(&acme, key("call-9"), Amount::new(5)).await?;
+//! assert_eq!(first, again);
+//! assert_eq!(ledger.balance(&acme).await?.available, Amount::new(875));
+//! ledger.check_conservation(None).await?.unwrap();
+//! # Ok::<(), credits_core::LedgerError>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Overview
+//!
+//! * [`Ledger`] is the front door: grant, consume, reserve → commit / cancel, refund, atomic
+//!   batches, balance, balance at a time, paged history, conservation check, sweeper steps
+//!   and a recovery pass. It stamps each request with its [`Clock`](metered_clock::Clock)'s
+//!   time and hands it to a [`LedgerStore`].
+//! * [`Account`] holds the rules, pure and storage-independent: one tenant's lots (spent
+//!   soonest-expiring first, then by priority, then oldest first), holds and counters. Every
+//!   backend runs this same code and persists the [`Applied`] change set it returns.
+//! * [`MemoryLedgerStore`] is the embedded default backend: sharded, no global lock.
+//! * [`tx`] is a two-phase-commit transaction manager (`begin → prepare → commit/abort`,
+//!   decision logged before phase two, `recover` after a crash); the ledger's holds are one
+//!   [`Participant`](tx::Participant) ([`tx::LedgerHolds`]).
+//!
+//! # Guarantees
+//!
+//! * **Never negative**: available credits never go below zero; consumption beyond them is
+//!   possible only within a tenant's overdraft limit (default zero).
+//! * **Exactly once**: each mutation carries an [`IdempotencyKey`]; the same key and request
+//!   replays the original result (success or failure), the same key with another request is
+//!   [`LedgerError::IdempotencyConflict`]. A hold resolves once: committed, cancelled or
+//!   expired.
+//! * **Conservation**: `granted + refunded + overdrawn = available + held + consumed +
+//!   expired`, per tenant and in total ([`Totals::check`]).
+//! * **Bad input changes nothing** and returns a typed [`LedgerError`]; nothing panics on
+//!   caller input.
+//!
+//! # What it does not do
+//!
+//! * No currencies or exchange rates: one unit per ledger ([`Amount`] is an integer count
+//!   of the smallest unit).
+//! * No transfers between tenants (credits come from grants and go to consumption).
+//! * The memory store keeps everything in RAM, including the whole journal, and remembers
+//!   idempotency keys for a bounded window; durable storage is a separate backend crate.
+//!
+//! # Crate features
+//!
+//! * `conformance`: the [`conformance`] module, the test suite every [`LedgerStore`]
+//!   backend must pass.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod account;
+mod amount;
+mod command;
+mod error;
+mod ids;
+mod journal;
+mod ledger;
+mod memory;
+pub mod store;
+pub mod tx;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use account::{
+    Account, AccountHeader, AccountParts, Applied, Draw, Hold, HoldResolution, HoldState, Lot,
+    LotKey,
+};
+pub use amount::Amount;
+pub use command::{Balance, Command, Effect, IdempotencyRecord, Outcome, Request, TenantSettings};
+pub use error::{LedgerError, StorageError};
+pub use ids::{EntrySeq, HoldId, IdempotencyKey, LotId, NAME_LEN_MAX, TenantId};
+pub use journal::{ConservationViolation, EntryKind, JournalEntry, Totals};
+pub use ledger::{GrantOptions, Ledger};
+pub use memory::{MemoryLedgerStore, MemoryLedgerStoreBuilder};
+pub use store::{JournalHook, LedgerStore, Page, PageRequest, SweepReport};

@@ -1,0 +1,521 @@
+//! [`MemoryLedgerStore`]: the embedded default backend.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
+use metered_clock::Timestamp;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::store::{BATCH_LEN_MAX, JournalHook, LedgerStore, Page, PageRequest, SweepReport};
+use crate::{
+    Account, Applied, Balance, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord,
+    JournalEntry, LedgerError, Outcome, Request, StorageError, TenantId, TenantSettings, Totals,
+};
+
+/// Settings of a [`MemoryLedgerStore`]; build with [`MemoryLedgerStore::builder`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct MemoryLedgerStoreBuilder {
+    shards: usize,
+    idempotency_window: Duration,
+    idempotency_keys_max: usize,
+    hook: Option<Arc<dyn JournalHook>>,
+}
+
+impl MemoryLedgerStoreBuilder {
+    /// Number of lock shards (rounded up to a power of two, 1..=4096; default 64). More
+    /// shards mean less contention between tasks working on different tenants.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.clamp(1, 4096).next_power_of_two();
+        self
+    }
+
+    /// How long an idempotency key is remembered (default 24 hours). A key older than this
+    /// is forgotten and a request reusing it is applied again.
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window;
+        self
+    }
+
+    /// The most idempotency keys remembered per tenant (default 1,000,000; at least 1); the
+    /// oldest are forgotten first.
+    pub fn idempotency_keys_max(mut self, max: usize) -> Self {
+        self.idempotency_keys_max = max.max(1);
+        self
+    }
+
+    /// A hook called with every change's journal entries inside the tenant's critical
+    /// section (for an audit log).
+    pub fn journal_hook(mut self, hook: Arc<dyn JournalHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryLedgerStore {
+        MemoryLedgerStore {
+            shards: (0..self.shards)
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
+            mask: self.shards - 1,
+            hasher: DefaultHashBuilder::default(),
+            idempotency_window: self.idempotency_window,
+            idempotency_keys_max: self.idempotency_keys_max,
+            hook: self.hook,
+        }
+    }
+}
+
+/// The in-memory [`LedgerStore`]: tenants spread over mutex-protected shards, so tasks on
+/// different tenants rarely wait for each other and never for a global lock.
+///
+/// Each shard holds its tenants' [`Account`]s, journals and idempotency records, plus an
+/// index of the earliest expiry per tenant for the sweeper. Nothing survives the process.
+///
+/// ```
+/// use credits_core::{Amount, Ledger, MemoryLedgerStore, TenantId, TenantSettings};
+/// use metered_clock::{ManualClock, Timestamp};
+///
+/// # futures::executor::block_on(async {
+/// let store = MemoryLedgerStore::builder().shards(16).build();
+/// let ledger = Ledger::new(store, ManualClock::new(Timestamp::from_unix_millis(0)));
+/// let acme = TenantId::new("acme")?;
+/// ledger.create_tenant(&acme, TenantSettings::default()).await?;
+/// assert_eq!(ledger.balance(&acme).await?.available, Amount::ZERO);
+/// # Ok::<(), credits_core::LedgerError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct MemoryLedgerStore {
+    shards: Box<[Mutex<Shard>]>,
+    mask: usize,
+    hasher: DefaultHashBuilder,
+    idempotency_window: Duration,
+    idempotency_keys_max: usize,
+    hook: Option<Arc<dyn JournalHook>>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    tenants: HashMap<TenantId, Tenant>,
+    /// At most one entry per tenant: a time at or before its earliest expiry (it may be
+    /// stale-early; the sweeper re-indexes such tenants).
+    deadlines: BTreeSet<(Timestamp, TenantId)>,
+}
+
+#[derive(Debug)]
+struct Tenant {
+    account: Account,
+    journal: Vec<JournalEntry>,
+    keys: HashMap<IdempotencyKey, IdempotencyRecord>,
+    key_order: VecDeque<(Timestamp, IdempotencyKey)>,
+    indexed: Option<Timestamp>,
+}
+
+impl Default for MemoryLedgerStore {
+    fn default() -> Self {
+        MemoryLedgerStore::builder().build()
+    }
+}
+
+impl MemoryLedgerStore {
+    /// A store with default settings.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder for the settings.
+    pub fn builder() -> MemoryLedgerStoreBuilder {
+        MemoryLedgerStoreBuilder {
+            shards: 64,
+            idempotency_window: Duration::from_secs(24 * 60 * 60),
+            idempotency_keys_max: 1_000_000,
+            hook: None,
+        }
+    }
+
+    fn shard_index(&self, tenant: &TenantId) -> usize {
+        // Truncation is the point: the low bits pick the shard.
+        #[allow(clippy::cast_possible_truncation)]
+        let h = self.hasher.hash_one(tenant.as_str()) as usize;
+        h & self.mask
+    }
+
+    fn lock(&self, tenant: &TenantId) -> MutexGuard<'_, Shard> {
+        self.shards[self.shard_index(tenant)].lock()
+    }
+
+    /// Number of tenants.
+    #[must_use]
+    pub fn tenant_count(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().tenants.len()).sum()
+    }
+}
+
+fn internal(what: &str) -> LedgerError {
+    LedgerError::Storage(StorageError::new(what, false))
+}
+
+fn unwrap_outcome(result: Result<Option<Outcome>, LedgerError>) -> Result<Outcome, LedgerError> {
+    result.and_then(|o| o.ok_or_else(|| internal("a command produced no outcome")))
+}
+
+impl Shard {
+    /// Writes a change set's side effects that live outside the account (journal, hook,
+    /// deadline index). The account itself was already updated in place.
+    fn persist(
+        deadlines: &mut BTreeSet<(Timestamp, TenantId)>,
+        tenant: &mut Tenant,
+        entries: Vec<JournalEntry>,
+        hook: Option<&Arc<dyn JournalHook>>,
+    ) {
+        if !entries.is_empty() {
+            if let Some(hook) = hook {
+                hook.on_entries(tenant.account.tenant(), &entries);
+            }
+            tenant.journal.extend(entries);
+        }
+        Self::reindex(deadlines, tenant);
+    }
+
+    fn reindex(deadlines: &mut BTreeSet<(Timestamp, TenantId)>, tenant: &mut Tenant) {
+        let next = tenant.account.next_deadline();
+        // Only move the index entry earlier; a stale-early entry is fixed by the sweeper.
+        let earlier = match (next, tenant.indexed) {
+            (Some(n), Some(i)) => n < i,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if earlier {
+            let id = tenant.account.tenant().clone();
+            if let Some(old) = tenant.indexed {
+                deadlines.remove(&(old, id.clone()));
+            }
+            if let Some(n) = next {
+                deadlines.insert((n, id));
+            }
+            tenant.indexed = next;
+        }
+    }
+}
+
+impl Tenant {
+    fn remember(
+        &mut self,
+        key: IdempotencyKey,
+        record: IdempotencyRecord,
+        window: Duration,
+        max: usize,
+    ) {
+        let at = record.at;
+        self.keys.insert(key.clone(), record);
+        self.key_order.push_back((at, key));
+        let horizon = Timestamp::from_unix_millis(
+            at.as_unix_millis()
+                .saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX)),
+        );
+        while let Some((t, _)) = self.key_order.front() {
+            if *t >= horizon && self.key_order.len() <= max {
+                break;
+            }
+            if let Some((_, k)) = self.key_order.pop_front() {
+                self.keys.remove(&k);
+            }
+        }
+    }
+
+    fn entry(&self, seq: EntrySeq) -> Option<&JournalEntry> {
+        journal_entry(&self.journal, seq)
+    }
+}
+
+fn journal_entry(journal: &[JournalEntry], seq: EntrySeq) -> Option<&JournalEntry> {
+    let index = usize::try_from(seq.get().checked_sub(1)?).ok()?;
+    journal.get(index)
+}
+
+/// A batch's private copy of one tenant, committed only if every request succeeds.
+struct Work {
+    shard: usize,
+    account: Account,
+    entries: Vec<JournalEntry>,
+    records: Vec<(IdempotencyKey, IdempotencyRecord)>,
+}
+
+#[async_trait]
+impl LedgerStore for MemoryLedgerStore {
+    async fn create_tenant(
+        &self,
+        tenant: &TenantId,
+        settings: TenantSettings,
+        now: Timestamp,
+    ) -> Result<(), LedgerError> {
+        let mut shard = self.lock(tenant);
+        if shard.tenants.contains_key(tenant) {
+            return Err(LedgerError::TenantExists(tenant.clone()));
+        }
+        shard.tenants.insert(
+            tenant.clone(),
+            Tenant {
+                account: Account::new(tenant.clone(), settings, now),
+                journal: Vec::new(),
+                keys: HashMap::new(),
+                key_order: VecDeque::new(),
+                indexed: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Outcome, LedgerError> {
+        let mut guard = self.lock(&request.tenant);
+        let shard = &mut *guard;
+        let Some(tenant) = shard.tenants.get_mut(&request.tenant) else {
+            return Err(LedgerError::UnknownTenant(request.tenant.clone()));
+        };
+        if let Some(record) = tenant.keys.get(&request.key) {
+            return record.replay(request);
+        }
+        let target = request
+            .command
+            .refers_to()
+            .and_then(|seq| journal_entry(&tenant.journal, seq));
+        let Applied {
+            result, entries, ..
+        } = tenant.account.apply(request, now, target);
+        let result = unwrap_outcome(result);
+        Shard::persist(&mut shard.deadlines, tenant, entries, self.hook.as_ref());
+        let at = result.as_ref().map_or(now, |o| o.at);
+        let record = IdempotencyRecord {
+            command: request.command.clone(),
+            result: result.clone(),
+            at,
+        };
+        tenant.remember(
+            request.key.clone(),
+            record,
+            self.idempotency_window,
+            self.idempotency_keys_max,
+        );
+        result
+    }
+
+    async fn apply_batch(
+        &self,
+        requests: &[Request],
+        now: Timestamp,
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        if requests.is_empty() {
+            return Err(LedgerError::EmptyBatch);
+        }
+        if requests.len() > BATCH_LEN_MAX {
+            return Err(LedgerError::BatchTooLarge {
+                max: BATCH_LEN_MAX,
+                len: requests.len(),
+            });
+        }
+        let mut seen = HashSet::with_capacity(requests.len());
+        for r in requests {
+            if !seen.insert((&r.tenant, &r.key)) {
+                return Err(LedgerError::DuplicateKeyInBatch(r.key.clone()));
+            }
+        }
+        // Lock every shard involved, in ascending order (no deadlock with other batches).
+        let mut shard_ids: Vec<usize> = requests
+            .iter()
+            .map(|r| self.shard_index(&r.tenant))
+            .collect();
+        shard_ids.sort_unstable();
+        shard_ids.dedup();
+        let mut guards: Vec<MutexGuard<'_, Shard>> =
+            shard_ids.iter().map(|&i| self.shards[i].lock()).collect();
+        let slot = |shard: usize| shard_ids.binary_search(&shard).unwrap_or(0);
+
+        let mut work: HashMap<TenantId, Work> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            let reject = |source| LedgerError::BatchRejected {
+                index,
+                source: Box::new(source),
+            };
+            let shard = slot(self.shard_index(&request.tenant));
+            let Some(tenant) = guards[shard].tenants.get(&request.tenant) else {
+                return Err(reject(LedgerError::UnknownTenant(request.tenant.clone())));
+            };
+            if let Some(record) = tenant.keys.get(&request.key) {
+                outcomes.push(record.replay(request).map_err(reject)?);
+                continue;
+            }
+            let w = work.entry(request.tenant.clone()).or_insert_with(|| Work {
+                shard,
+                account: tenant.account.clone(),
+                entries: Vec::new(),
+                records: Vec::new(),
+            });
+            let target = request.command.refers_to().and_then(|seq| {
+                tenant
+                    .entry(seq)
+                    .or_else(|| w.entries.iter().find(|e| e.seq == seq))
+            });
+            let target = target.cloned();
+            let applied = w.account.apply(request, now, target.as_ref());
+            let outcome = unwrap_outcome(applied.result).map_err(reject)?;
+            w.entries.extend(applied.entries);
+            w.records.push((
+                request.key.clone(),
+                IdempotencyRecord {
+                    command: request.command.clone(),
+                    result: Ok(outcome),
+                    at: outcome.at,
+                },
+            ));
+            outcomes.push(outcome);
+        }
+        // Every request succeeded: publish all private copies.
+        let mut work: Vec<(TenantId, Work)> = work.into_iter().collect();
+        work.sort_by(|a, b| a.0.cmp(&b.0));
+        for (id, w) in work {
+            let shard = &mut *guards[w.shard];
+            let Some(tenant) = shard.tenants.get_mut(&id) else {
+                return Err(internal("tenant vanished while its shard was locked"));
+            };
+            tenant.account = w.account;
+            Shard::persist(&mut shard.deadlines, tenant, w.entries, self.hook.as_ref());
+            for (key, record) in w.records {
+                tenant.remember(
+                    key,
+                    record,
+                    self.idempotency_window,
+                    self.idempotency_keys_max,
+                );
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn idempotency_record(
+        &self,
+        tenant: &TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, LedgerError> {
+        let shard = self.lock(tenant);
+        let Some(t) = shard.tenants.get(tenant) else {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        };
+        Ok(t.keys.get(key).cloned())
+    }
+
+    async fn balance(&self, tenant: &TenantId, now: Timestamp) -> Result<Balance, LedgerError> {
+        let mut guard = self.lock(tenant);
+        let shard = &mut *guard;
+        let Some(t) = shard.tenants.get_mut(tenant) else {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        };
+        if t.account.next_deadline().is_some_and(|d| d <= now) {
+            let applied = t.account.expire_due(now);
+            Shard::persist(&mut shard.deadlines, t, applied.entries, self.hook.as_ref());
+        }
+        Ok(t.account.balance())
+    }
+
+    async fn balance_at(&self, tenant: &TenantId, at: Timestamp) -> Result<Balance, LedgerError> {
+        let shard = self.lock(tenant);
+        let Some(t) = shard.tenants.get(tenant) else {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        };
+        let n = t.journal.partition_point(|e| e.at <= at);
+        Ok(n.checked_sub(1)
+            .and_then(|i| t.journal.get(i))
+            .map(|e| e.after)
+            .unwrap_or_default())
+    }
+
+    async fn history(&self, tenant: &TenantId, page: PageRequest) -> Result<Page, LedgerError> {
+        let shard = self.lock(tenant);
+        let Some(t) = shard.tenants.get(tenant) else {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        };
+        let start = page
+            .after
+            .map_or(0, |s| usize::try_from(s.get()).unwrap_or(usize::MAX))
+            .min(t.journal.len());
+        let end = start
+            .saturating_add(page.clamped_limit())
+            .min(t.journal.len());
+        let entries = t.journal[start..end].to_vec();
+        let next = (end < t.journal.len())
+            .then(|| entries.last().map(|e| e.seq))
+            .flatten();
+        Ok(Page { entries, next })
+    }
+
+    async fn hold(&self, tenant: &TenantId, hold: HoldId) -> Result<HoldState, LedgerError> {
+        let shard = self.lock(tenant);
+        let Some(t) = shard.tenants.get(tenant) else {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        };
+        t.account
+            .hold_state(hold)
+            .ok_or(LedgerError::UnknownHold(hold))
+    }
+
+    async fn sweep(&self, now: Timestamp, tenants_max: usize) -> Result<SweepReport, LedgerError> {
+        let mut report = SweepReport::default();
+        for shard in &self.shards {
+            let mut guard = shard.lock();
+            let shard = &mut *guard;
+            while let Some((deadline, _)) = shard.deadlines.first() {
+                if *deadline > now {
+                    break;
+                }
+                if report.tenants >= tenants_max {
+                    report.more = true;
+                    break;
+                }
+                let Some((_, id)) = shard.deadlines.pop_first() else {
+                    break;
+                };
+                let Some(t) = shard.tenants.get_mut(&id) else {
+                    continue;
+                };
+                t.indexed = None;
+                let applied = t.account.expire_due(now);
+                report.tenants += 1;
+                for e in &applied.entries {
+                    match e.kind {
+                        crate::EntryKind::HoldExpired => report.holds_expired += 1,
+                        crate::EntryKind::LotExpired => report.lots_expired += 1,
+                        _ => {}
+                    }
+                }
+                Shard::persist(&mut shard.deadlines, t, applied.entries, self.hook.as_ref());
+            }
+        }
+        Ok(report)
+    }
+
+    async fn totals(&self, tenant: &TenantId) -> Result<Totals, LedgerError> {
+        let shard = self.lock(tenant);
+        shard
+            .tenants
+            .get(tenant)
+            .map(|t| t.account.totals())
+            .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))
+    }
+
+    async fn totals_all(&self) -> Result<Totals, LedgerError> {
+        let mut sum = Totals::default();
+        for shard in &self.shards {
+            let shard = shard.lock();
+            for t in shard.tenants.values() {
+                sum.accumulate(&t.account.totals())?;
+            }
+        }
+        Ok(sum)
+    }
+}

@@ -1,0 +1,185 @@
+//! The storage boundary: [`LedgerStore`] and the types it speaks.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use metered_clock::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Balance, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
+    LedgerError, Outcome, Request, TenantId, TenantSettings, Totals,
+};
+
+/// The most operations one batch may hold.
+pub const BATCH_LEN_MAX: usize = 1_000;
+/// The most journal entries one history page may hold.
+pub const PAGE_LEN_MAX: usize = 1_000;
+
+/// Where a history page starts and how long it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// Return entries after this one (`None`: from the first).
+    pub after: Option<EntrySeq>,
+    /// At most this many entries (clamped to `1..=PAGE_LEN_MAX`).
+    pub limit: usize,
+}
+
+impl PageRequest {
+    /// The first page of `limit` entries.
+    #[must_use]
+    pub fn first(limit: usize) -> Self {
+        PageRequest { after: None, limit }
+    }
+
+    /// The limit clamped to `1..=PAGE_LEN_MAX`.
+    #[must_use]
+    pub fn clamped_limit(&self) -> usize {
+        self.limit.clamp(1, PAGE_LEN_MAX)
+    }
+}
+
+/// One page of a tenant's journal, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    /// The entries.
+    pub entries: Vec<JournalEntry>,
+    /// Pass as `after` to get the next page; `None` when this is the last.
+    pub next: Option<EntrySeq>,
+}
+
+/// What one sweep step did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// Tenants whose due expiries were applied.
+    pub tenants: usize,
+    /// Holds that expired.
+    pub holds_expired: usize,
+    /// Lots that expired.
+    pub lots_expired: usize,
+    /// Whether tenants with due expiries remain (call again).
+    pub more: bool,
+}
+
+/// Called by a store with every change's journal entries *inside* the tenant's critical
+/// section (the memory store's shard lock; a SQL backend's transaction), after the change is
+/// decided and before it becomes visible. This is where an audit log appends its records so
+/// that a change and its audit record commit together.
+///
+/// Entries of one tenant arrive in journal order. The hook must not call back into the store.
+pub trait JournalHook: Send + Sync + fmt::Debug {
+    /// Records the entries of one committed change (never empty).
+    fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]);
+}
+
+/// Durable storage for the ledger. Object-safe: use it as `Arc<dyn LedgerStore>`.
+///
+/// # Contract (checked by `credits_core::conformance`)
+///
+/// A backend keeps, per tenant, the [`Account`](crate::Account) state (header row, live lots,
+/// active and resolved holds, refunded amounts), the journal and the idempotency records.
+/// Every mutation follows the same recipe, in **one atomic write per call**:
+///
+/// 1. lock the tenant(s) — several tenants always in ascending [`TenantId`] order;
+/// 2. for each request: if its key has an
+///    [`IdempotencyRecord`](crate::IdempotencyRecord), answer with
+///    [`replay`](crate::IdempotencyRecord::replay) and apply nothing; otherwise rebuild the
+///    [`Account`](crate::Account) ([`Account::from_parts`](crate::Account::from_parts)), run
+///    [`Account::apply`](crate::Account::apply) (the pure rules every backend shares), and
+///    record the idempotency record `(command, result)`;
+/// 3. write the [`Applied`](crate::Applied) change set (header, changed lots and holds,
+///    refund amounts, journal entries), the idempotency records, and call the
+///    [`JournalHook`]; commit. A storage failure leaves nothing behind.
+///
+/// Domain failures are results, not storage errors: they are recorded under the key and
+/// returned as `Err` — the same `Err` on every replay.
+#[async_trait]
+pub trait LedgerStore: Send + Sync + fmt::Debug {
+    /// Creates a tenant.
+    ///
+    /// # Errors
+    /// [`LedgerError::TenantExists`] if it exists; storage failures.
+    async fn create_tenant(
+        &self,
+        tenant: &TenantId,
+        settings: TenantSettings,
+        now: Timestamp,
+    ) -> Result<(), LedgerError>;
+
+    /// Applies one request (or replays its idempotency key).
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; the domain failure of the command (also on replay);
+    /// [`LedgerError::IdempotencyConflict`]; storage failures.
+    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Outcome, LedgerError>;
+
+    /// Applies several requests, possibly on several tenants, all or nothing, in order (a
+    /// later request sees the effect of earlier ones). Requests whose keys were used before
+    /// are replayed; a replayed failure fails the batch. On failure nothing is written, not
+    /// even idempotency records: a failed batch can be retried as a whole.
+    ///
+    /// # Errors
+    /// [`LedgerError::EmptyBatch`], [`LedgerError::BatchTooLarge`],
+    /// [`LedgerError::DuplicateKeyInBatch`], [`LedgerError::BatchRejected`] naming the
+    /// failing request; storage failures.
+    async fn apply_batch(
+        &self,
+        requests: &[Request],
+        now: Timestamp,
+    ) -> Result<Vec<Outcome>, LedgerError>;
+
+    /// The idempotency record of a tenant's key, if remembered (a read: applies nothing).
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; storage failures.
+    async fn idempotency_record(
+        &self,
+        tenant: &TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, LedgerError>;
+
+    /// The current balance, after applying expiries due by `now`.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; storage failures.
+    async fn balance(&self, tenant: &TenantId, now: Timestamp) -> Result<Balance, LedgerError>;
+
+    /// The balance right after the last entry at or before `at` (zero before the first).
+    /// Expiries not yet applied by then are not included.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; storage failures.
+    async fn balance_at(&self, tenant: &TenantId, at: Timestamp) -> Result<Balance, LedgerError>;
+
+    /// A page of the tenant's journal.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; storage failures.
+    async fn history(&self, tenant: &TenantId, page: PageRequest) -> Result<Page, LedgerError>;
+
+    /// What is known about a hold (without applying expiries: an active hold past its
+    /// expiry is reported active until touched or swept).
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`], [`LedgerError::UnknownHold`]; storage failures.
+    async fn hold(&self, tenant: &TenantId, hold: HoldId) -> Result<HoldState, LedgerError>;
+
+    /// Applies the expiries due by `now` of at most `tenants_max` tenants (one atomic write
+    /// per tenant). Call until `more` is false to sweep everything.
+    ///
+    /// # Errors
+    /// Storage failures (tenants already swept stay swept).
+    async fn sweep(&self, now: Timestamp, tenants_max: usize) -> Result<SweepReport, LedgerError>;
+
+    /// Counters and balance of one tenant, with `lots`/`holds` recomputed from live state.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; storage failures.
+    async fn totals(&self, tenant: &TenantId) -> Result<Totals, LedgerError>;
+
+    /// The sum of [`totals`](Self::totals) over every tenant.
+    ///
+    /// # Errors
+    /// [`LedgerError::AmountOverflow`] if a sum overflows; storage failures.
+    async fn totals_all(&self) -> Result<Totals, LedgerError>;
+}

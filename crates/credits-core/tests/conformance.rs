@@ -1,0 +1,14 @@
+//! The memory store passes the shared backend conformance suite.
+
+use credits_core::MemoryLedgerStore;
+
+#[tokio::test]
+async fn memory_store_passes_conformance_suite() {
+    credits_core::conformance::run_all(|| async { MemoryLedgerStore::new() }).await;
+}
+
+#[tokio::test]
+async fn memory_store_with_one_shard_passes_conformance_suite() {
+    credits_core::conformance::run_all(|| async { MemoryLedgerStore::builder().shards(1).build() })
+        .await;
+}
