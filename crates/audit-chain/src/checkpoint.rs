@@ -163,7 +163,7 @@ impl NoteSigner {
     pub fn from_private_key(skey: &str) -> Result<Self, AuditError> {
         let bad = || AuditError::InvalidKey("malformed private note key".into());
         let rest = skey.strip_prefix("PRIVATE+KEY+").ok_or_else(bad)?;
-        let mut parts = rest.split('+');
+        let mut parts = rest.splitn(3, '+');
         let (Some(name), Some(hash), Some(key), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -247,7 +247,7 @@ impl NoteVerifier {
     /// [`AuditError::InvalidKey`] if it is malformed or its hash does not match the key.
     pub fn new(vkey: &str) -> Result<Self, AuditError> {
         let bad = |m: &str| AuditError::InvalidKey(format!("verifier key: {m}"));
-        let mut parts = vkey.trim().split('+');
+        let mut parts = vkey.trim().splitn(3, '+');
         let (Some(name), Some(hash), Some(key), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
