@@ -18,9 +18,10 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-use crate::AuditError;
 use crate::entry::LogRecord;
 use crate::sink::{AuditSink, check_batch};
+use crate::verify::{ChainVerifier, VerifyReport};
+use crate::{AuditError, Checkpoint, Keyring};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"ACHNSEG1";
 const HEADER_LEN: u64 = 16;
@@ -177,7 +178,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, AuditError> {
     fs::read(path).map_err(|e| AuditError::io(format!("reading {}", path.display()), e))
 }
 
-/// A log read from a directory without changing it (what offline verification uses).
+/// A log read from a directory without changing it.
 #[derive(Debug)]
 pub struct ScannedLog {
     /// Every complete record, in order.
@@ -187,36 +188,94 @@ pub struct ScannedLog {
     pub torn_bytes: u64,
 }
 
+/// Calls `on_record` for every record of the directory, in order, without modifying
+/// anything; returns the torn-tail byte count.
+fn scan_dir_each(dir: &Path, mut on_record: impl FnMut(LogRecord)) -> Result<u64, AuditError> {
+    let segs = list_segments(dir)?;
+    let mut count = 0u64;
+    let mut torn_bytes = 0;
+    let n = segs.len();
+    for (i, (first, path)) in segs.iter().enumerate() {
+        if *first != count {
+            return Err(AuditError::Corrupt {
+                location: path.display().to_string(),
+                reason: format!("segment starts at index {first} but {count} records precede it"),
+            });
+        }
+        let bytes = read_file(path)?;
+        let (seen, tail) =
+            scan_segment(&segment_name(*first), &bytes, *first, i + 1 == n, |_, r| {
+                on_record(r);
+            })?;
+        count += seen;
+        if let Tail::Torn { offset } = tail {
+            torn_bytes = bytes.len() as u64 - offset;
+        }
+    }
+    Ok(torn_bytes)
+}
+
 /// Reads every record of the file-sink directory `dir` without modifying anything.
 ///
 /// # Errors
 /// [`AuditError::Corrupt`] at the first damage other than a torn tail (a bad checksum, an
 /// undecodable record, a gap in indices, a missing segment); I/O errors.
 pub fn scan_dir(dir: &Path) -> Result<ScannedLog, AuditError> {
-    let segs = list_segments(dir)?;
     let mut records = Vec::new();
-    let mut torn_bytes = 0;
-    let n = segs.len();
-    for (i, (first, path)) in segs.iter().enumerate() {
-        if *first != records.len() as u64 {
-            return Err(AuditError::Corrupt {
-                location: path.display().to_string(),
-                reason: format!(
-                    "segment starts at index {first} but {} records precede it",
-                    records.len()
-                ),
-            });
-        }
-        let bytes = read_file(path)?;
-        let (_, tail) = scan_segment(&segment_name(*first), &bytes, *first, i + 1 == n, |_, r| {
-            records.push(r);
-        })?;
-        if let Tail::Torn { offset } = tail {
-            torn_bytes = bytes.len() as u64 - offset;
-        }
-    }
+    let torn_bytes = scan_dir_each(dir, |r| records.push(r))?;
     Ok(ScannedLog {
         records,
+        torn_bytes,
+    })
+}
+
+/// The result of [`verify_dir`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirVerification {
+    /// What verification found; damaged frames appear as [`Check::Decode`](crate::Check)
+    /// failures at the index of the first unreadable record.
+    pub report: VerifyReport,
+    /// Bytes of a torn tail ignored at the end of the last segment.
+    pub torn_bytes: u64,
+}
+
+/// Fully verifies a file-sink directory offline without modifying it, streaming (memory is
+/// one segment plus one head per stream), optionally against a trusted checkpoint.
+///
+/// ```
+/// # use audit_chain::*;
+/// let dir = tempfile::tempdir().unwrap();
+/// let keyring = Keyring::new(HmacKey::new(1, [1u8; 32])?);
+/// let result = verify_dir(dir.path(), &keyring, None)?;
+/// assert!(result.report.is_intact());
+/// assert_eq!(result.report.entries_ok, 0);
+/// # Ok::<(), AuditError>(())
+/// ```
+///
+/// # Errors
+/// I/O errors only (a missing directory, unreadable files); damaged data is reported in the
+/// result.
+pub fn verify_dir(
+    dir: &Path,
+    keyring: &Keyring,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<DirVerification, AuditError> {
+    let mut v = ChainVerifier::new(keyring);
+    if let Some(cp) = checkpoint {
+        v = v.with_checkpoint(cp.clone());
+    }
+    let torn_bytes = match scan_dir_each(dir, |r| {
+        let _ = v.push(&r);
+    }) {
+        Ok(t) => t,
+        Err(e @ (AuditError::Corrupt { .. } | AuditError::Decode { .. })) => {
+            v.push_unreadable(&e);
+            0
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(DirVerification {
+        report: v.finish(),
         torn_bytes,
     })
 }

@@ -90,7 +90,10 @@ pub use entry::{
     METADATA_VALUE_LEN_MAX, STREAM_LEN_MAX, SealedEntry, TEXT_LEN_MAX,
 };
 pub use error::AuditError;
-pub use file::{FRAME_RECORD_MAX, FileSink, FileSinkOptions, Recovery, ScannedLog, scan_dir};
+pub use file::{
+    DirVerification, FRAME_RECORD_MAX, FileSink, FileSinkOptions, Recovery, ScannedLog, scan_dir,
+    verify_dir,
+};
 pub use keyring::{HmacKey, KEY_LEN_MAX, KEY_LEN_MIN, Keyring};
 pub use mask::{Mask, MaskingPolicy, MaskingPolicyBuilder, REDACTED};
 pub use sink::{AuditSink, MemorySink, verify_range, verify_sink};

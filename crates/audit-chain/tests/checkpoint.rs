@@ -37,14 +37,14 @@ fn malformed_notes_are_errors() {
     let good = format!("{TEXT}\n{SIG}");
     let cases = [
         String::new(),
-        TEXT.to_owned(),                            // no signatures
-        format!("{TEXT}\n"),                        // blank line, nothing after
-        good.trim_end().to_owned(),                 // missing final newline
-        good.replace('\u{2014}', "-"),              // not an em dash
-        good.replace("x08go/", "x08go!"),           // not base64
+        TEXT.to_owned(),                                 // no signatures
+        format!("{TEXT}\n"),                             // blank line, nothing after
+        good.trim_end().to_owned(),                      // missing final newline
+        good.replace('\u{2014}', "-"),                   // not an em dash
+        good.replace("x08go/", "x08go!"),                // not base64
         format!("{TEXT}\n\u{2014} PeterNeumann AAAA\n"), // too short
-        format!("{TEXT}\n\u{2014} PeterNeumann\n"), // no signature field
-        format!("{TEXT}\n{}", SIG.repeat(101)),     // too many
+        format!("{TEXT}\n\u{2014} PeterNeumann\n"),      // no signature field
+        format!("{TEXT}\n{}", SIG.repeat(101)),          // too many
         "\u{2014}\n\n\n".to_owned(),
     ];
     for note in cases {
@@ -68,7 +68,12 @@ fn bad_verifier_and_signer_keys_are_errors() {
     ] {
         assert!(NoteVerifier::new(vkey).is_err(), "accepted {vkey:?}");
     }
-    assert!(NoteSigner::from_private_key("PRIVATE+KEY+PeterNeumann+00000000+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz").is_err());
+    assert!(
+        NoteSigner::from_private_key(
+            "PRIVATE+KEY+PeterNeumann+00000000+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
+        )
+        .is_err()
+    );
     assert!(NoteSigner::from_private_key(VKEY).is_err());
     assert!(NoteSigner::new("has space", [1; 32]).is_err());
     assert!(NoteSigner::new("a+b", [1; 32]).is_err());
@@ -88,9 +93,15 @@ fn checkpoints_round_trip_and_name_their_log() {
         root: [0xab; 32],
     };
     let signed = signer.sign_checkpoint(&cp);
-    assert!(signed.note.starts_with("audit.example/billing\n1000000\nq6ur"));
+    assert!(
+        signed
+            .note
+            .starts_with("audit.example/billing\n1000000\nq6ur")
+    );
     assert_eq!(
-        verifier.verify_checkpoint(&signed.note, "audit.example/billing").unwrap(),
+        verifier
+            .verify_checkpoint(&signed.note, "audit.example/billing")
+            .unwrap(),
         cp
     );
     // A checkpoint for another log.
@@ -100,8 +111,15 @@ fn checkpoints_round_trip_and_name_their_log() {
     ));
     // Signed by another key.
     let other = NoteSigner::new("audit.example", [43; 32]).unwrap();
-    let forged = other.sign_checkpoint(&Checkpoint { size: 5, ..cp.clone() });
-    assert!(verifier.verify_checkpoint(&forged.note, "audit.example/billing").is_err());
+    let forged = other.sign_checkpoint(&Checkpoint {
+        size: 5,
+        ..cp.clone()
+    });
+    assert!(
+        verifier
+            .verify_checkpoint(&forged.note, "audit.example/billing")
+            .is_err()
+    );
 }
 
 #[test]

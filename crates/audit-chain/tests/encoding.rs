@@ -117,18 +117,27 @@ fn decoding_garbage_is_a_typed_error_at_every_length() {
     // Every strict prefix is truncated input.
     for cut in 0..bytes.len() {
         assert!(
-            matches!(LogRecord::decode(&bytes[..cut]), Err(AuditError::Decode { .. })),
+            matches!(
+                LogRecord::decode(&bytes[..cut]),
+                Err(AuditError::Decode { .. })
+            ),
             "prefix of {cut} bytes"
         );
     }
     // Trailing garbage.
     let mut long = bytes.clone();
     long.push(0);
-    assert!(matches!(LogRecord::decode(&long), Err(AuditError::Decode { .. })));
+    assert!(matches!(
+        LogRecord::decode(&long),
+        Err(AuditError::Decode { .. })
+    ));
     // Unknown version (byte 8 follows the u64 index).
     let mut v2 = bytes.clone();
     v2[8] = 2;
-    assert!(matches!(LogRecord::decode(&v2), Err(AuditError::Decode { .. })));
+    assert!(matches!(
+        LogRecord::decode(&v2),
+        Err(AuditError::Decode { .. })
+    ));
     // An option tag that is neither 0 nor 1, a huge length, invalid UTF-8: never a panic.
     for i in 0..bytes.len() {
         for v in [0xff_u8, 0x80, 0x02] {
@@ -148,7 +157,10 @@ fn bad_entries_are_rejected_without_moving_the_head() {
     let at = Timestamp::EPOCH;
     let cases: Vec<(AuditEntry, &str)> = vec![
         (AuditEntry::new("other", "e", "a", at), "stream"),
-        (AuditEntry::new("t", "e".repeat(1025), "a", at), "event_type"),
+        (
+            AuditEntry::new("t", "e".repeat(1025), "a", at),
+            "event_type",
+        ),
         (AuditEntry::new("t", "e", "a".repeat(1025), at), "action"),
         (
             AuditEntry::new("t", "e", "a", at).with_transaction_id("x".repeat(1025)),
@@ -179,6 +191,9 @@ fn bad_entries_are_rejected_without_moving_the_head() {
     let mut empty = StreamChain::new("");
     assert!(matches!(
         empty.seal(&keyring, &none, AuditEntry::new("", "e", "a", at)),
-        Err(AuditError::InvalidEntry { field: "stream", .. })
+        Err(AuditError::InvalidEntry {
+            field: "stream",
+            ..
+        })
     ));
 }

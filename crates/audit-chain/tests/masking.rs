@@ -1,8 +1,6 @@
 //! Masking table tests: each rule on typical, edge and unparseable values.
 
-use audit_chain::{
-    AuditEntry, HmacKey, Keyring, Mask, MaskingPolicy, REDACTED, StreamChain,
-};
+use audit_chain::{AuditEntry, HmacKey, Keyring, Mask, MaskingPolicy, REDACTED, StreamChain};
 use metered_clock::Timestamp;
 
 fn check(mask: Mask, cases: &[(&str, &str)]) {
@@ -20,7 +18,10 @@ fn ip_addresses_keep_only_their_network() {
             ("10.0.0.1", "10.0.0.0/24"),
             (" 192.0.2.255 ", "192.0.2.0/24"),
             ("2001:db8:abcd:12::1", "2001:db8:abcd::/48"),
-            ("2001:0db8:85a3:0000:0000:8a2e:0370:7334", "2001:db8:85a3::/48"),
+            (
+                "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+                "2001:db8:85a3::/48",
+            ),
             ("::1", "::/48"),
             ("::ffff:192.0.2.1", "::/48"),
             ("not an ip", REDACTED),
@@ -91,7 +92,7 @@ fn card_numbers_keep_bin_and_last_four() {
             ("4242 4242 4242 4242", "424242******4242"),
             ("3782-822463-10005", "378282*****0005"),
             ("6011000990139424", "601100******9424"),
-            ("12345678901", REDACTED),        // too short
+            ("12345678901", REDACTED),          // too short
             ("12345678901234567890", REDACTED), // too long
             ("4242x4242x4242x4242", REDACTED),
             ("", REDACTED),
@@ -101,7 +102,10 @@ fn card_numbers_keep_bin_and_last_four() {
 
 #[test]
 fn redact_replaces_everything() {
-    check(Mask::Redact, &[("alice@example.com", REDACTED), ("", REDACTED)]);
+    check(
+        Mask::Redact,
+        &[("alice@example.com", REDACTED), ("", REDACTED)],
+    );
 }
 
 #[test]

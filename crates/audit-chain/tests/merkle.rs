@@ -59,7 +59,9 @@ fn subproof(m: usize, d: &[Hash], b: bool) -> Vec<Hash> {
 }
 
 fn leaves(n: usize) -> Vec<Hash> {
-    (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+    (0..n)
+        .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+        .collect()
 }
 
 #[test]
@@ -97,10 +99,16 @@ fn proof_requests_outside_the_tree_are_errors() {
         tree.push(l);
     }
     for (i, n) in [(5, 5), (0, 6), (7, 3)] {
-        assert!(matches!(tree.inclusion_proof(i, n), Err(AuditError::InvalidProof(_))));
+        assert!(matches!(
+            tree.inclusion_proof(i, n),
+            Err(AuditError::InvalidProof(_))
+        ));
     }
     for (a, b) in [(0, 3), (4, 3), (2, 6)] {
-        assert!(matches!(tree.consistency_proof(a, b), Err(AuditError::InvalidProof(_))));
+        assert!(matches!(
+            tree.consistency_proof(a, b),
+            Err(AuditError::InvalidProof(_))
+        ));
     }
     assert!(tree.root_at(6).is_err());
 }

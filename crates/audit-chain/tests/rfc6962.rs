@@ -30,7 +30,9 @@ fn proof(v: &Value) -> Vec<Vec<u8>> {
 }
 
 fn run(kind: &str) -> (usize, usize) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc6962").join(kind);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/rfc6962")
+        .join(kind);
     let mut all = Vec::new();
     files(&root, &mut all);
     all.sort();

@@ -3,8 +3,8 @@
 
 use audit_chain::merkle::MerkleTree;
 use audit_chain::{
-    AuditEntry, Check, Checkpoint, HmacKey, Keyring, LogRecord, MaskingPolicy, MemorySink,
-    AuditSink, StreamChain, verify_range, verify_records,
+    AuditEntry, AuditSink, Check, Checkpoint, HmacKey, Keyring, LogRecord, MaskingPolicy,
+    MemorySink, StreamChain, verify_range, verify_records,
 };
 use metered_clock::Timestamp;
 
@@ -135,7 +135,10 @@ fn deleting_the_tail_is_detected_only_with_a_checkpoint() {
     let records = log(&ring, 9);
     let cp = checkpoint(&records);
     let cut = &records[..6];
-    assert!(verify_records(&ring, cut, None).is_intact(), "a bare chain cannot see it");
+    assert!(
+        verify_records(&ring, cut, None).is_intact(),
+        "a bare chain cannot see it"
+    );
     assert_eq!(failure(&ring, cut, Some(&cp)), (6, Check::Truncated));
     assert_eq!(failure(&ring, &[], Some(&cp)), (0, Check::Truncated));
 }
@@ -158,7 +161,10 @@ fn rewritten_history_with_the_hmac_key_is_caught_by_the_checkpoint() {
         r.entry = c.seal(&ring, &MaskingPolicy::none(), e).unwrap();
     }
     assert!(verify_records(&ring, &rewritten, None).is_intact());
-    assert_eq!(failure(&ring, &rewritten, Some(&cp)), (8, Check::MerkleRoot));
+    assert_eq!(
+        failure(&ring, &rewritten, Some(&cp)),
+        (8, Check::MerkleRoot)
+    );
 }
 
 #[test]
@@ -172,7 +178,11 @@ fn key_rotation_keeps_old_entries_verifiable() {
             ring.rotate(key(2)).unwrap();
         }
         let e = chain
-            .seal(&ring, &none, AuditEntry::new("t", "e", "a", Timestamp::EPOCH))
+            .seal(
+                &ring,
+                &none,
+                AuditEntry::new("t", "e", "a", Timestamp::EPOCH),
+            )
             .unwrap();
         assert_eq!(e.key_id(), if i < 3 { 1 } else { 2 });
         records.push(LogRecord::new(i, e));
@@ -211,7 +221,13 @@ async fn range_verification_checks_inside_the_range() {
     assert_eq!((r.start, r.entries_ok), (10, 10));
     assert_eq!(r.root, None);
     // Beyond the end is clamped.
-    assert_eq!(verify_range(&sink, &ring, 25..100).await.unwrap().entries_ok, 5);
+    assert_eq!(
+        verify_range(&sink, &ring, 25..100)
+            .await
+            .unwrap()
+            .entries_ok,
+        5
+    );
 
     let mut bad = records.clone();
     bad[15].entry = bad[12].entry.clone(); // a replayed entry of stream "a"
