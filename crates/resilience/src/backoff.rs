@@ -167,7 +167,6 @@ impl Backoff {
     }
 
     /// A fresh schedule for one operation that starts at `now`.
-    #[must_use]
     pub fn schedule(&self, now: Tick) -> Schedule {
         Schedule {
             policy: *self,

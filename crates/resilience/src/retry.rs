@@ -299,7 +299,11 @@ impl<S: Sleeper, C: Clock> Retry<S, C> {
                 tracing::debug!(attempts = attempt + 1, "retry budget exhausted");
                 return Err(err);
             }
-            tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, "retrying");
+            tracing::debug!(
+                attempt,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "retrying"
+            );
             self.sleeper.sleep(delay).await;
             attempt += 1;
         }

@@ -113,7 +113,6 @@ impl BreakerConfig {
     /// A builder with the defaults: name `"default"`, a count window of 100 calls, judged
     /// from 100 calls at a 50 % failure rate, slow calls not considered, a fixed open wait of
     /// 60 s, 10 half-open trial calls with no maximum half-open wait, no listener, no metrics.
-    #[must_use]
     pub fn builder() -> BreakerConfigBuilder {
         BreakerConfigBuilder {
             name: Arc::from("default"),

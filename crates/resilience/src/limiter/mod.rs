@@ -9,7 +9,6 @@
 
 mod keyed;
 
-use std::future::Future;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -257,25 +256,23 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// [`Error::RateLimited`] if `n` permits are not available within `max_wait`;
     /// [`Error::InsufficientCapacity`] if `n` exceeds the burst.
-    pub fn acquire<'a, S: Sleeper>(
-        &'a self,
+    pub async fn acquire<S: Sleeper + ?Sized>(
+        &self,
         n: u32,
         max_wait: Duration,
-        sleeper: &'a S,
-    ) -> impl Future<Output = Result<(), Error>> + 'a {
-        async move {
-            let start = self.clock.monotonic();
-            loop {
-                match self.try_acquire(n) {
-                    Err(Error::RateLimited { retry_after }) => {
-                        let waited = self.clock.monotonic().saturating_duration_since(start);
-                        if waited.saturating_add(retry_after) > max_wait {
-                            return Err(Error::RateLimited { retry_after });
-                        }
-                        sleeper.sleep(retry_after).await;
+        sleeper: &S,
+    ) -> Result<(), Error> {
+        let start = self.clock.monotonic();
+        loop {
+            match self.try_acquire(n) {
+                Err(Error::RateLimited { retry_after }) => {
+                    let waited = self.clock.monotonic().saturating_duration_since(start);
+                    if waited.saturating_add(retry_after) > max_wait {
+                        return Err(Error::RateLimited { retry_after });
                     }
-                    other => return other,
+                    sleeper.sleep(retry_after).await;
                 }
+                other => return other,
             }
         }
     }
