@@ -863,8 +863,11 @@ impl Account {
         if amount.is_zero() {
             return Err(LedgerError::ZeroAmount);
         }
-        let Some(target) = target.filter(|e| e.seq == entry && e.tenant == self.header.tenant)
-        else {
+        // An entry made by this very call's expiry pass is an expiry: not refundable.
+        let target = target
+            .filter(|e| e.seq == entry && e.tenant == self.header.tenant)
+            .or_else(|| fx.entries.iter().find(|e| e.seq == entry));
+        let Some(target) = target else {
             return Err(LedgerError::UnknownEntry(entry));
         };
         if !target.kind.is_refundable() {
