@@ -188,9 +188,13 @@ pub struct ScannedLog {
     pub torn_bytes: u64,
 }
 
-/// Calls `on_record` for every record of the directory, in order, without modifying
-/// anything; returns the torn-tail byte count.
-fn scan_dir_each(dir: &Path, mut on_record: impl FnMut(LogRecord)) -> Result<u64, AuditError> {
+/// Calls `on_record` for every record of the file-sink directory `dir`, in order, without
+/// modifying anything (memory: one segment at a time); returns the number of torn-tail
+/// bytes ignored at the end.
+///
+/// # Errors
+/// As [`scan_dir`]; records before the damage have been passed to `on_record`.
+pub fn scan_dir_with(dir: &Path, mut on_record: impl FnMut(LogRecord)) -> Result<u64, AuditError> {
     let segs = list_segments(dir)?;
     let mut count = 0u64;
     let mut torn_bytes = 0;
@@ -222,7 +226,7 @@ fn scan_dir_each(dir: &Path, mut on_record: impl FnMut(LogRecord)) -> Result<u64
 /// undecodable record, a gap in indices, a missing segment); I/O errors.
 pub fn scan_dir(dir: &Path) -> Result<ScannedLog, AuditError> {
     let mut records = Vec::new();
-    let torn_bytes = scan_dir_each(dir, |r| records.push(r))?;
+    let torn_bytes = scan_dir_with(dir, |r| records.push(r))?;
     Ok(ScannedLog {
         records,
         torn_bytes,
@@ -264,7 +268,7 @@ pub fn verify_dir(
     if let Some(cp) = checkpoint {
         v = v.with_checkpoint(cp.clone());
     }
-    let torn_bytes = match scan_dir_each(dir, |r| {
+    let torn_bytes = match scan_dir_with(dir, |r| {
         let _ = v.push(&r);
     }) {
         Ok(t) => t,

@@ -92,7 +92,7 @@ pub use entry::{
 pub use error::AuditError;
 pub use file::{
     DirVerification, FRAME_RECORD_MAX, FileSink, FileSinkOptions, Recovery, ScannedLog, scan_dir,
-    verify_dir,
+    scan_dir_with, verify_dir,
 };
 pub use keyring::{HmacKey, KEY_LEN_MAX, KEY_LEN_MIN, Keyring};
 pub use mask::{Mask, MaskingPolicy, MaskingPolicyBuilder, REDACTED};

@@ -1,0 +1,184 @@
+//! The `audit-verify` binary on a log written by the writer and file sink.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use audit_chain::merkle::verify_inclusion;
+use audit_chain::{
+    AuditEntry, AuditLog, AuditTrail, AuditWriter, FileSink, HmacKey, Keyring, MaskingPolicy,
+    NoteSigner, WriterConfig,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use metered_clock::{ManualClock, Timestamp};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    keys: std::path::PathBuf,
+    note: std::path::PathBuf,
+    vkey: String,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let (sink, _) = FileSink::open(&log_dir).unwrap();
+    let signer = NoteSigner::new("audit.test", [5; 32]).unwrap();
+    let vkey = signer.verifier_key();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(
+        1_700_000_000_000,
+    )));
+    let writer = AuditWriter::open(
+        Arc::new(sink),
+        WriterConfig::builder("audit.test/log").build().unwrap(),
+        clock,
+        Some(signer),
+    )
+    .await
+    .unwrap();
+    let ring = Keyring::new(HmacKey::new(3, [0x33; 32]).unwrap());
+    let log = AuditLog::new(writer.clone(), ring, MaskingPolicy::standard());
+    for i in 0..10u64 {
+        let stream = if i % 2 == 0 { "tenant-a" } else { "tenant-b" };
+        log.record(
+            AuditEntry::new(stream, "balance", "debit", Timestamp::from_unix_millis(i))
+                .with_amount(i),
+        )
+        .await
+        .unwrap();
+    }
+    writer.close().await.unwrap();
+    let note = dir.path().join("checkpoint.note");
+    std::fs::write(&note, writer.latest_signed_checkpoint().unwrap().note).unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("# test key\n3:{}\n", "33".repeat(32))).unwrap();
+    Fixture {
+        dir,
+        keys,
+        note,
+        vkey,
+    }
+}
+
+fn run(f: &Fixture, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_audit-verify"))
+        .arg("--dir")
+        .arg(f.dir.path().join("log"))
+        .arg("--keys")
+        .arg(&f.keys)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn segment(dir: &Path) -> std::path::PathBuf {
+    dir.join("log").join(format!("{:020}.seg", 0))
+}
+
+#[tokio::test]
+async fn intact_log_exits_zero_and_prints_a_proof() {
+    let f = fixture().await;
+    let note = f.note.to_str().unwrap();
+    let (code, out, err) = run(
+        &f,
+        &[
+            "--checkpoint",
+            note,
+            "--public-key",
+            &f.vkey,
+            "--prove",
+            "3",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("entries ok:   10"), "{out}");
+    assert!(out.contains("matched"), "{out}");
+    assert!(out.contains("intact"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let b = |v: &serde_json::Value| B64.decode(v.as_str().unwrap()).unwrap();
+    let proof: Vec<Vec<u8>> = json["proof"].as_array().unwrap().iter().map(b).collect();
+    assert_eq!(proof.len(), 4);
+    verify_inclusion(&b(&json["leaf_hash"]), 3, 10, &proof, &b(&json["root"])).unwrap();
+
+    let (code, out, _) = run(&f, &["--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["report"]["entries_ok"], 10);
+}
+
+#[tokio::test]
+async fn damage_exits_one_naming_the_first_bad_entry() {
+    let f = fixture().await;
+    let note = f.note.to_str().unwrap();
+    let seg = segment(f.dir.path());
+    let good = std::fs::read(&seg).unwrap();
+
+    // Tampered byte in the middle of the log.
+    let mut bad = good.clone();
+    let mid = good.len() / 2;
+    bad[mid] ^= 1;
+    std::fs::write(&seg, &bad).unwrap();
+    let (code, _, err) = run(&f, &["--checkpoint", note, "--public-key", &f.vkey]);
+    assert_eq!(code, 1);
+    assert!(err.contains("FAILED: entry"), "{err}");
+
+    // Newest entries deleted (cut at a frame boundary): only the checkpoint notices.
+    let mut pos = 16;
+    let mut ends = Vec::new();
+    while pos < good.len() {
+        let len = u32::from_be_bytes(good[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += 4 + len + 8;
+        ends.push(pos);
+    }
+    std::fs::write(&seg, &good[..ends[7]]).unwrap();
+    let (code, _, _) = run(&f, &[]);
+    assert_eq!(code, 0, "without a checkpoint truncation is invisible");
+    let (code, _, err) = run(&f, &["--checkpoint", note, "--public-key", &f.vkey]);
+    assert_eq!(code, 1);
+    assert!(err.contains("entry 8: truncation"), "{err}");
+    std::fs::write(&seg, &good).unwrap();
+
+    // Wrong HMAC key.
+    std::fs::write(&f.keys, format!("3:{}\n", "44".repeat(32))).unwrap();
+    let (code, _, err) = run(&f, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("entry 0: HMAC"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_invocations_exit_two() {
+    let f = fixture().await;
+    let note = f.note.to_str().unwrap();
+    let other = NoteSigner::new("audit.test", [6; 32])
+        .unwrap()
+        .verifier_key();
+    for extra in [
+        vec!["--bogus"],
+        vec!["--prove"],
+        vec!["--prove", "x"],
+        vec!["--checkpoint", note, "--public-key", &other],
+        vec![
+            "--checkpoint",
+            note,
+            "--public-key",
+            &f.vkey,
+            "--origin",
+            "another/log",
+        ],
+        vec!["--checkpoint", "/nonexistent/note"],
+        vec!["--prove", "10"],
+    ] {
+        let (code, out, err) = run(&f, &extra);
+        assert_eq!(code, 2, "{extra:?}: {out}{err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_audit-verify"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
