@@ -50,6 +50,11 @@ mod bulkhead;
 mod error;
 #[cfg(feature = "tower")]
 pub mod layers;
+
+/// The guide (`docs/resilience.md`): one section per primitive, every example a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/resilience.md")]
+pub mod guide {}
 mod limiter;
 mod retry;
 mod sleep;
@@ -63,7 +68,7 @@ mod sync {
 
 pub use backoff::{Backoff, BackoffBuilder, Jitter, Schedule};
 pub use breaker::{
-    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CircuitBreaker, OpenWait, Outcome, Permit,
+    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CircuitBreaker, OpenWait, Outcome, OwnedPermit, Permit,
     State, Stats, TIME_WINDOW_SECS_MAX, classify_result,
 };
 pub use bulkhead::{Bulkhead, BulkheadPermit};

@@ -527,6 +527,25 @@ impl<C: Clock> CircuitBreaker<C> {
         }
     }
 
+    /// Like [`try_acquire`](Self::try_acquire), for a permit that must outlive the borrow
+    /// of the breaker (a spawned task, a `tower` response future). Costs one reference
+    /// count increment more.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit<C>, Error> {
+        let permit = self.try_acquire()?;
+        let owned = OwnedPermit {
+            breaker: self.clone(),
+            tag: permit.tag,
+            started: permit.started,
+            done: false,
+        };
+        std::mem::forget(permit); // Ownership of the slot moves to `owned`.
+        Ok(owned)
+    }
+
     /// Runs `fut` if the breaker permits, counting `Ok` as success and `Err` as failure.
     ///
     /// If the returned future is dropped before `fut` completes, the call is recorded as
@@ -732,6 +751,51 @@ impl<C: Clock> Permit<'_, C> {
 
 impl<C: Clock> Drop for Permit<'_, C> {
     #[inline]
+    fn drop(&mut self) {
+        if !self.done {
+            self.breaker.inner.core.release(self.tag);
+        }
+    }
+}
+
+/// A [`Permit`] that owns a handle to its breaker; see
+/// [`CircuitBreaker::try_acquire_owned`]. Same contract: record an outcome, or drop it to
+/// hand a half-open slot back.
+#[must_use = "record the call's outcome; a dropped permit counts for nothing"]
+pub struct OwnedPermit<C: Clock> {
+    breaker: CircuitBreaker<C>,
+    tag: u16,
+    started: Option<Tick>,
+    done: bool,
+}
+
+impl<C: Clock> fmt::Debug for OwnedPermit<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit")
+            .field("breaker", &self.breaker.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock> OwnedPermit<C> {
+    /// Records how the call ended.
+    pub fn record(mut self, outcome: Outcome) {
+        self.done = true;
+        self.breaker.finish(self.tag, self.started, outcome);
+    }
+
+    /// Records a success.
+    pub fn record_success(self) {
+        self.record(Outcome::Success);
+    }
+
+    /// Records a failure.
+    pub fn record_failure(self) {
+        self.record(Outcome::Failure);
+    }
+}
+
+impl<C: Clock> Drop for OwnedPermit<C> {
     fn drop(&mut self) {
         if !self.done {
             self.breaker.inner.core.release(self.tag);
