@@ -1,0 +1,27 @@
+//! Progressive canary rollouts with statistical health checks, auto-promote and
+//! auto-rollback.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod health;
+mod mann_whitney;
+mod plan;
+mod rollout;
+mod sketch;
+
+pub use error::{CanaryError, Result};
+pub use health::{
+    ArmObservation, CHECKS_MAX, CheckVerdict, HealthPolicy, HealthPolicyBuilder, HealthReport,
+    Limit, MetricCheck, MetricKind, MetricResult, Observations, Outcome, Verdict, srm_p_value,
+};
+pub use mann_whitney::{
+    Direction, JudgeReport, MannWhitney, MannWhitneyJudge, MetricClass, MetricSamples, SAMPLES_MAX,
+    ScoreClass, mann_whitney_u,
+};
+pub use plan::{CHECK_INTERVAL_MAX, Plan, STEPS_MAX, Step};
+pub use rollout::{
+    Action, Actor, Command, Counters, Decision, EVENTS_PENDING_MAX, Event, ID_LEN_MAX, PauseReason,
+    Phase, PhaseKind, Rollout, RolloutState,
+};
+pub use sketch::{LATENCY_MICROS_MAX, LatencySketch};
