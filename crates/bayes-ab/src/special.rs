@@ -74,9 +74,14 @@ pub(crate) fn ln_power_terms(a: f64, b: f64, x: f64, y: f64) -> f64 {
         return a * x.ln() + b * y.ln() - ln_beta(a, b);
     }
     let s = a + b;
-    let da = (x * s - a) / a;
-    let db = (y * s - b) / b;
-    a * log1pmx(da) + b * log1pmx(db) + 0.5 * (a * b / s).ln() - LN_SQRT_2PI
+    // t = x·s − a = b − y·s, taken from the smaller (exactly known) of x and y so that the two
+    // deviations stay consistent with x + y = 1; otherwise the rounding of y = 1 − x, times s,
+    // leaks into the result.
+    let t = if x <= y { x * s - a } else { b - y * s };
+    let da = t / a;
+    let db = -t / b;
+    a * log1pmx(da) + b * log1pmx(db) + 0.5 * (a * b / s).ln()
+        - LN_SQRT_2PI
         - (stirling_correction(a) + stirling_correction(b) - stirling_correction(s))
 }
 
@@ -178,7 +183,7 @@ pub(crate) fn beta_inc_inv(a: f64, b: f64, p: f64, q: f64) -> f64 {
     let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
     for _ in 0..200 {
         if !(x > lo && x < hi) {
-            x = 0.5 * (lo + hi);
+            x = bisect(lo, hi);
         }
         let (ip, iq) = beta_inc_pair(a, b, x);
         // f(x) increases with x in both cases after the sign flip below.
@@ -192,41 +197,66 @@ pub(crate) fn beta_inc_inv(a: f64, b: f64, p: f64, q: f64) -> f64 {
             lo = x;
         }
         let y = 1.0 - x;
-        let ln_pdf = ln_beta_pdf(a, b, x, y);
-        let pdf = ln_pdf.exp();
-        let mut next = if pdf > 0.0 && pdf.is_finite() {
-            let u = err / pdf;
-            // Halley: f''/f' = (a − 1)/x − (b − 1)/y.
-            let curvature = (a - 1.0) / x - (b - 1.0) / y;
-            let denom = 1.0 - 0.5 * (u * curvature).clamp(-1.0, 1.0);
-            x - u / denom
-        } else {
-            f64::NAN
-        };
-        if !(next > lo && next < hi) {
-            // Bisect, in log space when the bracket spans orders of magnitude.
-            next = if lo == 0.0 {
-                hi / 16.0
-            } else if hi / lo > 4.0 {
-                (lo * hi).sqrt()
-            } else {
-                0.5 * (lo + hi)
-            };
+        let pdf = ln_beta_pdf(a, b, x, y).exp();
+        if !(pdf > 0.0 && pdf.is_finite()) {
+            x = bisect(lo, hi);
+            continue;
         }
-        if (next - x).abs() <= 2.0 * f64::EPSILON * x.max(f64::MIN_POSITIVE)
-            || hi - lo <= 2.0 * f64::EPSILON * hi
-        {
+        let u = err / pdf;
+        // Halley: f''/f' = (a − 1)/x − (b − 1)/y.
+        let curvature = (a - 1.0) / x - (b - 1.0) / y;
+        let step = u / (1.0 - 0.5 * (u * curvature).clamp(-1.0, 1.0));
+        let next = x - step;
+        // Halley converges cubically: once the step is below 2e-6 of the local scale, the
+        // error after it is far below one ulp, so no further evaluation is needed.
+        let scale = x.min(y).min(1.0 / curvature.abs());
+        if step.abs() <= 2e-6 * scale && next > lo && next < hi {
             return next;
         }
-        x = next;
+        if step.abs() <= 4.0 * f64::EPSILON * x || hi - lo <= 4.0 * f64::EPSILON * hi {
+            return next.clamp(lo, hi);
+        }
+        x = if next > lo && next < hi {
+            next
+        } else {
+            bisect(lo, hi)
+        };
     }
     x
+}
+
+/// A bisection point of `[lo, hi]`, geometric when the bracket spans orders of magnitude.
+fn bisect(lo: f64, hi: f64) -> f64 {
+    if lo == 0.0 {
+        if hi <= 1e-3 { hi / 16.0 } else { 0.5 * hi }
+    } else if hi / lo > 4.0 {
+        (lo * hi).sqrt()
+    } else {
+        0.5 * (lo + hi)
+    }
 }
 
 /// Starting point for the inverse incomplete beta (Numerical Recipes' `invbetai`, after
 /// Abramowitz and Stegun 26.5.22 for `a, b ≥ 1`).
 fn initial_guess(a: f64, b: f64, p: f64, q: f64) -> f64 {
-    let x = if a >= 1.0 && b >= 1.0 {
+    let x = if a.min(b) >= 200.0 {
+        // Cornish–Fisher expansion around the normal approximation (error O((a+b)^-3/2)).
+        let s = a + b;
+        let z = if p <= q {
+            normal_quantile(p)
+        } else {
+            -normal_quantile(q)
+        };
+        let mean = a / s;
+        let sd = (a * b / (s * s * (s + 1.0))).sqrt();
+        let skew = 2.0 * (b - a) * (s + 1.0).sqrt() / ((s + 2.0) * (a * b).sqrt());
+        let kurt = 6.0 * ((a - b) * (a - b) * (s + 1.0) - a * b * (s + 2.0))
+            / (a * b * (s + 2.0) * (s + 3.0));
+        let z2 = z * z;
+        let w = z + (z2 - 1.0) * skew / 6.0 + (z2 * z - 3.0 * z) * kurt / 24.0
+            - (2.0 * z2 * z - 5.0 * z) * skew * skew / 36.0;
+        mean + sd * w
+    } else if a >= 1.0 && b >= 1.0 {
         let pp = p.min(q);
         let t = (-2.0 * pp.ln()).sqrt();
         let mut z = (2.30753 + t * 0.27061) / (1.0 + t * (0.99229 + t * 0.04481)) - t;

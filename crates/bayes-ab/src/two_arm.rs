@@ -205,8 +205,7 @@ fn exact_probability_and_losses(a: Beta, b: Beta) -> (f64, f64, f64, Method) {
         let a_plus = Beta::new(a.alpha() + 1.0, a.beta());
         let b_plus = Beta::new(b.alpha() + 1.0, b.beta());
         if let (Ok(a_plus), Ok(b_plus)) = (a_plus, b_plus)
-            && let (Some((_, p1)), Some((_, p2))) =
-                (closed_form(a_plus, b), closed_form(a, b_plus))
+            && let (Some((_, p1)), Some((_, p2))) = (closed_form(a_plus, b), closed_form(a, b_plus))
         {
             let loss_b = (mean_a * p1 - mean_b * p2).max(0.0);
             let loss_a = (loss_b + mean_b - mean_a).max(0.0);
@@ -219,7 +218,7 @@ fn exact_probability_and_losses(a: Beta, b: Beta) -> (f64, f64, f64, Method) {
 
 /// Whether `x` is a positive integer that `f64` holds exactly.
 fn as_count(x: f64) -> Option<u64> {
-    if x >= 1.0 && x <= 9.0e15 && x.fract() == 0.0 {
+    if (1.0..=9.0e15).contains(&x) && x.fract() == 0.0 {
         // Exact: x is an integer below 2^53.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Some(x as u64)

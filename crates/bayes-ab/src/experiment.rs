@@ -1,0 +1,500 @@
+//! Experiment state (create / record / evaluate), serializable and mergeable, behind a small
+//! storage trait with an in-memory implementation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use metered_clock::{Clock, Timestamp};
+use parking_lot::Mutex;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::beta::Counts;
+use crate::continuous::MeanStats;
+use crate::decision::{Decision, DecisionRule, Evaluation, InconclusiveReason};
+use crate::error::{Error, Result};
+use crate::guardrail::{ErrorRateGuardrail, GuardrailVerdict, LatencyGuardrail, LatencySketch};
+use crate::traffic::{SrmCheck, TrafficSplit, srm_check};
+
+impl Serialize for LatencySketch {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use hdrhistogram::serialization::Serializer as _;
+        let mut bytes = Vec::new();
+        hdrhistogram::serialization::V2Serializer::new()
+            .serialize(self.histogram(), &mut bytes)
+            .map_err(serde::ser::Error::custom)?;
+        serializer.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for LatencySketch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let bytes: Vec<u8> = Vec::deserialize(deserializer)?;
+        let histogram: hdrhistogram::Histogram<u64> =
+            hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .map_err(|e| serde::de::Error::custom(format!("{e:?}")))?;
+        let mut sketch = LatencySketch::new();
+        sketch
+            .merge_histogram(&histogram)
+            .map_err(serde::de::Error::custom)?;
+        Ok(sketch)
+    }
+}
+
+/// What one unit did in one arm. Fields that a caller does not track stay `None`/`false`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The unit converted (the primary metric).
+    pub converted: bool,
+    /// The request failed (error-rate guardrail).
+    pub error: bool,
+    /// The request's latency (latency guardrail).
+    pub latency: Option<Duration>,
+    /// A continuous value, e.g. revenue.
+    pub value: Option<f64>,
+}
+
+/// Everything recorded for one arm. Two partial tallies of the same arm add up with
+/// [`ArmState::merge`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArmState {
+    /// Conversions out of units.
+    pub conversions: Counts,
+    /// Errors out of requests.
+    pub errors: Counts,
+    /// Latencies.
+    pub latency: LatencySketch,
+    /// A continuous metric.
+    pub value: MeanStats,
+}
+
+impl ArmState {
+    /// Adds one outcome.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a non-finite value; [`Error::CountOverflow`]. On error
+    /// nothing changes.
+    pub fn record(&mut self, outcome: Outcome) -> Result<()> {
+        let conversions = self.conversions.record(outcome.converted)?;
+        let errors = self.errors.record(outcome.error)?;
+        let mut value = self.value;
+        if let Some(v) = outcome.value {
+            value.record(v)?;
+        }
+        if let Some(latency) = outcome.latency {
+            self.latency.record(latency);
+        }
+        self.conversions = conversions;
+        self.errors = errors;
+        self.value = value;
+        Ok(())
+    }
+
+    /// Adds another tally of the same arm.
+    ///
+    /// # Errors
+    /// [`Error::CountOverflow`]; nothing changes on error.
+    pub fn merge(&mut self, other: &ArmState) -> Result<()> {
+        let conversions = self.conversions.merge(other.conversions)?;
+        let errors = self.errors.merge(other.errors)?;
+        let value = self.value.merge(other.value)?;
+        let mut latency = self.latency.clone();
+        latency.merge(&other.latency)?;
+        *self = ArmState {
+            conversions,
+            errors,
+            latency,
+            value,
+        };
+        Ok(())
+    }
+}
+
+/// The persistent state of a champion (arm 0) / challenger (arm 1) experiment.
+///
+/// ```
+/// use bayes_ab::{ExperimentState, Outcome, TrafficSplit};
+/// use metered_clock::Timestamp;
+///
+/// let split = TrafficSplit::new(vec![5_000, 5_000])?;
+/// let mut s = ExperimentState::new("checkout-v2", split, Timestamp::from_unix_millis(0))?;
+/// let arm = s.assign("user-1");
+/// s.record(arm, Outcome { converted: true, ..Outcome::default() })?;
+/// let json = serde_json::to_string(&s).unwrap();
+/// let back: ExperimentState = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back, s);
+/// # Ok::<(), bayes_ab::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentState {
+    id: String,
+    split: TrafficSplit,
+    started_at: Timestamp,
+    arms: Vec<ArmState>,
+}
+
+impl ExperimentState {
+    /// A new experiment named `id` (also the assignment salt) with a two-arm split.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for an empty id; [`Error::ArmCount`] unless the split has
+    /// exactly two arms (champion and challenger; use [`crate::best_arm`] or
+    /// [`crate::ThompsonBandit`] for more).
+    pub fn new(id: impl Into<String>, split: TrafficSplit, started_at: Timestamp) -> Result<Self> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(Error::InvalidParameter {
+                name: "experiment id",
+                reason: "must not be empty",
+            });
+        }
+        if split.weights().len() != 2 {
+            return Err(Error::ArmCount {
+                operation: "ExperimentState::new",
+                got: split.weights().len(),
+                min: 2,
+                max: 2,
+            });
+        }
+        Ok(Self {
+            id,
+            arms: vec![ArmState::default(), ArmState::default()],
+            split,
+            started_at,
+        })
+    }
+
+    /// The experiment id.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When it started.
+    #[must_use]
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    /// The traffic split.
+    #[must_use]
+    pub fn split(&self) -> &TrafficSplit {
+        &self.split
+    }
+
+    /// The arms (0 = champion, 1 = challenger).
+    #[must_use]
+    pub fn arms(&self) -> &[ArmState] {
+        &self.arms
+    }
+
+    /// The sticky arm of a unit.
+    #[must_use]
+    pub fn assign(&self, unit_id: &str) -> usize {
+        self.split.assign(&self.id, unit_id)
+    }
+
+    /// Records one outcome in `arm`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownArm`], and [`ArmState::record`]'s errors; nothing changes on error.
+    pub fn record(&mut self, arm: usize, outcome: Outcome) -> Result<()> {
+        let arms = self.arms.len();
+        self.arms
+            .get_mut(arm)
+            .ok_or(Error::UnknownArm { index: arm, arms })?
+            .record(outcome)
+    }
+
+    /// Adds the counts of another partial state of the same experiment (for example from
+    /// another process). The start time becomes the earlier of the two.
+    ///
+    /// # Errors
+    /// [`Error::Incompatible`] for a different id or split; [`Error::CountOverflow`]. Nothing
+    /// changes on error.
+    pub fn merge(&mut self, other: &ExperimentState) -> Result<()> {
+        if self.id != other.id || self.split != other.split || self.arms.len() != other.arms.len() {
+            return Err(Error::Incompatible {
+                reason: "different experiments or splits",
+            });
+        }
+        let mut arms = self.arms.clone();
+        for (mine, theirs) in arms.iter_mut().zip(&other.arms) {
+            mine.merge(theirs)?;
+        }
+        self.arms = arms;
+        self.started_at = self.started_at.min(other.started_at);
+        Ok(())
+    }
+
+    /// Evaluates the experiment at `now`: SRM check, guardrails, then the decision rule.
+    /// A sample-ratio mismatch ends the experiment as
+    /// [`InconclusiveReason::SampleRatioMismatch`], unless a guardrail demands a rollback.
+    ///
+    /// # Errors
+    /// Guardrail errors (e.g. a relative guardrail with a baseline of no data is not an error:
+    /// guardrails with no data are skipped).
+    pub fn evaluate(
+        &self,
+        rule: &DecisionRule,
+        guardrails: &Guardrails,
+        now: Timestamp,
+    ) -> Result<ExperimentEvaluation> {
+        let (champion, challenger) = (&self.arms[0], &self.arms[1]);
+        let mut verdicts = Vec::new();
+        if let Some(g) = &guardrails.error_rate
+            && challenger.errors.trials() > 0
+            && champion.errors.trials() > 0
+        {
+            verdicts.push(g.check(challenger.errors, Some(champion.errors))?);
+        }
+        if let Some(g) = &guardrails.latency
+            && challenger.latency.count() > 0
+            && champion.latency.count() > 0
+        {
+            verdicts.push(g.check(&challenger.latency, Some(&champion.latency))?);
+        }
+        let units = [
+            champion.conversions.trials(),
+            challenger.conversions.trials(),
+        ];
+        let srm = if units.iter().sum::<u64>() > 0 {
+            Some(srm_check(&units, &self.split)?)
+        } else {
+            None
+        };
+        let mut evaluation = rule.evaluate(
+            champion.conversions,
+            challenger.conversions,
+            self.started_at,
+            now,
+            &verdicts,
+        );
+        if srm.is_some_and(|s| s.mismatch)
+            && !matches!(evaluation.decision, Decision::Rollback { .. })
+        {
+            evaluation.decision = Decision::Inconclusive {
+                reason: InconclusiveReason::SampleRatioMismatch,
+            };
+        }
+        Ok(ExperimentEvaluation {
+            evaluation,
+            guardrails: verdicts,
+            srm,
+        })
+    }
+}
+
+/// The guardrails an [`Experiment`] checks on every evaluation (challenger against champion).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Guardrails {
+    /// Error-rate guardrail.
+    pub error_rate: Option<ErrorRateGuardrail>,
+    /// Latency-quantile guardrail.
+    pub latency: Option<LatencyGuardrail>,
+}
+
+/// An evaluation with the guardrail verdicts and SRM check behind it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[must_use]
+pub struct ExperimentEvaluation {
+    /// Decision and posterior summary.
+    pub evaluation: Evaluation,
+    /// Every guardrail checked (breached or not).
+    pub guardrails: Vec<GuardrailVerdict>,
+    /// The sample-ratio check, once any unit was recorded.
+    pub srm: Option<SrmCheck>,
+}
+
+/// A running experiment: state, rule, guardrails and the clock (the seed's create / record /
+/// evaluate API).
+///
+/// ```
+/// use std::sync::Arc;
+/// use bayes_ab::{DecisionRule, Experiment, Guardrails, Outcome, TrafficSplit};
+/// use metered_clock::{ManualClock, Timestamp};
+///
+/// let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(0)));
+/// let mut exp = Experiment::create(
+///     "checkout-v2",
+///     TrafficSplit::new(vec![5_000, 5_000])?,
+///     DecisionRule::builder().build()?,
+///     Guardrails::default(),
+///     clock,
+/// )?;
+/// let arm = exp.assign("user-7");
+/// exp.record(arm, Outcome { converted: true, ..Outcome::default() })?;
+/// let e = exp.evaluate()?;
+/// assert!(!e.evaluation.decision.is_final()); // far below the minimum sample
+/// # Ok::<(), bayes_ab::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    state: ExperimentState,
+    rule: DecisionRule,
+    guardrails: Guardrails,
+    clock: Arc<dyn Clock>,
+}
+
+impl Experiment {
+    /// Starts an experiment now (by `clock`).
+    ///
+    /// # Errors
+    /// As [`ExperimentState::new`].
+    pub fn create(
+        id: impl Into<String>,
+        split: TrafficSplit,
+        rule: DecisionRule,
+        guardrails: Guardrails,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let state = ExperimentState::new(id, split, clock.now())?;
+        Ok(Self::from_state(state, rule, guardrails, clock))
+    }
+
+    /// Resumes an experiment from stored state.
+    #[must_use]
+    pub fn from_state(
+        state: ExperimentState,
+        rule: DecisionRule,
+        guardrails: Guardrails,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            state,
+            rule,
+            guardrails,
+            clock,
+        }
+    }
+
+    /// The state, to persist.
+    #[must_use]
+    pub fn state(&self) -> &ExperimentState {
+        &self.state
+    }
+
+    /// The sticky arm of a unit.
+    #[must_use]
+    pub fn assign(&self, unit_id: &str) -> usize {
+        self.state.assign(unit_id)
+    }
+
+    /// Records one outcome.
+    ///
+    /// # Errors
+    /// As [`ExperimentState::record`].
+    pub fn record(&mut self, arm: usize, outcome: Outcome) -> Result<()> {
+        self.state.record(arm, outcome)
+    }
+
+    /// Evaluates at the clock's current time.
+    ///
+    /// # Errors
+    /// As [`ExperimentState::evaluate`].
+    pub fn evaluate(&self) -> Result<ExperimentEvaluation> {
+        self.state
+            .evaluate(&self.rule, &self.guardrails, self.clock.now())
+    }
+}
+
+/// Where experiment states live. Versions make writes optimistic: a write names the version
+/// it read and fails with [`Error::VersionConflict`] if another writer got there first.
+#[async_trait]
+pub trait ExperimentStore: Send + Sync {
+    /// Stores a new experiment at version 1.
+    ///
+    /// # Errors
+    /// [`Error::VersionConflict`] (found = the existing version) if the id exists.
+    async fn create(&self, state: ExperimentState) -> Result<u64>;
+
+    /// The state and its version.
+    ///
+    /// # Errors
+    /// [`Error::ExperimentNotFound`].
+    async fn load(&self, id: &str) -> Result<(ExperimentState, u64)>;
+
+    /// Replaces the state if its version is still `expected_version`; returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::ExperimentNotFound`], [`Error::VersionConflict`].
+    async fn save(&self, state: &ExperimentState, expected_version: u64) -> Result<u64>;
+
+    /// Atomically adds a partial state (counts recorded elsewhere) to the stored one; returns
+    /// the new version.
+    ///
+    /// # Errors
+    /// [`Error::ExperimentNotFound`], and [`ExperimentState::merge`]'s errors.
+    async fn merge(&self, delta: &ExperimentState) -> Result<u64>;
+}
+
+/// An [`ExperimentStore`] in process memory.
+#[derive(Debug, Default)]
+pub struct InMemoryExperimentStore {
+    experiments: Mutex<HashMap<String, (ExperimentState, u64)>>,
+}
+
+impl InMemoryExperimentStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl ExperimentStore for InMemoryExperimentStore {
+    async fn create(&self, state: ExperimentState) -> Result<u64> {
+        let mut map = self.experiments.lock();
+        if let Some((_, version)) = map.get(state.id()) {
+            return Err(Error::VersionConflict {
+                id: state.id().to_owned(),
+                expected: 0,
+                found: *version,
+            });
+        }
+        map.insert(state.id().to_owned(), (state, 1));
+        Ok(1)
+    }
+
+    async fn load(&self, id: &str) -> Result<(ExperimentState, u64)> {
+        self.experiments
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::ExperimentNotFound { id: id.to_owned() })
+    }
+
+    async fn save(&self, state: &ExperimentState, expected_version: u64) -> Result<u64> {
+        let mut map = self.experiments.lock();
+        let (stored, version) =
+            map.get_mut(state.id())
+                .ok_or_else(|| Error::ExperimentNotFound {
+                    id: state.id().to_owned(),
+                })?;
+        if *version != expected_version {
+            return Err(Error::VersionConflict {
+                id: state.id().to_owned(),
+                expected: expected_version,
+                found: *version,
+            });
+        }
+        *stored = state.clone();
+        *version += 1;
+        Ok(*version)
+    }
+
+    async fn merge(&self, delta: &ExperimentState) -> Result<u64> {
+        let mut map = self.experiments.lock();
+        let (stored, version) =
+            map.get_mut(delta.id())
+                .ok_or_else(|| Error::ExperimentNotFound {
+                    id: delta.id().to_owned(),
+                })?;
+        stored.merge(delta)?;
+        *version += 1;
+        Ok(*version)
+    }
+}
