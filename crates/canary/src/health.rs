@@ -5,15 +5,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bayes_ab::{Beta, Counts, Lift, prob_lift_exceeds};
+use bayes_ab::{Beta, Counts, LatencySketch, TrafficSplit, srm_check};
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, Normal};
-use statrs::function::erf::erfc;
 
 use crate::error::{CanaryError, Result};
 use crate::mann_whitney::{JudgeReport, MannWhitneyJudge, MetricClass, MetricSamples, ScoreClass};
 use crate::plan::Step;
-use crate::sketch::LatencySketch;
+use crate::stats::prob_relative_breach;
 
 /// Most metric checks one policy may hold.
 pub const CHECKS_MAX: usize = 32;
@@ -221,8 +219,6 @@ pub struct HealthPolicy {
     prior: Beta,
     fail_confidence: f64,
     pass_confidence: f64,
-    z_fail: f64,
-    z_pass: f64,
     min_baseline_sample: u64,
     critical_min_sample: u64,
     failure_limit: u32,
@@ -435,14 +431,11 @@ impl HealthPolicyBuilder {
                 );
             }
         }
-        let normal = Normal::standard();
         Ok(HealthPolicy {
             checks: self.checks,
             prior,
             fail_confidence: self.fail_confidence,
             pass_confidence: self.pass_confidence,
-            z_fail: normal.inverse_cdf(self.fail_confidence),
-            z_pass: normal.inverse_cdf(self.pass_confidence).max(0.0),
             min_baseline_sample: self.min_baseline_sample,
             critical_min_sample: self.critical_min_sample,
             failure_limit: self.failure_limit,
@@ -573,11 +566,9 @@ impl HealthPolicy {
         }
 
         let srm_p_value = match (self.srm_p_value, &obs.baseline) {
-            (Some(_), Some(b)) if step.weight_percent() < 100 => srm_p_value(
-                canary_n,
-                b.requests,
-                f64::from(step.weight_percent()) / 100.0,
-            ),
+            (Some(_), Some(b)) if step.weight_percent() < 100 => {
+                srm_p_value(canary_n, b.requests, step.weight_percent())
+            }
             _ => None,
         };
         let srm = matches!((srm_p_value, self.srm_p_value), (Some(p), Some(limit)) if p < limit);
@@ -638,9 +629,10 @@ impl HealthPolicy {
                         };
                         let baseline = self.posterior(b);
                         let threshold = b.error_rate() * (1.0 + r);
-                        match prob_lift_exceeds(baseline, canary, Lift::Relative, r) {
-                            Ok(p) => (p, threshold),
-                            Err(_) => return MetricResult::no_data(check),
+                        let thresholds = [self.fail_confidence, 1.0 - self.pass_confidence];
+                        match prob_relative_breach(baseline, canary, r, thresholds) {
+                            Some(p) => (p, threshold),
+                            None => return MetricResult::no_data(check),
                         }
                     }
                 };
@@ -661,64 +653,83 @@ impl HealthPolicy {
                 }
             }
             (MetricKind::Latency { quantile }, limit) => {
-                let Some(sketch) = obs.canary.latency.as_ref().filter(|s| !s.is_empty()) else {
+                let Some(canary) = obs
+                    .canary
+                    .latency
+                    .as_ref()
+                    .and_then(|s| self.bounds(s, quantile))
+                else {
                     return MetricResult::no_data(check);
                 };
-                let point = sketch.quantile(quantile).unwrap_or(0);
-                let interval = |s: &LatencySketch, z: f64| {
-                    s.quantile_interval(quantile, z).unwrap_or((0, u64::MAX))
-                };
-                let (fail_lo, _) = interval(sketch, self.z_fail);
-                let (_, pass_hi) = interval(sketch, self.z_pass);
-                #[allow(clippy::cast_precision_loss)]
-                let (point, fail_lo, pass_hi) = (point as f64, fail_lo as f64, pass_hi as f64);
                 let (verdict, threshold, statistic) = match limit {
                     Limit::Absolute(max) => {
-                        let v = if fail_lo > max {
+                        let v = if canary.fail_lower > max {
                             CheckVerdict::Fail
-                        } else if pass_hi <= max {
+                        } else if canary.pass_upper <= max {
                             CheckVerdict::Pass
                         } else {
                             CheckVerdict::Inconclusive
                         };
-                        (v, max, fail_lo)
+                        (v, max, canary.fail_lower)
                     }
                     Limit::RelativeToBaseline(r) => {
-                        let Some(bs) = base
+                        let Some(base) = base
                             .filter(|b| b.requests >= self.min_baseline_sample)
                             .and_then(|b| b.latency.as_ref())
-                            .filter(|s| !s.is_empty())
+                            .and_then(|s| self.bounds(s, quantile))
                         else {
                             return MetricResult::no_data(check);
                         };
-                        let (_, base_fail_hi) = interval(bs, self.z_fail);
-                        let (base_pass_lo, _) = interval(bs, self.z_pass);
-                        #[allow(clippy::cast_precision_loss)]
-                        let (base_fail_hi, base_pass_lo) =
-                            (base_fail_hi as f64, base_pass_lo as f64);
                         let factor = 1.0 + r;
-                        let v = if fail_lo > factor * base_fail_hi {
+                        let v = if canary.fail_lower > factor * base.fail_upper {
                             CheckVerdict::Fail
-                        } else if pass_hi <= factor * base_pass_lo {
+                        } else if canary.pass_upper <= factor * base.pass_lower {
                             CheckVerdict::Pass
                         } else {
                             CheckVerdict::Inconclusive
                         };
-                        #[allow(clippy::cast_precision_loss)]
-                        let base_point = bs.quantile(quantile).unwrap_or(0) as f64;
-                        (v, factor * base_point, fail_lo / base_fail_hi.max(1.0))
+                        (
+                            v,
+                            factor * base.estimate,
+                            canary.fail_lower / base.fail_upper.max(1.0),
+                        )
                     }
                 };
                 MetricResult {
                     name: Arc::clone(&check.name),
                     verdict,
                     critical: check.critical,
-                    observed: point,
+                    observed: canary.estimate,
                     threshold,
                     statistic,
                 }
             }
         }
+    }
+
+    /// The quantile estimate and the one-sided bounds used to fail (at `fail_confidence`)
+    /// and to pass (at `pass_confidence`), in µs; `None` for an empty sketch.
+    fn bounds(&self, sketch: &LatencySketch, q: f64) -> Option<QuantileBounds> {
+        let micros = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+        // A two-sided interval at 2c − 1 has one-sided tails of 1 − c.
+        let fail = sketch
+            .quantile_interval(q, 2.0 * self.fail_confidence - 1.0)
+            .ok()?;
+        let (pass_lower, pass_upper) = if self.pass_confidence > 0.5 + 1e-9 {
+            let pass = sketch
+                .quantile_interval(q, 2.0 * self.pass_confidence - 1.0)
+                .ok()?;
+            (micros(pass.lower), micros(pass.upper))
+        } else {
+            (micros(fail.estimate), micros(fail.estimate))
+        };
+        Some(QuantileBounds {
+            estimate: micros(fail.estimate),
+            fail_lower: micros(fail.lower),
+            fail_upper: micros(fail.upper),
+            pass_lower,
+            pass_upper,
+        })
     }
 
     fn posterior(&self, arm: &ArmObservation) -> Beta {
@@ -728,29 +739,34 @@ impl HealthPolicy {
     }
 }
 
-/// Chi-square (one degree of freedom) p-value of `canary` canary requests out of
-/// `canary + baseline` when the canary should get `expected_share` of them; `None` without
-/// traffic or with a share outside `(0, 1)`.
+struct QuantileBounds {
+    estimate: f64,
+    fail_lower: f64,
+    fail_upper: f64,
+    pass_lower: f64,
+    pass_upper: f64,
+}
+
+/// Sample-ratio-mismatch p-value (Pearson's χ², via `bayes_ab::srm_check`) of `canary`
+/// canary requests and `baseline` baseline requests when the canary should get
+/// `canary_percent` % of them; `None` without traffic or at 0 % or 100 %.
 ///
 /// ```
 /// // 10 % expected, 1,000 of 10,000 observed: no mismatch.
-/// assert!(canary::srm_p_value(1_000, 9_000, 0.10).unwrap() > 0.99);
+/// assert!(canary::srm_p_value(1_000, 9_000, 10).unwrap() > 0.99);
 /// // 1,300 of 10,000: a broken router.
-/// assert!(canary::srm_p_value(1_300, 8_700, 0.10).unwrap() < 1e-9);
+/// assert!(canary::srm_p_value(1_300, 8_700, 10).unwrap() < 1e-9);
 /// ```
 #[must_use]
-pub fn srm_p_value(canary: u64, baseline: u64, expected_share: f64) -> Option<f64> {
-    let total = canary.checked_add(baseline)?;
-    if total == 0 || !(expected_share > 0.0 && expected_share < 1.0) {
+pub fn srm_p_value(canary: u64, baseline: u64, canary_percent: u8) -> Option<f64> {
+    if canary_percent == 0 || canary_percent >= 100 {
         return None;
     }
-    #[allow(clippy::cast_precision_loss)]
-    let (n, c) = (total as f64, canary as f64);
-    let expected = n * expected_share;
-    let variance = n * expected_share * (1.0 - expected_share);
-    // Chi-square with one degree of freedom is the square of a standard normal.
-    let z = (c - expected) / variance.sqrt();
-    Some(erfc(z.abs() / std::f64::consts::SQRT_2).clamp(0.0, 1.0))
+    let canary_bp = u32::from(canary_percent) * 100;
+    let split = TrafficSplit::new(vec![10_000 - canary_bp, canary_bp]).ok()?;
+    srm_check(&[baseline, canary], &split)
+        .ok()
+        .map(|c| c.p_value)
 }
 
 /// What one arm served during the observed window.

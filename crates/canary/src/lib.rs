@@ -8,8 +8,10 @@ mod health;
 mod mann_whitney;
 mod plan;
 mod rollout;
-mod sketch;
+mod stats;
+pub mod trail;
 
+pub use bayes_ab::{LatencySketch, QuantileInterval};
 pub use error::{CanaryError, Result};
 pub use health::{
     ArmObservation, CHECKS_MAX, CheckVerdict, HealthPolicy, HealthPolicyBuilder, HealthReport,
@@ -24,4 +26,3 @@ pub use rollout::{
     Action, Actor, Command, Counters, Decision, EVENTS_PENDING_MAX, Event, ID_LEN_MAX, PauseReason,
     Phase, PhaseKind, Rollout, RolloutState,
 };
-pub use sketch::{LATENCY_MICROS_MAX, LatencySketch};
