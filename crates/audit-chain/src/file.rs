@@ -24,7 +24,7 @@ use crate::verify::{ChainVerifier, VerifyReport};
 use crate::{AuditError, Checkpoint, Keyring};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"ACHNSEG1";
-const HEADER_LEN: u64 = 16;
+const HEADER_LEN: usize = 16;
 const DOMAIN_FRAME: &[u8] = b"audit-chain/v1/frame\0";
 /// Largest record a frame may hold, in bytes.
 pub const FRAME_RECORD_MAX: usize = 4 * 1024 * 1024;
@@ -93,7 +93,7 @@ fn scan_segment(
             Err(corrupt(offset, reason))
         }
     };
-    if bytes.len() < HEADER_LEN as usize {
+    if bytes.len() < HEADER_LEN {
         return torn_or(0, "segment header incomplete".into()).map(|t| (0, t));
     }
     if &bytes[..8] != SEGMENT_MAGIC {
@@ -107,7 +107,7 @@ fn scan_segment(
             "segment header names another first index".into(),
         ));
     }
-    let mut pos = HEADER_LEN as usize;
+    let mut pos = HEADER_LEN;
     let mut count = 0u64;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
@@ -424,9 +424,9 @@ impl FileSink {
                 "cutting torn tail of the audit log"
             );
             metrics::counter!("audit_chain_torn_tail_bytes_cut_total").increment(bytes);
-            if offset < HEADER_LEN {
+            if offset < HEADER_LEN as u64 {
                 rewrite_header(&mut file, segments[last].first)?;
-                segments[last].len = HEADER_LEN;
+                segments[last].len = HEADER_LEN as u64;
             } else {
                 file.set_len(offset)
                     .map_err(|e| AuditError::io("cutting the torn tail", e))?;
@@ -522,7 +522,7 @@ fn create_segment(dir: &Path, first: u64) -> Result<Segment, AuditError> {
     Ok(Segment {
         first,
         path,
-        len: HEADER_LEN,
+        len: HEADER_LEN as u64,
     })
 }
 
@@ -575,7 +575,7 @@ impl Inner {
             });
         }
         let mut last = self.segments.len() - 1;
-        if self.segments[last].len > HEADER_LEN
+        if self.segments[last].len > HEADER_LEN as u64
             && self.segments[last].len + bytes.len() as u64 > self.options.segment_max_bytes
         {
             let seg = create_segment(&self.dir, size)?;
@@ -643,7 +643,7 @@ impl Inner {
             let mut pos = 0usize;
             while at < seg_end_index {
                 let corrupt = |reason: &str| AuditError::Corrupt {
-                    location: format!("{} byte {}", seg.path.display(), offset as usize + pos),
+                    location: format!("{} byte {}", seg.path.display(), offset + pos as u64),
                     reason: reason.to_owned(),
                 };
                 let len_bytes: [u8; 4] = buf

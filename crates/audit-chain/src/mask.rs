@@ -129,19 +129,18 @@ fn major_after(ua: &str, at: usize) -> Option<&str> {
 
 fn mask_user_agent(ua: &str) -> String {
     for (token, family) in UA_FAMILIES {
-        if let Some(i) = ua.find(token) {
-            if let Some(major) = major_after(ua, i + token.len()) {
-                return format!("{family}/{major}");
-            }
+        if let Some(i) = ua.find(token)
+            && let Some(major) = major_after(ua, i + token.len())
+        {
+            return format!("{family}/{major}");
         }
     }
     // Safari reports its version in `Version/x`, next to a `Safari/` token.
-    if ua.contains("Safari/") {
-        if let Some(i) = ua.find("Version/") {
-            if let Some(major) = major_after(ua, i + "Version/".len()) {
-                return format!("Safari/{major}");
-            }
-        }
+    if ua.contains("Safari/")
+        && let Some(i) = ua.find("Version/")
+        && let Some(major) = major_after(ua, i + "Version/".len())
+    {
+        return format!("Safari/{major}");
     }
     "other".to_owned()
 }
@@ -202,7 +201,6 @@ impl MaskingPolicy {
     }
 
     /// Starts a policy with id `id`.
-    #[must_use]
     pub fn builder(id: impl Into<String>) -> MaskingPolicyBuilder {
         MaskingPolicyBuilder {
             id: id.into(),

@@ -181,7 +181,7 @@ impl MerkleTree {
         }
         self.levels[0].push(leaf);
         let mut l = 0;
-        while self.levels[l].len() % 2 == 0 {
+        while self.levels[l].len().is_multiple_of(2) {
             let n = self.levels[l].len();
             let h = node_hash(&self.levels[l][n - 2], &self.levels[l][n - 1]);
             if self.levels.len() == l + 1 {
@@ -252,7 +252,7 @@ impl MerkleTree {
         if n == 0 {
             return EMPTY_ROOT;
         }
-        if n.is_power_of_two() && lo % n == 0 {
+        if n.is_power_of_two() && lo.is_multiple_of(n) {
             let level = n.trailing_zeros() as usize;
             let i = usize::try_from(lo >> level).unwrap_or(usize::MAX);
             return self.levels[level][i];

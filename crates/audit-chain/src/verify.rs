@@ -308,19 +308,19 @@ impl<'k> ChainVerifier<'k> {
         }
         if let Some(frontier) = &mut self.frontier {
             frontier.push(e.leaf_hash());
-            if let Some(cp) = &self.checkpoint {
-                if frontier.size() == cp.size {
-                    if frontier.root() != cp.root {
-                        return Err((
-                            Check::MerkleRoot,
-                            format!(
-                                "root at size {} differs from the trusted checkpoint",
-                                cp.size
-                            ),
-                        ));
-                    }
-                    self.checkpoint_matched = true;
+            if let Some(cp) = &self.checkpoint
+                && frontier.size() == cp.size
+            {
+                if frontier.root() != cp.root {
+                    return Err((
+                        Check::MerkleRoot,
+                        format!(
+                            "root at size {} differs from the trusted checkpoint",
+                            cp.size
+                        ),
+                    ));
                 }
+                self.checkpoint_matched = true;
             }
         }
         self.next_index += 1;
@@ -330,21 +330,20 @@ impl<'k> ChainVerifier<'k> {
     /// Ends verification: checks truncation against the checkpoint and builds the report.
     #[must_use]
     pub fn finish(mut self) -> VerifyReport {
-        if self.failure.is_none() {
-            if let Some(cp) = &self.checkpoint {
-                if self.next_index < cp.size {
-                    self.failure = Some(Failure {
-                        index: self.next_index,
-                        stream: None,
-                        seq: None,
-                        check: Check::Truncated,
-                        detail: format!(
-                            "log has {} entries but the trusted checkpoint covers {}",
-                            self.next_index, cp.size
-                        ),
-                    });
-                }
-            }
+        if self.failure.is_none()
+            && let Some(cp) = &self.checkpoint
+            && self.next_index < cp.size
+        {
+            self.failure = Some(Failure {
+                index: self.next_index,
+                stream: None,
+                seq: None,
+                check: Check::Truncated,
+                detail: format!(
+                    "log has {} entries but the trusted checkpoint covers {}",
+                    self.next_index, cp.size
+                ),
+            });
         }
         let intact = self.failure.is_none();
         VerifyReport {

@@ -60,7 +60,7 @@ fn crash_at_every_byte_of_the_last_batch_keeps_every_acknowledged_entry() {
     sink.append_blocking(&all[..4]).unwrap();
     sink.append_blocking(&all[4..8]).unwrap();
     let seg = only_segment(dir.path());
-    let acked_len = fs::metadata(&seg).unwrap().len() as usize;
+    let acked_len = usize::try_from(fs::metadata(&seg).unwrap().len()).unwrap();
     sink.append_blocking(&all[8..]).unwrap();
     drop(sink);
     let full = fs::read(&seg).unwrap();
@@ -79,18 +79,21 @@ fn crash_at_every_byte_of_the_last_batch_keeps_every_acknowledged_entry() {
         fs::write(&seg, &full[..cut]).unwrap();
         let (sink, recovery) = FileSink::open(dir.path()).unwrap();
         let complete = boundaries.iter().filter(|&&b| b <= cut).count() - 1;
-        let kept = 8 + complete as u64;
-        assert_eq!(recovery.records, kept, "cut at {cut}");
+        let kept = 8 + complete;
+        assert_eq!(recovery.records, kept as u64, "cut at {cut}");
         assert_eq!(
             recovery.torn_bytes_cut,
             (cut - boundaries[complete]) as u64,
             "cut at {cut}"
         );
         let read = sink.read_blocking(0, 100).unwrap();
-        assert_eq!(read, all[..kept as usize], "cut at {cut}");
+        assert_eq!(read, all[..kept], "cut at {cut}");
         assert!(verify_records(&ring, &read, Some(&checkpoint(&all[..8]))).is_intact());
-        // The log continues where it was cut.
-        sink.append_blocking(&all[kept as usize..]).unwrap();
+        // The log continues where it was cut (checked on a sample of cuts: each costs fsyncs).
+        if !(boundaries.contains(&cut) || cut % 37 == 0) {
+            continue;
+        }
+        sink.append_blocking(&all[kept..]).unwrap();
         assert_eq!(sink.read_blocking(0, 100).unwrap(), all);
         drop(sink);
         let (_, again) = FileSink::open(dir.path()).unwrap();

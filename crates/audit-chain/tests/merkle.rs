@@ -148,36 +148,37 @@ proptest! {
     /// A proof altered in any way (a flipped bit, a dropped or extra element, another index
     /// or size) never verifies, and never panics.
     #[test]
-    fn altered_proofs_are_rejected(n in 2u64..300, seed in any::<u64>(), bit in 0usize..256) {
-        let d = leaves(n as usize);
+    fn altered_proofs_are_rejected(n in 2usize..300, seed in any::<usize>(), bit in 0usize..256) {
+        let d = leaves(n);
         let mut tree = MerkleTree::new();
         for l in &d { tree.push(*l); }
         let root = tree.root();
         let m = seed % n;
-        let proof = tree.inclusion_proof(m, n).unwrap();
-        prop_assert!(verify_inclusion(&d[m as usize], m, n, &proof, &root).is_ok());
+        let (n64, m64) = (n as u64, m as u64);
+        let proof = tree.inclusion_proof(m64, n64).unwrap();
+        prop_assert!(verify_inclusion(&d[m], m64, n64, &proof, &root).is_ok());
         if !proof.is_empty() {
             let mut flipped = proof.clone();
-            let j = (seed as usize / 7) % flipped.len();
+            let j = (seed / 7) % flipped.len();
             flipped[j][bit / 8] ^= 1 << (bit % 8);
-            prop_assert!(verify_inclusion(&d[m as usize], m, n, &flipped, &root).is_err());
-            prop_assert!(verify_inclusion(&d[m as usize], m, n, &proof[1..], &root).is_err());
+            prop_assert!(verify_inclusion(&d[m], m64, n64, &flipped, &root).is_err());
+            prop_assert!(verify_inclusion(&d[m], m64, n64, &proof[1..], &root).is_err());
         }
         let mut longer = proof.clone();
         longer.push(root);
-        prop_assert!(verify_inclusion(&d[m as usize], m, n, &longer, &root).is_err());
-        prop_assert!(verify_inclusion(&d[m as usize], n, n, &proof, &root).is_err());
+        prop_assert!(verify_inclusion(&d[m], m64, n64, &longer, &root).is_err());
+        prop_assert!(verify_inclusion(&d[m], n64, n64, &proof, &root).is_err());
 
-        let old = 1 + seed % n;
-        let cproof = tree.consistency_proof(old, n).unwrap();
+        let old = 1 + (seed % n) as u64;
+        let cproof = tree.consistency_proof(old, n64).unwrap();
         let old_root = tree.root_at(old).unwrap();
-        prop_assert!(verify_consistency(old, n, &cproof, &old_root, &root).is_ok());
+        prop_assert!(verify_consistency(old, n64, &cproof, &old_root, &root).is_ok());
         if !cproof.is_empty() {
             let mut flipped = cproof.clone();
             flipped[0][bit / 8] ^= 1 << (bit % 8);
-            prop_assert!(verify_consistency(old, n, &flipped, &old_root, &root).is_err());
-            prop_assert!(verify_consistency(old, n, &cproof[1..], &old_root, &root).is_err());
-            prop_assert!(verify_consistency(old, n, &cproof, &root, &old_root).is_err());
+            prop_assert!(verify_consistency(old, n64, &flipped, &old_root, &root).is_err());
+            prop_assert!(verify_consistency(old, n64, &cproof[1..], &old_root, &root).is_err());
+            prop_assert!(verify_consistency(old, n64, &cproof, &root, &old_root).is_err());
         }
     }
 

@@ -8,8 +8,8 @@ use audit_chain::{
 };
 use metered_clock::Timestamp;
 
-fn key(id: u32) -> HmacKey {
-    HmacKey::new(id, [id as u8; 32]).unwrap()
+fn key(id: u8) -> HmacKey {
+    HmacKey::new(u32::from(id), [id; 32]).unwrap()
 }
 
 /// `n` entries round-robin over three streams, sealed with `keyring`.
@@ -80,12 +80,13 @@ fn recomputed_hash_without_the_key_fails_the_mac_check() {
     let mut records = log(&ring, 9);
     // An attacker rewrites entry 4 and reseals it with a key of their own.
     let attacker = Keyring::new(HmacKey::new(1, [0xee; 32]).unwrap());
-    let mut chain = StreamChain::resume("b", {
-        let mut h = audit_chain::StreamHead::default();
-        h.next_seq = records[4].entry.seq();
-        h.last_hash = *records[4].entry.prev_hash();
-        h
-    });
+    let mut chain = StreamChain::resume(
+        "b",
+        audit_chain::StreamHead {
+            next_seq: records[4].entry.seq(),
+            last_hash: *records[4].entry.prev_hash(),
+        },
+    );
     let forged = chain
         .seal(
             &attacker,

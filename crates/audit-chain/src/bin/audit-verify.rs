@@ -12,7 +12,7 @@
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use audit_chain::merkle::{MerkleTree, verify_inclusion};
@@ -70,7 +70,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn read(path: &PathBuf, what: &str) -> Result<String, String> {
+fn read(path: &Path, what: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("reading {what} {}: {e}", path.display()))
 }
 
@@ -100,13 +100,13 @@ fn load_checkpoint(args: &Args) -> Result<Option<Checkpoint>, String> {
             Checkpoint::parse_body(&body).map_err(|e| e.to_string())?
         }
     };
-    if let Some(origin) = &args.origin {
-        if &cp.origin != origin {
-            return Err(format!(
-                "checkpoint is for log {:?}, not {origin:?}",
-                cp.origin
-            ));
-        }
+    if let Some(origin) = &args.origin
+        && &cp.origin != origin
+    {
+        return Err(format!(
+            "checkpoint is for log {:?}, not {origin:?}",
+            cp.origin
+        ));
     }
     Ok(Some(cp))
 }
@@ -161,7 +161,7 @@ fn run(args: &Args) -> Result<bool, String> {
     Ok(true)
 }
 
-fn prove(dir: &PathBuf, index: u64, checkpoint: Option<&Checkpoint>) -> Result<(), String> {
+fn prove(dir: &Path, index: u64, checkpoint: Option<&Checkpoint>) -> Result<(), String> {
     let mut tree = MerkleTree::new();
     scan_dir_with(dir, |r| tree.push(r.entry.leaf_hash())).map_err(|e| e.to_string())?;
     let size = checkpoint.map_or(tree.size(), |c| c.size);
