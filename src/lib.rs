@@ -13,4 +13,5 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub use credits_core as credits;
 pub use metered_clock as clock;

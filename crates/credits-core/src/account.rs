@@ -53,8 +53,8 @@ pub struct Draw {
     pub amount: Amount,
 }
 
-/// An active hold.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An active hold. Rebuild one read from storage with [`Hold::from_parts`], which checks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Hold {
     id: HoldId,
     amount: Amount,

@@ -710,7 +710,10 @@ impl<S: LedgerStore + ?Sized> Participant for LedgerHolds<S> {
     }
 
     async fn abort(&self, tx: TxId, payload: &str) -> Result<(), LedgerError> {
-        let p = HoldBranch::parse(payload)?;
+        // An unreadable payload was refused by `prepare` too: nothing to undo.
+        let Ok(p) = HoldBranch::parse(payload) else {
+            return Ok(());
+        };
         let Some(hold) = self.prepared_hold(tx, &p).await? else {
             return Ok(()); // never prepared: nothing to undo
         };

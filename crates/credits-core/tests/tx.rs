@@ -1,0 +1,320 @@
+//! The two-phase-commit transaction manager: commit, refusal, timeout, crash recovery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use credits_core::tx::{
+    Decision, HoldBranch, LedgerHolds, MemoryTxLog, Participant, TransactionManager, TxId, TxLog,
+    TxOutcome, TxPhase,
+};
+use credits_core::{
+    Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, MemoryLedgerStore, StorageError,
+    TenantId, TenantSettings,
+};
+use metered_clock::{ManualClock, Timestamp};
+use parking_lot::Mutex;
+
+/// A host resource: records calls; can refuse prepare or fail commit a number of times; on
+/// commit it checks that the decision was logged first.
+#[derive(Debug)]
+struct Resource {
+    log: Arc<MemoryTxLog>,
+    refuse: bool,
+    commit_failures: Mutex<u32>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl Resource {
+    fn new(log: Arc<MemoryTxLog>, refuse: bool, commit_failures: u32) -> Arc<Self> {
+        Arc::new(Resource {
+            log,
+            refuse,
+            commit_failures: Mutex::new(commit_failures),
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().clone()
+    }
+}
+
+#[async_trait]
+impl Participant for Resource {
+    fn name(&self) -> &str {
+        "resource"
+    }
+    async fn prepare(&self, _tx: TxId, payload: &str) -> Result<(), LedgerError> {
+        self.calls.lock().push(format!("prepare {payload}"));
+        if self.refuse {
+            return Err(LedgerError::InvalidPayload("no capacity".into()));
+        }
+        Ok(())
+    }
+    async fn commit(&self, tx: TxId, payload: &str) -> Result<(), LedgerError> {
+        let phase = self.log.get(tx).await?.map(|r| r.phase);
+        assert_eq!(
+            phase,
+            Some(TxPhase::Decided(Decision::Commit)),
+            "decision logged before phase two"
+        );
+        let mut failures = self.commit_failures.lock();
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(LedgerError::Storage(StorageError::new(
+                "crash during phase two",
+                true,
+            )));
+        }
+        self.calls.lock().push(format!("commit {payload}"));
+        Ok(())
+    }
+    async fn abort(&self, _tx: TxId, payload: &str) -> Result<(), LedgerError> {
+        self.calls.lock().push(format!("abort {payload}"));
+        Ok(())
+    }
+}
+
+struct Fixture {
+    clock: ManualClock,
+    ledger: Ledger<MemoryLedgerStore>,
+    log: Arc<MemoryTxLog>,
+    tenant: TenantId,
+}
+
+async fn fixture() -> Fixture {
+    let clock = ManualClock::new(Timestamp::from_unix_millis(1_000_000));
+    let ledger = Ledger::in_memory(clock.clone());
+    let tenant = TenantId::new("acme").unwrap();
+    ledger
+        .create_tenant(&tenant, TenantSettings::default())
+        .await
+        .unwrap();
+    ledger
+        .grant(
+            &tenant,
+            IdempotencyKey::new("g").unwrap(),
+            Amount::new(100),
+            GrantOptions::default(),
+        )
+        .await
+        .unwrap();
+    Fixture {
+        clock,
+        ledger,
+        log: Arc::new(MemoryTxLog::new()),
+        tenant,
+    }
+}
+
+fn manager(f: &Fixture, resource: Arc<Resource>) -> TransactionManager {
+    TransactionManager::builder(f.log.clone(), Arc::new(f.clock.clone()))
+        .participant(Arc::new(LedgerHolds::new("credits", f.ledger.clone())))
+        .participant(resource)
+        .build()
+}
+
+fn branch(f: &Fixture, reserve: u64, commit: u64) -> String {
+    HoldBranch::new(
+        f.tenant.clone(),
+        Amount::new(reserve),
+        Amount::new(commit),
+        Duration::from_secs(120),
+    )
+    .payload()
+}
+
+#[tokio::test]
+async fn commit_spends_the_held_credits_and_commits_every_branch() {
+    let f = fixture().await;
+    let res = Resource::new(f.log.clone(), false, 0);
+    let tm = manager(&f, res.clone());
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    tm.enlist(tx, "credits", branch(&f, 40, 25)).await.unwrap();
+    tm.enlist(tx, "resource", "slot-1").await.unwrap();
+    tm.prepare(tx).await.unwrap();
+    assert_eq!(
+        f.ledger.balance(&f.tenant).await.unwrap().held,
+        Amount::new(40),
+        "phase one holds"
+    );
+    assert_eq!(tm.commit(tx).await.unwrap(), TxOutcome::Committed);
+    let b = f.ledger.balance(&f.tenant).await.unwrap();
+    assert_eq!((b.available, b.held), (Amount::new(75), Amount::ZERO));
+    assert_eq!(res.calls(), vec!["prepare slot-1", "commit slot-1"]);
+    assert_eq!(
+        tm.commit(tx).await.unwrap(),
+        TxOutcome::Committed,
+        "commit is idempotent"
+    );
+    assert!(matches!(
+        tm.abort(tx).await,
+        Err(LedgerError::TransactionState { .. })
+    ));
+    assert!(matches!(
+        tm.enlist(tx, "resource", "late").await,
+        Err(LedgerError::TransactionState { .. })
+    ));
+    assert_eq!(
+        f.ledger.balance(&f.tenant).await.unwrap().available,
+        Amount::new(75),
+        "charged once"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_in_phase_one_aborts_every_branch() {
+    let f = fixture().await;
+    let res = Resource::new(f.log.clone(), true, 0);
+    let tm = manager(&f, res.clone());
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    tm.enlist(tx, "credits", branch(&f, 40, 40)).await.unwrap();
+    tm.enlist(tx, "resource", "slot-1").await.unwrap();
+    let err = tm.commit(tx).await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::TransactionAborted { ref participant, .. } if participant == "resource"),
+        "{err}"
+    );
+    let b = f.ledger.balance(&f.tenant).await.unwrap();
+    assert_eq!(
+        (b.available, b.held),
+        (Amount::new(100), Amount::ZERO),
+        "hold cancelled"
+    );
+    assert_eq!(res.calls(), vec!["prepare slot-1", "abort slot-1"]);
+    assert_eq!(
+        f.log.get(tx).await.unwrap().unwrap().phase,
+        TxPhase::Finished(Decision::Abort)
+    );
+}
+
+#[tokio::test]
+async fn insufficient_credits_refuse_and_unprepared_branches_abort_cleanly() {
+    let f = fixture().await;
+    let res = Resource::new(f.log.clone(), false, 0);
+    let tm = manager(&f, res.clone());
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    tm.enlist(tx, "resource", "slot-1").await.unwrap();
+    tm.enlist(tx, "credits", branch(&f, 500, 10)).await.unwrap();
+    let err = tm.prepare(tx).await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::TransactionAborted { ref participant, .. } if participant == "credits")
+    );
+    assert_eq!(res.calls(), vec!["prepare slot-1", "abort slot-1"]);
+    assert_eq!(
+        f.ledger.balance(&f.tenant).await.unwrap().available,
+        Amount::new(100)
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_past_its_deadline_is_aborted() {
+    let f = fixture().await;
+    let res = Resource::new(f.log.clone(), false, 0);
+    let tm = manager(&f, res.clone());
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    tm.enlist(tx, "credits", branch(&f, 40, 40)).await.unwrap();
+    tm.prepare(tx).await.unwrap();
+    f.clock.advance(Duration::from_secs(31));
+    assert_eq!(
+        tm.commit(tx).await,
+        Err(LedgerError::TransactionTimedOut(tx.get()))
+    );
+    assert_eq!(
+        f.ledger.balance(&f.tenant).await.unwrap().available,
+        Amount::new(100),
+        "hold released"
+    );
+    // Undecided transactions past their deadline are aborted by recovery too.
+    let tx2 = tm.begin(Duration::from_secs(5)).await.unwrap();
+    tm.enlist(tx2, "credits", branch(&f, 10, 10)).await.unwrap();
+    tm.prepare(tx2).await.unwrap();
+    let tx3 = tm.begin(Duration::from_secs(60)).await.unwrap();
+    f.clock.advance(Duration::from_secs(6));
+    let report = tm.recover().await.unwrap();
+    assert_eq!((report.aborted, report.pending), (1, 1));
+    assert_eq!(
+        f.ledger.balance(&f.tenant).await.unwrap().available,
+        Amount::new(100)
+    );
+    assert_eq!(
+        f.log.get(tx3).await.unwrap().unwrap().phase,
+        TxPhase::Active
+    );
+}
+
+#[tokio::test]
+async fn recovery_drives_a_decided_transaction_to_commit_after_a_phase_two_crash() {
+    let f = fixture().await;
+    let res = Resource::new(f.log.clone(), false, 1);
+    let tm = manager(&f, res.clone());
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    tm.enlist(tx, "credits", branch(&f, 50, 20)).await.unwrap();
+    tm.enlist(tx, "resource", "slot-9").await.unwrap();
+    let err = tm.commit(tx).await.unwrap_err();
+    assert!(err.is_retryable());
+    assert_eq!(
+        f.log.get(tx).await.unwrap().unwrap().phase,
+        TxPhase::Decided(Decision::Commit)
+    );
+    // The process restarts: a new manager over the same log and ledger.
+    let tm2 = manager(&f, res.clone());
+    f.clock.advance(Duration::from_secs(60)); // past the deadline: a decided commit still commits
+    let report = tm2.recover().await.unwrap();
+    assert_eq!(report.committed, 1);
+    assert_eq!(
+        f.log.get(tx).await.unwrap().unwrap().phase,
+        TxPhase::Finished(Decision::Commit)
+    );
+    assert_eq!(
+        f.ledger.balance(&f.tenant).await.unwrap().available,
+        Amount::new(80),
+        "committed once"
+    );
+    assert_eq!(res.calls(), vec!["prepare slot-9", "commit slot-9"]);
+    assert_eq!(tm2.recover().await.unwrap().committed, 0, "nothing left");
+}
+
+#[tokio::test]
+async fn bad_transaction_input_is_a_typed_error() {
+    let f = fixture().await;
+    let tm = manager(&f, Resource::new(f.log.clone(), false, 0));
+    assert_eq!(tm.begin(Duration::ZERO).await, Err(LedgerError::ZeroTtl));
+    assert_eq!(
+        tm.begin(Duration::MAX).await,
+        Err(LedgerError::AmountOverflow)
+    );
+    let tx = tm.begin(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        tm.enlist(tx, "nobody", "x").await,
+        Err(LedgerError::UnknownParticipant("nobody".into()))
+    );
+    let ghost = TxId::new(999);
+    assert_eq!(
+        tm.prepare(ghost).await,
+        Err(LedgerError::UnknownTransaction(999))
+    );
+    assert_eq!(
+        tm.commit(ghost).await,
+        Err(LedgerError::UnknownTransaction(999))
+    );
+    tm.enlist(tx, "credits", "not json").await.unwrap();
+    let r = tm.prepare(tx).await;
+    assert!(
+        matches!(r, Err(LedgerError::TransactionAborted { .. })),
+        "{r:?}"
+    );
+    let tx = tm.begin(Duration::from_secs(5)).await.unwrap();
+    tm.enlist(tx, "credits", branch(&f, 10, 11)).await.unwrap();
+    assert!(
+        matches!(
+            tm.prepare(tx).await,
+            Err(LedgerError::TransactionAborted { .. })
+        ),
+        "commit above reserve refused"
+    );
+    assert_eq!(
+        f.ledger.balance(&f.tenant).await.unwrap().available,
+        Amount::new(100)
+    );
+}
