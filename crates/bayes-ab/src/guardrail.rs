@@ -77,7 +77,12 @@ pub struct ErrorRateGuardrail {
     limit: ErrorRateLimit,
     confidence: f64,
     prior: Beta,
+    min_requests: u64,
 }
+
+/// Requests the challenger needs before an [`ErrorRateGuardrail`] may fire, by default. Below
+/// it the prior dominates: with the uniform prior and no data at all, P(rate > 1 %) is 0.99.
+pub const ERROR_GUARDRAIL_MIN_REQUESTS: u64 = 100;
 
 impl ErrorRateGuardrail {
     /// Breach when P(error rate > `limit`) ≥ `confidence`. Uniform prior.
@@ -91,6 +96,7 @@ impl ErrorRateGuardrail {
             limit: ErrorRateLimit::Absolute(limit),
             confidence,
             prior: Beta::UNIFORM,
+            min_requests: ERROR_GUARDRAIL_MIN_REQUESTS,
         })
     }
 
@@ -112,6 +118,7 @@ impl ErrorRateGuardrail {
             limit: ErrorRateLimit::Relative { max_increase },
             confidence,
             prior: Beta::UNIFORM,
+            min_requests: ERROR_GUARDRAIL_MIN_REQUESTS,
         })
     }
 
@@ -122,6 +129,14 @@ impl ErrorRateGuardrail {
         self
     }
 
+    /// The same guardrail with another minimum number of challenger requests before it may
+    /// fire (default [`ERROR_GUARDRAIL_MIN_REQUESTS`]).
+    #[must_use]
+    pub fn with_min_requests(mut self, min_requests: u64) -> Self {
+        self.min_requests = min_requests;
+        self
+    }
+
     /// The limit.
     #[must_use]
     pub fn limit(&self) -> ErrorRateLimit {
@@ -129,19 +144,21 @@ impl ErrorRateGuardrail {
     }
 
     /// Checks the challenger's `errors` (errors out of requests), against the baseline's for a
-    /// relative limit.
+    /// relative limit. Never breached below the minimum number of requests (the probability
+    /// is still reported).
     ///
     /// # Errors
     /// [`Error::InsufficientData`] for a relative limit without a baseline.
     pub fn check(&self, errors: Counts, baseline: Option<Counts>) -> Result<GuardrailVerdict> {
         let posterior = self.prior.update(errors);
         let observed = posterior.mean();
+        let enough = errors.trials() >= self.min_requests;
         let verdict = match self.limit {
             ErrorRateLimit::Absolute(limit) => {
                 let p = posterior.sf(limit);
                 GuardrailVerdict {
                     kind: GuardrailKind::ErrorRateAbsolute,
-                    breached: p >= self.confidence,
+                    breached: p >= self.confidence && enough,
                     observed,
                     limit,
                     probability: Some(p),
@@ -156,7 +173,7 @@ impl ErrorRateGuardrail {
                 let p = prob_lift_exceeds(base, posterior, Lift::Relative, max_increase)?;
                 GuardrailVerdict {
                     kind: GuardrailKind::ErrorRateRelative,
-                    breached: p >= self.confidence,
+                    breached: p >= self.confidence && enough,
                     observed,
                     limit: base.mean() * (1.0 + max_increase),
                     probability: Some(p),

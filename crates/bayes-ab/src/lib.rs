@@ -29,8 +29,9 @@ pub use experiment::{
     InMemoryExperimentStore, Outcome,
 };
 pub use guardrail::{
-    ErrorRateGuardrail, ErrorRateLimit, GuardrailKind, GuardrailVerdict, LATENCY_MAX_MICROS,
-    LatencyGuardrail, LatencyLimit, LatencySketch, QuantileInterval,
+    ERROR_GUARDRAIL_MIN_REQUESTS, ErrorRateGuardrail, ErrorRateLimit, GuardrailKind,
+    GuardrailVerdict, LATENCY_MAX_MICROS, LatencyGuardrail, LatencyLimit, LatencySketch,
+    QuantileInterval,
 };
 pub use multi::{ARMS_MAX, DRAWS_MAX, MultiArmSummary, best_arm, best_arm_monte_carlo};
 pub use simulate::{AaConfig, AaModeReport, EXPERIMENTS_MAX, LOOKS_MAX, simulate_aa};
