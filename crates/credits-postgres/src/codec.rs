@@ -1,0 +1,191 @@
+//! Conversions between the ledger's types and SQL values.
+//!
+//! PostgreSQL has no unsigned integers: amounts, sequence numbers and times (`u64`) are
+//! stored as `bigint` and must fit in `0..=i64::MAX` (about 9.2 × 10^18). A larger value is
+//! refused with [`PgError::OutOfRange`] before anything is written. A lot that never expires
+//! ([`Timestamp::MAX`]) is stored as `NULL`.
+
+use credits_core::{
+    AccountHeader, Amount, Balance, EntryKind, EntrySeq, HoldId, IdempotencyKey, JournalEntry,
+    LotId, TenantId, TenantSettings, Totals,
+};
+use metered_clock::Timestamp;
+use tokio_postgres::Row;
+
+use crate::PgError;
+
+/// `v` as a `bigint`.
+pub(crate) fn i(v: u64, what: &'static str) -> Result<i64, PgError> {
+    i64::try_from(v).map_err(|_| PgError::OutOfRange { what, value: v })
+}
+
+/// A `bigint` read back as a `u64` (negative values are corruption).
+pub(crate) fn u(v: i64, what: &str) -> Result<u64, PgError> {
+    u64::try_from(v).map_err(|_| PgError::Corrupt(format!("{what} is negative ({v})")))
+}
+
+pub(crate) fn amount(v: i64, what: &str) -> Result<Amount, PgError> {
+    u(v, what).map(Amount::new)
+}
+
+pub(crate) fn ts(v: i64, what: &str) -> Result<Timestamp, PgError> {
+    u(v, what).map(Timestamp::from_unix_millis)
+}
+
+/// A time as milliseconds, clamped into `bigint` (for reads: "at or before the end of time").
+pub(crate) fn ts_clamped(t: Timestamp) -> i64 {
+    i64::try_from(t.as_unix_millis()).unwrap_or(i64::MAX)
+}
+
+/// A lot expiry: `NULL` for never.
+pub(crate) fn expiry(t: Timestamp) -> Result<Option<i64>, PgError> {
+    if t == Timestamp::MAX {
+        Ok(None)
+    } else {
+        i(t.as_unix_millis(), "expiry").map(Some)
+    }
+}
+
+pub(crate) fn kind_code(kind: EntryKind) -> i16 {
+    match kind {
+        EntryKind::Granted => 1,
+        EntryKind::Consumed => 2,
+        EntryKind::Reserved => 3,
+        EntryKind::Committed => 4,
+        EntryKind::Released => 5,
+        EntryKind::Cancelled => 6,
+        EntryKind::HoldExpired => 7,
+        EntryKind::LotExpired => 8,
+        EntryKind::Refunded => 9,
+        // A kind added to credits-core later: stored as 0 and refused when read back, so
+        // an older reader never misinterprets it.
+        _ => 0,
+    }
+}
+
+pub(crate) fn kind_of(code: i16) -> Result<EntryKind, PgError> {
+    Ok(match code {
+        1 => EntryKind::Granted,
+        2 => EntryKind::Consumed,
+        3 => EntryKind::Reserved,
+        4 => EntryKind::Committed,
+        5 => EntryKind::Released,
+        6 => EntryKind::Cancelled,
+        7 => EntryKind::HoldExpired,
+        8 => EntryKind::LotExpired,
+        9 => EntryKind::Refunded,
+        other => return Err(PgError::Corrupt(format!("unknown entry kind {other}"))),
+    })
+}
+
+pub(crate) fn tenant(s: &str) -> Result<TenantId, PgError> {
+    TenantId::new(s).map_err(|e| PgError::Corrupt(e.to_string()))
+}
+
+/// Columns, in order, of [`header`]: the `accounts` row (without the audit head).
+pub(crate) const HEADER_COLUMNS: &str = "tenant, overdraft_limit, granted, refunded, consumed, \
+     expired, available, held, overdrawn, next_entry, next_lot, next_hold, last_at";
+
+/// Reads the first 13 columns ([`HEADER_COLUMNS`]) of `row`.
+pub(crate) fn header(row: &Row) -> Result<AccountHeader, PgError> {
+    let a = |i: usize, what: &str| amount(row.get(i), what);
+    Ok(AccountHeader {
+        tenant: tenant(row.get(0))?,
+        settings: TenantSettings {
+            overdraft_limit: a(1, "overdraft_limit")?,
+        },
+        totals: Totals {
+            granted: a(2, "granted")?,
+            refunded: a(3, "refunded")?,
+            consumed: a(4, "consumed")?,
+            expired: a(5, "expired")?,
+            available: a(6, "available")?,
+            held: a(7, "held")?,
+            overdrawn: a(8, "overdrawn")?,
+            lots: Amount::ZERO,
+            holds: Amount::ZERO,
+        },
+        next_entry: u(row.get(9), "next_entry")?,
+        next_lot: u(row.get(10), "next_lot")?,
+        next_hold: u(row.get(11), "next_hold")?,
+        last_at: ts(row.get(12), "last_at")?,
+    })
+}
+
+/// Columns, in order, of [`entry`].
+pub(crate) const ENTRY_COLUMNS: &str = "tenant, seq, at, kind, amount, before_available, \
+     before_held, before_overdrawn, after_available, after_held, after_overdrawn, hold_id, \
+     lot_id, refers_to, idempotency_key";
+
+/// Reads the first 15 columns ([`ENTRY_COLUMNS`]) of `row`.
+pub(crate) fn entry(row: &Row) -> Result<JournalEntry, PgError> {
+    let a = |i: usize, what: &str| amount(row.get(i), what);
+    let opt = |i: usize, what: &str| -> Result<Option<u64>, PgError> {
+        row.get::<_, Option<i64>>(i).map(|v| u(v, what)).transpose()
+    };
+    Ok(JournalEntry {
+        tenant: tenant(row.get(0))?,
+        seq: EntrySeq::new(u(row.get(1), "seq")?),
+        at: ts(row.get(2), "at")?,
+        kind: kind_of(row.get(3))?,
+        amount: a(4, "amount")?,
+        before: Balance {
+            available: a(5, "before_available")?,
+            held: a(6, "before_held")?,
+            overdrawn: a(7, "before_overdrawn")?,
+        },
+        after: Balance {
+            available: a(8, "after_available")?,
+            held: a(9, "after_held")?,
+            overdrawn: a(10, "after_overdrawn")?,
+        },
+        hold: opt(11, "hold_id")?.map(HoldId::new),
+        lot: opt(12, "lot_id")?.map(LotId::new),
+        refers_to: opt(13, "refers_to")?.map(EntrySeq::new),
+        key: row
+            .get::<_, Option<&str>>(14)
+            .map(IdempotencyKey::new)
+            .transpose()
+            .map_err(|e| PgError::Corrupt(e.to_string()))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_and_unknown_codes_are_refused() {
+        use EntryKind::*;
+        for kind in [
+            Granted,
+            Consumed,
+            Reserved,
+            Committed,
+            Released,
+            Cancelled,
+            HoldExpired,
+            LotExpired,
+            Refunded,
+        ] {
+            assert_eq!(kind_of(kind_code(kind)).ok(), Some(kind));
+        }
+        assert!(matches!(kind_of(0), Err(PgError::Corrupt(_))));
+        assert!(matches!(kind_of(10), Err(PgError::Corrupt(_))));
+    }
+
+    #[test]
+    fn values_outside_bigint_are_refused_not_wrapped() {
+        assert_eq!(i(7, "x").ok(), Some(7));
+        assert!(matches!(
+            i(u64::MAX, "amount"),
+            Err(PgError::OutOfRange {
+                what: "amount",
+                value: u64::MAX
+            })
+        ));
+        assert!(matches!(u(-1, "x"), Err(PgError::Corrupt(_))));
+        assert_eq!(expiry(Timestamp::MAX).ok(), Some(None));
+        assert_eq!(ts_clamped(Timestamp::MAX), i64::MAX);
+    }
+}

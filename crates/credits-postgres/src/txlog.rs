@@ -1,0 +1,311 @@
+//! [`PgTxLog`]: the two-phase-commit log in `distributed_transactions`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use credits_core::LedgerError;
+use credits_core::tx::{Branch, Decision, TxId, TxLog, TxPhase, TxRecord};
+use metered_clock::Timestamp;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::codec::{self, i};
+use crate::pool::Db;
+use crate::{PgError, PgLedgerStore};
+
+/// The transaction manager's log on PostgreSQL. Every step is one statement (one
+/// autocommitted row update), so a decision is durable when [`TxLog::decide`] returns, and
+/// the first decision wins even with several coordinators (`UPDATE … WHERE phase IN
+/// ('active', 'prepared')`).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use credits_core::tx::TransactionManager;
+/// use credits_postgres::{PgConfig, PgLedgerStore};
+/// use metered_clock::SystemClock;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let clock = Arc::new(SystemClock::new());
+/// let store = PgLedgerStore::connect(PgConfig::builder("postgres://postgres@127.0.0.1/test").build()?, clock.clone())?;
+/// store.migrate().await?;
+/// let tm = TransactionManager::builder(Arc::new(store.tx_log()), clock).build();
+/// let report = tm.recover().await?; // at start-up: finish what a crash interrupted
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PgTxLog {
+    db: Arc<Db>,
+}
+
+impl PgLedgerStore {
+    /// The two-phase-commit log sharing this store's pool.
+    #[must_use]
+    pub fn tx_log(&self) -> PgTxLog {
+        PgTxLog {
+            db: Arc::clone(&self.db),
+        }
+    }
+
+    /// Runs `recover_stalled_transactions()`: decides to abort every undecided distributed
+    /// transaction past its deadline. Returns how many. Run
+    /// [`TransactionManager::recover`](credits_core::tx::TransactionManager::recover) after
+    /// it to tell the participants.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn recover_stalled_transactions(&self) -> Result<u64, PgError> {
+        let rows = self
+            .query(
+                "recover_stalled",
+                "SELECT recover_stalled_transactions()",
+                &[],
+            )
+            .await?;
+        rows.first()
+            .map_or(Ok(0), |r| codec::u(r.get(0), "recovered count"))
+    }
+
+    /// Runs `cleanup_old_transactions(days)`: deletes finished distributed transactions last
+    /// changed more than `days` days ago. Returns how many.
+    ///
+    /// # Errors
+    /// [`PgError::InvalidConfig`] for `days == 0`; storage failures.
+    pub async fn cleanup_old_transactions(&self, days: u32) -> Result<u64, PgError> {
+        self.cleanup("SELECT cleanup_old_transactions($1)", days)
+            .await
+    }
+
+    /// Runs `cleanup_idempotency_keys(days)`: forgets idempotency records older than `days`
+    /// days (a request retried after that is applied again). Returns how many.
+    ///
+    /// # Errors
+    /// [`PgError::InvalidConfig`] for `days == 0`; storage failures.
+    pub async fn cleanup_idempotency_keys(&self, days: u32) -> Result<u64, PgError> {
+        self.cleanup("SELECT cleanup_idempotency_keys($1)", days)
+            .await
+    }
+
+    async fn cleanup(&self, statement: &'static str, days: u32) -> Result<u64, PgError> {
+        let days = match i32::try_from(days) {
+            Ok(d) if d >= 1 => d,
+            _ => {
+                return Err(PgError::InvalidConfig {
+                    field: "days",
+                    reason: format!("must be 1 to {}, got {days}", i32::MAX),
+                });
+            }
+        };
+        let rows = self.query("cleanup", statement, &[&days]).await?;
+        rows.first()
+            .map_or(Ok(0), |r| codec::u(r.get(0), "removed count"))
+    }
+}
+
+fn phase_of(s: &str) -> Result<TxPhase, PgError> {
+    Ok(match s {
+        "active" => TxPhase::Active,
+        "prepared" => TxPhase::Prepared,
+        "committing" => TxPhase::Decided(Decision::Commit),
+        "aborting" => TxPhase::Decided(Decision::Abort),
+        "committed" => TxPhase::Finished(Decision::Commit),
+        "aborted" => TxPhase::Finished(Decision::Abort),
+        other => return Err(PgError::Corrupt(format!("unknown phase {other:?}"))),
+    })
+}
+
+fn phase_name(p: TxPhase) -> &'static str {
+    match p {
+        TxPhase::Active => "active",
+        TxPhase::Prepared => "prepared",
+        TxPhase::Decided(Decision::Commit) => "committing",
+        TxPhase::Decided(Decision::Abort) => "aborting",
+        TxPhase::Finished(Decision::Commit) => "committed",
+        TxPhase::Finished(Decision::Abort) => "aborted",
+    }
+}
+
+fn record(row: &Row) -> Result<TxRecord, PgError> {
+    let branches: Vec<Branch> =
+        serde_json::from_str(row.get(3)).map_err(|e| PgError::Corrupt(e.to_string()))?;
+    Ok(TxRecord {
+        id: TxId::new(codec::u(row.get(0), "transaction id")?),
+        deadline: codec::ts(row.get(1), "deadline")?,
+        phase: phase_of(row.get(2))?,
+        branches,
+    })
+}
+
+const SELECT: &str = "SELECT id, deadline, phase, branches::text FROM distributed_transactions";
+
+impl PgTxLog {
+    async fn query(
+        &self,
+        what: &'static str,
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, PgError> {
+        self.db
+            .run(what, |conn| async move {
+                let st = conn.prepare_cached(statement).await?;
+                Ok(conn.query(&st, params).await?)
+            })
+            .await
+    }
+
+    async fn fetch(&self, tx: TxId) -> Result<Option<TxRecord>, LedgerError> {
+        let id = i64::try_from(tx.get()).map_err(|_| LedgerError::UnknownTransaction(tx.get()))?;
+        let rows = self
+            .query("tx_get", &format!("{SELECT} WHERE id = $1"), &[&id])
+            .await?;
+        Ok(rows.first().map(record).transpose()?)
+    }
+
+    /// The error for a step refused in the transaction's current phase.
+    async fn refused(&self, tx: TxId, action: &str) -> LedgerError {
+        match self.fetch(tx).await {
+            Ok(Some(r)) => LedgerError::TransactionState {
+                tx: tx.get(),
+                state: phase_name(r.phase).to_owned(),
+                action: action.to_owned(),
+            },
+            Ok(None) => LedgerError::UnknownTransaction(tx.get()),
+            Err(e) => e,
+        }
+    }
+
+    /// Runs a guarded single-row update; `Ok(true)` if it matched.
+    async fn update(
+        &self,
+        what: &'static str,
+        statement: &'static str,
+        tx: TxId,
+        extra: Option<&(dyn ToSql + Sync)>,
+    ) -> Result<bool, LedgerError> {
+        let Ok(id) = i64::try_from(tx.get()) else {
+            return Err(LedgerError::UnknownTransaction(tx.get()));
+        };
+        let rows = match extra {
+            Some(p) => self.query(what, statement, &[&id, p]).await?,
+            None => self.query(what, statement, &[&id]).await?,
+        };
+        Ok(!rows.is_empty())
+    }
+}
+
+#[async_trait]
+impl TxLog for PgTxLog {
+    async fn begin(&self, deadline: Timestamp) -> Result<TxId, LedgerError> {
+        let deadline = i(deadline.as_unix_millis(), "deadline")?;
+        let rows = self
+            .query(
+                "tx_begin",
+                "INSERT INTO distributed_transactions (deadline) VALUES ($1) RETURNING id",
+                &[&deadline],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| PgError::Corrupt("INSERT returned no id".into()))?;
+        Ok(TxId::new(codec::u(row.get(0), "transaction id")?))
+    }
+
+    async fn enlist(&self, tx: TxId, branch: Branch) -> Result<(), LedgerError> {
+        let json =
+            serde_json::to_string(&[&branch]).map_err(|e| PgError::Corrupt(e.to_string()))?;
+        let matched = self
+            .update(
+                "tx_enlist",
+                "UPDATE distributed_transactions \
+                 SET branches = branches || $2::text::jsonb, updated_at = clock_timestamp() \
+                 WHERE id = $1 AND phase = 'active' RETURNING id",
+                tx,
+                Some(&json),
+            )
+            .await?;
+        if matched {
+            Ok(())
+        } else {
+            Err(self.refused(tx, "enlist").await)
+        }
+    }
+
+    async fn mark_prepared(&self, tx: TxId) -> Result<(), LedgerError> {
+        let matched = self
+            .update(
+                "tx_prepared",
+                "UPDATE distributed_transactions \
+                 SET phase = 'prepared', updated_at = clock_timestamp() \
+                 WHERE id = $1 AND phase IN ('active', 'prepared') RETURNING id",
+                tx,
+                None,
+            )
+            .await?;
+        if matched {
+            Ok(())
+        } else {
+            Err(self.refused(tx, "prepare").await)
+        }
+    }
+
+    async fn decide(&self, tx: TxId, decision: Decision) -> Result<Decision, LedgerError> {
+        let phase = phase_name(TxPhase::Decided(decision));
+        let matched = self
+            .update(
+                "tx_decide",
+                "UPDATE distributed_transactions \
+                 SET phase = $2, updated_at = clock_timestamp() \
+                 WHERE id = $1 AND phase IN ('active', 'prepared') RETURNING id",
+                tx,
+                Some(&phase),
+            )
+            .await?;
+        if matched {
+            return Ok(decision);
+        }
+        // Decided before: the first decision wins.
+        match self.fetch(tx).await?.map(|r| r.phase) {
+            Some(TxPhase::Decided(d) | TxPhase::Finished(d)) => Ok(d),
+            Some(_) => Err(self.refused(tx, "decide").await),
+            None => Err(LedgerError::UnknownTransaction(tx.get())),
+        }
+    }
+
+    async fn finish(&self, tx: TxId) -> Result<(), LedgerError> {
+        let matched = self
+            .update(
+                "tx_finish",
+                "UPDATE distributed_transactions \
+                 SET phase = CASE phase WHEN 'committing' THEN 'committed' \
+                                        WHEN 'aborting' THEN 'aborted' ELSE phase END, \
+                     updated_at = clock_timestamp() \
+                 WHERE id = $1 AND phase IN ('committing', 'aborting', 'committed', 'aborted') \
+                 RETURNING id",
+                tx,
+                None,
+            )
+            .await?;
+        if matched {
+            Ok(())
+        } else {
+            Err(self.refused(tx, "finish").await)
+        }
+    }
+
+    async fn get(&self, tx: TxId) -> Result<Option<TxRecord>, LedgerError> {
+        self.fetch(tx).await
+    }
+
+    async fn unfinished(&self) -> Result<Vec<TxRecord>, LedgerError> {
+        let rows = self
+            .query(
+                "tx_unfinished",
+                &format!(
+                    "{SELECT} WHERE phase IN ('active', 'prepared', 'committing', 'aborting') \
+                     ORDER BY id"
+                ),
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(record).collect::<Result<Vec<_>, _>>()?)
+    }
+}

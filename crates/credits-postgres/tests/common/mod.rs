@@ -1,0 +1,84 @@
+//! A private schema per test on the server named by `DATABASE_URL`.
+//!
+//! Without `DATABASE_URL` a test prints that it was skipped and passes, unless
+//! `REQUIRE_DATABASE=1` (set by CI), in which case it fails.
+#![allow(dead_code, clippy::print_stderr)]
+
+use std::sync::Arc;
+
+use credits_postgres::tokio_postgres::{self, NoTls};
+use credits_postgres::{PgConfig, PgConfigBuilder, PgLedgerStore};
+use metered_clock::{Clock, ManualClock, Timestamp};
+use rand::Rng;
+
+pub const START: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+
+/// One test's schema and an admin connection to it.
+pub struct TestDb {
+    pub url: String,
+    pub schema: String,
+    pub admin: tokio_postgres::Client,
+}
+
+/// A fresh schema, or `None` (after printing why) when no database is configured.
+pub async fn test_db(test: &str) -> Option<TestDb> {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        if std::env::var("REQUIRE_DATABASE").as_deref() == Ok("1") {
+            panic!("{test}: DATABASE_URL is not set but REQUIRE_DATABASE=1");
+        }
+        eprintln!("{test}: skipped (set DATABASE_URL to run it against PostgreSQL)");
+        return None;
+    };
+    let schema = format!(
+        "cp_test_{}_{:08x}",
+        test.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        rand::rng().random::<u32>()
+    );
+    let (admin, conn) = tokio_postgres::connect(&url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{test}: cannot connect to DATABASE_URL: {e}"));
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}"
+        ))
+        .await
+        .expect("create schema");
+    Some(TestDb { url, schema, admin })
+}
+
+impl TestDb {
+    /// A configuration pointing at this schema, with a small pool.
+    pub fn config(&self) -> PgConfigBuilder {
+        PgConfig::builder(&self.url)
+            .search_path(&self.schema)
+            .pool_max_size(8)
+            .application_name(format!("t_{}", self.schema))
+    }
+
+    /// A migrated store on this schema.
+    pub async fn store(&self, config: PgConfigBuilder, clock: Arc<dyn Clock>) -> PgLedgerStore {
+        let store = PgLedgerStore::connect(config.build().expect("config"), clock).expect("store");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// A migrated store with default settings and a manual clock.
+    pub async fn default_store(&self) -> PgLedgerStore {
+        self.store(self.config(), Arc::new(ManualClock::new(START)))
+            .await
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn drop_schema(self) {
+        self.admin
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .await
+            .expect("drop schema");
+    }
+
+    /// A single number from the admin connection.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.admin.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+}
