@@ -5,9 +5,11 @@
 
 mod error;
 mod health;
+mod manager;
 mod mann_whitney;
 mod plan;
 mod rollout;
+mod routing;
 mod stats;
 pub mod trail;
 
@@ -17,6 +19,7 @@ pub use health::{
     ArmObservation, CHECKS_MAX, CheckVerdict, HealthPolicy, HealthPolicyBuilder, HealthReport,
     Limit, MetricCheck, MetricKind, MetricResult, Observations, Outcome, Verdict, srm_p_value,
 };
+pub use manager::{BatchReport, Observed, RolloutManager};
 pub use mann_whitney::{
     Direction, JudgeReport, MannWhitney, MannWhitneyJudge, MetricClass, MetricSamples, SAMPLES_MAX,
     ScoreClass, mann_whitney_u,
@@ -26,3 +29,4 @@ pub use rollout::{
     Action, Actor, Command, Counters, Decision, EVENTS_PENDING_MAX, Event, ID_LEN_MAX, PauseReason,
     Phase, PhaseKind, Rollout, RolloutState,
 };
+pub use routing::{Arm, Router};

@@ -1,6 +1,7 @@
 //! One rollout: the state machine, the sans-IO `tick`, operator commands and the events
 //! that make up its trail.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -389,7 +390,7 @@ pub struct Rollout {
     plan: Arc<Plan>,
     policy: Arc<HealthPolicy>,
     state: RolloutState,
-    events: Vec<Event>,
+    events: VecDeque<Event>,
 }
 
 impl Rollout {
@@ -421,7 +422,7 @@ impl Rollout {
             plan,
             policy,
             state: RolloutState::new(),
-            events: Vec::new(),
+            events: VecDeque::new(),
         })
     }
 
@@ -483,6 +484,27 @@ impl Rollout {
         }
     }
 
+    /// Whether a tick at `now` would run a health check (rather than wait, complete a
+    /// promotion or rollback, or end a timed-out pause).
+    #[must_use]
+    pub fn check_due(&self, now: Timestamp) -> bool {
+        match self.state.phase {
+            Phase::Paused {
+                deadline: Some(d), ..
+            } if now >= d => false,
+            Phase::Progressing | Phase::Paused { .. } => {
+                self.state.next_check_at.is_none_or(|t| now >= t)
+            }
+            _ => false,
+        }
+    }
+
+    /// The current step of the plan.
+    #[must_use]
+    pub fn current_step(&self) -> &crate::Step {
+        &self.plan.steps()[self.state.step]
+    }
+
     /// The canary's share of traffic now, in percent.
     #[must_use]
     pub fn weight_percent(&self) -> u8 {
@@ -498,13 +520,20 @@ impl Rollout {
     /// Takes the events recorded since the last call, oldest first: write them to the
     /// trail ([`crate::trail`]).
     pub fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
+        self.events.drain(..).collect()
     }
 
-    /// Events recorded and not yet taken.
+    /// Number of events recorded and not yet taken.
     #[must_use]
-    pub fn pending_events(&self) -> &[Event] {
-        &self.events
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Sticky routing of request key `key` at the current weight (salted with the rollout
+    /// id); see [`Router`](crate::Router).
+    #[must_use]
+    pub fn route(&self, key: &str) -> crate::Arm {
+        crate::Router::new(&*self.id).route(key, self.weight_percent())
     }
 
     /// Runs a health check if one is due, and whatever it leads to; completes a promotion or
@@ -1034,10 +1063,10 @@ impl Rollout {
         // Applying our own event to our own state cannot mismatch.
         let _ = apply_event(&self.plan, &mut self.state, &event, 0);
         if self.events.len() >= EVENTS_PENDING_MAX {
-            self.events.remove(0);
+            self.events.pop_front();
             metrics::counter!("canary_events_dropped_total").increment(1);
         }
-        self.events.push(event);
+        self.events.push_back(event);
     }
 
     /// Applies an event from a trail (see [`Rollout::replay`]).
