@@ -11,17 +11,17 @@ use credits_postgres::{PgConfig, PgConfigBuilder, PgLedgerStore};
 use metered_clock::{Clock, ManualClock, Timestamp};
 use rand::Rng;
 
-pub const START: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+pub(crate) const START: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
 
 /// One test's schema and an admin connection to it.
-pub struct TestDb {
-    pub url: String,
-    pub schema: String,
-    pub admin: tokio_postgres::Client,
+pub(crate) struct TestDb {
+    pub(crate) url: String,
+    pub(crate) schema: String,
+    pub(crate) admin: tokio_postgres::Client,
 }
 
 /// A fresh schema, or `None` (after printing why) when no database is configured.
-pub async fn test_db(test: &str) -> Option<TestDb> {
+pub(crate) async fn test_db(test: &str) -> Option<TestDb> {
     let Ok(url) = std::env::var("DATABASE_URL") else {
         if std::env::var("REQUIRE_DATABASE").as_deref() == Ok("1") {
             panic!("{test}: DATABASE_URL is not set but REQUIRE_DATABASE=1");
@@ -49,7 +49,7 @@ pub async fn test_db(test: &str) -> Option<TestDb> {
 
 impl TestDb {
     /// A configuration pointing at this schema, with a small pool.
-    pub fn config(&self) -> PgConfigBuilder {
+    pub(crate) fn config(&self) -> PgConfigBuilder {
         PgConfig::builder(&self.url)
             .search_path(&self.schema)
             .pool_max_size(8)
@@ -57,20 +57,25 @@ impl TestDb {
     }
 
     /// A migrated store on this schema.
-    pub async fn store(&self, config: PgConfigBuilder, clock: Arc<dyn Clock>) -> PgLedgerStore {
+    pub(crate) async fn store(
+        &self,
+        config: PgConfigBuilder,
+        clock: Arc<dyn Clock>,
+    ) -> PgLedgerStore {
         let store = PgLedgerStore::connect(config.build().expect("config"), clock).expect("store");
-        store.migrate().await.expect("migrate");
+        let report = store.migrate().await.expect("migrate");
+        assert_eq!(report.version, 2);
         store
     }
 
     /// A migrated store with default settings and a manual clock.
-    pub async fn default_store(&self) -> PgLedgerStore {
+    pub(crate) async fn default_store(&self) -> PgLedgerStore {
         self.store(self.config(), Arc::new(ManualClock::new(START)))
             .await
     }
 
     /// Drops the schema and everything in it.
-    pub async fn drop_schema(self) {
+    pub(crate) async fn drop_schema(self) {
         self.admin
             .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
             .await
@@ -78,7 +83,7 @@ impl TestDb {
     }
 
     /// A single number from the admin connection.
-    pub async fn count(&self, sql: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
         self.admin.query_one(sql, &[]).await.expect(sql).get(0)
     }
 }
