@@ -4,7 +4,7 @@ use crate::rollout::{Command, PhaseKind};
 
 /// Everything that can go wrong in `canary`.
 ///
-/// Configuration, observation and transition errors mean the call changed nothing: fix the
+/// Configuration, observation, command and transition errors mean the call changed nothing: fix the
 /// input (or issue a command that is legal in the current phase) and call again. Trail and
 /// metrics-source errors come from I/O outside this crate; [`CanaryError::is_retryable`] says
 /// whether the same call may succeed later.
@@ -43,6 +43,13 @@ pub enum CanaryError {
         command: Command,
         /// What to do instead.
         hint: &'static str,
+    },
+    /// A command's text (operator name, note) is too long for the trail. The rollout did not
+    /// change.
+    #[error("invalid command input: {reason}")]
+    InvalidCommand {
+        /// What is wrong with it.
+        reason: String,
     },
     /// No rollout with this id is managed.
     #[error("no rollout with id {id:?}")]

@@ -16,6 +16,9 @@ use crate::stats::prob_relative_breach;
 /// Most metric checks one policy may hold.
 pub const CHECKS_MAX: usize = 32;
 
+/// Longest metric-check name.
+pub const NAME_LEN_MAX: usize = 100;
+
 /// What a check measures.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -152,8 +155,8 @@ impl MetricCheck {
                 reason: format!("check {:?}: {reason}", self.name),
             })
         };
-        if self.name.is_empty() {
-            return bad("the name must not be empty".into());
+        if self.name.is_empty() || self.name.len() > NAME_LEN_MAX {
+            return bad(format!("the name must be 1..={NAME_LEN_MAX} bytes"));
         }
         if let MetricKind::Latency { quantile } = self.kind {
             if !(quantile > 0.0 && quantile < 1.0) {

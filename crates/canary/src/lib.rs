@@ -17,7 +17,8 @@ pub use bayes_ab::{LatencySketch, QuantileInterval};
 pub use error::{CanaryError, Result};
 pub use health::{
     ArmObservation, CHECKS_MAX, CheckVerdict, HealthPolicy, HealthPolicyBuilder, HealthReport,
-    Limit, MetricCheck, MetricKind, MetricResult, Observations, Outcome, Verdict, srm_p_value,
+    Limit, MetricCheck, MetricKind, MetricResult, NAME_LEN_MAX, Observations, Outcome, Verdict,
+    srm_p_value,
 };
 pub use manager::{BatchReport, Observed, RolloutManager};
 pub use mann_whitney::{
@@ -27,6 +28,6 @@ pub use mann_whitney::{
 pub use plan::{CHECK_INTERVAL_MAX, Plan, STEPS_MAX, Step};
 pub use rollout::{
     Action, Actor, Command, Counters, Decision, EVENTS_PENDING_MAX, Event, ID_LEN_MAX, PauseReason,
-    Phase, PhaseKind, Rollout, RolloutState,
+    Phase, PhaseKind, Rollout, RolloutState, TEXT_LEN_MAX,
 };
 pub use routing::{Arm, Router};

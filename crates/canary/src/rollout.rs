@@ -15,6 +15,10 @@ use crate::plan::Plan;
 /// Longest rollout id accepted (it names the rollout's audit stream).
 pub const ID_LEN_MAX: usize = 200;
 
+/// Longest operator name or note accepted by a command (longer metric-source messages are
+/// truncated to it).
+pub const TEXT_LEN_MAX: usize = 1024;
+
 /// Most events buffered between two [`Rollout::take_events`] calls; beyond it the oldest are
 /// dropped (and counted in `canary_events_dropped_total`).
 pub const EVENTS_PENDING_MAX: usize = 4096;
@@ -558,10 +562,18 @@ impl Rollout {
             return d;
         }
         let step = self.state.step;
+        let mut message = message.into();
+        if message.len() > TEXT_LEN_MAX {
+            let mut end = TEXT_LEN_MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
         self.record(Event::SourceError {
             at: now,
             step,
-            message: message.into(),
+            message,
         });
         if self.state.counters.consecutive_source_errors >= self.policy.source_error_limit() {
             let outcome = self.policy.source_error_outcome();
@@ -835,8 +847,10 @@ impl Rollout {
     /// Starts the rollout at its first step (starting counts as approving it).
     ///
     /// # Errors
-    /// [`CanaryError::IllegalTransition`] unless pending.
+    /// [`CanaryError::InvalidCommand`] for an operator name or note longer than
+    /// [`TEXT_LEN_MAX`]; [`CanaryError::IllegalTransition`] unless pending.
     pub fn start(&mut self, now: Timestamp, actor: Actor) -> Result<Decision> {
+        Self::check_text(&actor, "")?;
         self.require(
             Command::Start,
             &[PhaseKind::Pending],
@@ -857,8 +871,10 @@ impl Rollout {
     /// last step below 100 % this promotes.
     ///
     /// # Errors
-    /// [`CanaryError::IllegalTransition`] unless progressing or paused.
+    /// [`CanaryError::InvalidCommand`] for an operator name or note longer than
+    /// [`TEXT_LEN_MAX`]; [`CanaryError::IllegalTransition`] unless progressing or paused.
     pub fn promote(&mut self, now: Timestamp, actor: Actor) -> Result<Decision> {
+        Self::check_text(&actor, "")?;
         self.require(
             Command::Promote,
             &[PhaseKind::Progressing, PhaseKind::Paused],
@@ -872,8 +888,10 @@ impl Rollout {
     /// Promotes the canary to 100 % now, skipping the remaining steps.
     ///
     /// # Errors
-    /// [`CanaryError::IllegalTransition`] unless progressing or paused.
+    /// [`CanaryError::InvalidCommand`] for an operator name or note longer than
+    /// [`TEXT_LEN_MAX`]; [`CanaryError::IllegalTransition`] unless progressing or paused.
     pub fn promote_full(&mut self, now: Timestamp, actor: Actor) -> Result<Decision> {
+        Self::check_text(&actor, "")?;
         self.require(
             Command::PromoteFull,
             &[PhaseKind::Progressing, PhaseKind::Paused],
@@ -897,8 +915,10 @@ impl Rollout {
     /// promoted deliberately.
     ///
     /// # Errors
-    /// [`CanaryError::IllegalTransition`] unless progressing.
+    /// [`CanaryError::InvalidCommand`] for an operator name or note longer than
+    /// [`TEXT_LEN_MAX`]; [`CanaryError::IllegalTransition`] unless progressing.
     pub fn skip_step(&mut self, now: Timestamp, actor: Actor) -> Result<Decision> {
+        Self::check_text(&actor, "")?;
         self.require(
             Command::SkipStep,
             &[PhaseKind::Progressing],
@@ -913,8 +933,10 @@ impl Rollout {
     /// and can still roll back.
     ///
     /// # Errors
-    /// [`CanaryError::IllegalTransition`] unless progressing.
+    /// [`CanaryError::InvalidCommand`] for an operator name or note longer than
+    /// [`TEXT_LEN_MAX`]; [`CanaryError::IllegalTransition`] unless progressing.
     pub fn pause(&mut self, now: Timestamp, actor: Actor, note: &str) -> Result<Decision> {
+        Self::check_text(&actor, note)?;
         self.require(
             Command::Pause,
             &[PhaseKind::Progressing],
@@ -933,9 +955,11 @@ impl Rollout {
     /// Resumes a manually or inconclusively paused rollout at its current step.
     ///
     /// # Errors
-    /// [`CanaryError::IllegalTransition`] unless paused; a rollout awaiting approval is
+    /// [`CanaryError::InvalidCommand`] for an operator name or note longer than
+    /// [`TEXT_LEN_MAX`]; [`CanaryError::IllegalTransition`] unless paused; a rollout awaiting approval is
     /// continued with [`promote`](Rollout::promote).
     pub fn resume(&mut self, now: Timestamp, actor: Actor) -> Result<Decision> {
+        Self::check_text(&actor, "")?;
         self.require(
             Command::Resume,
             &[PhaseKind::Paused],
@@ -968,8 +992,10 @@ impl Rollout {
     /// Rolls the canary back now.
     ///
     /// # Errors
-    /// [`CanaryError::IllegalTransition`] unless progressing or paused.
+    /// [`CanaryError::InvalidCommand`] for an operator name or note longer than
+    /// [`TEXT_LEN_MAX`]; [`CanaryError::IllegalTransition`] unless progressing or paused.
     pub fn rollback(&mut self, now: Timestamp, actor: Actor, note: &str) -> Result<Decision> {
+        Self::check_text(&actor, note)?;
         self.require(
             Command::RollBack,
             &[PhaseKind::Progressing, PhaseKind::Paused],
@@ -990,8 +1016,10 @@ impl Rollout {
     /// Aborts the rollout: all traffic to stable, final.
     ///
     /// # Errors
-    /// [`CanaryError::IllegalTransition`] when the rollout is already over.
+    /// [`CanaryError::InvalidCommand`] for an operator name or note longer than
+    /// [`TEXT_LEN_MAX`]; [`CanaryError::IllegalTransition`] when the rollout is already over.
     pub fn abort(&mut self, now: Timestamp, actor: Actor, note: &str) -> Result<Decision> {
+        Self::check_text(&actor, note)?;
         self.require(
             Command::Abort,
             &[
@@ -1013,6 +1041,19 @@ impl Rollout {
             note.to_owned(),
         );
         Ok(self.decision(Action::RollBack, None))
+    }
+
+    fn check_text(actor: &Actor, note: &str) -> Result<()> {
+        let name_len = match actor {
+            Actor::System => 0,
+            Actor::Operator(n) => n.len(),
+        };
+        if name_len > TEXT_LEN_MAX || note.len() > TEXT_LEN_MAX {
+            return Err(CanaryError::InvalidCommand {
+                reason: format!("operator names and notes are limited to {TEXT_LEN_MAX} bytes"),
+            });
+        }
+        Ok(())
     }
 
     fn require(&self, command: Command, allowed: &[PhaseKind], hint: &'static str) -> Result<()> {

@@ -163,7 +163,7 @@ fn healthy_rollout_reaches_100_percent_through_every_step() {
 #[test]
 fn regression_at_25_percent_rolls_back_within_interval_times_failure_limit() {
     let mut h = Harness::new(plan(), policy());
-    h.run_until(Traffic::healthy(), 60, |d| d.weight_percent == 25);
+    let _ = h.run_until(Traffic::healthy(), 60, |d| d.weight_percent == 25);
     let entered = h.clock.now();
     let bad = Traffic {
         canary_error_rate: 0.03,
@@ -334,7 +334,7 @@ fn an_inconclusive_pause_ends_with_the_configured_outcome() {
 #[test]
 fn manual_abort_sends_traffic_back_and_ends_the_rollout() {
     let mut h = Harness::new(plan(), policy());
-    h.run_until(Traffic::healthy(), 60, |d| d.weight_percent == 10);
+    let _ = h.run_until(Traffic::healthy(), 60, |d| d.weight_percent == 10);
     let now = h.clock.now();
     let d = h
         .rollout
