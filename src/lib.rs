@@ -14,4 +14,5 @@
 #![warn(missing_docs)]
 
 pub use credits_core as credits;
+pub use audit_chain as audit;
 pub use metered_clock as clock;
