@@ -221,7 +221,7 @@ pub struct HealthPolicy {
     checks: Vec<MetricCheck>,
     prior: Beta,
     fail_confidence: f64,
-    pass_confidence: f64,
+    pass_below: f64,
     min_baseline_sample: u64,
     critical_min_sample: u64,
     failure_limit: u32,
@@ -243,7 +243,7 @@ pub struct HealthPolicyBuilder {
     checks: Vec<MetricCheck>,
     prior: (f64, f64),
     fail_confidence: f64,
-    pass_confidence: f64,
+    pass_below: f64,
     min_baseline_sample: u64,
     critical_min_sample: u64,
     failure_limit: u32,
@@ -271,16 +271,17 @@ impl HealthPolicyBuilder {
         self
     }
 
-    /// Posterior probability of a breach needed to fail a check (default 0.95).
+    /// Posterior probability of a breach needed to fail a check (default 0.99).
     pub fn fail_confidence(mut self, p: f64) -> Self {
         self.fail_confidence = p;
         self
     }
 
-    /// Posterior probability of being within the limit needed to pass a check (default
-    /// 0.5: more likely within than not). Between the two the check is inconclusive.
-    pub fn pass_confidence(mut self, p: f64) -> Self {
-        self.pass_confidence = p;
+    /// A check passes while the posterior probability of a breach stays below this (default
+    /// 0.8). From it up to `fail_confidence` the check is inconclusive: probably bad, not yet
+    /// sure; the rollout holds and gathers data.
+    pub fn pass_below(mut self, p: f64) -> Self {
+        self.pass_below = p;
         self
     }
 
@@ -356,7 +357,7 @@ impl HealthPolicyBuilder {
     /// # Errors
     /// [`CanaryError::InvalidPolicy`] naming the first bad setting: no checks or more than
     /// [`CHECKS_MAX`], a bad check, a prior that is not finite and positive, confidences
-    /// outside `(0, 1)` or with `pass_confidence > fail_confidence`... (see each setter), a
+    /// outside `(0, 1)`, a `fail_confidence` below 0.5 or below `pass_below`, a
     /// zero limit, a zero pause, an SRM threshold outside `(0, 1)`.
     pub fn build(self) -> Result<HealthPolicy> {
         let bad =
@@ -380,7 +381,7 @@ impl HealthPolicyBuilder {
             })?;
         for (field, p) in [
             ("fail_confidence", self.fail_confidence),
-            ("pass_confidence", self.pass_confidence),
+            ("pass_below", self.pass_below),
         ] {
             if !(p > 0.0 && p < 1.0) {
                 return bad(field, format!("must be strictly between 0 and 1, got {p}"));
@@ -392,12 +393,12 @@ impl HealthPolicyBuilder {
                 format!("must be at least 0.5, got {}", self.fail_confidence),
             );
         }
-        if self.pass_confidence > self.fail_confidence {
+        if self.pass_below > self.fail_confidence {
             return bad(
-                "pass_confidence",
+                "pass_below",
                 format!(
                     "{} exceeds fail_confidence {}",
-                    self.pass_confidence, self.fail_confidence
+                    self.pass_below, self.fail_confidence
                 ),
             );
         }
@@ -438,7 +439,7 @@ impl HealthPolicyBuilder {
             checks: self.checks,
             prior,
             fail_confidence: self.fail_confidence,
-            pass_confidence: self.pass_confidence,
+            pass_below: self.pass_below,
             min_baseline_sample: self.min_baseline_sample,
             critical_min_sample: self.critical_min_sample,
             failure_limit: self.failure_limit,
@@ -461,8 +462,8 @@ impl HealthPolicy {
         HealthPolicyBuilder {
             checks: Vec::new(),
             prior: (1.0, 1.0),
-            fail_confidence: 0.95,
-            pass_confidence: 0.5,
+            fail_confidence: 0.99,
+            pass_below: 0.8,
             min_baseline_sample: 100,
             critical_min_sample: 50,
             failure_limit: 3,
@@ -488,10 +489,10 @@ impl HealthPolicy {
     pub fn fail_confidence(&self) -> f64 {
         self.fail_confidence
     }
-    /// Posterior probability of compliance that passes a check.
+    /// Posterior probability of a breach below which a check passes.
     #[must_use]
-    pub fn pass_confidence(&self) -> f64 {
-        self.pass_confidence
+    pub fn pass_below(&self) -> f64 {
+        self.pass_below
     }
     /// Consecutive failures that roll back.
     #[must_use]
@@ -632,7 +633,7 @@ impl HealthPolicy {
                         };
                         let baseline = self.posterior(b);
                         let threshold = b.error_rate() * (1.0 + r);
-                        let thresholds = [self.fail_confidence, 1.0 - self.pass_confidence];
+                        let thresholds = [self.fail_confidence, self.pass_below];
                         match prob_relative_breach(baseline, canary, r, thresholds) {
                             Some(p) => (p, threshold),
                             None => return MetricResult::no_data(check),
@@ -641,7 +642,7 @@ impl HealthPolicy {
                 };
                 let verdict = if p_breach >= self.fail_confidence {
                     CheckVerdict::Fail
-                } else if 1.0 - p_breach >= self.pass_confidence {
+                } else if p_breach < self.pass_below {
                     CheckVerdict::Pass
                 } else {
                     CheckVerdict::Inconclusive
@@ -668,7 +669,7 @@ impl HealthPolicy {
                     Limit::Absolute(max) => {
                         let v = if canary.fail_lower > max {
                             CheckVerdict::Fail
-                        } else if canary.pass_upper <= max {
+                        } else if canary.pass_as_canary <= max {
                             CheckVerdict::Pass
                         } else {
                             CheckVerdict::Inconclusive
@@ -686,7 +687,7 @@ impl HealthPolicy {
                         let factor = 1.0 + r;
                         let v = if canary.fail_lower > factor * base.fail_upper {
                             CheckVerdict::Fail
-                        } else if canary.pass_upper <= factor * base.pass_lower {
+                        } else if canary.pass_as_canary <= factor * base.pass_as_baseline {
                             CheckVerdict::Pass
                         } else {
                             CheckVerdict::Inconclusive
@@ -710,28 +711,32 @@ impl HealthPolicy {
         }
     }
 
-    /// The quantile estimate and the one-sided bounds used to fail (at `fail_confidence`)
-    /// and to pass (at `pass_confidence`), in µs; `None` for an empty sketch.
+    /// The quantile estimate, its one-sided bounds at `fail_confidence` (a breach is that
+    /// sure beyond them), and the bounds that decide a pass: P(breach) < `pass_below` holds
+    /// when the canary's bound at that level is within the limit (for a baseline, the
+    /// mirror-image bound). In µs; `None` for an empty sketch.
     fn bounds(&self, sketch: &LatencySketch, q: f64) -> Option<QuantileBounds> {
         let micros = |d: std::time::Duration| d.as_secs_f64() * 1e6;
         // A two-sided interval at 2c − 1 has one-sided tails of 1 − c.
         let fail = sketch
             .quantile_interval(q, 2.0 * self.fail_confidence - 1.0)
             .ok()?;
-        let (pass_lower, pass_upper) = if self.pass_confidence > 0.5 + 1e-9 {
-            let pass = sketch
-                .quantile_interval(q, 2.0 * self.pass_confidence - 1.0)
-                .ok()?;
-            (micros(pass.lower), micros(pass.upper))
-        } else {
+        let pb = self.pass_below;
+        let (pass_as_canary, pass_as_baseline) = if (pb - 0.5).abs() < 1e-9 {
             (micros(fail.estimate), micros(fail.estimate))
+        } else if pb > 0.5 {
+            let iv = sketch.quantile_interval(q, 2.0 * pb - 1.0).ok()?;
+            (micros(iv.lower), micros(iv.upper))
+        } else {
+            let iv = sketch.quantile_interval(q, 1.0 - 2.0 * pb).ok()?;
+            (micros(iv.upper), micros(iv.lower))
         };
         Some(QuantileBounds {
             estimate: micros(fail.estimate),
             fail_lower: micros(fail.lower),
             fail_upper: micros(fail.upper),
-            pass_lower,
-            pass_upper,
+            pass_as_canary,
+            pass_as_baseline,
         })
     }
 
@@ -746,8 +751,8 @@ struct QuantileBounds {
     estimate: f64,
     fail_lower: f64,
     fail_upper: f64,
-    pass_lower: f64,
-    pass_upper: f64,
+    pass_as_canary: f64,
+    pass_as_baseline: f64,
 }
 
 /// Sample-ratio-mismatch p-value (Pearson's χ², via `bayes_ab::srm_check`) of `canary`

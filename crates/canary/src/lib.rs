@@ -10,6 +10,7 @@ mod mann_whitney;
 mod plan;
 mod rollout;
 mod routing;
+mod sim;
 mod stats;
 pub mod trail;
 
@@ -31,3 +32,4 @@ pub use rollout::{
     Phase, PhaseKind, Rollout, RolloutState, TEXT_LEN_MAX,
 };
 pub use routing::{Arm, Router};
+pub use sim::{SIM_ROLLOUTS_MAX, SimConfig, SimReport, simulate};

@@ -115,11 +115,8 @@ fn policies() {
         ("prior", base().prior(0.0, 1.0)),
         ("fail_confidence", base().fail_confidence(1.0)),
         ("fail_confidence", base().fail_confidence(0.4)),
-        ("pass_confidence", base().pass_confidence(0.0)),
-        (
-            "pass_confidence",
-            base().fail_confidence(0.9).pass_confidence(0.95),
-        ),
+        ("pass_below", base().pass_below(0.0)),
+        ("pass_below", base().fail_confidence(0.9).pass_below(0.95)),
         ("failure_limit", base().failure_limit(0)),
         ("total_failure_limit", base().total_failure_limit(0)),
         (

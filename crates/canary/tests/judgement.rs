@@ -52,8 +52,12 @@ fn p95_against_an_absolute_limit() {
     };
     assert_eq!(check(120.0, 10_000), Verdict::Healthy);
     assert_eq!(check(80.0, 10_000), Verdict::Unhealthy);
-    // Right at the limit the interval straddles it: undecided.
-    assert_eq!(check(95.0, 10_000), Verdict::Inconclusive);
+    // At the limit a breach is a coin flip: below `pass_below` (0.8), so it passes.
+    assert_eq!(check(95.0, 10_000), Verdict::Healthy);
+    // Just below it a breach is likely (> 0.8) but not sure (< 0.99): undecided.
+    assert_eq!(check(94.65, 10_000), Verdict::Inconclusive);
+    // With more data the same gap is sure.
+    assert_eq!(check(94.65, 1_000_000), Verdict::Unhealthy);
     // Without latencies there is nothing to judge.
     let policy = latency_policy(MetricCheck::latency_max(0.95, 1e5));
     let obs = Observations::canary_only(ArmObservation::counts(10_000, 0));
