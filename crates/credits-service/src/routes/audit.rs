@@ -1,0 +1,211 @@
+//! Audit (operator only): verify a range of the log, the latest checkpoint, and the
+//! inclusion proof of one entry.
+
+use std::sync::Arc;
+
+use audit_chain::{Checkpoint, Hash, verify_range, verify_sink};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::state::AppState;
+
+/// Most entries one verification request may cover.
+const VERIFY_RANGE_MAX: u64 = 1_000_000;
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/audit/verify", post(verify))
+        .route(
+            "/v1/audit/checkpoint",
+            get(latest_checkpoint).post(new_checkpoint),
+        )
+        .route("/v1/audit/entries/{index}/proof", get(proof))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyRequest {
+    /// First log index (default 0).
+    #[serde(default)]
+    start: u64,
+    /// One past the last index (default: the end of the log).
+    end: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct VerifyResponse {
+    intact: bool,
+    start: u64,
+    end: u64,
+    report: audit_chain::VerifyReport,
+}
+
+/// Verifies hashes, MACs, links and sequence numbers of `[start, end)`. A range from 0 to
+/// the end of the log is also checked against the writer's latest checkpoint (its size and
+/// Merkle root), which catches truncation.
+async fn verify(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<VerifyRequest>,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    state.auth.admin(&headers)?;
+    let audit = &state.audit;
+    let size = audit.writer.size();
+    let end = body.end.unwrap_or(size);
+    if body.start > end || end > size {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            format!("need start <= end <= {size} (the log size)"),
+        ));
+    }
+    if end - body.start > VERIFY_RANGE_MAX {
+        return Err(ApiError::bad_request(
+            "range_too_large",
+            format!("verify at most {VERIFY_RANGE_MAX} entries per request"),
+        ));
+    }
+    let report = match audit.writer.latest_checkpoint() {
+        Some(cp) if body.start == 0 && cp.size == end => verify_sink_prefix(&state, &cp).await?,
+        _ => verify_range(audit.sink.as_ref(), &audit.keyring, body.start..end).await?,
+    };
+    if !report.is_intact() {
+        tracing::error!(failure = ?report.failure, "audit verification failed");
+    }
+    Ok(Json(VerifyResponse {
+        intact: report.is_intact(),
+        start: body.start,
+        end,
+        report,
+    }))
+}
+
+async fn verify_sink_prefix(
+    state: &AppState,
+    checkpoint: &Checkpoint,
+) -> Result<audit_chain::VerifyReport, ApiError> {
+    // The whole log against the checkpoint; entries written after it would count as a
+    // mismatch, so only call this when the checkpoint covers the whole range asked for.
+    Ok(verify_sink(
+        state.audit.sink.as_ref(),
+        &state.audit.keyring,
+        Some(checkpoint),
+    )
+    .await?)
+}
+
+#[derive(Debug, Serialize)]
+struct CheckpointDto {
+    origin: String,
+    size: u64,
+    root: String,
+    /// The C2SP checkpoint body (`origin\nsize\nbase64(root)\n`).
+    body: String,
+}
+
+fn checkpoint_dto(cp: &Checkpoint) -> CheckpointDto {
+    CheckpointDto {
+        origin: cp.origin.clone(),
+        size: cp.size,
+        root: hex(&cp.root),
+        body: cp.to_body(),
+    }
+}
+
+/// The latest checkpoint the writer made (one is made at start, every N entries, every
+/// interval and on `POST`).
+async fn latest_checkpoint(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<CheckpointDto>, ApiError> {
+    state.auth.admin(&headers)?;
+    let cp = match state.audit.writer.latest_checkpoint() {
+        Some(cp) => cp,
+        None => state.audit.writer.flush().await?,
+    };
+    Ok(Json(checkpoint_dto(&cp)))
+}
+
+/// Writes everything buffered and makes a fresh checkpoint.
+async fn new_checkpoint(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<CheckpointDto>, ApiError> {
+    state.auth.admin(&headers)?;
+    let cp = state.audit.writer.flush().await?;
+    Ok(Json(checkpoint_dto(&cp)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofQuery {
+    /// Tree size to prove against (default: the current durable size).
+    size: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProofDto {
+    index: u64,
+    size: u64,
+    stream: String,
+    seq: u64,
+    leaf_hash: String,
+    root: String,
+    proof: Vec<String>,
+}
+
+/// The RFC 9162 inclusion proof of entry `index` in the tree of `size` entries, with the
+/// leaf hash and the root it leads to. Verify it with `audit_chain::merkle::verify_inclusion`.
+async fn proof(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(index): Path<String>,
+    query: Result<Query<ProofQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ProofDto>, ApiError> {
+    state.auth.admin(&headers)?;
+    let index: u64 = index
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_index", "an entry index is a whole number"))?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let writer = &state.audit.writer;
+    let size = q.size.unwrap_or_else(|| writer.size());
+    if index >= size {
+        return Err(ApiError::not_found(
+            "unknown_entry",
+            format!("entry {index} is not in a tree of {size} entries"),
+        ));
+    }
+    let proof: Vec<Hash> = writer.inclusion_proof(index, size)?;
+    let root = writer.root_at(size)?;
+    let record = state
+        .audit
+        .sink
+        .read(index, 1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found("unknown_entry", format!("entry {index} not stored")))?;
+    Ok(Json(ProofDto {
+        index,
+        size,
+        stream: record.entry.stream().to_owned(),
+        seq: record.entry.seq(),
+        leaf_hash: hex(&record.entry.leaf_hash()),
+        root: hex(&root),
+        proof: proof.iter().map(|h| hex(h)).collect(),
+    }))
+}

@@ -1,0 +1,470 @@
+//! Credits: tenants, grants, consumption, holds (reserve → commit / cancel), refunds,
+//! balance and paged history.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_chain::MaskingPolicy;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use credits_core::{
+    Amount, Balance, Effect, EntrySeq, GrantOptions, HoldId, HoldResolution, HoldState,
+    IdempotencyKey, JournalEntry, Outcome, PageRequest, TenantId, TenantSettings,
+    store::PAGE_LEN_MAX,
+};
+use metered_clock::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::state::AppState;
+
+/// The header carrying a mutation's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Most metadata pairs a grant may carry (they are logged, masked).
+const METADATA_PAIRS_MAX: usize = 16;
+/// Longest hold time-to-live accepted (30 days).
+const HOLD_TTL_MAX: Duration = Duration::from_secs(30 * 86_400);
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/tenants", post(create_tenant))
+        .route("/v1/tenants/{tenant}/balance", get(balance))
+        .route("/v1/tenants/{tenant}/history", get(history))
+        .route("/v1/tenants/{tenant}/grants", post(grant))
+        .route("/v1/tenants/{tenant}/consume", post(consume))
+        .route("/v1/tenants/{tenant}/holds", post(reserve))
+        .route("/v1/tenants/{tenant}/holds/{hold}", get(hold))
+        .route("/v1/tenants/{tenant}/holds/{hold}/commit", post(commit))
+        .route("/v1/tenants/{tenant}/holds/{hold}/cancel", post(cancel))
+        .route("/v1/tenants/{tenant}/refunds", post(refund))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
+    let value = headers.get(IDEMPOTENCY_KEY).ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_idempotency_key",
+            "mutations need an Idempotency-Key header (retry with the same key to apply once)",
+        )
+    })?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("invalid_idempotency_key", "must be printable ASCII"))?;
+    Ok(IdempotencyKey::new(text)?)
+}
+
+fn parse_hold(raw: &str) -> Result<HoldId, ApiError> {
+    raw.parse::<u64>()
+        .map(HoldId::new)
+        .map_err(|_| ApiError::bad_request("invalid_hold_id", "a hold id is a whole number"))
+}
+
+fn amount(units: u64) -> Result<Amount, ApiError> {
+    if units == 0 {
+        return Err(credits_core::LedgerError::ZeroAmount.into());
+    }
+    Ok(Amount::new(units))
+}
+
+/// A balance in JSON.
+#[derive(Debug, Serialize)]
+pub(crate) struct BalanceDto {
+    available: u64,
+    held: u64,
+    overdrawn: u64,
+}
+
+impl From<Balance> for BalanceDto {
+    fn from(b: Balance) -> Self {
+        BalanceDto {
+            available: b.available.units(),
+            held: b.held.units(),
+            overdrawn: b.overdrawn.units(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum EffectDto {
+    Granted {
+        lot: Option<u64>,
+    },
+    Consumed,
+    Reserved {
+        hold: u64,
+        expires_at_ms: u64,
+    },
+    Committed {
+        hold: u64,
+        committed: u64,
+        released: u64,
+    },
+    Cancelled {
+        hold: u64,
+        released: u64,
+    },
+    Refunded {
+        lot: Option<u64>,
+    },
+    Other,
+}
+
+#[derive(Debug, Serialize)]
+struct OutcomeDto {
+    entry: u64,
+    at_ms: u64,
+    balance: BalanceDto,
+    effect: EffectDto,
+}
+
+impl From<Outcome> for OutcomeDto {
+    fn from(o: Outcome) -> Self {
+        let effect = match o.effect {
+            Effect::Granted { lot } => EffectDto::Granted {
+                lot: lot.map(|l| l.get()),
+            },
+            Effect::Consumed => EffectDto::Consumed,
+            Effect::Reserved { hold, expires_at } => EffectDto::Reserved {
+                hold: hold.get(),
+                expires_at_ms: expires_at.as_unix_millis(),
+            },
+            Effect::Committed {
+                hold,
+                committed,
+                released,
+            } => EffectDto::Committed {
+                hold: hold.get(),
+                committed: committed.units(),
+                released: released.units(),
+            },
+            Effect::Cancelled { hold, released } => EffectDto::Cancelled {
+                hold: hold.get(),
+                released: released.units(),
+            },
+            Effect::Refunded { lot } => EffectDto::Refunded {
+                lot: lot.map(|l| l.get()),
+            },
+            _ => EffectDto::Other,
+        };
+        OutcomeDto {
+            entry: o.entry.get(),
+            at_ms: o.at.as_unix_millis(),
+            balance: o.balance.into(),
+            effect,
+        }
+    }
+}
+
+fn outcome(o: Outcome) -> Json<OutcomeDto> {
+    Json(o.into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    tenant: String,
+    #[serde(default)]
+    overdraft_limit: u64,
+}
+
+async fn create_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> Result<impl IntoResponse, ApiError> {
+    state.auth.admin(&headers)?;
+    let tenant = TenantId::new(&body.tenant)?;
+    let settings = TenantSettings {
+        overdraft_limit: Amount::new(body.overdraft_limit),
+    };
+    state
+        .guarded(state.ledger.create_tenant(&tenant, settings))
+        .await?;
+    tracing::info!(%tenant, "tenant created");
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            serde_json::json!({ "tenant": tenant.as_str(), "overdraft_limit": body.overdraft_limit }),
+        ),
+    ))
+}
+
+async fn balance(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<BalanceDto>, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let b = state.guarded(state.ledger.balance(&tenant)).await?;
+    Ok(Json(b.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Grant {
+    amount: u64,
+    expires_at_ms: Option<u64>,
+    #[serde(default)]
+    priority: u16,
+    /// Free-form context (e.g. a payment reference), logged with payment-like fields masked.
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+async fn grant(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Grant>,
+) -> Result<Json<OutcomeDto>, ApiError> {
+    state.auth.admin(&headers)?;
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let key = idempotency_key(&headers)?;
+    let amount = amount(body.amount)?;
+    if body.metadata.len() > METADATA_PAIRS_MAX
+        || body
+            .metadata
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 256)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_metadata",
+            format!(
+                "at most {METADATA_PAIRS_MAX} pairs, keys of 1 to 64 bytes, values up to 256 bytes"
+            ),
+        ));
+    }
+    let mut options = GrantOptions::default().priority(body.priority);
+    if let Some(ms) = body.expires_at_ms {
+        options = options.expires_at(Timestamp::from_unix_millis(ms));
+    }
+    let o = state
+        .guarded(state.ledger.grant(&tenant, key.clone(), amount, options))
+        .await?;
+    let mut metadata = body.metadata;
+    MaskingPolicy::standard().apply(&mut metadata);
+    tracing::info!(%tenant, key = %key, amount = amount.units(), ?metadata, "credits granted");
+    Ok(outcome(o))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Consume {
+    amount: u64,
+}
+
+async fn consume(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Consume>,
+) -> Result<Json<OutcomeDto>, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let key = idempotency_key(&headers)?;
+    let amount = amount(body.amount)?;
+    let o = state
+        .guarded(state.ledger.consume(&tenant, key, amount))
+        .await?;
+    Ok(outcome(o))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reserve {
+    amount: u64,
+    ttl_ms: u64,
+}
+
+async fn reserve(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Reserve>,
+) -> Result<Json<OutcomeDto>, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let key = idempotency_key(&headers)?;
+    let amount = amount(body.amount)?;
+    let ttl = Duration::from_millis(body.ttl_ms);
+    if ttl > HOLD_TTL_MAX {
+        return Err(ApiError::bad_request(
+            "ttl_too_long",
+            "a hold may live at most 30 days",
+        ));
+    }
+    let o = state
+        .guarded(state.ledger.reserve(&tenant, key, amount, ttl))
+        .await?;
+    Ok(outcome(o))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum HoldDto {
+    Active { amount: u64, expires_at_ms: u64 },
+    Committed { committed: u64 },
+    Cancelled,
+    Expired,
+    Other,
+}
+
+async fn hold(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, hold)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<HoldDto>, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let hold = parse_hold(&hold)?;
+    let h = state.guarded(state.ledger.hold(&tenant, hold)).await?;
+    Ok(Json(match h {
+        HoldState::Active { amount, expires_at } => HoldDto::Active {
+            amount: amount.units(),
+            expires_at_ms: expires_at.as_unix_millis(),
+        },
+        HoldState::Resolved(HoldResolution::Committed { committed }) => HoldDto::Committed {
+            committed: committed.units(),
+        },
+        HoldState::Resolved(HoldResolution::Cancelled) => HoldDto::Cancelled,
+        HoldState::Resolved(HoldResolution::Expired) => HoldDto::Expired,
+        #[allow(unreachable_patterns)] // `HoldResolution` may grow.
+        _ => HoldDto::Other,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Commit {
+    amount: u64,
+}
+
+async fn commit(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, hold)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Commit>,
+) -> Result<Json<OutcomeDto>, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let hold = parse_hold(&hold)?;
+    let key = idempotency_key(&headers)?;
+    let amount = amount(body.amount)?;
+    let o = state
+        .guarded(state.ledger.commit(&tenant, key, hold, amount))
+        .await?;
+    Ok(outcome(o))
+}
+
+async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, hold)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<OutcomeDto>, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let hold = parse_hold(&hold)?;
+    let key = idempotency_key(&headers)?;
+    let o = state
+        .guarded(state.ledger.cancel(&tenant, key, hold))
+        .await?;
+    Ok(outcome(o))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Refund {
+    entry: u64,
+    amount: u64,
+}
+
+async fn refund(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Refund>,
+) -> Result<Json<OutcomeDto>, ApiError> {
+    state.auth.admin(&headers)?;
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let key = idempotency_key(&headers)?;
+    let amount = amount(body.amount)?;
+    let o = state
+        .guarded(
+            state
+                .ledger
+                .refund(&tenant, key, EntrySeq::new(body.entry), amount),
+        )
+        .await?;
+    Ok(outcome(o))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct EntryDto {
+    seq: u64,
+    at_ms: u64,
+    kind: &'static str,
+    amount: u64,
+    before: BalanceDto,
+    after: BalanceDto,
+    hold: Option<u64>,
+    lot: Option<u64>,
+    refers_to: Option<u64>,
+    key: Option<String>,
+}
+
+impl From<JournalEntry> for EntryDto {
+    fn from(e: JournalEntry) -> Self {
+        EntryDto {
+            seq: e.seq.get(),
+            at_ms: e.at.as_unix_millis(),
+            kind: e.kind.as_str(),
+            amount: e.amount.units(),
+            before: e.before.into(),
+            after: e.after.into(),
+            hold: e.hold.map(|h| h.get()),
+            lot: e.lot.map(|l| l.get()),
+            refers_to: e.refers_to.map(|r| r.get()),
+            key: e.key.map(|k| k.as_str().to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryDto {
+    entries: Vec<EntryDto>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    next: Option<u64>,
+}
+
+async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryDto>, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=PAGE_LEN_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be 1 to {PAGE_LEN_MAX}"),
+        ));
+    }
+    let page = PageRequest {
+        after: q.after.map(EntrySeq::new),
+        limit,
+    };
+    let page = state.guarded(state.ledger.history(&tenant, page)).await?;
+    Ok(Json(HistoryDto {
+        entries: page.entries.into_iter().map(EntryDto::from).collect(),
+        next: page.next.map(EntrySeq::get),
+    }))
+}

@@ -1,0 +1,309 @@
+//! Experiments (per tenant): create a champion/challenger test, assign units, record
+//! results, evaluate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bayes_ab::{
+    DecisionRule, ErrorRateGuardrail, ExperimentEvaluation, ExperimentState, ExperimentStore,
+    Guardrails, InMemoryExperimentStore, LatencyGuardrail, Outcome, StoppingMode, TrafficSplit,
+};
+use credits_core::TenantId;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::state::AppState;
+
+/// Most experiments the service keeps (all tenants together).
+pub(crate) const EXPERIMENTS_MAX: usize = 10_000;
+/// Longest experiment id accepted.
+const ID_LEN_MAX: usize = 128;
+
+/// The rule, guardrails and split of one experiment (the counts live in the store).
+#[derive(Debug)]
+struct Spec {
+    rule: DecisionRule,
+    guardrails: Guardrails,
+    split: TrafficSplit,
+}
+
+/// Experiments of every tenant, keyed `tenant/id`.
+pub(crate) struct Experiments {
+    store: Arc<dyn ExperimentStore>,
+    specs: RwLock<HashMap<String, Arc<Spec>>>,
+}
+
+impl std::fmt::Debug for Experiments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Experiments")
+            .field("count", &self.specs.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Experiments {
+    pub(crate) fn in_memory() -> Self {
+        Experiments {
+            store: Arc::new(InMemoryExperimentStore::new()),
+            specs: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn spec(&self, key: &str) -> Result<Arc<Spec>, ApiError> {
+        self.specs.read().get(key).cloned().ok_or_else(|| {
+            ApiError::not_found("unknown_experiment", format!("no experiment {key:?}"))
+        })
+    }
+}
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/experiments", post(create))
+        .route("/v1/tenants/{tenant}/experiments/{id}/assign", post(assign))
+        .route(
+            "/v1/tenants/{tenant}/experiments/{id}/results",
+            post(record),
+        )
+        .route(
+            "/v1/tenants/{tenant}/experiments/{id}/evaluation",
+            get(evaluate),
+        )
+}
+
+fn key(tenant: &TenantId, id: &str) -> Result<String, ApiError> {
+    if id.is_empty()
+        || id.len() > ID_LEN_MAX
+        || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+    {
+        return Err(ApiError::bad_request(
+            "invalid_experiment_id",
+            format!("an experiment id is 1 to {ID_LEN_MAX} printable ASCII bytes without '/'"),
+        ));
+    }
+    Ok(format!("{tenant}/{id}"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+enum StoppingDto {
+    Sequential {
+        alpha: f64,
+        tuning_sample: f64,
+    },
+    Bayesian {
+        prob_threshold: f64,
+        loss_threshold: f64,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateExperiment {
+    id: String,
+    /// Champion and challenger weights in basis points (default 5000/5000).
+    weights: Option<Vec<u32>>,
+    stopping: Option<StoppingDto>,
+    min_trials_per_arm: Option<u64>,
+    max_duration_ms: Option<u64>,
+    /// Roll back when the challenger's error rate is above this with 95 % confidence.
+    error_rate_max: Option<f64>,
+    /// Roll back when the challenger's p95 latency is above this with 95 % confidence.
+    latency_p95_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ExperimentDto {
+    id: String,
+    weights: Vec<u32>,
+    started_at_ms: u64,
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateExperiment>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let key = key(&tenant, &body.id)?;
+    let split = TrafficSplit::new(body.weights.unwrap_or_else(|| vec![5_000, 5_000]))?;
+    let mut rule = DecisionRule::builder();
+    if let Some(s) = body.stopping {
+        rule = rule.stopping(match s {
+            StoppingDto::Sequential {
+                alpha,
+                tuning_sample,
+            } => StoppingMode::sequential(alpha, tuning_sample)?,
+            StoppingDto::Bayesian {
+                prob_threshold,
+                loss_threshold,
+            } => StoppingMode::bayesian(prob_threshold, loss_threshold)?,
+        });
+    }
+    if let Some(n) = body.min_trials_per_arm {
+        rule = rule.min_trials_per_arm(n);
+    }
+    if let Some(ms) = body.max_duration_ms {
+        rule = rule.max_duration(Duration::from_millis(ms));
+    }
+    let rule = rule.build()?;
+    let guardrails = Guardrails {
+        error_rate: body
+            .error_rate_max
+            .map(|max| ErrorRateGuardrail::absolute(max, 0.95))
+            .transpose()?,
+        latency: body
+            .latency_p95_max_ms
+            .map(|ms| LatencyGuardrail::absolute(0.95, Duration::from_millis(ms), 0.95))
+            .transpose()?,
+    };
+    let experiments = &state.experiments;
+    if experiments.specs.read().len() >= EXPERIMENTS_MAX {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "too_many_experiments",
+            format!("the service keeps at most {EXPERIMENTS_MAX} experiments"),
+        ));
+    }
+    let now = state.clock.now();
+    let experiment = ExperimentState::new(key.clone(), split.clone(), now)?;
+    experiments
+        .store
+        .create(experiment)
+        .await
+        .map_err(|e| match e {
+            bayes_ab::Error::VersionConflict { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "experiment_exists",
+                format!("experiment {:?} already exists", body.id),
+            ),
+            other => other.into(),
+        })?;
+    let weights = split.weights().to_vec();
+    experiments.specs.write().insert(
+        key,
+        Arc::new(Spec {
+            rule,
+            guardrails,
+            split,
+        }),
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(ExperimentDto {
+            id: body.id,
+            weights,
+            started_at_ms: now.as_unix_millis(),
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Assign {
+    unit: String,
+}
+
+fn arm_name(arm: usize) -> &'static str {
+    if arm == 0 { "champion" } else { "challenger" }
+}
+
+/// The sticky arm of a unit: the same unit always gets the same arm.
+async fn assign(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Assign>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let key = key(&tenant, &id)?;
+    if body.unit.is_empty() || body.unit.len() > 256 {
+        return Err(ApiError::bad_request(
+            "invalid_unit",
+            "a unit id is 1 to 256 bytes",
+        ));
+    }
+    let spec = state.experiments.spec(&key)?;
+    let arm = spec.split.assign(&key, &body.unit);
+    Ok(Json(
+        serde_json::json!({ "arm": arm, "variant": arm_name(arm) }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordResult {
+    arm: usize,
+    #[serde(default)]
+    converted: bool,
+    #[serde(default)]
+    error: bool,
+    latency_ms: Option<f64>,
+    value: Option<f64>,
+}
+
+/// Adds one unit's outcome to an arm (an atomic merge in the store).
+async fn record(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RecordResult>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let key = key(&tenant, &id)?;
+    let spec = state.experiments.spec(&key)?;
+    let latency = match body.latency_ms {
+        None => None,
+        Some(ms) if ms.is_finite() && (0.0..=3_600_000.0).contains(&ms) => {
+            Some(Duration::from_secs_f64(ms / 1_000.0))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_latency",
+                "latency_ms must be a finite number from 0 to 3600000",
+            ));
+        }
+    };
+    let mut delta = ExperimentState::new(key, spec.split.clone(), state.clock.now())?;
+    delta.record(
+        body.arm,
+        Outcome {
+            converted: body.converted,
+            error: body.error,
+            latency,
+            value: body.value,
+        },
+    )?;
+    state.experiments.store.merge(&delta).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Evaluates the experiment now: decision, posterior summary, guardrails, sample-ratio
+/// check. Publishes `ab_test_probability_beat` and `ab_test_variants`.
+async fn evaluate(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<ExperimentEvaluation>, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant)?;
+    let key = key(&tenant, &id)?;
+    let spec = state.experiments.spec(&key)?;
+    let (experiment, _version) = state.experiments.store.load(&key).await?;
+    let evaluation = experiment.evaluate(&spec.rule, &spec.guardrails, state.clock.now())?;
+    let summary = &evaluation.evaluation.summary;
+    metrics::gauge!("ab_test_probability_beat", "test_id" => key.clone())
+        .set(summary.prob_b_beats_a);
+    metrics::gauge!("ab_test_variants", "test_id" => key.clone(), "type" => "champion")
+        .set(summary.mean_a);
+    metrics::gauge!("ab_test_variants", "test_id" => key, "type" => "challenger")
+        .set(summary.mean_b);
+    Ok(Json(evaluation))
+}

@@ -1,0 +1,7 @@
+//! HTTP handlers, one module per area.
+
+pub(crate) mod audit;
+pub(crate) mod credits;
+pub(crate) mod experiments;
+pub(crate) mod ops;
+pub(crate) mod rollouts;

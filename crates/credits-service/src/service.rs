@@ -1,0 +1,515 @@
+//! Building the service ([`Service::builder`]), serving it ([`Service::start`]) and shutting
+//! it down gracefully ([`RunningService::shutdown`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use audit_chain::{
+    AuditLog, AuditSink, AuditWriter, HmacKey, Keyring, MaskingPolicy, MemorySink, WriterConfig,
+};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use credits_core::{Ledger, LedgerStore, MemoryLedgerStore};
+use metered_clock::{Clock, SystemClock};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use rand::RngCore;
+use resilience::{BreakerConfig, CircuitBreaker, KeyedRateLimiter, OpenWait, Quota};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, LogFormat, decode_hex};
+use crate::error::{ApiError, ServiceError};
+use crate::ledger_audit::LedgerAuditHook;
+use crate::routes::experiments::Experiments;
+use crate::routes::rollouts::Rollouts;
+use crate::routes::{audit, credits, experiments, ops, rollouts};
+use crate::state::{AppState, AuditState, Backend};
+
+/// Latency buckets (seconds) of every `*_seconds` histogram.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Installs the process-wide Prometheus recorder on first use and returns its handle. Every
+/// service in the process shares it (the `metrics` facade has one global recorder).
+#[must_use]
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            let builder = builder
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed: /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Installs the global `tracing` subscriber (level from `RUST_LOG`, default `info`). Does
+/// nothing if one is installed already.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+type StoreWrapper = Box<dyn FnOnce(Arc<dyn LedgerStore>) -> Arc<dyn LedgerStore> + Send>;
+
+/// Builds a [`Service`]. Made by [`Service::builder`].
+#[must_use]
+pub struct ServiceBuilder {
+    config: Config,
+    clock: Option<Arc<dyn Clock>>,
+    wrap_store: Option<StoreWrapper>,
+}
+
+impl std::fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("config", &self.config)
+            .field("clock", &self.clock)
+            .field("wrap_store", &self.wrap_store.is_some())
+            .finish()
+    }
+}
+
+impl ServiceBuilder {
+    /// The clock of the ledger, breaker, limiter, experiments and rollouts (default: the
+    /// system clock). Tests pass a `ManualClock` to drive time.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Wraps the ledger store (memory or PostgreSQL) before the ledger uses it: for fault
+    /// injection in tests, caching or extra instrumentation.
+    pub fn wrap_store(
+        mut self,
+        wrap: impl FnOnce(Arc<dyn LedgerStore>) -> Arc<dyn LedgerStore> + Send + 'static,
+    ) -> Self {
+        self.wrap_store = Some(Box::new(wrap));
+        self
+    }
+
+    /// Sets up the backends: the audit writer, the ledger store (connecting to PostgreSQL
+    /// and running migrations when configured), the breaker and the limiter.
+    ///
+    /// # Errors
+    /// [`ServiceError::Backend`] if the audit log or the database cannot be set up;
+    /// [`ServiceError::Config`] for settings the primitives refuse.
+    pub async fn build(self) -> Result<Service, ServiceError> {
+        let config = self.config;
+        let metrics = metrics_handle();
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let backend_err =
+            |what: &str, e: &dyn std::fmt::Display| ServiceError::Backend(format!("{what}: {e}"));
+
+        let key_bytes = match &config.audit_hmac_key {
+            Some(hex) => decode_hex(hex.expose()).unwrap_or_default(),
+            None => {
+                tracing::warn!(
+                    "CREDITS_AUDIT_HMAC_KEY is not set: sealing the audit log with a random key \
+                     (entries cannot be verified after a restart)"
+                );
+                let mut bytes = vec![0u8; 32];
+                rand::rng().fill_bytes(&mut bytes);
+                bytes
+            }
+        };
+        let keyring = Arc::new(Keyring::new(HmacKey::new(1, &key_bytes).map_err(|e| {
+            ServiceError::Config {
+                var: "CREDITS_AUDIT_HMAC_KEY".to_owned(),
+                reason: e.to_string(),
+            }
+        })?));
+        let sink: Arc<dyn AuditSink> = Arc::new(MemorySink::new());
+        let writer_config = WriterConfig::builder(config.audit_origin.as_str())
+            .buffer_max(65_536)
+            .build()
+            .map_err(|e| ServiceError::Config {
+                var: "CREDITS_AUDIT_ORIGIN".to_owned(),
+                reason: e.to_string(),
+            })?;
+        let writer = AuditWriter::open(Arc::clone(&sink), writer_config, Arc::clone(&clock), None)
+            .await
+            .map_err(|e| backend_err("audit log", &e))?;
+
+        let (store, backend): (Arc<dyn LedgerStore>, Backend) = match &config.database_url {
+            Some(url) => {
+                let pg_config = credits_postgres::PgConfig::builder(url.expose())
+                    .application_name("credits-service")
+                    .build()
+                    .map_err(|e| backend_err("database configuration", &e))?;
+                let store = credits_postgres::PgLedgerStore::connect(pg_config, Arc::clone(&clock))
+                    .map_err(|e| backend_err("database", &e))?;
+                if config.migrate {
+                    let report = store
+                        .migrate()
+                        .await
+                        .map_err(|e| backend_err("migrations", &e))?;
+                    tracing::info!(?report, "database migrations applied");
+                }
+                let store = Arc::new(store);
+                (store.clone(), Backend::Postgres(store))
+            }
+            None => {
+                let hook = LedgerAuditHook::new(
+                    writer.clone(),
+                    Arc::clone(&keyring),
+                    MaskingPolicy::standard(),
+                );
+                let store = MemoryLedgerStore::builder()
+                    .journal_hook(Arc::new(hook))
+                    .build();
+                (Arc::new(store), Backend::Memory)
+            }
+        };
+        let store = match self.wrap_store {
+            Some(wrap) => wrap(store),
+            None => store,
+        };
+        let ledger = Ledger::from_shared(store, Arc::clone(&clock));
+
+        let b = config.breaker;
+        let breaker_config = BreakerConfig::builder()
+            .name("database")
+            .failure_rate_threshold(b.failure_rate_percent)
+            .count_window(b.window_calls)
+            .minimum_calls(b.minimum_calls)
+            .open_wait(OpenWait::Fixed(b.open_wait))
+            .half_open_calls(b.half_open_calls)
+            .metrics(true)
+            .build()
+            .map_err(|e| ServiceError::Config {
+                var: "CREDITS_BREAKER_*".to_owned(),
+                reason: e.to_string(),
+            })?;
+        let breaker = CircuitBreaker::with_clock(breaker_config, Arc::clone(&clock));
+        let r = config.rate_limit;
+        let limit_err = |e: resilience::Error| ServiceError::Config {
+            var: "CREDITS_RATE_LIMIT_*".to_owned(),
+            reason: e.to_string(),
+        };
+        let quota = Quota::per_second(r.per_second)
+            .and_then(|q| q.with_burst(r.burst))
+            .map_err(limit_err)?;
+        let limiter = KeyedRateLimiter::with_clock(quota, r.tenants_max, Arc::clone(&clock))
+            .map_err(limit_err)?;
+
+        let trail = Arc::new(AuditLog::new(
+            writer.clone(),
+            Keyring::clone(&keyring),
+            MaskingPolicy::standard(),
+        ));
+        let state = Arc::new(AppState {
+            ledger,
+            backend,
+            breaker,
+            limiter,
+            auth: Authenticator::new(&config),
+            audit: AuditState {
+                writer,
+                sink,
+                keyring,
+            },
+            experiments: Experiments::in_memory(),
+            rollouts: Rollouts::new(trail),
+            metrics,
+            clock,
+            request_timeout: config.request_timeout,
+        });
+        if config.admin_token.is_none() {
+            tracing::warn!("CREDITS_ADMIN_TOKEN is not set: operator endpoints refuse everyone");
+        }
+        if config.tenant_tokens.is_empty() {
+            tracing::warn!("CREDITS_TENANT_TOKENS is not set: no tenant can authenticate");
+        }
+        Ok(Service { state, config })
+    }
+}
+
+/// The credits service: built, not yet listening.
+///
+/// See the [crate documentation](crate) for an example.
+#[derive(Debug)]
+pub struct Service {
+    state: Arc<AppState>,
+    config: Config,
+}
+
+impl Service {
+    /// A builder for a service with `config`.
+    pub fn builder(config: Config) -> ServiceBuilder {
+        ServiceBuilder {
+            config,
+            clock: None,
+            wrap_store: None,
+        }
+    }
+
+    /// The axum router with every endpoint and middleware (for embedding the service in
+    /// another server, or testing it without a socket).
+    #[must_use]
+    pub fn router(&self) -> Router {
+        router(Arc::clone(&self.state), self.config.body_limit_bytes)
+    }
+
+    /// Runs the start-up recovery pass (expiries due while the service was down), binds
+    /// the configured address and starts serving, the expiry sweeper and metrics upkeep.
+    ///
+    /// # Errors
+    /// [`ServiceError::Bind`] if the address cannot be bound; storage errors of the recovery
+    /// pass as [`ServiceError::Backend`].
+    pub async fn start(self) -> Result<RunningService, ServiceError> {
+        let state = self.state;
+        let report = state
+            .ledger
+            .recover()
+            .await
+            .map_err(|e| ServiceError::Backend(format!("recovery pass: {e}")))?;
+        tracing::debug!(?report, "start-up recovery done");
+        let addr = self.config.listen_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServiceError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServiceError::Bind { addr, source })?;
+        let app = router(Arc::clone(&state), self.config.body_limit_bytes);
+        let (tx, rx) = oneshot::channel::<()>();
+        let serve = axum::serve(
+            axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        let server = tokio::spawn(async move { serve.await });
+        let background = vec![
+            tokio::spawn(sweeper(Arc::clone(&state), self.config.sweep_interval)),
+            tokio::spawn(upkeep(state.metrics.clone())),
+        ];
+        tracing::info!(addr = %local, backend = state.backend.name(), "credits service listening");
+        Ok(RunningService {
+            addr: local,
+            shutdown: Some(tx),
+            server,
+            background,
+            state,
+            grace: self.config.shutdown_grace,
+        })
+    }
+}
+
+/// A service that is listening. Stop it with [`shutdown`](Self::shutdown); dropping it
+/// leaves the server running until the runtime stops.
+#[derive(Debug)]
+pub struct RunningService {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+    state: Arc<AppState>,
+    grace: Duration,
+}
+
+impl RunningService {
+    /// The address it listens on (with the real port when configured with port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `signal` completes (or the server fails), then shuts down gracefully.
+    ///
+    /// # Errors
+    /// As [`shutdown`](Self::shutdown).
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), ServiceError> {
+        tokio::select! {
+            () = signal => {}
+            result = &mut self.server => {
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(ServiceError::Serve(e)),
+                    Err(e) => Err(ServiceError::Serve(std::io::Error::other(e.to_string()))),
+                };
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (at most the configured
+    /// grace period; then remaining connections are dropped), stops the background tasks and
+    /// writes out the audit log with a final checkpoint.
+    ///
+    /// # Errors
+    /// [`ServiceError::Serve`] if the server had failed.
+    pub async fn shutdown(mut self) -> Result<(), ServiceError> {
+        tracing::info!("shutting down: finishing in-flight requests");
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        let result = match tokio::time::timeout(self.grace, &mut self.server).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ServiceError::Serve(e)),
+            Ok(Err(e)) => Err(ServiceError::Serve(std::io::Error::other(e.to_string()))),
+            Err(_) => {
+                tracing::warn!("grace period over: dropping the remaining connections");
+                self.server.abort();
+                Ok(())
+            }
+        };
+        match self.state.audit.writer.close().await {
+            Ok(cp) => tracing::info!(size = cp.size, "audit log closed"),
+            Err(error) => tracing::warn!(%error, "audit log close failed"),
+        }
+        result
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+async fn sweeper(state: Arc<AppState>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        // At most 16 steps of 1,024 tenants per tick, so one tick stays short.
+        for _ in 0..16 {
+            match state.guarded(state.ledger.sweep_step(1_024)).await {
+                Ok(report) if report.more => {}
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(code = error.body.code, "expiry sweep failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn upkeep(handle: PrometheusHandle) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        ticker.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+    Router::new()
+        .merge(credits::router())
+        .merge(audit::router())
+        .merge(experiments::router())
+        .merge(rollouts::router())
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), track))
+        .merge(ops::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(on_panic))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    ApiError::internal("internal error").into_response()
+}
+
+/// Times out slow requests, then records `http_requests_total` and
+/// `http_request_duration_seconds` by route template, method and status, and logs the
+/// request (never its headers or body).
+async fn track(
+    State(state): State<Arc<AppState>>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = state.clock.monotonic();
+    let method = request.method().clone();
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let response = match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took longer than the configured limit",
+        )
+        .retry_after(Some(Duration::from_secs(1)))
+        .into_response(),
+    };
+    let elapsed = state.clock.monotonic().saturating_duration_since(started);
+    let status = response.status().as_u16();
+    let labels = [
+        ("route", route.clone()),
+        ("method", method.as_str().to_owned()),
+        ("status", status.to_string()),
+    ];
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    if status >= 500 {
+        tracing::warn!(%method, route, status, latency_us, "request failed");
+    } else {
+        tracing::debug!(%method, route, status, latency_us, "request");
+    }
+    response
+}

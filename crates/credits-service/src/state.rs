@@ -1,0 +1,128 @@
+//! The shared state behind every handler.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_chain::{AuditSink, AuditWriter, Keyring};
+use axum::http::{HeaderMap, StatusCode};
+use credits_core::{Ledger, LedgerError, TenantId};
+use metered_clock::Clock;
+use metrics_exporter_prometheus::PrometheusHandle;
+use resilience::{CallError, CircuitBreaker, KeyedRateLimiter, Outcome};
+
+use crate::auth::{Authenticator, Caller};
+use crate::error::ApiError;
+use crate::routes::experiments::Experiments;
+use crate::routes::rollouts::Rollouts;
+
+/// Which ledger backend is in use.
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    /// In process memory.
+    Memory,
+    /// PostgreSQL.
+    Postgres(Arc<credits_postgres::PgLedgerStore>),
+}
+
+impl Backend {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the backend answers (a `SELECT 1` for PostgreSQL).
+    pub(crate) async fn ping(&self) -> Result<(), String> {
+        match self {
+            Backend::Memory => Ok(()),
+            Backend::Postgres(store) => {
+                let client = store.pool().get().await.map_err(|e| e.to_string())?;
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// The audit log pieces the audit endpoints read.
+#[derive(Debug)]
+pub(crate) struct AuditState {
+    pub(crate) writer: AuditWriter,
+    pub(crate) sink: Arc<dyn AuditSink>,
+    pub(crate) keyring: Arc<Keyring>,
+}
+
+/// Everything a handler needs. Shared as `Arc<AppState>`.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) ledger: Ledger,
+    pub(crate) backend: Backend,
+    pub(crate) breaker: CircuitBreaker<Arc<dyn Clock>>,
+    pub(crate) limiter: KeyedRateLimiter<TenantId, Arc<dyn Clock>>,
+    pub(crate) auth: Authenticator,
+    pub(crate) audit: AuditState,
+    pub(crate) experiments: Experiments,
+    pub(crate) rollouts: Rollouts,
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) request_timeout: Duration,
+}
+
+fn classify<T>(result: &Result<T, LedgerError>) -> Outcome {
+    match result {
+        Err(e) if e.is_storage() => Outcome::Failure,
+        _ => Outcome::Success,
+    }
+}
+
+impl AppState {
+    /// Authenticates the caller for `tenant`'s data and takes one permit of the tenant's
+    /// rate limit.
+    ///
+    /// # Errors
+    /// 401 without a valid token; 400 for a malformed tenant id; 403 when the token belongs
+    /// to another tenant; 429 when the tenant is over its rate.
+    pub(crate) fn tenant_access(
+        &self,
+        headers: &HeaderMap,
+        tenant: &str,
+    ) -> Result<TenantId, ApiError> {
+        let caller = self.auth.caller(headers)?;
+        let tenant = TenantId::new(tenant)?;
+        match caller {
+            Caller::Admin => {}
+            Caller::Tenant(own) if own == tenant => {}
+            Caller::Tenant(_) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this token is not valid for this tenant",
+                ));
+            }
+        }
+        self.limiter.try_acquire(&tenant, 1)?;
+        Ok(tenant)
+    }
+
+    /// Runs a ledger call through the circuit breaker. Storage failures count as failures;
+    /// domain answers (insufficient credits, unknown hold, …) count as successes, because
+    /// the store answered.
+    ///
+    /// # Errors
+    /// 503 `circuit_open` while the breaker rejects calls; the call's own error otherwise.
+    pub(crate) async fn guarded<T>(
+        &self,
+        call: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, ApiError> {
+        match self.breaker.call_with(classify, call).await {
+            Ok(v) => Ok(v),
+            Err(CallError::Rejected(e)) => Err(e.into()),
+            Err(CallError::Inner(e)) => Err(e.into()),
+        }
+    }
+}
