@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod driver;
 mod error;
 mod health;
 mod manager;
@@ -15,6 +17,8 @@ mod stats;
 pub mod trail;
 
 pub use bayes_ab::{LatencySketch, QuantileInterval};
+#[cfg(feature = "tokio")]
+pub use driver::{Actuator, Driver, MetricsSource, source_error};
 pub use error::{CanaryError, Result};
 pub use health::{
     ArmObservation, CHECKS_MAX, CheckVerdict, HealthPolicy, HealthPolicyBuilder, HealthReport,
