@@ -158,12 +158,12 @@ impl MetricCheck {
         if self.name.is_empty() || self.name.len() > NAME_LEN_MAX {
             return bad(format!("the name must be 1..={NAME_LEN_MAX} bytes"));
         }
-        if let MetricKind::Latency { quantile } = self.kind {
-            if !(quantile > 0.0 && quantile < 1.0) {
-                return bad(format!(
-                    "quantile {quantile} is not strictly between 0 and 1"
-                ));
-            }
+        if let MetricKind::Latency { quantile } = self.kind
+            && !(quantile > 0.0 && quantile < 1.0)
+        {
+            return bad(format!(
+                "quantile {quantile} is not strictly between 0 and 1"
+            ));
         }
         match (self.kind, self.limit) {
             (MetricKind::ErrorRate, Limit::Absolute(x)) if !(x > 0.0 && x < 1.0) => bad(format!(
@@ -427,13 +427,13 @@ impl HealthPolicyBuilder {
         if self.max_pause.is_zero() {
             return bad("max_pause", "must be positive".into());
         }
-        if let Some(p) = self.srm_p_value {
-            if !(p > 0.0 && p < 1.0) {
-                return bad(
-                    "srm_p_value",
-                    format!("must be strictly between 0 and 1, got {p}"),
-                );
-            }
+        if let Some(p) = self.srm_p_value
+            && !(p > 0.0 && p < 1.0)
+        {
+            return bad(
+                "srm_p_value",
+                format!("must be strictly between 0 and 1, got {p}"),
+            );
         }
         Ok(HealthPolicy {
             checks: self.checks,
@@ -865,15 +865,12 @@ impl Observations {
             ("canary", Some(&self.canary)),
             ("baseline", self.baseline.as_ref()),
         ] {
-            if let Some(o) = o {
-                if o.errors > o.requests {
-                    return Err(CanaryError::InvalidObservation {
-                        reason: format!(
-                            "{arm}: {} errors exceed {} requests",
-                            o.errors, o.requests
-                        ),
-                    });
-                }
+            if let Some(o) = o
+                && o.errors > o.requests
+            {
+                return Err(CanaryError::InvalidObservation {
+                    reason: format!("{arm}: {} errors exceed {} requests", o.errors, o.requests),
+                });
             }
         }
         Ok(())

@@ -232,10 +232,8 @@ impl RolloutManager {
                         Scope::Promote => !failed,
                         Scope::Rollback => failed,
                     };
-                    if wanted {
-                        if let Some(d) = rollout.tick_with_report(now, health) {
-                            report.decisions.push((Arc::clone(id), d));
-                        }
+                    if wanted && let Some(d) = rollout.tick_with_report(now, health) {
+                        report.decisions.push((Arc::clone(id), d));
                     }
                 }
             }

@@ -2,6 +2,7 @@
 //!
 //! Debug builds run a scaled-down count; the full 10,000-rollout figures come from
 //! `cargo test --release -p canary --test simulation -- --nocapture` (see docs/canary.md).
+#![allow(clippy::print_stderr)] // the tests report the simulated figures
 
 use std::time::Duration;
 
