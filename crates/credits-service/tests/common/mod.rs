@@ -1,0 +1,302 @@
+//! Shared helpers: start the service on a free loopback port with a manual clock, and talk
+//! to it over real HTTP.
+#![allow(dead_code, unreachable_pub)] // Each test file uses a different subset.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use credits_core::{
+    Balance, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, LedgerError, LedgerStore,
+    Outcome, Page, PageRequest, Request, StorageError, SweepReport, TenantId, TenantSettings,
+    Totals,
+};
+use credits_service::{Config, RunningService, Service};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use metered_clock::{ManualClock, Timestamp};
+use serde_json::Value;
+
+pub const ADMIN: &str = "Bearer admin-token-0123456789";
+pub const ACME: &str = "Bearer acme-token-0123456789";
+pub const GLOBEX: &str = "Bearer globex-token-0123456789";
+
+/// A service on a free port, its manual clock and a switch that makes its store fail.
+pub struct TestService {
+    pub addr: SocketAddr,
+    pub clock: ManualClock,
+    pub store_down: Arc<AtomicBool>,
+    running: Option<RunningService>,
+}
+
+impl TestService {
+    /// Starts a service with the base settings plus `extra` variables.
+    pub async fn start(extra: &[(&str, &str)]) -> TestService {
+        let mut vars = vec![
+            ("CREDITS_LISTEN_ADDR", "127.0.0.1:0"),
+            // The sweeper would otherwise call the store on its own schedule.
+            ("CREDITS_SWEEP_INTERVAL_MS", "3600000"),
+            ("CREDITS_LOG_FORMAT", "text"),
+            ("CREDITS_ADMIN_TOKEN", "admin-token-0123456789"),
+            (
+                "CREDITS_TENANT_TOKENS",
+                "acme=acme-token-0123456789,globex=globex-token-0123456789",
+            ),
+        ];
+        vars.extend_from_slice(extra);
+        let config = Config::from_vars(vars).expect("test configuration");
+        let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
+        let store_down = Arc::new(AtomicBool::new(false));
+        let down = Arc::clone(&store_down);
+        let running = Service::builder(config)
+            .clock(Arc::new(clock.clone()))
+            .wrap_store(move |inner| Arc::new(FlakyStore { inner, down }))
+            .build()
+            .await
+            .expect("service builds")
+            .start()
+            .await
+            .expect("service starts");
+        TestService {
+            addr: running.local_addr(),
+            clock,
+            store_down,
+            running: Some(running),
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Sends one request on a fresh connection.
+    pub async fn call(&self, r: Req<'_>) -> Resp {
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let mut builder = hyper::Request::builder()
+            .method(r.method)
+            .uri(r.path)
+            .header("host", "localhost");
+        if let Some(auth) = r.auth {
+            builder = builder.header("authorization", auth);
+        }
+        if let Some(key) = r.key {
+            builder = builder.header("idempotency-key", key);
+        }
+        if r.body.is_some() {
+            builder = builder.header("content-type", r.content_type);
+        }
+        let body = Full::new(Bytes::from(r.body.unwrap_or_default()));
+        let response = sender
+            .send_request(builder.body(body).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            retry_after,
+            json,
+            text,
+        }
+    }
+
+    /// Creates a tenant (as admin) and grants it `amount`.
+    pub async fn tenant_with(&self, tenant: &str, amount: u64) {
+        let r = self
+            .call(Req::post("/v1/tenants", &format!(r#"{{"tenant":"{tenant}"}}"#)).auth(ADMIN))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let r = self
+            .call(
+                Req::post(
+                    &format!("/v1/tenants/{tenant}/grants"),
+                    &format!(r#"{{"amount":{amount}}}"#),
+                )
+                .auth(ADMIN)
+                .key(&format!("seed-{tenant}")),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+
+    /// The tenant's balance as (available, held, overdrawn).
+    pub async fn balance(&self, tenant: &str) -> (u64, u64, u64) {
+        let r = self
+            .call(Req::get(&format!("/v1/tenants/{tenant}/balance")).auth(ADMIN))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let n = |k: &str| r.json[k].as_u64().unwrap();
+        (n("available"), n("held"), n("overdrawn"))
+    }
+
+    /// Number of journal entries of a tenant.
+    pub async fn journal_len(&self, tenant: &str) -> usize {
+        let r = self
+            .call(Req::get(&format!("/v1/tenants/{tenant}/history?limit=1000")).auth(ADMIN))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json["entries"].as_array().unwrap().len()
+    }
+}
+
+/// A request.
+#[derive(Clone, Debug)]
+pub struct Req<'a> {
+    pub method: &'a str,
+    pub path: String,
+    pub auth: Option<&'a str>,
+    pub key: Option<String>,
+    pub body: Option<String>,
+    pub content_type: &'a str,
+}
+
+impl<'a> Req<'a> {
+    pub fn get(path: &str) -> Self {
+        Req {
+            method: "GET",
+            path: path.to_owned(),
+            auth: None,
+            key: None,
+            body: None,
+            content_type: "application/json",
+        }
+    }
+    pub fn post(path: &str, body: &str) -> Self {
+        Req {
+            method: "POST",
+            body: Some(body.to_owned()),
+            ..Req::get(path)
+        }
+    }
+    pub fn auth(mut self, auth: &'a str) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+    pub fn key(mut self, key: &str) -> Self {
+        self.key = Some(key.to_owned());
+        self
+    }
+    pub fn content_type(mut self, ct: &'a str) -> Self {
+        self.content_type = ct;
+        self
+    }
+}
+
+/// A response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Resp {
+    /// The stable error code.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+/// A store that fails every call with a retryable storage error while `down` is set.
+#[derive(Debug)]
+struct FlakyStore {
+    inner: Arc<dyn LedgerStore>,
+    down: Arc<AtomicBool>,
+}
+
+impl FlakyStore {
+    fn check(&self) -> Result<(), LedgerError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(LedgerError::Storage(StorageError::new(
+                "injected outage",
+                true,
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl LedgerStore for FlakyStore {
+    async fn create_tenant(
+        &self,
+        tenant: &TenantId,
+        settings: TenantSettings,
+        now: Timestamp,
+    ) -> Result<(), LedgerError> {
+        self.check()?;
+        self.inner.create_tenant(tenant, settings, now).await
+    }
+    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Outcome, LedgerError> {
+        self.check()?;
+        self.inner.apply(request, now).await
+    }
+    async fn apply_batch(
+        &self,
+        requests: &[Request],
+        now: Timestamp,
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        self.check()?;
+        self.inner.apply_batch(requests, now).await
+    }
+    async fn idempotency_record(
+        &self,
+        tenant: &TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, LedgerError> {
+        self.check()?;
+        self.inner.idempotency_record(tenant, key).await
+    }
+    async fn balance(&self, tenant: &TenantId, now: Timestamp) -> Result<Balance, LedgerError> {
+        self.check()?;
+        self.inner.balance(tenant, now).await
+    }
+    async fn balance_at(&self, tenant: &TenantId, at: Timestamp) -> Result<Balance, LedgerError> {
+        self.check()?;
+        self.inner.balance_at(tenant, at).await
+    }
+    async fn history(&self, tenant: &TenantId, page: PageRequest) -> Result<Page, LedgerError> {
+        self.check()?;
+        self.inner.history(tenant, page).await
+    }
+    async fn hold(&self, tenant: &TenantId, hold: HoldId) -> Result<HoldState, LedgerError> {
+        self.check()?;
+        self.inner.hold(tenant, hold).await
+    }
+    async fn sweep(&self, now: Timestamp, tenants_max: usize) -> Result<SweepReport, LedgerError> {
+        self.check()?;
+        self.inner.sweep(now, tenants_max).await
+    }
+    async fn totals(&self, tenant: &TenantId) -> Result<Totals, LedgerError> {
+        self.check()?;
+        self.inner.totals(tenant).await
+    }
+    async fn totals_all(&self) -> Result<Totals, LedgerError> {
+        self.check()?;
+        self.inner.totals_all().await
+    }
+}
