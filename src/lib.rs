@@ -16,3 +16,4 @@
 pub use credits_core as credits;
 pub use audit_chain as audit;
 pub use metered_clock as clock;
+pub use bayes_ab;
