@@ -13,7 +13,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use credits_core as credits;
 pub use audit_chain as audit;
-pub use metered_clock as clock;
 pub use bayes_ab;
+pub use canary;
+pub use credits_core as credits;
+pub use credits_postgres;
+pub use metered_clock as clock;
+pub use resilience;

@@ -1,0 +1,518 @@
+//! credits-postgres against a real PostgreSQL server (`DATABASE_URL`), with pgbench driving
+//! the equivalent SQL transaction in the same run.
+//!
+//! ```text
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!   cargo bench --bench credits-postgres            # BENCH_SECS=10 by default
+//! ```
+//!
+//! Workloads (8 connections, 10,000 tenants with one lot each, consumes of 1 unit, a fresh
+//! idempotency key per request):
+//! * `single`: 8 tasks, one request per SQL transaction, uniform tenants;
+//! * `single+audit`: the same with an audit entry sealed per journal entry;
+//! * `group-commit`: 512 concurrent callers through [`GroupCommit`] (8 workers);
+//! * `apply_group`: 8 tasks, each sending groups of 100 requests;
+//! * `hot/single`, `hot/group-commit`: the same on one tenant;
+//! * `half-load`: open loop at half of `single`'s throughput, latency from the scheduled
+//!   start (no coordinated omission);
+//! * `pgbench`: the same transaction as SQL (custom script, 8 clients, prepared);
+//! * bytes per operation: growth of every table and index ÷ operations.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark report
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use credits_core::{Amount, Command, IdempotencyKey, LedgerStore, Request, TenantId};
+use credits_postgres::tokio_postgres::{self, NoTls};
+use credits_postgres::{GroupCommit, GroupCommitConfig, LedgerAudit, PgConfig, PgLedgerStore};
+use hdrhistogram::Histogram;
+use metered_clock::{Clock, SystemClock, Timestamp};
+use rand::Rng;
+
+const TENANTS: u32 = 10_000;
+const CONNECTIONS: usize = 8;
+const FUNDS: u64 = 1_000_000_000;
+
+struct Bench {
+    url: String,
+    schema: String,
+    admin: tokio_postgres::Client,
+    clock: Arc<SystemClock>,
+    secs: u64,
+    run: AtomicU64,
+}
+
+struct Report {
+    ops: u64,
+    secs: f64,
+    hist: Histogram<u64>,
+}
+
+impl Report {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+    fn print(&self, name: &str) {
+        println!(
+            "credits-postgres/{name:<18} {:>9.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  ({} ops in {:.1} s)",
+            self.rate(),
+            self.hist.value_at_quantile(0.50),
+            self.hist.value_at_quantile(0.99),
+            self.hist.value_at_quantile(0.999),
+            self.ops,
+            self.secs
+        );
+    }
+}
+
+fn tenant(i: u32) -> TenantId {
+    TenantId::new(format!("b{i}")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn consume(tenant: TenantId, key: String) -> Request {
+    Request::new(
+        tenant,
+        IdempotencyKey::new(key).unwrap_or_else(|e| panic!("{e}")),
+        Command::Consume {
+            amount: Amount::new(1),
+        },
+    )
+}
+
+impl Bench {
+    async fn store(&self, audit: bool) -> PgLedgerStore {
+        let mut config = PgConfig::builder(&self.url)
+            .search_path(&self.schema)
+            .pool_max_size(CONNECTIONS);
+        if audit {
+            let key = audit_chain::HmacKey::new(1, [7u8; 32]).unwrap_or_else(|e| panic!("{e}"));
+            config = config.audit(LedgerAudit::new(
+                Arc::new(audit_chain::Keyring::new(key)),
+                audit_chain::MaskingPolicy::standard(),
+            ));
+        }
+        let config = config.build().unwrap_or_else(|e| panic!("{e}"));
+        PgLedgerStore::connect(config, self.clock.clone()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn prefix(&self) -> String {
+        format!("k{}-", self.run.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn size(&self) -> i64 {
+        self.admin
+            .query_one(
+                "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relkind = 'r'",
+                &[&self.schema],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Closed loop: `tasks` tasks call `op(task, i)` back to back for `secs`.
+    async fn closed<F, Fut>(&self, tasks: usize, op: F) -> Report
+    where
+        F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let op = Arc::new(op);
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = self.clock.monotonic();
+        let handles: Vec<_> = (0..tasks)
+            .map(|task| {
+                let (op, stop, clock) = (op.clone(), stop.clone(), self.clock.clone());
+                tokio::spawn(async move {
+                    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t0 = clock.monotonic();
+                        op(task, i).await;
+                        let us = clock.monotonic().saturating_duration_since(t0).as_micros();
+                        hist.saturating_record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
+                        i += 1;
+                    }
+                    hist
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(self.secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut hist =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|e| panic!("{e}"));
+        for h in handles {
+            hist.add(h.await.unwrap_or_else(|e| panic!("{e}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let secs = self
+            .clock
+            .monotonic()
+            .saturating_duration_since(start)
+            .as_secs_f64();
+        Report {
+            ops: hist.len(),
+            secs,
+            hist,
+        }
+    }
+
+    /// Open loop at `rate` requests/s over `tasks` tasks; latency counted from each
+    /// request's scheduled start.
+    async fn open<F, Fut>(&self, tasks: usize, rate: f64, op: F) -> Report
+    where
+        F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let op = Arc::new(op);
+        let interval = Duration::from_secs_f64(tasks as f64 / rate);
+        let total = Duration::from_secs(self.secs);
+        let start = self.clock.monotonic();
+        let handles: Vec<_> = (0..tasks)
+            .map(|task| {
+                let (op, clock) = (op.clone(), self.clock.clone());
+                let offset = interval.mul_f64(task as f64 / tasks as f64);
+                tokio::spawn(async move {
+                    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let mut i: u32 = 0;
+                    loop {
+                        let due = offset + interval * i;
+                        if due >= total {
+                            break hist;
+                        }
+                        let now = clock.monotonic().saturating_duration_since(start);
+                        if due > now {
+                            tokio::time::sleep(due - now).await;
+                        }
+                        op(task, u64::from(i)).await;
+                        let done = clock.monotonic().saturating_duration_since(start);
+                        let us = done.saturating_sub(due).as_micros();
+                        hist.saturating_record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        let mut hist =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|e| panic!("{e}"));
+        for h in handles {
+            hist.add(h.await.unwrap_or_else(|e| panic!("{e}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let secs = self
+            .clock
+            .monotonic()
+            .saturating_duration_since(start)
+            .as_secs_f64();
+        Report {
+            ops: hist.len(),
+            secs,
+            hist,
+        }
+    }
+}
+
+async fn single(b: &Bench, store: PgLedgerStore, hot: bool) -> Report {
+    let prefix = b.prefix();
+    let clock = b.clock.clone();
+    b.closed(CONNECTIONS, move |task, i| {
+        let store = store.clone();
+        let t = if hot {
+            tenant(0)
+        } else {
+            tenant(rand::rng().random_range(0..TENANTS))
+        };
+        let r = consume(t, format!("{prefix}{task}-{i}"));
+        let now = clock.now();
+        async move {
+            store.apply(&r, now).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    })
+    .await
+}
+
+async fn group_commit(b: &Bench, store: &PgLedgerStore, hot: bool) -> Report {
+    let gc = GroupCommit::start(
+        store.clone(),
+        GroupCommitConfig::new(CONNECTIONS, 1_000, 65_536).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let prefix = b.prefix();
+    let clock = b.clock.clone();
+    b.closed(512, move |task, i| {
+        let gc = gc.clone();
+        let t = if hot {
+            tenant(0)
+        } else {
+            tenant(rand::rng().random_range(0..TENANTS))
+        };
+        let r = consume(t, format!("{prefix}{task}-{i}"));
+        let now = clock.now();
+        async move {
+            gc.apply(&r, now).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    })
+    .await
+}
+
+async fn apply_group(b: &Bench, store: &PgLedgerStore) -> Report {
+    const GROUP: u64 = 100;
+    let prefix = b.prefix();
+    let clock = b.clock.clone();
+    let store = store.clone();
+    let mut report = b
+        .closed(CONNECTIONS, move |task, i| {
+            let store = store.clone();
+            let mut rng = rand::rng();
+            let requests: Vec<Request> = (0..GROUP)
+                .map(|j| {
+                    consume(
+                        tenant(rng.random_range(0..TENANTS)),
+                        format!("{prefix}{task}-{i}-{j}"),
+                    )
+                })
+                .collect();
+            let now = clock.now();
+            async move {
+                for r in store
+                    .apply_group(&requests, now)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                {
+                    r.unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+        })
+        .await;
+    report.ops *= GROUP;
+    report
+}
+
+fn pgbench(b: &Bench) -> Option<f64> {
+    let script = "\\set t random(0, 9999)\n\
+\\set k random(1, 1000000000000000)\n\
+BEGIN;\n\
+SELECT tenant, overdraft_limit, granted, refunded, consumed, expired, available, held, overdrawn, next_entry, next_lot, next_hold, last_at, audit_next_seq, audit_last_hash FROM accounts WHERE tenant = 'b' || :t FOR UPDATE;\n\
+SELECT tenant, lot_id, expires_at, priority, remaining FROM credit_lots WHERE tenant = 'b' || :t;\n\
+SELECT tenant, hold_id, amount, expires_at, draws FROM holds WHERE tenant = 'b' || :t AND state = 'active';\n\
+SELECT record FROM idempotency_keys WHERE tenant = 'b' || :t AND key = 'p' || :k;\n\
+UPDATE accounts SET consumed = consumed + 1, available = available - 1, next_entry = next_entry + 1, last_at = last_at + 1 WHERE tenant = 'b' || :t RETURNING next_entry - 1 AS seq, available + 1 AS before, available AS after \\gset\n\
+UPDATE credit_lots SET remaining = remaining - 1 WHERE tenant = 'b' || :t AND lot_id = 1;\n\
+INSERT INTO journal_entries (tenant, seq, at, kind, amount, before_available, before_held, before_overdrawn, after_available, after_held, after_overdrawn, idempotency_key) VALUES ('b' || :t, :seq, 1764000000000, 2, 1, :before, 0, 0, :after, 0, 0, 'p' || :k);\n\
+INSERT INTO idempotency_keys (tenant, key, at, record) VALUES ('b' || :t, 'p' || :k, 1764000000000, '{\"command\":{\"Consume\":{\"amount\":1}},\"result\":{\"Ok\":{\"entry\":' || :seq || ',\"at\":1764000000000,\"balance\":{\"available\":' || :after || ',\"held\":0,\"overdrawn\":0},\"effect\":\"Consumed\"}},\"at\":1764000000000}');\n\
+END;\n";
+    let path = std::env::temp_dir().join(format!("{}.pgbench.sql", b.schema));
+    std::fs::write(&path, script).ok()?;
+    let out = std::process::Command::new("pgbench")
+        .env("PGOPTIONS", format!("-c search_path={}", b.schema))
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &CONNECTIONS.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &b.secs.to_string(),
+            "-f",
+        ])
+        .arg(&path)
+        .arg(&b.url)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("pgbench not run: {e}");
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok());
+    let latency = text
+        .lines()
+        .find(|l| l.starts_with("latency average"))
+        .unwrap_or("");
+    if tps.is_none() {
+        eprintln!(
+            "pgbench failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    println!(
+        "credits-postgres/pgbench            {:>9.0} tps   ({latency})",
+        tps.unwrap_or(0.0)
+    );
+    tps
+}
+
+async fn run(url: String) {
+    let secs = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let schema = format!("bench_{:08x}", rand::rng().random::<u32>());
+    let (admin, conn) = tokio_postgres::connect(&url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sync: String = admin
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_default();
+    println!(
+        "credits-postgres bench: schema {schema}, {TENANTS} tenants, {CONNECTIONS} connections, {secs} s per workload, synchronous_commit={sync}"
+    );
+    let b = Bench {
+        url,
+        schema,
+        admin,
+        clock: Arc::new(SystemClock::new()),
+        secs,
+        run: AtomicU64::new(0),
+    };
+    let store = b.store(false).await;
+    let _ = store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    b.admin
+        .execute(
+            &format!(
+                "INSERT INTO {}.accounts (tenant, overdraft_limit, last_at) \
+                 SELECT 'b' || g, 0, $1 FROM generate_series(0, $2::bigint - 1) g",
+                b.schema
+            ),
+            &[
+                &i64::try_from(b.now().as_unix_millis()).unwrap_or(0),
+                &i64::from(TENANTS),
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for chunk in (0..TENANTS).collect::<Vec<_>>().chunks(1_000) {
+        let grants: Vec<Request> = chunk
+            .iter()
+            .map(|&t| {
+                Request::new(
+                    tenant(t),
+                    IdempotencyKey::new("fund").unwrap_or_else(|e| panic!("{e}")),
+                    Command::Grant {
+                        amount: Amount::new(FUNDS),
+                        expires_at: None,
+                        priority: 0,
+                    },
+                )
+            })
+            .collect();
+        store
+            .apply_batch(&grants, b.now())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    b.admin
+        .batch_execute(&format!(
+            "VACUUM ANALYZE {0}.accounts, {0}.credit_lots",
+            b.schema
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let want = |name: &str| only.is_empty() || only.split(',').any(|w| w == name);
+    let before = b.size().await;
+    let peak = single(&b, store.clone(), false).await;
+    let grown = b.size().await - before;
+    peak.print("single");
+    println!(
+        "credits-postgres/bytes-per-op       {:>9.0} B/op   (all tables + indexes grew {grown} B over {} consumes)",
+        grown as f64 / peak.ops as f64,
+        peak.ops
+    );
+    if want("audit") {
+        let audited = b.store(true).await;
+        let before = b.size().await;
+        let audit = single(&b, audited, false).await;
+        let grown_audit = b.size().await - before;
+        audit.print("single+audit");
+        println!(
+            "credits-postgres/bytes-per-op+audit {:>9.0} B/op",
+            grown_audit as f64 / audit.ops as f64
+        );
+    }
+    if want("half") {
+        let store = store.clone();
+        let prefix = b.prefix();
+        let clock = b.clock.clone();
+        b.open(CONNECTIONS, peak.rate() / 2.0, move |task, i| {
+            let store = store.clone();
+            let r = consume(
+                tenant(rand::rng().random_range(0..TENANTS)),
+                format!("{prefix}{task}-{i}"),
+            );
+            let now = clock.now();
+            async move {
+                store.apply(&r, now).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        })
+        .await
+        .print("half-load");
+    }
+    if want("group") {
+        group_commit(&b, &store, false).await.print("group-commit");
+        apply_group(&b, &store).await.print("apply_group");
+    }
+    if want("hot") {
+        single(&b, store.clone(), true).await.print("hot/single");
+        group_commit(&b, &store, true)
+            .await
+            .print("hot/group-commit");
+    }
+    if want("pgbench")
+        && let Some(tps) = pgbench(&b)
+    {
+        println!(
+            "credits-postgres/ratio single/pgbench = {:.2}",
+            peak.rate() / tps
+        );
+    }
+    store.pool().close();
+    b.admin
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE", b.schema))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn main() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        println!("credits-postgres bench skipped: set DATABASE_URL");
+        return;
+    };
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run only when
+    // benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("credits-postgres bench: run with `cargo bench --bench credits-postgres`");
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .block_on(run(url));
+}
