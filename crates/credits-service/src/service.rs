@@ -413,10 +413,9 @@ pub async fn shutdown_signal() {
 }
 
 async fn sweeper(state: Arc<AppState>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The start-up recovery pass just ran: the first sweep is one interval away.
     loop {
-        ticker.tick().await;
+        tokio::time::sleep(interval).await;
         // At most 16 steps of 1,024 tenants per tick, so one tick stays short.
         for _ in 0..16 {
             match state.guarded(state.ledger.sweep_step(1_024)).await {
