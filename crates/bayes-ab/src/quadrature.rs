@@ -74,6 +74,18 @@ pub(crate) fn integrate(
     cuts: &[f64],
     mut integrand: impl FnMut(f64) -> f64,
 ) -> (f64, f64) {
+    let mut total = 0.0;
+    let mut total_x = 0.0;
+    for_each_node(lo, hi, cuts, |x, weight| {
+        let value = integrand(x);
+        total += weight * value;
+        total_x += weight * x * value;
+    });
+    (total, total_x)
+}
+
+/// Calls `visit(x, weight)` for every quadrature node of `[lo, hi]` cut into panels at `cuts`.
+fn for_each_node(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnMut(f64, f64)) {
     let mut points: Vec<f64> = Vec::with_capacity(cuts.len() + 2);
     points.push(lo);
     points.extend(cuts.iter().copied().filter(|&c| c > lo && c < hi));
@@ -81,12 +93,6 @@ pub(crate) fn integrate(
     points.sort_by(f64::total_cmp);
     points.dedup_by(|x, y| (*x - *y).abs() <= 1e-15 * y.abs().max(1e-300));
     let (nodes, weights) = gauss_legendre();
-    let mut total = 0.0;
-    let mut total_x = 0.0;
-    let mut add = |weight: f64, x: f64, value: f64| {
-        total += weight * value;
-        total_x += weight * x * value;
-    };
     for w in points.windows(2) {
         let (l, h) = (w[0], w[1]);
         if h <= l {
@@ -98,7 +104,7 @@ pub(crate) fn integrate(
             let (mid, half) = (0.5 * (tl + th), 0.5 * (th - tl));
             for (&z, &wt) in nodes.iter().zip(weights) {
                 let x = (mid + half * z).exp();
-                add(wt * half * x, x, integrand(x));
+                visit(x, wt * half * x);
             }
         } else if h < 1.0 && l >= 0.5 && (1.0 - l) / (1.0 - h) > 4.0 {
             // 1 − x = e^t.
@@ -106,45 +112,76 @@ pub(crate) fn integrate(
             let (mid, half) = (0.5 * (tl + th), 0.5 * (th - tl));
             for (&z, &wt) in nodes.iter().zip(weights) {
                 let y = (mid + half * z).exp();
-                add(wt * half * y, 1.0 - y, integrand(1.0 - y));
+                visit(1.0 - y, wt * half * y);
             }
         } else {
             let (mid, half) = (0.5 * (l + h), 0.5 * (h - l));
             for (&z, &wt) in nodes.iter().zip(weights) {
-                let x = mid + half * z;
-                add(wt * half, x, integrand(x));
+                visit(mid + half * z, wt * half);
             }
         }
     }
-    (total, total_x)
 }
 
 /// P(best) and expected loss of each arm by quadrature:
 /// `P(best_k) = ∫ f_k(x) Π_{j≠k} F_j(x) dx` and
 /// `loss_k = E[max_j p_j] − E[p_k]` with `E[max] = Σ_k ∫ x f_k(x) Π_{j≠k} F_j(x) dx`.
+///
+/// One grid serves every arm: at each node each density and distribution function is
+/// evaluated once, and `Π_{j≠k} F_j` comes from prefix and suffix products. Break points
+/// closer than a quarter of the narrowest posterior's standard deviation are merged, except
+/// near 0 and 1 where they differ in scale.
 pub(crate) fn best_of(arms: &[Beta]) -> (Vec<f64>, Vec<f64>) {
     let grids: Vec<Vec<f64>> = arms.iter().map(|&d| break_points(d)).collect();
-    let cuts: Vec<f64> = grids.iter().flatten().copied().collect();
+    let lo = grids.iter().map(|g| g[0]).fold(f64::INFINITY, f64::min);
+    let hi = grids
+        .iter()
+        .map(|g| g[g.len() - 1])
+        .fold(f64::NEG_INFINITY, f64::max);
+    let min_gap = 0.25
+        * arms
+            .iter()
+            .map(|a| a.std_dev())
+            .fold(f64::INFINITY, f64::min);
+    let mut all: Vec<f64> = grids.iter().flatten().copied().collect();
+    all.sort_by(f64::total_cmp);
+    let mut cuts: Vec<f64> = Vec::with_capacity(all.len());
+    for x in all {
+        // Near 0 and 1 the panels are logarithmic: keep points that differ in scale there.
+        if cuts.last().is_none_or(|&last| {
+            x - last >= min_gap || x > 2.0 * last || 1.0 - last > 2.0 * (1.0 - x)
+        }) {
+            cuts.push(x);
+        }
+    }
     let k = arms.len();
     let mut prob_best = vec![0.0; k];
     let mut expected_max = 0.0;
-    for (i, &arm) in arms.iter().enumerate() {
-        let (lo, hi) = (grids[i][0], grids[i][grids[i].len() - 1]);
-        let (p, px) = integrate(lo, hi, &cuts, |x| {
-            let mut product = arm.pdf(x);
-            for (j, &other) in arms.iter().enumerate() {
-                if product == 0.0 {
-                    break;
-                }
-                if j != i {
-                    product *= cdf_with_bounds(other, &grids[j], x);
-                }
-            }
-            product
-        });
-        prob_best[i] = p;
-        expected_max += px;
-    }
+    let (mut pdf, mut cdf) = (vec![0.0; k], vec![0.0; k]);
+    let mut suffix = vec![1.0; k + 1];
+    for_each_node(lo, hi, &cuts, |x, weight| {
+        let mut any = false;
+        for (j, &arm) in arms.iter().enumerate() {
+            let g = &grids[j];
+            let inside = x > g[0] && x < g[g.len() - 1];
+            pdf[j] = if inside { arm.pdf(x) } else { 0.0 };
+            cdf[j] = cdf_with_bounds(arm, g, x);
+            any |= pdf[j] > 0.0;
+        }
+        if !any {
+            return;
+        }
+        for j in (0..k).rev() {
+            suffix[j] = suffix[j + 1] * cdf[j];
+        }
+        let mut prefix = 1.0;
+        for i in 0..k {
+            let c = weight * pdf[i] * prefix * suffix[i + 1];
+            prob_best[i] += c;
+            expected_max += x * c;
+            prefix *= cdf[i];
+        }
+    });
     let losses = arms
         .iter()
         .map(|a| (expected_max - a.mean()).max(0.0))

@@ -182,7 +182,7 @@ pub(crate) fn normal_losses(mean: f64, sd: f64) -> (f64, f64) {
 #[must_use]
 pub fn prob_b_beats_a(a: Beta, b: Beta) -> f64 {
     match closed_form(a, b) {
-        Some((p, _)) => p,
+        Some(c) => c.b_beats_a,
         None => {
             let (p, _) = quadrature::best_of(&[a, b]);
             p[1]
@@ -200,17 +200,12 @@ pub fn expected_losses(a: Beta, b: Beta) -> (f64, f64) {
 
 fn exact_probability_and_losses(a: Beta, b: Beta) -> (f64, f64, f64, Method) {
     let (mean_a, mean_b) = (a.mean(), b.mean());
-    if let Some((p_b, _)) = closed_form(a, b) {
+    if let Some(c) = closed_form(a, b) {
         // Stucchio: E[max(p_a − p_b, 0)] = μ_a P(A⁺ > B) − μ_b P(A > B⁺), where X⁺ has α + 1.
-        let a_plus = Beta::new(a.alpha() + 1.0, a.beta());
-        let b_plus = Beta::new(b.alpha() + 1.0, b.beta());
-        if let (Ok(a_plus), Ok(b_plus)) = (a_plus, b_plus)
-            && let (Some((_, p1)), Some((_, p2))) = (closed_form(a_plus, b), closed_form(a, b_plus))
-        {
-            let loss_b = (mean_a * p1 - mean_b * p2).max(0.0);
-            let loss_a = (loss_b + mean_b - mean_a).max(0.0);
-            return (p_b, loss_a, loss_b, Method::ClosedForm);
-        }
+        let loss_b =
+            (mean_a * (1.0 - c.b_beats_a_plus) - mean_b * (1.0 - c.b_plus_beats_a)).max(0.0);
+        let loss_a = (loss_b + mean_b - mean_a).max(0.0);
+        return (c.b_beats_a, loss_a, loss_b, Method::ClosedForm);
     }
     let (p, losses) = quadrature::best_of(&[a, b]);
     (p[1], losses[0], losses[1], Method::Quadrature)
@@ -227,11 +222,23 @@ fn as_count(x: f64) -> Option<u64> {
     }
 }
 
-/// `(P(Y > X), P(X > Y))` for X = `a`, Y = `b` by the closed form, summing over the smallest
-/// integer parameter (the four equivalent forms); `None` if no parameter is an integer.
-pub(crate) fn closed_form(a: Beta, b: Beta) -> Option<(f64, f64)> {
+/// The closed-form probabilities for A ~ Beta(αA, βA), B ~ Beta(αB, βB), with A⁺ and B⁺ the
+/// same distributions with α + 1 (the terms of Stucchio's expected loss).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClosedForm {
+    /// P(B > A).
+    pub(crate) b_beats_a: f64,
+    /// P(B > A⁺).
+    pub(crate) b_beats_a_plus: f64,
+    /// P(B⁺ > A).
+    pub(crate) b_plus_beats_a: f64,
+}
+
+/// P(B > A) by the closed form, summing over the smallest integer parameter (the four
+/// equivalent forms), with P(B > A⁺) and P(B⁺ > A) from the same pass; `None` if no parameter
+/// is an integer.
+pub(crate) fn closed_form(a: Beta, b: Beta) -> Option<ClosedForm> {
     let (aa, ba, ab, bb) = (a.alpha(), a.beta(), b.alpha(), b.beta());
-    // (summation count, form)
     let candidates = [
         (as_count(ab), 0u8),
         (as_count(aa), 1),
@@ -243,39 +250,69 @@ pub(crate) fn closed_form(a: Beta, b: Beta) -> Option<(f64, f64)> {
         .filter_map(|&(n, f)| n.map(|n| (n, f)))
         .min_by_key(|&(n, _)| n)?;
     Some(match form {
-        // P(B > A) = h(αA, βA, αB, βB)
+        // P(B > A) = h(αA, βA, αB, βB): A⁺ shifts a1, B⁺ shifts n.
         0 => {
-            let h = miller_sum(aa, ba, n, bb);
-            (h, 1.0 - h)
+            let h = miller_sums(aa, ba, n, bb);
+            ClosedForm {
+                b_beats_a: h.h,
+                b_beats_a_plus: h.a1_plus,
+                b_plus_beats_a: h.n_plus,
+            }
         }
-        // P(A > B) = h(αB, βB, αA, βA)
+        // P(A > B) = h(αB, βB, αA, βA): A⁺ shifts n, B⁺ shifts a1.
         1 => {
-            let h = miller_sum(ab, bb, n, ba);
-            (1.0 - h, h)
+            let h = miller_sums(ab, bb, n, ba);
+            ClosedForm {
+                b_beats_a: 1.0 - h.h,
+                b_beats_a_plus: 1.0 - h.n_plus,
+                b_plus_beats_a: 1.0 - h.a1_plus,
+            }
         }
-        // P(B > A) = P(1 − p_a > 1 − p_b) = h(βB, αB, βA, αA)
+        // P(B > A) = P(1 − p_a > 1 − p_b) = h(βB, αB, βA, αA): A⁺ shifts b2, B⁺ shifts b1.
         2 => {
-            let h = miller_sum(bb, ab, n, aa);
-            (h, 1.0 - h)
+            let h = miller_sums(bb, ab, n, aa);
+            ClosedForm {
+                b_beats_a: h.h,
+                b_beats_a_plus: h.b2_plus,
+                b_plus_beats_a: h.b1_plus,
+            }
         }
-        // P(A > B) = h(βA, αA, βB, αB)
+        // P(A > B) = h(βA, αA, βB, αB): A⁺ shifts b1, B⁺ shifts b2.
         _ => {
-            let h = miller_sum(ba, aa, n, ab);
-            (1.0 - h, h)
+            let h = miller_sums(ba, aa, n, ab);
+            ClosedForm {
+                b_beats_a: 1.0 - h.h,
+                b_beats_a_plus: 1.0 - h.b1_plus,
+                b_plus_beats_a: 1.0 - h.b2_plus,
+            }
         }
     })
 }
 
+/// Evan Miller's sum `h(a1, b1, n, b2)` and the same sum with one parameter raised by one.
+struct MillerSums {
+    h: f64,
+    a1_plus: f64,
+    b1_plus: f64,
+    b2_plus: f64,
+    n_plus: f64,
+}
+
 /// Evan Miller's sum: P(X₂ > X₁) for X₁ ~ Beta(a1, b1), X₂ ~ Beta(n, b2) with integer `n`:
 ///
-/// `Σ_{i=0}^{n−1} B(a1 + i, b1 + b2) / ((b2 + i) B(1 + i, b2) B(a1, b1))`.
+/// `h = Σ_{i=0}^{n−1} t_i`, `t_i = B(a1 + i, b1 + b2) / ((b2 + i) B(1 + i, b2) B(a1, b1))`.
 ///
-/// The terms are unimodal in `i` with ratio `t_{i+1}/t_i = (a1+i)(b2+i) / ((i+1)(a1+b1+b2+i))`,
-/// so the sum starts at the largest term (the only one computed with log-beta functions),
-/// walks outward with the ratio, and stops once the remaining terms, bounded by their count
-/// times the current one, fall below 1e-17 of the total. The sum is kept relative to the
-/// largest term, so nothing under- or overflows.
-fn miller_sum(a1: f64, b1: f64, n: u64, b2: f64) -> f64 {
+/// The terms are unimodal in `i` with ratio `t_{i+1}/t_i = (a1+i)(b2+i) / ((i+1)(S+i))`,
+/// `S = a1 + b1 + b2`, so the sum starts at the largest term (the only one computed with
+/// log-beta functions), walks outward with the ratio, and stops once the remaining terms,
+/// bounded by their count times the current one, fall below 1e-17 of the total. The sum is
+/// kept relative to the largest term, so nothing under- or overflows.
+///
+/// Raising a parameter by one multiplies each term by a simple factor, so the same pass also
+/// gives the sums for `a1 + 1` (factor `(a1+i)/(S+i) · (a1+b1)/a1`), `b1 + 1`
+/// (`(b1+b2)(a1+b1) / ((S+i) b1)`), `b2 + 1` (`(b1+b2)(b2+i) / ((S+i) b2)`) and `n + 1` (one
+/// more term).
+fn miller_sums(a1: f64, b1: f64, n: u64, b2: f64) -> MillerSums {
     let s = a1 + b1 + b2;
     let c = (a1 * b2 - s) / (b1 + 1.0);
     let last = n - 1;
@@ -292,16 +329,31 @@ fn miller_sum(a1: f64, b1: f64, n: u64, b2: f64) -> f64 {
         - (b2 + mf).ln()
         - special::ln_beta(1.0 + mf, b2)
         - special::ln_beta(a1, b1);
-    let mut sum = 1.0;
-    // Upward from the mode.
+    // Sums relative to t_m: plain, and weighted by (a1+i)/(S+i), 1/(S+i), (b2+i)/(S+i).
+    let (mut sum, mut sum_a1, mut sum_inv, mut sum_b2) = (0.0, 0.0, 0.0, 0.0);
+    let mut add = |i: f64, t: f64| {
+        let inv = 1.0 / (s + i);
+        sum += t;
+        sum_a1 += t * (a1 + i) * inv;
+        sum_inv += t * inv;
+        sum_b2 += t * (b2 + i) * inv;
+    };
+    add(mf, 1.0);
+    let mut total = 1.0;
+    // Upward from the mode; `t_last` is the relative term at index `last` if reached.
     let mut t = 1.0;
     let mut i = m;
+    let mut t_last = if m == last { 1.0 } else { 0.0 };
     while i < last {
         let fi = i as f64;
         t *= (a1 + fi) * (b2 + fi) / ((fi + 1.0) * (s + fi));
         i += 1;
-        sum += t;
-        if t * ((last - i) as f64) < 1e-17 * sum {
+        add(i as f64, t);
+        total += t;
+        if i == last {
+            t_last = t;
+        }
+        if t * ((last - i) as f64) < 1e-17 * total {
             break;
         }
     }
@@ -312,12 +364,23 @@ fn miller_sum(a1: f64, b1: f64, n: u64, b2: f64) -> f64 {
         let fi = (i - 1) as f64;
         t *= (fi + 1.0) * (s + fi) / ((a1 + fi) * (b2 + fi));
         i -= 1;
-        sum += t;
-        if t * (i as f64) < 1e-17 * sum {
+        add(i as f64, t);
+        total += t;
+        if t * (i as f64) < 1e-17 * total {
             break;
         }
     }
-    (ln_t_m + sum.ln()).exp().min(1.0)
+    let scale = |x: f64| (ln_t_m + x.ln()).exp().min(1.0);
+    let lf = last as f64;
+    // t_n = t_{n−1} · ratio(n − 1); zero (negligible) if the walk stopped before n − 1.
+    let t_n = t_last * (a1 + lf) * (b2 + lf) / ((lf + 1.0) * (s + lf));
+    MillerSums {
+        h: scale(sum),
+        a1_plus: scale(sum_a1 * (a1 + b1) / a1),
+        b1_plus: scale(sum_inv * (b1 + b2) * (a1 + b1) / b1),
+        b2_plus: scale(sum_b2 * (b1 + b2) / b2),
+        n_plus: scale(sum + t_n),
+    }
 }
 
 /// Which lift a [`lift_interval`] or [`prob_lift_exceeds`] speaks of.

@@ -274,6 +274,24 @@ fn two_arm_figures_match_reference() {
                 lb,
                 TOL,
             );
+            // The same figures through the other three closed forms: swap the arms, and
+            // mirror the rates (p → 1 − p, which swaps α and β and the arms' roles).
+            let (swapped_b, swapped_a) = expected_losses(b, a);
+            close(&format!("swapped loss A {what}"), swapped_a, la, TOL);
+            close(&format!("swapped loss B {what}"), swapped_b, lb, TOL);
+            let (ma, mb) = (posterior(nb - sb, nb), posterior(na - sa, na));
+            close(
+                &format!("mirrored P {what}"),
+                prob_b_beats_a(ma, mb),
+                p,
+                TOL,
+            );
+            let (mla, mlb) = expected_losses(ma, mb);
+            close(&format!("mirrored loss A {what}"), mla, la, TOL);
+            close(&format!("mirrored loss B {what}"), mlb, lb, TOL);
+            let (sla, slb) = expected_losses(mb, ma);
+            close(&format!("mirrored swapped loss A {what}"), slb, la, TOL);
+            close(&format!("mirrored swapped loss B {what}"), sla, lb, TOL);
         }
     }
 }
