@@ -39,20 +39,19 @@ pub struct StreamHead {
 /// assert_eq!(first.policy_id(), "pii-v1");
 /// # Ok::<(), audit_chain::AuditError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct StreamChain {
     stream: String,
     head: StreamHead,
+    /// Reused encoding buffer (not part of the chain's state).
+    scratch: Vec<u8>,
 }
 
 impl StreamChain {
     /// A new, empty stream.
     #[must_use]
     pub fn new(stream: impl Into<String>) -> Self {
-        StreamChain {
-            stream: stream.into(),
-            head: StreamHead::default(),
-        }
+        Self::resume(stream, StreamHead::default())
     }
 
     /// Continues a stream from a head persisted earlier (or read from the writer after a
@@ -62,6 +61,7 @@ impl StreamChain {
         StreamChain {
             stream: stream.into(),
             head,
+            scratch: Vec::new(),
         }
     }
 
@@ -108,7 +108,14 @@ impl StreamChain {
         let key = keyring.active();
         let seq = self.head.next_seq;
         let prev_hash = self.head.last_hash;
-        let entry_hash = body_hash(&entry, seq, &prev_hash, policy.id(), key.id());
+        let entry_hash = body_hash(
+            &entry,
+            seq,
+            &prev_hash,
+            policy.id(),
+            key.id(),
+            &mut self.scratch,
+        );
         let mac = key.mac(&entry_hash);
         self.head = StreamHead {
             next_seq: next,

@@ -246,12 +246,17 @@ impl SealedEntry {
     /// [`entry_hash`](Self::entry_hash)).
     #[must_use]
     pub fn compute_hash(&self) -> Hash {
+        self.compute_hash_with(&mut Vec::with_capacity(512))
+    }
+
+    pub(crate) fn compute_hash_with(&self, scratch: &mut Vec<u8>) -> Hash {
         body_hash(
             &self.entry,
             self.seq,
             &self.prev_hash,
             &self.policy_id,
             self.key_id,
+            scratch,
         )
     }
 
@@ -293,7 +298,7 @@ pub(crate) fn leaf_hash_of(entry_hash: &Hash) -> Hash {
     h.finalize().into()
 }
 
-/// Where the canonical encoding is written: a buffer or straight into a hasher.
+/// Where the canonical encoding is written.
 pub(crate) trait Put {
     fn put(&mut self, bytes: &[u8]);
 }
@@ -301,12 +306,6 @@ pub(crate) trait Put {
 impl Put for Vec<u8> {
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
-    }
-}
-
-impl Put for Sha256 {
-    fn put(&mut self, bytes: &[u8]) {
-        self.update(bytes);
     }
 }
 
@@ -366,17 +365,20 @@ pub(crate) fn encode_body(
     }
 }
 
+/// The entry hash. The body is encoded into `scratch` (reused between calls) and hashed in
+/// one pass, which is much cheaper than feeding the hasher field by field.
 pub(crate) fn body_hash(
     e: &AuditEntry,
     seq: u64,
     prev_hash: &Hash,
     policy_id: &str,
     key_id: u32,
+    scratch: &mut Vec<u8>,
 ) -> Hash {
-    let mut h = Sha256::new();
-    h.update(DOMAIN_ENTRY);
-    encode_body(e, seq, prev_hash, policy_id, key_id, &mut h);
-    h.finalize().into()
+    scratch.clear();
+    scratch.extend_from_slice(DOMAIN_ENTRY);
+    encode_body(e, seq, prev_hash, policy_id, key_id, scratch);
+    Sha256::digest(&scratch[..]).into()
 }
 
 /// A bounds-checked cursor: every read returns a typed error instead of panicking.

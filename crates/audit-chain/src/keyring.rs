@@ -3,10 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::digest::generic_array::GenericArray;
 use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::AuditError;
 use crate::entry::{DOMAIN_MAC, Hash};
@@ -16,7 +15,7 @@ pub const KEY_LEN_MIN: usize = 32;
 /// Longest accepted HMAC key, in bytes (one SHA-256 block).
 pub const KEY_LEN_MAX: usize = 64;
 
-/// One HMAC-SHA256 key and its id. The key bytes are zeroized on drop and never printed.
+/// One HMAC-SHA256 key and its id. Key material is zeroized on drop and never printed.
 ///
 /// ```
 /// use audit_chain::HmacKey;
@@ -29,7 +28,85 @@ pub const KEY_LEN_MAX: usize = 64;
 #[derive(Clone)]
 pub struct HmacKey {
     id: u32,
-    bytes: Zeroizing<Vec<u8>>,
+    state: MacState,
+}
+
+/// SHA-256 initial hash value (FIPS 180-4 §5.3.3).
+const H0: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// HMAC-SHA256 (RFC 2104) with the key's inner and outer pad blocks already compressed.
+///
+/// The `hmac` crate computes the same value, but its keyed state cannot be zeroized; this
+/// keeps the two key-equivalent states in arrays that are wiped on drop, and MACs the fixed
+/// 51-byte message (domain tag ‖ entry hash) in two compressions.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+struct MacState {
+    inner: [u32; 8],
+    outer: [u32; 8],
+}
+
+fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
+    sha2::compress256(state, std::slice::from_ref(GenericArray::from_slice(block)));
+}
+
+impl MacState {
+    fn new(key: &[u8]) -> Self {
+        // `HmacKey::new` admits 32..=64 bytes, so the key fits one block unhashed.
+        let mut k = Zeroizing::new([0u8; 64]);
+        let n = key.len().min(64);
+        k[..n].copy_from_slice(&key[..n]);
+        let mut pad = Zeroizing::new([0u8; 64]);
+        let mut state = MacState {
+            inner: H0,
+            outer: H0,
+        };
+        for (p, b) in pad.iter_mut().zip(k.iter()) {
+            *p = b ^ 0x36;
+        }
+        compress(&mut state.inner, &pad);
+        for (p, b) in pad.iter_mut().zip(k.iter()) {
+            *p = b ^ 0x5c;
+        }
+        compress(&mut state.outer, &pad);
+        state
+    }
+
+    fn mac(&self, entry_hash: &Hash) -> [u8; 32] {
+        // Inner: one block holding domain ‖ hash, padding and the bit length of ipad ‖ msg.
+        const MSG_LEN: usize = DOMAIN_MAC.len() + 32;
+        const _: () = assert!(MSG_LEN <= 55, "message must fit one padded block");
+        let mut block = [0u8; 64];
+        block[..DOMAIN_MAC.len()].copy_from_slice(DOMAIN_MAC);
+        block[DOMAIN_MAC.len()..MSG_LEN].copy_from_slice(entry_hash);
+        block[MSG_LEN] = 0x80;
+        block[56..].copy_from_slice(&(((64 + MSG_LEN) * 8) as u64).to_be_bytes());
+        let mut inner = self.inner;
+        compress(&mut inner, &block);
+        // Outer: opad ‖ inner digest.
+        let mut block = [0u8; 64];
+        for (chunk, word) in block[..32].chunks_exact_mut(4).zip(inner) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        block[32] = 0x80;
+        block[56..].copy_from_slice(&((96u64) * 8).to_be_bytes());
+        let mut outer = self.outer;
+        compress(&mut outer, &block);
+        let mut out = [0u8; 32];
+        for (chunk, word) in out.chunks_exact_mut(4).zip(outer) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        inner.zeroize();
+        out
+    }
 }
 
 impl HmacKey {
@@ -47,7 +124,7 @@ impl HmacKey {
         }
         Ok(HmacKey {
             id,
-            bytes: Zeroizing::new(bytes.to_vec()),
+            state: MacState::new(bytes),
         })
     }
 
@@ -58,12 +135,7 @@ impl HmacKey {
     }
 
     pub(crate) fn mac(&self, entry_hash: &Hash) -> [u8; 32] {
-        // Lengths are checked in `new`; HMAC accepts any key length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        mac.update(DOMAIN_MAC);
-        mac.update(entry_hash);
-        mac.finalize().into_bytes().into()
+        self.state.mac(entry_hash)
     }
 }
 

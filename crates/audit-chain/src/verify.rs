@@ -154,6 +154,7 @@ pub struct ChainVerifier<'k> {
     checkpoint: Option<Checkpoint>,
     checkpoint_matched: bool,
     failure: Option<Failure>,
+    scratch: Vec<u8>,
 }
 
 impl<'k> ChainVerifier<'k> {
@@ -170,6 +171,7 @@ impl<'k> ChainVerifier<'k> {
             checkpoint: None,
             checkpoint_matched: false,
             failure: None,
+            scratch: Vec::with_capacity(512),
         }
     }
 
@@ -263,7 +265,7 @@ impl<'k> ChainVerifier<'k> {
                 format!("found index {}, expected {}", record.index, self.next_index),
             ));
         }
-        if e.compute_hash() != e.entry_hash {
+        if e.compute_hash_with(&mut self.scratch) != e.entry_hash {
             return Err((Check::Hash, "content does not match the entry hash".into()));
         }
         match self.keyring.verify_mac(e.key_id, &e.entry_hash, &e.mac) {

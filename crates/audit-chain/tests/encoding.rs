@@ -197,3 +197,28 @@ fn bad_entries_are_rejected_without_moving_the_head() {
         })
     ));
 }
+
+#[test]
+fn mac_matches_the_hmac_crate_for_every_key_length() {
+    use hmac::{Hmac, Mac};
+    for len in [32usize, 33, 48, 55, 63, 64] {
+        let key: Vec<u8> = (0..len)
+            .map(|i| u8::try_from((i * 7 + len) % 256).unwrap())
+            .collect();
+        let ring = Keyring::new(HmacKey::new(9, &key).unwrap());
+        let mut chain = StreamChain::new("s");
+        let sealed = chain
+            .seal(
+                &ring,
+                &MaskingPolicy::none(),
+                AuditEntry::new("s", "e", "a", Timestamp::EPOCH),
+            )
+            .unwrap();
+        let mut reference = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).unwrap();
+        reference.update(b"audit-chain/v1/mac\0");
+        reference.update(sealed.entry_hash());
+        let want: [u8; 32] = reference.finalize().into_bytes().into();
+        assert_eq!(*sealed.mac(), want, "key of {len} bytes");
+        assert!(ring.verify_mac(9, sealed.entry_hash(), &want).unwrap());
+    }
+}
