@@ -107,8 +107,10 @@ mod tests {
     use crate::config::Secret;
 
     fn auth() -> Authenticator {
-        let mut c = Config::default();
-        c.admin_token = Some(Secret::new("admin-0123456789abcdef"));
+        let mut c = Config {
+            admin_token: Some(Secret::new("admin-0123456789abcdef")),
+            ..Config::default()
+        };
         c.tenant_tokens.insert(
             TenantId::new("acme").unwrap(),
             Secret::new("acme-0123456789abcdef"),

@@ -251,14 +251,9 @@ fn bad(var: &str, reason: impl Into<String>) -> ServiceError {
     }
 }
 
-fn parse_num<T: std::str::FromStr>(
-    var: &str,
-    value: &str,
-    min: T,
-    max: T,
-) -> Result<T, ServiceError>
+fn parse_num<T>(var: &str, value: &str, min: T, max: T) -> Result<T, ServiceError>
 where
-    T: PartialOrd + fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
     let n: T = value
         .trim()
@@ -443,7 +438,7 @@ fn parse_tenant_tokens(var: &str, value: &str) -> Result<BTreeMap<TenantId, Secr
 
 /// Decodes lower- or upper-case hex; `None` if malformed.
 pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

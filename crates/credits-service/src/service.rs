@@ -267,7 +267,6 @@ impl Service {
 
     /// The axum router with every endpoint and middleware (for embedding the service in
     /// another server, or testing it without a socket).
-    #[must_use]
     pub fn router(&self) -> Router {
         router(Arc::clone(&self.state), self.config.body_limit_bytes)
     }
