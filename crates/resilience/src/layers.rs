@@ -35,7 +35,7 @@ use metered_clock::Clock;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::breaker::{CircuitBreaker, OwnedPermit, Outcome, classify_result};
+use crate::breaker::{CircuitBreaker, Outcome, OwnedPermit, classify_result};
 use crate::bulkhead::{Bulkhead, BulkheadPermit};
 use crate::error::{CallError, Error};
 use crate::limiter::{KeyedRateLimiter, RateLimiter};
@@ -51,7 +51,10 @@ pub struct ResponseFuture<F, G> {
 
 enum FutureState<F, G> {
     Rejected(Option<Error>),
-    Running { inner: Pin<Box<F>>, guard: Option<G> },
+    Running {
+        inner: Pin<Box<F>>,
+        guard: Option<G>,
+    },
 }
 
 impl<F, G> fmt::Debug for ResponseFuture<F, G> {
@@ -106,12 +109,35 @@ where
     }
 }
 
-/// Applies a [`CircuitBreaker`] to a service. `classify` (by default `Ok` = success, `Err`
-/// = failure) maps each inner result to an [`Outcome`].
+/// Maps a call's result to an [`Outcome`] for the breaker layer. Implemented by
+/// [`OkIsSuccess`] and by every `Fn(&Result<R, E>) -> Outcome`.
+pub trait Classify<R, E> {
+    /// How the breaker should count `result`.
+    fn classify(&self, result: &Result<R, E>) -> Outcome;
+}
+
+/// The default classifier: `Ok` is a success, `Err` a failure.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OkIsSuccess;
+
+impl<R, E> Classify<R, E> for OkIsSuccess {
+    fn classify(&self, result: &Result<R, E>) -> Outcome {
+        classify_result(result)
+    }
+}
+
+impl<R, E, F: Fn(&Result<R, E>) -> Outcome> Classify<R, E> for F {
+    fn classify(&self, result: &Result<R, E>) -> Outcome {
+        self(result)
+    }
+}
+
+/// Applies a [`CircuitBreaker`] to a service. The classifier (by default [`OkIsSuccess`])
+/// maps each inner result to an [`Outcome`].
 #[derive(Clone)]
-pub struct CircuitBreakerLayer<C, K = fn(&Result<(), ()>) -> Outcome> {
+pub struct CircuitBreakerLayer<C, K = OkIsSuccess> {
     breaker: CircuitBreaker<C>,
-    classify: Option<K>,
+    classify: K,
 }
 
 impl<C: Clock> fmt::Debug for CircuitBreakerLayer<C> {
@@ -128,17 +154,17 @@ impl<C: Clock> CircuitBreakerLayer<C> {
     pub fn new(breaker: CircuitBreaker<C>) -> Self {
         CircuitBreakerLayer {
             breaker,
-            classify: None,
+            classify: OkIsSuccess,
         }
     }
 
     /// A layer with a custom classifier.
     #[must_use]
-    pub fn with_classifier<K>(breaker: CircuitBreaker<C>, classify: K) -> CircuitBreakerLayer<C, K> {
-        CircuitBreakerLayer {
-            breaker,
-            classify: Some(classify),
-        }
+    pub fn with_classifier<K>(
+        breaker: CircuitBreaker<C>,
+        classify: K,
+    ) -> CircuitBreakerLayer<C, K> {
+        CircuitBreakerLayer { breaker, classify }
     }
 }
 
@@ -158,7 +184,7 @@ impl<S, C: Clock, K: Clone> Layer<S> for CircuitBreakerLayer<C, K> {
 pub struct CircuitBreakerService<S, C, K> {
     inner: S,
     breaker: CircuitBreaker<C>,
-    classify: Option<K>,
+    classify: K,
 }
 
 impl<S, C: Clock, K> fmt::Debug for CircuitBreakerService<S, C, K> {
@@ -172,7 +198,7 @@ impl<S, C: Clock, K> fmt::Debug for CircuitBreakerService<S, C, K> {
 /// A breaker permit plus the classifier that decides its outcome.
 pub struct BreakerGuard<C: Clock, K> {
     permit: OwnedPermit<C>,
-    classify: Option<K>,
+    classify: K,
 }
 
 impl<C: Clock, K> fmt::Debug for BreakerGuard<C, K> {
@@ -185,13 +211,10 @@ impl<C: Clock, K> Unpin for BreakerGuard<C, K> {}
 
 impl<C: Clock, K, R, E> Guard<R, E> for BreakerGuard<C, K>
 where
-    K: Fn(&Result<R, E>) -> Outcome,
+    K: Classify<R, E>,
 {
     fn complete(self, result: &Result<R, E>) {
-        let outcome = match &self.classify {
-            Some(k) => k(result),
-            None => classify_result(result),
-        };
+        let outcome = self.classify.classify(result);
         self.permit.record(outcome);
     }
 }
@@ -200,7 +223,7 @@ impl<S, Req, C, K> Service<Req> for CircuitBreakerService<S, C, K>
 where
     S: Service<Req>,
     C: Clock,
-    K: Fn(&Result<S::Response, S::Error>) -> Outcome + Clone,
+    K: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = CallError<S::Error>;
@@ -320,7 +343,8 @@ impl<K, C, F: Clone> Clone for KeyedRateLimitLayer<K, C, F> {
 
 impl<K, C, F> fmt::Debug for KeyedRateLimitLayer<K, C, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedRateLimitLayer").finish_non_exhaustive()
+        f.debug_struct("KeyedRateLimitLayer")
+            .finish_non_exhaustive()
     }
 }
 
@@ -362,7 +386,8 @@ impl<S: Clone, K, C, F: Clone> Clone for KeyedRateLimitService<S, K, C, F> {
 
 impl<S, K, C, F> fmt::Debug for KeyedRateLimitService<S, K, C, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedRateLimitService").finish_non_exhaustive()
+        f.debug_struct("KeyedRateLimitService")
+            .finish_non_exhaustive()
     }
 }
 

@@ -68,8 +68,8 @@ mod sync {
 
 pub use backoff::{Backoff, BackoffBuilder, Jitter, Schedule};
 pub use breaker::{
-    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CircuitBreaker, OpenWait, Outcome, OwnedPermit, Permit,
-    State, Stats, TIME_WINDOW_SECS_MAX, classify_result,
+    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CircuitBreaker, OpenWait, Outcome,
+    OwnedPermit, Permit, State, Stats, TIME_WINDOW_SECS_MAX, classify_result,
 };
 pub use bulkhead::{Bulkhead, BulkheadPermit};
 pub use error::{CallError, Error};

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use metered_clock::{Clock, SystemClock};
 use parking_lot::Mutex;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 use crate::backoff::Backoff;
 use crate::error::Error;
@@ -307,10 +307,5 @@ impl<S: Sleeper, C: Clock> Retry<S, C> {
             self.sleeper.sleep(delay).await;
             attempt += 1;
         }
-    }
-
-    /// A delay for a caller that drives its own loop: the same as the driver would use.
-    pub fn delay_with<R: Rng + ?Sized>(&self, retry: u32, rng: &mut R) -> Duration {
-        self.backoff.delay(retry, None, rng)
     }
 }

@@ -9,8 +9,8 @@ use resilience::layers::{
     BulkheadLayer, CircuitBreakerLayer, KeyedRateLimitLayer, RateLimitLayer, RetryLayer,
 };
 use resilience::{
-    Backoff, BreakerConfig, Bulkhead, CallError, CircuitBreaker, Error, Jitter,
-    KeyedRateLimiter, ManualSleeper, Outcome, Quota, RateLimiter, Retry, RetryDecision, State,
+    Backoff, BreakerConfig, Bulkhead, CallError, CircuitBreaker, Error, Jitter, KeyedRateLimiter,
+    ManualSleeper, Outcome, Quota, RateLimiter, Retry, RetryDecision, State,
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -21,7 +21,11 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
 #[test]
 fn breaker_layer_fails_fast_without_calling_the_inner_service() {
     let clock = ManualClock::new(Timestamp::EPOCH);
-    let config = BreakerConfig::builder().count_window(2).minimum_calls(2).build().unwrap();
+    let config = BreakerConfig::builder()
+        .count_window(2)
+        .minimum_calls(2)
+        .build()
+        .unwrap();
     let breaker = CircuitBreaker::with_clock(config, clock);
     let calls = Arc::new(AtomicU32::new(0));
     let counter = Arc::clone(&calls);
@@ -32,18 +36,32 @@ fn breaker_layer_fails_fast_without_calling_the_inner_service() {
             async { Err::<(), _>("down") }
         }));
     for _ in 0..2 {
-        assert!(matches!(block(svc.clone().oneshot(())), Err(CallError::Inner("down"))));
+        assert!(matches!(
+            block(svc.clone().oneshot(())),
+            Err(CallError::Inner("down"))
+        ));
     }
     assert_eq!(breaker.state(), State::Open);
     let rejected = block(svc.oneshot(()));
-    assert!(matches!(rejected, Err(CallError::Rejected(Error::CircuitOpen { .. }))));
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "the open breaker never called the backend");
+    assert!(matches!(
+        rejected,
+        Err(CallError::Rejected(Error::CircuitOpen { .. }))
+    ));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the open breaker never called the backend"
+    );
 }
 
 #[test]
 fn breaker_layer_with_classifier_ignores_client_errors() {
     let breaker = CircuitBreaker::new(
-        BreakerConfig::builder().count_window(2).minimum_calls(2).build().unwrap(),
+        BreakerConfig::builder()
+            .count_window(2)
+            .minimum_calls(2)
+            .build()
+            .unwrap(),
     );
     let classify = |r: &Result<(), u16>| match r {
         Err(code) if *code < 500 => Outcome::Ignored,
@@ -51,7 +69,10 @@ fn breaker_layer_with_classifier_ignores_client_errors() {
         Ok(()) => Outcome::Success,
     };
     let svc = ServiceBuilder::new()
-        .layer(CircuitBreakerLayer::with_classifier(breaker.clone(), classify))
+        .layer(CircuitBreakerLayer::with_classifier(
+            breaker.clone(),
+            classify,
+        ))
         .service(service_fn(|code: u16| async move { Err::<(), _>(code) }));
     for _ in 0..5 {
         let _ = block(svc.clone().oneshot(404));
@@ -71,12 +92,20 @@ fn rate_limit_layers_reject_with_retry_after() {
     assert_eq!(block(svc.clone().oneshot(1)).unwrap(), 1);
     assert_eq!(block(svc.clone().oneshot(2)).unwrap(), 2);
     let err = block(svc.clone().oneshot(3)).unwrap_err();
-    assert_eq!(err.rejection().and_then(Error::retry_after), Some(Duration::from_millis(500)));
+    assert_eq!(
+        err.rejection().and_then(Error::retry_after),
+        Some(Duration::from_millis(500))
+    );
 
     let keyed = Arc::new(KeyedRateLimiter::with_clock(quota, 100, clock).unwrap());
     let svc = ServiceBuilder::new()
-        .layer(KeyedRateLimitLayer::new(keyed, |req: &(&'static str, u32)| req.0))
-        .service(service_fn(|req: (&'static str, u32)| async move { Ok::<_, ()>(req.1) }));
+        .layer(KeyedRateLimitLayer::new(
+            keyed,
+            |req: &(&'static str, u32)| req.0,
+        ))
+        .service(service_fn(|req: (&'static str, u32)| async move {
+            Ok::<_, ()>(req.1)
+        }));
     for i in 0..2 {
         block(svc.clone().oneshot(("tenant-a", i))).unwrap();
     }
@@ -98,7 +127,10 @@ fn bulkhead_layer_holds_the_slot_until_the_response_completes() {
     block(svc.ready()).unwrap();
     let in_flight = svc.call(true);
     let refused = block(svc.clone().oneshot(false));
-    assert!(matches!(refused, Err(CallError::Rejected(Error::BulkheadFull { .. }))));
+    assert!(matches!(
+        refused,
+        Err(CallError::Rejected(Error::BulkheadFull { .. }))
+    ));
     drop(in_flight); // cancelled: the slot is free again
     assert!(block(svc.oneshot(false)).is_ok());
 }
@@ -117,7 +149,11 @@ fn retry_layer_retries_until_success() {
     let counter = Arc::clone(&attempts);
     let svc = ServiceBuilder::new()
         .layer(RetryLayer::new(retry, |e: &&str| {
-            if *e == "conflict" { RetryDecision::Retry } else { RetryDecision::Stop }
+            if *e == "conflict" {
+                RetryDecision::Retry
+            } else {
+                RetryDecision::Stop
+            }
         }))
         .service(service_fn(move |x: u32| {
             let n = counter.fetch_add(1, Ordering::SeqCst);

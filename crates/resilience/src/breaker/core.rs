@@ -315,6 +315,7 @@ impl Core {
     }
 
     /// Asks to make a call. On success returns the permit's tag.
+    #[inline]
     pub(crate) fn try_acquire(
         &self,
         now_us: &impl Fn() -> u64,
@@ -403,6 +404,7 @@ impl Core {
 
     /// Records the outcome of a call admitted under `tag`. `slow` says whether it took longer
     /// than the slow-call threshold.
+    #[inline]
     pub(crate) fn record(
         &self,
         tag: u16,
@@ -421,7 +423,9 @@ impl Core {
                     Outcome::Success => false,
                     Outcome::Failure => true,
                 };
-                let c = self.window.record(failed, slow, now_us);
+                let Some(c) = self.window.record(failed, slow, now_us) else {
+                    return None;
+                };
                 if state == State::Closed
                     && c.calls >= u64::from(self.settings.minimum_calls)
                     && self.settings.trips(c.calls, c.failures, c.slow)
@@ -493,6 +497,7 @@ impl Core {
 
     /// Hands back the permit of a call that ended without an outcome (a cancelled future).
     /// Only half-open permits are counted, so only they are returned.
+    #[inline]
     pub(crate) fn release(&self, tag: u16) {
         let mut w = self.state.load(Ordering::Acquire);
         loop {
@@ -562,10 +567,13 @@ pub(crate) enum Window {
 }
 
 impl Window {
-    fn record(&self, failed: bool, slow: bool, now_us: &impl Fn() -> u64) -> Counts {
+    #[inline]
+    /// Records an outcome; returns the counts after it, or `None` when the rates cannot
+    /// have changed (so there is nothing to judge).
+    fn record(&self, failed: bool, slow: bool, now_us: &impl Fn() -> u64) -> Option<Counts> {
         match self {
             Window::Count(w) => w.record(failed, slow),
-            Window::Time(w) => w.record(failed, slow, now_us()),
+            Window::Time(w) => Some(w.record(failed, slow, now_us())),
         }
     }
 
@@ -593,108 +601,106 @@ const SLOT_SLOW: u8 = 0b100;
 
 /// A lock-free ring of the last `size` outcomes with running totals.
 ///
-/// The head word packs four 16-bit fields: next position, outcomes held, failures, slow
-/// calls. Recording is a CAS on the head (move on, add the new outcome to the totals), a
-/// swap of the slot (learn the outcome it replaces), and, only when that old outcome was a
-/// failure or slow, a saturating CAS subtracting it. Every outcome is added to the totals
-/// before it is in a slot, so it is added before anyone can subtract it: the totals never
-/// go below the ring's true contents, and run above them only by the calls in flight.
+/// `seq` counts records: record number `k` goes to slot `k mod size` (computed with a
+/// multiply instead of a division) and the window holds `min(seq, size)` outcomes. The
+/// failure and slow totals share a second word (32 bits each). Recording is a `fetch_add`
+/// on `seq` and a swap of the slot; only failures and slow calls touch the totals: their
+/// own increment before the swap, and a saturating decrement for the outcome they replace
+/// after it. Every outcome is thus added to the totals before it is in a slot, so before
+/// anyone can subtract it: the totals never go below the ring's true contents, and exceed
+/// them only by the calls in flight. A success replacing a success (the steady state of a
+/// healthy backend) is two atomic operations and never retries.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
-    head: CachePadded<AtomicU64>,
+    seq: CachePadded<AtomicU64>,
+    totals: CachePadded<AtomicU64>,
     slots: Box<[AtomicU8]>,
     size: u64,
+    /// Lemire's fast-modulo constant for `size`: `u64::MAX / size + 1`.
+    fastmod: u64,
 }
 
-const F16: u64 = 0xFFFF;
+const FAILURE_ONE: u64 = 1;
+const SLOW_ONE: u64 = 1 << 32;
+const LOW32: u64 = 0xFFFF_FFFF;
 
 impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         debug_assert!((1..=COUNT_WINDOW_MAX).contains(&size));
         CountWindow {
-            head: CachePadded::new(AtomicU64::new(0)),
+            seq: CachePadded::new(AtomicU64::new(0)),
+            totals: CachePadded::new(AtomicU64::new(0)),
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             size: u64::from(size),
+            fastmod: (u64::MAX / u64::from(size)).wrapping_add(1),
         }
     }
 
-    fn unpack(head: u64) -> (u64, Counts) {
-        (
-            head & F16,
-            Counts {
-                calls: (head >> 16) & F16,
-                failures: (head >> 32) & F16,
-                slow: (head >> 48) & F16,
-            },
-        )
+    /// `k mod size` for the low 32 bits of `k` (Lemire, "Faster remainder by direct
+    /// computation"). When `k` passes 2³² the ring order skips once; every slot is still
+    /// swapped, so the totals stay exact.
+    #[inline]
+    fn slot_of(&self, k: u64) -> usize {
+        let low = self.fastmod.wrapping_mul(k & LOW32);
+        ((u128::from(low) * u128::from(self.size)) >> 64) as usize
     }
 
-    fn pack(pos: u64, c: Counts) -> u64 {
-        pos | (c.calls.min(F16) << 16) | (c.failures.min(F16) << 32) | (c.slow.min(F16) << 48)
-    }
-
-    fn record(&self, failed: bool, slow: bool) -> Counts {
-        let mut head = self.head.load(Ordering::Relaxed);
-        let (pos, mut c) = loop {
-            let (pos, mut c) = Self::unpack(head);
-            let next = if pos + 1 >= self.size { 0 } else { pos + 1 };
-            c.calls = (c.calls + 1).min(self.size);
-            c.failures += u64::from(failed);
-            c.slow += u64::from(slow);
-            match self.head.compare_exchange_weak(
-                head,
-                Self::pack(next, c),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break (pos, c),
-                Err(actual) => head = actual,
-            }
-        };
+    #[inline]
+    fn record(&self, failed: bool, slow: bool) -> Option<Counts> {
+        let add: u64 = if failed { FAILURE_ONE } else { 0 } | if slow { SLOW_ONE } else { 0 };
+        if add != 0 {
+            self.totals.fetch_add(add, Ordering::AcqRel);
+        }
+        let k = self.seq.fetch_add(1, Ordering::AcqRel);
         let bits =
             SLOT_RECORDED | if failed { SLOT_FAILED } else { 0 } | if slow { SLOT_SLOW } else { 0 };
-        let old = self.slots[pos as usize].swap(bits, Ordering::AcqRel);
-        if old & (SLOT_FAILED | SLOT_SLOW) != 0 {
-            let (f, s) = (
-                u64::from(old & SLOT_FAILED != 0),
-                u64::from(old & SLOT_SLOW != 0),
-            );
-            let mut head = self.head.load(Ordering::Relaxed);
-            loop {
-                let (pos, mut now) = Self::unpack(head);
-                now.failures = now.failures.saturating_sub(f);
-                now.slow = now.slow.saturating_sub(s);
-                match self.head.compare_exchange_weak(
-                    head,
-                    Self::pack(pos, now),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        c = now;
-                        break;
-                    }
-                    Err(actual) => head = actual,
-                }
-            }
+        let slot = &self.slots[self.slot_of(k)];
+        // A plain success over a plain success (the steady state of a healthy backend):
+        // nothing to write and nothing to subtract, so no second atomic write. Whatever a
+        // racing writer does to this slot afterwards, it swaps and adjusts the totals for
+        // what it replaces, so totals and contents stay consistent.
+        let old = if bits == SLOT_RECORDED && slot.load(Ordering::Acquire) == bits {
+            bits
+        } else {
+            slot.swap(bits, Ordering::AcqRel)
+        };
+        if old & (SLOT_FAILED | SLOT_SLOW) == 0 && add == 0 && k >= self.size {
+            // A success replaced a success in a full window: the rates did not change.
+            return None;
         }
-        c
+        if old & (SLOT_FAILED | SLOT_SLOW) != 0 {
+            let (f, sl) = (old & SLOT_FAILED != 0, old & SLOT_SLOW != 0);
+            let _ = self
+                .totals
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                    let failures = (t & LOW32).saturating_sub(u64::from(f));
+                    let slows = (t >> 32).saturating_sub(u64::from(sl));
+                    Some(failures | (slows << 32))
+                });
+        }
+        Some(self.counts_at(k + 1))
+    }
+
+    fn counts_at(&self, seq: u64) -> Counts {
+        let t = self.totals.load(Ordering::Acquire);
+        let calls = seq.min(self.size);
+        Counts {
+            calls,
+            failures: (t & LOW32).min(calls),
+            slow: (t >> 32).min(calls),
+        }
     }
 
     fn counts(&self) -> Counts {
-        let (_, c) = Self::unpack(self.head.load(Ordering::Acquire));
-        Counts {
-            calls: c.calls,
-            failures: c.failures.min(c.calls),
-            slow: c.slow.min(c.calls),
-        }
+        self.counts_at(self.seq.load(Ordering::Acquire))
     }
 
     fn reset(&self) {
         for slot in &self.slots {
             slot.store(0, Ordering::Relaxed);
         }
-        self.head.store(0, Ordering::Release);
+        self.totals.store(0, Ordering::Release);
+        self.seq.store(0, Ordering::Release);
     }
 }
 
@@ -779,5 +785,24 @@ impl TimeWindow {
             *b = (0, Counts::default());
         }
         inner.total = Counts::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CountWindow;
+
+    #[test]
+    fn fast_modulo_matches_the_remainder() {
+        for size in [1u32, 2, 3, 7, 10, 100, 1_000, 32_768] {
+            let w = CountWindow::new(size);
+            for k in (0..5_000u64).chain([u64::from(u32::MAX) - 3, u64::from(u32::MAX)]) {
+                assert_eq!(
+                    w.slot_of(k) as u64,
+                    k % u64::from(size),
+                    "k={k} size={size}"
+                );
+            }
+        }
     }
 }
