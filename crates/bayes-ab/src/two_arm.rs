@@ -330,30 +330,39 @@ fn miller_sums(a1: f64, b1: f64, n: u64, b2: f64) -> MillerSums {
         - special::ln_beta(1.0 + mf, b2)
         - special::ln_beta(a1, b1);
     // Sums relative to t_m: plain, and weighted by (a1+i)/(S+i), 1/(S+i), (b2+i)/(S+i).
+    // Each step needs one division: the reciprocal that gives both the term ratio and the
+    // term's weight 1/(S+i).
     let (mut sum, mut sum_a1, mut sum_inv, mut sum_b2) = (0.0, 0.0, 0.0, 0.0);
-    let mut add = |i: f64, t: f64| {
-        let inv = 1.0 / (s + i);
+    let mut add = |i: f64, t: f64, inv: f64| {
+        let tw = t * inv;
         sum += t;
-        sum_a1 += t * (a1 + i) * inv;
-        sum_inv += t * inv;
-        sum_b2 += t * (b2 + i) * inv;
+        sum_a1 += tw * (a1 + i);
+        sum_inv += tw;
+        sum_b2 += tw * (b2 + i);
     };
-    add(mf, 1.0);
     let mut total = 1.0;
-    // Upward from the mode; `t_last` is the relative term at index `last` if reached.
+    // Upward from the mode (the mode's own term is added here); `t_last` is the relative
+    // term at index `last` if reached.
     let mut t = 1.0;
     let mut i = m;
     let mut t_last = if m == last { 1.0 } else { 0.0 };
-    while i < last {
+    loop {
         let fi = i as f64;
-        t *= (a1 + fi) * (b2 + fi) / ((fi + 1.0) * (s + fi));
+        if i == last {
+            add(fi, t, 1.0 / (s + fi));
+            break;
+        }
+        // d = 1/((i+1)(S+i)): ratio_i = (a1+i)(b2+i)·d, weight_i = (i+1)·d.
+        let d = 1.0 / ((fi + 1.0) * (s + fi));
+        add(fi, t, (fi + 1.0) * d);
+        t *= (a1 + fi) * (b2 + fi) * d;
         i += 1;
-        add(i as f64, t);
         total += t;
         if i == last {
             t_last = t;
         }
         if t * ((last - i) as f64) < 1e-17 * total {
+            add(i as f64, t, 1.0 / (s + i as f64));
             break;
         }
     }
@@ -361,10 +370,13 @@ fn miller_sums(a1: f64, b1: f64, n: u64, b2: f64) -> MillerSums {
     t = 1.0;
     i = m;
     while i > 0 {
-        let fi = (i - 1) as f64;
-        t *= (fi + 1.0) * (s + fi) / ((a1 + fi) * (b2 + fi));
+        let fj = (i - 1) as f64;
+        // d = 1/((a1+j)(b2+j)(S+j)): t_j = t_{j+1}·(j+1)(S+j)²·d, weight_j = (a1+j)(b2+j)·d.
+        let p = (a1 + fj) * (b2 + fj);
+        let d = 1.0 / (p * (s + fj));
+        t *= (fj + 1.0) * (s + fj) * (s + fj) * d;
         i -= 1;
-        add(i as f64, t);
+        add(fj, t, p * d);
         total += t;
         if t * (i as f64) < 1e-17 * total {
             break;
