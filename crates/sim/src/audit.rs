@@ -95,7 +95,9 @@ impl AuditHook {
         if let Some(bytes) = torn
             && let Err(e) = self.tear(bytes)
         {
-            self.failures.lock().push(format!("writing a torn tail: {e}"));
+            self.failures
+                .lock()
+                .push(format!("writing a torn tail: {e}"));
         }
     }
 
@@ -183,9 +185,9 @@ impl JournalHook for AuditHook {
     fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]) {
         let mut guard = self.live.lock();
         let Some(live) = guard.as_mut() else {
-            self.failures
-                .lock()
-                .push(format!("journal entries of {tenant} arrived while the audit log was closed"));
+            self.failures.lock().push(format!(
+                "journal entries of {tenant} arrived while the audit log was closed"
+            ));
             return;
         };
         let chain = live
@@ -198,7 +200,9 @@ impl JournalHook for AuditHook {
             match staged.seal(&self.keyring, &MaskingPolicy::none(), audit_entry(e)) {
                 Ok(sealed) => records.push(LogRecord::new(live.next_index + i as u64, sealed)),
                 Err(err) => {
-                    self.failures.lock().push(format!("sealing {tenant} #{}: {err}", e.seq));
+                    self.failures
+                        .lock()
+                        .push(format!("sealing {tenant} #{}: {err}", e.seq));
                     return;
                 }
             }
@@ -212,7 +216,10 @@ impl JournalHook for AuditHook {
                     tree.push(r.entry.leaf_hash());
                 }
             }
-            Err(err) => self.failures.lock().push(format!("appending for {tenant}: {err}")),
+            Err(err) => self
+                .failures
+                .lock()
+                .push(format!("appending for {tenant}: {err}")),
         }
     }
 }

@@ -78,7 +78,10 @@ impl BrokenStore {
                 if again {
                     let key = IdempotencyKey::new(format!("{}~again", request.key))
                         .unwrap_or_else(|_| request.key.clone());
-                    (Request::new(request.tenant.clone(), key, request.command.clone()), now)
+                    (
+                        Request::new(request.tenant.clone(), key, request.command.clone()),
+                        now,
+                    )
                 } else {
                     (request.clone(), now)
                 }

@@ -113,7 +113,13 @@ fn check_one(ops: &[Operation]) -> bool {
     search(ops, 0, 0, full, &mut seen)
 }
 
-fn search(ops: &[Operation], done: u64, state: u64, full: u64, seen: &mut HashSet<(u64, u64)>) -> bool {
+fn search(
+    ops: &[Operation],
+    done: u64,
+    state: u64,
+    full: u64,
+    seen: &mut HashSet<(u64, u64)>,
+) -> bool {
     if done == full {
         return true;
     }
@@ -179,8 +185,8 @@ pub fn record(
                         1 => Call::Consume(rng.random_range(1..25)),
                         _ => Call::Balance,
                     };
-                    let key = IdempotencyKey::new(format!("t{thread}-{n}"))
-                        .map_err(|e| e.to_string())?;
+                    let key =
+                        IdempotencyKey::new(format!("t{thread}-{n}")).map_err(|e| e.to_string())?;
                     let call = time.fetch_add(1, Ordering::SeqCst);
                     let result = futures::executor::block_on(async {
                         match input {
@@ -215,7 +221,10 @@ pub fn record(
         .collect();
     let mut history = Vec::new();
     for h in handles {
-        history.extend(h.join().map_err(|_| "a client thread panicked".to_owned())??);
+        history.extend(
+            h.join()
+                .map_err(|_| "a client thread panicked".to_owned())??,
+        );
     }
     Ok(history)
 }

@@ -75,7 +75,36 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
+/// `sim --write-fuzz-seeds DIR`: writes each fuzz target's starting inputs to
+/// `DIR/<target>/seed-<n>`.
+fn write_seeds(dir: &str) -> ExitCode {
+    for (target, _) in sim::fuzz::TARGETS {
+        let path = std::path::Path::new(dir).join(target);
+        if let Err(e) = std::fs::create_dir_all(&path) {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+        for (i, bytes) in sim::fuzz::seed_inputs(target).iter().enumerate() {
+            if let Err(e) = std::fs::write(path.join(format!("seed-{i}")), bytes) {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some("--write-fuzz-seeds") {
+        return match raw.next() {
+            Some(dir) => write_seeds(&dir),
+            None => {
+                eprintln!("--write-fuzz-seeds needs a directory");
+                ExitCode::from(2)
+            }
+        };
+    }
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {

@@ -373,10 +373,11 @@ impl Sim {
     /// checks that nothing acknowledged was lost.
     async fn restart(&mut self, outage: Duration) -> Check {
         self.report.crashes += 1;
-        let torn = self
-            .rng
-            .random_bool(0.5)
-            .then(|| (0..self.rng.random_range(1..48)).map(|_| self.rng.random()).collect::<Vec<u8>>());
+        let torn = self.rng.random_bool(0.5).then(|| {
+            (0..self.rng.random_range(1..48))
+                .map(|_| self.rng.random())
+                .collect::<Vec<u8>>()
+        });
         self.audit.crash(torn.as_deref());
         self.faults.disarm();
         self.faults.restart();
@@ -394,8 +395,18 @@ impl Sim {
             self.report.torn_tails += 1;
         }
         self.proc = Self::boot(&self.durable, &self.txlog, &self.faults, &self.clock);
-        let tx = self.proc.tm.recover().await.map_err(|e| format!("tx recovery: {e}"))?;
-        let sweep = self.proc.ledger.recover().await.map_err(|e| format!("ledger recovery: {e}"))?;
+        let tx = self
+            .proc
+            .tm
+            .recover()
+            .await
+            .map_err(|e| format!("tx recovery: {e}"))?;
+        let sweep = self
+            .proc
+            .ledger
+            .recover()
+            .await
+            .map_err(|e| format!("ledger recovery: {e}"))?;
         self.line(&format!("restart tx={tx:?} sweep={sweep:?}"));
         self.check_acked_durable().await
     }
@@ -463,8 +474,12 @@ impl Sim {
             }
             return Ok(());
         }
-        self.line(&format!("{} {} {:?} => {result:?}", req.tenant, req.key, req.command));
-        self.acked.insert(id.clone(), (req.command.clone(), result.clone()));
+        self.line(&format!(
+            "{} {} {:?} => {result:?}",
+            req.tenant, req.key, req.command
+        ));
+        self.acked
+            .insert(id.clone(), (req.command.clone(), result.clone()));
         self.ack_order.push(id);
         if let Ok(o) = result {
             let inflow = self.inflow.entry(req.tenant.clone()).or_default();
@@ -481,7 +496,8 @@ impl Sim {
                     }
                 }
                 Effect::Committed { committed, .. } => {
-                    self.refundable.push((req.tenant.clone(), o.entry, committed));
+                    self.refundable
+                        .push((req.tenant.clone(), o.entry, committed));
                 }
                 _ => {}
             }
@@ -496,10 +512,10 @@ impl Sim {
     fn random_command(&mut self) -> Command {
         match self.rng.random_range(0..100) {
             0..25 => {
-                let expires_at = self
-                    .rng
-                    .random_bool(0.5)
-                    .then(|| self.now().saturating_add(ms(self.rng.random_range(1_000..7_200_000))));
+                let expires_at = self.rng.random_bool(0.5).then(|| {
+                    self.now()
+                        .saturating_add(ms(self.rng.random_range(1_000..7_200_000)))
+                });
                 Command::Grant {
                     amount: self.amount(500),
                     expires_at,
@@ -558,7 +574,10 @@ impl Sim {
             _ => None,
         };
         let tenant = tenant.unwrap_or_else(|| self.tenant());
-        if let Command::Grant { expires_at: Some(at), .. } = &mut command
+        if let Command::Grant {
+            expires_at: Some(at),
+            ..
+        } = &mut command
             && *at <= self.now()
         {
             *at = self.now().saturating_add(ms(1_000));
@@ -573,7 +592,12 @@ impl Sim {
         for (t, limit) in self.tenants.clone() {
             self.proc
                 .ledger
-                .create_tenant(&t, TenantSettings { overdraft_limit: limit })
+                .create_tenant(
+                    &t,
+                    TenantSettings {
+                        overdraft_limit: limit,
+                    },
+                )
                 .await
                 .map_err(|e| format!("creating {t}: {e}"))?;
             self.tracked.insert(t, Tracked::default());
@@ -619,7 +643,12 @@ impl Sim {
                 "sweep" => {
                     self.maybe_arm();
                     loop {
-                        match self.proc.ledger.sweep_step(self.rng.random_range(1..4)).await {
+                        match self
+                            .proc
+                            .ledger
+                            .sweep_step(self.rng.random_range(1..4))
+                            .await
+                        {
                             Ok(r) if r.more => {}
                             Ok(_) => break,
                             Err(e) if storage(&e) => {
@@ -812,7 +841,13 @@ impl Sim {
                         };
                         self.restart(outage).await?;
                     }
-                    match self.txlog.get(tx).await.map_err(|e| e.to_string())?.map(|r| r.phase) {
+                    match self
+                        .txlog
+                        .get(tx)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map(|r| r.phase)
+                    {
                         Some(TxPhase::Finished(d)) => break Some(d),
                         Some(TxPhase::Decided(_)) if crashed_in_doubt => {
                             // Phase two could not complete: leave it to the final checks.
@@ -825,8 +860,7 @@ impl Sim {
                     }
                 }
                 Err(
-                    LedgerError::TransactionAborted { .. }
-                    | LedgerError::TransactionTimedOut(_),
+                    LedgerError::TransactionAborted { .. } | LedgerError::TransactionTimedOut(_),
                 ) => break Some(Decision::Abort),
                 Err(e) => {
                     if crashed_in_doubt {
@@ -871,13 +905,19 @@ impl Sim {
             Some(TxPhase::Decided(Decision::Commit)) => Decision::Commit,
             other => {
                 if plan.outcome.is_some() {
-                    return Err(format!("{} answered {:?} but the log says {other:?}", plan.id, plan.outcome));
+                    return Err(format!(
+                        "{} answered {:?} but the log says {other:?}",
+                        plan.id, plan.outcome
+                    ));
                 }
                 return Ok(());
             }
         };
         if plan.outcome.is_some_and(|o| o != decided) {
-            return Err(format!("{} answered {:?} but the log decided {decided:?}", plan.id, plan.outcome));
+            return Err(format!(
+                "{} answered {:?} but the log decided {decided:?}",
+                plan.id, plan.outcome
+            ));
         }
         for (name, b) in PARTICIPANTS.iter().zip(&plan.branches) {
             let commit = store
@@ -895,7 +935,10 @@ impl Sim {
                     ));
                 }
                 Decision::Abort if commit.is_some() => {
-                    return Err(format!("{} aborted but branch {name} has a commit", plan.id));
+                    return Err(format!(
+                        "{} aborted but branch {name} has a commit",
+                        plan.id
+                    ));
                 }
                 _ => {}
             }
@@ -905,8 +948,7 @@ impl Sim {
 
     fn known_key(&self, tenant: &TenantId, key: &str) -> bool {
         key.starts_with("tx-")
-            || IdempotencyKey::new(key)
-                .is_ok_and(|k| self.acked.contains_key(&(tenant.clone(), k)))
+            || IdempotencyKey::new(key).is_ok_and(|k| self.acked.contains_key(&(tenant.clone(), k)))
     }
 
     /// Reads every new journal entry of every tenant and checks it, then the counters.
@@ -916,7 +958,10 @@ impl Sim {
         let step_now = self.step_now;
         let mut entries_total = 0u64;
         for (t, limit) in self.tenants.clone() {
-            let mut after = self.tracked.get(&t).and_then(|k| (k.seq > 0).then(|| EntrySeq::new(k.seq)));
+            let mut after = self
+                .tracked
+                .get(&t)
+                .and_then(|k| (k.seq > 0).then(|| EntrySeq::new(k.seq)));
             loop {
                 let page = store
                     .history(&t, PageRequest { after, limit: 500 })
@@ -933,7 +978,10 @@ impl Sim {
             let totals = store.totals(&t).await.map_err(|e| e.to_string())?;
             totals.check().map_err(|v| format!("{t}: {v}"))?;
             if totals.overdrawn > limit {
-                return Err(format!("{t} overdrawn {} beyond its limit {limit}", totals.overdrawn));
+                return Err(format!(
+                    "{t} overdrawn {} beyond its limit {limit}",
+                    totals.overdrawn
+                ));
             }
             let tr = self.tracked.get(&t).ok_or("untracked tenant")?;
             entries_total += tr.seq;
@@ -987,7 +1035,11 @@ impl Sim {
         // The hold's expiry, from the reservation's recorded outcome.
         let reserved_expiry = match (&e.kind, &e.key) {
             (EntryKind::Reserved, Some(k)) => {
-                match store.idempotency_record(t, k).await.map_err(|x| x.to_string())? {
+                match store
+                    .idempotency_record(t, k)
+                    .await
+                    .map_err(|x| x.to_string())?
+                {
                     Some(r) => match r.result {
                         Ok(Outcome {
                             effect: Effect::Reserved { expires_at, .. },
@@ -1034,7 +1086,9 @@ impl Sim {
             ));
         }
         if !known {
-            return fail("its key was never sent by a client (an invented or doubled write)".into());
+            return fail(
+                "its key was never sent by a client (an invented or doubled write)".into(),
+            );
         }
         if acked_err {
             return fail("its request was answered with an error".into());
@@ -1068,7 +1122,10 @@ impl Sim {
                 }
                 match e.kind {
                     EntryKind::HoldExpired if e.at < *exp => {
-                        return fail(format!("hold {h} expired early (expires {})", exp.as_unix_millis()));
+                        return fail(format!(
+                            "hold {h} expired early (expires {})",
+                            exp.as_unix_millis()
+                        ));
                     }
                     EntryKind::Committed | EntryKind::Cancelled if step_now >= *exp => {
                         return fail(format!(
@@ -1143,7 +1200,11 @@ impl Sim {
         // Far in the future every hold and dated lot has expired.
         self.clock.advance(Duration::from_secs(30 * 24 * 3600));
         self.step_now = self.now();
-        self.proc.ledger.recover().await.map_err(|e| e.to_string())?;
+        self.proc
+            .ledger
+            .recover()
+            .await
+            .map_err(|e| e.to_string())?;
         self.check_step().await?;
         for (t, tr) in &self.tracked {
             if let Some((h, _)) = tr.holds.iter().find(|(_, (_, r))| r.is_none()) {
@@ -1152,7 +1213,13 @@ impl Sim {
         }
         self.check_audit().await?;
         for (t, _) in self.tenants.clone() {
-            let totals = self.proc.ledger.store().totals(&t).await.map_err(|e| e.to_string())?;
+            let totals = self
+                .proc
+                .ledger
+                .store()
+                .totals(&t)
+                .await
+                .map_err(|e| e.to_string())?;
             self.line(&format!("final {t} {totals:?}"));
         }
         self.report.ops = self.cfg.ops;
@@ -1199,7 +1266,11 @@ impl Sim {
             }
             for (j, a) in journal.iter().zip(stream) {
                 if a.seq() + 1 != j.seq.get() || a.entry() != &audit_entry(j) {
-                    return Err(format!("{t}: audit record {} does not match journal entry {}", a.seq(), j.seq));
+                    return Err(format!(
+                        "{t}: audit record {} does not match journal entry {}",
+                        a.seq(),
+                        j.seq
+                    ));
                 }
             }
         }
@@ -1212,7 +1283,10 @@ impl Sim {
 
 impl fmt::Debug for Sim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sim").field("seed", &self.cfg.seed).field("step", &self.step).finish()
+        f.debug_struct("Sim")
+            .field("seed", &self.cfg.seed)
+            .field("step", &self.step)
+            .finish()
     }
 }
 
@@ -1220,8 +1294,10 @@ impl fmt::Debug for Sim {
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -4,7 +4,13 @@
 use sim::linearizability::{Call, Operation, Response, check, record};
 
 fn op(tenant: usize, call: u64, ret: u64, input: Call, output: Response) -> Operation {
-    Operation { tenant, call, ret, input, output }
+    Operation {
+        tenant,
+        call,
+        ret,
+        input,
+        output,
+    }
 }
 
 #[test]
@@ -40,7 +46,10 @@ fn known_non_linearizable_histories_are_rejected() {
             op(0, 4, 5, Call::Consume(5), Available(5)),
         ],
         // A stale read after a completed grant.
-        &[op(0, 0, 1, Call::Grant(7), Available(7)), op(0, 2, 3, Call::Balance, Available(0))],
+        &[
+            op(0, 0, 1, Call::Grant(7), Available(7)),
+            op(0, 2, 3, Call::Balance, Available(0)),
+        ],
         // Overspending: two overlapping consumes of 6 from 10 both succeed.
         &[
             op(0, 0, 1, Call::Grant(10), Available(10)),
@@ -48,7 +57,10 @@ fn known_non_linearizable_histories_are_rejected() {
             op(0, 3, 4, Call::Consume(6), Available(4)),
         ],
         // A refusal although the credits were there.
-        &[op(0, 0, 1, Call::Grant(3), Available(3)), op(0, 2, 3, Call::Consume(2), Insufficient)],
+        &[
+            op(0, 0, 1, Call::Grant(3), Available(3)),
+            op(0, 2, 3, Call::Consume(2), Insufficient),
+        ],
     ];
     for (i, h) in cases.iter().enumerate() {
         assert!(!check(h), "case {i} accepted");
@@ -66,7 +78,9 @@ fn tenants_are_checked_independently_and_bad_input_is_refused() {
     // A response before its call is not a history.
     assert!(!check(&[op(0, 5, 4, Call::Balance, Available(0))]));
     // Too many operations for one tenant.
-    let long: Vec<Operation> = (0..65).map(|i| op(0, 2 * i, 2 * i + 1, Call::Balance, Available(0))).collect();
+    let long: Vec<Operation> = (0..65)
+        .map(|i| op(0, 2 * i, 2 * i + 1, Call::Balance, Available(0)))
+        .collect();
     assert!(!check(&long));
     assert!(check(&long[..64]));
 }

@@ -42,7 +42,10 @@ fn caught(bug: Bug) -> Vec<String> {
         .filter_map(|&seed| run(&Config::new(seed, CI_OPS).with_bug(bug)).err())
         .map(|v| v.to_string())
         .collect();
-    assert!(!found.is_empty(), "{bug:?} went unnoticed over the CI seeds");
+    assert!(
+        !found.is_empty(),
+        "{bug:?} went unnoticed over the CI seeds"
+    );
     found
 }
 
@@ -50,7 +53,9 @@ fn caught(bug: Bug) -> Vec<String> {
 fn a_store_skipping_the_hold_expiry_check_is_caught() {
     let found = caught(Bug::SkipHoldExpiry);
     assert!(
-        found.iter().all(|v| v.contains("stamped") || v.contains("after it expired")),
+        found
+            .iter()
+            .all(|v| v.contains("stamped") || v.contains("after it expired")),
         "{found:?}"
     );
 }
