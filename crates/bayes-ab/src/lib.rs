@@ -1,4 +1,64 @@
-//! Exact Bayesian A/B testing.
+//! Exact Bayesian A/B testing: Beta-Binomial posteriors, P(challenger > champion) in closed
+//! form, expected loss, k-arm quadrature, a sequential-safe stopping rule, guardrails with
+//! auto-rollback, sample-ratio checks, sticky assignment and Thompson sampling.
+//!
+//! # Quick start
+//!
+//! ```
+//! use bayes_ab::{Beta, CompareConfig, Counts, compare};
+//!
+//! // Champion: 1,000 conversions in 10,000 visitors; challenger: 1,100 in 10,000.
+//! let a = Beta::UNIFORM.update(Counts::new(1_000, 10_000)?);
+//! let b = Beta::UNIFORM.update(Counts::new(1_100, 10_000)?);
+//! let s = compare(a, b, &CompareConfig::default());
+//! assert!((s.prob_b_beats_a - 0.989_457_354_431_714).abs() < 1e-10);
+//! // Choosing the challenger costs, in expectation, 0.0016 percentage points of conversion.
+//! assert!(s.expected_loss_b < 2e-5);
+//! assert!(s.interval_b.lower > 0.104 && s.interval_b.upper < 0.117);
+//! # Ok::<(), bayes_ab::Error>(())
+//! ```
+//!
+//! To decide when to stop, use a [`DecisionRule`]; to run a whole champion/challenger test
+//! (assignment, recording, guardrails, SRM, decision), an [`Experiment`].
+//!
+//! # Overview
+//!
+//! - **Posteriors** — [`Beta`] (any prior, [`Beta::UNIFORM`] by default) updated with
+//!   [`Counts`]; mean, CDF, quantiles and equal-tailed credible intervals to near double
+//!   precision (own regularized incomplete beta and its inverse).
+//! - **Two arms** — [`compare`]: P(B > A) by Evan Miller's closed form summed from its largest
+//!   term outward over the smallest integer parameter, both expected losses (Stucchio) from the
+//!   same pass, both intervals. Exact and deterministic; a normal approximation only above a
+//!   configurable size ([`CompareConfig`]). Lift: [`prob_lift_exceeds`], [`lift_interval`].
+//! - **k arms** — [`best_arm`]: P(best) and expected loss by one-dimensional quadrature;
+//!   [`best_arm_monte_carlo`] with a seeded generator for cross-checks.
+//! - **Continuous metrics** — [`MeanStats`] (n, Σx, Σx²) and [`compare_means`].
+//! - **Decisions** — [`DecisionRule`] with [`StoppingMode::Bayesian`] (probability and
+//!   expected-loss thresholds) or [`StoppingMode::Sequential`] (an always-valid confidence
+//!   sequence, [`confidence_sequence`]: safe to peek); [`simulate_aa`] measures the
+//!   false-positive rate of any mode.
+//! - **Guardrails** — [`ErrorRateGuardrail`] (posterior P(rate > limit), absolute or relative
+//!   to a baseline), [`LatencyGuardrail`] on a [`LatencySketch`] quantile with an
+//!   order-statistic interval; a breach is an explicit [`RollbackReason`].
+//! - **Traffic** — [`TrafficSplit::assign`] (sticky, salted SHA-256 buckets) and
+//!   [`srm_check`] (χ², alert at p < 0.001).
+//! - **Bandits** — [`ThompsonBandit`]: seeded, optional top-two, minimum share per arm.
+//! - **State** — [`ExperimentState`] (serde, mergeable) behind [`ExperimentStore`], with
+//!   [`InMemoryExperimentStore`].
+//!
+//! Every function is pure over counts (sans-IO); the only time source is the caller's
+//! [`metered_clock::Clock`], used by [`Experiment`] for the maximum duration.
+//!
+//! # What it does not do
+//!
+//! - No peeking protection in [`StoppingMode::Bayesian`]: reading it at every look inflates
+//!   false positives (42 % instead of 10 % over 20 looks; see `docs/bayes-ab.md`). Use
+//!   [`StoppingMode::Sequential`] when you look before the planned end.
+//! - No hierarchical or informative priors beyond a Beta prior you choose, no CUPED or
+//!   variance reduction, no multiple-testing correction across metrics.
+//! - [`Experiment`] is champion versus one challenger; for more arms call [`best_arm`] or
+//!   [`ThompsonBandit`] directly.
+//! - No network or database storage: implement [`ExperimentStore`] for your backend.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
