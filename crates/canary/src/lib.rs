@@ -1,5 +1,89 @@
 //! Progressive canary rollouts with statistical health checks, auto-promote and
 //! auto-rollback.
+//!
+//! ```
+//! use std::time::Duration;
+//! use canary::*;
+//! use metered_clock::{Clock, ManualClock, Timestamp};
+//!
+//! // 5 → 10 → 25 → 50 → 100 %, a check a minute, at least 5 minutes and 1,000 canary
+//! // requests per step.
+//! let plan = Plan::progressive(Duration::from_secs(60), Duration::from_secs(300), 1_000)?;
+//! let policy = HealthPolicy::builder()
+//!     .check(MetricCheck::error_rate_max(0.05).critical()) // > 5 % errors: roll back at once
+//!     .check(MetricCheck::error_rate_relative(0.25))      // ≤ 25 % worse than stable
+//!     .build()?;
+//! let mut rollout = Rollout::new("checkout-v7", plan, policy)?;
+//! let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
+//! let _ = rollout.start(clock.now(), Actor::operator("ana"))?;
+//!
+//! // Every minute: observe both arms since the step began, tick, do what the decision says.
+//! clock.advance(Duration::from_secs(60));
+//! let obs = Observations::new(ArmObservation::counts(1_200, 12), ArmObservation::counts(22_800, 230));
+//! let d = rollout.tick(clock.now(), &obs)?;
+//! assert_eq!((d.action, d.report.unwrap().verdict), (Action::Hold, Verdict::Healthy));
+//! assert_eq!(d.next_check_at, Some(clock.now().saturating_add(Duration::from_secs(60))));
+//!
+//! // Three times the stable error rate: the relative check fails, and after the failure
+//! // limit (3 checks) the canary is rolled back.
+//! let bad = Observations::new(ArmObservation::counts(1_200, 40), ArmObservation::counts(22_800, 230));
+//! let mut last = Action::Hold;
+//! for _ in 0..3 {
+//!     clock.advance(Duration::from_secs(60));
+//!     last = rollout.tick(clock.now(), &bad)?.action;
+//! }
+//! assert_eq!(last, Action::RollBack);
+//! // Every check and transition is an event for the audit trail; replay rebuilds the state.
+//! let events = rollout.take_events();
+//! let replayed = Rollout::replay("checkout-v7", rollout.plan().clone(), rollout.policy().clone(), &events)?;
+//! assert_eq!(replayed.state(), rollout.state());
+//! # Ok::<(), CanaryError>(())
+//! ```
+//!
+//! # Overview
+//!
+//! * **[`Plan`]**: validated [`Step`]s (weights strictly increasing to 100 %, a minimum time
+//!   and sample each, optional approval gates) and the check interval.
+//! * **[`Rollout`]**: the state machine `pending → progressing(step) ⇄ paused(reason) →
+//!   promoting → succeeded`, or `rolling back → rolled back`, or `aborted`. Sans-IO:
+//!   [`Rollout::tick`] takes `now` and [`Observations`] and returns a [`Decision`] (what to
+//!   do, and when to tick next); operator commands (`start`, `promote`, `promote_full`,
+//!   `skip_step`, `pause`, `resume`, `rollback`, `abort`) refuse illegal transitions with
+//!   [`CanaryError::IllegalTransition`].
+//! * **[`HealthPolicy`]**: [`MetricCheck`]s on error rate and latency quantiles, absolute or
+//!   relative to the stable baseline, judged on the Beta posterior (error rates, via
+//!   `bayes-ab`) or an order-statistic interval (latency quantiles): a check fails when a
+//!   breach has posterior probability ≥ `fail_confidence` (0.99), passes below `pass_below`
+//!   (0.8), and is inconclusive in between. Below the step's minimum sample a check is
+//!   *insufficient data*: it holds and never fails. Critical checks roll back at once; others
+//!   after `failure_limit` consecutive or `total_failure_limit` total failures; consecutive
+//!   successes can complete a step early; inconclusive checks pause, and a pause ends at
+//!   `max_pause` with a configured [`Outcome`]; metric-source errors have their own limit. An
+//!   optional Kayenta-style [`MannWhitneyJudge`] scores raw samples (pass ≥ 95, marginal ≥ 75).
+//! * **Traffic**: [`Router`] routes request keys stickily (raising the weight never moves a
+//!   canary user back to stable); every check tests the observed split for a sample-ratio
+//!   mismatch ([`srm_p_value`]).
+//! * **Trail**: every check and transition is an [`Event`]; [`trail`] turns them into
+//!   `audit_chain` entries (written through an `AuditTrail`, read back from an `AuditSink`),
+//!   and [`Rollout::replay`] rebuilds the same [`RolloutState`] from them.
+//! * **[`RolloutManager`]**: many rollouts by id, with `tick_all`, `auto_promote_canary` and
+//!   `auto_rollback_unhealthy_canaries`.
+//! * **[`simulate`]**: many rollouts on synthetic traffic, to measure false rollbacks and
+//!   detection for a policy.
+//!
+//! # What it does not do
+//!
+//! * It does not move traffic, deploy or scale anything: decisions say what to do; your
+//!   mesh, load balancer or flag system does it (with the `tokio` feature, through an
+//!   `Actuator`).
+//! * It does not query metrics: you (or a `MetricsSource`) supply counts and latency
+//!   sketches for the window since the step began.
+//! * It reads no clock and never sleeps (except the optional driver); time comes in as `now`.
+//!
+//! # Crate features
+//!
+//! * `tokio`: `Driver`, which runs a rollout on its schedule against a `MetricsSource` and
+//!   an `Actuator`, writing the trail to an `AuditTrail`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

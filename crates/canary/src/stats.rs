@@ -183,7 +183,10 @@ mod tests {
                     for r in [0.0, 0.2, 0.5] {
                         let exact = prob_lift_exceeds(b, c, Lift::Relative, r).unwrap();
                         let err = (exact - edgeworth_relative(b, c, r)).abs();
-                        assert!(err < ERROR_SCALE / m, "{canary_errors} errors, ratio {ratio}, x{arm_ratio}, r {r}: {err}");
+                        assert!(
+                            err < ERROR_SCALE / m,
+                            "{canary_errors} errors, ratio {ratio}, x{arm_ratio}, r {r}: {err}"
+                        );
                         worst = worst.max(err);
                     }
                 }
