@@ -209,6 +209,10 @@ pub struct Config {
     pub database_url: Option<Secret>,
     /// Run migrations at start.
     pub migrate: bool,
+    /// Schema of the ledger tables (`None`: the database's default `search_path`).
+    pub database_schema: Option<String>,
+    /// Most database connections.
+    pub database_pool_max: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -239,6 +243,8 @@ impl Default for Config {
             audit_origin: "credits-service/audit".to_owned(),
             database_url: None,
             migrate: false,
+            database_schema: None,
+            database_pool_max: 32,
             log_format: LogFormat::Json,
         }
     }
@@ -380,6 +386,20 @@ impl Config {
                         _ => return Err(bad(k, "must be true or false")),
                     };
                 }
+                "CREDITS_DATABASE_SCHEMA" => {
+                    let ok = v.len() <= 63
+                        && v.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                        && v.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                    if !ok {
+                        return Err(bad(
+                            k,
+                            "must be 1 to 63 of a-z, 0-9 and _, not starting with a digit",
+                        ));
+                    }
+                    c.database_schema = Some(v.to_owned());
+                }
+                "CREDITS_DATABASE_POOL_MAX" => c.database_pool_max = parse_num(k, v, 1, 1_000)?,
                 "CREDITS_LOG_FORMAT" => {
                     c.log_format = match v.trim() {
                         "json" => LogFormat::Json,
@@ -525,6 +545,11 @@ mod tests {
         check(&[("CREDITS_AUDIT_HMAC_KEY", &"ab".repeat(32))], None);
         check(&[("DATABASE_URL", "mysql://x")], Some("postgres://"));
         check(&[("CREDITS_MIGRATE", "yes")], Some("true or false"));
+        check(&[("CREDITS_DATABASE_SCHEMA", "ledger_2")], None);
+        check(&[("CREDITS_DATABASE_SCHEMA", "Ledger")], Some("a-z"));
+        check(&[("CREDITS_DATABASE_SCHEMA", "x; drop table")], Some("a-z"));
+        check(&[("CREDITS_DATABASE_SCHEMA", "2x")], Some("a-z"));
+        check(&[("CREDITS_DATABASE_POOL_MAX", "0")], Some("outside"));
         check(&[("CREDITS_LOG_FORMAT", "xml")], Some("json or text"));
         check(&[("CREDITS_NOPE", "1")], Some("unknown setting"));
         check(

@@ -154,12 +154,36 @@ impl ServiceBuilder {
 
         let (store, backend): (Arc<dyn LedgerStore>, Backend) = match &config.database_url {
             Some(url) => {
-                let pg_config = credits_postgres::PgConfig::builder(url.expose())
+                let mut pg_config = credits_postgres::PgConfig::builder(url.expose())
                     .application_name("credits-service")
+                    .pool_max_size(config.database_pool_max)
+                    // Each ledger change's audit entry is sealed inside its transaction.
+                    .audit(credits_postgres::LedgerAudit::new(
+                        Arc::clone(&keyring),
+                        MaskingPolicy::standard(),
+                    ));
+                if let Some(schema) = &config.database_schema {
+                    pg_config = pg_config.search_path(schema.as_str());
+                }
+                let pg_config = pg_config
                     .build()
                     .map_err(|e| backend_err("database configuration", &e))?;
                 let store = credits_postgres::PgLedgerStore::connect(pg_config, Arc::clone(&clock))
                     .map_err(|e| backend_err("database", &e))?;
+                if config.migrate
+                    && let Some(schema) = &config.database_schema
+                {
+                    // The name was checked to be a plain lower-case identifier at start.
+                    let client = store
+                        .pool()
+                        .get()
+                        .await
+                        .map_err(|e| backend_err("database", &e))?;
+                    client
+                        .simple_query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                        .await
+                        .map_err(|e| backend_err("creating the schema", &e))?;
+                }
                 if config.migrate {
                     let report = store
                         .migrate()

@@ -234,7 +234,9 @@ fn unhex(s: &str) -> [u8; 32] {
 
 #[tokio::test]
 async fn every_ledger_change_is_audited_and_provable() {
-    let s = TestService::start(&[]).await;
+    // The service's own Merkle log holds ledger entries on the in-memory backend; on
+    // PostgreSQL they are sealed inside the ledger's transactions instead.
+    let s = TestService::start_memory(&[]).await;
     s.tenant_with("acme", 500).await;
     s.tenant_with("globex", 500).await;
     for i in 0..5 {

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use credits_core::{
@@ -16,7 +16,7 @@ use credits_service::{Config, RunningService, Service};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use metered_clock::{ManualClock, Timestamp};
+use metered_clock::{Clock, ManualClock, SystemClock, Timestamp};
 use serde_json::Value;
 
 pub const ADMIN: &str = "Bearer admin-token-0123456789";
@@ -29,11 +29,31 @@ pub struct TestService {
     pub clock: ManualClock,
     pub store_down: Arc<AtomicBool>,
     running: Option<RunningService>,
+    /// The database and the schema this service's tables live in (dropped at shutdown).
+    database: Option<(String, String)>,
 }
 
 impl TestService {
-    /// Starts a service with the base settings plus `extra` variables.
+    /// Starts a service with the base settings plus `extra` variables: on PostgreSQL when
+    /// `DATABASE_URL` is set (in a schema of its own), in memory otherwise.
     pub async fn start(extra: &[(&str, &str)]) -> TestService {
+        let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+        Self::start_with(extra, url).await
+    }
+
+    /// Starts a service on the in-memory backend whatever the environment says.
+    pub async fn start_memory(extra: &[(&str, &str)]) -> TestService {
+        Self::start_with(extra, None).await
+    }
+
+    async fn start_with(extra: &[(&str, &str)], database_url: Option<String>) -> TestService {
+        static SERVICES: AtomicU64 = AtomicU64::new(0);
+        let schema = format!(
+            "svc_test_{}_{}_{}",
+            std::process::id(),
+            SystemClock::new().now().as_unix_millis(),
+            SERVICES.fetch_add(1, Ordering::Relaxed)
+        );
         let mut vars = vec![
             ("CREDITS_LISTEN_ADDR", "127.0.0.1:0"),
             // The sweeper would otherwise call the store on its own schedule.
@@ -46,6 +66,14 @@ impl TestService {
             ),
         ];
         vars.extend_from_slice(extra);
+        if let Some(url) = &database_url {
+            vars.extend_from_slice(&[
+                ("DATABASE_URL", url.as_str()),
+                ("CREDITS_MIGRATE", "true"),
+                ("CREDITS_DATABASE_SCHEMA", schema.as_str()),
+                ("CREDITS_DATABASE_POOL_MAX", "8"),
+            ]);
+        }
         let config = Config::from_vars(vars).expect("test configuration");
         let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
         let store_down = Arc::new(AtomicBool::new(false));
@@ -64,12 +92,24 @@ impl TestService {
             clock,
             store_down,
             running: Some(running),
+            database: database_url.map(|url| (url, schema)),
         }
     }
 
     pub async fn shutdown(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
+        }
+        if let Some((url, schema)) = self.database.take() {
+            use credits_postgres::tokio_postgres;
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to drop the test schema");
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await
+                .expect("drop the test schema");
         }
     }
 
