@@ -50,10 +50,8 @@ struct Fixture {
 
 fn fixture(tenants: usize) -> Fixture {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_767_225_600_000));
-    // A bounded idempotency memory so that long runs measure the ledger, not the allocator.
-    let store = MemoryLedgerStore::builder()
-        .idempotency_keys_max(256)
-        .build();
+    // Default settings: idempotency keys are kept for 24 hours, so nothing is evicted here.
+    let store = MemoryLedgerStore::new();
     let ledger = Ledger::new(store, clock.clone());
     let tenants: Vec<TenantId> = (0..tenants)
         .map(|i| TenantId::new(format!("tenant-{i}")).unwrap())

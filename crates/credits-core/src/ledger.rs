@@ -365,10 +365,26 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
 }
 
 fn record_metrics(op: &'static str, result: &Result<Outcome, LedgerError>) {
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(e) if e.is_storage() => "storage_error",
-        Err(_) => "rejected",
-    };
-    metrics::counter!("credits_operations_total", "op" => op, "outcome" => outcome).increment(1);
+    // Literal labels only: the `metrics` macros then build the key statically, with no
+    // allocation on the hot path.
+    macro_rules! count {
+        ($outcome:literal) => {
+            match op {
+                "grant" => metrics::counter!("credits_operations_total", "op" => "grant", "outcome" => $outcome).increment(1),
+                "consume" => metrics::counter!("credits_operations_total", "op" => "consume", "outcome" => $outcome).increment(1),
+                "reserve" => metrics::counter!("credits_operations_total", "op" => "reserve", "outcome" => $outcome).increment(1),
+                "commit" => metrics::counter!("credits_operations_total", "op" => "commit", "outcome" => $outcome).increment(1),
+                "cancel" => metrics::counter!("credits_operations_total", "op" => "cancel", "outcome" => $outcome).increment(1),
+                _ => metrics::counter!("credits_operations_total", "op" => "refund", "outcome" => $outcome).increment(1),
+            }
+        };
+    }
+    match result {
+        Ok(_) => count!("ok"),
+        Err(e) if e.is_storage() => count!("storage_error"),
+        Err(e) => {
+            tracing::debug!(op, error = %e, "credits request rejected");
+            count!("rejected");
+        }
+    }
 }

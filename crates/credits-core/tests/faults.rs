@@ -47,7 +47,7 @@ impl<S> FaultyStore<S> {
 
     fn due(&self) -> bool {
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let due = n % self.every == 0;
+        let due = n.is_multiple_of(self.every);
         if due {
             self.injected.fetch_add(1, Ordering::Relaxed);
         }
