@@ -207,10 +207,10 @@ pub(crate) fn beta_inc_inv(a: f64, b: f64, p: f64, q: f64) -> f64 {
         let curvature = (a - 1.0) / x - (b - 1.0) / y;
         let step = u / (1.0 - 0.5 * (u * curvature).clamp(-1.0, 1.0));
         let next = x - step;
-        // Halley converges cubically: once the step is below 2e-6 of the local scale, the
+        // Halley converges cubically: once the step is below 1e-5 of the local scale, the
         // error after it is far below one ulp, so no further evaluation is needed.
         let scale = x.min(y).min(1.0 / curvature.abs());
-        if step.abs() <= 2e-6 * scale && next > lo && next < hi {
+        if step.abs() <= 1e-5 * scale && next > lo && next < hi {
             return next;
         }
         if step.abs() <= 4.0 * f64::EPSILON * x || hi - lo <= 4.0 * f64::EPSILON * hi {
