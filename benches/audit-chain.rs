@@ -97,11 +97,11 @@ fn append(c: &mut Criterion) {
 }
 
 fn file_sink(c: &mut Criterion) {
-    let (_, records) = sealed_log(256);
+    let (_, records) = sealed_log(1024);
     let dir = tempfile::tempdir().expect("temp dir");
     let mut g = c.benchmark_group("audit-chain/file-sink");
     g.sample_size(10);
-    for batch in [256usize, 1] {
+    for batch in [1024usize, 256, 1] {
         let (sink, _) = FileSink::open(&dir.path().join(format!("b{batch}"))).expect("open sink");
         g.throughput(Throughput::Elements(batch as u64));
         // Setups run ahead of their routines, so indices come from a counter, not the sink.
