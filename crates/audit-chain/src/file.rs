@@ -7,7 +7,8 @@
 //! 16-byte header (`ACHNSEG1` and the first index, u64 big-endian), then frames:
 //! `length (u32 BE) ‖ record ‖ check`, where `record` is [`LogRecord::encode`] and `check` is
 //! the first 8 bytes of `SHA-256("audit-chain/v1/frame\0" ‖ length ‖ record)`. The latest
-//! checkpoint note is in `checkpoint` (replaced atomically).
+//! checkpoint note is in `checkpoint` and the latest [`LogHead`] in `head` (each replaced
+//! atomically).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -21,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::entry::LogRecord;
 use crate::sink::{AuditSink, check_batch};
 use crate::verify::{ChainVerifier, VerifyReport};
-use crate::{AuditError, Checkpoint, Keyring};
+use crate::{AuditError, Checkpoint, Keyring, LogHead};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"ACHNSEG1";
 const HEADER_LEN: usize = 16;
@@ -29,6 +30,7 @@ const DOMAIN_FRAME: &[u8] = b"audit-chain/v1/frame\0";
 /// Largest record a frame may hold, in bytes.
 pub const FRAME_RECORD_MAX: usize = 4 * 1024 * 1024;
 const CHECKPOINT_FILE: &str = "checkpoint";
+const HEAD_FILE: &str = "head";
 
 fn frame_check(len: [u8; 4], record: &[u8]) -> [u8; 8] {
     let mut h = Sha256::new();
@@ -672,15 +674,30 @@ impl Inner {
         Ok(out)
     }
 
-    fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
-        let tmp = self.dir.join("checkpoint.tmp");
-        let path = self.dir.join(CHECKPOINT_FILE);
-        let mut f = File::create(&tmp).map_err(|e| AuditError::io("creating checkpoint.tmp", e))?;
-        f.write_all(note.as_bytes())
+    /// Replaces file `name` atomically: write a temporary file, fsync, rename, fsync the
+    /// directory.
+    fn replace_file(&self, name: &str, bytes: &[u8]) -> Result<(), AuditError> {
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let path = self.dir.join(name);
+        let mut f =
+            File::create(&tmp).map_err(|e| AuditError::io(format!("creating {name}.tmp"), e))?;
+        f.write_all(bytes)
             .and_then(|()| f.sync_all())
-            .map_err(|e| AuditError::io("writing checkpoint.tmp", e))?;
-        fs::rename(&tmp, &path).map_err(|e| AuditError::io("replacing the checkpoint", e))?;
+            .map_err(|e| AuditError::io(format!("writing {name}.tmp"), e))?;
+        fs::rename(&tmp, &path).map_err(|e| AuditError::io(format!("replacing {name}"), e))?;
         sync_dir(&self.dir)
+    }
+
+    fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
+        self.replace_file(CHECKPOINT_FILE, note.as_bytes())
+    }
+
+    fn load_head(&self) -> Result<Option<LogHead>, AuditError> {
+        match fs::read(self.dir.join(HEAD_FILE)) {
+            Ok(b) => LogHead::from_bytes(&b).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AuditError::io("reading the log head", e)),
+        }
     }
 
     fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
@@ -726,5 +743,16 @@ impl AuditSink for FileSink {
     async fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
         let inner = Arc::clone(&self.inner);
         blocking(move || inner.lock().load_checkpoint()).await
+    }
+
+    async fn store_head(&self, head: &LogHead) -> Result<(), AuditError> {
+        let inner = Arc::clone(&self.inner);
+        let bytes = head.to_bytes();
+        blocking(move || inner.lock().replace_file(HEAD_FILE, &bytes)).await
+    }
+
+    async fn load_head(&self) -> Result<Option<LogHead>, AuditError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.lock().load_head()).await
     }
 }

@@ -75,6 +75,7 @@ mod checkpoint;
 mod entry;
 mod error;
 mod file;
+mod head;
 mod hex;
 mod keyring;
 mod mask;
@@ -94,6 +95,7 @@ pub use file::{
     DirVerification, FRAME_RECORD_MAX, FileSink, FileSinkOptions, Recovery, ScannedLog, scan_dir,
     scan_dir_with, verify_dir,
 };
+pub use head::LogHead;
 pub use keyring::{HmacKey, KEY_LEN_MAX, KEY_LEN_MIN, Keyring};
 pub use mask::{Mask, MaskingPolicy, MaskingPolicyBuilder, REDACTED};
 pub use sink::{AuditSink, MemorySink, verify_range, verify_sink};

@@ -8,7 +8,7 @@ use parking_lot::RwLock;
 
 use crate::entry::LogRecord;
 use crate::verify::{ChainVerifier, VerifyReport};
-use crate::{AuditError, Checkpoint, Keyring};
+use crate::{AuditError, Checkpoint, Keyring, LogHead};
 
 /// Records read per call while verifying or replaying a sink.
 pub(crate) const READ_CHUNK: usize = 4096;
@@ -33,6 +33,16 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
     async fn store_checkpoint(&self, note: &str) -> Result<(), AuditError>;
     /// The last stored checkpoint note, if any.
     async fn load_checkpoint(&self) -> Result<Option<String>, AuditError>;
+    /// Stores a snapshot of the log's state so a writer can restart without replaying the
+    /// whole log. Optional: the default keeps nothing (restarts then replay everything).
+    async fn store_head(&self, head: &LogHead) -> Result<(), AuditError> {
+        let _ = head;
+        Ok(())
+    }
+    /// The last stored snapshot, if any. The default has none.
+    async fn load_head(&self) -> Result<Option<LogHead>, AuditError> {
+        Ok(None)
+    }
 }
 
 pub(crate) fn check_batch(size: u64, records: &[LogRecord]) -> Result<(), AuditError> {
@@ -65,6 +75,7 @@ pub(crate) fn check_batch(size: u64, records: &[LogRecord]) -> Result<(), AuditE
 pub struct MemorySink {
     records: RwLock<Vec<LogRecord>>,
     checkpoint: RwLock<Option<String>>,
+    head: RwLock<Option<LogHead>>,
 }
 
 impl MemorySink {
@@ -108,6 +119,15 @@ impl AuditSink for MemorySink {
 
     async fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
         Ok(self.checkpoint.read().clone())
+    }
+
+    async fn store_head(&self, head: &LogHead) -> Result<(), AuditError> {
+        *self.head.write() = Some(head.clone());
+        Ok(())
+    }
+
+    async fn load_head(&self) -> Result<Option<LogHead>, AuditError> {
+        Ok(self.head.read().clone())
     }
 }
 

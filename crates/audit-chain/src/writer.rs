@@ -12,9 +12,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{StreamChain, StreamHead};
 use crate::entry::{AuditEntry, Hash, LogRecord, SealedEntry};
-use crate::merkle::MerkleTree;
+use crate::merkle::{MerkleFrontier, MerkleTree};
 use crate::sink::{AuditSink, READ_CHUNK};
-use crate::{AuditError, Checkpoint, Keyring, MaskingPolicy, NoteSigner, SignedCheckpoint};
+use crate::{
+    AuditError, Checkpoint, Keyring, LogHead, MaskingPolicy, NoteSigner, SignedCheckpoint,
+};
 
 /// Settings of an [`AuditWriter`]. Build with [`WriterConfig::builder`].
 #[derive(Clone, Debug)]
@@ -25,6 +27,7 @@ pub struct WriterConfig {
     linger: Duration,
     checkpoint_every_entries: u64,
     checkpoint_interval: Duration,
+    retain_proofs: bool,
 }
 
 impl WriterConfig {
@@ -55,6 +58,7 @@ impl WriterConfig {
                 linger: Duration::ZERO,
                 checkpoint_every_entries: 4096,
                 checkpoint_interval: Duration::from_secs(1),
+                retain_proofs: true,
             },
         }
     }
@@ -73,6 +77,11 @@ impl WriterConfig {
     #[must_use]
     pub fn buffer_max(&self) -> usize {
         self.buffer_max
+    }
+    /// Whether the writer keeps the whole Merkle tree (and so serves proofs).
+    #[must_use]
+    pub fn retain_proofs(&self) -> bool {
+        self.retain_proofs
     }
 }
 
@@ -109,6 +118,15 @@ impl WriterConfigBuilder {
     /// Emit a checkpoint once this long passed since the last one (checked after each batch).
     pub fn checkpoint_interval(mut self, d: Duration) -> Self {
         self.config.checkpoint_interval = d;
+        self
+    }
+    /// Keep the whole Merkle tree in memory (about 64 bytes per entry) to serve inclusion and
+    /// consistency proofs; this is the default. With `false` the writer keeps only the
+    /// O(log n) frontier, cannot serve proofs (build them offline from the sink with
+    /// [`MerkleTree`](crate::merkle::MerkleTree)), and restarts from the sink's stored
+    /// [`LogHead`](crate::LogHead), replaying only the entries written after it.
+    pub fn retain_proofs(mut self, retain: bool) -> Self {
+        self.config.retain_proofs = retain;
         self
     }
 
@@ -165,9 +183,59 @@ impl Receipt {
     }
 }
 
+/// The writer's view of the Merkle tree: all of it, or just the frontier.
+#[derive(Debug)]
+enum Tree {
+    Full(MerkleTree),
+    Frontier(MerkleFrontier),
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Tree::Full(MerkleTree::new())
+    }
+}
+
+impl Tree {
+    fn push(&mut self, leaf: Hash) {
+        match self {
+            Tree::Full(t) => t.push(leaf),
+            Tree::Frontier(f) => f.push(leaf),
+        }
+    }
+    fn size(&self) -> u64 {
+        match self {
+            Tree::Full(t) => t.size(),
+            Tree::Frontier(f) => f.size(),
+        }
+    }
+    fn root(&self) -> Hash {
+        match self {
+            Tree::Full(t) => t.root(),
+            Tree::Frontier(f) => f.root(),
+        }
+    }
+    fn frontier(&self) -> MerkleFrontier {
+        match self {
+            Tree::Full(t) => t.frontier(),
+            Tree::Frontier(f) => f.clone(),
+        }
+    }
+    fn full(&self) -> Result<&MerkleTree, AuditError> {
+        match self {
+            Tree::Full(t) => Ok(t),
+            Tree::Frontier(_) => Err(AuditError::InvalidConfig(
+                "this writer keeps only the Merkle frontier (retain_proofs(false)); \
+                 build proofs from the sink"
+                    .into(),
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shared {
-    tree: RwLock<MerkleTree>,
+    tree: RwLock<Tree>,
     heads: RwLock<HashMap<String, StreamHead>>,
     latest: RwLock<Option<(Checkpoint, Option<SignedCheckpoint>)>>,
 }
@@ -208,9 +276,21 @@ impl AuditWriter {
         let shared = Arc::new(Shared::default());
         let size = sink.size().await?;
         {
-            let mut at = 0u64;
-            let mut tree = MerkleTree::new();
-            let mut heads = HashMap::new();
+            let (mut tree, mut heads, mut at) = match config.retain_proofs {
+                true => (Tree::Full(MerkleTree::new()), HashMap::new(), 0),
+                false => match sink.load_head().await? {
+                    Some(head) if head.size() <= size => {
+                        let at = head.size();
+                        (
+                            Tree::Frontier(head.frontier),
+                            head.streams.into_iter().collect(),
+                            at,
+                        )
+                    }
+                    _ => (Tree::Frontier(MerkleFrontier::new()), HashMap::new(), 0),
+                },
+            };
+            tracing::debug!(from = at, to = size, "replaying the audit log");
             while at < size {
                 let chunk = sink.read(at, READ_CHUNK).await?;
                 if chunk.is_empty() {
@@ -376,25 +456,28 @@ impl AuditWriter {
     /// Inclusion proof of entry `index` in the tree of size `size`.
     ///
     /// # Errors
-    /// [`AuditError::InvalidProof`] unless `index < size ≤` durable size.
+    /// [`AuditError::InvalidProof`] unless `index < size ≤` durable size;
+    /// [`AuditError::InvalidConfig`] if the writer does not retain the tree.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, AuditError> {
-        self.shared.tree.read().inclusion_proof(index, size)
+        self.shared.tree.read().full()?.inclusion_proof(index, size)
     }
 
     /// Consistency proof from tree size `old` to `new`.
     ///
     /// # Errors
-    /// [`AuditError::InvalidProof`] unless `0 < old ≤ new ≤` durable size.
+    /// [`AuditError::InvalidProof`] unless `0 < old ≤ new ≤` durable size;
+    /// [`AuditError::InvalidConfig`] if the writer does not retain the tree.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, AuditError> {
-        self.shared.tree.read().consistency_proof(old, new)
+        self.shared.tree.read().full()?.consistency_proof(old, new)
     }
 
     /// Root of the tree when it had `size` entries.
     ///
     /// # Errors
-    /// [`AuditError::InvalidProof`] if `size` is beyond the durable size.
+    /// [`AuditError::InvalidProof`] if `size` is beyond the durable size;
+    /// [`AuditError::InvalidConfig`] if the writer does not retain the tree.
     pub fn root_at(&self, size: u64) -> Result<Hash, AuditError> {
-        self.shared.tree.read().root_at(size)
+        self.shared.tree.read().full()?.root_at(size)
     }
 }
 
@@ -593,6 +676,17 @@ impl Task {
             .as_ref()
             .map_or_else(|| cp.to_body(), |s| s.note.clone());
         self.sink.store_checkpoint(&note).await?;
+        let head = LogHead {
+            frontier: self.shared.tree.read().frontier(),
+            streams: self
+                .shared
+                .heads
+                .read()
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        };
+        self.sink.store_head(&head).await?;
         self.last_cp_size = cp.size;
         self.last_cp_tick = self.clock.monotonic();
         *self.shared.latest.write() = Some((cp.clone(), signed));

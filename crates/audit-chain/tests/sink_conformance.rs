@@ -1,8 +1,8 @@
 //! The conformance checks every `AuditSink` must pass, run against each implementation.
 
 use audit_chain::{
-    AuditEntry, AuditError, AuditSink, FileSink, HmacKey, Keyring, LogRecord, MaskingPolicy,
-    MemorySink, StreamChain,
+    AuditEntry, AuditError, AuditSink, FileSink, HmacKey, Keyring, LogHead, LogRecord,
+    MaskingPolicy, MemorySink, StreamChain, StreamHead,
 };
 use metered_clock::Timestamp;
 
@@ -47,6 +47,20 @@ async fn conformance(sink: &dyn AuditSink) {
     assert!(sink.read(10, 4).await.unwrap().is_empty());
     assert!(sink.read(u64::MAX, usize::MAX).await.unwrap().is_empty());
     assert!(sink.read(2, 0).await.unwrap().is_empty());
+
+    assert_eq!(sink.load_head().await.unwrap(), None);
+    let mut head = LogHead::default();
+    head.frontier.push(all[0].entry.leaf_hash());
+    head.streams.insert(
+        "s".into(),
+        StreamHead {
+            next_seq: 1,
+            last_hash: *all[0].entry.entry_hash(),
+        },
+    );
+    sink.store_head(&LogHead::default()).await.unwrap();
+    sink.store_head(&head).await.unwrap();
+    assert_eq!(sink.load_head().await.unwrap(), Some(head));
 
     sink.store_checkpoint("first\n").await.unwrap();
     sink.store_checkpoint("second\n").await.unwrap();

@@ -405,3 +405,130 @@ async fn linger_groups_entries_into_one_batch() {
     );
     assert_eq!(writes_for(500).await, 1, "one group commit");
 }
+
+/// A memory sink that records where each read starts.
+#[derive(Debug, Default)]
+struct ReadLog {
+    inner: MemorySink,
+    reads: parking_lot::Mutex<Vec<u64>>,
+}
+
+#[async_trait]
+impl AuditSink for ReadLog {
+    async fn append(&self, records: &[LogRecord]) -> Result<(), AuditError> {
+        self.inner.append(records).await
+    }
+    async fn read(&self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {
+        self.reads.lock().push(start);
+        self.inner.read(start, limit).await
+    }
+    async fn size(&self) -> Result<u64, AuditError> {
+        self.inner.size().await
+    }
+    async fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
+        self.inner.store_checkpoint(note).await
+    }
+    async fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
+        self.inner.load_checkpoint().await
+    }
+    async fn store_head(&self, head: &audit_chain::LogHead) -> Result<(), AuditError> {
+        self.inner.store_head(head).await
+    }
+    async fn load_head(&self) -> Result<Option<audit_chain::LogHead>, AuditError> {
+        self.inner.load_head().await
+    }
+}
+
+#[tokio::test]
+async fn a_frontier_only_writer_restarts_from_the_stored_head() {
+    let sink = Arc::new(ReadLog::default());
+    let config = WriterConfig::builder("x")
+        .retain_proofs(false)
+        .checkpoint_every_entries(5)
+        .build()
+        .unwrap();
+    let cp10 = {
+        let writer = AuditWriter::open(sink.clone(), config.clone(), clock(), None)
+            .await
+            .unwrap();
+        let log = AuditLog::new(writer.clone(), ring(), MaskingPolicy::none());
+        for i in 0..12 {
+            log.record(entry(if i % 3 == 0 { "a" } else { "b" }, i))
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            writer.inclusion_proof(0, 12),
+            Err(AuditError::InvalidConfig(_))
+        ));
+        // Checkpoints (and heads) were stored at 5 and 10; entries 10 and 11 came after.
+        writer.latest_checkpoint().unwrap()
+    }; // every handle dropped: the task stops without a final checkpoint
+    assert_eq!(cp10.size, 10);
+    assert_eq!(sink.load_head().await.unwrap().unwrap().size(), 10);
+    sink.reads.lock().clear();
+    let writer = AuditWriter::open(sink.clone(), config, clock(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        *sink.reads.lock(),
+        vec![10],
+        "only the entries after the head are replayed"
+    );
+    assert_eq!(writer.size(), 12);
+    assert_eq!(writer.stream_head("a").next_seq, 4);
+    assert_eq!(writer.stream_head("b").next_seq, 8);
+    let log = AuditLog::new(writer.clone(), ring(), MaskingPolicy::none());
+    log.record(entry("a", 12)).await.unwrap();
+    let cp = writer.close().await.unwrap();
+    let report = verify_sink(&sink.inner, &ring(), Some(&cp)).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    // The old checkpoint is still a prefix of the new one (checked offline).
+    let mut tree = audit_chain::merkle::MerkleTree::new();
+    for r in sink.inner.snapshot() {
+        tree.push(r.entry.leaf_hash());
+    }
+    assert_eq!(tree.root(), cp.root);
+    let proof = tree.consistency_proof(10, 13).unwrap();
+    verify_consistency(10, 13, &proof, &cp10.root, &cp.root).unwrap();
+}
+
+#[tokio::test]
+async fn the_file_sink_keeps_the_head_and_rejects_a_damaged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WriterConfig::builder("x")
+        .retain_proofs(false)
+        .build()
+        .unwrap();
+    {
+        let (sink, _) = FileSink::open(dir.path()).unwrap();
+        let writer = AuditWriter::open(Arc::new(sink), config.clone(), clock(), None)
+            .await
+            .unwrap();
+        let log = AuditLog::new(writer.clone(), ring(), MaskingPolicy::none());
+        for i in 0..4 {
+            log.record(entry("t", i)).await.unwrap();
+        }
+        writer.close().await.unwrap();
+    }
+    let (sink, _) = FileSink::open(dir.path()).unwrap();
+    let head = sink.load_head().await.unwrap().unwrap();
+    assert_eq!((head.size(), head.streams["t"].next_seq), (4, 4));
+    let writer = AuditWriter::open(Arc::new(sink.clone()), config.clone(), clock(), None)
+        .await
+        .unwrap();
+    assert_eq!(writer.stream_head("t").next_seq, 4);
+    writer.close().await.unwrap();
+    let mut bytes = std::fs::read(dir.path().join("head")).unwrap();
+    bytes[12] ^= 1;
+    std::fs::write(dir.path().join("head"), bytes).unwrap();
+    assert!(matches!(
+        sink.load_head().await,
+        Err(AuditError::Decode { .. })
+    ));
+    assert!(
+        AuditWriter::open(Arc::new(sink), config, clock(), None)
+            .await
+            .is_err()
+    );
+}
