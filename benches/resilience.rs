@@ -19,8 +19,8 @@ use failsafe::CircuitBreaker as _;
 use governor::clock::FakeRelativeClock;
 use metered_suite::clock::{Clock, ManualClock, SystemClock, Timestamp};
 use metered_suite::resilience::{
-    Backoff, BreakerConfig, CircuitBreaker, Jitter, KeyedRateLimiter, OpenWait, Quota, RateLimiter,
-    Retry, RetryDecision, TokioSleeper, timeout,
+    Backoff, BreakerConfig, CircuitBreaker, Jitter, KeyedRateLimiter, OpenWait, QuantaClock, Quota,
+    RateLimiter, Retry, RetryDecision, TokioSleeper, timeout,
 };
 
 /// Runs `op` `iters` times on each of two threads at once; returns the wall time.
@@ -150,6 +150,11 @@ fn breaker_open(c: &mut Criterion) {
     g.bench_function("resilience", |b| {
         b.iter(|| black_box(&ours).try_acquire().is_err());
     });
+    let quanta = our_breaker(QuantaClock::new());
+    quanta.open();
+    g.bench_function("resilience_quanta_clock", |b| {
+        b.iter(|| black_box(&quanta).try_acquire().is_err());
+    });
     let manual = our_breaker(ManualClock::new(Timestamp::EPOCH));
     manual.open();
     g.bench_function("resilience_manual_clock", |b| {
@@ -206,6 +211,10 @@ fn limiter(c: &mut Criterion) {
     let gov =
         governor::RateLimiter::direct(governor::Quota::per_second(NonZeroU32::new(FAST).unwrap()));
     g.bench_function("governor", |b| b.iter(|| black_box(&gov).check().is_ok()));
+    let ours_quanta = RateLimiter::with_clock(Quota::per_second(FAST).unwrap(), QuantaClock::new());
+    g.bench_function("resilience_quanta_clock", |b| {
+        b.iter(|| black_box(&ours_quanta).try_acquire(1).is_ok());
+    });
     let ours_manual = RateLimiter::with_clock(
         Quota::per_second(FAST).unwrap(),
         ManualClock::new(Timestamp::EPOCH),
@@ -242,6 +251,11 @@ fn limiter(c: &mut Criterion) {
     let mut g = c.benchmark_group("limiter_try_acquire_2_threads");
     g.bench_function("resilience", |b| {
         b.iter_custom(|iters| two_threads(&ours, iters, |l| assert!(l.try_acquire(1).is_ok())));
+    });
+    g.bench_function("resilience_quanta_clock", |b| {
+        b.iter_custom(|iters| {
+            two_threads(&ours_quanta, iters, |l| assert!(l.try_acquire(1).is_ok()))
+        });
     });
     g.bench_function("governor", |b| {
         b.iter_custom(|iters| two_threads(&gov, iters, |l| assert!(l.check().is_ok())));

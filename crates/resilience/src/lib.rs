@@ -41,6 +41,9 @@
 //!
 //! * `tokio`: [`TokioSleeper`], a [`Sleeper`] on tokio's timer.
 //! * `tower`: `tower::Layer`s for the breaker, limiter, retry and bulkhead (module `layers`).
+//! * `quanta`: [`QuantaClock`], a `Clock` whose monotonic reads cost a few nanoseconds
+//!   (the time-stamp counter) instead of a system call; for the hottest limiters and
+//!   breakers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -48,6 +51,8 @@ mod backoff;
 mod breaker;
 mod bulkhead;
 mod error;
+#[cfg(feature = "quanta")]
+mod fast_clock;
 #[cfg(feature = "tower")]
 pub mod layers;
 
@@ -73,6 +78,8 @@ pub use breaker::{
 };
 pub use bulkhead::{Bulkhead, BulkheadPermit};
 pub use error::{CallError, Error};
+#[cfg(feature = "quanta")]
+pub use fast_clock::QuantaClock;
 pub use limiter::{KeyedRateLimiter, Quota, RateLimiter};
 pub use retry::{Retry, RetryBudget, RetryDecision};
 #[cfg(feature = "tokio")]

@@ -196,3 +196,32 @@ fn lapping_count_window_keeps_totals_consistent() {
         ITERATIONS,
     );
 }
+
+#[test]
+fn count_window_totals_equal_its_contents_when_quiescent() {
+    shuttle::check_random(
+        || {
+            // A window of 3 lapped by 8 records of every kind from two threads.
+            let w = Arc::new(CountWindow::new(3));
+            let threads: Vec<_> = [
+                [(true, false), (false, false), (true, true), (false, true)],
+                [(false, false), (true, false), (false, false), (true, true)],
+            ]
+            .into_iter()
+            .map(|records| {
+                let w = Arc::clone(&w);
+                thread::spawn(move || {
+                    for (failed, slow) in records {
+                        let _ = w.record(failed, slow);
+                    }
+                })
+            })
+            .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(w.counts(), w.recount());
+        },
+        ITERATIONS,
+    );
+}

@@ -423,9 +423,7 @@ impl Core {
                     Outcome::Success => false,
                     Outcome::Failure => true,
                 };
-                let Some(c) = self.window.record(failed, slow, now_us) else {
-                    return None;
-                };
+                let c = self.window.record(failed, slow, now_us)?;
                 if state == State::Closed
                     && c.calls >= u64::from(self.settings.minimum_calls)
                     && self.settings.trips(c.calls, c.failures, c.slow)
@@ -559,6 +557,7 @@ impl Core {
 
 /// A sliding window of outcomes.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // One per breaker; boxing would add a pointer chase.
 pub(crate) enum Window {
     /// The last `size` outcomes.
     Count(CountWindow),
@@ -603,13 +602,12 @@ const SLOT_SLOW: u8 = 0b100;
 ///
 /// `seq` counts records: record number `k` goes to slot `k mod size` (computed with a
 /// multiply instead of a division) and the window holds `min(seq, size)` outcomes. The
-/// failure and slow totals share a second word (32 bits each). Recording is a `fetch_add`
-/// on `seq` and a swap of the slot; only failures and slow calls touch the totals: their
-/// own increment before the swap, and a saturating decrement for the outcome they replace
-/// after it. Every outcome is thus added to the totals before it is in a slot, so before
-/// anyone can subtract it: the totals never go below the ring's true contents, and exceed
-/// them only by the calls in flight. A success replacing a success (the steady state of a
-/// healthy backend) is two atomic operations and never retries.
+/// failure and slow totals share a second word (32 bits each). A failure or slow call adds
+/// itself to the totals *before* taking its slot; whoever replaces an outcome subtracts it
+/// (saturating) *after* swapping it out. So every outcome is added before anyone can
+/// subtract it: the totals never go below the ring's true contents and exceed them only by
+/// the calls in flight. A success landing on a slot that already holds a success (the
+/// steady state of a healthy backend) only reads the slot: one `fetch_add` in all.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     seq: CachePadded<AtomicU64>,
@@ -646,7 +644,7 @@ impl CountWindow {
     }
 
     #[inline]
-    fn record(&self, failed: bool, slow: bool) -> Option<Counts> {
+    pub(crate) fn record(&self, failed: bool, slow: bool) -> Option<Counts> {
         let add: u64 = if failed { FAILURE_ONE } else { 0 } | if slow { SLOW_ONE } else { 0 };
         if add != 0 {
             self.totals.fetch_add(add, Ordering::AcqRel);
@@ -691,8 +689,21 @@ impl CountWindow {
         }
     }
 
-    fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> Counts {
         self.counts_at(self.seq.load(Ordering::Acquire))
+    }
+
+    /// Counts recomputed from the slots (for tests: must equal `counts` when quiescent).
+    #[cfg(test)]
+    pub(crate) fn recount(&self) -> Counts {
+        let mut c = Counts::default();
+        for slot in &self.slots {
+            let v = slot.load(Ordering::Acquire);
+            c.calls += u64::from(v & SLOT_RECORDED != 0);
+            c.failures += u64::from(v & SLOT_FAILED != 0);
+            c.slow += u64::from(v & SLOT_SLOW != 0);
+        }
+        c
     }
 
     fn reset(&self) {
