@@ -1004,15 +1004,22 @@ impl HealthReport {
             Verdict::InsufficientData => CheckVerdict::NoData,
             Verdict::Healthy => CheckVerdict::Pass,
         };
+        if self.verdict == Verdict::InsufficientData {
+            let _ = write!(out, "{} canary requests", self.canary_requests);
+        }
         for m in self.metrics.iter().filter(|m| m.verdict == wanted) {
             if !out.is_empty() {
                 out.push_str("; ");
             }
-            let _ = write!(
-                out,
-                "{} {:?}: observed {:.6} vs limit {:.6} (statistic {:.4})",
-                m.name, m.verdict, m.observed, m.threshold, m.statistic
-            );
+            if m.verdict == CheckVerdict::NoData {
+                let _ = write!(out, "{}: no data yet", m.name);
+            } else {
+                let _ = write!(
+                    out,
+                    "{} {:?}: observed {:.6} vs limit {:.6} (statistic {:.4})",
+                    m.name, m.verdict, m.observed, m.threshold, m.statistic
+                );
+            }
         }
         if self.sample_ratio_mismatch {
             if !out.is_empty() {
