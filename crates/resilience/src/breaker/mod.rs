@@ -802,3 +802,34 @@ impl<C: Clock> Drop for OwnedPermit<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::core::{CountWindow, Counts};
+
+    #[test]
+    fn fast_modulo_matches_the_remainder() {
+        for size in [1u32, 2, 3, 7, 10, 100, 1_000, 32_768] {
+            let w = CountWindow::new(size);
+            for k in (0..5_000u64).chain([u64::from(u32::MAX) - 3, u64::from(u32::MAX)]) {
+                assert_eq!(
+                    w.slot_of(k) as u64,
+                    k % u64::from(size),
+                    "k={k} size={size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn totals_follow_the_ring_through_laps() {
+        let w = CountWindow::new(5);
+        for i in 0..40u32 {
+            let _ = w.record(i % 3 == 0, i % 7 == 0);
+            assert_eq!(w.counts(), w.recount(), "after record {i}");
+        }
+        w.reset();
+        assert_eq!(w.counts(), Counts::default());
+        assert_eq!(w.recount(), Counts::default());
+    }
+}
