@@ -50,8 +50,9 @@ enum Scope {
 /// [`auto_promote_canary`](RolloutManager::auto_promote_canary) and
 /// [`auto_rollback_unhealthy_canaries`](RolloutManager::auto_rollback_unhealthy_canaries) split
 /// that work the way the original cron jobs did: the first applies every due check that did
-/// not fail (holding, pausing, advancing, promoting, completing promotions), the second every
-/// due check that failed (and metric-source errors, and completing rollbacks). Running both
+/// not fail (holding, pausing, advancing, promoting, completing promotions, pauses timing out
+/// into a resume or an advance), the second every due check that failed (and metric-source
+/// errors, completing rollbacks, pauses timing out into a rollback). Running both
 /// on the same schedule does what `tick_all` does; a check is applied at most once per
 /// interval, by whichever runs first and accepts it.
 ///
@@ -195,11 +196,20 @@ impl RolloutManager {
                 continue;
             }
             if !rollout.check_due(now) {
-                let completes_rollback = rollout.phase().kind() == crate::PhaseKind::RollingBack;
+                // Completing a rollback, or a timed-out pause whose outcome is a rollback,
+                // belongs to the rollback job; the rest (completing a promotion, other
+                // time-outs) to the promote job.
+                let rolls_back = match rollout.phase() {
+                    crate::Phase::RollingBack => true,
+                    crate::Phase::Paused { .. } => {
+                        rollout.policy().pause_outcome() == crate::Outcome::RollBack
+                    }
+                    _ => false,
+                };
                 let wanted = match scope {
                     Scope::All => true,
-                    Scope::Promote => !completes_rollback,
-                    Scope::Rollback => completes_rollback,
+                    Scope::Promote => !rolls_back,
+                    Scope::Rollback => rolls_back,
                 };
                 if wanted {
                     match rollout.tick(now, &Observations::default()) {

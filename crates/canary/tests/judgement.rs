@@ -289,3 +289,41 @@ fn manager_batch_operations_split_promotion_and_rollback() {
     assert_eq!(m.remove("b-bad").unwrap().id(), "b-bad");
     assert_eq!(m.len(), 3);
 }
+
+#[test]
+fn a_pause_timing_out_into_a_rollback_belongs_to_the_rollback_job() {
+    let plan = Plan::progressive(MINUTE, Duration::ZERO, 100).unwrap();
+    let policy = HealthPolicy::builder()
+        .check(MetricCheck::error_rate_max(0.05))
+        .inconclusive_limit(1)
+        .max_pause(MINUTE, Outcome::RollBack)
+        .build()
+        .unwrap();
+    let mut m = RolloutManager::new();
+    let t0 = Timestamp::from_unix_millis(0);
+    let mut r = Rollout::new("p", plan, policy).unwrap();
+    let _ = r.start(t0, Actor::System).unwrap();
+    m.insert(r).unwrap();
+    // 10 % of traffic instead of 5 %: a sample-ratio mismatch, inconclusive, paused.
+    let skewed = |_: &Rollout| -> Observed {
+        Ok(Observations::new(
+            ArmObservation::counts(1_000, 5),
+            ArmObservation::counts(9_000, 45),
+        ))
+    };
+    let t1 = t0.saturating_add(MINUTE);
+    let paused = m.auto_promote_canary(t1, skewed);
+    assert_eq!(
+        paused
+            .with_action(Action::Pause(PauseReason::Inconclusive))
+            .count(),
+        1
+    );
+    let t2 = t1.saturating_add(MINUTE);
+    assert!(m.auto_promote_canary(t2, skewed).decisions.is_empty());
+    let rolled = m.auto_rollback_unhealthy_canaries(t2, skewed);
+    assert_eq!(
+        rolled.with_action(Action::RollBack).collect::<Vec<_>>(),
+        ["p"]
+    );
+}
