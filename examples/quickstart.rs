@@ -45,7 +45,7 @@ async fn main() -> Result<(), LedgerError> {
             GrantOptions::default(),
         )
         .await?;
-    println!("granted:            {:?}", ledger.balance(&acme).await?);
+    println!("granted:            {}", ledger.balance(&acme).await?);
 
     // 2. Hold 300 before an expensive job, then pay for the 120 it really used.
     let hold = ledger
@@ -60,10 +60,7 @@ async fn main() -> Result<(), LedgerError> {
     let done = ledger
         .commit(&acme, key("job-1/commit"), hold, Amount::new(120))
         .await?;
-    println!(
-        "job-1 committed:    {:?} -> {:?}",
-        done.effect, done.balance
-    );
+    println!("job-1 committed:    {:?} -> {}", done.effect, done.balance);
 
     // 3. A consume larger than what is left fails, and changes nothing.
     match ledger.consume(&acme, key("huge"), Amount::new(5_000)).await {
@@ -79,7 +76,7 @@ async fn main() -> Result<(), LedgerError> {
         .consume(&acme, key("api-call-42"), Amount::new(7))
         .await?;
     println!(
-        "retry is a replay:  {} (balance {:?})",
+        "retry is a replay:  {} (balance: {})",
         first == retry,
         retry.balance
     );

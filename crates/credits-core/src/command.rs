@@ -144,6 +144,16 @@ pub struct Balance {
     pub overdrawn: Amount,
 }
 
+impl std::fmt::Display for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "available {}, held {}, overdrawn {}",
+            self.available, self.held, self.overdrawn
+        )
+    }
+}
+
 /// What a successful command did, beyond the common fields of [`Outcome`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
