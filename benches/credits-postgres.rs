@@ -491,11 +491,225 @@ async fn run(url: String) {
             peak.rate() / tps
         );
     }
+    if want("peers") {
+        peers::rustlavel(&b).await;
+        peers::doubleentry(&b).await;
+    }
     store.pool().close();
     b.admin
         .batch_execute(&format!("DROP SCHEMA {} CASCADE", b.schema))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+mod peers {
+    //! The Rust peers that keep credits in PostgreSQL, on the same server and workload.
+    use super::*;
+
+    /// The server URL with another database name.
+    fn url_with_db(url: &str, db: &str) -> String {
+        let base = url.split('?').next().unwrap_or(url);
+        let cut = base.rfind('/').map_or(base.len(), |i| i);
+        format!("{}/{db}", &base[..cut])
+    }
+
+    /// Wallets opened in doubleentry: opening an account is one locked, fsynced transaction
+    /// (no batch open), so 10,000 would take minutes; one writer per ledger makes the count
+    /// irrelevant to consume throughput.
+    const DE_WALLETS: u32 = 1_000;
+
+    /// `doubleentry` 0.8 with its PostgreSQL store: one ledger, wallets as liability
+    /// accounts that may not go negative, a consume is a balanced entry (wallet → income)
+    /// under its idempotency key, RFC 6962 log, one writer per ledger (advisory lock).
+    pub(super) async fn doubleentry(b: &Bench) {
+        use doubleentry::store::{Postgres, SqlOptions, SqlStore};
+        use doubleentry::{AccountKind, BalanceLimit, Entry, Ledger, LedgerId, currency::EUR};
+        let schema = format!("bench_de_{:08x}", rand::rng().random::<u32>());
+        let store = SqlStore::<Postgres>::postgres_with(
+            &b.url,
+            SqlOptions {
+                schema: schema.clone(),
+                max_connections: u32::try_from(CONNECTIONS).unwrap_or(8),
+                ..SqlOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let books = Ledger::new(
+            store,
+            LedgerId::new("bench.example/credits").unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let day = doubleentry::date!("2026-01-01");
+        let on = doubleentry::date!("2026-01-02");
+        books
+            .declare_currency(EUR, 2, day)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        books
+            .define_months(2026, 1..=12)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        books
+            .open("Assets:Bank", AccountKind::Asset, day)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        books
+            .open("Income:Usage", AccountKind::Income, day)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let opening: Vec<_> = (0..CONNECTIONS)
+            .map(|task| {
+                let books = books.clone();
+                tokio::spawn(async move {
+                    for t in (0..DE_WALLETS).filter(|t| *t as usize % CONNECTIONS == task) {
+                        books
+                            .register(
+                                doubleentry::AccountSpec::new(
+                                    format!("Liabilities:Wallets:b{t}"),
+                                    AccountKind::Liability,
+                                    day,
+                                )
+                                .limit(BalanceLimit::NoDebitBalance),
+                            )
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}"));
+                    }
+                })
+            })
+            .collect();
+        for o in opening {
+            o.await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let funds =
+            doubleentry::Amount::from_minor(i128::from(FUNDS)).unwrap_or_else(|e| panic!("{e}"));
+        books
+            .record_batch((0..DE_WALLETS).map(|t| {
+                Entry::new(format!("fund-{t}"), on)
+                    .debit("Assets:Bank", funds, EUR)
+                    .credit(format!("Liabilities:Wallets:b{t}"), funds, EUR)
+            }))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let one = doubleentry::Amount::from_minor(1).unwrap_or_else(|e| panic!("{e}"));
+        let prefix = b.prefix();
+        let report = {
+            let books = books.clone();
+            b.closed(CONNECTIONS, move |task, i| {
+                let books = books.clone();
+                let wallet = format!(
+                    "Liabilities:Wallets:b{}",
+                    rand::rng().random_range(0..DE_WALLETS)
+                );
+                let entry = Entry::new(format!("{prefix}{task}-{i}"), on)
+                    .debit(wallet, one, EUR)
+                    .credit("Income:Usage", one, EUR);
+                async move {
+                    books.record(entry).await.unwrap_or_else(|e| panic!("{e}"));
+                }
+            })
+            .await
+        };
+        report.print("doubleentry");
+        let size: i64 = b
+            .admin
+            .query_one(
+                "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relkind = 'r'",
+                &[&schema],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "credits-postgres/doubleentry schema size after the run: {:.0} B per operation (set-up included)",
+            size as f64 / (report.ops + 2 * u64::from(DE_WALLETS)) as f64
+        );
+        drop(books);
+        let _ = b
+            .admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await;
+    }
+
+    /// `rustlavel-ledger` 0.9: a guarded `UPDATE … WHERE balance - held >= amount` per
+    /// consume, lots drawn soonest-expiring first, double-entry transfer rows. Its tables have
+    /// fixed names, so it gets a database of its own.
+    pub(super) async fn rustlavel(b: &Bench) {
+        let db = format!("bench_rl_{:08x}", rand::rng().random::<u32>());
+        b.admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("{}?max_connections={CONNECTIONS}", url_with_db(&b.url, &db));
+        let database = rustlavel_db::Database::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        rustlavel_ledger::create_tables(&rustlavel_db::Schema::new(&database))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ledger = Arc::new(rustlavel_ledger::Ledger::new(database, "credits"));
+        let funds = i64::try_from(FUNDS).unwrap_or(i64::MAX);
+        let fund: Vec<_> = (0..CONNECTIONS)
+            .map(|task| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move {
+                    for t in (0..TENANTS).filter(|t| *t as usize % CONNECTIONS == task) {
+                        ledger
+                            .top_up(&format!("b{t}"), funds, &format!("fund-{t}"), None)
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}"));
+                    }
+                })
+            })
+            .collect();
+        for f in fund {
+            f.await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let prefix = b.prefix();
+        let report = {
+            let ledger = ledger.clone();
+            b.closed(CONNECTIONS, move |task, i| {
+                let ledger = ledger.clone();
+                let owner = format!("b{}", rand::rng().random_range(0..TENANTS));
+                let reference = format!("{prefix}{task}-{i}");
+                async move {
+                    ledger
+                        .consume(&owner, 1, &reference)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            })
+            .await
+        };
+        report.print("rustlavel-ledger");
+        let size: i64 = {
+            let (c, conn) = tokio_postgres::connect(&url_with_db(&b.url, &db), NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            tokio::spawn(conn);
+            c.query_one(
+                "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = 'public' AND c.relkind = 'r'",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        println!(
+            "credits-postgres/rustlavel-ledger database size after the run: {:.0} B per operation (funding included)",
+            size as f64 / (report.ops + u64::from(TENANTS)) as f64
+        );
+        drop(ledger);
+        let _ = b
+            .admin
+            .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .await;
+    }
 }
 
 fn main() {
