@@ -7,7 +7,9 @@
 //! Defaults: 200,000 requests over 32 connections, stopping after 30 s at most. The service
 //! runs in the same process on the in-memory backend (port chosen by the OS, loopback only);
 //! with `LOAD_URL=http://127.0.0.1:PORT` (loopback addresses only) and `LOAD_TOKEN` /
-//! `LOAD_TENANT` it drives a running service instead. Prints requests/s and latency
+//! `LOAD_TENANT` it drives a running service instead; with `LOAD_DATABASE_URL` the in-process
+//! service uses PostgreSQL (in a new schema `load_<ms>`); with `LOAD_BASELINE=1` it drives a
+//! bare axum route instead (the HTTP floor the service is compared with). Prints requests/s and latency
 //! percentiles measured by the client, end to end.
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
@@ -89,6 +91,9 @@ async fn run(
     max: Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let external = std::env::var("LOAD_URL").ok();
+    if std::env::var("LOAD_BASELINE").is_ok() {
+        return baseline(requests, connections, max).await;
+    }
     let (addr, running, tenants) = match &external {
         Some(url) => {
             let addr: SocketAddr = url
@@ -113,6 +118,13 @@ async fn run(
             ];
             let pairs: Vec<String> = (0..TENANTS).map(|i| format!("t{i}={}", token(i))).collect();
             vars.push(("CREDITS_TENANT_TOKENS".to_owned(), pairs.join(",")));
+            if let Ok(url) = std::env::var("LOAD_DATABASE_URL") {
+                // A fresh schema per run, so tenants start empty.
+                let schema = format!("load_{}", SystemClock::new().now().as_unix_millis());
+                vars.push(("DATABASE_URL".to_owned(), url));
+                vars.push(("CREDITS_DATABASE_SCHEMA".to_owned(), schema));
+                vars.push(("CREDITS_MIGRATE".to_owned(), "true".to_owned()));
+            }
             let mut config = Config::from_vars(vars)?;
             config.admin_token = Some(Secret::new(ADMIN));
             let running = Service::builder(config).build().await?.start().await?;
@@ -148,6 +160,62 @@ async fn run(
         }
     };
 
+    drive(addr, &tenants, requests, connections, max).await?;
+    if let Some(running) = running {
+        running.shutdown().await?;
+    }
+    Ok(())
+}
+
+/// The HTTP floor: a bare axum route that parses the same JSON body and answers a JSON
+/// object of the same shape, with no auth, limiter, breaker, ledger or metrics.
+async fn baseline(
+    requests: u64,
+    connections: u64,
+    max: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    #[derive(serde::Deserialize)]
+    struct Consume {
+        amount: u64,
+    }
+    let app = axum::Router::new().route(
+        "/v1/tenants/{tenant}/consume",
+        axum::routing::post(
+            |axum::extract::Path(_t): axum::extract::Path<String>,
+             axum::Json(c): axum::Json<Consume>| async move {
+                axum::Json(serde_json::json!({
+                    "entry": c.amount, "at_ms": 0,
+                    "balance": {"available": 0, "held": 0, "overdrawn": 0},
+                    "effect": {"type": "consumed"}
+                }))
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        axum::serve(
+            axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
+        .await
+    });
+    let tenants: Vec<(String, String)> =
+        (0..TENANTS).map(|i| (format!("t{i}"), token(i))).collect();
+    drive(addr, &tenants, requests, connections, max).await?;
+    server.abort();
+    Ok(())
+}
+
+async fn drive(
+    addr: SocketAddr,
+    tenants: &[(String, String)],
+    requests: u64,
+    connections: u64,
+    max: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let clock = SystemClock::new();
     let next = Arc::new(AtomicU64::new(0));
     let deadline = clock.monotonic().saturating_add(max);
@@ -207,8 +275,5 @@ async fn run(
         hist.value_at_quantile(0.999) as f64 / 1_000.0,
         hist.max() as f64 / 1_000.0,
     );
-    if let Some(running) = running {
-        running.shutdown().await?;
-    }
     Ok(())
 }
