@@ -492,33 +492,31 @@ async fn rollouts_move_through_their_phases_and_refuse_illegal_commands() {
 }
 
 #[tokio::test]
-async fn shutdown_finishes_requests_in_flight() {
+async fn shutdown_finishes_requests_in_flight_then_stops_listening() {
     let s = TestService::start(&[]).await;
     s.tenant_with("acme", 10_000).await;
-    let s = std::sync::Arc::new(s);
-    let mut calls = Vec::new();
-    for i in 0..50 {
-        let s = std::sync::Arc::clone(&s);
-        calls.push(tokio::spawn(async move {
-            s.call(
-                Req::post("/v1/tenants/acme/consume", r#"{"amount":1}"#)
-                    .auth(ACME)
-                    .key(&format!("s{i}")),
-            )
-            .await
-            .status
-        }));
-    }
-    let mut ok = 0;
-    for c in calls {
-        if c.await.unwrap() == 200 {
-            ok += 1;
-        }
-    }
-    assert_eq!(ok, 50);
-    let s = std::sync::Arc::into_inner(s).unwrap();
+    // Each consume now spends 300 ms in the store: long enough to be in flight at shutdown.
+    s.store_delay_ms.store(300, Ordering::SeqCst);
     let addr = s.addr;
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let req = Req::post("/v1/tenants/acme/consume", r#"{"amount":1}"#)
+                .auth(ACME)
+                .key(&format!("s{i}"));
+            tokio::spawn(async move { common::call(addr, req).await.status })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await; // the requests are in the store now
     s.shutdown().await;
+    let mut statuses = Vec::new();
+    for c in calls {
+        statuses.push(c.await.unwrap());
+    }
+    assert_eq!(
+        statuses,
+        vec![200; 20],
+        "every in-flight request got its answer"
+    );
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer listening after shutdown"

@@ -28,6 +28,8 @@ pub struct TestService {
     pub addr: SocketAddr,
     pub clock: ManualClock,
     pub store_down: Arc<AtomicBool>,
+    /// Every store mutation first sleeps this long (milliseconds).
+    pub store_delay_ms: Arc<AtomicU64>,
     running: Option<RunningService>,
     /// The database and the schema this service's tables live in (dropped at shutdown).
     database: Option<(String, String)>,
@@ -78,9 +80,17 @@ impl TestService {
         let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
         let store_down = Arc::new(AtomicBool::new(false));
         let down = Arc::clone(&store_down);
+        let store_delay_ms = Arc::new(AtomicU64::new(0));
+        let delay_ms = Arc::clone(&store_delay_ms);
         let running = Service::builder(config)
             .clock(Arc::new(clock.clone()))
-            .wrap_store(move |inner| Arc::new(FlakyStore { inner, down }))
+            .wrap_store(move |inner| {
+                Arc::new(FlakyStore {
+                    inner,
+                    down,
+                    delay_ms,
+                })
+            })
             .build()
             .await
             .expect("service builds")
@@ -91,6 +101,7 @@ impl TestService {
             addr: running.local_addr(),
             clock,
             store_down,
+            store_delay_ms,
             running: Some(running),
             database: database_url.map(|url| (url, schema)),
         }
@@ -115,51 +126,7 @@ impl TestService {
 
     /// Sends one request on a fresh connection.
     pub async fn call(&self, r: Req<'_>) -> Resp {
-        let stream = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        let mut builder = hyper::Request::builder()
-            .method(r.method)
-            .uri(r.path)
-            .header("host", "localhost");
-        if let Some(auth) = r.auth {
-            builder = builder.header("authorization", auth);
-        }
-        if let Some(key) = r.key {
-            builder = builder.header("idempotency-key", key);
-        }
-        if r.body.is_some() {
-            builder = builder.header("content-type", r.content_type);
-        }
-        let body = Full::new(Bytes::from(r.body.unwrap_or_default()));
-        let response = sender
-            .send_request(builder.body(body).expect("request"))
-            .await
-            .expect("response");
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            status,
-            retry_after,
-            json,
-            text,
-        }
+        call(self.addr, r).await
     }
 
     /// Creates a tenant (as admin) and grants it `amount`.
@@ -198,6 +165,53 @@ impl TestService {
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
         r.json["entries"].as_array().unwrap().len()
+    }
+}
+
+/// Sends one request to `addr` on a fresh connection.
+pub async fn call(addr: SocketAddr, r: Req<'_>) -> Resp {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut builder = hyper::Request::builder()
+        .method(r.method)
+        .uri(r.path)
+        .header("host", "localhost");
+    if let Some(auth) = r.auth {
+        builder = builder.header("authorization", auth);
+    }
+    if let Some(key) = r.key {
+        builder = builder.header("idempotency-key", key);
+    }
+    if r.body.is_some() {
+        builder = builder.header("content-type", r.content_type);
+    }
+    let body = Full::new(Bytes::from(r.body.unwrap_or_default()));
+    let response = sender
+        .send_request(builder.body(body).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp {
+        status,
+        retry_after,
+        json,
+        text,
     }
 }
 
@@ -265,6 +279,7 @@ impl Resp {
 struct FlakyStore {
     inner: Arc<dyn LedgerStore>,
     down: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl FlakyStore {
@@ -293,6 +308,10 @@ impl LedgerStore for FlakyStore {
     }
     async fn apply(&self, request: &Request, now: Timestamp) -> Result<Outcome, LedgerError> {
         self.check()?;
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         self.inner.apply(request, now).await
     }
     async fn apply_batch(
