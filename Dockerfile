@@ -4,8 +4,8 @@
 #   docker run --rm -p 8080:8080 \
 #     -e CREDITS_ADMIN_TOKEN=... -e CREDITS_TENANT_TOKENS=acme=... credits-service
 #
-# Stage 1 compiles the release binary; the dependency graph is fetched in its own layer so
-# code changes do not download crates again.
+# Stage 1 compiles the release binary (the whole workspace is copied because cargo needs
+# every member's manifest; only the credits-service binary is built).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -13,7 +13,6 @@ COPY crates ./crates
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples
-RUN cargo fetch --locked
 RUN cargo build --locked --release -p credits-service --bin credits-service \
     && cp target/release/credits-service /credits-service
 
