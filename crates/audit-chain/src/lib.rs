@@ -58,6 +58,10 @@
 //!   [`verify_range`] report the first bad entry and the [`Check`] that failed.
 //! * **Entry-level front end**: [`AuditLog`] implements [`AuditTrail`] (`record(entry)`)
 //!   for components that just want to write a trail.
+//! * **Restarts**: with each checkpoint the writer stores a [`LogHead`] (frontier and
+//!   stream heads); a writer that does not retain the full tree restarts from it.
+//! * **Offline**: [`verify_dir`] checks a file-sink directory without modifying it; the
+//!   `audit-verify` binary wraps it and prints inclusion proofs.
 //!
 //! # What it does not do
 //!
