@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use crate::beta::Beta;
 
 /// Number of Gauss–Legendre nodes per panel.
-const NODES: usize = 16;
+pub(crate) const NODES: usize = 16;
 
 /// Tail probabilities at which each distribution's support is cut into panels. Mass outside
 /// the outermost pair (1e-17 on each side) is ignored.
@@ -52,47 +52,119 @@ fn gauss_legendre() -> &'static ([f64; NODES], [f64; NODES]) {
     })
 }
 
-/// The quantile break points of one distribution, ascending, inside `(0, 1)`.
+/// The quantile break points of one distribution, ascending, inside `(0, 1)`. The outermost
+/// two (the 1e-17 tails) are exact: they bound the integration. The others only place panel
+/// boundaries, so the inverse's starting approximation is good enough for them.
 pub(crate) fn break_points(d: Beta) -> Vec<f64> {
     let (a, b) = (d.alpha(), d.beta());
+    let outer = PANEL_PROBABILITIES[0];
+    let lower = crate::special::beta_inc_inv(a, b, outer, 1.0 - outer);
+    let upper = crate::special::beta_inc_inv(a, b, 1.0 - outer, outer);
     let mut points = Vec::with_capacity(2 * PANEL_PROBABILITIES.len() + 1);
-    for &p in &PANEL_PROBABILITIES {
-        points.push(crate::special::beta_inc_inv(a, b, p, 1.0 - p));
+    points.push(lower);
+    let inner = &PANEL_PROBABILITIES[1..];
+    let approximate =
+        |p: f64, q: f64| crate::special::initial_guess(a, b, p, q).clamp(lower, upper);
+    for &p in inner {
+        points.push(approximate(p, 1.0 - p));
     }
-    points.push(crate::special::beta_inc_inv(a, b, 0.5, 0.5));
-    for &p in PANEL_PROBABILITIES.iter().rev() {
-        points.push(crate::special::beta_inc_inv(a, b, 1.0 - p, p));
+    points.push(approximate(0.5, 0.5));
+    for &p in inner.iter().rev() {
+        points.push(approximate(1.0 - p, p));
     }
+    points.push(upper);
+    points.sort_by(f64::total_cmp);
     points
 }
 
-/// `(∫ h(x) dx, ∫ x h(x) dx)` over `[lo, hi]` (the support that matters), with extra panel
-/// boundaries at `cuts`, where `integrand(x)` returns `h(x)`.
-pub(crate) fn integrate(
-    lo: f64,
-    hi: f64,
-    cuts: &[f64],
-    mut integrand: impl FnMut(f64) -> f64,
-) -> (f64, f64) {
-    let mut total = 0.0;
-    let mut total_x = 0.0;
-    for_each_node(lo, hi, cuts, |x, weight| {
-        let value = integrand(x);
-        total += weight * value;
-        total_x += weight * x * value;
-    });
-    (total, total_x)
+/// The nodes of one panel: `x[m] = φ(t_m)` for the Gauss–Legendre nodes `t_m` and
+/// `jacobian[m] = φ'(t_m)` (signed); `start = φ(−1)`.
+pub(crate) struct Panel {
+    pub(crate) start: f64,
+    pub(crate) x: [f64; NODES],
+    pub(crate) jacobian: [f64; NODES],
 }
 
-/// Calls `visit(x, weight)` for every quadrature node of `[lo, hi]` cut into panels at `cuts`.
-fn for_each_node(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnMut(f64, f64)) {
+impl Panel {
+    /// Quadrature weight of node `m` for `∫ g(x) dx` over the panel.
+    pub(crate) fn weight(&self, m: usize) -> f64 {
+        gauss_legendre().1[m] * self.jacobian[m].abs()
+    }
+
+    /// `∫_{start}^{x[k]} g(x) dx` for every node `k`, from `g` at the nodes, by the
+    /// Gauss–Legendre spectral integration matrix (exact for the interpolating polynomial).
+    pub(crate) fn cumulative(&self, g: &[f64; NODES]) -> [f64; NODES] {
+        let matrix = cumulative_matrix();
+        let mut scaled = [0.0; NODES];
+        for m in 0..NODES {
+            scaled[m] = g[m] * self.jacobian[m];
+        }
+        let mut out = [0.0; NODES];
+        for (k, row) in matrix.iter().enumerate() {
+            out[k] = row.iter().zip(&scaled).map(|(a, b)| a * b).sum();
+        }
+        out
+    }
+}
+
+/// `S[k][m] = ∫_{−1}^{t_k} ℓ_m(t) dt` for the Lagrange basis `ℓ_m` on the Gauss–Legendre
+/// nodes, from the discrete Legendre expansion `ℓ_m = w_m Σ_n (n + ½) P_n(t_m) P_n` and
+/// `∫_{−1}^{x} P_n = (P_{n+1}(x) − P_{n−1}(x)) / (2n + 1)`.
+fn cumulative_matrix() -> &'static [[f64; NODES]; NODES] {
+    static MATRIX: OnceLock<[[f64; NODES]; NODES]> = OnceLock::new();
+    MATRIX.get_or_init(|| {
+        let (nodes, weights) = gauss_legendre();
+        // P_0..P_NODES at x.
+        let legendre = |x: f64| {
+            let mut p = [0.0; NODES + 1];
+            p[0] = 1.0;
+            p[1] = x;
+            for n in 1..NODES {
+                let nf = n as f64;
+                p[n + 1] = ((2.0 * nf + 1.0) * x * p[n] - nf * p[n - 1]) / (nf + 1.0);
+            }
+            p
+        };
+        let mut matrix = [[0.0; NODES]; NODES];
+        for (k, row) in matrix.iter_mut().enumerate() {
+            let pk = legendre(nodes[k]);
+            let mut integral = [0.0; NODES];
+            integral[0] = nodes[k] + 1.0;
+            for n in 1..NODES {
+                integral[n] = (pk[n + 1] - pk[n - 1]) / (2.0 * n as f64 + 1.0);
+            }
+            for (m, entry) in row.iter_mut().enumerate() {
+                let pm = legendre(nodes[m]);
+                let mut sum = 0.0;
+                for n in 0..NODES {
+                    sum += (n as f64 + 0.5) * pm[n] * integral[n];
+                }
+                *entry = weights[m] * sum;
+            }
+        }
+        matrix
+    })
+}
+
+/// Calls `visit` for every panel of `[lo, hi]` cut at `cuts`.
+pub(crate) fn for_each_panel(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnMut(&Panel)) {
     let mut points: Vec<f64> = Vec::with_capacity(cuts.len() + 2);
     points.push(lo);
     points.extend(cuts.iter().copied().filter(|&c| c > lo && c < hi));
+    // Always cut at ½, so that a panel touching either end of (0, 1) gets the logarithmic
+    // rule when it spans orders of magnitude there (where a density can be singular).
+    if lo < 0.5 && hi > 0.5 {
+        points.push(0.5);
+    }
     points.push(hi);
     points.sort_by(f64::total_cmp);
     points.dedup_by(|x, y| (*x - *y).abs() <= 1e-15 * y.abs().max(1e-300));
-    let (nodes, weights) = gauss_legendre();
+    let nodes = gauss_legendre().0;
+    let mut panel = Panel {
+        start: 0.0,
+        x: [0.0; NODES],
+        jacobian: [0.0; NODES],
+    };
     for w in points.windows(2) {
         let (l, h) = (w[0], w[1]);
         if h <= l {
@@ -102,24 +174,31 @@ fn for_each_node(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnMut(f64, f64)
             // x = e^t.
             let (tl, th) = (l.ln(), h.ln());
             let (mid, half) = (0.5 * (tl + th), 0.5 * (th - tl));
-            for (&z, &wt) in nodes.iter().zip(weights) {
+            panel.start = l;
+            for (m, &z) in nodes.iter().enumerate() {
                 let x = (mid + half * z).exp();
-                visit(x, wt * half * x);
+                panel.x[m] = x;
+                panel.jacobian[m] = half * x;
             }
         } else if h < 1.0 && l >= 0.5 && (1.0 - l) / (1.0 - h) > 4.0 {
-            // 1 − x = e^t.
+            // 1 − x = e^t: x decreases in t, so the panel starts at h.
             let (tl, th) = ((1.0 - h).ln(), (1.0 - l).ln());
             let (mid, half) = (0.5 * (tl + th), 0.5 * (th - tl));
-            for (&z, &wt) in nodes.iter().zip(weights) {
+            panel.start = h;
+            for (m, &z) in nodes.iter().enumerate() {
                 let y = (mid + half * z).exp();
-                visit(1.0 - y, wt * half * y);
+                panel.x[m] = 1.0 - y;
+                panel.jacobian[m] = -half * y;
             }
         } else {
             let (mid, half) = (0.5 * (l + h), 0.5 * (h - l));
-            for (&z, &wt) in nodes.iter().zip(weights) {
-                visit(mid + half * z, wt * half);
+            panel.start = l;
+            for (m, &z) in nodes.iter().enumerate() {
+                panel.x[m] = mid + half * z;
+                panel.jacobian[m] = half;
             }
         }
+        visit(&panel);
     }
 }
 
@@ -127,10 +206,12 @@ fn for_each_node(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnMut(f64, f64)
 /// `P(best_k) = ∫ f_k(x) Π_{j≠k} F_j(x) dx` and
 /// `loss_k = E[max_j p_j] − E[p_k]` with `E[max] = Σ_k ∫ x f_k(x) Π_{j≠k} F_j(x) dx`.
 ///
-/// One grid serves every arm: at each node each density and distribution function is
-/// evaluated once, and `Π_{j≠k} F_j` comes from prefix and suffix products. Break points
-/// closer than a quarter of the narrowest posterior's standard deviation are merged, except
-/// near 0 and 1 where they differ in scale.
+/// One grid serves every arm. In each panel every distribution function is computed exactly
+/// once, at the panel's start, and carried to the nodes by integrating the densities
+/// (spectral integration on the same nodes), so the cost is one incomplete beta per arm and
+/// panel plus cheap density evaluations; `Π_{j≠k} F_j` comes from prefix and suffix products.
+/// Break points closer than a quarter of the narrowest posterior's standard deviation are
+/// merged, except near 0 and 1 where they differ in scale.
 pub(crate) fn best_of(arms: &[Beta]) -> (Vec<f64>, Vec<f64>) {
     let grids: Vec<Vec<f64>> = arms.iter().map(|&d| break_points(d)).collect();
     let lo = grids.iter().map(|g| g[0]).fold(f64::INFINITY, f64::min);
@@ -157,29 +238,42 @@ pub(crate) fn best_of(arms: &[Beta]) -> (Vec<f64>, Vec<f64>) {
     let k = arms.len();
     let mut prob_best = vec![0.0; k];
     let mut expected_max = 0.0;
-    let (mut pdf, mut cdf) = (vec![0.0; k], vec![0.0; k]);
+    let mut pdf = vec![[0.0; NODES]; k];
+    let mut cdf = vec![[0.0; NODES]; k];
     let mut suffix = vec![1.0; k + 1];
-    for_each_node(lo, hi, &cuts, |x, weight| {
+    for_each_panel(lo, hi, &cuts, |panel| {
         let mut any = false;
         for (j, &arm) in arms.iter().enumerate() {
             let g = &grids[j];
-            let inside = x > g[0] && x < g[g.len() - 1];
-            pdf[j] = if inside { arm.pdf(x) } else { 0.0 };
-            cdf[j] = cdf_with_bounds(arm, g, x);
-            any |= pdf[j] > 0.0;
+            for (value, &x) in pdf[j].iter_mut().zip(&panel.x) {
+                *value = if x > g[0] && x < g[g.len() - 1] {
+                    arm.pdf(x)
+                } else {
+                    0.0
+                };
+            }
+            let at_start = cdf_with_bounds(arm, g, panel.start);
+            let increments = panel.cumulative(&pdf[j]);
+            for (value, increment) in cdf[j].iter_mut().zip(increments) {
+                *value = (at_start + increment).clamp(0.0, 1.0);
+            }
+            any |= pdf[j].iter().any(|&p| p > 0.0);
         }
         if !any {
             return;
         }
-        for j in (0..k).rev() {
-            suffix[j] = suffix[j + 1] * cdf[j];
-        }
-        let mut prefix = 1.0;
-        for i in 0..k {
-            let c = weight * pdf[i] * prefix * suffix[i + 1];
-            prob_best[i] += c;
-            expected_max += x * c;
-            prefix *= cdf[i];
+        for m in 0..NODES {
+            let weight = panel.weight(m);
+            for j in (0..k).rev() {
+                suffix[j] = suffix[j + 1] * cdf[j][m];
+            }
+            let mut prefix = 1.0;
+            for i in 0..k {
+                let c = weight * pdf[i][m] * prefix * suffix[i + 1];
+                prob_best[i] += c;
+                expected_max += panel.x[m] * c;
+                prefix *= cdf[i][m];
+            }
         }
     });
     let losses = arms

@@ -238,7 +238,7 @@ fn bisect(lo: f64, hi: f64) -> f64 {
 
 /// Starting point for the inverse incomplete beta (Numerical Recipes' `invbetai`, after
 /// Abramowitz and Stegun 26.5.22 for `a, b ≥ 1`).
-fn initial_guess(a: f64, b: f64, p: f64, q: f64) -> f64 {
+pub(crate) fn initial_guess(a: f64, b: f64, p: f64, q: f64) -> f64 {
     let x = if a.min(b) >= 200.0 {
         // Cornish–Fisher expansion around the normal approximation (error O((a+b)^-3/2)).
         let s = a + b;

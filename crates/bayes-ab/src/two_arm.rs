@@ -234,21 +234,31 @@ pub(crate) struct ClosedForm {
     pub(crate) b_plus_beats_a: f64,
 }
 
-/// P(B > A) by the closed form, summing over the smallest integer parameter (the four
-/// equivalent forms), with P(B > A⁺) and P(B⁺ > A) from the same pass; `None` if no parameter
-/// is an integer.
+/// P(B > A) by the closed form (one of four equivalent forms, chosen so that the smaller of
+/// P(B > A) and P(A > B) comes out directly, summing over the smaller integer parameter), with
+/// P(B > A⁺) and P(B⁺ > A) from the same pass; `None` if no parameter is an integer.
 pub(crate) fn closed_form(a: Beta, b: Beta) -> Option<ClosedForm> {
     let (aa, ba, ab, bb) = (a.alpha(), a.beta(), b.alpha(), b.beta());
-    let candidates = [
-        (as_count(ab), 0u8),
-        (as_count(aa), 1),
-        (as_count(ba), 2),
-        (as_count(bb), 3),
-    ];
-    let (n, form) = candidates
-        .iter()
-        .filter_map(|&(n, f)| n.map(|n| (n, f)))
-        .min_by_key(|&(n, _)| n)?;
+    // Forms 0 and 2 give P(B > A) directly, forms 1 and 3 give P(A > B). Prefer the pair that
+    // yields the smaller probability directly (a tiny probability keeps its relative accuracy
+    // instead of being 1 − h), then the smallest integer parameter.
+    let b_is_behind = b.mean() <= a.mean();
+    let direct_small = if b_is_behind {
+        [(ab, 0u8), (ba, 2)]
+    } else {
+        [(aa, 1), (bb, 3)]
+    };
+    let direct_large = if b_is_behind {
+        [(aa, 1u8), (bb, 3)]
+    } else {
+        [(ab, 0), (ba, 2)]
+    };
+    let pick = |pair: [(f64, u8); 2]| {
+        pair.iter()
+            .filter_map(|&(x, f)| as_count(x).map(|n| (n, f)))
+            .min_by_key(|&(n, _)| n)
+    };
+    let (n, form) = pick(direct_small).or_else(|| pick(direct_large))?;
     Some(match form {
         // P(B > A) = h(αA, βA, αB, βB): A⁺ shifts a1, B⁺ shifts n.
         0 => {
@@ -448,18 +458,27 @@ fn lift_sf(a: Beta, b: Beta, lift: Lift, t: f64, grid_a: &[f64], grid_b: &[f64])
         .chain(grid_b.iter().map(|&y| unmap(y)))
         .collect();
     let (lo, hi) = (grid_a[0], grid_a[grid_a.len() - 1]);
-    let (p, _) = quadrature::integrate(lo, hi, &cuts, |x| {
-        let pdf = a.pdf(x);
-        if pdf == 0.0 {
-            return 0.0;
+    let slope = match lift {
+        Lift::Absolute => 1.0,
+        Lift::Relative => 1.0 + t,
+    };
+    // F_b(map(x)) is exact at each panel's start and carried to the nodes by integrating
+    // f_b(map(x))·map'(x), so each panel costs one incomplete beta.
+    let mut p = 0.0;
+    let mut pdf_b = [0.0; quadrature::NODES];
+    quadrature::for_each_panel(lo, hi, &cuts, |panel| {
+        for (m, value) in pdf_b.iter_mut().enumerate() {
+            *value = b.pdf(map(panel.x[m])) * slope;
         }
-        let y = map(x);
-        let sf = if y >= 1.0 {
-            0.0
-        } else {
-            1.0 - quadrature::cdf_with_bounds(b, grid_b, y)
-        };
-        pdf * sf
+        let at_start = quadrature::cdf_with_bounds(b, grid_b, map(panel.start));
+        let increments = panel.cumulative(&pdf_b);
+        for (m, increment) in increments.iter().enumerate() {
+            let pdf_a = a.pdf(panel.x[m]);
+            if pdf_a > 0.0 {
+                let sf = 1.0 - (at_start + increment).clamp(0.0, 1.0);
+                p += panel.weight(m) * pdf_a * sf;
+            }
+        }
     });
     p.clamp(0.0, 1.0)
 }
