@@ -204,6 +204,20 @@ fn verify(c: &mut Criterion) {
             assert!(report.is_intact());
         });
     });
+    // The same log read from a file-sink directory: frame checks and decoding included.
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (sink, _) = FileSink::open(dir.path()).expect("open sink");
+        for chunk in records.chunks(4096) {
+            sink.append_blocking(chunk).expect("write");
+        }
+    }
+    g.bench_function("1M-entries-from-files", |b| {
+        b.iter(|| {
+            let result = audit_chain::verify_dir(dir.path(), &ring, Some(&cp)).expect("read");
+            assert!(result.report.is_intact());
+        });
+    });
     g.finish();
 
     let proof = tree.inclusion_proof(N / 3, N).expect("in range");
