@@ -92,6 +92,12 @@ pub enum Error {
         /// The experiment id.
         id: String,
     },
+    /// An experiment with this id is already stored.
+    #[error("experiment {id:?} already exists")]
+    ExperimentExists {
+        /// The experiment id.
+        id: String,
+    },
     /// Another writer updated the experiment first (optimistic concurrency); reload and retry.
     #[error("experiment {id:?} changed concurrently: expected version {expected}, found {found}")]
     VersionConflict {

@@ -407,7 +407,7 @@ pub trait ExperimentStore: Send + Sync {
     /// Stores a new experiment at version 1.
     ///
     /// # Errors
-    /// [`Error::VersionConflict`] (found = the existing version) if the id exists.
+    /// [`Error::ExperimentExists`] if the id is taken.
     async fn create(&self, state: ExperimentState) -> Result<u64>;
 
     /// The state and its version.
@@ -448,11 +448,9 @@ impl InMemoryExperimentStore {
 impl ExperimentStore for InMemoryExperimentStore {
     async fn create(&self, state: ExperimentState) -> Result<u64> {
         let mut map = self.experiments.lock();
-        if let Some((_, version)) = map.get(state.id()) {
-            return Err(Error::VersionConflict {
+        if map.contains_key(state.id()) {
+            return Err(Error::ExperimentExists {
                 id: state.id().to_owned(),
-                expected: 0,
-                found: *version,
             });
         }
         map.insert(state.id().to_owned(), (state, 1));

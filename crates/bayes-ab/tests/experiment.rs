@@ -224,7 +224,7 @@ async fn in_memory_store_versions_and_merges() {
     let s = ExperimentState::new("store", split(), Timestamp::EPOCH).unwrap();
     assert_eq!(store.create(s.clone()).await.unwrap(), 1);
     let err = store.create(s.clone()).await.unwrap_err();
-    assert!(matches!(err, Error::VersionConflict { found: 1, .. }) && err.is_retryable());
+    assert!(matches!(err, Error::ExperimentExists { .. }) && !err.is_retryable());
     let (mut loaded, v) = store.load("store").await.unwrap();
     loaded.record(0, outcome(true, false, 3)).unwrap();
     assert_eq!(store.save(&loaded, v).await.unwrap(), 2);
