@@ -251,3 +251,47 @@ async fn in_memory_store_versions_and_merges() {
     ));
     assert!(!Error::ExperimentNotFound { id: "x".into() }.is_retryable());
 }
+
+/// Optimistic concurrency: writers that load, record and save, retrying on a version
+/// conflict, never lose an update; writers that send deltas through `merge` need no retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_lose_no_update() {
+    let store = Arc::new(InMemoryExperimentStore::new());
+    store
+        .create(ExperimentState::new("race", split(), Timestamp::EPOCH).unwrap())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0u32;
+            for i in 0..50u64 {
+                loop {
+                    let (mut s, v) = store.load("race").await.unwrap();
+                    s.record(usize::from((w + i) % 2 == 0), outcome(i % 3 == 0, false, 1))
+                        .unwrap();
+                    match store.save(&s, v).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_retryable() => {
+                            conflicts += 1;
+                            tokio::task::yield_now().await;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                let mut delta = ExperimentState::new("race", split(), Timestamp::EPOCH).unwrap();
+                delta.record(0, outcome(true, true, 2)).unwrap();
+                store.merge(&delta).await.unwrap();
+            }
+            conflicts
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (s, _) = store.load("race").await.unwrap();
+    let total: u64 = s.arms().iter().map(|a| a.conversions.trials()).sum();
+    assert_eq!(total, 8 * 50 * 2);
+    assert_eq!(s.arms()[0].errors.successes(), 8 * 50);
+}
