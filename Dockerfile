@@ -17,8 +17,8 @@ RUN cargo build --locked --release -p credits-service --bin credits-service \
     && cp target/release/credits-service /credits-service
 
 # Stage 2: distroless base (glibc, CA certificates, no shell, no package manager), running
-# as the unprivileged "nobody" user (uid 65534, as the Kubernetes manifests require). The root filesystem can be mounted
-# read-only: the service writes nothing to disk.
+# as the unprivileged "nobody" user (uid 65534, as the Kubernetes manifests require). The
+# root filesystem can be mounted read-only: the service writes nothing to disk.
 FROM gcr.io/distroless/cc-debian12
 COPY --from=build /credits-service /usr/local/bin/credits-service
 USER 65534:65534

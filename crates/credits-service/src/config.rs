@@ -213,6 +213,8 @@ pub struct Config {
     pub database_schema: Option<String>,
     /// Most database connections.
     pub database_pool_max: usize,
+    /// Group-commit workers for single mutations on PostgreSQL (0: off).
+    pub database_group_commit_workers: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -245,6 +247,7 @@ impl Default for Config {
             migrate: false,
             database_schema: None,
             database_pool_max: 32,
+            database_group_commit_workers: 4,
             log_format: LogFormat::Json,
         }
     }
@@ -400,6 +403,9 @@ impl Config {
                     c.database_schema = Some(v.to_owned());
                 }
                 "CREDITS_DATABASE_POOL_MAX" => c.database_pool_max = parse_num(k, v, 1, 1_000)?,
+                "CREDITS_DATABASE_GROUP_COMMIT_WORKERS" => {
+                    c.database_group_commit_workers = parse_num(k, v, 0, 1_000)?;
+                }
                 "CREDITS_LOG_FORMAT" => {
                     c.log_format = match v.trim() {
                         "json" => LogFormat::Json,

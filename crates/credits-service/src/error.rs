@@ -212,6 +212,7 @@ impl From<bayes_ab::Error> for ApiError {
             bayes_ab::Error::ExperimentNotFound { .. } => {
                 (StatusCode::NOT_FOUND, "unknown_experiment")
             }
+            bayes_ab::Error::ExperimentExists { .. } => (StatusCode::CONFLICT, "experiment_exists"),
             bayes_ab::Error::VersionConflict { .. } => {
                 (StatusCode::CONFLICT, "experiment_conflict")
             }

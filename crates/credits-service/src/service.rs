@@ -191,8 +191,20 @@ impl ServiceBuilder {
                         .map_err(|e| backend_err("migrations", &e))?;
                     tracing::info!(?report, "database migrations applied");
                 }
-                let store = Arc::new(store);
-                (store.clone(), Backend::Postgres(store))
+                let backend = Backend::Postgres(Arc::new(store.clone()));
+                let store: Arc<dyn LedgerStore> = match config.database_group_commit_workers {
+                    0 => Arc::new(store),
+                    workers => {
+                        // Concurrent single mutations share one transaction and one commit.
+                        let group = credits_postgres::GroupCommitConfig::new(workers, 256, 65_536)
+                            .map_err(|e| ServiceError::Config {
+                                var: "CREDITS_DATABASE_GROUP_COMMIT_WORKERS".to_owned(),
+                                reason: e.to_string(),
+                            })?;
+                        Arc::new(credits_postgres::GroupCommit::start(store, group))
+                    }
+                };
+                (store, backend)
             }
             None => {
                 let hook = LedgerAuditHook::new(

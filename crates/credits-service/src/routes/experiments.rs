@@ -175,18 +175,7 @@ async fn create(
     }
     let now = state.clock.now();
     let experiment = ExperimentState::new(key.clone(), split.clone(), now)?;
-    experiments
-        .store
-        .create(experiment)
-        .await
-        .map_err(|e| match e {
-            bayes_ab::Error::VersionConflict { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "experiment_exists",
-                format!("experiment {:?} already exists", body.id),
-            ),
-            other => other.into(),
-        })?;
+    experiments.store.create(experiment).await?;
     let weights = split.weights().to_vec();
     experiments.specs.write().insert(
         key,
