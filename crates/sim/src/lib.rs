@@ -41,6 +41,7 @@ pub mod broken;
 pub mod fault;
 pub mod fuzz;
 pub mod linearizability;
+mod pg;
 mod sim;
 
 pub use broken::Bug;

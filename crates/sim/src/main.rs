@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use sim::{Bug, Config, run};
 
 const USAGE: &str = "usage: sim [--seed N | --seeds A..B] [--ops M] [--tenants T] \
-[--faults P] [--crashes P] [--bug skip-hold-expiry|double-apply-retry] [--outage-past-hold-ttl]";
+[--faults P] [--crashes P] [--bug skip-hold-expiry|double-apply-retry] [--outage-past-hold-ttl] \
+[--postgres (uses DATABASE_URL)] [--trace]";
 
 struct Args {
     seeds: std::ops::Range<u64>,
@@ -25,6 +26,8 @@ struct Args {
     faults: Option<(f64, f64)>,
     bug: Option<Bug>,
     outage: bool,
+    postgres: Option<String>,
+    trace: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -35,6 +38,8 @@ fn parse() -> Result<Args, String> {
         faults: None,
         bug: None,
         outage: false,
+        postgres: None,
+        trace: false,
     };
     let mut fault = Config::new(0, 0).fault_probability;
     let mut crash = Config::new(0, 0).crash_probability;
@@ -68,6 +73,12 @@ fn parse() -> Result<Args, String> {
                 a.bug = Some(Bug::parse(&v).ok_or_else(|| format!("unknown bug {v}"))?);
             }
             "--outage-past-hold-ttl" => a.outage = true,
+            "--trace" => a.trace = true,
+            "--postgres" => {
+                a.postgres = Some(
+                    std::env::var("DATABASE_URL").map_err(|_| "--postgres needs DATABASE_URL")?,
+                );
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -117,15 +128,22 @@ fn main() -> ExitCode {
     for seed in args.seeds.clone() {
         let mut config = Config::new(seed, args.ops)
             .with_tenants(args.tenants)
-            .with_outage_past_hold_ttl(args.outage);
+            .with_outage_past_hold_ttl(args.outage)
+            .with_trace(args.trace);
         if let Some((f, c)) = args.faults {
             config = config.with_faults(f, c);
+        }
+        if let Some(url) = &args.postgres {
+            config = config.with_postgres(url.clone());
         }
         if let Some(bug) = args.bug {
             config = config.with_bug(bug);
         }
         match run(&config) {
             Ok(r) => {
+                for line in &r.trace {
+                    println!("{line}");
+                }
                 total_ops += r.ops;
                 runs += 1;
                 println!(

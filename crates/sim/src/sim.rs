@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::audit::{AuditHook, audit_entry};
 use crate::broken::{BrokenStore, Bug};
 use crate::fault::{FaultKind, Faults, FaultyStore, FaultyTxLog};
+use crate::pg::PgRun;
 
 /// Where the simulated clock starts.
 pub const START: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
@@ -56,6 +57,11 @@ pub struct Config {
     /// exposes a known atomicity gap of two-phase commit over expiring holds (see
     /// `docs/simulation.md`), so it is off by default.
     pub outage_past_hold_ttl: bool,
+    /// Run against PostgreSQL at this URL (a private schema per run, dropped at the end)
+    /// instead of the in-memory store.
+    pub postgres: Option<String>,
+    /// Keep the trace lines in the [`Report`] (for diffing two runs).
+    pub keep_trace: bool,
 }
 
 impl Config {
@@ -70,6 +76,8 @@ impl Config {
             crash_probability: 0.3,
             bug: None,
             outage_past_hold_ttl: false,
+            postgres: None,
+            keep_trace: false,
         }
     }
 
@@ -84,6 +92,20 @@ impl Config {
     #[must_use]
     pub fn with_outage_past_hold_ttl(mut self, on: bool) -> Self {
         self.outage_past_hold_ttl = on;
+        self
+    }
+
+    /// Runs against PostgreSQL at `url` (e.g. `DATABASE_URL`).
+    #[must_use]
+    pub fn with_postgres(mut self, url: impl Into<String>) -> Self {
+        self.postgres = Some(url.into());
+        self
+    }
+
+    /// Keeps the trace lines in [`Report::trace`].
+    #[must_use]
+    pub fn with_trace(mut self, keep: bool) -> Self {
+        self.keep_trace = keep;
         self
     }
 
@@ -130,6 +152,8 @@ pub struct Report {
     pub tx_aborted: u64,
     /// SHA-256 of the trace: equal for equal seeds.
     pub trace_hash: String,
+    /// The trace lines, when [`Config::keep_trace`] is set.
+    pub trace: Vec<String>,
 }
 
 /// A broken invariant: where and what.
@@ -172,19 +196,28 @@ pub fn run(config: &Config) -> Result<Report, Violation> {
 /// # Errors
 /// The first [`Violation`].
 pub fn run_in(config: &Config, dir: &Path) -> Result<Report, Violation> {
-    futures::executor::block_on(async {
-        let mut sim = Sim::new(config, dir).map_err(|what| Violation {
-            seed: config.seed,
-            step: 0,
-            op: "setup".into(),
-            what,
-        })?;
-        sim.run().await.map_err(|what| Violation {
+    let setup = |what: String| Violation {
+        seed: config.seed,
+        step: 0,
+        op: "setup".into(),
+        what,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| setup(format!("cannot build a runtime: {e}")))?;
+    runtime.block_on(async {
+        let mut sim = Sim::new(config, dir).await.map_err(setup)?;
+        let result = sim.run().await.map_err(|what| Violation {
             seed: config.seed,
             step: sim.step,
             op: sim.op.clone(),
             what,
-        })?;
+        });
+        if let Some(pg) = &sim.pg {
+            pg.drop_schema().await;
+        }
+        result?;
         Ok(sim.report())
     })
 }
@@ -223,8 +256,11 @@ struct Sim {
     clock: ManualClock,
     faults: Arc<Faults>,
     durable: Arc<dyn LedgerStore>,
-    txlog: Arc<MemoryTxLog>,
-    audit: Arc<AuditHook>,
+    txlog: Arc<dyn TxLog>,
+    /// The file audit log (in-memory backend).
+    audit: Option<Arc<AuditHook>>,
+    /// The database (PostgreSQL backend).
+    pg: Option<PgRun>,
     proc: Process,
     tenants: Vec<(TenantId, Amount)>,
     /// Every acknowledged request with its definitive result.
@@ -253,21 +289,32 @@ fn ms(d: u64) -> Duration {
 }
 
 impl Sim {
-    fn new(cfg: &Config, dir: &Path) -> Result<Self, String> {
+    async fn new(cfg: &Config, dir: &Path) -> Result<Self, String> {
         let clock = ManualClock::new(START);
-        let audit = Arc::new(AuditHook::open(dir)?);
-        let memory = MemoryLedgerStore::builder()
-            .shards(8)
-            .idempotency_window(Duration::from_secs(3650 * 24 * 3600))
-            .journal_hook(audit.clone())
-            .build();
-        let memory: Arc<dyn LedgerStore> = Arc::new(memory);
-        let durable: Arc<dyn LedgerStore> = match cfg.bug {
-            Some(bug) => Arc::new(BrokenStore::new(memory, bug)),
-            None => memory,
-        };
+        let (base, txlog, audit, pg): (Arc<dyn LedgerStore>, Arc<dyn TxLog>, _, _) =
+            match &cfg.postgres {
+                None => {
+                    let audit = Arc::new(AuditHook::open(dir)?);
+                    let memory = MemoryLedgerStore::builder()
+                        .shards(8)
+                        .idempotency_window(Duration::from_secs(3650 * 24 * 3600))
+                        .journal_hook(audit.clone())
+                        .build();
+                    (
+                        Arc::new(memory),
+                        Arc::new(MemoryTxLog::new()),
+                        Some(audit),
+                        None,
+                    )
+                }
+                Some(url) => {
+                    let pg = PgRun::create(url, cfg.seed, Arc::new(clock.clone())).await?;
+                    let (store, txlog) = pg.handles();
+                    (store, txlog, None, Some(pg))
+                }
+            };
+        let durable = Self::wrap(base, cfg.bug);
         let faults = Arc::new(Faults::new());
-        let txlog = Arc::new(MemoryTxLog::new());
         let proc = Self::boot(&durable, &txlog, &faults, &clock);
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let tenants = (0..cfg.tenants.max(2))
@@ -285,6 +332,7 @@ impl Sim {
             durable,
             txlog,
             audit,
+            pg,
             proc,
             tenants,
             acked: BTreeMap::new(),
@@ -306,9 +354,16 @@ impl Sim {
         })
     }
 
+    fn wrap(base: Arc<dyn LedgerStore>, bug: Option<Bug>) -> Arc<dyn LedgerStore> {
+        match bug {
+            Some(bug) => Arc::new(BrokenStore::new(base, bug)),
+            None => base,
+        }
+    }
+
     fn boot(
         durable: &Arc<dyn LedgerStore>,
-        txlog: &Arc<MemoryTxLog>,
+        txlog: &Arc<dyn TxLog>,
         faults: &Arc<Faults>,
         clock: &ManualClock,
     ) -> Process {
@@ -334,6 +389,9 @@ impl Sim {
     fn line(&mut self, s: &str) {
         self.trace.update(s.as_bytes());
         self.trace.update(b"\n");
+        if self.cfg.keep_trace {
+            self.report.trace.push(format!("{} {s}", self.step));
+        }
     }
 
     fn key(&mut self) -> IdempotencyKey {
@@ -378,13 +436,25 @@ impl Sim {
                 .map(|_| self.rng.random())
                 .collect::<Vec<u8>>()
         });
-        self.audit.crash(torn.as_deref());
+        if let Some(audit) = &self.audit {
+            audit.crash(torn.as_deref());
+        }
         self.faults.disarm();
         self.faults.restart();
         if !outage.is_zero() {
             self.clock.advance(outage);
         }
-        let cut = self.audit.reopen(true)?;
+        if let Some(pg) = &mut self.pg {
+            pg.reconnect(Arc::new(self.clock.clone()))?;
+            let (store, txlog) = pg.handles();
+            self.durable = Self::wrap(store, self.cfg.bug);
+            self.txlog = txlog;
+        }
+        let cut = match &self.audit {
+            Some(audit) => audit.reopen(true)?,
+            None => 0,
+        };
+        let torn = torn.filter(|_| self.audit.is_some());
         if torn.is_some() != (cut > 0) {
             return Err(format!(
                 "audit recovery cut {cut} bytes, torn tail written: {}",
@@ -407,7 +477,11 @@ impl Sim {
             .recover()
             .await
             .map_err(|e| format!("ledger recovery: {e}"))?;
-        self.line(&format!("restart tx={tx:?} sweep={sweep:?}"));
+        // How many tenants a sweep visited is the backend's business; what expired is not.
+        self.line(&format!(
+            "restart tx={tx:?} holds_expired={} lots_expired={}",
+            sweep.holds_expired, sweep.lots_expired
+        ));
         self.check_acked_durable().await
     }
 
@@ -642,13 +716,9 @@ impl Sim {
                 }
                 "sweep" => {
                     self.maybe_arm();
+                    let tenants_max = self.rng.random_range(1..4);
                     loop {
-                        match self
-                            .proc
-                            .ledger
-                            .sweep_step(self.rng.random_range(1..4))
-                            .await
-                        {
+                        match self.proc.ledger.sweep_step(tenants_max).await {
                             Ok(r) if r.more => {}
                             Ok(_) => break,
                             Err(e) if storage(&e) => {
@@ -1230,12 +1300,46 @@ impl Sim {
 
     /// The audit log verifies against the witness checkpoint and holds exactly one record
     /// per journal entry, in journal order per tenant.
+    async fn journal(&self, t: &TenantId) -> Result<Vec<JournalEntry>, String> {
+        let store = self.proc.ledger.store();
+        let mut journal = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .history(t, PageRequest { after, limit: 1000 })
+                .await
+                .map_err(|e| e.to_string())?;
+            after = page.entries.last().map(|e| e.seq).or(after);
+            journal.extend(page.entries);
+            if page.next.is_none() {
+                return Ok(journal);
+            }
+        }
+    }
+
+    /// PostgreSQL seals its own audit entries in the same SQL transaction as each change:
+    /// per tenant they verify as a chain and match the journal one to one.
+    async fn check_pg_audit(&mut self) -> Check {
+        let mut total = 0;
+        for (t, _) in self.tenants.clone() {
+            let journal = self.journal(&t).await?;
+            if let Some(pg) = &self.pg {
+                total += pg.check_audit(&t, &journal).await?;
+            }
+        }
+        self.report.audit_records = total;
+        Ok(())
+    }
+
     async fn check_audit(&mut self) -> Check {
-        let failures = self.audit.failures();
+        let Some(audit) = self.audit.clone() else {
+            return self.check_pg_audit().await;
+        };
+        let failures = audit.failures();
         if let Some(f) = failures.first() {
             return Err(format!("audit hook: {f}"));
         }
-        let records = self.audit.verify()?;
+        let records = audit.verify()?;
         self.report.audit_records = records.len() as u64;
         let mut streams: BTreeMap<&str, Vec<&audit_chain::SealedEntry>> = BTreeMap::new();
         for r in &records {

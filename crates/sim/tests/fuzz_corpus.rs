@@ -56,3 +56,26 @@ fn starting_inputs_pass_and_edge_inputs_do_not_panic() {
     }
     assert!(seed_inputs("no-such-target").is_empty());
 }
+
+/// Inputs that found bugs not fixed yet, in `fuzz/known-bugs/<target>/`: each must still be
+/// flagged by its check (so the finding is not lost). When the owning crate fixes one, this
+/// test fails: move the input to `fuzz/regressions/<target>/` and drop its entry here.
+///
+/// * `bayes/prob-b-beats-a-above-one`: `bayes_ab::prob_b_beats_a` returns
+///   1.000000000000003–7 (depending on the version) for Beta(261.015625, 65028.015625) vs
+///   Beta(389.015625, 6.953125): a probability above one (rounding not clamped to [0, 1]).
+#[test]
+fn known_bugs_are_still_detected() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/known-bugs");
+    let expected = [(
+        "bayes",
+        "prob-b-beats-a-above-one",
+        "P(B > A) = 1.00000000000000",
+    )];
+    for (target, file, finding) in expected {
+        let check = TARGETS.iter().find(|(t, _)| *t == target).unwrap().1;
+        let bytes = std::fs::read(root.join(target).join(file)).unwrap();
+        let err = check(&bytes).expect_err("fixed? move the input to fuzz/regressions/");
+        assert!(err.contains(finding), "{err}");
+    }
+}

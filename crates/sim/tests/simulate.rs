@@ -81,7 +81,30 @@ fn a_store_double_applying_retries_is_caught() {
 /// into a `ci_seeds_run_clean`-style check with the outage enabled.
 #[test]
 fn known_gap_two_phase_commit_hold_expires_during_outage_is_detected() {
-    let v = run(&Config::new(2, 450).with_outage_past_hold_ttl(true)).unwrap_err();
+    let v = run(&Config::new(4, 2_300).with_outage_past_hold_ttl(true)).unwrap_err();
     assert!(v.to_string().contains("decided commit but branch"), "{v}");
     assert!(v.to_string().contains("HoldExpired"), "{v}");
+}
+
+/// The same workload against PostgreSQL (`credits-postgres`), where a crash drops the
+/// whole connection pool and the audit entries are the ones PostgreSQL sealed; its trace
+/// must equal the in-memory run's (every answer the same). Skipped
+/// without `DATABASE_URL` unless `REQUIRE_DATABASE=1` (CI), which makes it fail instead.
+#[test]
+fn postgres_run_is_clean() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        assert_ne!(
+            std::env::var("REQUIRE_DATABASE").as_deref(),
+            Ok("1"),
+            "DATABASE_URL is not set but REQUIRE_DATABASE=1"
+        );
+        return;
+    };
+    let report = run(&Config::new(21, 300).with_postgres(url)).unwrap_or_else(|v| panic!("{v}"));
+    assert_eq!(report.journal_entries, report.audit_records);
+    assert!(report.crashes > 0);
+    // Differential: the same seed gives the same answers on both backends.
+    let memory = run(&Config::new(21, 300)).unwrap();
+    assert_eq!(report.trace_hash, memory.trace_hash);
+    assert_eq!(report.journal_entries, memory.journal_entries);
 }
