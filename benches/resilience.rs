@@ -280,6 +280,22 @@ fn limiter(c: &mut Criterion) {
                 black_box(&ours).try_acquire(&k, 1).is_ok()
             });
         });
+        let ours_quanta = KeyedRateLimiter::<u64, _>::with_clock(
+            Quota::per_second(FAST).unwrap(),
+            100_000,
+            QuantaClock::new(),
+        )
+        .unwrap();
+        g.bench_with_input(
+            BenchmarkId::new("resilience_quanta_clock", keys),
+            &keys,
+            |b, &keys| {
+                b.iter(|| {
+                    k = (k + 1) % keys;
+                    black_box(&ours_quanta).try_acquire(&k, 1).is_ok()
+                });
+            },
+        );
         g.bench_with_input(BenchmarkId::new("governor", keys), &keys, |b, &keys| {
             b.iter(|| {
                 k = (k + 1) % keys;
