@@ -162,6 +162,17 @@ async fn run(
 
     drive(addr, &tenants, requests, connections, max).await?;
     if let Some(running) = running {
+        // Did the audit log keep up? Every journal entry should have been logged.
+        let metrics = credits_service::metrics_handle().render();
+        let dropped = metrics
+            .lines()
+            .find(|l| l.starts_with("audit_entries_dropped_total"))
+            .unwrap_or("audit_entries_dropped_total 0");
+        let written = metrics
+            .lines()
+            .find(|l| l.starts_with("audit_chain_entries_written_total"))
+            .unwrap_or("audit_chain_entries_written_total 0");
+        println!("audit: {written}, {dropped}");
         running.shutdown().await?;
     }
     Ok(())
