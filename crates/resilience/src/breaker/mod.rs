@@ -416,7 +416,36 @@ struct Inner<C> {
 /// tests). The state machine reads the clock only when it needs time: while open, in
 /// half-open with every trial permit out, for a time-based window, or for slow-call timing.
 ///
-/// See the [module documentation](self) for an example.
+/// ```
+/// use std::time::Duration;
+/// use metered_clock::{ManualClock, Timestamp};
+/// use resilience::{BreakerConfig, CircuitBreaker, OpenWait, State};
+///
+/// let clock = ManualClock::new(Timestamp::EPOCH);
+/// let config = BreakerConfig::builder()
+///     .name("db")
+///     .count_window(10)
+///     .minimum_calls(4)
+///     .failure_rate_threshold(50)
+///     .open_wait(OpenWait::Fixed(Duration::from_secs(5)))
+///     .half_open_calls(2)
+///     .build()?;
+/// let breaker = CircuitBreaker::with_clock(config, clock.clone());
+///
+/// for _ in 0..2 {
+///     breaker.try_acquire()?.record_success();
+///     breaker.try_acquire()?.record_failure();
+/// }
+/// assert_eq!(breaker.state(), State::Open); // 2 failures in 4 calls = 50%
+/// assert!(breaker.try_acquire().is_err());
+///
+/// clock.advance(Duration::from_secs(5)); // the next call is a trial call
+/// breaker.try_acquire()?.record_success();
+/// assert_eq!(breaker.state(), State::HalfOpen);
+/// breaker.try_acquire()?.record_success();
+/// assert_eq!(breaker.state(), State::Closed);
+/// # Ok::<(), resilience::Error>(())
+/// ```
 pub struct CircuitBreaker<C = SystemClock> {
     inner: Arc<Inner<C>>,
 }
