@@ -170,6 +170,10 @@ fn wait_for(tat: u64, now: u64, interval_ns: u64, burst: u32, n: u32) -> Duratio
 
 /// A rate limiter for one resource: GCRA in a single `AtomicU64`.
 ///
+/// Each call reads the clock once; on a hot path prefer a clock with cheap monotonic reads
+/// (`QuantaClock`, feature `quanta`) over [`SystemClock`], whose `clock_gettime` can cost
+/// several times the rest of the decision on a virtual machine.
+///
 /// ```
 /// use std::time::Duration;
 /// use metered_clock::{ManualClock, Timestamp};
