@@ -39,9 +39,9 @@
 //!
 //! # Features
 //!
-//! * `tokio`: [`TokioSleeper`], a [`Sleeper`] on tokio's timer.
+//! * `tokio`: `TokioSleeper`, a [`Sleeper`] on tokio's timer.
 //! * `tower`: `tower::Layer`s for the breaker, limiter, retry and bulkhead (module `layers`).
-//! * `quanta`: [`QuantaClock`], a `Clock` whose monotonic reads cost a few nanoseconds
+//! * `quanta`: `QuantaClock`, a `Clock` whose monotonic reads cost a few nanoseconds
 //!   (the time-stamp counter) instead of a system call; for the hottest limiters and
 //!   breakers.
 #![forbid(unsafe_code)]

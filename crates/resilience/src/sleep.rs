@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use metered_clock::{ManualClock, duration_nanos};
 
-/// Something that can wait. Implement it for your runtime, or use [`TokioSleeper`] (feature
+/// Something that can wait. Implement it for your runtime, or use `TokioSleeper` (feature
 /// `tokio`) or [`ManualSleeper`] (tests and simulations).
 pub trait Sleeper: Send + Sync {
     /// The future returned by [`sleep`](Self::sleep).
