@@ -473,3 +473,28 @@ fn clones_share_state_and_debug_shows_name() {
     assert!(format!("{b2:?}").contains("test"));
     assert_eq!(b.name(), "test");
 }
+
+#[test]
+fn primitives_are_send_sync_and_their_futures_send() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<CircuitBreaker>();
+    send_sync::<resilience::RateLimiter>();
+    send_sync::<resilience::KeyedRateLimiter<String>>();
+    send_sync::<resilience::Bulkhead>();
+    send_sync::<resilience::RetryBudget>();
+    send_sync::<resilience::Retry<resilience::TokioSleeper>>();
+    let b = CircuitBreaker::new(BreakerConfig::builder().build().unwrap());
+    send(&b.call(async { Ok::<(), ()>(()) }));
+    let retry = resilience::Retry::new(
+        resilience::Backoff::constant(Duration::from_millis(1))
+            .build()
+            .unwrap(),
+        resilience::TokioSleeper,
+        metered_clock::SystemClock::new(),
+    );
+    send(&retry.run(
+        |_| async { Ok::<(), ()>(()) },
+        |_| resilience::RetryDecision::Retry,
+    ));
+}
