@@ -28,9 +28,10 @@
 //!
 //! # What it does not do
 //!
-//! * The in-memory store plays the durable disk: a crash drops the process (ledger front,
-//!   transaction manager, audit writer state) but not the store's contents. Torn writes
-//!   are simulated for the audit files only.
+//! * Over the in-memory store, the store plays the durable disk: a crash drops the process
+//!   (ledger front, transaction manager, audit writer state) but not the store's contents.
+//!   Torn writes are simulated for the audit files only. Over PostgreSQL
+//!   ([`Config::with_postgres`]) a crash drops the connection pool.
 //! * It runs one operation at a time (determinism); concurrency is covered by the
 //!   linearizability checker on short histories.
 #![forbid(unsafe_code)]
