@@ -256,6 +256,18 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// A short, stable name of the outcome (`continue`, `winner`, `inconclusive`, `rollback`),
+    /// as used in the `bayes_ab_evaluations_total` metric's `decision` label.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Continue { .. } => "continue",
+            Decision::Winner => "winner",
+            Decision::Inconclusive { .. } => "inconclusive",
+            Decision::Rollback { .. } => "rollback",
+        }
+    }
+
     /// Whether the experiment is over (anything but [`Decision::Continue`]).
     #[must_use]
     pub fn is_final(&self) -> bool {
@@ -437,6 +449,8 @@ impl DecisionRule {
             prob_b_beats_a = summary.prob_b_beats_a,
             "experiment evaluated"
         );
+        metrics::counter!("bayes_ab_evaluations_total", "decision" => decision.label())
+            .increment(1);
         Evaluation {
             decision,
             summary,

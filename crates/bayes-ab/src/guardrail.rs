@@ -183,6 +183,8 @@ impl ErrorRateGuardrail {
         };
         if verdict.breached {
             tracing::warn!(?verdict, "error-rate guardrail breached");
+            metrics::counter!("bayes_ab_guardrail_breaches_total", "kind" => "error_rate")
+                .increment(1);
         }
         Ok(verdict)
     }
@@ -500,6 +502,8 @@ impl LatencyGuardrail {
         };
         if verdict.breached {
             tracing::warn!(?verdict, "latency guardrail breached");
+            metrics::counter!("bayes_ab_guardrail_breaches_total", "kind" => "latency")
+                .increment(1);
         }
         Ok(verdict)
     }

@@ -47,7 +47,10 @@
 //!   [`InMemoryExperimentStore`].
 //!
 //! Every function is pure over counts (sans-IO); the only time source is the caller's
-//! [`metered_clock::Clock`], used by [`Experiment`] for the maximum duration.
+//! [`metered_clock::Clock`], used by [`Experiment`] for the maximum duration. Decisions log
+//! with `tracing` and count with the `metrics` facade: `bayes_ab_evaluations_total`
+//! (label `decision`), `bayes_ab_guardrail_breaches_total` (label `kind`) and
+//! `bayes_ab_srm_mismatches_total`.
 //!
 //! # What it does not do
 //!

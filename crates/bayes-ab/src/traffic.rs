@@ -201,6 +201,7 @@ pub fn srm_check(observed: &[u64], split: &TrafficSplit) -> Result<SrmCheck> {
     let mismatch = p_value < SRM_ALERT_P_VALUE;
     if mismatch {
         tracing::warn!(chi_square, p_value, "sample ratio mismatch");
+        metrics::counter!("bayes_ab_srm_mismatches_total").increment(1);
     }
     Ok(SrmCheck {
         chi_square,

@@ -144,6 +144,22 @@ fn decisions_follow_the_rule() {
         let e = rule.evaluate(a, b, at(0), at(day), &[]);
         assert_eq!(e.decision, want, "{what}");
     }
+    let labels = [
+        Decision::Continue {
+            reason: ContinueReason::NotConclusive,
+        }
+        .label(),
+        Decision::Winner.label(),
+        Decision::Inconclusive {
+            reason: InconclusiveReason::Equivalent,
+        }
+        .label(),
+        Decision::Rollback {
+            reason: RollbackReason::ChallengerWorse,
+        }
+        .label(),
+    ];
+    assert_eq!(labels, ["continue", "winner", "inconclusive", "rollback"]);
 }
 
 #[test]
