@@ -233,9 +233,13 @@ impl ExperimentState {
     /// A sample-ratio mismatch ends the experiment as
     /// [`InconclusiveReason::SampleRatioMismatch`], unless a guardrail demands a rollback.
     ///
+    /// Guardrails are checked challenger against champion and skipped while either arm has no
+    /// data for them (no requests, no latencies).
+    ///
     /// # Errors
-    /// Guardrail errors (e.g. a relative guardrail with a baseline of no data is not an error:
-    /// guardrails with no data are skipped).
+    /// None in practice: the guardrails and the SRM check only fail on inputs this state
+    /// cannot hold (empty sketches, zero totals), which are skipped; the `Result` keeps room
+    /// for guardrails that can fail.
     pub fn evaluate(
         &self,
         rule: &DecisionRule,
