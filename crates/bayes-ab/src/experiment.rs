@@ -237,9 +237,8 @@ impl ExperimentState {
     /// data for them (no requests, no latencies).
     ///
     /// # Errors
-    /// None in practice: the guardrails and the SRM check only fail on inputs this state
-    /// cannot hold (empty sketches, zero totals), which are skipped; the `Result` keeps room
-    /// for guardrails that can fail.
+    /// [`Error::InvalidWeights`] when an arm with zero weight has recorded units (the SRM
+    /// check is undefined: record only in arms the split sends traffic to).
     pub fn evaluate(
         &self,
         rule: &DecisionRule,

@@ -98,6 +98,22 @@ fn sample_ratio_mismatch_stops_the_experiment() {
 }
 
 #[test]
+fn units_in_an_arm_without_traffic_are_an_error() {
+    let ramp = TrafficSplit::new(vec![10_000, 0]).unwrap();
+    let mut s = ExperimentState::new("ramp", ramp, Timestamp::EPOCH).unwrap();
+    s.record(0, outcome(true, false, 1)).unwrap();
+    assert!(
+        s.evaluate(&rule(), &Guardrails::default(), Timestamp::EPOCH)
+            .is_ok()
+    );
+    s.record(1, outcome(true, false, 1)).unwrap();
+    assert!(matches!(
+        s.evaluate(&rule(), &Guardrails::default(), Timestamp::EPOCH),
+        Err(Error::InvalidWeights { .. })
+    ));
+}
+
+#[test]
 fn max_duration_comes_from_the_clock() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(0)));
     let mut exp = Experiment::create(
