@@ -20,3 +20,8 @@ pub use credits_core as credits;
 pub use credits_postgres;
 pub use metered_clock as clock;
 pub use resilience;
+
+/// The README's code blocks, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
