@@ -287,3 +287,31 @@ fn keyed_two_threads_same_key_respect_the_bound() {
     let bound = 10 + u64::try_from(elapsed.as_nanos() / quota.interval().as_nanos()).unwrap() + 1;
     assert!(granted.load(Ordering::Relaxed) <= bound);
 }
+
+#[test]
+fn keyed_per_call_quota_for_tenant_plans() {
+    let c = clock();
+    let l = KeyedRateLimiter::with_clock(Quota::per_second(1).unwrap(), 100, c.clone()).unwrap();
+    let gold = Quota::per_second(10).unwrap();
+    for _ in 0..10 {
+        l.try_acquire_with_quota(&"gold", 1, gold).unwrap();
+    }
+    assert_eq!(
+        l.try_acquire_with_quota(&"gold", 1, gold),
+        Err(Error::RateLimited {
+            retry_after: ms(100)
+        })
+    );
+    // Downgraded to the default plan: the debt of the last second counts against 1/s.
+    assert!(l.try_acquire(&"gold", 1).is_err());
+    c.advance(Duration::from_secs(1));
+    l.try_acquire(&"gold", 1).unwrap();
+    assert!(l.try_acquire(&"gold", 1).is_err());
+    assert!(matches!(
+        l.try_acquire_with_quota(&"x", 11, gold),
+        Err(Error::InsufficientCapacity {
+            requested: 11,
+            burst: 10
+        })
+    ));
+}

@@ -122,7 +122,32 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// [`Error::KeyCapacityExhausted`] if `key` is new and its shard is full of keys that
     /// are still limited.
     pub fn try_acquire(&self, key: &K, n: u32) -> Result<(), Error> {
-        let q = self.quota;
+        self.try_acquire_with_quota(key, n, self.quota)
+    }
+
+    /// Like [`try_acquire`](Self::try_acquire), with `quota` instead of the limiter's
+    /// default: for tenants on different plans. A key's state (its TAT) does not depend on
+    /// the quota, so a key's quota may change from one call to the next (a plan upgrade).
+    ///
+    /// ```
+    /// use metered_clock::{ManualClock, Timestamp};
+    /// use resilience::{KeyedRateLimiter, Quota};
+    ///
+    /// let clock = ManualClock::new(Timestamp::EPOCH);
+    /// let limiter = KeyedRateLimiter::with_clock(Quota::per_second(1)?, 1_000, clock)?;
+    /// let premium = Quota::per_second(100)?;
+    /// for _ in 0..100 {
+    ///     limiter.try_acquire_with_quota(&"big-tenant", 1, premium)?;
+    /// }
+    /// assert!(limiter.try_acquire_with_quota(&"big-tenant", 1, premium).is_err());
+    /// # Ok::<(), resilience::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire), against `quota`.
+    pub fn try_acquire_with_quota(&self, key: &K, n: u32, quota: Quota) -> Result<(), Error> {
+        let q = quota;
         if n > q.burst {
             return Err(Error::InsufficientCapacity {
                 requested: n,
