@@ -254,10 +254,9 @@ fn two_threads_never_exceed_rate_times_elapsed_plus_burst() {
         granted <= bound,
         "granted {granted} > bound {bound} over {elapsed:?}"
     );
-    assert!(
-        granted >= bound / 2,
-        "limiter starved: {granted} of {bound}"
-    );
+    // Descheduled threads lose the permits that accrue beyond the burst, so only a loose
+    // lower bound holds on a loaded machine: at least the initial burst.
+    assert!(granted >= 50, "limiter starved: {granted} of {bound}");
 }
 
 #[test]
