@@ -20,7 +20,9 @@ pub enum Isolation {
     /// this crate's own transactions. The default, and the fastest.
     #[default]
     ReadCommitted,
-    /// `SERIALIZABLE`, with the same row locks, retried with jittered backoff on SQLSTATE
+    /// `SERIALIZABLE`, with the same row locks (preceded by session advisory locks on the
+    /// tenants, taken before the transaction's snapshot so that waiting for a contended
+    /// tenant does not end in a serialization failure), retried with jittered backoff on SQLSTATE
     /// 40001 (serialization failure) and 40P01 (deadlock). Choose it when other programs
     /// write the same tables without taking the tenant lock. Retries are safe: a retried
     /// transaction was rolled back entirely, and the idempotency key makes the outcome the

@@ -174,7 +174,13 @@ impl TxConn {
 
     /// Ends the transaction with `ROLLBACK` (or discards the connection if that fails).
     pub(crate) async fn rollback(self) {
-        if self.client().batch_execute("ROLLBACK").await.is_ok() {
+        // Also releases the session advisory locks taken in serializable mode.
+        if self
+            .client()
+            .batch_execute("ROLLBACK; SELECT pg_advisory_unlock_all()")
+            .await
+            .is_ok()
+        {
             self.finish();
         }
     }

@@ -148,3 +148,7 @@ pub(crate) const TOTALS_ALL: &str = "SELECT \
 
 pub(crate) const AUDIT_STREAM: &str = "SELECT record FROM audit_log \
      WHERE stream = $1 AND stream_seq >= $2 ORDER BY stream_seq LIMIT $3";
+
+/// A session advisory lock on a tenant (serializable mode), released by
+/// `pg_advisory_unlock_all()` after the transaction ends.
+pub(crate) const ADVISORY_LOCK: &str = "SELECT pg_advisory_lock(hashtextextended($1, 0))";

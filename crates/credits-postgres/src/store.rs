@@ -22,7 +22,7 @@ use tokio_postgres::types::ToSql;
 use crate::codec::{self, i};
 use crate::migrate::{MigrationReport, migrate};
 use crate::pool::{Db, TxConn, build_pool};
-use crate::{LedgerAudit, PgConfig, PgError, sql};
+use crate::{Isolation, LedgerAudit, PgConfig, PgError, sql};
 
 /// Most tenants expired in one SQL transaction by [`LedgerStore::sweep`].
 pub const SWEEP_CHUNK_MAX: usize = 64;
@@ -460,7 +460,28 @@ impl PgLedgerStore {
         let by_hold: [&(dyn ToSql + Sync); 2] = [&hold_t, &hold_id];
         let by_key: [&(dyn ToSql + Sync); 2] = [&key_t, &key_k];
         let by_target: [&(dyn ToSql + Sync); 2] = [&target_t, &target_seq];
-        let (_, lock_rows, lot_rows, hold_rows, resolved_rows, record_rows, target_rows) = futures::try_join!(
+        // Under SERIALIZABLE, a row lock waited for inside the transaction fails with 40001
+        // once the holder commits (the row changed after our snapshot). So the tenants are
+        // first locked with session advisory locks, in ascending tenant order and outside
+        // the transaction (each lock statement is its own implicit transaction); the
+        // snapshot is then taken after the previous holder committed. They are released
+        // after COMMIT or ROLLBACK (or with the connection).
+        let serializable = self.db.isolation == Isolation::Serializable;
+        let s_advisory = if serializable {
+            Some(c.prepare_cached(sql::ADVISORY_LOCK).await?)
+        } else {
+            None
+        };
+        let advisory = async {
+            if let Some(st) = &s_advisory {
+                for t in &tenants {
+                    c.execute(st, &[t]).await?;
+                }
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        };
+        let (_, _, lock_rows, lot_rows, hold_rows, resolved_rows, record_rows, target_rows) = futures::try_join!(
+            advisory,
             c.batch_execute(self.db.isolation.begin_sql()),
             c.query(&s_lock, &by_tenant),
             c.query(&s_lots, &by_tenant),
@@ -756,9 +777,14 @@ impl PgLedgerStore {
                 pending.push(Box::pin(c.execute(statement, params)));
             }
         }
-        pending.push(Box::pin(async {
-            c.batch_execute("COMMIT").await.map(|()| 0)
-        }));
+        let end = if self.db.isolation == Isolation::Serializable {
+            "COMMIT; SELECT pg_advisory_unlock_all()"
+        } else {
+            "COMMIT"
+        };
+        pending.push(Box::pin(
+            async move { c.batch_execute(end).await.map(|()| 0) },
+        ));
         try_join_all(pending).await?;
         Ok(())
     }

@@ -1,13 +1,5 @@
 //! The shared backend conformance suite, on PostgreSQL: with row locks under READ
 //! COMMITTED, under SERIALIZABLE, and through group commit.
-//!
-//! `concurrent_requests_on_one_tenant` is run separately: its lower bound on what gets spent
-//! (`spent >= 960`) holds only when each task's reserve and commit run back to back, as they
-//! do on a store that never yields (the memory store). On a store where the 64 tasks really
-//! run concurrently, 32 holds of 30 can be outstanding at once and starve the consumers, so
-//! a correct store may spend as little as 640. Its real invariants (no lost update, never
-//! negative, conservation) are checked here with that bound relaxed, and more thoroughly in
-//! `tests/concurrency.rs`.
 
 mod common;
 
@@ -27,9 +19,6 @@ enum Variant {
 
 async fn run(variant: Variant) {
     for (name, check) in CHECKS {
-        if *name == "concurrent_requests_on_one_tenant" {
-            continue;
-        }
         let Some(db) = common::test_db(&format!("conf_{name}")).await else {
             return;
         };
