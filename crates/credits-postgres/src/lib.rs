@@ -60,6 +60,8 @@
 //! * Hold and lot expiry is not done in SQL: it must produce journal and audit entries
 //!   under the same Rust rules, so schedule [`Ledger::recover`](credits_core::Ledger::recover)
 //!   (or `sweep`) rather than a SQL job for it.
+//! * No [`JournalHook`](credits_core::JournalHook): it would run before `COMMIT`, which can
+//!   still fail; configure [`LedgerAudit`] to seal audit entries inside the transaction.
 //! * Standard SQL and the wire protocol only: no extensions are needed.
 //!
 //! Re-exports [`tokio_postgres`] and [`deadpool_postgres`] so you name the same versions.
