@@ -257,6 +257,14 @@ impl Beta {
         special::ln_beta_pdf(self.alpha, self.beta, x, 1.0 - x).exp()
     }
 
+    /// Density at `x` given `y = 1 − x` exactly (for `x` within a few ulps of 1).
+    pub(crate) fn pdf_pair(self, x: f64, y: f64) -> f64 {
+        if x <= 0.0 || y <= 0.0 || x.is_nan() {
+            return 0.0;
+        }
+        special::ln_beta_pdf(self.alpha, self.beta, x, y).exp()
+    }
+
     /// P(X ≤ x), the regularized incomplete beta function `I_x(α, β)`; 0 below 0, 1 above 1.
     /// NaN gives NaN.
     #[must_use]

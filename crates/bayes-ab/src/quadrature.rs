@@ -52,6 +52,15 @@ fn gauss_legendre() -> &'static ([f64; NODES], [f64; NODES]) {
     })
 }
 
+/// The largest double below 1.
+const ONE_BELOW: f64 = 1.0 - f64::EPSILON / 2.0;
+
+/// The mass of `d` above its upper break point, which the panels do not cover: 1e-17 by
+/// construction, or more when the break point is capped one ulp below 1.
+pub(crate) fn tail_above(d: Beta, grid: &[f64]) -> f64 {
+    d.sf(grid[grid.len() - 1])
+}
+
 /// The quantile break points of one distribution, ascending, inside `(0, 1)`. The outermost
 /// two (the 1e-17 tails) are exact: they bound the integration. The others only place panel
 /// boundaries, so the inverse's starting approximation is good enough for them.
@@ -59,7 +68,9 @@ pub(crate) fn break_points(d: Beta) -> Vec<f64> {
     let (a, b) = (d.alpha(), d.beta());
     let outer = PANEL_PROBABILITIES[0];
     let lower = crate::special::beta_inc_inv(a, b, outer, 1.0 - outer);
-    let upper = crate::special::beta_inc_inv(a, b, 1.0 - outer, outer);
+    // Doubles end one ulp below 1; with β < 1 the density is singular there and the mass
+    // above the last double (~1e-8 for β = ½) is added back by `tail_above`.
+    let upper = crate::special::beta_inc_inv(a, b, 1.0 - outer, outer).min(ONE_BELOW);
     let mut points = Vec::with_capacity(2 * PANEL_PROBABILITIES.len() + 1);
     points.push(lower);
     let inner = &PANEL_PROBABILITIES[1..];
@@ -82,6 +93,8 @@ pub(crate) fn break_points(d: Beta) -> Vec<f64> {
 pub(crate) struct Panel {
     pub(crate) start: f64,
     pub(crate) x: [f64; NODES],
+    /// `1 − x[m]`, exact where the panel is parametrised by `ln(1 − x)`.
+    pub(crate) y: [f64; NODES],
     pub(crate) jacobian: [f64; NODES],
 }
 
@@ -158,11 +171,12 @@ pub(crate) fn for_each_panel(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnM
     }
     points.push(hi);
     points.sort_by(f64::total_cmp);
-    points.dedup_by(|x, y| (*x - *y).abs() <= 1e-15 * y.abs().max(1e-300));
+    points.dedup();
     let nodes = gauss_legendre().0;
     let mut panel = Panel {
         start: 0.0,
         x: [0.0; NODES],
+        y: [0.0; NODES],
         jacobian: [0.0; NODES],
     };
     for w in points.windows(2) {
@@ -178,6 +192,7 @@ pub(crate) fn for_each_panel(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnM
             for (m, &z) in nodes.iter().enumerate() {
                 let x = (mid + half * z).exp();
                 panel.x[m] = x;
+                panel.y[m] = 1.0 - x;
                 panel.jacobian[m] = half * x;
             }
         } else if h < 1.0 && l >= 0.5 && (1.0 - l) / (1.0 - h) > 4.0 {
@@ -188,6 +203,7 @@ pub(crate) fn for_each_panel(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnM
             for (m, &z) in nodes.iter().enumerate() {
                 let y = (mid + half * z).exp();
                 panel.x[m] = 1.0 - y;
+                panel.y[m] = y;
                 panel.jacobian[m] = -half * y;
             }
         } else {
@@ -195,6 +211,7 @@ pub(crate) fn for_each_panel(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnM
             panel.start = l;
             for (m, &z) in nodes.iter().enumerate() {
                 panel.x[m] = mid + half * z;
+                panel.y[m] = 1.0 - panel.x[m];
                 panel.jacobian[m] = half;
             }
         }
@@ -245,9 +262,11 @@ pub(crate) fn best_of(arms: &[Beta]) -> (Vec<f64>, Vec<f64>) {
         let mut any = false;
         for (j, &arm) in arms.iter().enumerate() {
             let g = &grids[j];
-            for (value, &x) in pdf[j].iter_mut().zip(&panel.x) {
-                *value = if x > g[0] && x < g[g.len() - 1] {
-                    arm.pdf(x)
+            for (m, value) in pdf[j].iter_mut().enumerate() {
+                let (x, y) = (panel.x[m], panel.y[m]);
+                // Upper side compared in 1 − x: near 1, x itself rounds to the top.
+                *value = if x > g[0] && y > 1.0 - g[g.len() - 1] {
+                    arm.pdf_pair(x, y)
                 } else {
                     0.0
                 };
@@ -276,6 +295,23 @@ pub(crate) fn best_of(arms: &[Beta]) -> (Vec<f64>, Vec<f64>) {
             }
         }
     });
+    // Each arm's mass above its last break point, at the other arms' distribution functions
+    // there (flat at that height).
+    for (i, &arm) in arms.iter().enumerate() {
+        let g = &grids[i];
+        let tail = tail_above(arm, g);
+        if tail > 0.0 {
+            let top = g[g.len() - 1];
+            let mut product = tail;
+            for (j, &other) in arms.iter().enumerate() {
+                if j != i {
+                    product *= cdf_with_bounds(other, &grids[j], top);
+                }
+            }
+            prob_best[i] += product;
+            expected_max += top * product;
+        }
+    }
     let losses = arms
         .iter()
         .map(|a| (expected_max - a.mean()).max(0.0))

@@ -473,13 +473,19 @@ fn lift_sf(a: Beta, b: Beta, lift: Lift, t: f64, grid_a: &[f64], grid_b: &[f64])
         let at_start = quadrature::cdf_with_bounds(b, grid_b, map(panel.start));
         let increments = panel.cumulative(&pdf_b);
         for (m, increment) in increments.iter().enumerate() {
-            let pdf_a = a.pdf(panel.x[m]);
+            let pdf_a = a.pdf_pair(panel.x[m], panel.y[m]);
             if pdf_a > 0.0 {
                 let sf = 1.0 - (at_start + increment).clamp(0.0, 1.0);
                 p += panel.weight(m) * pdf_a * sf;
             }
         }
     });
+    // A's mass above its last break point (see `quadrature::tail_above`).
+    let top = grid_a[grid_a.len() - 1];
+    let tail = quadrature::tail_above(a, grid_a);
+    if tail > 0.0 && map(top) < 1.0 {
+        p += tail * (1.0 - quadrature::cdf_with_bounds(b, grid_b, map(top)));
+    }
     p.clamp(0.0, 1.0)
 }
 
