@@ -140,6 +140,63 @@ async fn connection_killed_mid_transaction_leaves_nothing_partial() {
     db.drop_schema().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_rolls_back_and_leaves_no_connection_in_a_transaction() {
+    let Some(db) = common::test_db("cancelled").await else {
+        return;
+    };
+    let clock = ManualClock::new(common::START);
+    let store = db
+        .store(db.config().pool_max_size(1), Arc::new(clock.clone()))
+        .await;
+    let ledger = Ledger::from_shared(Arc::new(store.clone()), Arc::new(clock.clone()));
+    let t = TenantId::new("t").expect("tenant");
+    ledger
+        .create_tenant(&t, TenantSettings::default())
+        .await
+        .expect("create");
+    ledger
+        .grant(&t, key("g"), Amount::new(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    let before = snapshot(&db).await;
+    db.admin
+        .batch_execute(
+            "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$; \
+             CREATE TRIGGER stall BEFORE INSERT ON journal_entries \
+               FOR EACH STATEMENT EXECUTE FUNCTION stall();",
+        )
+        .await
+        .expect("trigger");
+    // The caller gives up while the writes are in flight: the future is dropped.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        ledger.consume(&t, key("c"), Amount::new(30)),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the call was cancelled");
+    db.admin
+        .batch_execute("DROP TRIGGER stall ON journal_entries")
+        .await
+        .expect("drop trigger");
+    // The only pooled connection was closed, not returned inside the transaction: the next
+    // call gets a fresh one, waits for the abandoned transaction to roll back (the server
+    // notices the closed socket once the stalled statement ends) and sees none of it.
+    assert_eq!(
+        ledger.balance(&t).await.expect("balance").available,
+        Amount::new(100)
+    );
+    let applied = ledger
+        .consume(&t, key("c"), Amount::new(30))
+        .await
+        .expect("retry");
+    assert_eq!(applied.balance.available, Amount::new(70));
+    assert_ne!(snapshot(&db).await, before);
+    assert_eq!(db.count("SELECT count(*) FROM journal_entries").await, 2);
+    db.drop_schema().await;
+}
+
 #[tokio::test]
 async fn audit_log_rejects_update_delete_and_truncate() {
     let Some(db) = common::test_db("append_only").await else {
