@@ -12,7 +12,7 @@ use audit_chain::{
     AuditEntry, Checkpoint, FileSink, HmacKey, Keyring, LogRecord, MaskingPolicy, StreamChain,
     StreamHead, scan_dir, verify_dir,
 };
-use credits_core::{JournalEntry, JournalHook, TenantId};
+use credits_core::{JournalEntry, JournalHook, LedgerError, StorageError, TenantId};
 use parking_lot::Mutex;
 
 /// The origin line of the simulator's checkpoints.
@@ -181,45 +181,44 @@ impl AuditHook {
     }
 }
 
+impl AuditHook {
+    fn refuse(&self, what: String) -> Result<(), LedgerError> {
+        self.failures.lock().push(what.clone());
+        Err(LedgerError::Storage(StorageError::new(what, true)))
+    }
+}
+
 impl JournalHook for AuditHook {
-    fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]) {
+    /// Seals and durably appends the entries; a failure refuses the change (so the ledger
+    /// never holds an entry the audit log lacks) and is remembered for the final check.
+    fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]) -> Result<(), LedgerError> {
         let mut guard = self.live.lock();
         let Some(live) = guard.as_mut() else {
-            self.failures.lock().push(format!(
+            return self.refuse(format!(
                 "journal entries of {tenant} arrived while the audit log was closed"
             ));
-            return;
         };
-        let chain = live
+        let mut staged = live
             .chains
-            .entry(tenant.as_str().to_owned())
-            .or_insert_with(|| StreamChain::new(tenant.as_str()));
+            .get(tenant.as_str())
+            .cloned()
+            .unwrap_or_else(|| StreamChain::new(tenant.as_str()));
         let mut records = Vec::with_capacity(entries.len());
-        let mut staged = chain.clone();
         for (i, e) in entries.iter().enumerate() {
             match staged.seal(&self.keyring, &MaskingPolicy::none(), audit_entry(e)) {
                 Ok(sealed) => records.push(LogRecord::new(live.next_index + i as u64, sealed)),
-                Err(err) => {
-                    self.failures
-                        .lock()
-                        .push(format!("sealing {tenant} #{}: {err}", e.seq));
-                    return;
-                }
+                Err(err) => return self.refuse(format!("sealing {tenant} #{}: {err}", e.seq)),
             }
         }
-        match live.sink.append_blocking(&records) {
-            Ok(()) => {
-                *chain = staged;
-                live.next_index += records.len() as u64;
-                let mut tree = self.witness.lock();
-                for r in &records {
-                    tree.push(r.entry.leaf_hash());
-                }
-            }
-            Err(err) => self
-                .failures
-                .lock()
-                .push(format!("appending for {tenant}: {err}")),
+        if let Err(err) = live.sink.append_blocking(&records) {
+            return self.refuse(format!("appending for {tenant}: {err}"));
         }
+        live.chains.insert(tenant.as_str().to_owned(), staged);
+        live.next_index += records.len() as u64;
+        let mut tree = self.witness.lock();
+        for r in &records {
+            tree.push(r.entry.leaf_hash());
+        }
+        Ok(())
     }
 }

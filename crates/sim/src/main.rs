@@ -4,6 +4,7 @@
 //! cargo run -p sim -- --seed 42 --ops 10000
 //! cargo run -p sim -- --seeds 1..20 --ops 5000 --tenants 16
 //! cargo run -p sim -- --seed 3 --ops 2000 --bug skip-hold-expiry   # must fail
+//! cargo run -p sim -- --check-fuzz-input bayes fuzz/artifacts/bayes/crash-…
 //! ```
 //!
 //! Exits 0 when every run was clean, 1 on the first violation (printing the seed and step
@@ -105,9 +106,42 @@ fn write_seeds(dir: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `sim --check-fuzz-input TARGET FILE`: runs one fuzz input through its check on stable.
+fn check_input(target: Option<String>, file: Option<String>) -> ExitCode {
+    let (Some(target), Some(file)) = (target, file) else {
+        eprintln!("--check-fuzz-input needs a target and a file");
+        return ExitCode::from(2);
+    };
+    let Some((_, check)) = sim::fuzz::TARGETS.iter().find(|(t, _)| *t == target) else {
+        eprintln!("unknown fuzz target {target}");
+        return ExitCode::from(2);
+    };
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{file}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match check(&bytes) {
+        Ok(()) => {
+            println!("{file}: ok");
+            ExitCode::SUCCESS
+        }
+        Err(finding) => {
+            println!("{file}: {finding}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut raw = std::env::args().skip(1);
-    if raw.next().as_deref() == Some("--write-fuzz-seeds") {
+    let first = raw.next();
+    if first.as_deref() == Some("--check-fuzz-input") {
+        return check_input(raw.next(), raw.next());
+    }
+    if first.as_deref() == Some("--write-fuzz-seeds") {
         return match raw.next() {
             Some(dir) => write_seeds(&dir),
             None => {

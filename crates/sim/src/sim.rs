@@ -25,6 +25,10 @@ use crate::broken::{BrokenStore, Bug};
 use crate::fault::{FaultKind, Faults, FaultyStore, FaultyTxLog};
 use crate::pg::PgRun;
 
+/// How often one request is re-sent after storage failures before the run gives up (one
+/// injected fault per step means one retry is always enough when nothing else is wrong).
+const RETRIES_MAX: u32 = 16;
+
 /// Where the simulated clock starts.
 pub const START: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
 /// The participants of distributed transactions (one tenant each per transaction).
@@ -523,9 +527,14 @@ impl Sim {
     /// injected failures and crashes) and records it.
     async fn submit(&mut self, req: Request) -> Result<Result<Outcome, LedgerError>, String> {
         self.maybe_arm();
+        let mut attempts = 0u32;
         let result = loop {
             match self.proc.ledger.apply(&req).await {
                 Err(e) if storage(&e) => {
+                    attempts += 1;
+                    if attempts > RETRIES_MAX {
+                        return Err(format!("{}/{} keeps failing: {e}", req.tenant, req.key));
+                    }
                     self.report.retries += 1;
                     self.recover_if_crashed().await?;
                 }
