@@ -51,8 +51,6 @@ mod backoff;
 mod breaker;
 mod bulkhead;
 mod error;
-#[cfg(feature = "quanta")]
-mod fast_clock;
 #[cfg(feature = "tower")]
 pub mod layers;
 
@@ -78,9 +76,9 @@ pub use breaker::{
 };
 pub use bulkhead::{Bulkhead, BulkheadPermit};
 pub use error::{CallError, Error};
-#[cfg(feature = "quanta")]
-pub use fast_clock::QuantaClock;
 pub use limiter::{KeyedRateLimiter, Quota, RateLimiter};
+#[cfg(feature = "quanta")]
+pub use metered_clock::QuantaClock;
 pub use retry::{Retry, RetryBudget, RetryDecision};
 #[cfg(feature = "tokio")]
 pub use sleep::TokioSleeper;

@@ -1,8 +1,8 @@
-//! A [`Clock`] with cheap monotonic reads (feature `quanta`).
+//! [`QuantaClock`]: a [`Clock`] with cheap monotonic reads (feature `quanta`).
 
 use std::fmt;
 
-use metered_clock::{Clock, SystemClock, Tick, Timestamp, duration_nanos};
+use crate::{Clock, SystemClock, Tick, Timestamp, duration_nanos};
 
 /// A [`Clock`] whose monotonic time comes from the CPU's time-stamp counter through the
 /// `quanta` crate (the clock `governor` uses by default), and whose wall time comes from
@@ -15,7 +15,7 @@ use metered_clock::{Clock, SystemClock, Tick, Timestamp, duration_nanos};
 ///
 /// ```
 /// use metered_clock::Clock;
-/// use resilience::QuantaClock;
+/// use metered_clock::QuantaClock;
 ///
 /// let clock = QuantaClock::new();
 /// let a = clock.monotonic();
