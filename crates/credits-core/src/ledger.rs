@@ -368,14 +368,14 @@ fn record_metrics(op: &'static str, result: &Result<Outcome, LedgerError>) {
     // Literal labels only: the `metrics` macros then build the key statically, with no
     // allocation on the hot path.
     macro_rules! count {
-        ($outcome:literal) => {
+        ($result:literal) => {
             match op {
-                "grant" => metrics::counter!("credits_operations_total", "op" => "grant", "outcome" => $outcome).increment(1),
-                "consume" => metrics::counter!("credits_operations_total", "op" => "consume", "outcome" => $outcome).increment(1),
-                "reserve" => metrics::counter!("credits_operations_total", "op" => "reserve", "outcome" => $outcome).increment(1),
-                "commit" => metrics::counter!("credits_operations_total", "op" => "commit", "outcome" => $outcome).increment(1),
-                "cancel" => metrics::counter!("credits_operations_total", "op" => "cancel", "outcome" => $outcome).increment(1),
-                _ => metrics::counter!("credits_operations_total", "op" => "refund", "outcome" => $outcome).increment(1),
+                "grant" => metrics::counter!("credits_operations_total", "op" => "grant", "result" => $result).increment(1),
+                "consume" => metrics::counter!("credits_operations_total", "op" => "consume", "result" => $result).increment(1),
+                "reserve" => metrics::counter!("credits_operations_total", "op" => "reserve", "result" => $result).increment(1),
+                "commit" => metrics::counter!("credits_operations_total", "op" => "commit", "result" => $result).increment(1),
+                "cancel" => metrics::counter!("credits_operations_total", "op" => "cancel", "result" => $result).increment(1),
+                _ => metrics::counter!("credits_operations_total", "op" => "refund", "result" => $result).increment(1),
             }
         };
     }

@@ -67,6 +67,9 @@
 //!
 //! * `conformance`: the [`conformance`] module, the test suite every [`LedgerStore`]
 //!   backend must pass.
+//! * `audit`: the `audit` module, which records every journal entry in a tamper-evident
+//!   [`audit_chain`](https://docs.rs/audit-chain) log, committed together with the change
+//!   (a [`JournalHook`] that refuses the change when the log cannot take its entries).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -81,6 +84,8 @@ mod memory;
 pub mod store;
 pub mod tx;
 
+#[cfg(feature = "audit")]
+pub mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 

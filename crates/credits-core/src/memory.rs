@@ -166,21 +166,33 @@ fn unwrap_outcome(result: Result<Option<Outcome>, LedgerError>) -> Result<Outcom
 }
 
 impl Shard {
-    /// Writes a change set's side effects that live outside the account (journal, hook,
-    /// deadline index). The account itself was already updated in place.
-    fn persist(
+    /// Runs `change` on the tenant's account (it also gets the journal, to look up a refund
+    /// target) and makes the result visible: account, journal entries, deadline index.
+    ///
+    /// With a hook, the change runs on a copy that replaces the account only once the hook
+    /// accepted its entries; a refusal returns the hook's error and leaves the tenant exactly
+    /// as it was. Without a hook nothing can refuse, so the change runs in place.
+    fn change(
         deadlines: &mut BTreeSet<(Timestamp, TenantId)>,
         tenant: &mut Tenant,
-        entries: Vec<JournalEntry>,
         hook: Option<&Arc<dyn JournalHook>>,
-    ) {
-        if !entries.is_empty() {
-            if let Some(hook) = hook {
-                hook.on_entries(tenant.account.tenant(), &entries);
+        change: impl FnOnce(&mut Account, &[JournalEntry]) -> Applied,
+    ) -> Result<Result<Option<Outcome>, LedgerError>, LedgerError> {
+        let applied = match hook {
+            None => change(&mut tenant.account, &tenant.journal),
+            Some(hook) => {
+                let mut account = tenant.account.clone();
+                let applied = change(&mut account, &tenant.journal);
+                if !applied.entries.is_empty() {
+                    hook.on_entries(account.tenant(), &applied.entries)?;
+                }
+                tenant.account = account;
+                applied
             }
-            tenant.journal.extend(entries);
-        }
+        };
+        tenant.journal.extend(applied.entries);
         Self::reindex(deadlines, tenant);
+        Ok(applied.result)
     }
 
     fn reindex(deadlines: &mut BTreeSet<(Timestamp, TenantId)>, tenant: &mut Tenant) {
@@ -281,15 +293,17 @@ impl LedgerStore for MemoryLedgerStore {
         if let Some(record) = tenant.keys.get(&request.key) {
             return record.replay(request);
         }
-        let target = request
-            .command
-            .refers_to()
-            .and_then(|seq| journal_entry(&tenant.journal, seq));
-        let Applied {
-            result, entries, ..
-        } = tenant.account.apply(request, now, target);
+        let refers_to = request.command.refers_to();
+        let result = Shard::change(
+            &mut shard.deadlines,
+            tenant,
+            self.hook.as_ref(),
+            |account, journal| {
+                let target = refers_to.and_then(|seq| journal_entry(journal, seq));
+                account.apply(request, now, target)
+            },
+        )?;
         let result = unwrap_outcome(result);
-        Shard::persist(&mut shard.deadlines, tenant, entries, self.hook.as_ref());
         let at = result.as_ref().map_or(now, |o| o.at);
         let record = IdempotencyRecord {
             command: request.command.clone(),
@@ -376,16 +390,25 @@ impl LedgerStore for MemoryLedgerStore {
             ));
             outcomes.push(outcome);
         }
-        // Every request succeeded: publish all private copies.
+        // Every request succeeded: offer every tenant's entries to the hook before anything
+        // is visible (a refusal refuses the whole batch), then publish all private copies.
         let mut work: Vec<(TenantId, Work)> = work.into_iter().collect();
         work.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(hook) = &self.hook {
+            for (id, w) in &work {
+                if !w.entries.is_empty() {
+                    hook.on_entries(id, &w.entries)?;
+                }
+            }
+        }
         for (id, w) in work {
             let shard = &mut *guards[w.shard];
             let Some(tenant) = shard.tenants.get_mut(&id) else {
                 return Err(internal("tenant vanished while its shard was locked"));
             };
             tenant.account = w.account;
-            Shard::persist(&mut shard.deadlines, tenant, w.entries, self.hook.as_ref());
+            tenant.journal.extend(w.entries);
+            Shard::reindex(&mut shard.deadlines, tenant);
             for (key, record) in w.records {
                 tenant.remember(
                     key,
@@ -417,8 +440,11 @@ impl LedgerStore for MemoryLedgerStore {
             return Err(LedgerError::UnknownTenant(tenant.clone()));
         };
         if t.account.next_deadline().is_some_and(|d| d <= now) {
-            let applied = t.account.expire_due(now);
-            Shard::persist(&mut shard.deadlines, t, applied.entries, self.hook.as_ref());
+            // An expiry pass has no result of its own; only a refusal by the hook matters.
+            Shard::change(&mut shard.deadlines, t, self.hook.as_ref(), |account, _| {
+                account.expire_due(now)
+            })
+            .map(drop)?;
         }
         Ok(t.account.balance())
     }
@@ -477,23 +503,31 @@ impl LedgerStore for MemoryLedgerStore {
                     report.more = true;
                     break;
                 }
-                let Some((_, id)) = shard.deadlines.pop_first() else {
+                let Some((deadline, id)) = shard.deadlines.pop_first() else {
                     break;
                 };
                 let Some(t) = shard.tenants.get_mut(&id) else {
                     continue;
                 };
                 t.indexed = None;
-                let applied = t.account.expire_due(now);
+                let seen = t.journal.len();
+                let changed = Shard::change(&mut shard.deadlines, t, self.hook.as_ref(), |a, _| {
+                    a.expire_due(now)
+                });
+                if let Err(e) = changed {
+                    // Refused: the tenant's expiries are still due, so it stays indexed.
+                    t.indexed = Some(deadline);
+                    shard.deadlines.insert((deadline, id));
+                    return Err(e);
+                }
                 report.tenants += 1;
-                for e in &applied.entries {
+                for e in &t.journal[seen..] {
                     match e.kind {
                         crate::EntryKind::HoldExpired => report.holds_expired += 1,
                         crate::EntryKind::LotExpired => report.lots_expired += 1,
                         _ => {}
                     }
                 }
-                Shard::persist(&mut shard.deadlines, t, applied.entries, self.hook.as_ref());
             }
         }
         Ok(report)

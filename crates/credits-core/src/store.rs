@@ -63,13 +63,50 @@ pub struct SweepReport {
 
 /// Called by a store with every change's journal entries *inside* the tenant's critical
 /// section (the memory store's shard lock; a SQL backend's transaction), after the change is
-/// decided and before it becomes visible. This is where an audit log appends its records so
-/// that a change and its audit record commit together.
+/// decided and **before** it becomes visible. This is where an audit log appends its records
+/// so that a change and its audit record commit together.
 ///
-/// Entries of one tenant arrive in journal order. The hook must not call back into the store.
+/// # Contract
+///
+/// * Entries of one tenant arrive in journal order; `entries` is never empty and every
+///   entry belongs to `tenant`.
+/// * Returning `Err` refuses the change: the store applies nothing (no account change, no
+///   journal entry, no idempotency record, no expiry) and returns the error to the caller.
+///   Return a [`LedgerError::Storage`] whose `retryable` flag says whether a retry with the
+///   same idempotency key may succeed. On `Err` the hook itself must keep no trace of
+///   `entries` (the same entries, or others with the same sequence numbers, come again on
+///   the retry).
+/// * A batch ([`LedgerStore::apply_batch`]) calls the hook once per tenant, in ascending
+///   tenant order, before anything of the batch is visible. If the hook refuses one tenant
+///   the whole batch is refused, although the hook already accepted the entries of the
+///   tenants before it: a hook with outside effects (an audit log) then holds records of a
+///   change that did not happen, which the next accepted call for those tenants overtakes
+///   with the same journal sequence numbers.
+/// * The hook is called with a lock held: it must not block on I/O or call back into the
+///   store.
+///
+/// ```
+/// use credits_core::{JournalEntry, JournalHook, LedgerError, StorageError, TenantId};
+///
+/// /// Refuses every change of one tenant (for example while its audit stream is repaired).
+/// #[derive(Debug)]
+/// struct Freeze(TenantId);
+///
+/// impl JournalHook for Freeze {
+///     fn on_entries(&self, tenant: &TenantId, _: &[JournalEntry]) -> Result<(), LedgerError> {
+///         if *tenant == self.0 {
+///             return Err(LedgerError::Storage(StorageError::new("tenant frozen", true)));
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
 pub trait JournalHook: Send + Sync + fmt::Debug {
-    /// Records the entries of one committed change (never empty).
-    fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]);
+    /// Records the entries of one change about to be committed.
+    ///
+    /// # Errors
+    /// Any error refuses the change (see the trait docs); use [`LedgerError::Storage`].
+    fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]) -> Result<(), LedgerError>;
 }
 
 /// Durable storage for the ledger. Object-safe: use it as `Arc<dyn LedgerStore>`.
@@ -89,7 +126,8 @@ pub trait JournalHook: Send + Sync + fmt::Debug {
 ///    record the idempotency record `(command, result)`;
 /// 3. write the [`Applied`](crate::Applied) change set (header, changed lots and holds,
 ///    refund amounts, journal entries), the idempotency records, and call the
-///    [`JournalHook`]; commit. A storage failure leaves nothing behind.
+///    [`JournalHook`] before anything is visible (its error refuses the whole change);
+///    commit. A storage failure leaves nothing behind.
 ///
 /// Domain failures are results, not storage errors: they are recorded under the key and
 /// returned as `Err` — the same `Err` on every replay.

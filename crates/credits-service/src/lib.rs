@@ -50,7 +50,6 @@ mod auth;
 pub mod config;
 mod error;
 mod json;
-mod ledger_audit;
 mod routes;
 mod service;
 mod state;

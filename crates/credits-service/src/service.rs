@@ -27,7 +27,6 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use crate::auth::Authenticator;
 use crate::config::{Config, LogFormat, decode_hex};
 use crate::error::{ApiError, ServiceError};
-use crate::ledger_audit::LedgerAuditHook;
 use crate::routes::experiments::Experiments;
 use crate::routes::rollouts::Rollouts;
 use crate::routes::{audit, credits, experiments, ops, rollouts};
@@ -207,7 +206,7 @@ impl ServiceBuilder {
                 (store, backend)
             }
             None => {
-                let hook = LedgerAuditHook::new(
+                let hook = credits_core::audit::AuditJournalHook::new(
                     writer.clone(),
                     Arc::clone(&keyring),
                     MaskingPolicy::standard(),

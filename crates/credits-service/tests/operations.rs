@@ -205,7 +205,7 @@ async fn metrics_carry_the_named_series() {
     let m = s.call(Req::get("/metrics")).await;
     assert_eq!(m.status, 200);
     for series in [
-        r#"credits_operations_total{op="consume""#,
+        r#"credits_operations_total{op="consume",result=""#,
         r#"circuit_breaker_state{name="database"}"#,
         r#"circuit_breaker_calls_total{name="database""#,
         r#"ab_test_probability_beat{test_id="acme/m-exp"}"#,
