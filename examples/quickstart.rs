@@ -1,25 +1,69 @@
-//! The first thing to run: a tenant's credits from grant to conservation check.
+//! The first thing to run: a tenant's credits from grant to conservation check, with every
+//! balance change recorded in a tamper-evident audit log that is verified at the end.
 //!
 //! `cargo run --example quickstart`
 #![allow(clippy::print_stdout)] // an example prints what it does
 
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use metered_suite::audit::{
+    AuditWriter, FileSink, Keyring, MaskingPolicy, NoteSigner, WriterConfig, verify_dir,
+};
 use metered_suite::clock::{Clock, ManualClock, Timestamp};
+use metered_suite::credits::audit::AuditJournalHook;
 use metered_suite::credits::store::PageRequest;
 use metered_suite::credits::{
-    Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, TenantId, TenantSettings,
+    Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, MemoryLedgerStore, TenantId,
+    TenantSettings,
 };
+
+const ORIGIN: &str = "quickstart.example/audit";
 
 fn key(k: &str) -> IdempotencyKey {
     IdempotencyKey::new(k).expect("a valid key")
 }
 
+/// `target/quickstart-<name>` in the workspace.
+fn target(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/quickstart-{name}"))
+}
+
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), LedgerError> {
+async fn main() -> Result<(), Box<dyn Error>> {
     // A clock we move by hand, so the expiry below happens on cue.
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_767_225_600_000)); // 2026-01-01
-    let ledger = Ledger::in_memory(clock.clone());
+
+    // 0. An audit log in a fresh directory. The demo HMAC key goes in the key file the
+    //    `audit-verify` CLI reads (a real deployment keeps keys in a secret store).
+    let dir = target("audit");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let keys = target("audit.keys");
+    std::fs::write(&keys, format!("1:{}\n", "5a".repeat(32)))?;
+    let keyring = Arc::new(Keyring::from_key_file(&std::fs::read_to_string(&keys)?)?);
+    let signer = NoteSigner::new("quickstart.example", [7u8; 32])?;
+    let verifier_key = signer.verifier_key();
+    let (sink, _) = FileSink::open(&dir)?;
+    let writer = AuditWriter::open(
+        Arc::new(sink),
+        WriterConfig::builder(ORIGIN).build()?,
+        Arc::new(clock.clone()),
+        Some(signer),
+    )
+    .await?;
+    println!("audit log:          {}", dir.display());
+
+    // The ledger hands every change's journal entries to the audit log before the change
+    // becomes visible; if the log cannot take them, the change is refused.
+    let hook = AuditJournalHook::new(writer.clone(), keyring.clone(), MaskingPolicy::standard());
+    let store = MemoryLedgerStore::builder()
+        .journal_hook(Arc::new(hook))
+        .build();
+    let ledger = Ledger::new(store, clock.clone());
     let acme = TenantId::new("acme")?;
     ledger
         .create_tenant(&acme, TenantSettings::default())
@@ -125,5 +169,33 @@ async fn main() -> Result<(), LedgerError> {
         ),
         Err(violation) => println!("CONSERVATION VIOLATED: {violation}"),
     }
+
+    // 7. Write out the audit log with a signed checkpoint, keep the checkpoint and its
+    //    public key apart from the log, and verify every entry against them.
+    writer.close().await?;
+    let checkpoint = writer
+        .latest_signed_checkpoint()
+        .ok_or("the writer signs its checkpoints")?;
+    let (note, public_key) = (target("audit.checkpoint"), target("audit.pub"));
+    std::fs::write(&note, &checkpoint.note)?;
+    std::fs::write(&public_key, &verifier_key)?;
+    let verified = verify_dir(&dir, &keyring, Some(&checkpoint.checkpoint))?;
+    let report = verified.report;
+    match &report.failure {
+        None => println!(
+            "audit log intact:   {} entries in {} stream(s), checkpoint matched: {}",
+            report.entries_ok, report.streams, report.checkpoint_matched
+        ),
+        Some(failure) => println!("AUDIT LOG DAMAGED:  {failure}"),
+    }
+    println!("verify it yourself:");
+    println!(
+        "  cargo run -q -p audit-chain --bin audit-verify -- --dir {} --keys {} \\\n    \
+         --checkpoint {} --public-key {} --origin {ORIGIN}",
+        dir.display(),
+        keys.display(),
+        note.display(),
+        public_key.display()
+    );
     Ok(())
 }
