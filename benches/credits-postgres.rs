@@ -442,6 +442,23 @@ async fn run(url: String) {
 
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let want = |name: &str| only.is_empty() || only.split(',').any(|w| w == name);
+    // Warm up: open the connections, prepare the statements, touch every tenant's pages.
+    let warm_secs = b.secs.clamp(1, 3);
+    let warm = Bench {
+        secs: warm_secs,
+        url: b.url.clone(),
+        schema: b.schema.clone(),
+        admin: tokio_postgres::connect(&b.url, NoTls)
+            .await
+            .map(|(c, conn)| {
+                tokio::spawn(conn);
+                c
+            })
+            .unwrap_or_else(|e| panic!("{e}")),
+        clock: b.clock.clone(),
+        run: AtomicU64::new(1_000_000),
+    };
+    let _ = single(&warm, store.clone(), false).await;
     let before = b.size().await;
     let peak = single(&b, store.clone(), false).await;
     let grown = b.size().await - before;
