@@ -5,7 +5,7 @@ use sim::{Bug, Config, run};
 
 /// The seeds CI runs (sized for debug builds: see `docs/simulation.md`).
 const CI_SEEDS: [u64; 4] = [1, 2, 3, 4];
-const CI_OPS: u64 = 1_500;
+const CI_OPS: u64 = 3_000;
 
 #[test]
 fn ci_seeds_run_clean() {
