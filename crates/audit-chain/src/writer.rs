@@ -369,6 +369,58 @@ impl AuditWriter {
         }
     }
 
+    /// Puts every entry of `entries` in the buffer, in order, or none of them: a change that
+    /// produced several entries is logged whole or refused whole. Never waits.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use audit_chain::*;
+    /// use metered_clock::{ManualClock, Timestamp};
+    ///
+    /// let clock = Arc::new(ManualClock::new(Timestamp::EPOCH));
+    /// let config = WriterConfig::builder("example/audit").buffer_max(2).build()?;
+    /// let writer = AuditWriter::open(Arc::new(MemorySink::new()), config, clock, None).await?;
+    /// let keyring = Keyring::new(HmacKey::new(1, [7; 32])?);
+    /// let mut chain = StreamChain::new("tenant-1");
+    /// let mut seal = |action: &str| {
+    ///     let entry = AuditEntry::new("tenant-1", "ledger", action, Timestamp::EPOCH);
+    ///     chain.seal(&keyring, &MaskingPolicy::standard(), entry)
+    /// };
+    /// let three = vec![seal("a")?, seal("b")?, seal("c")?];
+    /// // Three entries do not fit in a buffer of two: none is taken.
+    /// assert!(matches!(writer.try_enqueue_all(three), Err(AuditError::Backpressure { .. })));
+    /// # Ok::<(), AuditError>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`AuditError::Backpressure`] if the buffer has no room for all of them,
+    /// [`AuditError::Closed`] if the writer has stopped. Nothing is enqueued on error.
+    pub fn try_enqueue_all(&self, entries: Vec<SealedEntry>) -> Result<Vec<Receipt>, AuditError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let permits = match self.tx.try_reserve_many(entries.len()) {
+            Ok(permits) => permits,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                return Err(AuditError::Backpressure {
+                    capacity: self.capacity,
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(AuditError::Closed),
+        };
+        let receipts = permits
+            .zip(entries)
+            .map(|(permit, entry)| {
+                let (tx, rx) = oneshot::channel();
+                permit.send(Msg::Append(entry, tx));
+                Receipt { rx }
+            })
+            .collect();
+        Ok(receipts)
+    }
+
     /// Enqueues `entry` and waits until it is durable; returns its log index.
     ///
     /// # Errors

@@ -44,10 +44,10 @@
 //!   the writer's group commit afterwards. Await [`AuditWriter::flush`] (or close the
 //!   writer) before relying on the log; a failed sink write is reported by the writer
 //!   (`audit_chain_batch_failures_total`), not by the ledger call.
-//! * A change with several entries is enqueued entry by entry. If the writer refuses a later
-//!   entry after accepting earlier ones, the change is refused but the accepted entries stay
-//!   in the log (counted as `credits_audit_entries_orphaned_total`); the chain continues
-//!   after them, so the log still verifies.
+//! * A change's entries are enqueued all or none ([`AuditWriter::try_enqueue_all`]), but an
+//!   atomic batch over several tenants calls the hook once per tenant: if a later tenant's
+//!   entries are refused, the earlier tenants' entries stay in the log although the batch is
+//!   refused. Their chains stay valid, so the log still verifies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -181,29 +181,29 @@ impl JournalHook for AuditJournalHook {
     fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]) -> Result<(), LedgerError> {
         let chain = self.chain(tenant);
         let mut chain = chain.lock();
-        for (enqueued, e) in entries.iter().enumerate() {
-            let head = chain.head();
-            let entry = audit_entry(chain.stream(), e);
-            let result = chain
-                .seal(&self.keyring, &self.policy, entry)
-                .and_then(|sealed| self.writer.try_enqueue(sealed));
-            match result {
-                // Durability is the writer's group commit; the ledger does not wait for it.
-                Ok(receipt) => drop(receipt),
-                Err(error) => {
-                    // Back to the last entry the writer took, so the next change links to it.
-                    *chain = StreamChain::resume(chain.stream().to_owned(), head);
-                    if enqueued > 0 {
-                        metrics::counter!("credits_audit_entries_orphaned_total")
-                            .increment(enqueued as u64);
-                    }
-                    metrics::counter!("credits_audit_refusals_total").increment(1);
-                    tracing::warn!(%tenant, seq = e.seq.get(), enqueued, %error,
-                        "audit log refused a ledger change");
-                    return Err(refusal(&error));
-                }
+        let head = chain.head();
+        let sealed: Result<Vec<_>, AuditError> = entries
+            .iter()
+            .map(|e| {
+                let entry = audit_entry(chain.stream(), e);
+                chain.seal(&self.keyring, &self.policy, entry)
+            })
+            .collect();
+        // All of the change's entries are taken, or none: the change is logged whole or
+        // refused whole. Durability is the writer's group commit; the ledger does not wait.
+        match sealed.and_then(|sealed| self.writer.try_enqueue_all(sealed)) {
+            Ok(receipts) => {
+                drop(receipts);
+                Ok(())
+            }
+            Err(error) => {
+                // Back to the last entry the writer took, so the next change links to it.
+                *chain = StreamChain::resume(chain.stream().to_owned(), head);
+                metrics::counter!("credits_audit_refusals_total").increment(1);
+                tracing::warn!(%tenant, entries = entries.len(), %error,
+                    "audit log refused a ledger change");
+                Err(refusal(&error))
             }
         }
-        Ok(())
     }
 }
