@@ -365,6 +365,9 @@ mod tests {
         let dynamic: Arc<dyn Clock> = Arc::new(c.clone());
         c.advance(Duration::from_millis(3));
         assert_eq!(dynamic.now(), Timestamp::from_unix_millis(10));
-        assert_eq!((&c).monotonic(), Tick::from_nanos(3_000_000));
+        fn read<C: Clock>(clock: C) -> Tick {
+            clock.monotonic()
+        }
+        assert_eq!(read(&c), Tick::from_nanos(3_000_000));
     }
 }
