@@ -222,6 +222,7 @@ pub(crate) fn for_each_panel(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnM
 /// P(best) and expected loss of each arm by quadrature:
 /// `P(best_k) = ∫ f_k(x) Π_{j≠k} F_j(x) dx` and
 /// `loss_k = E[max_j p_j] − E[p_k]` with `E[max] = Σ_k ∫ x f_k(x) Π_{j≠k} F_j(x) dx`.
+/// The probabilities are normalised by their sum, so they lie in `[0, 1]` and sum to 1.
 ///
 /// One grid serves every arm. In each panel every distribution function is computed exactly
 /// once, at the panel's start, and carried to the nodes by integrating the densities
@@ -311,6 +312,23 @@ pub(crate) fn best_of(arms: &[Beta]) -> (Vec<f64>, Vec<f64>) {
             prob_best[i] += product;
             expected_max += top * product;
         }
+    }
+    // The raw masses sum to `∫ (Π_j F_j)' = 1` only up to the rounding of the densities'
+    // normalising constants and of the quadrature sums (a few 1e-15): a certain winner came
+    // out at 1.000000000000007. Dividing by their sum makes the probabilities a distribution
+    // by construction: each mass is ≥ 0 and the rounded sum of non-negative terms is at
+    // least each of them, so every quotient is in [0, 1], and they sum to 1 within rounding.
+    // `E[max]` is an integral against the same weights and gets the same normalisation.
+    let total: f64 = prob_best.iter().sum();
+    if total.is_finite() && total > 0.0 {
+        for p in &mut prob_best {
+            *p /= total;
+        }
+        expected_max /= total;
+    }
+    // Final guard, a no-op after the normalisation: the results are documented as in [0, 1].
+    for p in &mut prob_best {
+        *p = p.clamp(0.0, 1.0);
     }
     let losses = arms
         .iter()
