@@ -19,9 +19,9 @@
 //!     .participant(holds.clone())
 //!     .build();
 //! let tx = tm.begin(Duration::from_secs(30)).await?;
-//! let branch = HoldBranch::new(acme.clone(), Amount::new(40), Amount::new(30), Duration::from_secs(60));
+//! let branch = HoldBranch::new(acme.clone(), Amount::new(40), Amount::new(30));
 //! tm.enlist(tx, "credits", branch.payload()).await?;
-//! tm.prepare(tx).await?;                 // phase one: the hold exists
+//! tm.prepare(tx).await?;                 // phase one: the hold exists until phase two
 //! assert_eq!(tm.commit(tx).await?, TxOutcome::Committed); // decision logged, then phase two
 //! assert_eq!(ledger.balance(&acme).await?.available, Amount::new(70));
 //! # Ok::<(), credits_core::LedgerError>(())
@@ -37,6 +37,13 @@
 //! branch. After a crash, [`TransactionManager::recover`] reads the log: decided
 //! transactions are driven to their decision; undecided ones past their deadline are
 //! aborted. Participants' `commit` and `abort` must be idempotent (they may be repeated).
+//!
+//! A participant that prepared keeps its resources until it learns the outcome, however
+//! long that takes (a coordinator outage included): only the log's decision releases them.
+//! [`LedgerHolds`] therefore takes holds that do not expire on their own
+//! ([`PREPARED_HOLD_TTL`]); a transaction whose coordinator never decides is aborted by
+//! [`recover`](TransactionManager::recover) once past its deadline, which cancels its
+//! holds. So run `recover` at start-up and periodically.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -560,28 +567,41 @@ impl TxLog for MemoryTxLog {
     }
 }
 
+/// The time-to-live of the holds [`LedgerHolds`] takes in phase one: 2^62 ms (about 146
+/// million years), so in effect they never expire on their own. A participant that voted
+/// to commit must keep the credits until the coordinator's decision reaches it, after an
+/// outage of any length; holds of transactions that are never decided are reclaimed by
+/// [`TransactionManager::recover`], which aborts them past their deadline. (It is the
+/// longest time-to-live whose expiry every store can record, PostgreSQL's `bigint`
+/// included, from any present-day clock.)
+pub const PREPARED_HOLD_TTL: Duration = Duration::from_millis(1 << 62);
+
 /// The ledger's holds as a transaction [`Participant`]: prepare reserves credits, commit
 /// commits (part of) them, abort cancels the hold.
 ///
 /// Branch payloads are [`HoldBranch::payload`]s. Every step uses idempotency keys
 /// derived from the transaction id (`tx-<id>/<participant>/reserve`, `…/commit`,
-/// `…/cancel`), so repeating a step (after a crash, in recovery) applies it once. Choose a
-/// hold TTL longer than the transaction timeout: a hold that expires before phase two makes
-/// the commit fail (the credits were already released).
+/// `…/cancel`), so repeating a step (after a crash, in recovery) applies it once. The
+/// holds do not expire on their own ([`PREPARED_HOLD_TTL`]): only phase two releases them,
+/// so a decided commit still applies after a coordinator outage of any length. Until then
+/// the credits are held (not spendable), also while the coordinator is down: run
+/// [`TransactionManager::recover`] at start-up and periodically so that undecided
+/// transactions past their deadline are aborted and their holds cancelled.
 #[derive(Debug)]
 pub struct LedgerHolds<S: ?Sized = dyn LedgerStore> {
     name: String,
     ledger: Ledger<S>,
 }
 
-/// What a [`LedgerHolds`] branch does: hold `reserve` credits of `tenant` for `ttl_ms` in
-/// phase one, spend `commit` of them (the rest is released; zero cancels) in phase two.
+/// What a [`LedgerHolds`] branch does: hold `reserve` credits of `tenant` in phase one
+/// (until phase two: the hold does not expire on its own), spend `commit` of them (the
+/// rest is released; zero cancels) in phase two.
 ///
 /// ```
 /// use credits_core::tx::HoldBranch;
 /// use credits_core::{Amount, TenantId};
 ///
-/// let branch = HoldBranch::new(TenantId::new("acme")?, Amount::new(40), Amount::new(30), std::time::Duration::from_secs(60));
+/// let branch = HoldBranch::new(TenantId::new("acme")?, Amount::new(40), Amount::new(30));
 /// assert_eq!(HoldBranch::parse(&branch.payload())?, branch);
 /// # Ok::<(), credits_core::LedgerError>(())
 /// ```
@@ -593,20 +613,16 @@ pub struct HoldBranch {
     pub reserve: Amount,
     /// How much of it to spend in phase two (≤ `reserve`).
     pub commit: Amount,
-    /// The hold's time-to-live in milliseconds (choose it longer than the transaction
-    /// timeout).
-    pub ttl_ms: u64,
 }
 
 impl HoldBranch {
     /// A branch description.
     #[must_use]
-    pub fn new(tenant: TenantId, reserve: Amount, commit: Amount, ttl: Duration) -> Self {
+    pub fn new(tenant: TenantId, reserve: Amount, commit: Amount) -> Self {
         HoldBranch {
             tenant,
             reserve,
             commit,
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
@@ -641,11 +657,13 @@ impl<S: LedgerStore + ?Sized> LedgerHolds<S> {
     fn reserve_command(p: &HoldBranch) -> Command {
         Command::Reserve {
             amount: p.reserve,
-            ttl: Duration::from_millis(p.ttl_ms),
+            ttl: PREPARED_HOLD_TTL,
         }
     }
 
-    /// The hold phase one created, if it did.
+    /// The hold phase one created, if it did: a successful reservation of the branch's
+    /// amount under the branch's key (whatever its time-to-live, so that holds prepared
+    /// with an earlier, expiring time-to-live are still found).
     async fn prepared_hold(&self, tx: TxId, p: &HoldBranch) -> Result<Option<HoldId>, LedgerError> {
         let key = self.key(tx, "reserve")?;
         let record = self
@@ -653,17 +671,12 @@ impl<S: LedgerStore + ?Sized> LedgerHolds<S> {
             .store()
             .idempotency_record(&p.tenant, &key)
             .await?;
-        match record {
-            None => Ok(None),
-            Some(r) => Ok(r
-                .replay(&Request::new(
-                    p.tenant.clone(),
-                    key,
-                    Self::reserve_command(p),
-                ))
-                .ok()
-                .and_then(|o| o.hold())),
-        }
+        Ok(record.and_then(|r| match r.command {
+            Command::Reserve { amount, .. } if amount == p.reserve => {
+                r.result.ok().and_then(|o| o.hold())
+            }
+            _ => None,
+        }))
     }
 }
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use credits_core::tx::{
     Decision, HoldBranch, LedgerHolds, MemoryTxLog, Participant, TransactionManager, TxId, TxLog,
-    TxOutcome, TxPhase,
+    TxOutcome, TxPhase, TxRecoveryReport,
 };
 use credits_core::{
-    Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, MemoryLedgerStore, StorageError,
-    TenantId, TenantSettings,
+    Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, LedgerStore, MemoryLedgerStore,
+    StorageError, TenantId, TenantSettings,
 };
 use metered_clock::{ManualClock, Timestamp};
 use parking_lot::Mutex;
@@ -115,13 +115,7 @@ fn manager(f: &Fixture, resource: Arc<Resource>) -> TransactionManager {
 }
 
 fn branch(f: &Fixture, reserve: u64, commit: u64) -> String {
-    HoldBranch::new(
-        f.tenant.clone(),
-        Amount::new(reserve),
-        Amount::new(commit),
-        Duration::from_secs(120),
-    )
-    .payload()
+    HoldBranch::new(f.tenant.clone(), Amount::new(reserve), Amount::new(commit)).payload()
 }
 
 #[tokio::test]
@@ -273,6 +267,128 @@ async fn recovery_drives_a_decided_transaction_to_commit_after_a_phase_two_crash
     );
     assert_eq!(res.calls(), vec!["prepare slot-9", "commit slot-9"]);
     assert_eq!(tm2.recover().await.unwrap().committed, 0, "nothing left");
+}
+
+/// Regression (found by the simulator, `docs/simulation.md`): the process dies after the
+/// commit decision is logged and before phase two, and stays down far longer than any hold
+/// time-to-live. The restart's expiry sweep runs first (the worst order); the prepared holds
+/// must still be there, and recovery must commit every branch exactly once.
+#[tokio::test]
+async fn a_decided_commit_applies_on_every_participant_after_an_outage_of_any_length() {
+    let f = fixture().await;
+    let west = TenantId::new("west").unwrap();
+    f.ledger
+        .create_tenant(&west, TenantSettings::default())
+        .await
+        .unwrap();
+    f.ledger
+        .grant(
+            &west,
+            IdempotencyKey::new("g").unwrap(),
+            Amount::new(100),
+            GrantOptions::default(),
+        )
+        .await
+        .unwrap();
+    let manager = || {
+        TransactionManager::builder(f.log.clone(), Arc::new(f.clock.clone()))
+            .participant(Arc::new(LedgerHolds::new("east", f.ledger.clone())))
+            .participant(Arc::new(LedgerHolds::new("west", f.ledger.clone())))
+            .build()
+    };
+    let tm = manager();
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    tm.enlist(tx, "east", branch(&f, 40, 30)).await.unwrap();
+    let west_branch = HoldBranch::new(west.clone(), Amount::new(50), Amount::new(20));
+    tm.enlist(tx, "west", west_branch.payload()).await.unwrap();
+    tm.prepare(tx).await.unwrap();
+    assert_eq!(
+        f.log.decide(tx, Decision::Commit).await.unwrap(),
+        Decision::Commit
+    );
+    drop(tm); // dies before phase two
+    f.clock.advance(Duration::from_secs(10 * 365 * 24 * 3600)); // a ten-year outage
+    let sweep = f.ledger.recover().await.unwrap();
+    assert_eq!(
+        sweep.holds_expired, 0,
+        "prepared holds wait for the decision"
+    );
+    let report = manager().recover().await.unwrap();
+    assert_eq!((report.committed, report.failed), (1, 0));
+    assert_eq!(
+        f.log.get(tx).await.unwrap().unwrap().phase,
+        TxPhase::Finished(Decision::Commit)
+    );
+    for (t, spent) in [(&f.tenant, 30), (&west, 20)] {
+        let totals = f.ledger.store().totals(t).await.unwrap();
+        assert_eq!(totals.consumed, Amount::new(spent), "{t}");
+        assert_eq!(totals.held, Amount::ZERO, "{t}");
+        assert_eq!(totals.available.units() + spent, 100, "{t}: conservation");
+    }
+    assert_eq!(
+        manager().recover().await.unwrap(),
+        TxRecoveryReport::default()
+    );
+}
+
+/// Holds that do not expire are still reclaimed when the coordinator never decides: the
+/// log's deadline aborts the transaction at recovery, which cancels the holds.
+#[tokio::test]
+async fn holds_of_an_undecided_transaction_are_reclaimed_by_recovery_after_any_outage() {
+    let f = fixture().await;
+    let tm = manager(&f, Resource::new(f.log.clone(), false, 0));
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    tm.enlist(tx, "credits", branch(&f, 60, 60)).await.unwrap();
+    tm.prepare(tx).await.unwrap();
+    drop(tm); // dies undecided
+    f.clock.advance(Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(f.ledger.recover().await.unwrap().holds_expired, 0);
+    assert_eq!(
+        f.ledger.balance(&f.tenant).await.unwrap().held,
+        Amount::new(60),
+        "held until the coordinator decides"
+    );
+    let tm = manager(&f, Resource::new(f.log.clone(), false, 0));
+    let report = tm.recover().await.unwrap();
+    assert_eq!((report.aborted, report.failed), (1, 0));
+    let balance = f.ledger.balance(&f.tenant).await.unwrap();
+    assert_eq!(
+        (balance.available, balance.held),
+        (Amount::new(100), Amount::ZERO)
+    );
+}
+
+/// A branch logged with an earlier payload format (which carried the hold's `ttl_ms`) and
+/// prepared with that expiring time-to-live is still found and committed by recovery.
+#[tokio::test]
+async fn a_branch_prepared_with_an_expiring_hold_is_still_committed_by_recovery() {
+    let f = fixture().await;
+    let tm = manager(&f, Resource::new(f.log.clone(), false, 0));
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    let payload = format!(
+        r#"{{"tenant":"{}","reserve":40,"commit":25,"ttl_ms":120000}}"#,
+        f.tenant
+    );
+    assert_eq!(
+        HoldBranch::parse(&payload).unwrap(),
+        HoldBranch::new(f.tenant.clone(), Amount::new(40), Amount::new(25))
+    );
+    tm.enlist(tx, "credits", payload).await.unwrap();
+    // What phase one did before prepared holds stopped expiring.
+    let key = IdempotencyKey::new(format!("{tx}/credits/reserve")).unwrap();
+    f.ledger
+        .reserve(&f.tenant, key, Amount::new(40), Duration::from_secs(120))
+        .await
+        .unwrap();
+    f.log.mark_prepared(tx).await.unwrap();
+    f.log.decide(tx, Decision::Commit).await.unwrap();
+    let report = tm.recover().await.unwrap();
+    assert_eq!((report.committed, report.failed), (1, 0));
+    let totals = f.ledger.store().totals(&f.tenant).await.unwrap();
+    assert_eq!(
+        (totals.consumed, totals.held),
+        (Amount::new(25), Amount::ZERO)
+    );
 }
 
 #[tokio::test]

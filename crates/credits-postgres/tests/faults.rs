@@ -295,12 +295,7 @@ async fn recovery_functions_and_coordinator_crash() {
             .participant(holds.clone())
             .build()
     };
-    let branch = HoldBranch::new(
-        acme.clone(),
-        Amount::new(40),
-        Amount::new(25),
-        Duration::from_secs(600),
-    );
+    let branch = HoldBranch::new(acme.clone(), Amount::new(40), Amount::new(25));
 
     // Prepared and decided, then the coordinator "crashes" before phase two.
     let tm = manager();

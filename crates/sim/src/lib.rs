@@ -47,5 +47,5 @@ mod sim;
 
 pub use broken::Bug;
 pub use sim::{
-    Config, PARTICIPANTS, Report, START, TX_HOLD_TTL, TX_TIMEOUT, Violation, hex, run, run_in,
+    Config, LONG_OUTAGE, PARTICIPANTS, Report, START, TX_TIMEOUT, Violation, hex, run, run_in,
 };

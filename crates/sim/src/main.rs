@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use sim::{Bug, Config, run};
 
 const USAGE: &str = "usage: sim [--seed N | --seeds A..B] [--ops M] [--tenants T] \
-[--faults P] [--crashes P] [--bug skip-hold-expiry|double-apply-retry] [--outage-past-hold-ttl] \
+[--faults P] [--crashes P] [--bug skip-hold-expiry|double-apply-retry] [--long-outages] \
 [--postgres (uses DATABASE_URL)] [--trace]";
 
 struct Args {
@@ -73,7 +73,7 @@ fn parse() -> Result<Args, String> {
                 let v = value()?;
                 a.bug = Some(Bug::parse(&v).ok_or_else(|| format!("unknown bug {v}"))?);
             }
-            "--outage-past-hold-ttl" => a.outage = true,
+            "--long-outages" => a.outage = true,
             "--trace" => a.trace = true,
             "--postgres" => {
                 a.postgres = Some(
@@ -162,7 +162,7 @@ fn main() -> ExitCode {
     for seed in args.seeds.clone() {
         let mut config = Config::new(seed, args.ops)
             .with_tenants(args.tenants)
-            .with_outage_past_hold_ttl(args.outage)
+            .with_long_outages(args.outage)
             .with_trace(args.trace);
         if let Some((f, c)) = args.faults {
             config = config.with_faults(f, c);
