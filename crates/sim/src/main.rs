@@ -197,9 +197,10 @@ fn main() -> ExitCode {
             Err(v) => {
                 println!("FAILED {v}");
                 println!(
-                    "reproduce: cargo run -p sim --release -- --seed {seed} --ops {}{}",
+                    "reproduce: cargo run -p sim --release -- --seed {seed} --ops {}{}{}",
                     args.ops,
-                    args.bug.map_or(String::new(), |_| " --bug …".into())
+                    args.bug.map_or(String::new(), |_| " --bug …".into()),
+                    if args.outage { " --long-outages" } else { "" }
                 );
                 return ExitCode::from(1);
             }

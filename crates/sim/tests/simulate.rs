@@ -76,12 +76,13 @@ fn a_store_double_applying_retries_is_caught() {
 /// distributed transaction keep the process down for `LONG_OUTAGE`, past the transaction
 /// timeout and every hold time-to-live. Prepared holds once expired during such an outage
 /// and left transactions decided "commit" but applied on no participant or only some
-/// (seed 4 at 2,300 steps showed it); every committed transaction must now be applied on
-/// every participant.
+/// (seeds 3 and 4 both showed it within 3,000 steps); every committed transaction must now
+/// be applied on every participant. Two of the CI seeds, to keep the debug-build test time
+/// down.
 #[test]
 fn ci_seeds_run_clean_with_long_outages() {
     let mut committed = 0;
-    for seed in CI_SEEDS {
+    for seed in [3, 4] {
         let report = run(&Config::new(seed, CI_OPS).with_long_outages(true))
             .unwrap_or_else(|v| panic!("{v}"));
         assert_eq!(report.journal_entries, report.audit_records);
