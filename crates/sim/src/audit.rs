@@ -9,38 +9,15 @@ use std::path::{Path, PathBuf};
 
 use audit_chain::merkle::MerkleTree;
 use audit_chain::{
-    AuditEntry, Checkpoint, FileSink, HmacKey, Keyring, LogRecord, MaskingPolicy, StreamChain,
-    StreamHead, scan_dir, verify_dir,
+    Checkpoint, FileSink, HmacKey, Keyring, LogRecord, MaskingPolicy, StreamChain, StreamHead,
+    scan_dir, verify_dir,
 };
+use credits_core::audit::{audit_entry, stream_name};
 use credits_core::{JournalEntry, JournalHook, LedgerError, StorageError, TenantId};
 use parking_lot::Mutex;
 
 /// The origin line of the simulator's checkpoints.
 pub const ORIGIN: &str = "sim.metered.invalid/audit";
-
-/// The audit entry a journal entry is recorded as (what the 1:1 check compares against).
-#[must_use]
-pub fn audit_entry(e: &JournalEntry) -> AuditEntry {
-    let mut a = AuditEntry::new(e.tenant.as_str(), "ledger", e.kind.as_str(), e.at)
-        .with_amount(e.amount.units())
-        .with_balances(e.before.available.units(), e.after.available.units())
-        .with_metadata("seq", e.seq.get().to_string())
-        .with_metadata("held_after", e.after.held.units().to_string())
-        .with_metadata("overdrawn_after", e.after.overdrawn.units().to_string());
-    if let Some(k) = &e.key {
-        a = a.with_transaction_id(k.as_str());
-    }
-    if let Some(h) = e.hold {
-        a = a.with_metadata("hold", h.get().to_string());
-    }
-    if let Some(l) = e.lot {
-        a = a.with_metadata("lot", l.get().to_string());
-    }
-    if let Some(r) = e.refers_to {
-        a = a.with_metadata("refers_to", r.get().to_string());
-    }
-    a
-}
 
 #[derive(Debug)]
 struct Live {
@@ -198,14 +175,19 @@ impl JournalHook for AuditHook {
                 "journal entries of {tenant} arrived while the audit log was closed"
             ));
         };
+        let stream = stream_name(tenant);
         let mut staged = live
             .chains
-            .get(tenant.as_str())
+            .get(&stream)
             .cloned()
-            .unwrap_or_else(|| StreamChain::new(tenant.as_str()));
+            .unwrap_or_else(|| StreamChain::new(stream.clone()));
         let mut records = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
-            match staged.seal(&self.keyring, &MaskingPolicy::none(), audit_entry(e)) {
+            match staged.seal(
+                &self.keyring,
+                &MaskingPolicy::none(),
+                audit_entry(&stream, e),
+            ) {
                 Ok(sealed) => records.push(LogRecord::new(live.next_index + i as u64, sealed)),
                 Err(err) => return self.refuse(format!("sealing {tenant} #{}: {err}", e.seq)),
             }
@@ -213,7 +195,7 @@ impl JournalHook for AuditHook {
         if let Err(err) = live.sink.append_blocking(&records) {
             return self.refuse(format!("appending for {tenant}: {err}"));
         }
-        live.chains.insert(tenant.as_str().to_owned(), staged);
+        live.chains.insert(stream, staged);
         live.next_index += records.len() as u64;
         let mut tree = self.witness.lock();
         for r in &records {

@@ -20,10 +20,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::audit::{AuditHook, audit_entry};
+use crate::audit::AuditHook;
 use crate::broken::{BrokenStore, Bug};
 use crate::fault::{FaultKind, Faults, FaultyStore, FaultyTxLog};
 use crate::pg::PgRun;
+use credits_core::audit::{audit_entry, stream_name};
 
 /// How often one request is re-sent after storage failures before the run gives up (one
 /// injected fault per step means one retry is always enough when nothing else is wrong).
@@ -1347,7 +1348,8 @@ impl Sim {
                     break;
                 }
             }
-            let stream = streams.remove(t.as_str()).unwrap_or_default();
+            let name = stream_name(t);
+            let stream = streams.remove(name.as_str()).unwrap_or_default();
             if stream.len() != journal.len() {
                 return Err(format!(
                     "{t}: {} journal entries but {} audit records",
@@ -1356,7 +1358,7 @@ impl Sim {
                 ));
             }
             for (j, a) in journal.iter().zip(stream) {
-                if a.seq() + 1 != j.seq.get() || a.entry() != &audit_entry(j) {
+                if a.seq() + 1 != j.seq.get() || a.entry() != &audit_entry(&name, j) {
                     return Err(format!(
                         "{t}: audit record {} does not match journal entry {}",
                         a.seq(),
