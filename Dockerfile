@@ -9,7 +9,16 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-COPY crates ./crates
+COPY metered-clock ./metered-clock
+COPY credits-core ./credits-core
+COPY audit-chain ./audit-chain
+COPY resilience ./resilience
+COPY bayes-ab ./bayes-ab
+COPY canary ./canary
+COPY credits-postgres ./credits-postgres
+COPY credits-service ./credits-service
+COPY sim ./sim
+COPY docs ./docs
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples

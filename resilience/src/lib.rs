@@ -56,7 +56,7 @@ pub mod layers;
 
 /// The guide (`docs/resilience.md`): one section per primitive, every example a doc test.
 #[cfg(doctest)]
-#[doc = include_str!("../../../docs/resilience.md")]
+#[doc = include_str!("../../docs/resilience.md")]
 pub mod guide {}
 mod limiter;
 mod retry;

@@ -26,7 +26,7 @@ fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn committed_corpora_and_regressions_replay_clean() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut replayed = 0;
     for (target, check) in TARGETS {
         let corpus = inputs(&root.join("corpus").join(target));
@@ -73,7 +73,7 @@ const KNOWN_BUGS: &[(&str, &str, &str)] = &[];
 /// Beta(389.015625, 6.953125) and 1.000000000000002 for Beta(263.453125, 630.453125) vs
 /// Beta(261.015625, 4.015625); `best_arm` gave `[1.0000000000000058, 0.0]` for
 /// Beta(264.90625, 4.015625) vs Beta(511.0, 65028.015625). The same posteriors are unit
-/// tests in `crates/bayes-ab/tests/fuzz_regressions.rs`.
+/// tests in `bayes-ab/tests/fuzz_regressions.rs`.
 const FIXED_BAYES_REGRESSIONS: [&str; 3] = [
     "prob-b-beats-a-above-one",
     "prob-b-beats-a-above-one-2",
@@ -82,7 +82,7 @@ const FIXED_BAYES_REGRESSIONS: [&str; 3] = [
 
 #[test]
 fn known_bugs_are_still_detected() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/known-bugs");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/known-bugs");
     // Every input kept there has an entry (none is silently skipped).
     for (target, _) in TARGETS {
         for (name, _) in inputs(&root.join(target)) {
@@ -105,7 +105,7 @@ fn known_bugs_are_still_detected() {
 
 #[test]
 fn fixed_bayes_findings_now_pass() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/bayes");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/bayes");
     let check = TARGETS.iter().find(|(t, _)| *t == "bayes").unwrap().1;
     for file in FIXED_BAYES_REGRESSIONS {
         let bytes = std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
