@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metered_suite::bayes_ab::{
-    AaConfig, DecisionRule, ErrorRateGuardrail, Experiment, Guardrails, LatencyGuardrail, Outcome,
-    StoppingMode, TrafficSplit, simulate_aa,
+    AaConfig, DecisionRule, ErrorRateGuardrail, Experiment, Guardrails, LatencyGuardrail,
+    StoppingMode, TrafficSplit, UnitOutcome, simulate_aa,
 };
 use metered_suite::clock::{ManualClock, Timestamp};
 use rand::rngs::StdRng;
@@ -76,7 +76,7 @@ fn champion_challenger() -> Result<(), Box<dyn std::error::Error>> {
             let latency_ms = median_ms * (0.4 * z).exp();
             experiment.record(
                 arm,
-                Outcome {
+                UnitOutcome {
                     converted: rng.random::<f64>() < conversion,
                     error: rng.random::<f64>() < error,
                     latency: Some(Duration::from_secs_f64(latency_ms / 1_000.0)),

@@ -5,7 +5,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::beta::Beta;
-use crate::error::{Error, Result, check_probability};
+use crate::error::{BayesError, Result, check_probability};
 use crate::multi::{ARMS_MAX, DRAWS_MAX};
 
 /// Resampling attempts per draw to find a top-two challenger different from the leader,
@@ -27,7 +27,7 @@ const TOP_TWO_ATTEMPTS_MAX: u32 = 8;
 /// let shares = bandit.allocate(&arms, &mut StdRng::seed_from_u64(3))?;
 /// assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-12);
 /// assert!(shares[1] > 0.8 && shares[0] >= 0.05 && shares[2] >= 0.05);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ThompsonBandit {
@@ -68,12 +68,12 @@ impl ThompsonBanditBuilder {
     /// The bandit.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for zero or too many draws, or a minimum share outside
-    /// `[0, 1)`; [`Error::InvalidProbability`] for a top-two β outside `(0, 1)`.
+    /// [`BayesError::InvalidParameter`] for zero or too many draws, or a minimum share outside
+    /// `[0, 1)`; [`BayesError::InvalidProbability`] for a top-two β outside `(0, 1)`.
     pub fn build(self) -> Result<ThompsonBandit> {
         let b = self.bandit;
         if b.draws == 0 || b.draws > DRAWS_MAX {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "draws",
                 reason: "must be between 1 and DRAWS_MAX",
             });
@@ -82,7 +82,7 @@ impl ThompsonBanditBuilder {
             check_probability("top-two beta", beta)?;
         }
         if !(b.min_share >= 0.0 && b.min_share < 1.0) {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "min_share",
                 reason: "must be in [0, 1)",
             });
@@ -107,8 +107,8 @@ impl ThompsonBandit {
     /// over the configured number of posterior draws, then floored at the minimum share.
     ///
     /// # Errors
-    /// [`Error::ArmCount`] for fewer than 2 or more than [`ARMS_MAX`] arms;
-    /// [`Error::InvalidParameter`] when `arms × min_share > 1`.
+    /// [`BayesError::ArmCount`] for fewer than 2 or more than [`ARMS_MAX`] arms;
+    /// [`BayesError::InvalidParameter`] when `arms × min_share > 1`.
     pub fn allocate<R: Rng + ?Sized>(&self, arms: &[Beta], rng: &mut R) -> Result<Vec<f64>> {
         let samplers = self.samplers(arms)?;
         let mut chosen = vec![0u32; arms.len()];
@@ -134,7 +134,7 @@ impl ThompsonBandit {
 
     fn samplers(&self, arms: &[Beta]) -> Result<Vec<rand_distr::Beta<f64>>> {
         if arms.len() < 2 || arms.len() > ARMS_MAX {
-            return Err(Error::ArmCount {
+            return Err(BayesError::ArmCount {
                 operation: "ThompsonBandit",
                 got: arms.len(),
                 min: 2,
@@ -143,7 +143,7 @@ impl ThompsonBandit {
         }
         #[allow(clippy::cast_precision_loss)]
         if self.min_share * arms.len() as f64 > 1.0 {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "min_share",
                 reason: "times the number of arms exceeds 1",
             });
@@ -151,7 +151,7 @@ impl ThompsonBandit {
         arms.iter()
             .map(|a| {
                 rand_distr::Beta::new(a.alpha(), a.beta()).map_err(|_| {
-                    Error::InvalidBetaParameters {
+                    BayesError::InvalidBetaParameters {
                         alpha: a.alpha(),
                         beta: a.beta(),
                     }

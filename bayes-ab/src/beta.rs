@@ -3,7 +3,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, check_probability};
+use crate::error::{BayesError, Result, check_probability};
 use crate::special;
 
 /// Successes out of trials for one arm (conversions out of visitors, errors out of requests).
@@ -17,7 +17,7 @@ use crate::special;
 /// let c = Counts::new(49, 100)?;
 /// assert_eq!(c.failures(), 51);
 /// assert!(Counts::new(101, 100).is_err());
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RawCounts", into = "RawCounts")]
@@ -33,7 +33,7 @@ struct RawCounts {
 }
 
 impl TryFrom<RawCounts> for Counts {
-    type Error = Error;
+    type Error = BayesError;
     fn try_from(raw: RawCounts) -> Result<Self> {
         Counts::new(raw.successes, raw.trials)
     }
@@ -58,10 +58,10 @@ impl Counts {
     /// `successes` out of `trials`.
     ///
     /// # Errors
-    /// [`Error::SuccessesExceedTrials`] when `successes > trials`.
+    /// [`BayesError::SuccessesExceedTrials`] when `successes > trials`.
     pub fn new(successes: u64, trials: u64) -> Result<Self> {
         if successes > trials {
-            return Err(Error::SuccessesExceedTrials { successes, trials });
+            return Err(BayesError::SuccessesExceedTrials { successes, trials });
         }
         Ok(Self { successes, trials })
     }
@@ -87,24 +87,24 @@ impl Counts {
     /// The sum of two tallies of the same arm.
     ///
     /// # Errors
-    /// [`Error::CountOverflow`] if a total exceeds `u64::MAX`.
+    /// [`BayesError::CountOverflow`] if a total exceeds `u64::MAX`.
     pub fn merge(self, other: Counts) -> Result<Counts> {
         Ok(Counts {
             successes: self
                 .successes
                 .checked_add(other.successes)
-                .ok_or(Error::CountOverflow)?,
+                .ok_or(BayesError::CountOverflow)?,
             trials: self
                 .trials
                 .checked_add(other.trials)
-                .ok_or(Error::CountOverflow)?,
+                .ok_or(BayesError::CountOverflow)?,
         })
     }
 
     /// One more trial, a success or not.
     ///
     /// # Errors
-    /// [`Error::CountOverflow`] at `u64::MAX` trials.
+    /// [`BayesError::CountOverflow`] at `u64::MAX` trials.
     pub fn record(self, success: bool) -> Result<Counts> {
         self.merge(Counts {
             successes: u64::from(success),
@@ -125,7 +125,7 @@ impl Counts {
 /// assert_eq!((posterior.alpha(), posterior.beta()), (50.0, 52.0));
 /// let ci = posterior.credible_interval(0.95)?;
 /// assert!((ci.lower - 0.394_039_960_522_871_62).abs() < 1e-12);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawBeta", into = "RawBeta")]
@@ -141,7 +141,7 @@ struct RawBeta {
 }
 
 impl TryFrom<RawBeta> for Beta {
-    type Error = Error;
+    type Error = BayesError;
     fn try_from(raw: RawBeta) -> Result<Self> {
         Beta::new(raw.alpha, raw.beta)
     }
@@ -195,12 +195,12 @@ impl Beta {
     /// Beta(alpha, beta).
     ///
     /// # Errors
-    /// [`Error::InvalidBetaParameters`] unless both are finite and `> 0`.
+    /// [`BayesError::InvalidBetaParameters`] unless both are finite and `> 0`.
     pub fn new(alpha: f64, beta: f64) -> Result<Self> {
         if alpha.is_finite() && beta.is_finite() && alpha > 0.0 && beta > 0.0 {
             Ok(Self { alpha, beta })
         } else {
-            Err(Error::InvalidBetaParameters { alpha, beta })
+            Err(BayesError::InvalidBetaParameters { alpha, beta })
         }
     }
 
@@ -287,7 +287,7 @@ impl Beta {
     /// The `p`-quantile: the `x` with `P(X ≤ x) = p`.
     ///
     /// # Errors
-    /// [`Error::InvalidProbability`] unless `0 < p < 1`.
+    /// [`BayesError::InvalidProbability`] unless `0 < p < 1`.
     pub fn quantile(self, p: f64) -> Result<f64> {
         let p = check_probability("quantile probability", p)?;
         Ok(special::beta_inc_inv(self.alpha, self.beta, p, 1.0 - p))
@@ -297,7 +297,7 @@ impl Beta {
     /// interval): from the `(1 − level)/2` quantile to the `(1 + level)/2` quantile.
     ///
     /// # Errors
-    /// [`Error::InvalidProbability`] unless `0 < level < 1`.
+    /// [`BayesError::InvalidProbability`] unless `0 < level < 1`.
     pub fn credible_interval(self, level: f64) -> Result<Interval> {
         let level = check_probability("credible level", level)?;
         let tail = 0.5 * (1.0 - level);

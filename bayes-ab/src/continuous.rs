@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::beta::Interval;
-use crate::error::{Error, Result, check_probability};
+use crate::error::{BayesError, Result, check_probability};
 use crate::special::{normal_cdf, normal_quantile};
 use crate::two_arm::normal_losses;
 
@@ -19,7 +19,7 @@ use crate::two_arm::normal_losses;
 /// }
 /// assert_eq!(s.mean()?, 2.5);
 /// assert!((s.variance()? - 5.0 / 3.0).abs() < 1e-12);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MeanStats {
@@ -32,17 +32,17 @@ impl MeanStats {
     /// Statistics from their parts.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for non-finite sums, a negative Σx², or Σx² below
+    /// [`BayesError::InvalidParameter`] for non-finite sums, a negative Σx², or Σx² below
     /// (Σx)²/n by more than rounding (impossible for real data).
     pub fn from_sums(count: u64, sum: f64, sum_squares: f64) -> Result<Self> {
         if !(sum.is_finite() && sum_squares.is_finite() && sum_squares >= 0.0) {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "sums",
                 reason: "must be finite, with a non-negative sum of squares",
             });
         }
         if count == 0 && (sum != 0.0 || sum_squares != 0.0) {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "sums",
                 reason: "must be zero when the count is zero",
             });
@@ -50,7 +50,7 @@ impl MeanStats {
         #[allow(clippy::cast_precision_loss)]
         let n = count as f64;
         if count > 0 && sum_squares < sum * sum / n * (1.0 - 1e-9) - 1e-12 {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "sum_squares",
                 reason: "is below (sum)^2 / count",
             });
@@ -65,15 +65,15 @@ impl MeanStats {
     /// Adds one observation.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a non-finite value; [`Error::CountOverflow`].
+    /// [`BayesError::InvalidParameter`] for a non-finite value; [`BayesError::CountOverflow`].
     pub fn record(&mut self, x: f64) -> Result<()> {
         if !x.is_finite() {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "observation",
                 reason: "must be finite",
             });
         }
-        self.count = self.count.checked_add(1).ok_or(Error::CountOverflow)?;
+        self.count = self.count.checked_add(1).ok_or(BayesError::CountOverflow)?;
         self.sum += x;
         self.sum_squares += x * x;
         Ok(())
@@ -82,13 +82,13 @@ impl MeanStats {
     /// The statistics of both streams.
     ///
     /// # Errors
-    /// [`Error::CountOverflow`].
+    /// [`BayesError::CountOverflow`].
     pub fn merge(self, other: MeanStats) -> Result<MeanStats> {
         Ok(MeanStats {
             count: self
                 .count
                 .checked_add(other.count)
-                .ok_or(Error::CountOverflow)?,
+                .ok_or(BayesError::CountOverflow)?,
             sum: self.sum + other.sum,
             sum_squares: self.sum_squares + other.sum_squares,
         })
@@ -103,10 +103,10 @@ impl MeanStats {
     /// Sample mean.
     ///
     /// # Errors
-    /// [`Error::InsufficientData`] with no observations.
+    /// [`BayesError::InsufficientData`] with no observations.
     pub fn mean(&self) -> Result<f64> {
         if self.count == 0 {
-            return Err(Error::InsufficientData {
+            return Err(BayesError::InsufficientData {
                 what: "a mean needs at least one observation",
             });
         }
@@ -117,10 +117,10 @@ impl MeanStats {
     /// Unbiased sample variance.
     ///
     /// # Errors
-    /// [`Error::InsufficientData`] with fewer than two observations.
+    /// [`BayesError::InsufficientData`] with fewer than two observations.
     pub fn variance(&self) -> Result<f64> {
         if self.count < 2 {
-            return Err(Error::InsufficientData {
+            return Err(BayesError::InsufficientData {
                 what: "a variance needs at least two observations",
             });
         }
@@ -163,12 +163,12 @@ pub struct MeanComparison {
 /// let c = compare_means(a, b, 0.95)?;
 /// assert!((c.difference - 1.0).abs() < 1e-12);
 /// assert!(c.prob_b_beats_a > 0.98);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 ///
 /// # Errors
-/// [`Error::InsufficientData`] for an arm with fewer than two observations, or both arms with
-/// zero variance; [`Error::InvalidProbability`] for a level outside `(0, 1)`.
+/// [`BayesError::InsufficientData`] for an arm with fewer than two observations, or both arms with
+/// zero variance; [`BayesError::InvalidProbability`] for a level outside `(0, 1)`.
 pub fn compare_means(a: MeanStats, b: MeanStats, level: f64) -> Result<MeanComparison> {
     let level = check_probability("credible level", level)?;
     let (ma, mb) = (a.mean()?, b.mean()?);
@@ -179,7 +179,7 @@ pub fn compare_means(a: MeanStats, b: MeanStats, level: f64) -> Result<MeanCompa
     );
     let sd = (va + vb).sqrt();
     if sd == 0.0 {
-        return Err(Error::InsufficientData {
+        return Err(BayesError::InsufficientData {
             what: "both arms have zero variance",
         });
     }

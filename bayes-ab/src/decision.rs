@@ -7,7 +7,7 @@ use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::beta::{Beta, Counts, Interval};
-use crate::error::{Error, Result, check_probability};
+use crate::error::{BayesError, Result, check_probability};
 use crate::guardrail::GuardrailVerdict;
 use crate::two_arm::{CompareConfig, TwoArmSummary, compare};
 
@@ -42,12 +42,12 @@ impl StoppingMode {
     /// The Bayesian mode, validated.
     ///
     /// # Errors
-    /// [`Error::InvalidProbability`] for a threshold outside `(0, 1)`;
-    /// [`Error::InvalidParameter`] for a NaN or non-positive loss threshold.
+    /// [`BayesError::InvalidProbability`] for a threshold outside `(0, 1)`;
+    /// [`BayesError::InvalidParameter`] for a NaN or non-positive loss threshold.
     pub fn bayesian(prob_threshold: f64, loss_threshold: f64) -> Result<Self> {
         check_probability("prob_threshold", prob_threshold)?;
         if loss_threshold.is_nan() || loss_threshold <= 0.0 {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "loss_threshold",
                 reason: "must be > 0 (f64::INFINITY disables it)",
             });
@@ -61,12 +61,12 @@ impl StoppingMode {
     /// The sequential-safe mode, validated.
     ///
     /// # Errors
-    /// [`Error::InvalidProbability`] for `alpha` outside `(0, 1)`;
-    /// [`Error::InvalidParameter`] for a tuning sample that is not finite and ≥ 1.
+    /// [`BayesError::InvalidProbability`] for `alpha` outside `(0, 1)`;
+    /// [`BayesError::InvalidParameter`] for a tuning sample that is not finite and ≥ 1.
     pub fn sequential(alpha: f64, tuning_sample: f64) -> Result<Self> {
         check_probability("alpha", alpha)?;
         if !(tuning_sample.is_finite() && tuning_sample >= 1.0) {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "tuning_sample",
                 reason: "must be finite and >= 1",
             });
@@ -104,11 +104,11 @@ impl StoppingMode {
 ///
 /// let cs = confidence_sequence(Counts::new(1000, 10_000)?, Counts::new(1200, 10_000)?, 0.05, 10_000.0)?;
 /// assert!(cs.lower > 0.0); // B is better, valid however often we looked
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 ///
 /// # Errors
-/// [`Error::InvalidProbability`] for `alpha` outside `(0, 1)`; [`Error::InvalidParameter`]
+/// [`BayesError::InvalidProbability`] for `alpha` outside `(0, 1)`; [`BayesError::InvalidParameter`]
 /// for a tuning sample that is not finite and ≥ 1.
 pub fn confidence_sequence(
     a: Counts,
@@ -231,11 +231,12 @@ pub enum RollbackReason {
     Guardrail(GuardrailVerdict),
 }
 
-/// The outcome of evaluating an experiment.
+/// What a [`DecisionRule`] recommends after evaluating an experiment: keep going, promote the
+/// challenger, stop without a winner, or roll the challenger back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[must_use]
 #[non_exhaustive]
-pub enum Decision {
+pub enum Recommendation {
     /// Keep collecting data.
     Continue {
         /// Why.
@@ -255,32 +256,33 @@ pub enum Decision {
     },
 }
 
-impl Decision {
-    /// A short, stable name of the outcome (`continue`, `winner`, `inconclusive`, `rollback`),
+impl Recommendation {
+    /// A short, stable name of the recommendation (`continue`, `winner`, `inconclusive`, `rollback`),
     /// as used in the `bayes_ab_evaluations_total` metric's `decision` label.
     #[must_use]
     pub fn label(&self) -> &'static str {
         match self {
-            Decision::Continue { .. } => "continue",
-            Decision::Winner => "winner",
-            Decision::Inconclusive { .. } => "inconclusive",
-            Decision::Rollback { .. } => "rollback",
+            Recommendation::Continue { .. } => "continue",
+            Recommendation::Winner => "winner",
+            Recommendation::Inconclusive { .. } => "inconclusive",
+            Recommendation::Rollback { .. } => "rollback",
         }
     }
 
-    /// Whether the experiment is over (anything but [`Decision::Continue`]).
+    /// Whether the experiment is over (anything but [`Recommendation::Continue`]).
     #[must_use]
     pub fn is_final(&self) -> bool {
-        !matches!(self, Decision::Continue { .. })
+        !matches!(self, Recommendation::Continue { .. })
     }
 }
 
-/// A decision with the figures behind it.
+/// A [`Recommendation`] with the figures behind it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[must_use]
 pub struct Evaluation {
-    /// What to do.
-    pub decision: Decision,
+    /// What to do. (The field keeps the name `decision`, the word of the serialized form
+    /// and of the `bayes_ab_evaluations_total` label.)
+    pub decision: Recommendation,
     /// The posterior comparison of champion (A) and challenger (B).
     pub summary: TwoArmSummary,
     /// The confidence sequence on `p_b − p_a`, in sequential mode.
@@ -292,7 +294,7 @@ pub struct Evaluation {
 ///
 /// ```
 /// use std::time::Duration;
-/// use bayes_ab::{Counts, Decision, DecisionRule, StoppingMode};
+/// use bayes_ab::{Counts, Recommendation, DecisionRule, StoppingMode};
 /// use metered_clock::Timestamp;
 ///
 /// let rule = DecisionRule::builder()
@@ -303,8 +305,8 @@ pub struct Evaluation {
 /// let start = Timestamp::from_unix_millis(0);
 /// let now = Timestamp::from_unix_millis(3_600_000);
 /// let e = rule.evaluate(Counts::new(1000, 10_000)?, Counts::new(1150, 10_000)?, start, now, &[]);
-/// assert_eq!(e.decision, Decision::Winner);
-/// # Ok::<(), bayes_ab::Error>(())
+/// assert_eq!(e.decision, Recommendation::Winner);
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRule {
@@ -375,12 +377,12 @@ impl DecisionRuleBuilder {
     /// The rule.
     ///
     /// # Errors
-    /// The stopping mode's validation errors; [`Error::InvalidParameter`] for a zero maximum
+    /// The stopping mode's validation errors; [`BayesError::InvalidParameter`] for a zero maximum
     /// duration.
     pub fn build(self) -> Result<DecisionRule> {
         self.rule.stopping.validate()?;
         if self.rule.max_duration.is_zero() {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "max_duration",
                 reason: "must be > 0",
             });
@@ -466,36 +468,36 @@ impl DecisionRule {
         started_at: Timestamp,
         now: Timestamp,
         guardrails: &[GuardrailVerdict],
-    ) -> Decision {
+    ) -> Recommendation {
         if let Some(breach) = guardrails.iter().find(|g| g.breached) {
-            return Decision::Rollback {
+            return Recommendation::Rollback {
                 reason: RollbackReason::Guardrail(breach.clone()),
             };
         }
         let expired = now.saturating_duration_since(started_at) >= self.max_duration;
         if champion.trials().min(challenger.trials()) < self.min_trials_per_arm {
             return if expired {
-                Decision::Inconclusive {
+                Recommendation::Inconclusive {
                     reason: InconclusiveReason::MaxDuration,
                 }
             } else {
-                Decision::Continue {
+                Recommendation::Continue {
                     reason: ContinueReason::MinimumSample,
                 }
             };
         }
         match judge(self.stopping, summary, champion, challenger) {
-            Verdict::ChallengerBetter => Decision::Winner,
-            Verdict::ChallengerWorse => Decision::Rollback {
+            Verdict::ChallengerBetter => Recommendation::Winner,
+            Verdict::ChallengerWorse => Recommendation::Rollback {
                 reason: RollbackReason::ChallengerWorse,
             },
-            Verdict::Equivalent => Decision::Inconclusive {
+            Verdict::Equivalent => Recommendation::Inconclusive {
                 reason: InconclusiveReason::Equivalent,
             },
-            Verdict::Undecided if expired => Decision::Inconclusive {
+            Verdict::Undecided if expired => Recommendation::Inconclusive {
                 reason: InconclusiveReason::MaxDuration,
             },
-            Verdict::Undecided => Decision::Continue {
+            Verdict::Undecided => Recommendation::Continue {
                 reason: ContinueReason::NotConclusive,
             },
         }

@@ -2,13 +2,13 @@
 
 /// Everything that can go wrong in `bayes-ab`.
 ///
-/// Input errors (every variant except [`Error::VersionConflict`] and [`Error::Storage`]) mean
+/// Input errors (every variant except [`BayesError::VersionConflict`] and [`BayesError::Storage`]) mean
 /// the call changed nothing; fix the input and call again. Storage errors come from an
-/// [`ExperimentStore`](crate::ExperimentStore) backend; [`Error::is_retryable`] says whether
+/// [`ExperimentStore`](crate::ExperimentStore) backend; [`BayesError::is_retryable`] says whether
 /// the same call may succeed later.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum BayesError {
     /// A Beta prior or distribution parameter is not finite and strictly positive.
     #[error("invalid Beta parameters: alpha = {alpha}, beta = {beta}; both must be finite and > 0")]
     InvalidBetaParameters {
@@ -118,9 +118,9 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl BayesError {
     /// Whether the same call may succeed if retried (after reloading state for a
-    /// [`Error::VersionConflict`]). Input errors are never retryable.
+    /// [`BayesError::VersionConflict`]). Input errors are never retryable.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -129,15 +129,170 @@ impl Error {
             _ => false,
         }
     }
+
+    /// A short snake_case name of the variant, for logs, metrics labels and API error
+    /// bodies.
+    ///
+    /// The codes are **stable**: a code never changes meaning and is never reused, whatever
+    /// happens to the variant's name or message. A new variant gets a new code.
+    ///
+    /// ```
+    /// use bayes_ab::{BayesError, Counts};
+    ///
+    /// let e = Counts::new(3, 2).unwrap_err();
+    /// assert_eq!(e.code(), "successes_exceed_trials");
+    /// assert!(matches!(e, BayesError::SuccessesExceedTrials { .. }));
+    /// ```
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidBetaParameters { .. } => "invalid_beta_parameters",
+            Self::SuccessesExceedTrials { .. } => "successes_exceed_trials",
+            Self::InvalidProbability { .. } => "invalid_probability",
+            Self::InvalidParameter { .. } => "invalid_parameter",
+            Self::InvalidWeights { .. } => "invalid_weights",
+            Self::ArmCount { .. } => "arm_count",
+            Self::UnknownArm { .. } => "unknown_arm",
+            Self::InsufficientData { .. } => "insufficient_data",
+            Self::Incompatible { .. } => "incompatible",
+            Self::CountOverflow => "count_overflow",
+            Self::ExperimentNotFound { .. } => "experiment_not_found",
+            Self::ExperimentExists { .. } => "experiment_exists",
+            Self::VersionConflict { .. } => "version_conflict",
+            Self::Storage { .. } => "storage",
+        }
+    }
 }
 
-/// Shorthand for `Result<T, bayes_ab::Error>`.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// Shorthand for `Result<T, BayesError>` inside the crate (not exported, so that globs of
+/// several crates never clash on `Result`).
+pub(crate) type Result<T, E = BayesError> = std::result::Result<T, E>;
 
 pub(crate) fn check_probability(name: &'static str, value: f64) -> Result<f64> {
     if value > 0.0 && value < 1.0 {
         Ok(value)
     } else {
-        Err(Error::InvalidProbability { name, value })
+        Err(BayesError::InvalidProbability { name, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::BayesError;
+
+    /// Every variant with its pinned code. The exhaustive match in `variant_index` stops
+    /// compiling when a variant is added, so the table cannot silently fall behind.
+    fn table() -> Vec<(BayesError, &'static str)> {
+        let id = || "exp".to_owned();
+        vec![
+            (
+                BayesError::InvalidBetaParameters {
+                    alpha: 0.0,
+                    beta: 1.0,
+                },
+                "invalid_beta_parameters",
+            ),
+            (
+                BayesError::SuccessesExceedTrials {
+                    successes: 2,
+                    trials: 1,
+                },
+                "successes_exceed_trials",
+            ),
+            (
+                BayesError::InvalidProbability {
+                    name: "p",
+                    value: 2.0,
+                },
+                "invalid_probability",
+            ),
+            (
+                BayesError::InvalidParameter {
+                    name: "n",
+                    reason: "must be > 0",
+                },
+                "invalid_parameter",
+            ),
+            (
+                BayesError::InvalidWeights { reason: "empty" },
+                "invalid_weights",
+            ),
+            (
+                BayesError::ArmCount {
+                    operation: "op",
+                    got: 1,
+                    min: 2,
+                    max: 2,
+                },
+                "arm_count",
+            ),
+            (BayesError::UnknownArm { index: 3, arms: 2 }, "unknown_arm"),
+            (
+                BayesError::InsufficientData { what: "samples" },
+                "insufficient_data",
+            ),
+            (BayesError::Incompatible { reason: "ids" }, "incompatible"),
+            (BayesError::CountOverflow, "count_overflow"),
+            (
+                BayesError::ExperimentNotFound { id: id() },
+                "experiment_not_found",
+            ),
+            (
+                BayesError::ExperimentExists { id: id() },
+                "experiment_exists",
+            ),
+            (
+                BayesError::VersionConflict {
+                    id: id(),
+                    expected: 1,
+                    found: 2,
+                },
+                "version_conflict",
+            ),
+            (
+                BayesError::Storage {
+                    message: "down".into(),
+                    retryable: true,
+                },
+                "storage",
+            ),
+        ]
+    }
+
+    fn variant_index(e: &BayesError) -> usize {
+        match e {
+            BayesError::InvalidBetaParameters { .. } => 0,
+            BayesError::SuccessesExceedTrials { .. } => 1,
+            BayesError::InvalidProbability { .. } => 2,
+            BayesError::InvalidParameter { .. } => 3,
+            BayesError::InvalidWeights { .. } => 4,
+            BayesError::ArmCount { .. } => 5,
+            BayesError::UnknownArm { .. } => 6,
+            BayesError::InsufficientData { .. } => 7,
+            BayesError::Incompatible { .. } => 8,
+            BayesError::CountOverflow => 9,
+            BayesError::ExperimentNotFound { .. } => 10,
+            BayesError::ExperimentExists { .. } => 11,
+            BayesError::VersionConflict { .. } => 12,
+            BayesError::Storage { .. } => 13,
+        }
+    }
+
+    #[test]
+    fn every_variant_has_its_pinned_code_and_codes_are_unique() {
+        let table = table();
+        let variants: BTreeSet<usize> = table.iter().map(|(e, _)| variant_index(e)).collect();
+        assert_eq!(variants, (0..14).collect(), "every variant, once");
+        let mut codes = BTreeSet::new();
+        for (error, code) in &table {
+            assert_eq!(error.code(), *code, "{error:?}");
+            assert!(codes.insert(*code), "code {code:?} used twice");
+            let snake = code
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            assert!(snake && !code.is_empty(), "{code:?} is not snake_case");
+        }
     }
 }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::beta::Counts;
 use crate::continuous::MeanStats;
-use crate::decision::{Decision, DecisionRule, Evaluation, InconclusiveReason};
-use crate::error::{Error, Result};
+use crate::decision::{DecisionRule, Evaluation, InconclusiveReason, Recommendation};
+use crate::error::{BayesError, Result};
 use crate::guardrail::{ErrorRateGuardrail, GuardrailVerdict, LatencyGuardrail, LatencySketch};
 use crate::traffic::{SrmCheck, TrafficSplit, srm_check};
 
@@ -45,7 +45,7 @@ impl<'de> Deserialize<'de> for LatencySketch {
 
 /// What one unit did in one arm. Fields that a caller does not track stay `None`/`false`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Outcome {
+pub struct UnitOutcome {
     /// The unit converted (the primary metric).
     pub converted: bool,
     /// The request failed (error-rate guardrail).
@@ -74,9 +74,9 @@ impl ArmState {
     /// Adds one outcome.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a non-finite value; [`Error::CountOverflow`]. On error
+    /// [`BayesError::InvalidParameter`] for a non-finite value; [`BayesError::CountOverflow`]. On error
     /// nothing changes.
-    pub fn record(&mut self, outcome: Outcome) -> Result<()> {
+    pub fn record(&mut self, outcome: UnitOutcome) -> Result<()> {
         let conversions = self.conversions.record(outcome.converted)?;
         let errors = self.errors.record(outcome.error)?;
         let mut value = self.value;
@@ -95,7 +95,7 @@ impl ArmState {
     /// Adds another tally of the same arm.
     ///
     /// # Errors
-    /// [`Error::CountOverflow`]; nothing changes on error.
+    /// [`BayesError::CountOverflow`]; nothing changes on error.
     pub fn merge(&mut self, other: &ArmState) -> Result<()> {
         let conversions = self.conversions.merge(other.conversions)?;
         let errors = self.errors.merge(other.errors)?;
@@ -115,17 +115,17 @@ impl ArmState {
 /// The persistent state of a champion (arm 0) / challenger (arm 1) experiment.
 ///
 /// ```
-/// use bayes_ab::{ExperimentState, Outcome, TrafficSplit};
+/// use bayes_ab::{ExperimentState, UnitOutcome, TrafficSplit};
 /// use metered_clock::Timestamp;
 ///
 /// let split = TrafficSplit::new(vec![5_000, 5_000])?;
 /// let mut s = ExperimentState::new("checkout-v2", split, Timestamp::from_unix_millis(0))?;
 /// let arm = s.assign("user-1");
-/// s.record(arm, Outcome { converted: true, ..Outcome::default() })?;
+/// s.record(arm, UnitOutcome { converted: true, ..UnitOutcome::default() })?;
 /// let json = serde_json::to_string(&s).unwrap();
 /// let back: ExperimentState = serde_json::from_str(&json).unwrap();
 /// assert_eq!(back, s);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExperimentState {
@@ -139,19 +139,19 @@ impl ExperimentState {
     /// A new experiment named `id` (also the assignment salt) with a two-arm split.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for an empty id; [`Error::ArmCount`] unless the split has
+    /// [`BayesError::InvalidParameter`] for an empty id; [`BayesError::ArmCount`] unless the split has
     /// exactly two arms (champion and challenger; use [`crate::best_arm`] or
     /// [`crate::ThompsonBandit`] for more).
     pub fn new(id: impl Into<String>, split: TrafficSplit, started_at: Timestamp) -> Result<Self> {
         let id = id.into();
         if id.is_empty() {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "experiment id",
                 reason: "must not be empty",
             });
         }
         if split.weights().len() != 2 {
-            return Err(Error::ArmCount {
+            return Err(BayesError::ArmCount {
                 operation: "ExperimentState::new",
                 got: split.weights().len(),
                 min: 2,
@@ -199,12 +199,12 @@ impl ExperimentState {
     /// Records one outcome in `arm`.
     ///
     /// # Errors
-    /// [`Error::UnknownArm`], and [`ArmState::record`]'s errors; nothing changes on error.
-    pub fn record(&mut self, arm: usize, outcome: Outcome) -> Result<()> {
+    /// [`BayesError::UnknownArm`], and [`ArmState::record`]'s errors; nothing changes on error.
+    pub fn record(&mut self, arm: usize, outcome: UnitOutcome) -> Result<()> {
         let arms = self.arms.len();
         self.arms
             .get_mut(arm)
-            .ok_or(Error::UnknownArm { index: arm, arms })?
+            .ok_or(BayesError::UnknownArm { index: arm, arms })?
             .record(outcome)
     }
 
@@ -212,11 +212,11 @@ impl ExperimentState {
     /// another process). The start time becomes the earlier of the two.
     ///
     /// # Errors
-    /// [`Error::Incompatible`] for a different id or split; [`Error::CountOverflow`]. Nothing
+    /// [`BayesError::Incompatible`] for a different id or split; [`BayesError::CountOverflow`]. Nothing
     /// changes on error.
     pub fn merge(&mut self, other: &ExperimentState) -> Result<()> {
         if self.id != other.id || self.split != other.split || self.arms.len() != other.arms.len() {
-            return Err(Error::Incompatible {
+            return Err(BayesError::Incompatible {
                 reason: "different experiments or splits",
             });
         }
@@ -237,7 +237,7 @@ impl ExperimentState {
     /// data for them (no requests, no latencies).
     ///
     /// # Errors
-    /// [`Error::InvalidWeights`] when an arm with zero weight has recorded units (the SRM
+    /// [`BayesError::InvalidWeights`] when an arm with zero weight has recorded units (the SRM
     /// check is undefined: record only in arms the split sends traffic to).
     pub fn evaluate(
         &self,
@@ -276,9 +276,9 @@ impl ExperimentState {
             &verdicts,
         );
         if srm.is_some_and(|s| s.mismatch)
-            && !matches!(evaluation.decision, Decision::Rollback { .. })
+            && !matches!(evaluation.decision, Recommendation::Rollback { .. })
         {
-            evaluation.decision = Decision::Inconclusive {
+            evaluation.decision = Recommendation::Inconclusive {
                 reason: InconclusiveReason::SampleRatioMismatch,
             };
         }
@@ -303,7 +303,7 @@ pub struct Guardrails {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[must_use]
 pub struct ExperimentEvaluation {
-    /// Decision and posterior summary.
+    /// Recommendation and posterior summary.
     pub evaluation: Evaluation,
     /// Every guardrail checked (breached or not).
     pub guardrails: Vec<GuardrailVerdict>,
@@ -316,7 +316,7 @@ pub struct ExperimentEvaluation {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use bayes_ab::{DecisionRule, Experiment, Guardrails, Outcome, TrafficSplit};
+/// use bayes_ab::{DecisionRule, Experiment, Guardrails, UnitOutcome, TrafficSplit};
 /// use metered_clock::{ManualClock, Timestamp};
 ///
 /// let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(0)));
@@ -328,10 +328,10 @@ pub struct ExperimentEvaluation {
 ///     clock,
 /// )?;
 /// let arm = exp.assign("user-7");
-/// exp.record(arm, Outcome { converted: true, ..Outcome::default() })?;
+/// exp.record(arm, UnitOutcome { converted: true, ..UnitOutcome::default() })?;
 /// let e = exp.evaluate()?;
 /// assert!(!e.evaluation.decision.is_final()); // far below the minimum sample
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Experiment {
@@ -389,7 +389,7 @@ impl Experiment {
     ///
     /// # Errors
     /// As [`ExperimentState::record`].
-    pub fn record(&mut self, arm: usize, outcome: Outcome) -> Result<()> {
+    pub fn record(&mut self, arm: usize, outcome: UnitOutcome) -> Result<()> {
         self.state.record(arm, outcome)
     }
 
@@ -404,32 +404,32 @@ impl Experiment {
 }
 
 /// Where experiment states live. Versions make writes optimistic: a write names the version
-/// it read and fails with [`Error::VersionConflict`] if another writer got there first.
+/// it read and fails with [`BayesError::VersionConflict`] if another writer got there first.
 #[async_trait]
 pub trait ExperimentStore: Send + Sync {
     /// Stores a new experiment at version 1.
     ///
     /// # Errors
-    /// [`Error::ExperimentExists`] if the id is taken.
+    /// [`BayesError::ExperimentExists`] if the id is taken.
     async fn create(&self, state: ExperimentState) -> Result<u64>;
 
     /// The state and its version.
     ///
     /// # Errors
-    /// [`Error::ExperimentNotFound`].
+    /// [`BayesError::ExperimentNotFound`].
     async fn load(&self, id: &str) -> Result<(ExperimentState, u64)>;
 
     /// Replaces the state if its version is still `expected_version`; returns the new version.
     ///
     /// # Errors
-    /// [`Error::ExperimentNotFound`], [`Error::VersionConflict`].
+    /// [`BayesError::ExperimentNotFound`], [`BayesError::VersionConflict`].
     async fn save(&self, state: &ExperimentState, expected_version: u64) -> Result<u64>;
 
     /// Atomically adds a partial state (counts recorded elsewhere) to the stored one; returns
     /// the new version.
     ///
     /// # Errors
-    /// [`Error::ExperimentNotFound`], and [`ExperimentState::merge`]'s errors.
+    /// [`BayesError::ExperimentNotFound`], and [`ExperimentState::merge`]'s errors.
     async fn merge(&self, delta: &ExperimentState) -> Result<u64>;
 }
 
@@ -452,7 +452,7 @@ impl ExperimentStore for InMemoryExperimentStore {
     async fn create(&self, state: ExperimentState) -> Result<u64> {
         let mut map = self.experiments.lock();
         if map.contains_key(state.id()) {
-            return Err(Error::ExperimentExists {
+            return Err(BayesError::ExperimentExists {
                 id: state.id().to_owned(),
             });
         }
@@ -465,18 +465,18 @@ impl ExperimentStore for InMemoryExperimentStore {
             .lock()
             .get(id)
             .cloned()
-            .ok_or_else(|| Error::ExperimentNotFound { id: id.to_owned() })
+            .ok_or_else(|| BayesError::ExperimentNotFound { id: id.to_owned() })
     }
 
     async fn save(&self, state: &ExperimentState, expected_version: u64) -> Result<u64> {
         let mut map = self.experiments.lock();
         let (stored, version) =
             map.get_mut(state.id())
-                .ok_or_else(|| Error::ExperimentNotFound {
+                .ok_or_else(|| BayesError::ExperimentNotFound {
                     id: state.id().to_owned(),
                 })?;
         if *version != expected_version {
-            return Err(Error::VersionConflict {
+            return Err(BayesError::VersionConflict {
                 id: state.id().to_owned(),
                 expected: expected_version,
                 found: *version,
@@ -491,7 +491,7 @@ impl ExperimentStore for InMemoryExperimentStore {
         let mut map = self.experiments.lock();
         let (stored, version) =
             map.get_mut(delta.id())
-                .ok_or_else(|| Error::ExperimentNotFound {
+                .ok_or_else(|| BayesError::ExperimentNotFound {
                     id: delta.id().to_owned(),
                 })?;
         stored.merge(delta)?;

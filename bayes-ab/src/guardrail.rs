@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::beta::{Beta, Counts, Interval};
-use crate::error::{Error, Result, check_probability};
+use crate::error::{BayesError, Result, check_probability};
 use crate::special;
 use crate::two_arm::{Lift, prob_lift_exceeds};
 
@@ -70,7 +70,7 @@ pub enum ErrorRateLimit {
 /// let r = ErrorRateGuardrail::relative(0.2, 0.95)?;
 /// let v = r.check(Counts::new(40, 1_000)?, Some(Counts::new(10, 1_000)?))?;
 /// assert!(v.breached);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorRateGuardrail {
@@ -88,7 +88,7 @@ impl ErrorRateGuardrail {
     /// Breach when P(error rate > `limit`) ≥ `confidence`. Uniform prior.
     ///
     /// # Errors
-    /// [`Error::InvalidProbability`] for a limit or confidence outside `(0, 1)`.
+    /// [`BayesError::InvalidProbability`] for a limit or confidence outside `(0, 1)`.
     pub fn absolute(limit: f64, confidence: f64) -> Result<Self> {
         check_probability("error-rate limit", limit)?;
         check_probability("confidence", confidence)?;
@@ -104,11 +104,11 @@ impl ErrorRateGuardrail {
     /// Uniform prior.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a negative or non-finite increase;
-    /// [`Error::InvalidProbability`] for a confidence outside `(0, 1)`.
+    /// [`BayesError::InvalidParameter`] for a negative or non-finite increase;
+    /// [`BayesError::InvalidProbability`] for a confidence outside `(0, 1)`.
     pub fn relative(max_increase: f64, confidence: f64) -> Result<Self> {
         if !(max_increase.is_finite() && max_increase >= 0.0) {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "max_increase",
                 reason: "must be finite and >= 0",
             });
@@ -148,7 +148,7 @@ impl ErrorRateGuardrail {
     /// is still reported).
     ///
     /// # Errors
-    /// [`Error::InsufficientData`] for a relative limit without a baseline.
+    /// [`BayesError::InsufficientData`] for a relative limit without a baseline.
     pub fn check(&self, errors: Counts, baseline: Option<Counts>) -> Result<GuardrailVerdict> {
         let posterior = self.prior.update(errors);
         let observed = posterior.mean();
@@ -166,7 +166,7 @@ impl ErrorRateGuardrail {
                 }
             }
             ErrorRateLimit::Relative { max_increase } => {
-                let baseline = baseline.ok_or(Error::InsufficientData {
+                let baseline = baseline.ok_or(BayesError::InsufficientData {
                     what: "a relative error-rate limit needs the baseline's counts",
                 })?;
                 let base = self.prior.update(baseline);
@@ -207,7 +207,7 @@ pub const LATENCY_MAX_MICROS: u64 = 3_600_000_000;
 /// }
 /// let p95 = s.quantile(0.95)?;
 /// assert!((p95.as_secs_f64() - 0.095).abs() < 0.001);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct LatencySketch {
@@ -246,12 +246,12 @@ impl LatencySketch {
     /// Adds every value of `other` (sketches of two partial streams add up).
     ///
     /// # Errors
-    /// [`Error::Incompatible`] if hdrhistogram refuses the merge (cannot happen between
+    /// [`BayesError::Incompatible`] if hdrhistogram refuses the merge (cannot happen between
     /// sketches made by this type).
     pub fn merge(&mut self, other: &LatencySketch) -> Result<()> {
         self.histogram
             .add(&other.histogram)
-            .map_err(|_| Error::Incompatible {
+            .map_err(|_| BayesError::Incompatible {
                 reason: "latency sketches with different bounds",
             })
     }
@@ -261,9 +261,11 @@ impl LatencySketch {
     }
 
     pub(crate) fn merge_histogram(&mut self, other: &Histogram<u64>) -> Result<()> {
-        self.histogram.add(other).map_err(|_| Error::Incompatible {
-            reason: "latency histogram outside the sketch's bounds",
-        })
+        self.histogram
+            .add(other)
+            .map_err(|_| BayesError::Incompatible {
+                reason: "latency histogram outside the sketch's bounds",
+            })
     }
 
     /// Values recorded.
@@ -275,12 +277,12 @@ impl LatencySketch {
     /// The `q`-quantile.
     ///
     /// # Errors
-    /// [`Error::InvalidProbability`] unless `0 < q < 1`; [`Error::InsufficientData`] when
+    /// [`BayesError::InvalidProbability`] unless `0 < q < 1`; [`BayesError::InsufficientData`] when
     /// empty.
     pub fn quantile(&self, q: f64) -> Result<Duration> {
         check_probability("quantile", q)?;
         if self.count() == 0 {
-            return Err(Error::InsufficientData {
+            return Err(BayesError::InsufficientData {
                 what: "a quantile of an empty latency sketch",
             });
         }
@@ -294,7 +296,7 @@ impl LatencySketch {
     /// reported as the sketch's minimum or maximum.
     ///
     /// # Errors
-    /// As [`LatencySketch::quantile`], and [`Error::InvalidProbability`] for a confidence
+    /// As [`LatencySketch::quantile`], and [`BayesError::InvalidProbability`] for a confidence
     /// outside `(0, 1)`.
     pub fn quantile_interval(&self, q: f64, confidence: f64) -> Result<QuantileInterval> {
         let estimate = self.quantile(q)?;
@@ -404,7 +406,7 @@ pub enum LatencyLimit {
 /// let g = LatencyGuardrail::absolute(0.95, Duration::from_millis(250), 0.95)?;
 /// let v = g.check(&slow, None)?;
 /// assert!(v.breached);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LatencyGuardrail {
@@ -417,13 +419,13 @@ impl LatencyGuardrail {
     /// Breach when the `quantile` is above `limit` with `confidence`.
     ///
     /// # Errors
-    /// [`Error::InvalidProbability`] for a quantile or confidence outside `(0, 1)`;
-    /// [`Error::InvalidParameter`] for a zero limit.
+    /// [`BayesError::InvalidProbability`] for a quantile or confidence outside `(0, 1)`;
+    /// [`BayesError::InvalidParameter`] for a zero limit.
     pub fn absolute(quantile: f64, limit: Duration, confidence: f64) -> Result<Self> {
         check_probability("quantile", quantile)?;
         check_probability("confidence", confidence)?;
         if limit.is_zero() {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "latency limit",
                 reason: "must be > 0",
             });
@@ -439,13 +441,13 @@ impl LatencyGuardrail {
     /// `1 + max_increase` with `confidence`.
     ///
     /// # Errors
-    /// [`Error::InvalidProbability`] for a quantile or confidence outside `(0, 1)`;
-    /// [`Error::InvalidParameter`] for a negative or non-finite increase.
+    /// [`BayesError::InvalidProbability`] for a quantile or confidence outside `(0, 1)`;
+    /// [`BayesError::InvalidParameter`] for a negative or non-finite increase.
     pub fn relative(quantile: f64, max_increase: f64, confidence: f64) -> Result<Self> {
         check_probability("quantile", quantile)?;
         check_probability("confidence", confidence)?;
         if !(max_increase.is_finite() && max_increase >= 0.0) {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "max_increase",
                 reason: "must be finite and >= 0",
             });
@@ -460,7 +462,7 @@ impl LatencyGuardrail {
     /// Checks the challenger's sketch (and the baseline's, for a relative limit).
     ///
     /// # Errors
-    /// [`Error::InsufficientData`] for an empty sketch, or a relative limit without a
+    /// [`BayesError::InsufficientData`] for an empty sketch, or a relative limit without a
     /// baseline.
     pub fn check(
         &self,
@@ -471,7 +473,7 @@ impl LatencyGuardrail {
         let (kind, limit) = match self.limit {
             LatencyLimit::Absolute(limit) => (GuardrailKind::LatencyAbsolute, limit.as_secs_f64()),
             LatencyLimit::Relative { max_increase } => {
-                let baseline = baseline.ok_or(Error::InsufficientData {
+                let baseline = baseline.ok_or(BayesError::InsufficientData {
                     what: "a relative latency limit needs the baseline's sketch",
                 })?;
                 let base = baseline.quantile_interval(self.quantile, self.confidence)?;

@@ -15,7 +15,7 @@
 //! // Choosing the challenger costs, in expectation, 0.0016 percentage points of conversion.
 //! assert!(s.expected_loss_b < 2e-5);
 //! assert!(s.interval_b.lower > 0.104 && s.interval_b.upper < 0.117);
-//! # Ok::<(), bayes_ab::Error>(())
+//! # Ok::<(), bayes_ab::BayesError>(())
 //! ```
 //!
 //! To decide when to stop, use a [`DecisionRule`]; to run a whole champion/challenger test
@@ -83,13 +83,13 @@ pub use bandit::{ThompsonBandit, ThompsonBanditBuilder};
 pub use beta::{Beta, Counts, Interval};
 pub use continuous::{MeanComparison, MeanStats, compare_means};
 pub use decision::{
-    ContinueReason, Decision, DecisionRule, DecisionRuleBuilder, Evaluation, InconclusiveReason,
-    RollbackReason, StoppingMode, confidence_sequence,
+    ContinueReason, DecisionRule, DecisionRuleBuilder, Evaluation, InconclusiveReason,
+    Recommendation, RollbackReason, StoppingMode, confidence_sequence,
 };
-pub use error::{Error, Result};
+pub use error::BayesError;
 pub use experiment::{
     ArmState, Experiment, ExperimentEvaluation, ExperimentState, ExperimentStore, Guardrails,
-    InMemoryExperimentStore, Outcome,
+    InMemoryExperimentStore, UnitOutcome,
 };
 pub use guardrail::{
     ERROR_GUARDRAIL_MIN_REQUESTS, ErrorRateGuardrail, ErrorRateLimit, GuardrailKind,

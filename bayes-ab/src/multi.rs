@@ -4,7 +4,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::beta::Beta;
-use crate::error::{Error, Result};
+use crate::error::{BayesError, Result};
 use crate::quadrature;
 
 /// Most arms [`best_arm`] and [`best_arm_monte_carlo`] accept.
@@ -39,7 +39,7 @@ impl MultiArmSummary {
 
 fn check_arms(operation: &'static str, arms: &[Beta]) -> Result<()> {
     if arms.len() < 2 || arms.len() > ARMS_MAX {
-        return Err(Error::ArmCount {
+        return Err(BayesError::ArmCount {
             operation,
             got: arms.len(),
             min: 2,
@@ -67,11 +67,11 @@ fn check_arms(operation: &'static str, arms: &[Beta]) -> Result<()> {
 /// let s = best_arm(&arms)?;
 /// assert!((s.prob_best[1] - 0.925_434).abs() < 1e-6);
 /// assert_eq!(s.leader(), 1);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 ///
 /// # Errors
-/// [`Error::ArmCount`] for fewer than 2 or more than [`ARMS_MAX`] arms.
+/// [`BayesError::ArmCount`] for fewer than 2 or more than [`ARMS_MAX`] arms.
 pub fn best_arm(arms: &[Beta]) -> Result<MultiArmSummary> {
     check_arms("best_arm", arms)?;
     let (prob_best, expected_loss) = quadrature::best_of(arms);
@@ -96,12 +96,12 @@ pub fn best_arm(arms: &[Beta]) -> Result<MultiArmSummary> {
 /// let mut rng = StdRng::seed_from_u64(7);
 /// let s = best_arm_monte_carlo(&arms, 20_000, &mut rng)?;
 /// assert!((s.prob_best[1] - 0.6108).abs() < 0.02);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 ///
 /// # Errors
-/// [`Error::ArmCount`] for fewer than 2 or more than [`ARMS_MAX`] arms;
-/// [`Error::InvalidParameter`] for zero draws or more than [`DRAWS_MAX`].
+/// [`BayesError::ArmCount`] for fewer than 2 or more than [`ARMS_MAX`] arms;
+/// [`BayesError::InvalidParameter`] for zero draws or more than [`DRAWS_MAX`].
 pub fn best_arm_monte_carlo<R: Rng + ?Sized>(
     arms: &[Beta],
     draws: u32,
@@ -109,7 +109,7 @@ pub fn best_arm_monte_carlo<R: Rng + ?Sized>(
 ) -> Result<MultiArmSummary> {
     check_arms("best_arm_monte_carlo", arms)?;
     if draws == 0 || draws > DRAWS_MAX {
-        return Err(Error::InvalidParameter {
+        return Err(BayesError::InvalidParameter {
             name: "draws",
             reason: "must be between 1 and DRAWS_MAX",
         });
@@ -117,9 +117,11 @@ pub fn best_arm_monte_carlo<R: Rng + ?Sized>(
     let samplers: Vec<rand_distr::Beta<f64>> = arms
         .iter()
         .map(|a| {
-            rand_distr::Beta::new(a.alpha(), a.beta()).map_err(|_| Error::InvalidBetaParameters {
-                alpha: a.alpha(),
-                beta: a.beta(),
+            rand_distr::Beta::new(a.alpha(), a.beta()).map_err(|_| {
+                BayesError::InvalidBetaParameters {
+                    alpha: a.alpha(),
+                    beta: a.beta(),
+                }
             })
         })
         .collect::<Result<_>>()?;

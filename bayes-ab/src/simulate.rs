@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::beta::{Beta, Counts};
 use crate::decision::{StoppingMode, Verdict, judge};
-use crate::error::{Error, Result, check_probability};
+use crate::error::{BayesError, Result, check_probability};
 use crate::two_arm::{CompareConfig, compare};
 
 /// Most experiments one [`simulate_aa`] call runs.
@@ -68,31 +68,31 @@ impl AaModeReport {
 /// let modes = [StoppingMode::sequential(0.05, 1_000.0)?];
 /// let report = simulate_aa(&config, &modes, &mut StdRng::seed_from_u64(1))?;
 /// assert_eq!(report[0].experiments, 50);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for zero or too many experiments or looks, zero trials per look;
-/// [`Error::InvalidProbability`] for a rate outside `(0, 1)`; each mode's validation errors.
+/// [`BayesError::InvalidParameter`] for zero or too many experiments or looks, zero trials per look;
+/// [`BayesError::InvalidProbability`] for a rate outside `(0, 1)`; each mode's validation errors.
 pub fn simulate_aa<R: Rng + ?Sized>(
     config: &AaConfig,
     modes: &[StoppingMode],
     rng: &mut R,
 ) -> Result<Vec<AaModeReport>> {
     if config.experiments == 0 || config.experiments > EXPERIMENTS_MAX {
-        return Err(Error::InvalidParameter {
+        return Err(BayesError::InvalidParameter {
             name: "experiments",
             reason: "must be between 1 and EXPERIMENTS_MAX",
         });
     }
     if config.looks == 0 || config.looks > LOOKS_MAX {
-        return Err(Error::InvalidParameter {
+        return Err(BayesError::InvalidParameter {
             name: "looks",
             reason: "must be between 1 and LOOKS_MAX",
         });
     }
     if config.trials_per_look == 0 {
-        return Err(Error::InvalidParameter {
+        return Err(BayesError::InvalidParameter {
             name: "trials_per_look",
             reason: "must be > 0",
         });
@@ -115,7 +115,7 @@ pub fn simulate_aa<R: Rng + ?Sized>(
         }
     }
     let binomial = Binomial::new(config.trials_per_look, config.rate).map_err(|_| {
-        Error::InvalidParameter {
+        BayesError::InvalidParameter {
             name: "trials_per_look",
             reason: "binomial sampler rejected it",
         }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
-use crate::error::{Error, Result};
+use crate::error::{BayesError, Result};
 
 /// Basis points in 100 %.
 pub const BASIS_POINTS: u32 = 10_000;
@@ -23,7 +23,7 @@ pub const SPLIT_ARMS_MAX: usize = 64;
 /// let arm = split.assign("checkout-v2", "user-42");
 /// assert_eq!(arm, split.assign("checkout-v2", "user-42")); // sticky
 /// assert!(TrafficSplit::new(vec![5_000, 4_000]).is_err()); // sums to 90 %
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "Vec<u32>", into = "Vec<u32>")]
@@ -32,7 +32,7 @@ pub struct TrafficSplit {
 }
 
 impl TryFrom<Vec<u32>> for TrafficSplit {
-    type Error = Error;
+    type Error = BayesError;
     fn try_from(weights: Vec<u32>) -> Result<Self> {
         Self::new(weights)
     }
@@ -48,22 +48,22 @@ impl TrafficSplit {
     /// A split from basis-point weights.
     ///
     /// # Errors
-    /// [`Error::InvalidWeights`] for fewer than two arms, more than [`SPLIT_ARMS_MAX`], or
+    /// [`BayesError::InvalidWeights`] for fewer than two arms, more than [`SPLIT_ARMS_MAX`], or
     /// weights not summing to 10,000.
     pub fn new(weights: Vec<u32>) -> Result<Self> {
         if weights.len() < 2 {
-            return Err(Error::InvalidWeights {
+            return Err(BayesError::InvalidWeights {
                 reason: "need at least two arms",
             });
         }
         if weights.len() > SPLIT_ARMS_MAX {
-            return Err(Error::InvalidWeights {
+            return Err(BayesError::InvalidWeights {
                 reason: "more than SPLIT_ARMS_MAX arms",
             });
         }
         let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
         if total != u64::from(BASIS_POINTS) {
-            return Err(Error::InvalidWeights {
+            return Err(BayesError::InvalidWeights {
                 reason: "weights must sum to 10,000 basis points (100 %)",
             });
         }
@@ -76,11 +76,11 @@ impl TrafficSplit {
     /// As [`TrafficSplit::new`].
     pub fn even(arms: usize) -> Result<Self> {
         if !(2..=SPLIT_ARMS_MAX).contains(&arms) {
-            return Err(Error::InvalidWeights {
+            return Err(BayesError::InvalidWeights {
                 reason: "need between 2 and SPLIT_ARMS_MAX arms",
             });
         }
-        let n = u32::try_from(arms).map_err(|_| Error::InvalidWeights {
+        let n = u32::try_from(arms).map_err(|_| BayesError::InvalidWeights {
             reason: "too many arms",
         })?;
         let (each, rest) = (BASIS_POINTS / n, BASIS_POINTS % n);
@@ -151,18 +151,18 @@ pub struct SrmCheck {
 /// let split = TrafficSplit::new(vec![5_000, 5_000])?;
 /// assert!(!srm_check(&[10_050, 9_950], &split)?.mismatch);
 /// assert!(srm_check(&[10_500, 9_500], &split)?.mismatch);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 ///
 /// # Errors
-/// [`Error::ArmCount`] when the counts and the split have different lengths;
-/// [`Error::InsufficientData`] when no unit was observed; [`Error::InvalidWeights`] when an arm
+/// [`BayesError::ArmCount`] when the counts and the split have different lengths;
+/// [`BayesError::InsufficientData`] when no unit was observed; [`BayesError::InvalidWeights`] when an arm
 /// with zero weight received units (a certain mismatch, reported as an error since χ² is
 /// undefined).
 pub fn srm_check(observed: &[u64], split: &TrafficSplit) -> Result<SrmCheck> {
     let weights = split.weights();
     if observed.len() != weights.len() {
-        return Err(Error::ArmCount {
+        return Err(BayesError::ArmCount {
             operation: "srm_check",
             got: observed.len(),
             min: weights.len(),
@@ -171,7 +171,7 @@ pub fn srm_check(observed: &[u64], split: &TrafficSplit) -> Result<SrmCheck> {
     }
     let total: u64 = observed.iter().sum();
     if total == 0 {
-        return Err(Error::InsufficientData {
+        return Err(BayesError::InsufficientData {
             what: "no units observed",
         });
     }
@@ -182,7 +182,7 @@ pub fn srm_check(observed: &[u64], split: &TrafficSplit) -> Result<SrmCheck> {
     for (&o, &w) in observed.iter().zip(weights) {
         if w == 0 {
             if o > 0 {
-                return Err(Error::InvalidWeights {
+                return Err(BayesError::InvalidWeights {
                     reason: "an arm with zero weight received units",
                 });
             }

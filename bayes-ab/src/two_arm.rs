@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::beta::{Beta, Interval};
-use crate::error::{Error, Result, check_probability};
+use crate::error::{BayesError, Result, check_probability};
 use crate::quadrature;
 use crate::special::{self, normal_cdf, normal_pdf, normal_quantile};
 
@@ -28,7 +28,7 @@ pub enum Method {
 /// let config = CompareConfig::new(0.95, 1e6)?;
 /// assert_eq!(config.level(), 0.95);
 /// assert!(CompareConfig::new(1.5, 1e6).is_err());
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompareConfig {
@@ -54,12 +54,12 @@ impl CompareConfig {
     /// disables the approximation.
     ///
     /// # Errors
-    /// [`Error::InvalidProbability`] for a level outside `(0, 1)`;
-    /// [`Error::InvalidParameter`] for a NaN or non-positive threshold.
+    /// [`BayesError::InvalidProbability`] for a level outside `(0, 1)`;
+    /// [`BayesError::InvalidParameter`] for a NaN or non-positive threshold.
     pub fn new(level: f64, normal_approximation_above: f64) -> Result<Self> {
         let level = check_probability("credible level", level)?;
         if normal_approximation_above.is_nan() || normal_approximation_above <= 0.0 {
-            return Err(Error::InvalidParameter {
+            return Err(BayesError::InvalidParameter {
                 name: "normal_approximation_above",
                 reason: "must be > 0 (use f64::INFINITY to disable)",
             });
@@ -117,7 +117,7 @@ pub struct TwoArmSummary {
 /// let s = compare(a, b, &CompareConfig::default());
 /// assert!((s.prob_b_beats_a - 0.610_770_522_687_839_4).abs() < 1e-12);
 /// assert!((s.expected_loss_b - 0.019_116_461_202).abs() < 1e-11);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 pub fn compare(a: Beta, b: Beta, config: &CompareConfig) -> TwoArmSummary {
     let (mean_a, mean_b) = (a.mean(), b.mean());
@@ -177,7 +177,7 @@ pub(crate) fn normal_losses(mean: f64, sd: f64) -> (f64, f64) {
 /// let a = Beta::UNIFORM.update(Counts::new(10, 100)?);
 /// let b = Beta::UNIFORM.update(Counts::new(20, 100)?);
 /// assert!((prob_b_beats_a(a, b) - 0.975_173_033_152_874_6).abs() < 1e-12);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[must_use]
 pub fn prob_b_beats_a(a: Beta, b: Beta) -> f64 {
@@ -426,14 +426,14 @@ pub enum Lift {
 /// // A zero threshold is P(B > A).
 /// let p = prob_lift_exceeds(a, b, Lift::Relative, 0.0)?;
 /// assert!((p - prob_b_beats_a(a, b)).abs() < 1e-9);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for a non-finite threshold, or a relative threshold ≤ −1.
+/// [`BayesError::InvalidParameter`] for a non-finite threshold, or a relative threshold ≤ −1.
 pub fn prob_lift_exceeds(a: Beta, b: Beta, lift: Lift, threshold: f64) -> Result<f64> {
     if !threshold.is_finite() || (lift == Lift::Relative && threshold <= -1.0) {
-        return Err(Error::InvalidParameter {
+        return Err(BayesError::InvalidParameter {
             name: "lift threshold",
             reason: "must be finite (and > -1 for a relative lift)",
         });
@@ -499,11 +499,11 @@ fn lift_sf(a: Beta, b: Beta, lift: Lift, t: f64, grid_a: &[f64], grid_b: &[f64])
 /// let b = Beta::UNIFORM.update(Counts::new(120, 1000)?);
 /// let ci = lift_interval(a, b, Lift::Relative, 0.95)?;
 /// assert!(ci.lower < 0.2 && 0.2 < ci.upper);
-/// # Ok::<(), bayes_ab::Error>(())
+/// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 ///
 /// # Errors
-/// [`Error::InvalidProbability`] unless `0 < level < 1`.
+/// [`BayesError::InvalidProbability`] unless `0 < level < 1`.
 pub fn lift_interval(a: Beta, b: Beta, lift: Lift, level: f64) -> Result<Interval> {
     let level = check_probability("credible level", level)?;
     let tail = 0.5 * (1.0 - level);

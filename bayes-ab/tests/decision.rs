@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use bayes_ab::{
-    AaConfig, ContinueReason, Counts, Decision, DecisionRule, Error, GuardrailKind,
-    GuardrailVerdict, InconclusiveReason, RollbackReason, StoppingMode, confidence_sequence,
+    AaConfig, BayesError, ContinueReason, Counts, DecisionRule, GuardrailKind, GuardrailVerdict,
+    InconclusiveReason, Recommendation, RollbackReason, StoppingMode, confidence_sequence,
     simulate_aa,
 };
 use metered_clock::Timestamp;
@@ -41,14 +41,14 @@ fn sequential_rule() -> DecisionRule {
 /// (rule, champion, challenger, day, expected decision)
 #[test]
 fn decisions_follow_the_rule() {
-    let cases: Vec<(&str, DecisionRule, Counts, Counts, u64, Decision)> = vec![
+    let cases: Vec<(&str, DecisionRule, Counts, Counts, u64, Recommendation)> = vec![
         (
             "below minimum sample",
             bayesian_rule(),
             counts(10, 100),
             counts(40, 100),
             1,
-            Decision::Continue {
+            Recommendation::Continue {
                 reason: ContinueReason::MinimumSample,
             },
         ),
@@ -58,7 +58,7 @@ fn decisions_follow_the_rule() {
             counts(10, 100),
             counts(40, 100),
             20,
-            Decision::Inconclusive {
+            Recommendation::Inconclusive {
                 reason: InconclusiveReason::MaxDuration,
             },
         ),
@@ -68,7 +68,7 @@ fn decisions_follow_the_rule() {
             counts(1000, 10_000),
             counts(1200, 10_000),
             3,
-            Decision::Winner,
+            Recommendation::Winner,
         ),
         (
             "clear loser",
@@ -76,7 +76,7 @@ fn decisions_follow_the_rule() {
             counts(1200, 10_000),
             counts(1000, 10_000),
             3,
-            Decision::Rollback {
+            Recommendation::Rollback {
                 reason: RollbackReason::ChallengerWorse,
             },
         ),
@@ -86,7 +86,7 @@ fn decisions_follow_the_rule() {
             counts(100, 1_000),
             counts(105, 1_000),
             3,
-            Decision::Continue {
+            Recommendation::Continue {
                 reason: ContinueReason::NotConclusive,
             },
         ),
@@ -96,7 +96,7 @@ fn decisions_follow_the_rule() {
             counts(100, 1_000),
             counts(105, 1_000),
             14,
-            Decision::Inconclusive {
+            Recommendation::Inconclusive {
                 reason: InconclusiveReason::MaxDuration,
             },
         ),
@@ -106,7 +106,7 @@ fn decisions_follow_the_rule() {
             counts(10_000, 100_000),
             counts(10_010, 100_000),
             3,
-            Decision::Inconclusive {
+            Recommendation::Inconclusive {
                 reason: InconclusiveReason::Equivalent,
             },
         ),
@@ -116,7 +116,7 @@ fn decisions_follow_the_rule() {
             counts(1000, 10_000),
             counts(1200, 10_000),
             3,
-            Decision::Winner,
+            Recommendation::Winner,
         ),
         (
             "sequential loser",
@@ -124,7 +124,7 @@ fn decisions_follow_the_rule() {
             counts(1200, 10_000),
             counts(1000, 10_000),
             3,
-            Decision::Rollback {
+            Recommendation::Rollback {
                 reason: RollbackReason::ChallengerWorse,
             },
         ),
@@ -135,7 +135,7 @@ fn decisions_follow_the_rule() {
             counts(1000, 10_000),
             counts(1100, 10_000),
             3,
-            Decision::Continue {
+            Recommendation::Continue {
                 reason: ContinueReason::NotConclusive,
             },
         ),
@@ -145,16 +145,16 @@ fn decisions_follow_the_rule() {
         assert_eq!(e.decision, want, "{what}");
     }
     let labels = [
-        Decision::Continue {
+        Recommendation::Continue {
             reason: ContinueReason::NotConclusive,
         }
         .label(),
-        Decision::Winner.label(),
-        Decision::Inconclusive {
+        Recommendation::Winner.label(),
+        Recommendation::Inconclusive {
             reason: InconclusiveReason::Equivalent,
         }
         .label(),
-        Decision::Rollback {
+        Recommendation::Rollback {
             reason: RollbackReason::ChallengerWorse,
         }
         .label(),
@@ -185,14 +185,14 @@ fn a_breached_guardrail_rolls_back_even_below_the_minimum_sample() {
     );
     assert_eq!(
         e.decision,
-        Decision::Rollback {
+        Recommendation::Rollback {
             reason: RollbackReason::Guardrail(breach)
         }
     );
     let e = bayesian_rule().evaluate(counts(1, 10), counts(1, 10), at(0), at(1), &[ok]);
     assert_eq!(
         e.decision,
-        Decision::Continue {
+        Recommendation::Continue {
             reason: ContinueReason::MinimumSample
         }
     );
@@ -221,31 +221,31 @@ fn confidence_sequence_is_wider_than_the_fixed_horizon_interval_and_shrinks() {
 fn bad_settings_are_typed_errors() {
     assert!(matches!(
         StoppingMode::bayesian(1.0, 0.01),
-        Err(Error::InvalidProbability { .. })
+        Err(BayesError::InvalidProbability { .. })
     ));
     assert!(matches!(
         StoppingMode::bayesian(f64::NAN, 0.01),
-        Err(Error::InvalidProbability { .. })
+        Err(BayesError::InvalidProbability { .. })
     ));
     assert!(matches!(
         StoppingMode::bayesian(0.95, -1.0),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(matches!(
         StoppingMode::bayesian(0.95, f64::NAN),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(matches!(
         StoppingMode::sequential(0.0, 100.0),
-        Err(Error::InvalidProbability { .. })
+        Err(BayesError::InvalidProbability { .. })
     ));
     assert!(matches!(
         StoppingMode::sequential(0.05, 0.5),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(matches!(
         DecisionRule::builder().max_duration(Duration::ZERO).build(),
-        Err(Error::InvalidParameter {
+        Err(BayesError::InvalidParameter {
             name: "max_duration",
             ..
         })
@@ -262,7 +262,7 @@ fn bad_settings_are_typed_errors() {
     );
     assert!(matches!(
         confidence_sequence(Counts::ZERO, Counts::ZERO, 1.5, 10.0),
-        Err(Error::InvalidProbability { .. })
+        Err(BayesError::InvalidProbability { .. })
     ));
 }
 

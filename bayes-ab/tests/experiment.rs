@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bayes_ab::{
-    ArmState, Decision, DecisionRule, Error, ErrorRateGuardrail, Experiment, ExperimentState,
-    ExperimentStore, Guardrails, InMemoryExperimentStore, InconclusiveReason, Outcome,
-    RollbackReason, StoppingMode, TrafficSplit,
+    ArmState, BayesError, DecisionRule, ErrorRateGuardrail, Experiment, ExperimentState,
+    ExperimentStore, Guardrails, InMemoryExperimentStore, InconclusiveReason, Recommendation,
+    RollbackReason, StoppingMode, TrafficSplit, UnitOutcome,
 };
 use metered_clock::{Clock, ManualClock, Timestamp};
 
@@ -14,8 +14,8 @@ fn split() -> TrafficSplit {
     TrafficSplit::new(vec![5_000, 5_000]).unwrap()
 }
 
-fn outcome(converted: bool, error: bool, latency_ms: u64) -> Outcome {
-    Outcome {
+fn outcome(converted: bool, error: bool, latency_ms: u64) -> UnitOutcome {
+    UnitOutcome {
         converted,
         error,
         latency: Some(Duration::from_millis(latency_ms)),
@@ -51,7 +51,7 @@ fn a_better_challenger_wins_and_a_failing_one_is_rolled_back() {
     }
     clock.advance(Duration::from_secs(3_600));
     let e = exp.evaluate().unwrap();
-    assert_eq!(e.evaluation.decision, Decision::Winner);
+    assert_eq!(e.evaluation.decision, Recommendation::Winner);
     assert!(!e.srm.unwrap().mismatch);
 
     let guardrails = Guardrails {
@@ -67,7 +67,7 @@ fn a_better_challenger_wins_and_a_failing_one_is_rolled_back() {
     }
     let e = bad.evaluate().unwrap();
     match e.evaluation.decision {
-        Decision::Rollback {
+        Recommendation::Rollback {
             reason: RollbackReason::Guardrail(v),
         } => assert!(v.breached),
         other => panic!("expected a guardrail rollback, got {other:?}"),
@@ -91,7 +91,7 @@ fn sample_ratio_mismatch_stops_the_experiment() {
     assert!(e.srm.unwrap().mismatch);
     assert_eq!(
         e.evaluation.decision,
-        Decision::Inconclusive {
+        Recommendation::Inconclusive {
             reason: InconclusiveReason::SampleRatioMismatch
         }
     );
@@ -109,7 +109,7 @@ fn units_in_an_arm_without_traffic_are_an_error() {
     s.record(1, outcome(true, false, 1)).unwrap();
     assert!(matches!(
         s.evaluate(&rule(), &Guardrails::default(), Timestamp::EPOCH),
-        Err(Error::InvalidWeights { .. })
+        Err(BayesError::InvalidWeights { .. })
     ));
 }
 
@@ -135,7 +135,7 @@ fn max_duration_comes_from_the_clock() {
     clock.advance(Duration::from_secs(7 * 86_400));
     assert_eq!(
         exp.evaluate().unwrap().evaluation.decision,
-        Decision::Inconclusive {
+        Recommendation::Inconclusive {
             reason: InconclusiveReason::MaxDuration
         }
     );
@@ -173,7 +173,7 @@ fn partial_states_merge_to_the_whole() {
     let before = left.clone();
     assert!(matches!(
         left.merge(&other),
-        Err(Error::Incompatible { .. })
+        Err(BayesError::Incompatible { .. })
     ));
     assert_eq!(left, before);
 }
@@ -201,33 +201,33 @@ fn bad_records_change_nothing() {
     let mut s = ExperimentState::new("bad", split(), Timestamp::EPOCH).unwrap();
     let before = s.clone();
     assert!(matches!(
-        s.record(2, Outcome::default()),
-        Err(Error::UnknownArm { index: 2, arms: 2 })
+        s.record(2, UnitOutcome::default()),
+        Err(BayesError::UnknownArm { index: 2, arms: 2 })
     ));
-    let nan = Outcome {
+    let nan = UnitOutcome {
         converted: true,
         value: Some(f64::NAN),
-        ..Outcome::default()
+        ..UnitOutcome::default()
     };
     assert!(matches!(
         s.record(0, nan),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert_eq!(s, before);
     assert!(matches!(
         ExperimentState::new("", split(), Timestamp::EPOCH),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     let three = TrafficSplit::new(vec![4_000, 3_000, 3_000]).unwrap();
     assert!(matches!(
         ExperimentState::new("x", three, Timestamp::EPOCH),
-        Err(Error::ArmCount { .. })
+        Err(BayesError::ArmCount { .. })
     ));
     let mut arm = ArmState::default();
     assert!(
-        arm.record(Outcome {
+        arm.record(UnitOutcome {
             value: Some(f64::INFINITY),
-            ..Outcome::default()
+            ..UnitOutcome::default()
         })
         .is_err()
     );
@@ -240,7 +240,7 @@ async fn in_memory_store_versions_and_merges() {
     let s = ExperimentState::new("store", split(), Timestamp::EPOCH).unwrap();
     assert_eq!(store.create(s.clone()).await.unwrap(), 1);
     let err = store.create(s.clone()).await.unwrap_err();
-    assert!(matches!(err, Error::ExperimentExists { .. }) && !err.is_retryable());
+    assert!(matches!(err, BayesError::ExperimentExists { .. }) && !err.is_retryable());
     let (mut loaded, v) = store.load("store").await.unwrap();
     loaded.record(0, outcome(true, false, 3)).unwrap();
     assert_eq!(store.save(&loaded, v).await.unwrap(), 2);
@@ -248,7 +248,7 @@ async fn in_memory_store_versions_and_merges() {
     let stale = store.save(&loaded, v).await.unwrap_err();
     assert!(matches!(
         stale,
-        Error::VersionConflict {
+        BayesError::VersionConflict {
             expected: 1,
             found: 2,
             ..
@@ -263,9 +263,9 @@ async fn in_memory_store_versions_and_merges() {
     assert_eq!(now.arms()[1].errors.successes(), 1);
     assert!(matches!(
         store.load("missing").await,
-        Err(Error::ExperimentNotFound { .. })
+        Err(BayesError::ExperimentNotFound { .. })
     ));
-    assert!(!Error::ExperimentNotFound { id: "x".into() }.is_retryable());
+    assert!(!BayesError::ExperimentNotFound { id: "x".into() }.is_retryable());
 }
 
 /// Optimistic concurrency: writers that load, record and save, retrying on a version

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bayes_ab::{
-    Counts, Error, ErrorRateGuardrail, GuardrailKind, LatencyGuardrail, LatencySketch,
+    BayesError, Counts, ErrorRateGuardrail, GuardrailKind, LatencyGuardrail, LatencySketch,
     TrafficSplit, srm_check,
 };
 
@@ -49,7 +49,7 @@ fn relative_error_rate_guardrail_compares_with_the_baseline() {
     assert!(!g.check(counts(120, 10_000), Some(base)).unwrap().breached);
     assert!(matches!(
         g.check(counts(1, 10), None),
-        Err(Error::InsufficientData { .. })
+        Err(BayesError::InsufficientData { .. })
     ));
 }
 
@@ -76,11 +76,11 @@ fn latency_sketch_quantile_interval_covers_the_quantile() {
     assert!(!ci.upper_bounded);
     assert!(matches!(
         LatencySketch::new().quantile(0.95),
-        Err(Error::InsufficientData { .. })
+        Err(BayesError::InsufficientData { .. })
     ));
     assert!(matches!(
         s.quantile(1.0),
-        Err(Error::InvalidProbability { .. })
+        Err(BayesError::InvalidProbability { .. })
     ));
 }
 
@@ -125,7 +125,7 @@ fn latency_guardrail_absolute_and_relative() {
     assert!(!rel.check(&fast, Some(&fast)).unwrap().breached);
     assert!(matches!(
         rel.check(&fast, None),
-        Err(Error::InsufficientData { .. })
+        Err(BayesError::InsufficientData { .. })
     ));
 }
 
@@ -133,31 +133,31 @@ fn latency_guardrail_absolute_and_relative() {
 fn guardrail_settings_are_validated() {
     assert!(matches!(
         ErrorRateGuardrail::absolute(0.0, 0.95),
-        Err(Error::InvalidProbability { .. })
+        Err(BayesError::InvalidProbability { .. })
     ));
     assert!(matches!(
         ErrorRateGuardrail::absolute(0.01, 1.0),
-        Err(Error::InvalidProbability { .. })
+        Err(BayesError::InvalidProbability { .. })
     ));
     assert!(matches!(
         ErrorRateGuardrail::relative(-0.1, 0.95),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(matches!(
         ErrorRateGuardrail::relative(f64::NAN, 0.95),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(matches!(
         LatencyGuardrail::absolute(0.95, Duration::ZERO, 0.95),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(matches!(
         LatencyGuardrail::absolute(1.5, Duration::from_millis(1), 0.95),
-        Err(Error::InvalidProbability { .. })
+        Err(BayesError::InvalidProbability { .. })
     ));
     assert!(matches!(
         LatencyGuardrail::relative(0.95, f64::INFINITY, 0.95),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
 }
 
@@ -186,16 +186,16 @@ fn srm_check_p_values() {
     );
     assert!(matches!(
         srm_check(&[1, 2, 3], &split),
-        Err(Error::ArmCount { .. })
+        Err(BayesError::ArmCount { .. })
     ));
     assert!(matches!(
         srm_check(&[0, 0], &split),
-        Err(Error::InsufficientData { .. })
+        Err(BayesError::InsufficientData { .. })
     ));
     let ramp = TrafficSplit::new(vec![10_000, 0]).unwrap();
     assert!(matches!(
         srm_check(&[10, 1], &ramp),
-        Err(Error::InvalidWeights { .. })
+        Err(BayesError::InvalidWeights { .. })
     ));
 }
 
@@ -252,7 +252,7 @@ fn bad_weights_are_typed_errors() {
         assert!(
             matches!(
                 TrafficSplit::new(bad.clone()),
-                Err(Error::InvalidWeights { .. })
+                Err(BayesError::InvalidWeights { .. })
             ),
             "{bad:?}"
         );

@@ -1,7 +1,7 @@
 //! Every bad input is a typed error, never a panic.
 
 use bayes_ab::{
-    Beta, CompareConfig, Counts, Error, Lift, MeanStats, ThompsonBandit, best_arm,
+    BayesError, Beta, CompareConfig, Counts, Lift, MeanStats, ThompsonBandit, best_arm,
     best_arm_monte_carlo, compare_means, lift_interval, prob_lift_exceeds,
 };
 use rand::{SeedableRng, rngs::StdRng};
@@ -10,7 +10,7 @@ use rand::{SeedableRng, rngs::StdRng};
 fn counts_and_priors_are_validated() {
     assert_eq!(
         Counts::new(101, 100),
-        Err(Error::SuccessesExceedTrials {
+        Err(BayesError::SuccessesExceedTrials {
             successes: 101,
             trials: 100
         })
@@ -28,7 +28,10 @@ fn counts_and_priors_are_validated() {
         (-0.5, -0.5),
     ] {
         assert!(
-            matches!(Beta::new(a, b), Err(Error::InvalidBetaParameters { .. })),
+            matches!(
+                Beta::new(a, b),
+                Err(BayesError::InvalidBetaParameters { .. })
+            ),
             "Beta({a}, {b})"
         );
     }
@@ -38,7 +41,7 @@ fn counts_and_priors_are_validated() {
         Counts::new(u64::MAX, u64::MAX)
             .unwrap()
             .merge(Counts::new(1, 1).unwrap()),
-        Err(Error::CountOverflow)
+        Err(BayesError::CountOverflow)
     );
 }
 
@@ -47,20 +50,20 @@ fn probabilities_and_levels_are_validated() {
     let d = Beta::new(2.0, 3.0).unwrap();
     for p in [0.0, 1.0, -0.1, 1.1, f64::NAN] {
         assert!(
-            matches!(d.quantile(p), Err(Error::InvalidProbability { .. })),
+            matches!(d.quantile(p), Err(BayesError::InvalidProbability { .. })),
             "{p}"
         );
         assert!(
             matches!(
                 d.credible_interval(p),
-                Err(Error::InvalidProbability { .. })
+                Err(BayesError::InvalidProbability { .. })
             ),
             "{p}"
         );
         assert!(
             matches!(
                 CompareConfig::new(p, 1e6),
-                Err(Error::InvalidProbability { .. })
+                Err(BayesError::InvalidProbability { .. })
             ),
             "{p}"
         );
@@ -68,19 +71,19 @@ fn probabilities_and_levels_are_validated() {
     }
     assert!(matches!(
         CompareConfig::new(0.9, f64::NAN),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(matches!(
         CompareConfig::new(0.9, 0.0),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(matches!(
         prob_lift_exceeds(d, d, Lift::Relative, -1.0),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(matches!(
         prob_lift_exceeds(d, d, Lift::Absolute, f64::NAN),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     // Out-of-range arguments of the distribution functions are clamped, NaN stays NaN.
     assert_eq!(
@@ -95,16 +98,16 @@ fn arm_counts_and_draws_are_validated() {
     let d = Beta::UNIFORM;
     assert!(matches!(
         best_arm(&[d]),
-        Err(Error::ArmCount { got: 1, .. })
+        Err(BayesError::ArmCount { got: 1, .. })
     ));
     assert!(matches!(
         best_arm(&vec![d; 65]),
-        Err(Error::ArmCount { got: 65, .. })
+        Err(BayesError::ArmCount { got: 65, .. })
     ));
     let mut rng = StdRng::seed_from_u64(1);
     assert!(matches!(
         best_arm_monte_carlo(&[d, d], 0, &mut rng),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(ThompsonBandit::builder().draws(0).build().is_err());
     assert!(ThompsonBandit::builder().top_two(1.0).build().is_err());
@@ -118,11 +121,11 @@ fn arm_counts_and_draws_are_validated() {
     let bandit = ThompsonBandit::builder().min_share(0.3).build().unwrap();
     assert!(matches!(
         bandit.allocate(&[d, d, d, d], &mut rng),
-        Err(Error::InvalidParameter { .. })
+        Err(BayesError::InvalidParameter { .. })
     ));
     assert!(matches!(
         bandit.allocate(&[d], &mut rng),
-        Err(Error::ArmCount { .. })
+        Err(BayesError::ArmCount { .. })
     ));
 }
 
@@ -136,20 +139,20 @@ fn continuous_statistics_are_validated() {
     let some = MeanStats::from_sums(10, 20.0, 50.0).unwrap();
     assert!(matches!(
         compare_means(one, some, 0.95),
-        Err(Error::InsufficientData { .. })
+        Err(BayesError::InsufficientData { .. })
     ));
     assert!(matches!(
         MeanStats::default().mean(),
-        Err(Error::InsufficientData { .. })
+        Err(BayesError::InsufficientData { .. })
     ));
     let flat = MeanStats::from_sums(10, 20.0, 40.0).unwrap();
     assert!(matches!(
         compare_means(flat, flat, 0.95),
-        Err(Error::InsufficientData { .. })
+        Err(BayesError::InsufficientData { .. })
     ));
     assert!(matches!(
         compare_means(some, some, 1.0),
-        Err(Error::InvalidProbability { .. })
+        Err(BayesError::InvalidProbability { .. })
     ));
 }
 

@@ -206,24 +206,28 @@ impl From<resilience::Error> for ApiError {
     }
 }
 
-impl From<bayes_ab::Error> for ApiError {
-    fn from(e: bayes_ab::Error) -> Self {
+impl From<bayes_ab::BayesError> for ApiError {
+    fn from(e: bayes_ab::BayesError) -> Self {
         let (status, code) = match &e {
-            bayes_ab::Error::ExperimentNotFound { .. } => {
+            bayes_ab::BayesError::ExperimentNotFound { .. } => {
                 (StatusCode::NOT_FOUND, "unknown_experiment")
             }
-            bayes_ab::Error::ExperimentExists { .. } => (StatusCode::CONFLICT, "experiment_exists"),
-            bayes_ab::Error::VersionConflict { .. } => {
+            bayes_ab::BayesError::ExperimentExists { .. } => {
+                (StatusCode::CONFLICT, "experiment_exists")
+            }
+            bayes_ab::BayesError::VersionConflict { .. } => {
                 (StatusCode::CONFLICT, "experiment_conflict")
             }
-            bayes_ab::Error::Storage {
+            bayes_ab::BayesError::Storage {
                 retryable: true, ..
             } => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
-            bayes_ab::Error::Storage { .. } => {
+            bayes_ab::BayesError::Storage { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure")
             }
-            bayes_ab::Error::CountOverflow => (StatusCode::UNPROCESSABLE_ENTITY, "count_overflow"),
-            bayes_ab::Error::UnknownArm { .. } => (StatusCode::BAD_REQUEST, "unknown_arm"),
+            bayes_ab::BayesError::CountOverflow => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "count_overflow")
+            }
+            bayes_ab::BayesError::UnknownArm { .. } => (StatusCode::BAD_REQUEST, "unknown_arm"),
             _ => (StatusCode::BAD_REQUEST, "invalid_experiment"),
         };
         ApiError::new(status, code, e.to_string())

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bayes_ab::{
     DecisionRule, ErrorRateGuardrail, ExperimentEvaluation, ExperimentState, ExperimentStore,
-    Guardrails, InMemoryExperimentStore, LatencyGuardrail, Outcome, StoppingMode, TrafficSplit,
+    Guardrails, InMemoryExperimentStore, LatencyGuardrail, StoppingMode, TrafficSplit, UnitOutcome,
 };
 use credits_core::TenantId;
 use parking_lot::RwLock;
@@ -264,7 +264,7 @@ async fn record(
     let mut delta = ExperimentState::new(key, spec.split.clone(), state.clock.now())?;
     delta.record(
         body.arm,
-        Outcome {
+        UnitOutcome {
             converted: body.converted,
             error: body.error,
             latency,

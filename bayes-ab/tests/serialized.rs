@@ -1,0 +1,135 @@
+//! Golden tests of the serialized forms that leave the process: [`ExperimentState`] (what an
+//! [`ExperimentStore`](bayes_ab::ExperimentStore) persists, [`UnitOutcome`] included) and the
+//! [`Recommendation`] an [`ExperimentEvaluation`](bayes_ab::ExperimentEvaluation) carries to
+//! API clients. Renaming a Rust type is free; renaming a variant or a field changes the bytes
+//! pinned here, and must fail here first.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use bayes_ab::{
+    ContinueReason, ExperimentState, GuardrailKind, GuardrailVerdict, InconclusiveReason,
+    Recommendation, RollbackReason, TrafficSplit, UnitOutcome,
+};
+use metered_clock::Timestamp;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Serializes `value`, compares with `expect`, and reads `expect` back into `value`.
+fn check<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: &T, expect: &str) {
+    let json = serde_json::to_string(value).unwrap();
+    assert_eq!(json, expect, "the serialized form of {value:?} changed");
+    let back: T = serde_json::from_str(expect).unwrap();
+    assert_eq!(&back, value, "the pinned form no longer reads back");
+}
+
+#[test]
+fn experiment_state_is_pinned() {
+    let mut s = ExperimentState::new(
+        "checkout-v2",
+        TrafficSplit::new(vec![5_000, 5_000]).unwrap(),
+        Timestamp::from_unix_millis(1_700_000_000_000),
+    )
+    .unwrap();
+    let champion = UnitOutcome {
+        converted: true,
+        value: Some(20.0),
+        ..UnitOutcome::default()
+    };
+    let challenger = UnitOutcome {
+        error: true,
+        latency: Some(Duration::from_millis(12)),
+        ..UnitOutcome::default()
+    };
+    s.record(0, champion).unwrap();
+    s.record(1, challenger).unwrap();
+    // The latency sketches are HdrHistogram V2 encodings (empty for the champion).
+    check(
+        &s,
+        concat!(
+            r#"{"id":"checkout-v2","split":[5000,5000],"started_at":1700000000000,"arms":["#,
+            r#"{"conversions":{"successes":1,"trials":1},"errors":{"successes":0,"trials":1},"#,
+            r#""latency":[28,132,147,19,0,0,0,1,0,0,0,0,0,0,0,3,0,0,0,0,0,0,0,1,0,0,0,0,214,147,164,0,63,240,0,0,0,0,0,0,0],"#,
+            r#""value":{"count":1,"sum":20.0,"sum_squares":400.0}},"#,
+            r#"{"conversions":{"successes":0,"trials":1},"errors":{"successes":1,"trials":1},"#,
+            r#""latency":[28,132,147,19,0,0,0,3,0,0,0,0,0,0,0,3,0,0,0,0,0,0,0,1,0,0,0,0,214,147,164,0,63,240,0,0,0,0,0,0,183,71,2],"#,
+            r#""value":{"count":0,"sum":0.0,"sum_squares":0.0}}]}"#,
+        ),
+    );
+}
+
+#[test]
+fn unit_outcome_is_pinned() {
+    check(
+        &UnitOutcome {
+            converted: true,
+            error: false,
+            latency: Some(Duration::from_millis(1_500)),
+            value: Some(2.5),
+        },
+        r#"{"converted":true,"error":false,"latency":{"secs":1,"nanos":500000000},"value":2.5}"#,
+    );
+}
+
+#[test]
+fn every_recommendation_is_pinned() {
+    let breach = GuardrailVerdict {
+        kind: GuardrailKind::ErrorRateRelative,
+        breached: true,
+        observed: 0.25,
+        limit: 0.125,
+        probability: Some(0.5),
+        interval: None,
+    };
+    let cases = [
+        (
+            Recommendation::Continue {
+                reason: ContinueReason::MinimumSample,
+            },
+            r#"{"Continue":{"reason":"MinimumSample"}}"#,
+        ),
+        (
+            Recommendation::Continue {
+                reason: ContinueReason::NotConclusive,
+            },
+            r#"{"Continue":{"reason":"NotConclusive"}}"#,
+        ),
+        (Recommendation::Winner, r#""Winner""#),
+        (
+            Recommendation::Inconclusive {
+                reason: InconclusiveReason::Equivalent,
+            },
+            r#"{"Inconclusive":{"reason":"Equivalent"}}"#,
+        ),
+        (
+            Recommendation::Inconclusive {
+                reason: InconclusiveReason::MaxDuration,
+            },
+            r#"{"Inconclusive":{"reason":"MaxDuration"}}"#,
+        ),
+        (
+            Recommendation::Inconclusive {
+                reason: InconclusiveReason::SampleRatioMismatch,
+            },
+            r#"{"Inconclusive":{"reason":"SampleRatioMismatch"}}"#,
+        ),
+        (
+            Recommendation::Rollback {
+                reason: RollbackReason::ChallengerWorse,
+            },
+            r#"{"Rollback":{"reason":"ChallengerWorse"}}"#,
+        ),
+        (
+            Recommendation::Rollback {
+                reason: RollbackReason::Guardrail(breach),
+            },
+            concat!(
+                r#"{"Rollback":{"reason":{"Guardrail":{"kind":"ErrorRateRelative","breached":true,"#,
+                r#""observed":0.25,"limit":0.125,"probability":0.5,"interval":null}}}}"#,
+            ),
+        ),
+    ];
+    for (value, expect) in &cases {
+        check(value, expect);
+    }
+}
