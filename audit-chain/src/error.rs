@@ -104,6 +104,49 @@ impl AuditError {
         )
     }
 
+    /// A stable, machine-readable name for the variant, in snake_case: log it, count it,
+    /// put it in an API response. Codes never change once released and are never reused;
+    /// a new variant gets a new code. The message ([`Display`](std::fmt::Display)) may
+    /// change; the code does not.
+    ///
+    /// | variant | code |
+    /// |---|---|
+    /// | [`InvalidEntry`](Self::InvalidEntry) | `invalid_entry` |
+    /// | [`InvalidConfig`](Self::InvalidConfig) | `invalid_config` |
+    /// | [`InvalidKey`](Self::InvalidKey) | `invalid_key` |
+    /// | [`UnknownKey`](Self::UnknownKey) | `unknown_key` |
+    /// | [`Decode`](Self::Decode) | `decode` |
+    /// | [`InvalidProof`](Self::InvalidProof) | `invalid_proof` |
+    /// | [`InvalidCheckpoint`](Self::InvalidCheckpoint) | `invalid_checkpoint` |
+    /// | [`OutOfOrder`](Self::OutOfOrder) | `out_of_order` |
+    /// | [`Backpressure`](Self::Backpressure) | `backpressure` |
+    /// | [`Closed`](Self::Closed) | `closed` |
+    /// | [`Corrupt`](Self::Corrupt) | `corrupt` |
+    /// | [`Io`](Self::Io) | `io` |
+    ///
+    /// ```
+    /// use audit_chain::AuditError;
+    /// assert_eq!(AuditError::Backpressure { capacity: 8 }.code(), "backpressure");
+    /// assert_eq!(AuditError::UnknownKey(3).code(), "unknown_key");
+    /// ```
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuditError::InvalidEntry { .. } => "invalid_entry",
+            AuditError::InvalidConfig(_) => "invalid_config",
+            AuditError::InvalidKey(_) => "invalid_key",
+            AuditError::UnknownKey(_) => "unknown_key",
+            AuditError::Decode { .. } => "decode",
+            AuditError::InvalidProof(_) => "invalid_proof",
+            AuditError::InvalidCheckpoint(_) => "invalid_checkpoint",
+            AuditError::OutOfOrder { .. } => "out_of_order",
+            AuditError::Backpressure { .. } => "backpressure",
+            AuditError::Closed => "closed",
+            AuditError::Corrupt { .. } => "corrupt",
+            AuditError::Io { .. } => "io",
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         AuditError::Io {
             context: context.into(),
@@ -115,6 +158,95 @@ impl AuditError {
         AuditError::Decode {
             what,
             reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::AuditError;
+
+    /// One value of every variant with its pinned code. The exhaustive match in `ordinal`
+    /// stops compiling when a variant is added, until it is listed here too.
+    fn every_variant() -> Vec<(AuditError, &'static str)> {
+        vec![
+            (
+                AuditError::InvalidEntry {
+                    field: "stream",
+                    reason: "is empty".into(),
+                },
+                "invalid_entry",
+            ),
+            (AuditError::InvalidConfig("x".into()), "invalid_config"),
+            (AuditError::InvalidKey("x".into()), "invalid_key"),
+            (AuditError::UnknownKey(7), "unknown_key"),
+            (AuditError::decode("record", "truncated"), "decode"),
+            (AuditError::InvalidProof("x".into()), "invalid_proof"),
+            (
+                AuditError::InvalidCheckpoint("x".into()),
+                "invalid_checkpoint",
+            ),
+            (
+                AuditError::OutOfOrder {
+                    stream: "t".into(),
+                    expected: 1,
+                    got: 2,
+                },
+                "out_of_order",
+            ),
+            (AuditError::Backpressure { capacity: 8 }, "backpressure"),
+            (AuditError::Closed, "closed"),
+            (
+                AuditError::Corrupt {
+                    location: "00000000000000000000.seg:16".into(),
+                    reason: "bad check".into(),
+                },
+                "corrupt",
+            ),
+            (
+                AuditError::io("writing", std::io::Error::other("disk full")),
+                "io",
+            ),
+        ]
+    }
+
+    fn ordinal(e: &AuditError) -> usize {
+        match e {
+            AuditError::InvalidEntry { .. } => 0,
+            AuditError::InvalidConfig(_) => 1,
+            AuditError::InvalidKey(_) => 2,
+            AuditError::UnknownKey(_) => 3,
+            AuditError::Decode { .. } => 4,
+            AuditError::InvalidProof(_) => 5,
+            AuditError::InvalidCheckpoint(_) => 6,
+            AuditError::OutOfOrder { .. } => 7,
+            AuditError::Backpressure { .. } => 8,
+            AuditError::Closed => 9,
+            AuditError::Corrupt { .. } => 10,
+            AuditError::Io { .. } => 11,
+        }
+    }
+    const VARIANTS: usize = 12;
+
+    #[test]
+    fn every_variant_has_its_pinned_code_and_codes_are_unique() {
+        let table = every_variant();
+        let listed: HashSet<usize> = table.iter().map(|(e, _)| ordinal(e)).collect();
+        assert_eq!(listed, (0..VARIANTS).collect(), "list every variant once");
+        assert_eq!(table.len(), VARIANTS);
+        let mut seen = HashSet::new();
+        for (error, code) in &table {
+            assert_eq!(error.code(), *code, "{error:?}");
+            assert!(seen.insert(*code), "code {code} used twice");
+            assert!(
+                !code.is_empty()
+                    && code
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{code} is not snake_case"
+            );
         }
     }
 }

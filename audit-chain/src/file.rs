@@ -238,7 +238,7 @@ pub fn scan_dir(dir: &Path) -> Result<ScannedLog, AuditError> {
 /// The result of [`verify_dir`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirVerification {
-    /// What verification found; damaged frames appear as [`Check::Decode`](crate::Check)
+    /// What verification found; damaged frames appear as [`IntegrityCheck::Decode`](crate::IntegrityCheck)
     /// failures at the index of the first unreadable record.
     pub report: VerifyReport,
     /// Bytes of a torn tail ignored at the end of the last segment.

@@ -28,7 +28,7 @@
 //! // Deleting the newest entry leaves a chain that still links, but not the checkpoint.
 //! log.pop();
 //! let report = verify_records(&keyring, &log, Some(&checkpoint));
-//! assert_eq!(report.failure.unwrap().check, Check::Truncated);
+//! assert_eq!(report.failure.unwrap().check, IntegrityCheck::Truncated);
 //!
 //! // One entry is proven in O(log n) hashes.
 //! let proof = tree.inclusion_proof(1, 3)?;
@@ -55,7 +55,7 @@
 //!   is a prefix of a new one), verified by [`merkle::verify_inclusion`] and
 //!   [`merkle::verify_consistency`].
 //! * **Verification**: [`ChainVerifier`], [`verify_records`], [`verify_sink`] and
-//!   [`verify_range`] report the first bad entry and the [`Check`] that failed.
+//!   [`verify_range`] report the first bad entry and the [`IntegrityCheck`] that failed.
 //! * **Entry-level front end**: [`AuditLog`] implements [`AuditTrail`] (`record(entry)`)
 //!   for components that just want to write a trail.
 //! * **Restarts**: with each checkpoint the writer stores a [`LogHead`] (frontier and
@@ -85,8 +85,14 @@ mod keyring;
 mod mask;
 pub mod merkle;
 mod sink;
+mod trail;
 mod verify;
 mod writer;
+
+/// The guide (`docs/audit-chain.md`): every example in it is a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/audit-chain.md")]
+pub mod guide {}
 
 pub use chain::{StreamChain, StreamHead};
 pub use checkpoint::{Checkpoint, NoteSigner, NoteVerifier, SignedCheckpoint};
@@ -103,7 +109,6 @@ pub use head::LogHead;
 pub use keyring::{HmacKey, KEY_LEN_MAX, KEY_LEN_MIN, Keyring};
 pub use mask::{Mask, MaskingPolicy, MaskingPolicyBuilder, REDACTED};
 pub use sink::{AuditSink, MemorySink, verify_range, verify_sink};
-pub use verify::{ChainVerifier, Check, Failure, VerifyReport, verify_records};
-pub use writer::{
-    Appended, AuditLog, AuditTrail, AuditWriter, Receipt, WriterConfig, WriterConfigBuilder,
-};
+pub use trail::{Appended, AuditLog, AuditTrail};
+pub use verify::{ChainVerifier, Failure, IntegrityCheck, VerifyReport, verify_records};
+pub use writer::{AuditWriter, Receipt, WriterConfig, WriterConfigBuilder};

@@ -14,7 +14,7 @@ use crate::{AuditError, Checkpoint, Keyring};
 /// The check that found a problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[non_exhaustive]
-pub enum Check {
+pub enum IntegrityCheck {
     /// The stored bytes could not be read or decoded.
     Decode,
     /// The record's log index is not the next one (a deleted, duplicated or moved record).
@@ -35,18 +35,18 @@ pub enum Check {
     Truncated,
 }
 
-impl fmt::Display for Check {
+impl fmt::Display for IntegrityCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
-            Check::Decode => "decode",
-            Check::Index => "log index",
-            Check::Hash => "entry hash",
-            Check::Mac => "HMAC",
-            Check::UnknownKey => "unknown key",
-            Check::Sequence => "sequence gap",
-            Check::Link => "chain link",
-            Check::MerkleRoot => "Merkle root",
-            Check::Truncated => "truncation",
+            IntegrityCheck::Decode => "decode",
+            IntegrityCheck::Index => "log index",
+            IntegrityCheck::Hash => "entry hash",
+            IntegrityCheck::Mac => "HMAC",
+            IntegrityCheck::UnknownKey => "unknown key",
+            IntegrityCheck::Sequence => "sequence gap",
+            IntegrityCheck::Link => "chain link",
+            IntegrityCheck::MerkleRoot => "Merkle root",
+            IntegrityCheck::Truncated => "truncation",
         };
         f.write_str(s)
     }
@@ -55,8 +55,8 @@ impl fmt::Display for Check {
 /// The first problem found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Failure {
-    /// Log index of the first bad entry. For [`Check::MerkleRoot`] the damage is at or before
-    /// this index (the last one the checkpoint covers); for [`Check::Truncated`] it is the
+    /// Log index of the first bad entry. For [`IntegrityCheck::MerkleRoot`] the damage is at or before
+    /// this index (the last one the checkpoint covers); for [`IntegrityCheck::Truncated`] it is the
     /// first missing index.
     pub index: u64,
     /// The entry's stream, when the entry could be read.
@@ -64,7 +64,7 @@ pub struct Failure {
     /// The entry's sequence number in its stream, when it could be read.
     pub seq: Option<u64>,
     /// The check that failed.
-    pub check: Check,
+    pub check: IntegrityCheck,
     /// Human-readable details.
     pub detail: String,
 }
@@ -140,7 +140,7 @@ impl VerifyReport {
 /// records.remove(2); // delete a middle entry
 /// let report = verify_records(&keyring, &records, None);
 /// let failure = report.failure.unwrap();
-/// assert_eq!((failure.index, failure.check), (2, Check::Index));
+/// assert_eq!((failure.index, failure.check), (2, IntegrityCheck::Index));
 /// # Ok::<(), AuditError>(())
 /// ```
 #[derive(Debug)]
@@ -203,7 +203,7 @@ impl<'k> ChainVerifier<'k> {
                         index: 0,
                         stream: None,
                         seq: None,
-                        check: Check::MerkleRoot,
+                        check: IntegrityCheck::MerkleRoot,
                         detail: "checkpoint of size 0 with a non-empty root".into(),
                     });
                 }
@@ -226,7 +226,7 @@ impl<'k> ChainVerifier<'k> {
                 index: self.next_index,
                 stream: None,
                 seq: None,
-                check: Check::Decode,
+                check: IntegrityCheck::Decode,
                 detail: error.to_string(),
             });
         }
@@ -257,23 +257,31 @@ impl<'k> ChainVerifier<'k> {
         }
     }
 
-    fn check(&mut self, record: &LogRecord) -> Result<(), (Check, String)> {
+    fn check(&mut self, record: &LogRecord) -> Result<(), (IntegrityCheck, String)> {
         let e = &record.entry;
         if record.index != self.next_index {
             return Err((
-                Check::Index,
+                IntegrityCheck::Index,
                 format!("found index {}, expected {}", record.index, self.next_index),
             ));
         }
         if e.compute_hash_with(&mut self.scratch) != e.entry_hash {
-            return Err((Check::Hash, "content does not match the entry hash".into()));
+            return Err((
+                IntegrityCheck::Hash,
+                "content does not match the entry hash".into(),
+            ));
         }
         match self.keyring.verify_mac(e.key_id, &e.entry_hash, &e.mac) {
             Ok(true) => {}
-            Ok(false) => return Err((Check::Mac, format!("MAC invalid under key {}", e.key_id))),
+            Ok(false) => {
+                return Err((
+                    IntegrityCheck::Mac,
+                    format!("MAC invalid under key {}", e.key_id),
+                ));
+            }
             Err(_) => {
                 return Err((
-                    Check::UnknownKey,
+                    IntegrityCheck::UnknownKey,
                     format!("key id {} is not in the keyring", e.key_id),
                 ));
             }
@@ -287,13 +295,13 @@ impl<'k> ChainVerifier<'k> {
         if let Some(h) = expected {
             if e.seq != h.next_seq {
                 return Err((
-                    Check::Sequence,
+                    IntegrityCheck::Sequence,
                     format!("stream seq {}, expected {}", e.seq, h.next_seq),
                 ));
             }
             if e.prev_hash != h.last_hash {
                 return Err((
-                    Check::Link,
+                    IntegrityCheck::Link,
                     "previous hash does not match the stream's last entry".into(),
                 ));
             }
@@ -315,7 +323,7 @@ impl<'k> ChainVerifier<'k> {
             {
                 if frontier.root() != cp.root {
                     return Err((
-                        Check::MerkleRoot,
+                        IntegrityCheck::MerkleRoot,
                         format!(
                             "root at size {} differs from the trusted checkpoint",
                             cp.size
@@ -340,7 +348,7 @@ impl<'k> ChainVerifier<'k> {
                 index: self.next_index,
                 stream: None,
                 seq: None,
-                check: Check::Truncated,
+                check: IntegrityCheck::Truncated,
                 detail: format!(
                     "log has {} entries but the trusted checkpoint covers {}",
                     self.next_index, cp.size

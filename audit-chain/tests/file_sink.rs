@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use audit_chain::merkle::MerkleTree;
 use audit_chain::{
-    AuditEntry, AuditError, Check, Checkpoint, FileSink, FileSinkOptions, HmacKey, Keyring,
-    LogRecord, MaskingPolicy, StreamChain, scan_dir, verify_dir, verify_records,
+    AuditEntry, AuditError, Checkpoint, FileSink, FileSinkOptions, HmacKey, IntegrityCheck,
+    Keyring, LogRecord, MaskingPolicy, StreamChain, scan_dir, verify_dir, verify_records,
 };
 use metered_clock::Timestamp;
 
@@ -268,7 +268,7 @@ fn flipping_any_byte_of_any_record_fails_at_or_before_that_entry() {
                 .failure
                 .unwrap_or_else(|| panic!("flip at byte {j} of entry {k} went unnoticed"));
             assert!(f.index <= k as u64);
-            assert_ne!(f.check, Check::Truncated);
+            assert_ne!(f.check, IntegrityCheck::Truncated);
         }
     }
 }

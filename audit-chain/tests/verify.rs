@@ -3,7 +3,7 @@
 
 use audit_chain::merkle::MerkleTree;
 use audit_chain::{
-    AuditEntry, AuditSink, Check, Checkpoint, HmacKey, Keyring, LogRecord, MaskingPolicy,
+    AuditEntry, AuditSink, Checkpoint, HmacKey, IntegrityCheck, Keyring, LogRecord, MaskingPolicy,
     MemorySink, StreamChain, verify_range, verify_records,
 };
 use metered_clock::Timestamp;
@@ -39,7 +39,11 @@ fn checkpoint(records: &[LogRecord]) -> Checkpoint {
     }
 }
 
-fn failure(keyring: &Keyring, records: &[LogRecord], cp: Option<&Checkpoint>) -> (u64, Check) {
+fn failure(
+    keyring: &Keyring,
+    records: &[LogRecord],
+    cp: Option<&Checkpoint>,
+) -> (u64, IntegrityCheck) {
     let report = verify_records(keyring, records, cp);
     let f = report.failure.expect("expected a failure");
     (f.index, f.check)
@@ -71,7 +75,7 @@ fn altered_content_fails_the_hash_check() {
         json["entry"]["amount"] = 1_000_000.into();
         serde_json::from_value(json).unwrap()
     };
-    assert_eq!(failure(&ring, &records, None), (4, Check::Hash));
+    assert_eq!(failure(&ring, &records, None), (4, IntegrityCheck::Hash));
 }
 
 #[test]
@@ -95,7 +99,7 @@ fn recomputed_hash_without_the_key_fails_the_mac_check() {
         )
         .unwrap();
     records[4] = LogRecord::new(4, forged);
-    assert_eq!(failure(&ring, &records, None), (4, Check::Mac));
+    assert_eq!(failure(&ring, &records, None), (4, IntegrityCheck::Mac));
 }
 
 #[test]
@@ -103,12 +107,15 @@ fn deleting_a_middle_entry_is_detected() {
     let ring = Keyring::new(key(1));
     let mut records = log(&ring, 9);
     records.remove(4);
-    assert_eq!(failure(&ring, &records, None), (4, Check::Index));
+    assert_eq!(failure(&ring, &records, None), (4, IntegrityCheck::Index));
     // Renumbering the rest hides the gap in log indices but not in the stream.
     for (i, r) in records.iter_mut().enumerate() {
         r.index = i as u64;
     }
-    assert_eq!(failure(&ring, &records, None), (6, Check::Sequence));
+    assert_eq!(
+        failure(&ring, &records, None),
+        (6, IntegrityCheck::Sequence)
+    );
 }
 
 #[test]
@@ -119,7 +126,10 @@ fn reordering_is_detected() {
     let (e3, e6) = (records[3].entry.clone(), records[6].entry.clone());
     records[3].entry = e6;
     records[6].entry = e3;
-    assert_eq!(failure(&ring, &records, None), (3, Check::Sequence));
+    assert_eq!(
+        failure(&ring, &records, None),
+        (3, IntegrityCheck::Sequence)
+    );
     // Swapping two entries of different streams keeps every chain valid, but not the root.
     let mut records = log(&ring, 9);
     let cp = checkpoint(&records);
@@ -127,7 +137,10 @@ fn reordering_is_detected() {
     records[3].entry = e4;
     records[4].entry = e3;
     assert!(verify_records(&ring, &records, None).is_intact());
-    assert_eq!(failure(&ring, &records, Some(&cp)), (8, Check::MerkleRoot));
+    assert_eq!(
+        failure(&ring, &records, Some(&cp)),
+        (8, IntegrityCheck::MerkleRoot)
+    );
 }
 
 #[test]
@@ -140,8 +153,14 @@ fn deleting_the_tail_is_detected_only_with_a_checkpoint() {
         verify_records(&ring, cut, None).is_intact(),
         "a bare chain cannot see it"
     );
-    assert_eq!(failure(&ring, cut, Some(&cp)), (6, Check::Truncated));
-    assert_eq!(failure(&ring, &[], Some(&cp)), (0, Check::Truncated));
+    assert_eq!(
+        failure(&ring, cut, Some(&cp)),
+        (6, IntegrityCheck::Truncated)
+    );
+    assert_eq!(
+        failure(&ring, &[], Some(&cp)),
+        (0, IntegrityCheck::Truncated)
+    );
 }
 
 #[test]
@@ -164,7 +183,7 @@ fn rewritten_history_with_the_hmac_key_is_caught_by_the_checkpoint() {
     assert!(verify_records(&ring, &rewritten, None).is_intact());
     assert_eq!(
         failure(&ring, &rewritten, Some(&cp)),
-        (8, Check::MerkleRoot)
+        (8, IntegrityCheck::MerkleRoot)
     );
 }
 
@@ -191,10 +210,13 @@ fn key_rotation_keeps_old_entries_verifiable() {
     assert!(verify_records(&ring, &records, None).is_intact());
     // A verifier without the retired key cannot check the old entries.
     let only_new = Keyring::new(key(2));
-    assert_eq!(failure(&only_new, &records, None), (0, Check::UnknownKey));
+    assert_eq!(
+        failure(&only_new, &records, None),
+        (0, IntegrityCheck::UnknownKey)
+    );
     // The wrong key bytes under the right id: MAC failure.
     let wrong = Keyring::new(HmacKey::new(1, [9; 32]).unwrap());
-    assert_eq!(failure(&wrong, &records, None), (0, Check::Mac));
+    assert_eq!(failure(&wrong, &records, None), (0, IntegrityCheck::Mac));
     // Rotating to an id already present changes nothing.
     assert!(ring.rotate(key(1)).is_err());
     assert_eq!(ring.active_id(), 2);
@@ -208,7 +230,10 @@ fn checkpoint_of_size_zero_must_have_the_empty_root() {
         size: 0,
         root: [1; 32],
     };
-    assert_eq!(failure(&ring, &[], Some(&bad)), (0, Check::MerkleRoot));
+    assert_eq!(
+        failure(&ring, &[], Some(&bad)),
+        (0, IntegrityCheck::MerkleRoot)
+    );
 }
 
 #[tokio::test]
@@ -238,6 +263,6 @@ async fn range_verification_checks_inside_the_range() {
     let f = r.failure.unwrap();
     assert_eq!(f.index, 15);
     assert_eq!(f.stream.as_deref(), Some("a"));
-    assert_eq!(f.check, Check::Sequence);
+    assert_eq!(f.check, IntegrityCheck::Sequence);
     assert!(f.to_string().contains("entry 15"), "{f}");
 }
