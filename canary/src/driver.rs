@@ -1,5 +1,5 @@
 //! An async driver (feature `tokio`): runs a rollout's ticks on its schedule against a
-//! metrics source, applies each decision through an actuator, and writes the trail.
+//! metrics source, applies each directive through an actuator, and writes the trail.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use audit_chain::AuditTrail;
 use metered_clock::{Clock, Timestamp};
 
+use crate::directive::Directive;
 use crate::error::{CanaryError, Result};
 use crate::health::Observations;
-use crate::rollout::{Decision, Rollout};
+use crate::rollout::Rollout;
 use crate::trail;
 
 /// Where observations come from (Prometheus, a metrics pipeline, a test).
@@ -30,16 +31,16 @@ pub trait MetricsSource: Send + Sync {
     ) -> Result<Observations>;
 }
 
-/// What carries out decisions (a service mesh, a load balancer, a feature flag).
+/// What carries out directives (a service mesh, a load balancer, a feature flag).
 #[async_trait]
 pub trait Actuator: Send + Sync {
-    /// Applies `decision` of `rollout` (set the weight, promote, roll back). Called for every
-    /// decision except [`Action::Wait`](crate::Action::Wait).
+    /// Applies `directive` of `rollout` (set the weight, promote, roll back). Called for every
+    /// directive except [`Action::Wait`](crate::Action::Wait).
     ///
     /// # Errors
     /// Any error stops the driver, which returns it; the rollout's state already reflects
-    /// the decision, so apply it again (it is idempotent by design) before resuming.
-    async fn apply(&self, rollout: &Rollout, decision: &Decision) -> Result<()>;
+    /// the directive, so apply it again (it is idempotent by design) before resuming.
+    async fn apply(&self, rollout: &Rollout, directive: &Directive) -> Result<()>;
 }
 
 #[async_trait]
@@ -56,8 +57,8 @@ impl<T: MetricsSource + ?Sized> MetricsSource for Arc<T> {
 
 #[async_trait]
 impl<T: Actuator + ?Sized> Actuator for Arc<T> {
-    async fn apply(&self, rollout: &Rollout, decision: &Decision) -> Result<()> {
-        (**self).apply(rollout, decision).await
+    async fn apply(&self, rollout: &Rollout, directive: &Directive) -> Result<()> {
+        (**self).apply(rollout, directive).await
     }
 }
 
@@ -108,9 +109,9 @@ impl<S: MetricsSource, A: Actuator> Driver<S, A> {
     /// # Errors
     /// [`CanaryError::InvalidObservation`] from the source's data; the actuator's error; a
     /// trail error (the events are kept and written at the next step).
-    pub async fn step(&mut self) -> Result<Decision> {
+    pub async fn step(&mut self) -> Result<Directive> {
         let now = self.clock.now();
-        let decision = if self.rollout.check_due(now) {
+        let directive = if self.rollout.check_due(now) {
             let since = self.rollout.step_started_at().unwrap_or(now);
             match self.source.observe(&self.rollout, since, now).await {
                 Ok(obs) => self.rollout.tick(now, &obs)?,
@@ -122,8 +123,8 @@ impl<S: MetricsSource, A: Actuator> Driver<S, A> {
         } else {
             self.rollout.tick(now, &Observations::default())?
         };
-        if decision.action != crate::Action::Wait {
-            self.actuator.apply(&self.rollout, &decision).await?;
+        if directive.action != crate::Action::Wait {
+            self.actuator.apply(&self.rollout, &directive).await?;
         }
         self.unwritten.extend(self.rollout.take_events());
         if let Some(t) = &self.trail {
@@ -131,7 +132,7 @@ impl<S: MetricsSource, A: Actuator> Driver<S, A> {
         } else {
             self.unwritten.clear();
         }
-        Ok(decision)
+        Ok(directive)
     }
 
     /// Steps until the rollout is over, sleeping until each next check; returns the final

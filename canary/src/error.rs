@@ -1,6 +1,7 @@
 //! The crate's one error type.
 
-use crate::rollout::{Command, PhaseKind};
+use crate::command::RolloutCommand;
+use crate::phase::PhaseKind;
 
 /// Everything that can go wrong in `canary`.
 ///
@@ -40,7 +41,7 @@ pub enum CanaryError {
         /// The phase the rollout is in.
         phase: PhaseKind,
         /// The command refused.
-        command: Command,
+        command: RolloutCommand,
         /// What to do instead.
         hint: &'static str,
     },
@@ -107,5 +108,6 @@ impl CanaryError {
     }
 }
 
-/// Shorthand for `Result<T, canary::CanaryError>`.
-pub type Result<T, E = CanaryError> = std::result::Result<T, E>;
+/// Shorthand for `Result<T, CanaryError>` inside the crate (not exported, so that globs of
+/// several crates never clash on `Result`).
+pub(crate) type Result<T, E = CanaryError> = std::result::Result<T, E>;

@@ -46,7 +46,7 @@
 //!   and sample each, optional approval gates) and the check interval.
 //! * **[`Rollout`]**: the state machine `pending → progressing(step) ⇄ paused(reason) →
 //!   promoting → succeeded`, or `rolling back → rolled back`, or `aborted`. Sans-IO:
-//!   [`Rollout::tick`] takes `now` and [`Observations`] and returns a [`Decision`] (what to
+//!   [`Rollout::tick`] takes `now` and [`Observations`] and returns a [`Directive`] (what to
 //!   do, and when to tick next); operator commands (`start`, `promote`, `promote_full`,
 //!   `skip_step`, `pause`, `resume`, `rollback`, `abort`) refuse illegal transitions with
 //!   [`CanaryError::IllegalTransition`].
@@ -58,7 +58,7 @@
 //!   *insufficient data*: it holds and never fails. Critical checks roll back at once; others
 //!   after `failure_limit` consecutive or `total_failure_limit` total failures; consecutive
 //!   successes can complete a step early; inconclusive checks pause, and a pause ends at
-//!   `max_pause` with a configured [`Outcome`]; metric-source errors have their own limit. An
+//!   `max_pause` with a configured [`LimitAction`]; metric-source errors have their own limit. An
 //!   optional Kayenta-style [`MannWhitneyJudge`] scores raw samples (pass ≥ 95, marginal ≥ 75).
 //! * **Traffic**: [`Router`] routes request keys stickily (raising the weight never moves a
 //!   canary user back to stable); every check tests the observed split for a sample-ratio
@@ -90,34 +90,45 @@
 #[cfg(feature = "tokio")]
 mod driver;
 mod error;
-mod health;
 mod manager;
 mod mann_whitney;
 mod plan;
-mod rollout;
 mod routing;
 mod sim;
 mod stats;
 pub mod trail;
 
+// The rollout's vocabulary: one module per idea, none of them depending on the state machine.
+mod command;
+mod directive;
+mod event;
+mod phase;
+mod state;
+
+// What uses the vocabulary: health judgement and the state machine.
+mod health;
+mod rollout;
+
 pub use bayes_ab::{LatencySketch, QuantileInterval};
+pub use command::{Actor, COMMAND_TEXT_LEN_MAX, RolloutCommand};
+pub use directive::{Action, Directive};
 #[cfg(feature = "tokio")]
 pub use driver::{Actuator, Driver, MetricsSource, source_error};
-pub use error::{CanaryError, Result};
+pub use error::CanaryError;
+pub use event::Event;
 pub use health::{
-    ArmObservation, CHECKS_MAX, CheckVerdict, HealthPolicy, HealthPolicyBuilder, HealthReport,
-    Limit, MetricCheck, MetricKind, MetricResult, NAME_LEN_MAX, Observations, Outcome, Verdict,
-    srm_p_value,
+    ArmObservation, CHECK_NAME_LEN_MAX, CHECKS_MAX, CheckVerdict, HealthPolicy,
+    HealthPolicyBuilder, HealthReport, Limit, LimitAction, MetricCheck, MetricKind, MetricResult,
+    Observations, Verdict, srm_p_value,
 };
 pub use manager::{BatchReport, Observed, RolloutManager};
 pub use mann_whitney::{
     Direction, JudgeReport, MannWhitney, MannWhitneyJudge, MetricClass, MetricSamples, SAMPLES_MAX,
     ScoreClass, mann_whitney_u,
 };
+pub use phase::{PauseReason, Phase, PhaseKind};
 pub use plan::{CHECK_INTERVAL_MAX, Plan, STEPS_MAX, Step};
-pub use rollout::{
-    Action, Actor, Command, Counters, Decision, EVENTS_PENDING_MAX, Event, ID_LEN_MAX, PauseReason,
-    Phase, PhaseKind, Rollout, RolloutState, TEXT_LEN_MAX,
-};
+pub use rollout::{EVENTS_PENDING_MAX, ID_LEN_MAX, Rollout};
 pub use routing::{Arm, Router};
 pub use sim::{SIM_ROLLOUTS_MAX, SimConfig, SimReport, simulate};
+pub use state::{Counters, RolloutState};

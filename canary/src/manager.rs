@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use metered_clock::Timestamp;
 
+use crate::directive::{Action, Directive};
 use crate::error::{CanaryError, Result};
+use crate::event::Event;
 use crate::health::{Observations, Verdict};
-use crate::rollout::{Action, Decision, Event, Rollout};
+use crate::rollout::Rollout;
 
 /// What a metrics source says about one rollout: its observations, or why it has none.
 pub type Observed = std::result::Result<Observations, String>;
@@ -18,16 +20,16 @@ pub type Observed = std::result::Result<Observations, String>;
 pub struct BatchReport {
     /// Health checks judged (applied or not).
     pub checked: usize,
-    /// Decisions applied, by rollout id, in id order.
-    pub decisions: Vec<(Arc<str>, Decision)>,
+    /// Directives applied, by rollout id, in id order.
+    pub directives: Vec<(Arc<str>, Directive)>,
     /// Rollouts whose observations were refused (nothing changed for them).
     pub errors: Vec<(Arc<str>, CanaryError)>,
 }
 
 impl BatchReport {
-    /// Ids whose decision was `action`.
+    /// Ids whose directive was `action`.
     pub fn with_action(&self, action: Action) -> impl Iterator<Item = &str> {
-        self.decisions
+        self.directives
             .iter()
             .filter(move |(_, d)| d.action == action)
             .map(|(id, _)| &**id)
@@ -77,7 +79,7 @@ enum Scope {
 /// let report = manager.auto_promote_canary(now, observe);
 /// assert_eq!(report.with_action(Action::SetWeight(10)).collect::<Vec<_>>(), ["good"]);
 /// let report = manager.auto_rollback_unhealthy_canaries(now, observe);
-/// assert_eq!(report.decisions.len(), 1); // the first failure of "bad" (limit 3)
+/// assert_eq!(report.directives.len(), 1); // the first failure of "bad" (limit 3)
 /// # Ok::<(), CanaryError>(())
 /// ```
 #[derive(Debug, Default)]
@@ -202,7 +204,7 @@ impl RolloutManager {
                 let rolls_back = match rollout.phase() {
                     crate::Phase::RollingBack => true,
                     crate::Phase::Paused { .. } => {
-                        rollout.policy().pause_outcome() == crate::Outcome::RollBack
+                        rollout.policy().pause_action() == crate::LimitAction::RollBack
                     }
                     _ => false,
                 };
@@ -213,7 +215,7 @@ impl RolloutManager {
                 };
                 if wanted {
                     match rollout.tick(now, &Observations::default()) {
-                        Ok(d) => report.decisions.push((Arc::clone(id), d)),
+                        Ok(d) => report.directives.push((Arc::clone(id), d)),
                         Err(e) => report.errors.push((Arc::clone(id), e)),
                     }
                 }
@@ -223,7 +225,7 @@ impl RolloutManager {
                 Err(message) => {
                     if scope != Scope::Promote {
                         let d = rollout.tick_source_error(now, message);
-                        report.decisions.push((Arc::clone(id), d));
+                        report.directives.push((Arc::clone(id), d));
                     }
                 }
                 Ok(obs) => {
@@ -243,7 +245,7 @@ impl RolloutManager {
                         Scope::Rollback => failed,
                     };
                     if wanted && let Some(d) = rollout.tick_with_report(now, health) {
-                        report.decisions.push((Arc::clone(id), d));
+                        report.directives.push((Arc::clone(id), d));
                     }
                 }
             }

@@ -9,10 +9,12 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution, Poisson};
 
+use crate::command::Actor;
 use crate::error::{CanaryError, Result};
 use crate::health::{ArmObservation, HealthPolicy, Observations};
+use crate::phase::PhaseKind;
 use crate::plan::Plan;
-use crate::rollout::{Actor, PhaseKind, Rollout};
+use crate::rollout::Rollout;
 
 /// Most rollouts one simulation runs.
 pub const SIM_ROLLOUTS_MAX: u32 = 1_000_000;

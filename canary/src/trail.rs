@@ -11,9 +11,11 @@ use std::sync::Arc;
 use audit_chain::{AuditEntry, AuditSink, AuditTrail};
 use metered_clock::Timestamp;
 
+use crate::command::{Actor, RolloutCommand};
 use crate::error::{CanaryError, Result};
+use crate::event::Event;
 use crate::health::{CheckVerdict, HealthReport, MetricResult, Verdict};
-use crate::rollout::{Actor, Command, Event, PauseReason, Phase, PhaseKind};
+use crate::phase::{PauseReason, Phase, PhaseKind};
 
 /// The audit event type of every rollout entry.
 pub const EVENT_TYPE: &str = "canary";
@@ -30,13 +32,13 @@ pub fn stream_name(id: &str) -> String {
 /// The audit entry for one event of rollout `id`.
 ///
 /// ```
-/// use canary::{Actor, Command, Event, Phase, PhaseKind, trail};
+/// use canary::{Actor, RolloutCommand, Event, Phase, PhaseKind, trail};
 /// use metered_clock::Timestamp;
 ///
 /// let event = Event::Transition {
 ///     at: Timestamp::from_unix_millis(1_000),
 ///     actor: Actor::operator("ana"),
-///     command: Command::Start,
+///     command: RolloutCommand::Start,
 ///     from: PhaseKind::Pending,
 ///     to: Phase::Progressing,
 ///     step: 0,
@@ -213,8 +215,8 @@ pub fn from_audit_entry(entry: &AuditEntry, index: usize) -> Result<Event> {
                         .to_owned(),
                 ),
             };
-            let command =
-                Command::parse(get("command")?).ok_or_else(|| bad("unknown command".into()))?;
+            let command = RolloutCommand::parse(get("command")?)
+                .ok_or_else(|| bad("unknown command".into()))?;
             let from = phase_kind(get("from")?).ok_or_else(|| bad("unknown from-phase".into()))?;
             let to_kind = phase_kind(get("to")?).ok_or_else(|| bad("unknown to-phase".into()))?;
             let to = match to_kind {

@@ -126,12 +126,12 @@ fn policies() {
         ("inconclusive_limit", base().inconclusive_limit(0)),
         (
             "source_error_limit",
-            base().source_error_limit(0, Outcome::RollBack),
+            base().source_error_limit(0, LimitAction::RollBack),
         ),
         ("success_limit", base().success_limit(0)),
         (
             "max_pause",
-            base().max_pause(Duration::ZERO, Outcome::Resume),
+            base().max_pause(Duration::ZERO, LimitAction::Resume),
         ),
         ("srm_p_value", base().srm_p_value(Some(1.5))),
     ];
@@ -198,7 +198,7 @@ fn overlong_command_text_is_refused_without_change() {
         .unwrap();
     let mut r = Rollout::new("r", plan, policy).unwrap();
     let t = metered_clock::Timestamp::EPOCH;
-    let long = "x".repeat(TEXT_LEN_MAX + 1);
+    let long = "x".repeat(COMMAND_TEXT_LEN_MAX + 1);
     assert!(matches!(
         r.start(t, Actor::Operator(long.clone())),
         Err(CanaryError::InvalidCommand { .. })
@@ -215,10 +215,10 @@ fn overlong_command_text_is_refused_without_change() {
     ));
     assert_eq!(r.state(), &before);
     // A long metric-source message is truncated, not refused.
-    let _ = r.tick_source_error(t.saturating_add(MINUTE), "é".repeat(TEXT_LEN_MAX));
+    let _ = r.tick_source_error(t.saturating_add(MINUTE), "é".repeat(COMMAND_TEXT_LEN_MAX));
     let events = r.take_events();
     let Some(Event::SourceError { message, .. }) = events.last() else {
         panic!("no source error")
     };
-    assert!(message.len() <= TEXT_LEN_MAX);
+    assert!(message.len() <= COMMAND_TEXT_LEN_MAX);
 }

@@ -22,7 +22,7 @@ impl MetricsSource for Source {
         _: &Rollout,
         since: Timestamp,
         until: Timestamp,
-    ) -> Result<Observations> {
+    ) -> Result<Observations, CanaryError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if n < self.fail_first {
             return Err(source_error("scrape failed", true));
@@ -37,7 +37,7 @@ struct Recorder(Mutex<Vec<Action>>);
 
 #[async_trait]
 impl Actuator for Recorder {
-    async fn apply(&self, _: &Rollout, d: &Decision) -> Result<()> {
+    async fn apply(&self, _: &Rollout, d: &Directive) -> Result<(), CanaryError> {
         self.0.lock().push(d.action);
         Ok(())
     }
@@ -135,7 +135,7 @@ async fn run_drives_a_rollout_to_success_and_writes_the_trail() {
     assert!(matches!(
         events[0],
         Event::Transition {
-            command: Command::Start,
+            command: RolloutCommand::Start,
             ..
         }
     ));

@@ -238,7 +238,7 @@ fn manager_batch_operations_split_promotion_and_rollback() {
     };
     let now = t0.saturating_add(MINUTE);
     // Nothing is due before the interval.
-    assert!(m.tick_all(t0, observe).decisions.is_empty());
+    assert!(m.tick_all(t0, observe).directives.is_empty());
     let promote = m.auto_promote_canary(now, observe);
     assert_eq!(promote.checked, 2);
     assert_eq!(
@@ -248,7 +248,7 @@ fn manager_batch_operations_split_promotion_and_rollback() {
         ["a-good"]
     );
     assert_eq!(
-        promote.decisions.len(),
+        promote.directives.len(),
         1,
         "failures and source errors are left to the rollback job"
     );
@@ -262,7 +262,7 @@ fn manager_batch_operations_split_promotion_and_rollback() {
         ["c-silent"]
     );
     // The applied check is not applied again within the interval.
-    assert!(m.auto_promote_canary(now, observe).decisions.is_empty());
+    assert!(m.auto_promote_canary(now, observe).directives.is_empty());
     // The rollback job completes rollbacks; the promote job does not.
     assert!(
         m.auto_promote_canary(now, observe)
@@ -296,7 +296,7 @@ fn a_pause_timing_out_into_a_rollback_belongs_to_the_rollback_job() {
     let policy = HealthPolicy::builder()
         .check(MetricCheck::error_rate_max(0.05))
         .inconclusive_limit(1)
-        .max_pause(MINUTE, Outcome::RollBack)
+        .max_pause(MINUTE, LimitAction::RollBack)
         .build()
         .unwrap();
     let mut m = RolloutManager::new();
@@ -320,7 +320,7 @@ fn a_pause_timing_out_into_a_rollback_belongs_to_the_rollback_job() {
         1
     );
     let t2 = t1.saturating_add(MINUTE);
-    assert!(m.auto_promote_canary(t2, skewed).decisions.is_empty());
+    assert!(m.auto_promote_canary(t2, skewed).directives.is_empty());
     let rolled = m.auto_rollback_unhealthy_canaries(t2, skewed);
     assert_eq!(
         rolled.with_action(Action::RollBack).collect::<Vec<_>>(),

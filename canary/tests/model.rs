@@ -61,8 +61,8 @@ fn policy() -> HealthPolicy {
         .check(MetricCheck::error_rate_max(0.05).critical())
         .check(MetricCheck::error_rate_relative(0.25))
         .inconclusive_limit(2)
-        .max_pause(Duration::from_secs(300), Outcome::Advance)
-        .source_error_limit(2, Outcome::RollBack)
+        .max_pause(Duration::from_secs(300), LimitAction::Advance)
+        .source_error_limit(2, LimitAction::RollBack)
         .build()
         .unwrap()
 }
@@ -89,7 +89,7 @@ proptest! {
         let actor = || Actor::operator("op");
         for op in ops {
             let before = r.state().clone();
-            let result: Result<Decision> = match op {
+            let result: Result<Directive, CanaryError> = match op {
                 Op::Advance(s) => {
                     now = now.saturating_add(Duration::from_secs(u64::from(s)));
                     continue;

@@ -34,7 +34,7 @@ struct Harness {
     rollout: Rollout,
     clock: ManualClock,
     window: (u64, u64, u64, u64),
-    decisions: Vec<Decision>,
+    decisions: Vec<Directive>,
     events: Vec<Event>,
 }
 
@@ -70,7 +70,7 @@ impl Harness {
     }
 
     /// One minute of traffic, then a tick.
-    fn minute(&mut self, traffic: Traffic) -> Decision {
+    fn minute(&mut self, traffic: Traffic) -> Directive {
         let w = f64::from(self.rollout.weight_percent()) / 100.0;
         let canary = count(
             traffic.requests_per_minute,
@@ -99,8 +99,8 @@ impl Harness {
         &mut self,
         traffic: Traffic,
         minutes_max: u32,
-        stop: impl Fn(&Decision) -> bool,
-    ) -> Decision {
+        stop: impl Fn(&Directive) -> bool,
+    ) -> Directive {
         for _ in 0..minutes_max {
             let d = self.minute(traffic);
             if stop(&d) {
@@ -132,7 +132,7 @@ fn policy() -> HealthPolicy {
         .unwrap()
 }
 
-fn weights(decisions: &[Decision]) -> Vec<u8> {
+fn weights(decisions: &[Directive]) -> Vec<u8> {
     decisions
         .iter()
         .filter_map(|d| match d.action {
@@ -293,14 +293,18 @@ fn inconclusive_checks_pause_then_a_healthy_check_resumes() {
 #[test]
 fn an_inconclusive_pause_ends_with_the_configured_outcome() {
     for (outcome, phase, action) in [
-        (Outcome::RollBack, PhaseKind::RollingBack, Action::RollBack),
         (
-            Outcome::Resume,
+            LimitAction::RollBack,
+            PhaseKind::RollingBack,
+            Action::RollBack,
+        ),
+        (
+            LimitAction::Resume,
             PhaseKind::Progressing,
             Action::SetWeight(5),
         ),
         (
-            Outcome::Advance,
+            LimitAction::Advance,
             PhaseKind::Progressing,
             Action::SetWeight(10),
         ),
@@ -348,7 +352,7 @@ fn manual_abort_sends_traffic_back_and_ends_the_rollout() {
         h.rollout.resume(now, Actor::operator("bo")),
         Err(CanaryError::IllegalTransition {
             phase: PhaseKind::Aborted,
-            command: Command::Resume,
+            command: RolloutCommand::Resume,
             ..
         })
     ));
@@ -436,7 +440,7 @@ fn approval_gates_wait_for_promote() {
     assert!(matches!(
         h.rollout.resume(now, Actor::operator("ana")),
         Err(CanaryError::IllegalTransition {
-            command: Command::Resume,
+            command: RolloutCommand::Resume,
             ..
         })
     ));
@@ -450,27 +454,31 @@ fn approval_gates_wait_for_promote() {
 /// Each command in each phase: allowed (and where it leads) or refused.
 #[test]
 fn commands_and_illegal_transitions() {
-    type Cmd = fn(&mut Rollout, Timestamp) -> Result<Decision>;
+    type Cmd = fn(&mut Rollout, Timestamp) -> Result<Directive, CanaryError>;
     let op = || Actor::operator("ana");
-    let commands: [(Command, Cmd); 8] = [
-        (Command::Start, |r, t| r.start(t, Actor::operator("ana"))),
-        (Command::Promote, |r, t| {
+    let commands: [(RolloutCommand, Cmd); 8] = [
+        (RolloutCommand::Start, |r, t| {
+            r.start(t, Actor::operator("ana"))
+        }),
+        (RolloutCommand::Promote, |r, t| {
             r.promote(t, Actor::operator("ana"))
         }),
-        (Command::PromoteFull, |r, t| {
+        (RolloutCommand::PromoteFull, |r, t| {
             r.promote_full(t, Actor::operator("ana"))
         }),
-        (Command::SkipStep, |r, t| {
+        (RolloutCommand::SkipStep, |r, t| {
             r.skip_step(t, Actor::operator("ana"))
         }),
-        (Command::Pause, |r, t| {
+        (RolloutCommand::Pause, |r, t| {
             r.pause(t, Actor::operator("ana"), "look")
         }),
-        (Command::Resume, |r, t| r.resume(t, Actor::operator("ana"))),
-        (Command::RollBack, |r, t| {
+        (RolloutCommand::Resume, |r, t| {
+            r.resume(t, Actor::operator("ana"))
+        }),
+        (RolloutCommand::RollBack, |r, t| {
             r.rollback(t, Actor::operator("ana"), "no")
         }),
-        (Command::Abort, |r, t| {
+        (RolloutCommand::Abort, |r, t| {
             r.abort(t, Actor::operator("ana"), "stop")
         }),
     ];
@@ -493,17 +501,17 @@ fn commands_and_illegal_transitions() {
 
     use PhaseKind as P;
     // (phase, command) → phase after, or None when refused.
-    let expect = |phase: P, command: Command| -> Option<P> {
+    let expect = |phase: P, command: RolloutCommand| -> Option<P> {
         match (phase, command) {
-            (P::Pending, Command::Start) => Some(P::Progressing),
-            (P::Pending, Command::Abort) => Some(P::Aborted),
-            (P::Progressing | P::Paused, Command::Promote) => Some(P::Progressing),
-            (P::Progressing | P::Paused, Command::PromoteFull) => Some(P::Promoting),
-            (P::Progressing, Command::SkipStep) => Some(P::Progressing),
-            (P::Progressing, Command::Pause) => Some(P::Paused),
-            (P::Paused, Command::Resume) => Some(P::Progressing),
-            (P::Progressing | P::Paused, Command::RollBack) => Some(P::RollingBack),
-            (P::Progressing | P::Paused | P::Promoting | P::RollingBack, Command::Abort) => {
+            (P::Pending, RolloutCommand::Start) => Some(P::Progressing),
+            (P::Pending, RolloutCommand::Abort) => Some(P::Aborted),
+            (P::Progressing | P::Paused, RolloutCommand::Promote) => Some(P::Progressing),
+            (P::Progressing | P::Paused, RolloutCommand::PromoteFull) => Some(P::Promoting),
+            (P::Progressing, RolloutCommand::SkipStep) => Some(P::Progressing),
+            (P::Progressing, RolloutCommand::Pause) => Some(P::Paused),
+            (P::Paused, RolloutCommand::Resume) => Some(P::Progressing),
+            (P::Progressing | P::Paused, RolloutCommand::RollBack) => Some(P::RollingBack),
+            (P::Progressing | P::Paused | P::Promoting | P::RollingBack, RolloutCommand::Abort) => {
                 Some(P::Aborted)
             }
             _ => None,

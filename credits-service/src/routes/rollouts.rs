@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use canary::{
-    Action, Actor, ArmObservation, CanaryError, Decision, Event, HealthPolicy, MetricCheck,
+    Action, Actor, ArmObservation, CanaryError, Directive, Event, HealthPolicy, MetricCheck,
     Observations, Plan, Rollout, Step,
 };
 use parking_lot::Mutex;
@@ -155,7 +155,7 @@ struct DecisionDto {
     reason: Option<String>,
 }
 
-fn decision_dto(d: &Decision) -> DecisionDto {
+fn decision_dto(d: &Directive) -> DecisionDto {
     DecisionDto {
         action: match d.action {
             Action::Wait => "wait",
