@@ -182,24 +182,26 @@ impl From<LedgerError> for ApiError {
     }
 }
 
-impl From<resilience::Error> for ApiError {
-    fn from(e: resilience::Error) -> Self {
+impl From<resilience::ResilienceError> for ApiError {
+    fn from(e: resilience::ResilienceError) -> Self {
         let (status, code) = match &e {
-            resilience::Error::RateLimited { .. } => {
+            resilience::ResilienceError::RateLimited { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
             }
-            resilience::Error::KeyCapacityExhausted { .. } => {
+            resilience::ResilienceError::KeyCapacityExhausted { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limiter_full")
             }
-            resilience::Error::CircuitOpen { .. } => {
+            resilience::ResilienceError::CircuitOpen { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "circuit_open")
             }
-            resilience::Error::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            resilience::ResilienceError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         let after = e.retry_after().or(match e {
-            resilience::Error::CircuitOpen { .. }
-            | resilience::Error::KeyCapacityExhausted { .. } => Some(Duration::from_secs(1)),
+            resilience::ResilienceError::CircuitOpen { .. }
+            | resilience::ResilienceError::KeyCapacityExhausted { .. } => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         });
         ApiError::new(status, code, e.to_string()).retry_after(after)

@@ -239,7 +239,7 @@ impl ServiceBuilder {
             })?;
         let breaker = CircuitBreaker::with_clock(breaker_config, Arc::clone(&clock));
         let r = config.rate_limit;
-        let limit_err = |e: resilience::Error| ServiceError::Config {
+        let limit_err = |e: resilience::ResilienceError| ServiceError::Config {
             var: "CREDITS_RATE_LIMIT_*".to_owned(),
             reason: e.to_string(),
         };

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use credits_core::{Ledger, LedgerError, TenantId};
 use metered_clock::Clock;
 use metrics_exporter_prometheus::PrometheusHandle;
-use resilience::{CallError, CircuitBreaker, KeyedRateLimiter, Outcome};
+use resilience::{CallError, CallOutcome, CircuitBreaker, KeyedRateLimiter};
 
 use crate::auth::{Authenticator, Caller};
 use crate::error::ApiError;
@@ -73,10 +73,10 @@ pub(crate) struct AppState {
     pub(crate) request_timeout: Duration,
 }
 
-fn classify<T>(result: &Result<T, LedgerError>) -> Outcome {
+fn classify<T>(result: &Result<T, LedgerError>) -> CallOutcome {
     match result {
-        Err(e) if e.is_storage() => Outcome::Failure,
-        _ => Outcome::Success,
+        Err(e) if e.is_storage() => CallOutcome::Failure,
+        _ => CallOutcome::Success,
     }
 }
 

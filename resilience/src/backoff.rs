@@ -16,7 +16,7 @@ use std::time::Duration;
 use metered_clock::{Tick, duration_nanos};
 use rand::Rng;
 
-use crate::error::Error;
+use crate::error::ResilienceError;
 
 /// How a delay is randomised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,7 +53,7 @@ pub enum Jitter {
 /// }
 /// assert_eq!(delays.len(), 3); // 4 attempts = 3 retries
 /// assert!(delays.iter().zip([10, 20, 40]).all(|(d, ms)| *d <= Duration::from_millis(ms)));
-/// # Ok::<(), resilience::Error>(())
+/// # Ok::<(), resilience::ResilienceError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
@@ -213,10 +213,10 @@ impl BackoffBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a zero base delay, a cap below the base delay, a zero
+    /// [`ResilienceError::InvalidConfig`] for a zero base delay, a cap below the base delay, a zero
     /// multiplier, attempts outside 1..=1000, or a zero total-time limit.
-    pub fn build(self) -> Result<Backoff, Error> {
-        let invalid = |field, reason| Err(Error::InvalidConfig { field, reason });
+    pub fn build(self) -> Result<Backoff, ResilienceError> {
+        let invalid = |field, reason| Err(ResilienceError::InvalidConfig { field, reason });
         if self.base.is_zero() {
             return invalid("base", "must be positive");
         }

@@ -6,11 +6,11 @@ use std::time::Duration;
 ///
 /// Rejections (`CircuitOpen`, `RateLimited`, `BulkheadFull`, `Timeout`,
 /// `KeyCapacityExhausted`) are domain outcomes: the protected call was not made or did not
-/// finish, and trying again later may work ([`is_retryable`](Error::is_retryable)).
+/// finish, and trying again later may work ([`is_retryable`](ResilienceError::is_retryable)).
 /// `InsufficientCapacity` and `InvalidConfig` are caller mistakes that no retry fixes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum ResilienceError {
     /// The circuit breaker did not permit the call. Retry after `retry_after` when known
     /// (the rest of the open wait); fail fast or use a fallback meanwhile.
     #[error("circuit breaker open: call not permitted")]
@@ -60,17 +60,50 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl ResilienceError {
     /// Whether the same call may succeed if tried again later.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::CircuitOpen { .. }
-            | Error::RateLimited { .. }
-            | Error::KeyCapacityExhausted { .. }
-            | Error::BulkheadFull { .. }
-            | Error::Timeout(_) => true,
-            Error::InsufficientCapacity { .. } | Error::InvalidConfig { .. } => false,
+            ResilienceError::CircuitOpen { .. }
+            | ResilienceError::RateLimited { .. }
+            | ResilienceError::KeyCapacityExhausted { .. }
+            | ResilienceError::BulkheadFull { .. }
+            | ResilienceError::Timeout(_) => true,
+            ResilienceError::InsufficientCapacity { .. }
+            | ResilienceError::InvalidConfig { .. } => false,
+        }
+    }
+
+    /// A stable, machine-readable name for the variant, in snake_case: log it, count it,
+    /// put it in an API response. Codes never change once released and are never reused;
+    /// a new variant gets a new code. The message ([`Display`](std::fmt::Display)) may
+    /// change; the code does not.
+    ///
+    /// | variant | code |
+    /// |---|---|
+    /// | [`CircuitOpen`](Self::CircuitOpen) | `circuit_open` |
+    /// | [`RateLimited`](Self::RateLimited) | `rate_limited` |
+    /// | [`InsufficientCapacity`](Self::InsufficientCapacity) | `insufficient_capacity` |
+    /// | [`KeyCapacityExhausted`](Self::KeyCapacityExhausted) | `key_capacity_exhausted` |
+    /// | [`BulkheadFull`](Self::BulkheadFull) | `bulkhead_full` |
+    /// | [`Timeout`](Self::Timeout) | `timeout` |
+    /// | [`InvalidConfig`](Self::InvalidConfig) | `invalid_config` |
+    ///
+    /// ```
+    /// use resilience::ResilienceError;
+    /// assert_eq!(ResilienceError::CircuitOpen { retry_after: None }.code(), "circuit_open");
+    /// ```
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            ResilienceError::CircuitOpen { .. } => "circuit_open",
+            ResilienceError::RateLimited { .. } => "rate_limited",
+            ResilienceError::InsufficientCapacity { .. } => "insufficient_capacity",
+            ResilienceError::KeyCapacityExhausted { .. } => "key_capacity_exhausted",
+            ResilienceError::BulkheadFull { .. } => "bulkhead_full",
+            ResilienceError::Timeout(_) => "timeout",
+            ResilienceError::InvalidConfig { .. } => "invalid_config",
         }
     }
 
@@ -78,8 +111,8 @@ impl Error {
     #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::CircuitOpen { retry_after } => *retry_after,
-            Error::RateLimited { retry_after } => Some(*retry_after),
+            ResilienceError::CircuitOpen { retry_after } => *retry_after,
+            ResilienceError::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -90,7 +123,7 @@ impl Error {
 pub enum CallError<E> {
     /// Not made or not finished: rejected by a breaker, limiter or bulkhead, or timed out.
     #[error(transparent)]
-    Rejected(#[from] Error),
+    Rejected(#[from] ResilienceError),
     /// The call ran and returned this error.
     #[error(transparent)]
     Inner(E),
@@ -107,10 +140,93 @@ impl<E> CallError<E> {
 
     /// The rejection, if this crate refused or cut the call.
     #[must_use]
-    pub fn rejection(&self) -> Option<&Error> {
+    pub fn rejection(&self) -> Option<&ResilienceError> {
         match self {
             CallError::Rejected(e) => Some(e),
             CallError::Inner(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use super::ResilienceError;
+
+    /// One value of every variant with its pinned code. The exhaustive match in `ordinal`
+    /// stops compiling when a variant is added, until it is listed here too.
+    fn every_variant() -> Vec<(ResilienceError, &'static str)> {
+        vec![
+            (
+                ResilienceError::CircuitOpen {
+                    retry_after: Some(Duration::from_secs(1)),
+                },
+                "circuit_open",
+            ),
+            (
+                ResilienceError::RateLimited {
+                    retry_after: Duration::from_millis(10),
+                },
+                "rate_limited",
+            ),
+            (
+                ResilienceError::InsufficientCapacity {
+                    requested: 5,
+                    burst: 4,
+                },
+                "insufficient_capacity",
+            ),
+            (
+                ResilienceError::KeyCapacityExhausted { max_keys: 8 },
+                "key_capacity_exhausted",
+            ),
+            (
+                ResilienceError::BulkheadFull { max_concurrent: 2 },
+                "bulkhead_full",
+            ),
+            (ResilienceError::Timeout(Duration::from_secs(2)), "timeout"),
+            (
+                ResilienceError::InvalidConfig {
+                    field: "burst",
+                    reason: "must be at least 1",
+                },
+                "invalid_config",
+            ),
+        ]
+    }
+
+    fn ordinal(e: &ResilienceError) -> usize {
+        match e {
+            ResilienceError::CircuitOpen { .. } => 0,
+            ResilienceError::RateLimited { .. } => 1,
+            ResilienceError::InsufficientCapacity { .. } => 2,
+            ResilienceError::KeyCapacityExhausted { .. } => 3,
+            ResilienceError::BulkheadFull { .. } => 4,
+            ResilienceError::Timeout(_) => 5,
+            ResilienceError::InvalidConfig { .. } => 6,
+        }
+    }
+    const VARIANTS: usize = 7;
+
+    #[test]
+    fn every_variant_has_its_pinned_code_and_codes_are_unique() {
+        let table = every_variant();
+        let listed: HashSet<usize> = table.iter().map(|(e, _)| ordinal(e)).collect();
+        assert_eq!(listed, (0..VARIANTS).collect(), "list every variant once");
+        assert_eq!(table.len(), VARIANTS);
+        let mut seen = HashSet::new();
+        for (error, code) in &table {
+            assert_eq!(error.code(), *code, "{error:?}");
+            assert!(seen.insert(*code), "code {code} used twice");
+            assert!(
+                !code.is_empty()
+                    && code
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{code} is not snake_case"
+            );
         }
     }
 }

@@ -12,7 +12,7 @@
 //! limiter.try_acquire(1)?;
 //! let permit = breaker.try_acquire()?;
 //! permit.record_success();
-//! # Ok::<(), resilience::Error>(())
+//! # Ok::<(), resilience::ResilienceError>(())
 //! ```
 //!
 //! # Overview
@@ -40,7 +40,9 @@
 //! # Features
 //!
 //! * `tokio`: `TokioSleeper`, a [`Sleeper`] on tokio's timer.
-//! * `tower`: `tower::Layer`s for the breaker, limiter, retry and bulkhead (module `layers`).
+//! * `tower`: `tower::Layer`s beside each primitive, re-exported here:
+//!   `CircuitBreakerLayer`, `RateLimitLayer`, `KeyedRateLimitLayer`, `BulkheadLayer` and
+//!   `RetryLayer` (see `docs/resilience.md` for a `ServiceBuilder` stack).
 //! * `quanta`: `QuantaClock`, a `Clock` whose monotonic reads cost a few nanoseconds
 //!   (the time-stamp counter) instead of a system call; for the hottest limiters and
 //!   breakers.
@@ -52,16 +54,16 @@ mod breaker;
 mod bulkhead;
 mod error;
 #[cfg(feature = "tower")]
-pub mod layers;
+mod future;
+mod limiter;
+mod retry;
+mod sleep;
+mod timeout;
 
 /// The guide (`docs/resilience.md`): one section per primitive, every example a doc test.
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/resilience.md")]
 pub mod guide {}
-mod limiter;
-mod retry;
-mod sleep;
-mod timeout;
 
 /// Atomics and locks, in one place so the model-checking test can swap in its own.
 mod sync {
@@ -71,14 +73,26 @@ mod sync {
 
 pub use backoff::{Backoff, BackoffBuilder, Jitter, Schedule};
 pub use breaker::{
-    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CircuitBreaker, OpenWait, Outcome,
+    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CallOutcome, CircuitBreaker, OpenWait,
     OwnedPermit, Permit, State, Stats, TIME_WINDOW_SECS_MAX, classify_result,
 };
+#[cfg(feature = "tower")]
+pub use breaker::{
+    BreakerGuard, CircuitBreakerLayer, CircuitBreakerService, Classify, OkIsSuccess,
+};
 pub use bulkhead::{Bulkhead, BulkheadPermit};
-pub use error::{CallError, Error};
+#[cfg(feature = "tower")]
+pub use bulkhead::{BulkheadLayer, BulkheadService};
+pub use error::{CallError, ResilienceError};
+#[cfg(feature = "tower")]
+pub use future::{NoGuard, ResponseFuture};
+#[cfg(feature = "tower")]
+pub use limiter::{KeyedRateLimitLayer, KeyedRateLimitService, RateLimitLayer, RateLimitService};
 pub use limiter::{KeyedRateLimiter, Quota, RateLimiter};
 #[cfg(feature = "quanta")]
 pub use metered_clock::QuantaClock;
+#[cfg(feature = "tower")]
+pub use retry::{BoxFuture, RetryLayer, RetryService};
 pub use retry::{Retry, RetryBudget, RetryDecision};
 #[cfg(feature = "tokio")]
 pub use sleep::TokioSleeper;

@@ -5,31 +5,35 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::ResilienceError;
 use crate::sleep::Sleeper;
 
 /// Runs `fut` for at most `limit`, sleeping on `sleeper`. When time runs out `fut` is
-/// dropped (cancelled) and [`Error::Timeout`] returned.
+/// dropped (cancelled) and [`ResilienceError::Timeout`] returned.
 ///
 /// `fut` is polled before the timer is created, so a call that completes on its first poll
 /// (a cache hit, a ready connection) never touches the timer.
 ///
 /// # Errors
 ///
-/// [`Error::Timeout`] if `fut` did not complete within `limit`.
+/// [`ResilienceError::Timeout`] if `fut` did not complete within `limit`.
 ///
 /// ```
 /// use std::time::Duration;
 /// use metered_clock::{ManualClock, Timestamp};
-/// use resilience::{Error, ManualSleeper, timeout};
+/// use resilience::{ResilienceError, ManualSleeper, timeout};
 ///
 /// let sleeper = ManualSleeper::new(ManualClock::new(Timestamp::EPOCH));
 /// let fast = futures::executor::block_on(timeout(&sleeper, Duration::from_secs(1), async { 7 }));
 /// assert_eq!(fast, Ok(7));
 /// let never = futures::executor::block_on(timeout(&sleeper, Duration::from_secs(1), std::future::pending::<()>()));
-/// assert_eq!(never, Err(Error::Timeout(Duration::from_secs(1))));
+/// assert_eq!(never, Err(ResilienceError::Timeout(Duration::from_secs(1))));
 /// ```
-pub async fn timeout<S, F>(sleeper: &S, limit: Duration, fut: F) -> Result<F::Output, Error>
+pub async fn timeout<S, F>(
+    sleeper: &S,
+    limit: Duration,
+    fut: F,
+) -> Result<F::Output, ResilienceError>
 where
     S: Sleeper + ?Sized,
     F: Future,
@@ -44,7 +48,7 @@ where
             sleep.set(Some(sleeper.sleep(limit)));
         }
         match sleep.as_mut().as_pin_mut().map(|s| s.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(Error::Timeout(limit))),
+            Some(Poll::Ready(())) => Poll::Ready(Err(ResilienceError::Timeout(limit))),
             _ => Poll::Pending,
         }
     })

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use metered_clock::{ManualClock, Timestamp};
 use resilience::{
-    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CallError, CircuitBreaker, Error, OpenWait,
-    Outcome, State,
+    BreakerConfig, BreakerConfigBuilder, BreakerEvent, CallError, CallOutcome, CircuitBreaker,
+    OpenWait, ResilienceError, State,
 };
 
 fn clock() -> ManualClock {
@@ -38,7 +38,7 @@ fn record(b: &CircuitBreaker<ManualClock>, outcomes: &str) {
         match ch {
             's' => p.record_success(),
             'f' => p.record_failure(),
-            'i' => p.record(Outcome::Ignored),
+            'i' => p.record(CallOutcome::Ignored),
             _ => unreachable!(),
         }
     }
@@ -124,7 +124,7 @@ fn invalid_configs_are_named_and_build_nothing() {
     ];
     for (builder, field) in cases {
         match builder.build() {
-            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            Err(ResilienceError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
             other => panic!("expected InvalidConfig({field}), got {other:?}"),
         }
     }
@@ -173,7 +173,7 @@ fn open_rejects_with_retry_after_then_half_open_lazily() {
     let (b, c) = breaker(small());
     trip(&b);
     match b.try_acquire() {
-        Err(Error::CircuitOpen { retry_after }) => {
+        Err(ResilienceError::CircuitOpen { retry_after }) => {
             assert_eq!(retry_after, Some(Duration::from_secs(10)))
         }
         other => panic!("expected CircuitOpen, got {other:?}"),
@@ -202,7 +202,7 @@ fn half_open_admits_exactly_its_permits_and_closes_on_success() {
     let p2 = b.try_acquire().unwrap();
     assert!(matches!(
         b.try_acquire(),
-        Err(Error::CircuitOpen { retry_after: None })
+        Err(ResilienceError::CircuitOpen { retry_after: None })
     ));
     p1.record_success();
     assert_eq!(
@@ -293,9 +293,9 @@ fn ignored_outcomes_do_not_count_and_hand_back_trial_slots() {
 fn call_with_classifier() {
     let (b, _) = breaker(small());
     let not_found = |r: &Result<(), &str>| match r {
-        Err("not found") => Outcome::Ignored,
-        Err(_) => Outcome::Failure,
-        Ok(()) => Outcome::Success,
+        Err("not found") => CallOutcome::Ignored,
+        Err(_) => CallOutcome::Failure,
+        Ok(()) => CallOutcome::Success,
     };
     for _ in 0..10 {
         let r = futures::executor::block_on(b.call_with(not_found, async { Err("not found") }));
@@ -391,7 +391,7 @@ fn half_open_max_wait_reopens() {
     c.advance(Duration::from_secs(1));
     assert!(matches!(
         b.try_acquire(),
-        Err(Error::CircuitOpen {
+        Err(ResilienceError::CircuitOpen {
             retry_after: Some(_)
         })
     ));
@@ -406,7 +406,7 @@ fn manual_states() {
     b.force_open();
     assert!(matches!(
         b.try_acquire(),
-        Err(Error::CircuitOpen { retry_after: None })
+        Err(ResilienceError::CircuitOpen { retry_after: None })
     ));
     c.advance(Duration::from_secs(3_600));
     assert!(b.try_acquire().is_err(), "forced open does not time out");
@@ -438,7 +438,7 @@ fn listener_sees_transitions_outcomes_and_rejections() {
     let _ = b.try_acquire();
     let events = events.lock().unwrap();
     let failure = BreakerEvent::Recorded {
-        outcome: Outcome::Failure,
+        outcome: CallOutcome::Failure,
         slow: false,
     };
     assert_eq!(

@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use metered_clock::{ManualClock, Timestamp};
-use resilience::layers::{
-    BulkheadLayer, CircuitBreakerLayer, KeyedRateLimitLayer, RateLimitLayer, RetryLayer,
+use resilience::{
+    Backoff, BreakerConfig, Bulkhead, CallError, CallOutcome, CircuitBreaker, Jitter,
+    KeyedRateLimiter, ManualSleeper, Quota, RateLimiter, ResilienceError, Retry, RetryDecision,
+    State,
 };
 use resilience::{
-    Backoff, BreakerConfig, Bulkhead, CallError, CircuitBreaker, Error, Jitter, KeyedRateLimiter,
-    ManualSleeper, Outcome, Quota, RateLimiter, Retry, RetryDecision, State,
+    BulkheadLayer, CircuitBreakerLayer, KeyedRateLimitLayer, RateLimitLayer, RetryLayer,
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -45,7 +46,7 @@ fn breaker_layer_fails_fast_without_calling_the_inner_service() {
     let rejected = block(svc.oneshot(()));
     assert!(matches!(
         rejected,
-        Err(CallError::Rejected(Error::CircuitOpen { .. }))
+        Err(CallError::Rejected(ResilienceError::CircuitOpen { .. }))
     ));
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -64,9 +65,9 @@ fn breaker_layer_with_classifier_ignores_client_errors() {
             .unwrap(),
     );
     let classify = |r: &Result<(), u16>| match r {
-        Err(code) if *code < 500 => Outcome::Ignored,
-        Err(_) => Outcome::Failure,
-        Ok(()) => Outcome::Success,
+        Err(code) if *code < 500 => CallOutcome::Ignored,
+        Err(_) => CallOutcome::Failure,
+        Ok(()) => CallOutcome::Success,
     };
     let svc = ServiceBuilder::new()
         .layer(CircuitBreakerLayer::with_classifier(
@@ -93,7 +94,7 @@ fn rate_limit_layers_reject_with_retry_after() {
     assert_eq!(block(svc.clone().oneshot(2)).unwrap(), 2);
     let err = block(svc.clone().oneshot(3)).unwrap_err();
     assert_eq!(
-        err.rejection().and_then(Error::retry_after),
+        err.rejection().and_then(ResilienceError::retry_after),
         Some(Duration::from_millis(500))
     );
 
@@ -129,7 +130,7 @@ fn bulkhead_layer_holds_the_slot_until_the_response_completes() {
     let refused = block(svc.clone().oneshot(false));
     assert!(matches!(
         refused,
-        Err(CallError::Rejected(Error::BulkheadFull { .. }))
+        Err(CallError::Rejected(ResilienceError::BulkheadFull { .. }))
     ));
     drop(in_flight); // cancelled: the slot is free again
     assert!(block(svc.oneshot(false)).is_ok());

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metered_clock::{Clock, ManualClock, SystemClock, Timestamp};
-use resilience::{Error, KeyedRateLimiter, ManualSleeper, Quota, RateLimiter};
+use resilience::{KeyedRateLimiter, ManualSleeper, Quota, RateLimiter, ResilienceError};
 
 fn clock() -> ManualClock {
     ManualClock::new(Timestamp::EPOCH)
@@ -18,8 +18,8 @@ fn ms(n: u64) -> Duration {
 
 #[test]
 fn quota_validation() {
-    let invalid = |r: Result<Quota, Error>, field: &str| match r {
-        Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+    let invalid = |r: Result<Quota, ResilienceError>, field: &str| match r {
+        Err(ResilienceError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
         other => panic!("expected InvalidConfig({field}), got {other:?}"),
     };
     invalid(Quota::per_second(0), "permits");
@@ -53,7 +53,7 @@ fn burst_then_steady_rate() {
     assert_eq!(l.remaining(), 0);
     assert_eq!(
         l.try_acquire(1),
-        Err(Error::RateLimited {
+        Err(ResilienceError::RateLimited {
             retry_after: ms(100)
         })
     );
@@ -75,7 +75,7 @@ fn n_permits_at_once_and_bad_requests() {
     let l = RateLimiter::with_clock(Quota::per_second(10).unwrap(), c.clone());
     assert_eq!(
         l.try_acquire(11),
-        Err(Error::InsufficientCapacity {
+        Err(ResilienceError::InsufficientCapacity {
             requested: 11,
             burst: 10
         })
@@ -85,7 +85,7 @@ fn n_permits_at_once_and_bad_requests() {
     l.try_acquire(7).unwrap();
     assert_eq!(
         l.try_acquire(4),
-        Err(Error::RateLimited {
+        Err(ResilienceError::RateLimited {
             retry_after: ms(100)
         })
     );
@@ -125,7 +125,7 @@ fn async_acquire_waits_within_its_deadline() {
         assert_eq!(sleeper.total_slept(), ms(100));
         assert_eq!(
             l.acquire(1, ms(99), &sleeper).await,
-            Err(Error::RateLimited {
+            Err(ResilienceError::RateLimited {
                 retry_after: ms(100)
             }),
             "gives up at once when the permit comes too late"
@@ -133,7 +133,7 @@ fn async_acquire_waits_within_its_deadline() {
         assert_eq!(sleeper.total_slept(), ms(100), "…without sleeping");
         assert!(matches!(
             l.acquire(2, ms(1_000), &sleeper).await,
-            Err(Error::InsufficientCapacity { .. })
+            Err(ResilienceError::InsufficientCapacity { .. })
         ));
     });
 }
@@ -155,12 +155,12 @@ fn keyed_limits_each_key_separately() {
     assert_eq!(l.len(), 2);
     assert!(matches!(
         l.try_acquire(&"c", 3),
-        Err(Error::InsufficientCapacity { .. })
+        Err(ResilienceError::InsufficientCapacity { .. })
     ));
     assert_eq!(l.len(), 2, "a refused request does not insert the key");
     assert!(matches!(
         KeyedRateLimiter::<u32, _>::with_clock(Quota::per_second(1).unwrap(), 0, c),
-        Err(Error::InvalidConfig {
+        Err(ResilienceError::InvalidConfig {
             field: "max_keys",
             ..
         })
@@ -177,9 +177,9 @@ fn keyed_memory_is_bounded_and_idle_keys_are_evicted() {
     assert_eq!(l.len(), 8);
     assert_eq!(
         l.try_acquire(&99, 1),
-        Err(Error::KeyCapacityExhausted { max_keys: 8 })
+        Err(ResilienceError::KeyCapacityExhausted { max_keys: 8 })
     );
-    assert!(Error::KeyCapacityExhausted { max_keys: 8 }.is_retryable());
+    assert!(ResilienceError::KeyCapacityExhausted { max_keys: 8 }.is_retryable());
     assert_eq!(
         l.len(),
         8,
@@ -297,7 +297,7 @@ fn keyed_per_call_quota_for_tenant_plans() {
     }
     assert_eq!(
         l.try_acquire_with_quota(&"gold", 1, gold),
-        Err(Error::RateLimited {
+        Err(ResilienceError::RateLimited {
             retry_after: ms(100)
         })
     );
@@ -308,7 +308,7 @@ fn keyed_per_call_quota_for_tenant_plans() {
     assert!(l.try_acquire(&"gold", 1).is_err());
     assert!(matches!(
         l.try_acquire_with_quota(&"x", 11, gold),
-        Err(Error::InsufficientCapacity {
+        Err(ResilienceError::InsufficientCapacity {
             requested: 11,
             burst: 10
         })

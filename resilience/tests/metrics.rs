@@ -10,7 +10,7 @@ use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
     Unit,
 };
-use resilience::{BreakerConfig, CircuitBreaker, OpenWait, Outcome};
+use resilience::{BreakerConfig, CallOutcome, CircuitBreaker, OpenWait};
 
 #[derive(Default)]
 struct Cell(AtomicU64);
@@ -91,7 +91,7 @@ fn breaker_publishes_the_seed_metric_names() {
     });
     let state = "circuit_breaker_state{name=db}";
     assert_eq!(recorder.gauge(state), 0.0);
-    breaker.try_acquire().unwrap().record(Outcome::Ignored);
+    breaker.try_acquire().unwrap().record(CallOutcome::Ignored);
     for _ in 0..3 {
         breaker.try_acquire().unwrap().record_failure();
     }

@@ -19,7 +19,7 @@ use shuttle::sync::Arc;
 use shuttle::sync::atomic::{AtomicU32, Ordering};
 use shuttle::thread;
 
-use self::core::{Core, CountWindow, OpenWait, Outcome, Settings, State, Window};
+use self::core::{CallOutcome, Core, CountWindow, OpenWait, Settings, State, Window};
 
 const ITERATIONS: usize = if cfg!(debug_assertions) {
     2_000
@@ -92,7 +92,7 @@ fn concurrent_trial_outcomes_decide_exactly_once() {
             let tags: Vec<u16> = (0..2).map(|_| c.try_acquire(&now).0.unwrap()).collect();
             let threads: Vec<_> = tags
                 .into_iter()
-                .zip([Outcome::Success, Outcome::Failure])
+                .zip([CallOutcome::Success, CallOutcome::Failure])
                 .map(|(tag, outcome)| {
                     let c = Arc::clone(&c);
                     thread::spawn(move || c.record(tag, outcome, false, &now))
@@ -119,7 +119,7 @@ fn cancel_racing_with_outcome_never_leaks_or_double_counts() {
             let b = c.try_acquire(&now).0.unwrap();
             let c2 = Arc::clone(&c);
             let t = thread::spawn(move || c2.release(a));
-            let decided = c.record(b, Outcome::Success, false, &now);
+            let decided = c.record(b, CallOutcome::Success, false, &now);
             t.join().unwrap();
             assert_eq!(decided, None, "one of two trial calls cannot decide");
             assert_eq!(c.state(), State::HalfOpen);
@@ -127,7 +127,8 @@ fn cancel_racing_with_outcome_never_leaks_or_double_counts() {
             let again = c.try_acquire(&now).0.expect("cancelled slot is free");
             assert!(c.try_acquire(&now).0.is_err());
             assert_eq!(
-                c.record(again, Outcome::Success, false, &now).map(|t| t.to),
+                c.record(again, CallOutcome::Success, false, &now)
+                    .map(|t| t.to),
                 Some(State::Closed)
             );
         },
@@ -140,7 +141,7 @@ fn closed_window_trips_exactly_once_and_counts_stay_exact() {
     shuttle::check_random(
         || {
             let c = Arc::new(core(1, 2, 2));
-            let threads: Vec<_> = [Outcome::Failure, Outcome::Failure]
+            let threads: Vec<_> = [CallOutcome::Failure, CallOutcome::Failure]
                 .into_iter()
                 .map(|outcome| {
                     let c = Arc::clone(&c);
@@ -172,8 +173,16 @@ fn lapping_count_window_keeps_totals_consistent() {
             let c = Arc::new(core(1, 2, 2));
             c.transition_to(State::MetricsOnly, &now);
             let threads: Vec<_> = [
-                [Outcome::Failure, Outcome::Success, Outcome::Failure],
-                [Outcome::Success, Outcome::Failure, Outcome::Success],
+                [
+                    CallOutcome::Failure,
+                    CallOutcome::Success,
+                    CallOutcome::Failure,
+                ],
+                [
+                    CallOutcome::Success,
+                    CallOutcome::Failure,
+                    CallOutcome::Success,
+                ],
             ]
             .into_iter()
             .map(|outcomes| {

@@ -8,7 +8,9 @@ use metered_clock::{Clock, ManualClock, Tick, Timestamp};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use resilience::{Backoff, Error, Jitter, ManualSleeper, Retry, RetryBudget, RetryDecision};
+use resilience::{
+    Backoff, Jitter, ManualSleeper, ResilienceError, Retry, RetryBudget, RetryDecision,
+};
 
 fn jitter() -> impl Strategy<Value = Jitter> {
     prop_oneof![
@@ -110,7 +112,7 @@ fn invalid_backoffs_are_named() {
     ];
     for (builder, field) in cases {
         match builder.build() {
-            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            Err(ResilienceError::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
             other => panic!("expected InvalidConfig({field}), got {other:?}"),
         }
     }
@@ -179,12 +181,12 @@ fn budget_allows_a_fraction_of_requests_plus_a_reserve() {
     for (percent, field) in [(0, "retry_percent"), (1_001, "retry_percent")] {
         assert!(matches!(
             RetryBudget::builder().retry_percent(percent).build(),
-            Err(Error::InvalidConfig { field: f, .. }) if f == field
+            Err(ResilienceError::InvalidConfig { field: f, .. }) if f == field
         ));
     }
     assert!(matches!(
         RetryBudget::builder().max_balance(0).build(),
-        Err(Error::InvalidConfig {
+        Err(ResilienceError::InvalidConfig {
             field: "max_balance",
             ..
         })

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use metered_clock::{ManualClock, Timestamp};
-use resilience::{BreakerConfig, CircuitBreaker, OpenWait, Outcome, State};
+use resilience::{BreakerConfig, CallOutcome, CircuitBreaker, OpenWait, State};
 
 const ROUNDS: u32 = if cfg!(debug_assertions) {
     20_000
@@ -49,7 +49,7 @@ fn half_open_never_admits_more_than_its_permits_on_two_threads() {
                             if k % 2 == 0 {
                                 drop(p);
                             } else {
-                                p.record(Outcome::Ignored);
+                                p.record(CallOutcome::Ignored);
                             }
                         }
                     }
@@ -89,9 +89,9 @@ fn closed_window_counts_stay_exact_on_two_threads() {
                     let fail = (i + t) % 4 == 0;
                     let p = b.try_acquire().expect("closed");
                     p.record(if fail {
-                        Outcome::Failure
+                        CallOutcome::Failure
                     } else {
-                        Outcome::Success
+                        CallOutcome::Success
                     });
                 }
             });

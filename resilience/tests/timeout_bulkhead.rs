@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use metered_clock::{ManualClock, Timestamp};
-use resilience::{Bulkhead, Error, ManualSleeper, TokioSleeper, timeout};
+use resilience::{Bulkhead, ManualSleeper, ResilienceError, TokioSleeper, timeout};
 
 #[test]
 fn timeout_passes_fast_calls_and_cuts_slow_ones() {
@@ -20,8 +20,11 @@ fn timeout_passes_fast_calls_and_cuts_slow_ones() {
         Duration::from_millis(30),
         std::future::pending::<()>(),
     ));
-    assert_eq!(cut, Err(Error::Timeout(Duration::from_millis(30))));
-    assert!(Error::Timeout(Duration::ZERO).is_retryable());
+    assert_eq!(
+        cut,
+        Err(ResilienceError::Timeout(Duration::from_millis(30)))
+    );
+    assert!(ResilienceError::Timeout(Duration::ZERO).is_retryable());
 }
 
 #[tokio::test(start_paused = true)]
@@ -32,7 +35,10 @@ async fn timeout_on_tokio() {
         tokio::time::sleep(Duration::from_secs(1)),
     )
     .await;
-    assert_eq!(slow, Err(Error::Timeout(Duration::from_millis(50))));
+    assert_eq!(
+        slow,
+        Err(ResilienceError::Timeout(Duration::from_millis(50)))
+    );
     let fast = timeout(&TokioSleeper, Duration::from_secs(1), async {
         tokio::time::sleep(Duration::from_millis(10)).await;
         "done"
@@ -45,7 +51,7 @@ async fn timeout_on_tokio() {
 fn bulkhead_rejects_beyond_its_limit_and_frees_on_drop() {
     assert!(matches!(
         Bulkhead::new(0),
-        Err(Error::InvalidConfig {
+        Err(ResilienceError::InvalidConfig {
             field: "max_concurrent",
             ..
         })
@@ -54,10 +60,13 @@ fn bulkhead_rejects_beyond_its_limit_and_frees_on_drop() {
     let p = b.try_acquire().unwrap();
     assert_eq!(
         b.try_acquire().unwrap_err(),
-        Error::BulkheadFull { max_concurrent: 1 }
+        ResilienceError::BulkheadFull { max_concurrent: 1 }
     );
     let rejected = futures::executor::block_on(b.call(async { 1 }));
-    assert_eq!(rejected, Err(Error::BulkheadFull { max_concurrent: 1 }));
+    assert_eq!(
+        rejected,
+        Err(ResilienceError::BulkheadFull { max_concurrent: 1 })
+    );
     drop(p);
     assert_eq!(futures::executor::block_on(b.call(async { 1 })), Ok(1));
     assert_eq!(b.max_concurrent(), 1);
@@ -81,7 +90,7 @@ async fn bulkhead_bounded_wait_and_queue() {
         b.acquire(Duration::from_secs(10), &TokioSleeper)
             .await
             .unwrap_err(),
-        Error::BulkheadFull { max_concurrent: 1 }
+        ResilienceError::BulkheadFull { max_concurrent: 1 }
     );
     drop(held);
     waiter.await.unwrap().unwrap();

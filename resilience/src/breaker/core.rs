@@ -101,7 +101,7 @@ impl State {
 
 /// How a call ended, as far as the breaker is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
+pub enum CallOutcome {
     /// Counts towards the calls and not towards the failures.
     Success,
     /// Counts towards the calls and the failures.
@@ -408,7 +408,7 @@ impl Core {
     pub(crate) fn record(
         &self,
         tag: u16,
-        outcome: Outcome,
+        outcome: CallOutcome,
         slow: bool,
         now_us: &impl Fn() -> u64,
     ) -> Option<Transition> {
@@ -419,9 +419,9 @@ impl Core {
         match State::from_kind(kind_of(w)) {
             state @ (State::Closed | State::MetricsOnly) => {
                 let failed = match outcome {
-                    Outcome::Ignored => return None,
-                    Outcome::Success => false,
-                    Outcome::Failure => true,
+                    CallOutcome::Ignored => return None,
+                    CallOutcome::Success => false,
+                    CallOutcome::Failure => true,
                 };
                 let c = self.window.record(failed, slow, now_us)?;
                 if state == State::Closed
@@ -448,7 +448,7 @@ impl Core {
         &self,
         mut w: u64,
         tag: u16,
-        outcome: Outcome,
+        outcome: CallOutcome,
         slow: bool,
         now_us: &impl Fn() -> u64,
     ) -> Option<Transition> {
@@ -461,13 +461,13 @@ impl Core {
                 return None; // Nothing outstanding under this tag (defensive).
             }
             let (new, to) = match outcome {
-                Outcome::Ignored => {
+                CallOutcome::Ignored => {
                     ho.issued -= 1;
                     (with_payload(w, ho.pack()), None)
                 }
-                Outcome::Success | Outcome::Failure => {
+                CallOutcome::Success | CallOutcome::Failure => {
                     ho.recorded += 1;
-                    ho.failures += u64::from(outcome == Outcome::Failure);
+                    ho.failures += u64::from(outcome == CallOutcome::Failure);
                     ho.slow += u64::from(slow);
                     if ho.recorded >= u64::from(self.settings.half_open_calls) {
                         if self.settings.trips(ho.recorded, ho.failures, ho.slow) {

@@ -29,10 +29,12 @@
 //! assert_eq!(breaker.state(), State::HalfOpen);
 //! breaker.try_acquire()?.record_success();
 //! assert_eq!(breaker.state(), State::Closed);
-//! # Ok::<(), resilience::Error>(())
+//! # Ok::<(), resilience::ResilienceError>(())
 //! ```
 
 mod core;
+#[cfg(feature = "tower")]
+mod layer;
 
 use std::fmt;
 use std::future::Future;
@@ -45,8 +47,12 @@ use self::core::{
     COUNT_WINDOW_MAX, Core, CountWindow, HALF_OPEN_CALLS_MAX, Settings, TimeWindow, Transition,
     Window,
 };
-pub use self::core::{OpenWait, Outcome, State};
-use crate::error::{CallError, Error};
+pub use self::core::{CallOutcome, OpenWait, State};
+#[cfg(feature = "tower")]
+pub use self::layer::{
+    BreakerGuard, CircuitBreakerLayer, CircuitBreakerService, Classify, OkIsSuccess,
+};
+use crate::error::{CallError, ResilienceError};
 
 /// Longest time-based window, in seconds.
 pub const TIME_WINDOW_SECS_MAX: u32 = 3_600;
@@ -66,7 +72,7 @@ pub enum BreakerEvent {
     /// A permitted call recorded its outcome.
     Recorded {
         /// How the call was classified.
-        outcome: Outcome,
+        outcome: CallOutcome,
         /// Whether it took at least the slow-call duration.
         slow: bool,
     },
@@ -158,8 +164,8 @@ impl fmt::Debug for BreakerConfigBuilder {
     }
 }
 
-fn invalid(field: &'static str, reason: &'static str) -> Error {
-    Error::InvalidConfig { field, reason }
+fn invalid(field: &'static str, reason: &'static str) -> ResilienceError {
+    ResilienceError::InvalidConfig { field, reason }
 }
 
 impl BreakerConfigBuilder {
@@ -242,11 +248,11 @@ impl BreakerConfigBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] naming the first bad setting: an empty name, a rate outside
+    /// [`ResilienceError::InvalidConfig`] naming the first bad setting: an empty name, a rate outside
     /// 1..=100 %, a zero or oversized window, zero minimum calls or more than a count window
     /// holds, zero or too many half-open calls, a zero open wait, an exponential open wait
     /// whose maximum is below its initial wait, or a zero slow-call duration.
-    pub fn build(self) -> Result<BreakerConfig, Error> {
+    pub fn build(self) -> Result<BreakerConfig, ResilienceError> {
         if self.name.is_empty() {
             return Err(invalid("name", "must not be empty"));
         }
@@ -444,7 +450,7 @@ struct Inner<C> {
 /// assert_eq!(breaker.state(), State::HalfOpen);
 /// breaker.try_acquire()?.record_success();
 /// assert_eq!(breaker.state(), State::Closed);
-/// # Ok::<(), resilience::Error>(())
+/// # Ok::<(), resilience::ResilienceError>(())
 /// ```
 pub struct CircuitBreaker<C = SystemClock> {
     inner: Arc<Inner<C>>,
@@ -517,20 +523,20 @@ impl<C: Clock> CircuitBreaker<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::CircuitOpen`] while open (with the time left in the open wait), forced open,
+    /// [`ResilienceError::CircuitOpen`] while open (with the time left in the open wait), forced open,
     /// or half-open with every trial permit out.
     ///
     /// ```
-    /// use resilience::{BreakerConfig, CircuitBreaker, Outcome};
+    /// use resilience::{BreakerConfig, CircuitBreaker, CallOutcome};
     ///
     /// let breaker = CircuitBreaker::new(BreakerConfig::builder().build()?);
     /// let permit = breaker.try_acquire()?;
     /// let result: Result<u32, &str> = Ok(7); // the protected call
-    /// permit.record(if result.is_ok() { Outcome::Success } else { Outcome::Failure });
-    /// # Ok::<(), resilience::Error>(())
+    /// permit.record(if result.is_ok() { CallOutcome::Success } else { CallOutcome::Failure });
+    /// # Ok::<(), resilience::ResilienceError>(())
     /// ```
     #[inline]
-    pub fn try_acquire(&self) -> Result<Permit<'_, C>, Error> {
+    pub fn try_acquire(&self) -> Result<Permit<'_, C>, ResilienceError> {
         let inner = &*self.inner;
         let (admitted, transition) = inner.core.try_acquire(&|| self.now_us());
         if let Some(t) = transition {
@@ -549,7 +555,7 @@ impl<C: Clock> CircuitBreaker<C> {
                         state: self.state(),
                     });
                 }
-                Err(Error::CircuitOpen {
+                Err(ResilienceError::CircuitOpen {
                     retry_after: rejection.retry_after_us.map(Duration::from_micros),
                 })
             }
@@ -563,7 +569,7 @@ impl<C: Clock> CircuitBreaker<C> {
     /// # Errors
     ///
     /// As [`try_acquire`](Self::try_acquire).
-    pub fn try_acquire_owned(&self) -> Result<OwnedPermit<C>, Error> {
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit<C>, ResilienceError> {
         let permit = self.try_acquire()?;
         let owned = OwnedPermit {
             breaker: self.clone(),
@@ -582,7 +588,7 @@ impl<C: Clock> CircuitBreaker<C> {
     ///
     /// # Errors
     ///
-    /// [`CallError::Rejected`] with [`Error::CircuitOpen`] when not permitted (and `fut` is
+    /// [`CallError::Rejected`] with [`ResilienceError::CircuitOpen`] when not permitted (and `fut` is
     /// never polled), or [`CallError::Inner`] with `fut`'s own error.
     pub async fn call<T, E, F>(&self, fut: F) -> Result<T, CallError<E>>
     where
@@ -592,7 +598,7 @@ impl<C: Clock> CircuitBreaker<C> {
     }
 
     /// Like [`call`](Self::call), with `classify` deciding what each result means (e.g.
-    /// a "not found" error is [`Outcome::Ignored`], not a failure of the backend).
+    /// a "not found" error is [`CallOutcome::Ignored`], not a failure of the backend).
     ///
     /// # Errors
     ///
@@ -600,7 +606,7 @@ impl<C: Clock> CircuitBreaker<C> {
     pub async fn call_with<T, E, F, K>(&self, classify: K, fut: F) -> Result<T, CallError<E>>
     where
         F: Future<Output = Result<T, E>>,
-        K: FnOnce(&Result<T, E>) -> Outcome,
+        K: FnOnce(&Result<T, E>) -> CallOutcome,
     {
         let permit = self.try_acquire()?;
         let result = fut.await;
@@ -691,9 +697,9 @@ impl<C: Clock> CircuitBreaker<C> {
         if let Some(m) = &self.inner.metrics {
             match event {
                 BreakerEvent::Recorded { outcome, .. } => match outcome {
-                    Outcome::Success => m.successful.increment(1),
-                    Outcome::Failure => m.failed.increment(1),
-                    Outcome::Ignored => m.ignored.increment(1),
+                    CallOutcome::Success => m.successful.increment(1),
+                    CallOutcome::Failure => m.failed.increment(1),
+                    CallOutcome::Ignored => m.ignored.increment(1),
                 },
                 BreakerEvent::Rejected { .. } => m.not_permitted.increment(1),
                 BreakerEvent::Transition { .. } => {}
@@ -705,7 +711,7 @@ impl<C: Clock> CircuitBreaker<C> {
     }
 
     #[inline]
-    fn finish(&self, tag: u16, started: Option<Tick>, outcome: Outcome) {
+    fn finish(&self, tag: u16, started: Option<Tick>, outcome: CallOutcome) {
         let inner = &*self.inner;
         let slow = match (started, inner.slow_call_ns) {
             (Some(start), Some(limit)) => {
@@ -728,11 +734,11 @@ impl<C: Clock> CircuitBreaker<C> {
 }
 
 /// `Ok` is a success, `Err` a failure: the default classifier.
-pub fn classify_result<T, E>(result: &Result<T, E>) -> Outcome {
+pub fn classify_result<T, E>(result: &Result<T, E>) -> CallOutcome {
     if result.is_ok() {
-        Outcome::Success
+        CallOutcome::Success
     } else {
-        Outcome::Failure
+        CallOutcome::Failure
     }
 }
 
@@ -760,7 +766,7 @@ impl<C: Clock> fmt::Debug for Permit<'_, C> {
 impl<C: Clock> Permit<'_, C> {
     /// Records how the call ended.
     #[inline]
-    pub fn record(mut self, outcome: Outcome) {
+    pub fn record(mut self, outcome: CallOutcome) {
         self.done = true;
         self.breaker.finish(self.tag, self.started, outcome);
     }
@@ -768,13 +774,13 @@ impl<C: Clock> Permit<'_, C> {
     /// Records a success.
     #[inline]
     pub fn record_success(self) {
-        self.record(Outcome::Success);
+        self.record(CallOutcome::Success);
     }
 
     /// Records a failure.
     #[inline]
     pub fn record_failure(self) {
-        self.record(Outcome::Failure);
+        self.record(CallOutcome::Failure);
     }
 }
 
@@ -808,19 +814,19 @@ impl<C: Clock> fmt::Debug for OwnedPermit<C> {
 
 impl<C: Clock> OwnedPermit<C> {
     /// Records how the call ended.
-    pub fn record(mut self, outcome: Outcome) {
+    pub fn record(mut self, outcome: CallOutcome) {
         self.done = true;
         self.breaker.finish(self.tag, self.started, outcome);
     }
 
     /// Records a success.
     pub fn record_success(self) {
-        self.record(Outcome::Success);
+        self.record(CallOutcome::Success);
     }
 
     /// Records a failure.
     pub fn record_failure(self) {
-        self.record(Outcome::Failure);
+        self.record(CallOutcome::Failure);
     }
 }
 

@@ -11,7 +11,7 @@ use metered_clock::{Clock, SystemClock};
 use parking_lot::RwLock;
 
 use super::{Quota, gcra, remaining, wait_for};
-use crate::error::Error;
+use crate::error::ResilienceError;
 use crate::sync::atomic::{AtomicU64, Ordering};
 
 const SHARDS_MAX: usize = 16;
@@ -23,7 +23,7 @@ type Shard<K> = CachePadded<RwLock<HashTable<(K, AtomicU64)>>>;
 /// A key whose bucket is full again (its TAT is in the past) is *idle*: forgetting it loses
 /// nothing, because a new bucket for it would start full too. When a shard is at capacity,
 /// inserting a key first evicts the shard's idle keys; if none is idle the request is
-/// refused with [`Error::KeyCapacityExhausted`] rather than forgetting a key that is still
+/// refused with [`ResilienceError::KeyCapacityExhausted`] rather than forgetting a key that is still
 /// limited (which would hand that key a fresh burst). [`evict_idle`](Self::evict_idle)
 /// sweeps every shard, e.g. from a periodic task.
 ///
@@ -41,7 +41,7 @@ type Shard<K> = CachePadded<RwLock<HashTable<(K, AtomicU64)>>>;
 /// let err = limiter.try_acquire(&"tenant-a", 1).unwrap_err();
 /// assert_eq!(err.retry_after(), Some(Duration::from_millis(500))); // for Retry-After
 /// limiter.try_acquire(&"tenant-b", 1)?; // other tenants are unaffected
-/// # Ok::<(), resilience::Error>(())
+/// # Ok::<(), resilience::ResilienceError>(())
 /// ```
 pub struct KeyedRateLimiter<K, C = SystemClock> {
     shards: Box<[Shard<K>]>,
@@ -67,8 +67,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K, SystemClock> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `max_keys` is zero.
-    pub fn new(quota: Quota, max_keys: usize) -> Result<Self, Error> {
+    /// [`ResilienceError::InvalidConfig`] if `max_keys` is zero.
+    pub fn new(quota: Quota, max_keys: usize) -> Result<Self, ResilienceError> {
         Self::with_clock(quota, max_keys, SystemClock::new())
     }
 }
@@ -80,10 +80,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `max_keys` is zero.
-    pub fn with_clock(quota: Quota, max_keys: usize, clock: C) -> Result<Self, Error> {
+    /// [`ResilienceError::InvalidConfig`] if `max_keys` is zero.
+    pub fn with_clock(quota: Quota, max_keys: usize, clock: C) -> Result<Self, ResilienceError> {
         if max_keys == 0 {
-            return Err(Error::InvalidConfig {
+            return Err(ResilienceError::InvalidConfig {
                 field: "max_keys",
                 reason: "must be at least 1",
             });
@@ -117,11 +117,11 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     ///
     /// # Errors
     ///
-    /// [`Error::RateLimited`] with the time until `key` has `n` permits (use it for an HTTP
-    /// `Retry-After`), [`Error::InsufficientCapacity`] if `n` exceeds the burst, or
-    /// [`Error::KeyCapacityExhausted`] if `key` is new and its shard is full of keys that
+    /// [`ResilienceError::RateLimited`] with the time until `key` has `n` permits (use it for an HTTP
+    /// `Retry-After`), [`ResilienceError::InsufficientCapacity`] if `n` exceeds the burst, or
+    /// [`ResilienceError::KeyCapacityExhausted`] if `key` is new and its shard is full of keys that
     /// are still limited.
-    pub fn try_acquire(&self, key: &K, n: u32) -> Result<(), Error> {
+    pub fn try_acquire(&self, key: &K, n: u32) -> Result<(), ResilienceError> {
         self.try_acquire_with_quota(key, n, self.quota)
     }
 
@@ -140,16 +140,21 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     ///     limiter.try_acquire_with_quota(&"big-tenant", 1, premium)?;
     /// }
     /// assert!(limiter.try_acquire_with_quota(&"big-tenant", 1, premium).is_err());
-    /// # Ok::<(), resilience::Error>(())
+    /// # Ok::<(), resilience::ResilienceError>(())
     /// ```
     ///
     /// # Errors
     ///
     /// As [`try_acquire`](Self::try_acquire), against `quota`.
-    pub fn try_acquire_with_quota(&self, key: &K, n: u32, quota: Quota) -> Result<(), Error> {
+    pub fn try_acquire_with_quota(
+        &self,
+        key: &K,
+        n: u32,
+        quota: Quota,
+    ) -> Result<(), ResilienceError> {
         let q = quota;
         if n > q.burst {
-            return Err(Error::InsufficientCapacity {
+            return Err(ResilienceError::InsufficientCapacity {
                 requested: n,
                 burst: q.burst,
             });
@@ -175,7 +180,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
                 "keyed rate limiter evicted idle keys"
             );
             if table.len() >= self.per_shard_max {
-                return Err(Error::KeyCapacityExhausted {
+                return Err(ResilienceError::KeyCapacityExhausted {
                     max_keys: self.max_keys,
                 });
             }

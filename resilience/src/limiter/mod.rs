@@ -8,6 +8,8 @@
 //! no background refill, no allocation.
 
 mod keyed;
+#[cfg(feature = "tower")]
+mod layer;
 
 use std::time::Duration;
 
@@ -15,7 +17,11 @@ use crossbeam_utils::CachePadded;
 use metered_clock::{Clock, SystemClock, duration_nanos};
 
 pub use self::keyed::KeyedRateLimiter;
-use crate::error::Error;
+#[cfg(feature = "tower")]
+pub use self::layer::{
+    KeyedRateLimitLayer, KeyedRateLimitService, RateLimitLayer, RateLimitService,
+};
+use crate::error::ResilienceError;
 use crate::sleep::Sleeper;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -29,7 +35,7 @@ use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// assert_eq!(q.interval(), Duration::from_millis(20));
 /// assert_eq!(q.burst(), 10);
 /// assert!(Quota::per_second(0).is_err());
-/// # Ok::<(), resilience::Error>(())
+/// # Ok::<(), resilience::ResilienceError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quota {
@@ -42,8 +48,8 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `permits` is zero or above 10⁹ (one per nanosecond).
-    pub fn per_second(permits: u32) -> Result<Quota, Error> {
+    /// [`ResilienceError::InvalidConfig`] if `permits` is zero or above 10⁹ (one per nanosecond).
+    pub fn per_second(permits: u32) -> Result<Quota, ResilienceError> {
         Self::per(Duration::from_secs(1), permits)
     }
 
@@ -51,8 +57,8 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `permits` is zero.
-    pub fn per_minute(permits: u32) -> Result<Quota, Error> {
+    /// [`ResilienceError::InvalidConfig`] if `permits` is zero.
+    pub fn per_minute(permits: u32) -> Result<Quota, ResilienceError> {
         Self::per(Duration::from_secs(60), permits)
     }
 
@@ -61,17 +67,17 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `permits` is zero or `period / permits` is under 1 ns.
-    pub fn per(period: Duration, permits: u32) -> Result<Quota, Error> {
+    /// [`ResilienceError::InvalidConfig`] if `permits` is zero or `period / permits` is under 1 ns.
+    pub fn per(period: Duration, permits: u32) -> Result<Quota, ResilienceError> {
         if permits == 0 {
-            return Err(Error::InvalidConfig {
+            return Err(ResilienceError::InvalidConfig {
                 field: "permits",
                 reason: "must be at least 1",
             });
         }
         let period_ns = duration_nanos(period);
         if period_ns < u64::from(permits) {
-            return Err(Error::InvalidConfig {
+            return Err(ResilienceError::InvalidConfig {
                 field: "permits",
                 reason: "at most one permit per nanosecond",
             });
@@ -86,8 +92,8 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `interval` is zero.
-    pub fn with_period(interval: Duration) -> Result<Quota, Error> {
+    /// [`ResilienceError::InvalidConfig`] if `interval` is zero.
+    pub fn with_period(interval: Duration) -> Result<Quota, ResilienceError> {
         Self::per(interval, 1)
     }
 
@@ -95,10 +101,10 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `burst` is zero.
-    pub fn with_burst(self, burst: u32) -> Result<Quota, Error> {
+    /// [`ResilienceError::InvalidConfig`] if `burst` is zero.
+    pub fn with_burst(self, burst: u32) -> Result<Quota, ResilienceError> {
         if burst == 0 {
-            return Err(Error::InvalidConfig {
+            return Err(ResilienceError::InvalidConfig {
                 field: "burst",
                 reason: "must be at least 1",
             });
@@ -127,9 +133,9 @@ pub(crate) fn gcra(
     interval_ns: u64,
     burst: u32,
     n: u32,
-) -> Result<(), Error> {
+) -> Result<(), ResilienceError> {
     if n > burst {
-        return Err(Error::InsufficientCapacity {
+        return Err(ResilienceError::InsufficientCapacity {
             requested: n,
             burst,
         });
@@ -140,7 +146,7 @@ pub(crate) fn gcra(
     loop {
         let next = current.max(now).saturating_add(increment);
         if next - now > tolerance {
-            return Err(Error::RateLimited {
+            return Err(ResilienceError::RateLimited {
                 retry_after: Duration::from_nanos(next - tolerance - now),
             });
         }
@@ -177,15 +183,15 @@ fn wait_for(tat: u64, now: u64, interval_ns: u64, burst: u32, n: u32) -> Duratio
 /// ```
 /// use std::time::Duration;
 /// use metered_clock::{ManualClock, Timestamp};
-/// use resilience::{Error, Quota, RateLimiter};
+/// use resilience::{ResilienceError, Quota, RateLimiter};
 ///
 /// let clock = ManualClock::new(Timestamp::EPOCH);
 /// let limiter = RateLimiter::with_clock(Quota::per_second(10)?.with_burst(2)?, clock.clone());
 /// limiter.try_acquire(2)?;
-/// assert_eq!(limiter.try_acquire(1), Err(Error::RateLimited { retry_after: Duration::from_millis(100) }));
+/// assert_eq!(limiter.try_acquire(1), Err(ResilienceError::RateLimited { retry_after: Duration::from_millis(100) }));
 /// clock.advance(Duration::from_millis(100));
 /// limiter.try_acquire(1)?;
-/// # Ok::<(), resilience::Error>(())
+/// # Ok::<(), resilience::ResilienceError>(())
 /// ```
 #[derive(Debug)]
 pub struct RateLimiter<C = SystemClock> {
@@ -238,10 +244,10 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::RateLimited`] with the time until `n` permits are available, or
-    /// [`Error::InsufficientCapacity`] if `n` exceeds the burst (it never will be).
+    /// [`ResilienceError::RateLimited`] with the time until `n` permits are available, or
+    /// [`ResilienceError::InsufficientCapacity`] if `n` exceeds the burst (it never will be).
     #[inline]
-    pub fn try_acquire(&self, n: u32) -> Result<(), Error> {
+    pub fn try_acquire(&self, n: u32) -> Result<(), ResilienceError> {
         let now = self.clock.monotonic().as_nanos();
         gcra(
             &self.tat,
@@ -258,21 +264,21 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::RateLimited`] if `n` permits are not available within `max_wait`;
-    /// [`Error::InsufficientCapacity`] if `n` exceeds the burst.
+    /// [`ResilienceError::RateLimited`] if `n` permits are not available within `max_wait`;
+    /// [`ResilienceError::InsufficientCapacity`] if `n` exceeds the burst.
     pub async fn acquire<S: Sleeper + ?Sized>(
         &self,
         n: u32,
         max_wait: Duration,
         sleeper: &S,
-    ) -> Result<(), Error> {
+    ) -> Result<(), ResilienceError> {
         let start = self.clock.monotonic();
         loop {
             match self.try_acquire(n) {
-                Err(Error::RateLimited { retry_after }) => {
+                Err(ResilienceError::RateLimited { retry_after }) => {
                     let waited = self.clock.monotonic().saturating_duration_since(start);
                     if waited.saturating_add(retry_after) > max_wait {
-                        return Err(Error::RateLimited { retry_after });
+                        return Err(ResilienceError::RateLimited { retry_after });
                     }
                     sleeper.sleep(retry_after).await;
                 }

@@ -1,5 +1,8 @@
 //! A retry budget and an async retry driver.
 
+#[cfg(feature = "tower")]
+mod layer;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -11,10 +14,13 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::backoff::Backoff;
-use crate::error::Error;
+use crate::error::ResilienceError;
 use crate::limiter::{Quota, RateLimiter};
 use crate::sleep::Sleeper;
 use crate::sync::atomic::{AtomicU64, Ordering};
+
+#[cfg(feature = "tower")]
+pub use self::layer::{BoxFuture, RetryLayer, RetryService};
 
 /// One retry, in thousandths, so a deposit of a fraction of a retry stays an integer.
 const MILLI: u64 = 1_000;
@@ -39,7 +45,7 @@ const MILLI: u64 = 1_000;
 /// assert!(budget.try_withdraw()); // 10 requests × 20 % = 2 retries
 /// assert!(budget.try_withdraw());
 /// assert!(!budget.try_withdraw());
-/// # Ok::<(), resilience::Error>(())
+/// # Ok::<(), resilience::ResilienceError>(())
 /// ```
 pub struct RetryBudget<C = SystemClock> {
     balance_milli: AtomicU64,
@@ -104,7 +110,7 @@ impl RetryBudgetBuilder {
     /// # Errors
     ///
     /// As [`build_with_clock`](Self::build_with_clock).
-    pub fn build(self) -> Result<RetryBudget<SystemClock>, Error> {
+    pub fn build(self) -> Result<RetryBudget<SystemClock>, ResilienceError> {
         self.build_with_clock(SystemClock::new())
     }
 
@@ -112,16 +118,16 @@ impl RetryBudgetBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a percentage outside 1..=1000 or a zero maximum balance.
-    pub fn build_with_clock<C: Clock>(self, clock: C) -> Result<RetryBudget<C>, Error> {
+    /// [`ResilienceError::InvalidConfig`] for a percentage outside 1..=1000 or a zero maximum balance.
+    pub fn build_with_clock<C: Clock>(self, clock: C) -> Result<RetryBudget<C>, ResilienceError> {
         if !(1..=1_000).contains(&self.retry_percent) {
-            return Err(Error::InvalidConfig {
+            return Err(ResilienceError::InvalidConfig {
                 field: "retry_percent",
                 reason: "must be between 1 and 1000",
             });
         }
         if self.max_balance == 0 {
-            return Err(Error::InvalidConfig {
+            return Err(ResilienceError::InvalidConfig {
                 field: "max_balance",
                 reason: "must be at least 1",
             });
@@ -204,7 +210,7 @@ pub enum RetryDecision {
 ///     |_err| RetryDecision::Retry,
 /// ));
 /// assert_eq!(result, Ok(2)); // succeeded on the third attempt
-/// # Ok::<(), resilience::Error>(())
+/// # Ok::<(), resilience::ResilienceError>(())
 /// ```
 pub struct Retry<S, C = SystemClock> {
     backoff: Backoff,

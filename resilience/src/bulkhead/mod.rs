@@ -1,5 +1,8 @@
 //! A bulkhead: a limit on concurrent calls, with an optional bounded wait.
 
+#[cfg(feature = "tower")]
+mod layer;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -7,24 +10,27 @@ use std::time::Duration;
 
 use async_lock::{Semaphore, SemaphoreGuardArc};
 
-use crate::error::Error;
+use crate::error::ResilienceError;
 use crate::sleep::Sleeper;
 use crate::sync::atomic::{AtomicU32, Ordering};
 use crate::timeout::timeout;
+
+#[cfg(feature = "tower")]
+pub use self::layer::{BulkheadLayer, BulkheadService};
 
 /// Caps the calls in flight to one backend so a slow backend cannot take every task or
 /// connection of the service. Cheap to clone: clones share the same slots.
 ///
 /// ```
-/// use resilience::{Bulkhead, Error};
+/// use resilience::{Bulkhead, ResilienceError};
 ///
 /// let bulkhead = Bulkhead::new(2)?;
 /// let a = bulkhead.try_acquire()?;
 /// let _b = bulkhead.try_acquire()?;
-/// assert_eq!(bulkhead.try_acquire().unwrap_err(), Error::BulkheadFull { max_concurrent: 2 });
+/// assert_eq!(bulkhead.try_acquire().unwrap_err(), ResilienceError::BulkheadFull { max_concurrent: 2 });
 /// drop(a);
 /// assert!(bulkhead.try_acquire().is_ok());
-/// # Ok::<(), resilience::Error>(())
+/// # Ok::<(), resilience::ResilienceError>(())
 /// ```
 #[derive(Clone)]
 pub struct Bulkhead {
@@ -64,8 +70,8 @@ impl Bulkhead {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `max_concurrent` is zero.
-    pub fn new(max_concurrent: u32) -> Result<Self, Error> {
+    /// [`ResilienceError::InvalidConfig`] if `max_concurrent` is zero.
+    pub fn new(max_concurrent: u32) -> Result<Self, ResilienceError> {
         Self::with_queue(max_concurrent, 0)
     }
 
@@ -74,10 +80,10 @@ impl Bulkhead {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if `max_concurrent` is zero.
-    pub fn with_queue(max_concurrent: u32, max_waiting: u32) -> Result<Self, Error> {
+    /// [`ResilienceError::InvalidConfig`] if `max_concurrent` is zero.
+    pub fn with_queue(max_concurrent: u32, max_waiting: u32) -> Result<Self, ResilienceError> {
         if max_concurrent == 0 {
-            return Err(Error::InvalidConfig {
+            return Err(ResilienceError::InvalidConfig {
                 field: "max_concurrent",
                 reason: "must be at least 1",
             });
@@ -98,8 +104,8 @@ impl Bulkhead {
         self.inner.max_concurrent
     }
 
-    fn full(&self) -> Error {
-        Error::BulkheadFull {
+    fn full(&self) -> ResilienceError {
+        ResilienceError::BulkheadFull {
             max_concurrent: self.inner.max_concurrent,
         }
     }
@@ -108,8 +114,8 @@ impl Bulkhead {
     ///
     /// # Errors
     ///
-    /// [`Error::BulkheadFull`] when every slot is taken.
-    pub fn try_acquire(&self) -> Result<BulkheadPermit, Error> {
+    /// [`ResilienceError::BulkheadFull`] when every slot is taken.
+    pub fn try_acquire(&self) -> Result<BulkheadPermit, ResilienceError> {
         self.inner
             .semaphore
             .try_acquire_arc()
@@ -122,12 +128,12 @@ impl Bulkhead {
     ///
     /// # Errors
     ///
-    /// [`Error::BulkheadFull`] if the queue is full or no slot freed up within `max_wait`.
+    /// [`ResilienceError::BulkheadFull`] if the queue is full or no slot freed up within `max_wait`.
     pub async fn acquire<S: Sleeper + ?Sized>(
         &self,
         max_wait: Duration,
         sleeper: &S,
-    ) -> Result<BulkheadPermit, Error> {
+    ) -> Result<BulkheadPermit, ResilienceError> {
         if let Ok(permit) = self.try_acquire() {
             return Ok(permit);
         }
@@ -153,8 +159,11 @@ impl Bulkhead {
     ///
     /// # Errors
     ///
-    /// [`Error::BulkheadFull`] when every slot is taken (and `fut` is never polled).
-    pub fn call<F: Future>(&self, fut: F) -> impl Future<Output = Result<F::Output, Error>> {
+    /// [`ResilienceError::BulkheadFull`] when every slot is taken (and `fut` is never polled).
+    pub fn call<F: Future>(
+        &self,
+        fut: F,
+    ) -> impl Future<Output = Result<F::Output, ResilienceError>> {
         let permit = self.try_acquire();
         async move {
             let _permit = permit?;
