@@ -271,6 +271,9 @@ async fn in_memory_store_versions_and_merges() {
 /// Optimistic concurrency: writers that load, record and save, retrying on a version
 /// conflict, never lose an update; writers that send deltas through `merge` need no retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The test is the driver here: it spawns racing writers to exercise the store, which
+// itself never spawns.
+#[allow(clippy::disallowed_methods)]
 async fn concurrent_writers_lose_no_update() {
     let store = Arc::new(InMemoryExperimentStore::new());
     store

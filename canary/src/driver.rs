@@ -140,6 +140,8 @@ impl<S: MetricsSource, A: Actuator> Driver<S, A> {
     ///
     /// # Errors
     /// As [`Driver::step`].
+    // A driver (feature `tokio`): waiting out the rollout's schedule is its job.
+    #[allow(clippy::disallowed_methods)]
     pub async fn run(mut self) -> Result<Rollout> {
         loop {
             let d = self.step().await?;

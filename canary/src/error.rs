@@ -106,8 +106,144 @@ impl CanaryError {
             _ => false,
         }
     }
+
+    /// A short snake_case name of the variant, for logs, metrics labels and API error
+    /// bodies.
+    ///
+    /// The codes are **stable**: a code never changes meaning and is never reused, whatever
+    /// happens to the variant's name or message. A new variant gets a new code.
+    ///
+    /// ```
+    /// use canary::{CanaryError, Plan};
+    ///
+    /// let e: CanaryError = Plan::new(vec![], std::time::Duration::from_secs(60)).unwrap_err();
+    /// assert_eq!(e.code(), "invalid_plan");
+    /// ```
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidPlan { .. } => "invalid_plan",
+            Self::InvalidPolicy { .. } => "invalid_policy",
+            Self::InvalidObservation { .. } => "invalid_observation",
+            Self::IllegalTransition { .. } => "illegal_transition",
+            Self::InvalidCommand { .. } => "invalid_command",
+            Self::UnknownRollout { .. } => "unknown_rollout",
+            Self::DuplicateRollout { .. } => "duplicate_rollout",
+            Self::TrailDecode { .. } => "trail_decode",
+            Self::TrailMismatch { .. } => "trail_mismatch",
+            Self::Audit(_) => "audit",
+            Self::MetricsSource { .. } => "metrics_source",
+        }
+    }
 }
 
 /// Shorthand for `Result<T, CanaryError>` inside the crate (not exported, so that globs of
 /// several crates never clash on `Result`).
 pub(crate) type Result<T, E = CanaryError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::CanaryError;
+    use crate::command::RolloutCommand;
+    use crate::phase::PhaseKind;
+
+    /// Every variant with its pinned code. The exhaustive match in `variant_index` stops
+    /// compiling when a variant is added, so the table cannot silently fall behind.
+    fn table() -> Vec<(CanaryError, &'static str)> {
+        let reason = || "why".to_owned();
+        let id = || "api-v2".to_owned();
+        vec![
+            (
+                CanaryError::InvalidPlan { reason: reason() },
+                "invalid_plan",
+            ),
+            (
+                CanaryError::InvalidPolicy {
+                    field: "checks",
+                    reason: reason(),
+                },
+                "invalid_policy",
+            ),
+            (
+                CanaryError::InvalidObservation { reason: reason() },
+                "invalid_observation",
+            ),
+            (
+                CanaryError::IllegalTransition {
+                    phase: PhaseKind::Pending,
+                    command: RolloutCommand::Resume,
+                    hint: "start it",
+                },
+                "illegal_transition",
+            ),
+            (
+                CanaryError::InvalidCommand { reason: reason() },
+                "invalid_command",
+            ),
+            (CanaryError::UnknownRollout { id: id() }, "unknown_rollout"),
+            (
+                CanaryError::DuplicateRollout { id: id() },
+                "duplicate_rollout",
+            ),
+            (
+                CanaryError::TrailDecode {
+                    index: 0,
+                    reason: reason(),
+                },
+                "trail_decode",
+            ),
+            (
+                CanaryError::TrailMismatch {
+                    index: 0,
+                    reason: reason(),
+                },
+                "trail_mismatch",
+            ),
+            (
+                CanaryError::Audit(audit_chain::AuditError::InvalidConfig(reason())),
+                "audit",
+            ),
+            (
+                CanaryError::MetricsSource {
+                    message: reason(),
+                    retryable: true,
+                },
+                "metrics_source",
+            ),
+        ]
+    }
+
+    fn variant_index(e: &CanaryError) -> usize {
+        match e {
+            CanaryError::InvalidPlan { .. } => 0,
+            CanaryError::InvalidPolicy { .. } => 1,
+            CanaryError::InvalidObservation { .. } => 2,
+            CanaryError::IllegalTransition { .. } => 3,
+            CanaryError::InvalidCommand { .. } => 4,
+            CanaryError::UnknownRollout { .. } => 5,
+            CanaryError::DuplicateRollout { .. } => 6,
+            CanaryError::TrailDecode { .. } => 7,
+            CanaryError::TrailMismatch { .. } => 8,
+            CanaryError::Audit(_) => 9,
+            CanaryError::MetricsSource { .. } => 10,
+        }
+    }
+
+    #[test]
+    fn every_variant_has_its_pinned_code_and_codes_are_unique() {
+        let table = table();
+        let variants: BTreeSet<usize> = table.iter().map(|(e, _)| variant_index(e)).collect();
+        assert_eq!(variants, (0..11).collect(), "every variant, once");
+        let mut codes = BTreeSet::new();
+        for (error, code) in &table {
+            assert_eq!(error.code(), *code, "{error:?}");
+            assert!(codes.insert(*code), "code {code:?} used twice");
+            let snake = code
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            assert!(snake && !code.is_empty(), "{code:?} is not snake_case");
+        }
+    }
+}

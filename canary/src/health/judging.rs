@@ -100,95 +100,110 @@ impl HealthPolicy {
     }
 
     fn judge_check(&self, check: &MetricCheck, obs: &Observations) -> MetricResult {
+        match check.kind {
+            MetricKind::ErrorRate => self.judge_error_rate(check, obs),
+            MetricKind::Latency { quantile } => self.judge_latency(check, quantile, obs),
+        }
+    }
+
+    /// An error-rate check: P(breach) on the canary's Beta posterior against the limit (or
+    /// against the baseline's posterior, for a relative limit).
+    fn judge_error_rate(&self, check: &MetricCheck, obs: &Observations) -> MetricResult {
         let base = obs.baseline.as_ref();
-        match (check.kind, check.limit) {
-            (MetricKind::ErrorRate, limit) => {
-                let canary = self.posterior(&obs.canary);
-                let observed = obs.canary.error_rate();
-                let (p_breach, threshold) = match limit {
-                    Limit::Absolute(max) => (canary.sf(max), max),
-                    Limit::RelativeToBaseline(r) => {
-                        let Some(b) = base.filter(|b| b.requests >= self.min_baseline_sample)
-                        else {
-                            return MetricResult::no_data(check);
-                        };
-                        let baseline = self.posterior(b);
-                        let threshold = b.error_rate() * (1.0 + r);
-                        let thresholds = [self.fail_confidence, self.pass_below];
-                        match prob_relative_breach(baseline, canary, r, thresholds) {
-                            Some(p) => (p, threshold),
-                            None => return MetricResult::no_data(check),
-                        }
-                    }
+        let limit = check.limit;
+        let canary = self.posterior(&obs.canary);
+        let observed = obs.canary.error_rate();
+        let (p_breach, threshold) = match limit {
+            Limit::Absolute(max) => (canary.sf(max), max),
+            Limit::RelativeToBaseline(r) => {
+                let Some(b) = base.filter(|b| b.requests >= self.min_baseline_sample) else {
+                    return MetricResult::no_data(check);
                 };
-                let verdict = if p_breach >= self.fail_confidence {
+                let baseline = self.posterior(b);
+                let threshold = b.error_rate() * (1.0 + r);
+                let thresholds = [self.fail_confidence, self.pass_below];
+                match prob_relative_breach(baseline, canary, r, thresholds) {
+                    Some(p) => (p, threshold),
+                    None => return MetricResult::no_data(check),
+                }
+            }
+        };
+        let verdict = if p_breach >= self.fail_confidence {
+            CheckVerdict::Fail
+        } else if p_breach < self.pass_below {
+            CheckVerdict::Pass
+        } else {
+            CheckVerdict::Inconclusive
+        };
+        MetricResult {
+            name: Arc::clone(&check.name),
+            verdict,
+            critical: check.critical,
+            observed,
+            threshold,
+            statistic: p_breach,
+        }
+    }
+
+    /// A latency-quantile check: the quantile's order-statistic bounds against the limit (or
+    /// against the baseline's bounds, for a relative limit).
+    fn judge_latency(
+        &self,
+        check: &MetricCheck,
+        quantile: f64,
+        obs: &Observations,
+    ) -> MetricResult {
+        let base = obs.baseline.as_ref();
+        let limit = check.limit;
+        let Some(canary) = obs
+            .canary
+            .latency
+            .as_ref()
+            .and_then(|s| self.bounds(s, quantile))
+        else {
+            return MetricResult::no_data(check);
+        };
+        let (verdict, threshold, statistic) = match limit {
+            Limit::Absolute(max) => {
+                let v = if canary.fail_lower > max {
                     CheckVerdict::Fail
-                } else if p_breach < self.pass_below {
+                } else if canary.pass_as_canary <= max {
                     CheckVerdict::Pass
                 } else {
                     CheckVerdict::Inconclusive
                 };
-                MetricResult {
-                    name: Arc::clone(&check.name),
-                    verdict,
-                    critical: check.critical,
-                    observed,
-                    threshold,
-                    statistic: p_breach,
-                }
+                (v, max, canary.fail_lower)
             }
-            (MetricKind::Latency { quantile }, limit) => {
-                let Some(canary) = obs
-                    .canary
-                    .latency
-                    .as_ref()
+            Limit::RelativeToBaseline(r) => {
+                let Some(base) = base
+                    .filter(|b| b.requests >= self.min_baseline_sample)
+                    .and_then(|b| b.latency.as_ref())
                     .and_then(|s| self.bounds(s, quantile))
                 else {
                     return MetricResult::no_data(check);
                 };
-                let (verdict, threshold, statistic) = match limit {
-                    Limit::Absolute(max) => {
-                        let v = if canary.fail_lower > max {
-                            CheckVerdict::Fail
-                        } else if canary.pass_as_canary <= max {
-                            CheckVerdict::Pass
-                        } else {
-                            CheckVerdict::Inconclusive
-                        };
-                        (v, max, canary.fail_lower)
-                    }
-                    Limit::RelativeToBaseline(r) => {
-                        let Some(base) = base
-                            .filter(|b| b.requests >= self.min_baseline_sample)
-                            .and_then(|b| b.latency.as_ref())
-                            .and_then(|s| self.bounds(s, quantile))
-                        else {
-                            return MetricResult::no_data(check);
-                        };
-                        let factor = 1.0 + r;
-                        let v = if canary.fail_lower > factor * base.fail_upper {
-                            CheckVerdict::Fail
-                        } else if canary.pass_as_canary <= factor * base.pass_as_baseline {
-                            CheckVerdict::Pass
-                        } else {
-                            CheckVerdict::Inconclusive
-                        };
-                        (
-                            v,
-                            factor * base.estimate,
-                            canary.fail_lower / base.fail_upper.max(1.0),
-                        )
-                    }
+                let factor = 1.0 + r;
+                let v = if canary.fail_lower > factor * base.fail_upper {
+                    CheckVerdict::Fail
+                } else if canary.pass_as_canary <= factor * base.pass_as_baseline {
+                    CheckVerdict::Pass
+                } else {
+                    CheckVerdict::Inconclusive
                 };
-                MetricResult {
-                    name: Arc::clone(&check.name),
-                    verdict,
-                    critical: check.critical,
-                    observed: canary.estimate,
-                    threshold,
-                    statistic,
-                }
+                (
+                    v,
+                    factor * base.estimate,
+                    canary.fail_lower / base.fail_upper.max(1.0),
+                )
             }
+        };
+        MetricResult {
+            name: Arc::clone(&check.name),
+            verdict,
+            critical: check.critical,
+            observed: canary.estimate,
+            threshold,
+            statistic,
         }
     }
 

@@ -121,6 +121,9 @@ impl Rollout {
         }
     }
 
+    /// Records a check and applies what it leads to: a rollback at the failure limits, a
+    /// step completed or an inconclusive pause while progressing, or the end of an
+    /// inconclusive pause when healthy again.
     fn apply_check(&mut self, now: Timestamp, report: HealthReport) -> Directive {
         let verdict = report.verdict;
         metrics::counter!("canary_checks_total", "verdict" => verdict.as_str()).increment(1);
@@ -130,33 +133,7 @@ impl Rollout {
             step,
             report: report.clone(),
         });
-        let c = self.state.counters;
-        let p = &self.policy;
-        let failed_out = verdict == Verdict::Critical
-            || (verdict == Verdict::Unhealthy
-                && (c.consecutive_failures >= p.failure_limit()
-                    || c.total_failures >= p.total_failure_limit()));
-        let report = Some(report);
-        if failed_out {
-            let reason = if verdict == Verdict::Critical {
-                format!(
-                    "critical check failed: {}",
-                    report
-                        .as_ref()
-                        .map(HealthReport::reason)
-                        .unwrap_or_default()
-                )
-            } else {
-                format!(
-                    "{} consecutive / {} total failed checks: {}",
-                    c.consecutive_failures,
-                    c.total_failures,
-                    report
-                        .as_ref()
-                        .map(HealthReport::reason)
-                        .unwrap_or_default()
-                )
-            };
+        if let Some(reason) = self.failed_out(&report) {
             self.transition(
                 now,
                 Actor::System,
@@ -165,53 +142,10 @@ impl Rollout {
                 step,
                 reason,
             );
-            return self.directive(Action::RollBack, report);
+            return self.directive(Action::RollBack, Some(report));
         }
         match self.state.phase {
-            Phase::Progressing => {
-                let min = self.plan.steps()[step].min_duration();
-                let elapsed = self
-                    .state
-                    .step_started_at
-                    .map(|s| now.saturating_duration_since(s))
-                    .unwrap_or_default();
-                let early = p
-                    .success_limit()
-                    .is_some_and(|n| c.consecutive_successes >= n);
-                if verdict == Verdict::Healthy && (elapsed >= min || early) {
-                    let reason = if elapsed >= min {
-                        format!("step {step} healthy after {elapsed:?}")
-                    } else {
-                        format!(
-                            "step {step} healthy {} checks in a row",
-                            c.consecutive_successes
-                        )
-                    };
-                    let action = self.advance(now, Actor::System, RolloutCommand::Tick, reason);
-                    return self.directive(action, report);
-                }
-                if verdict == Verdict::Inconclusive
-                    && c.consecutive_inconclusive >= p.inconclusive_limit()
-                {
-                    let deadline = now.saturating_add(p.max_pause());
-                    let to = Phase::Paused {
-                        reason: PauseReason::Inconclusive,
-                        since: now,
-                        deadline: Some(deadline),
-                    };
-                    let reason = format!(
-                        "{} inconclusive checks in a row: {}",
-                        c.consecutive_inconclusive,
-                        report
-                            .as_ref()
-                            .map(HealthReport::reason)
-                            .unwrap_or_default()
-                    );
-                    self.transition(now, Actor::System, RolloutCommand::Tick, to, step, reason);
-                    return self.directive(Action::Pause(PauseReason::Inconclusive), report);
-                }
-                self.directive(Action::Hold, report)
-            }
+            Phase::Progressing => self.after_progressing_check(now, report),
             Phase::Paused {
                 reason: PauseReason::Inconclusive,
                 ..
@@ -225,14 +159,83 @@ impl Rollout {
                     "healthy again".into(),
                 );
                 let weight = self.weight_percent();
-                self.directive(Action::SetWeight(weight), report)
+                self.directive(Action::SetWeight(weight), Some(report))
             }
-            Phase::Paused { reason, .. } => self.directive(Action::Pause(reason), report),
-            _ => self.directive(Action::Hold, report),
+            Phase::Paused { reason, .. } => self.directive(Action::Pause(reason), Some(report)),
+            _ => self.directive(Action::Hold, Some(report)),
         }
     }
 
-    /// Applies `limit_action`; `None` when the limit_action leaves the phase as it is.
+    /// Why the recorded check rolls the canary back (a critical failure, or the consecutive
+    /// or total failure limit reached); `None` when it does not.
+    fn failed_out(&self, report: &HealthReport) -> Option<String> {
+        let c = self.state.counters;
+        let p = &self.policy;
+        match report.verdict {
+            Verdict::Critical => Some(format!("critical check failed: {}", report.reason())),
+            Verdict::Unhealthy
+                if c.consecutive_failures >= p.failure_limit()
+                    || c.total_failures >= p.total_failure_limit() =>
+            {
+                Some(format!(
+                    "{} consecutive / {} total failed checks: {}",
+                    c.consecutive_failures,
+                    c.total_failures,
+                    report.reason()
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// After a recorded check that did not fail out, while progressing: complete the step
+    /// (healthy past its minimum time, or healthy `success_limit` times in a row), pause
+    /// (inconclusive `inconclusive_limit` times in a row), or hold.
+    fn after_progressing_check(&mut self, now: Timestamp, report: HealthReport) -> Directive {
+        let verdict = report.verdict;
+        let step = self.state.step;
+        let c = self.state.counters;
+        let p = &self.policy;
+        let min = self.plan.steps()[step].min_duration();
+        let elapsed = self
+            .state
+            .step_started_at
+            .map(|s| now.saturating_duration_since(s))
+            .unwrap_or_default();
+        let early = p
+            .success_limit()
+            .is_some_and(|n| c.consecutive_successes >= n);
+        if verdict == Verdict::Healthy && (elapsed >= min || early) {
+            let reason = if elapsed >= min {
+                format!("step {step} healthy after {elapsed:?}")
+            } else {
+                format!(
+                    "step {step} healthy {} checks in a row",
+                    c.consecutive_successes
+                )
+            };
+            let action = self.advance(now, Actor::System, RolloutCommand::Tick, reason);
+            return self.directive(action, Some(report));
+        }
+        if verdict == Verdict::Inconclusive && c.consecutive_inconclusive >= p.inconclusive_limit()
+        {
+            let to = Phase::Paused {
+                reason: PauseReason::Inconclusive,
+                since: now,
+                deadline: Some(now.saturating_add(p.max_pause())),
+            };
+            let reason = format!(
+                "{} inconclusive checks in a row: {}",
+                c.consecutive_inconclusive,
+                report.reason()
+            );
+            self.transition(now, Actor::System, RolloutCommand::Tick, to, step, reason);
+            return self.directive(Action::Pause(PauseReason::Inconclusive), Some(report));
+        }
+        self.directive(Action::Hold, Some(report))
+    }
+
+    /// Applies `limit_action`; `None` when it leaves the phase as it is.
     fn apply_limit_action(
         &mut self,
         now: Timestamp,
