@@ -6,6 +6,9 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 #![allow(clippy::print_stderr)] // sizes are reported next to the timings
 
+// Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 use std::hint::black_box;
 
 use audit_chain::merkle::{MerkleTree, verify_inclusion};

@@ -19,6 +19,9 @@
 //! * bytes per operation: growth of every table and index ÷ operations.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark report
 
+// Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! Many tasks on one tenant: no lost update, never negative, conservation, and an audit
 //! chain that verifies and matches the journal one to one.
 
+// Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::sync::Arc;

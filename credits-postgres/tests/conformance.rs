@@ -1,6 +1,9 @@
 //! The shared backend conformance suite, on PostgreSQL: with row locks under READ
 //! COMMITTED, under SERIALIZABLE, and through group commit.
 
+// Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,5 +1,8 @@
 //! Group commit: independent results in one transaction; the breaker in front of the pool.
 
+// Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::sync::Arc;

@@ -13,6 +13,9 @@
 //! percentiles measured by the client, end to end.
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
+// An example is an application: it spawns the server and its workers.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,9 @@
 //! Building the service ([`Service::builder`]), serving it ([`Service::start`]) and shutting
 //! it down gracefully ([`RunningService::shutdown`]).
 
+// An application: it spawns the server, the sweeper and upkeep, and sleeps between runs.
+#![allow(clippy::disallowed_methods)]
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

@@ -1,6 +1,9 @@
 //! The `credits-service` binary: refuses a bad configuration with a clear message, serves,
 //! and exits cleanly on SIGTERM. Secrets never appear in its output.
 
+// Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read};

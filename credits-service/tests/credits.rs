@@ -1,5 +1,8 @@
 //! End to end over loopback HTTP: credit flows, idempotent retries, tenancy, bad input.
 
+// Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::{ACME, ADMIN, GLOBEX, Req, TestService};

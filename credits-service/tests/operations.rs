@@ -1,6 +1,9 @@
 //! End to end over loopback HTTP: rate limiting, the breaker around the store, readiness,
 //! metrics, audit, experiments, rollouts and graceful shutdown.
 
+// Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::sync::atomic::Ordering;

@@ -1,5 +1,8 @@
 //! Timeout and bulkhead.
 
+// Tests drive the drivers like an application: they spawn tasks and wait on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::Duration;
 
 use metered_clock::{ManualClock, Timestamp};

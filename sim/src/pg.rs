@@ -30,6 +30,8 @@ impl std::fmt::Debug for PgRun {
 
 impl PgRun {
     /// Creates a fresh schema on `url`, migrates it and connects.
+    // Drives the admin connection: `tokio_postgres` needs its connection task spawned.
+    #[allow(clippy::disallowed_methods)]
     pub(crate) async fn create(
         url: &str,
         seed: u64,
