@@ -1,6 +1,9 @@
 //! Many tasks on a two-thread runtime consume, reserve, commit and cancel on a few shared
 //! tenants: afterwards no update is lost, nothing is negative and conservation holds.
 
+// Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

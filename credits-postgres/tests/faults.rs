@@ -3,6 +3,9 @@
 //! twice change nothing; recovery jobs; the transaction log survives a coordinator crash;
 //! the audit sink under an audit writer.
 
+// Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::sync::Arc;
