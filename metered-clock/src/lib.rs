@@ -27,6 +27,9 @@
 //! `Instant::now` or `SystemTime::now` (a clippy `disallowed-methods` rule enforces it), so
 //! every time-dependent behaviour can be driven step by step with a [`ManualClock`].
 //!
+//! The guide, `docs/metered-clock.md`, explains when to use which clock and why time must
+//! come only from the trait.
+//!
 //! # Crate features
 //!
 //! * `quanta`: [`QuantaClock`], whose monotonic reads use the CPU's time-stamp counter
@@ -46,6 +49,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// The guide (`docs/metered-clock.md`): every example in it is a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/metered-clock.md")]
+pub mod guide {}
 
 #[cfg(feature = "quanta")]
 mod quanta_clock;
