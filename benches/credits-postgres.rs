@@ -10,7 +10,7 @@
 //! idempotency key per request):
 //! * `single`: 8 tasks, one request per SQL transaction, uniform tenants;
 //! * `single+audit`: the same with an audit entry sealed per journal entry;
-//! * `group-commit`: 512 concurrent callers through [`GroupCommit`] (8 workers);
+//! * `group-commit`: 512 concurrent callers through group commit (`PgLedgerStore::with_group_commit`, 8 workers);
 //! * `apply_group`: 8 tasks, each sending groups of 100 requests;
 //! * `hot/single`, `hot/group-commit`: the same on one tenant;
 //! * `half-load`: open loop at half of `single`'s throughput, latency from the scheduled
@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use credits_core::{Amount, Command, IdempotencyKey, LedgerStore, Request, TenantId};
 use credits_postgres::tokio_postgres::{self, NoTls};
-use credits_postgres::{GroupCommit, GroupCommitConfig, LedgerAudit, PgConfig, PgLedgerStore};
+use credits_postgres::{GroupCommitConfig, LedgerAudit, PgConfig, PgLedgerStore};
 use hdrhistogram::Histogram;
 use metered_clock::{Clock, SystemClock, Timestamp};
 use rand::Rng;
@@ -243,8 +243,7 @@ async fn single(b: &Bench, store: PgLedgerStore, hot: bool) -> Report {
 }
 
 async fn group_commit(b: &Bench, store: &PgLedgerStore, hot: bool) -> Report {
-    let gc = GroupCommit::start(
-        store.clone(),
+    let gc = store.clone().with_group_commit(
         GroupCommitConfig::new(CONNECTIONS, 1_000, 65_536).unwrap_or_else(|e| panic!("{e}")),
     );
     let prefix = b.prefix();
@@ -430,6 +429,7 @@ async fn run(url: String) {
                 )
             })
             .collect();
+        let grants = credits_core::Batch::new(grants).unwrap_or_else(|e| panic!("{e}"));
         store
             .apply_batch(&grants, b.now())
             .await

@@ -81,8 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Duration::from_secs(60),
         )
         .await?
-        .hold()
-        .expect("a reserve creates a hold");
+        .hold;
     let done = ledger
         .commit(&acme, key("job-1/commit"), hold, Amount::new(120))
         .await?;

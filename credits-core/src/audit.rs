@@ -171,10 +171,12 @@ impl AuditJournalHook {
 }
 
 fn refusal(error: &AuditError) -> LedgerError {
-    LedgerError::Storage(StorageError::new(
-        format!("audit log refused the change: {error}"),
-        error.is_retryable(),
-    ))
+    let message = format!("audit log refused the change: {error}");
+    LedgerError::Storage(if error.is_retryable() {
+        StorageError::retryable(message)
+    } else {
+        StorageError::permanent(message)
+    })
 }
 
 impl JournalHook for AuditJournalHook {

@@ -1,4 +1,4 @@
-//! What callers ask for ([`Request`], [`Command`]) and what they get back ([`Outcome`]).
+//! What callers ask for ([`Request`], [`Command`]) and what they get back ([`Receipt`]).
 
 use std::time::Duration;
 
@@ -60,7 +60,7 @@ pub enum Command {
 
 impl Command {
     /// The journal entry a store must look up and pass to
-    /// [`Account::apply`](crate::Account::apply) (only refunds refer to one).
+    /// [`Account::apply`](crate::backend::Account::apply) (only refunds refer to one).
     #[must_use]
     pub fn refers_to(&self) -> Option<EntrySeq> {
         match self {
@@ -154,7 +154,7 @@ impl std::fmt::Display for Balance {
     }
 }
 
-/// What a successful command did, beyond the common fields of [`Outcome`].
+/// What a successful command did, beyond the common fields of [`Receipt`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Effect {
@@ -195,10 +195,10 @@ pub enum Effect {
     },
 }
 
-/// The result of a successful command: its main journal entry, the balance right after it,
+/// The receipt of a successful command: its main journal entry, the balance right after it,
 /// and what it did. Replaying the idempotency key returns this same value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
+pub struct Receipt {
     /// The command's main journal entry.
     pub entry: EntrySeq,
     /// When it was applied.
@@ -209,7 +209,7 @@ pub struct Outcome {
     pub effect: Effect,
 }
 
-impl Outcome {
+impl Receipt {
     /// The hold a `Reserve` created.
     #[must_use]
     pub fn hold(&self) -> Option<HoldId> {
@@ -218,6 +218,49 @@ impl Outcome {
             _ => None,
         }
     }
+
+    /// The [`Reservation`] this receipt records, if it is a `Reserve`'s.
+    #[must_use]
+    pub fn reservation(&self) -> Option<Reservation> {
+        match self.effect {
+            Effect::Reserved { hold, expires_at } => Some(Reservation {
+                hold,
+                expires_at,
+                receipt: *self,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What [`Ledger::reserve`](crate::Ledger::reserve) returns: the hold it created, when the
+/// hold expires, and the whole [`Receipt`].
+///
+/// ```
+/// use std::time::Duration;
+/// use credits_core::{Amount, GrantOptions, IdempotencyKey, Ledger, TenantId, TenantSettings};
+/// use metered_clock::{ManualClock, Timestamp};
+///
+/// # futures::executor::block_on(async {
+/// let ledger = Ledger::in_memory(ManualClock::new(Timestamp::from_unix_millis(1_000)));
+/// let acme = TenantId::new("acme")?;
+/// ledger.create_tenant(&acme, TenantSettings::default()).await?;
+/// ledger.grant(&acme, IdempotencyKey::new("g")?, Amount::new(10), GrantOptions::default()).await?;
+/// let r = ledger.reserve(&acme, IdempotencyKey::new("h")?, Amount::new(4), Duration::from_secs(1)).await?;
+/// assert_eq!(r.expires_at, Timestamp::from_unix_millis(2_000));
+/// assert_eq!(r.receipt.balance.held, Amount::new(4));
+/// ledger.cancel(&acme, IdempotencyKey::new("c")?, r.hold).await?;
+/// # Ok::<(), credits_core::LedgerError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The hold (pass it to commit or cancel).
+    pub hold: HoldId,
+    /// When it expires unless resolved.
+    pub expires_at: Timestamp,
+    /// The reserve's receipt (journal entry, time, balance after it).
+    pub receipt: Receipt,
 }
 
 /// What a tenant's idempotency key is remembered with: the request it was first used for and
@@ -228,7 +271,7 @@ pub struct IdempotencyRecord {
     /// The command first sent with the key.
     pub command: Command,
     /// Its result.
-    pub result: Result<Outcome, LedgerError>,
+    pub result: Result<Receipt, LedgerError>,
     /// When it was applied.
     pub at: Timestamp,
 }
@@ -239,7 +282,7 @@ impl IdempotencyRecord {
     ///
     /// # Errors
     /// The original failure, or the conflict.
-    pub fn replay(&self, request: &Request) -> Result<Outcome, LedgerError> {
+    pub fn replay(&self, request: &Request) -> Result<Receipt, LedgerError> {
         if self.command == request.command {
             self.result.clone()
         } else {

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use metered_clock::{ManualClock, Timestamp};
 
-use crate::store::{BATCH_LEN_MAX, LedgerStore, PageRequest};
+use crate::store::{LedgerStore, PageRequest};
+use crate::BATCH_LEN_MAX;
 use crate::{
     Amount, Balance, Command, Effect, EntryKind, EntrySeq, GrantOptions, HoldId, HoldResolution,
     HoldState, IdempotencyKey, Ledger, LedgerError, Request, TenantId, TenantSettings,
@@ -266,7 +267,7 @@ pub async fn lots_spent_in_order_and_expire(store: Arc<dyn LedgerStore>) {
     let (ledger, clock, ids) = setup(store, &["acme"]).await;
     let t = &ids[0];
     let at = |s: u64| START.saturating_add(Duration::from_secs(s));
-    let lot = |o: crate::Outcome| match o.effect {
+    let lot = |o: crate::Receipt| match o.effect {
         Effect::Granted { lot: Some(l) } => l,
         other => panic!("expected a lot, got {other:?}"),
     };
@@ -374,10 +375,10 @@ pub async fn holds_resolve_exactly_once(store: Arc<dyn LedgerStore>) {
         .reserve(t, key("r1"), amt(40), ttl)
         .await
         .expect("reserve");
-    let h1 = r.hold().expect("hold");
-    assert_eq!(r.balance, bal(60, 40, 0));
+    let h1 = r.hold;
+    assert_eq!(r.receipt.balance, bal(60, 40, 0));
     assert_eq!(
-        r.effect,
+        r.receipt.effect,
         Effect::Reserved {
             hold: h1,
             expires_at: START.saturating_add(ttl)
@@ -437,8 +438,7 @@ pub async fn holds_resolve_exactly_once(store: Arc<dyn LedgerStore>) {
         .reserve(t, key("r2"), amt(10), ttl)
         .await
         .expect("reserve")
-        .hold()
-        .expect("hold");
+        .hold;
     let x = ledger.cancel(t, key("x2"), h2).await.expect("cancel");
     assert_eq!(
         x.effect,
@@ -460,8 +460,7 @@ pub async fn holds_resolve_exactly_once(store: Arc<dyn LedgerStore>) {
         .reserve(t, key("r3"), amt(20), ttl)
         .await
         .expect("reserve")
-        .hold()
-        .expect("hold");
+        .hold;
     clock.advance(ttl);
     assert_eq!(
         ledger.commit(t, key("c3"), h3, amt(5)).await,
@@ -567,7 +566,7 @@ pub async fn idempotent_replay_and_conflict(store: Arc<dyn LedgerStore>) {
             .await,
         Ok(r)
     );
-    let h = r.hold().expect("hold");
+    let h = r.hold;
     let c = ledger
         .commit(a, key("c"), h, amt(10))
         .await
@@ -739,8 +738,7 @@ pub async fn refunds(store: Arc<dyn LedgerStore>) {
         .reserve(t, key("r"), amt(50), Duration::from_secs(9))
         .await
         .expect("reserve")
-        .hold()
-        .expect("hold");
+        .hold;
     let cm = ledger
         .commit(t, key("cm"), h, amt(50))
         .await
@@ -866,8 +864,7 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn LedgerStore>) {
         .reserve(t, key("r"), amt(10), Duration::from_secs(60))
         .await
         .expect("reserve")
-        .hold()
-        .expect("hold");
+        .hold;
     let c = ledger.consume(t, key("c"), amt(10)).await.expect("consume");
     let snapshot = (ledger.balance(t).await, all_entries(&ledger, t).await);
     let cases: Vec<(Command, LedgerError)> = vec![
@@ -1009,7 +1006,7 @@ pub async fn concurrent_requests_on_one_tenant(store: Arc<dyn LedgerStore>) {
                     .commit(
                         &t,
                         key(&format!("m{i}")),
-                        h.hold().unwrap_or(HoldId::new(0)),
+                        h.hold,
                         amt(20),
                     )
                     .await

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::tx::{TxAction, TxId, TxPhase};
 use crate::{Amount, EntrySeq, HoldId, IdempotencyKey, TenantId};
 
 /// Every way a ledger, store or transaction operation can fail.
@@ -125,25 +126,34 @@ pub enum LedgerError {
     },
     /// No transaction with this id is known.
     #[error("unknown transaction {0}")]
-    UnknownTransaction(u64),
-    /// The transaction is not in a state that allows this step.
+    UnknownTransaction(TxId),
+    /// The transaction is not in a phase that allows this step.
     #[error("transaction {tx} is {state}, cannot {action}")]
     TransactionState {
         /// The transaction.
-        tx: u64,
-        /// Its state.
-        state: String,
+        tx: TxId,
+        /// Its phase.
+        state: TxPhase,
         /// What was attempted.
-        action: String,
+        action: TxAction,
+    },
+    /// A branch was asked to commit although its participant has no record of preparing
+    /// it.
+    #[error("transaction {tx}: participant {participant} never prepared this branch")]
+    BranchNotPrepared {
+        /// The transaction.
+        tx: TxId,
+        /// The participant.
+        participant: String,
     },
     /// The transaction passed its deadline and was aborted.
     #[error("transaction {0} timed out and was aborted")]
-    TransactionTimedOut(u64),
+    TransactionTimedOut(TxId),
     /// A participant voted no (or failed) in phase one; the transaction was aborted.
     #[error("transaction {tx} aborted: participant {participant} refused: {reason}")]
     TransactionAborted {
         /// The transaction.
-        tx: u64,
+        tx: TxId,
         /// Who refused.
         participant: String,
         /// Why.
@@ -169,7 +179,7 @@ impl LedgerError {
     /// use credits_core::{LedgerError, StorageError};
     ///
     /// assert!(!LedgerError::ZeroAmount.is_retryable());
-    /// assert!(LedgerError::Storage(StorageError::new("connection reset", true)).is_retryable());
+    /// assert!(LedgerError::Storage(StorageError::retryable("connection reset")).is_retryable());
     /// ```
     #[must_use]
     pub fn is_retryable(&self) -> bool {
@@ -177,6 +187,52 @@ impl LedgerError {
             LedgerError::Storage(e) => e.retryable,
             LedgerError::BatchRejected { source, .. } => source.is_retryable(),
             _ => false,
+        }
+    }
+
+    /// A stable snake_case name for the variant: what a client matches on (the service sends
+    /// it as the error `code`) and what logs and metrics are labelled with. These strings
+    /// never change once released; a new variant gets a new one.
+    ///
+    /// ```
+    /// use credits_core::{Amount, LedgerError};
+    ///
+    /// let e = LedgerError::InsufficientCredits { requested: Amount::new(5), spendable: Amount::ZERO };
+    /// assert_eq!(e.code(), "insufficient_credits");
+    /// ```
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            LedgerError::ZeroAmount => "zero_amount",
+            LedgerError::ZeroTtl => "zero_ttl",
+            LedgerError::InvalidTenantId { .. } => "invalid_tenant_id",
+            LedgerError::InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
+            LedgerError::ExpiryNotInFuture => "expiry_not_in_future",
+            LedgerError::AmountOverflow => "amount_overflow",
+            LedgerError::UnknownTenant(_) => "unknown_tenant",
+            LedgerError::TenantExists(_) => "tenant_exists",
+            LedgerError::InsufficientCredits { .. } => "insufficient_credits",
+            LedgerError::UnknownHold(_) => "unknown_hold",
+            LedgerError::HoldAlreadyCommitted(_) => "hold_already_committed",
+            LedgerError::HoldAlreadyCancelled(_) => "hold_already_cancelled",
+            LedgerError::HoldExpired(_) => "hold_expired",
+            LedgerError::CommitExceedsHold { .. } => "commit_exceeds_hold",
+            LedgerError::UnknownEntry(_) => "unknown_entry",
+            LedgerError::NotRefundable(_) => "not_refundable",
+            LedgerError::RefundExceedsConsumed { .. } => "refund_exceeds_consumed",
+            LedgerError::IdempotencyConflict(_) => "idempotency_conflict",
+            LedgerError::EmptyBatch => "empty_batch",
+            LedgerError::BatchTooLarge { .. } => "batch_too_large",
+            LedgerError::DuplicateKeyInBatch(_) => "duplicate_key_in_batch",
+            LedgerError::BatchRejected { .. } => "batch_rejected",
+            LedgerError::UnknownTransaction(_) => "unknown_transaction",
+            LedgerError::TransactionState { .. } => "transaction_state",
+            LedgerError::BranchNotPrepared { .. } => "branch_not_prepared",
+            LedgerError::TransactionTimedOut(_) => "transaction_timed_out",
+            LedgerError::TransactionAborted { .. } => "transaction_aborted",
+            LedgerError::UnknownParticipant(_) => "unknown_participant",
+            LedgerError::InvalidPayload(_) => "invalid_payload",
+            LedgerError::Storage(_) => "storage",
         }
     }
 
@@ -202,12 +258,30 @@ pub struct StorageError {
 }
 
 impl StorageError {
-    /// A storage failure with a message.
+    /// A failure that a retry may cure (a dropped connection, a timeout, a serialization
+    /// conflict). Retrying with the same idempotency key is safe.
+    ///
+    /// ```
+    /// use credits_core::StorageError;
+    ///
+    /// assert!(StorageError::retryable("connection reset").retryable);
+    /// assert!(!StorageError::permanent("corrupt row").retryable);
+    /// ```
     #[must_use]
-    pub fn new(message: impl Into<String>, retryable: bool) -> Self {
+    pub fn retryable(message: impl Into<String>) -> Self {
         StorageError {
             message: message.into(),
-            retryable,
+            retryable: true,
+        }
+    }
+
+    /// A failure that a retry will not cure (a corrupt row, a schema the build does not
+    /// know, a value the backend cannot store).
+    #[must_use]
+    pub fn permanent(message: impl Into<String>) -> Self {
+        StorageError {
+            message: message.into(),
+            retryable: false,
         }
     }
 }

@@ -7,8 +7,8 @@ use metered_clock::{Clock, Timestamp};
 
 use crate::store::{LedgerStore, Page, PageRequest, SweepReport};
 use crate::{
-    Amount, Balance, Command, ConservationViolation, EntrySeq, HoldId, HoldState, IdempotencyKey,
-    LedgerError, MemoryLedgerStore, Outcome, Request, TenantId, TenantSettings, Totals,
+    Amount, Balance, Batch, Command, ConservationViolation, EntrySeq, HoldId, HoldState, IdempotencyKey,
+    LedgerError, MemoryLedgerStore, Receipt, Request, Reservation, StorageError, TenantId, TenantSettings, Totals,
 };
 
 /// Optional settings of a grant.
@@ -63,8 +63,7 @@ impl GrantOptions {
 ///
 /// ledger.create_tenant(&acme, TenantSettings::default()).await?;
 /// ledger.grant(&acme, key("topup-1"), Amount::new(100), GrantOptions::default()).await?;
-/// let hold = ledger.reserve(&acme, key("job-7/hold"), Amount::new(40), Duration::from_secs(60)).await?;
-/// let hold = hold.hold().unwrap();
+/// let hold = ledger.reserve(&acme, key("job-7/hold"), Amount::new(40), Duration::from_secs(60)).await?.hold;
 /// ledger.commit(&acme, key("job-7/commit"), hold, Amount::new(25)).await?;
 /// assert_eq!(ledger.balance(&acme).await?.available, Amount::new(75));
 ///
@@ -142,7 +141,7 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
     ///
     /// # Errors
     /// See [`LedgerStore::apply`].
-    pub async fn apply(&self, request: &Request) -> Result<Outcome, LedgerError> {
+    pub async fn apply(&self, request: &Request) -> Result<Receipt, LedgerError> {
         let result = self.store.apply(request, self.clock.now()).await;
         record_metrics(request.command.name(), &result);
         result
@@ -153,7 +152,7 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
         tenant: &TenantId,
         key: IdempotencyKey,
         command: Command,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         self.apply(&Request::new(tenant.clone(), key, command))
             .await
     }
@@ -170,7 +169,7 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
         key: IdempotencyKey,
         amount: Amount,
         options: GrantOptions,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         let command = Command::Grant {
             amount,
             expires_at: options.expires_at,
@@ -189,11 +188,11 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
         tenant: &TenantId,
         key: IdempotencyKey,
         amount: Amount,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         self.run(tenant, key, Command::Consume { amount }).await
     }
 
-    /// Sets `amount` aside in a hold living `ttl`; [`Outcome::hold`] names it.
+    /// Sets `amount` aside in a hold living `ttl`; [`Receipt::hold`] names it.
     ///
     /// # Errors
     /// [`LedgerError::ZeroAmount`], [`LedgerError::ZeroTtl`],
@@ -205,9 +204,15 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
         key: IdempotencyKey,
         amount: Amount,
         ttl: Duration,
-    ) -> Result<Outcome, LedgerError> {
-        self.run(tenant, key, Command::Reserve { amount, ttl })
-            .await
+    ) -> Result<Reservation, LedgerError> {
+        let receipt = self
+            .run(tenant, key, Command::Reserve { amount, ttl })
+            .await?;
+        receipt.reservation().ok_or_else(|| {
+            LedgerError::Storage(StorageError::permanent(
+                "the store answered a reserve with another command's receipt",
+            ))
+        })
     }
 
     /// Spends `amount` of a hold and releases the rest.
@@ -223,7 +228,7 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
         key: IdempotencyKey,
         hold: HoldId,
         amount: Amount,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         self.run(tenant, key, Command::Commit { hold, amount })
             .await
     }
@@ -239,7 +244,7 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
         tenant: &TenantId,
         key: IdempotencyKey,
         hold: HoldId,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         self.run(tenant, key, Command::Cancel { hold }).await
     }
 
@@ -255,7 +260,7 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
         key: IdempotencyKey,
         entry: EntrySeq,
         amount: Amount,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         self.run(tenant, key, Command::Refund { entry, amount })
             .await
     }
@@ -263,9 +268,11 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
     /// Applies several requests all or nothing (see [`LedgerStore::apply_batch`]).
     ///
     /// # Errors
-    /// See [`LedgerStore::apply_batch`].
-    pub async fn batch(&self, requests: &[Request]) -> Result<Vec<Outcome>, LedgerError> {
-        let result = self.store.apply_batch(requests, self.clock.now()).await;
+    /// The [`Batch`] checks ([`LedgerError::EmptyBatch`], [`LedgerError::BatchTooLarge`],
+    /// [`LedgerError::DuplicateKeyInBatch`]); see [`LedgerStore::apply_batch`].
+    pub async fn batch(&self, requests: &[Request]) -> Result<Vec<Receipt>, LedgerError> {
+        let batch = Batch::new(requests.to_vec())?;
+        let result = self.store.apply_batch(&batch, self.clock.now()).await;
         if let Err(e) = &result {
             tracing::debug!(error = %e, "batch rejected");
         }
@@ -364,7 +371,7 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
     }
 }
 
-fn record_metrics(op: &'static str, result: &Result<Outcome, LedgerError>) {
+fn record_metrics(op: &'static str, result: &Result<Receipt, LedgerError>) {
     // Literal labels only: the `metrics` macros then build the key statically, with no
     // allocation on the hot path.
     macro_rules! count {

@@ -16,7 +16,7 @@
 //!
 //! // Hold credits before expensive work, then pay for what was used.
 //! let hold = ledger.reserve(&acme, key("job-1/hold"), Amount::new(300), Duration::from_secs(60)).await?;
-//! ledger.commit(&acme, key("job-1/commit"), hold.hold().unwrap(), Amount::new(120)).await?;
+//! ledger.commit(&acme, key("job-1/commit"), hold.hold, Amount::new(120)).await?;
 //!
 //! // A retried request is applied once.
 //! let first = ledger.consume(&acme, key("call-9"), Amount::new(5)).await?;
@@ -34,9 +34,9 @@
 //!   batches, balance, balance at a time, paged history, conservation check, sweeper steps
 //!   and a recovery pass. It stamps each request with its [`Clock`](metered_clock::Clock)'s
 //!   time and hands it to a [`LedgerStore`].
-//! * [`Account`] holds the rules, pure and storage-independent: one tenant's lots (spent
+//! * [`backend::Account`] holds the rules, pure and storage-independent: one tenant's lots (spent
 //!   soonest-expiring first, then by priority, then oldest first), holds and counters. Every
-//!   backend runs this same code and persists the [`Applied`] change set it returns.
+//!   backend runs this same code and persists the [`Applied`](backend::Applied) change set it returns.
 //! * [`MemoryLedgerStore`] is the embedded default backend: sharded, no global lock.
 //! * [`tx`] is a two-phase-commit transaction manager (`begin → prepare → commit/abort`,
 //!   decision logged before phase two, `recover` after a crash); the ledger's holds are one
@@ -67,16 +67,21 @@
 //!
 //! * `conformance`: the [`conformance`] module, the test suite every [`LedgerStore`]
 //!   backend must pass.
+//! * `testing`: the [`testing`] module, a fault-injecting [`LedgerStore`] and transaction
+//!   log wrapper for tests and simulators (fail once, for a while, periodically, an outage,
+//!   a crash; optionally a deliberate bug, to prove a checker has teeth).
 //! * `audit`: the `audit` module, which records every journal entry in a tamper-evident
 //!   [`audit_chain`](https://docs.rs/audit-chain) log, committed together with the change
 //!   (a [`JournalHook`] that refuses the change when the log cannot take its entries).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod account;
 mod amount;
+pub mod backend;
+mod batch;
 mod command;
 mod error;
+mod hold;
 mod ids;
 mod journal;
 mod ledger;
@@ -88,14 +93,16 @@ pub mod tx;
 pub mod audit;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use account::{
-    Account, AccountHeader, AccountParts, Applied, Draw, Hold, HoldResolution, HoldState, Lot,
-    LotKey,
-};
 pub use amount::Amount;
-pub use command::{Balance, Command, Effect, IdempotencyRecord, Outcome, Request, TenantSettings};
+pub use batch::{BATCH_LEN_MAX, Batch};
+pub use command::{
+    Balance, Command, Effect, IdempotencyRecord, Receipt, Request, Reservation, TenantSettings,
+};
 pub use error::{LedgerError, StorageError};
+pub use hold::{HoldResolution, HoldState};
 pub use ids::{EntrySeq, HoldId, IdempotencyKey, LotId, NAME_LEN_MAX, TenantId};
 pub use journal::{ConservationViolation, EntryKind, JournalEntry, Totals};
 pub use ledger::{GrantOptions, Ledger};

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
+use hashbrown::{DefaultHashBuilder, HashMap};
 use metered_clock::Timestamp;
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::store::{BATCH_LEN_MAX, JournalHook, LedgerStore, Page, PageRequest, SweepReport};
+use crate::store::{JournalHook, LedgerStore, Page, PageRequest, SweepReport};
+use crate::Batch;
+use crate::backend::{Account, Applied};
 use crate::{
-    Account, Applied, Balance, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord,
-    JournalEntry, LedgerError, Outcome, Request, StorageError, TenantId, TenantSettings, Totals,
+    Balance, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord,
+    JournalEntry, LedgerError, Receipt, Request, StorageError, TenantId, TenantSettings, Totals,
 };
 
 /// Settings of a [`MemoryLedgerStore`]; build with [`MemoryLedgerStore::builder`].
@@ -73,7 +75,7 @@ impl MemoryLedgerStoreBuilder {
 /// The in-memory [`LedgerStore`]: tenants spread over mutex-protected shards, so tasks on
 /// different tenants rarely wait for each other and never for a global lock.
 ///
-/// Each shard holds its tenants' [`Account`]s, journals and idempotency records, plus an
+/// Each shard holds its tenants' [`Account`](crate::backend::Account)s, journals and idempotency records, plus an
 /// index of the earliest expiry per tenant for the sweeper. Nothing survives the process.
 ///
 /// ```
@@ -158,10 +160,10 @@ impl MemoryLedgerStore {
 }
 
 fn internal(what: &str) -> LedgerError {
-    LedgerError::Storage(StorageError::new(what, false))
+    LedgerError::Storage(StorageError::permanent(what))
 }
 
-fn unwrap_outcome(result: Result<Option<Outcome>, LedgerError>) -> Result<Outcome, LedgerError> {
+fn unwrap_outcome(result: Result<Option<Receipt>, LedgerError>) -> Result<Receipt, LedgerError> {
     result.and_then(|o| o.ok_or_else(|| internal("a command produced no outcome")))
 }
 
@@ -177,7 +179,7 @@ impl Shard {
         tenant: &mut Tenant,
         hook: Option<&Arc<dyn JournalHook>>,
         change: impl FnOnce(&mut Account, &[JournalEntry]) -> Applied,
-    ) -> Result<Result<Option<Outcome>, LedgerError>, LedgerError> {
+    ) -> Result<Result<Option<Receipt>, LedgerError>, LedgerError> {
         let applied = match hook {
             None => change(&mut tenant.account, &tenant.journal),
             Some(hook) => {
@@ -284,7 +286,7 @@ impl LedgerStore for MemoryLedgerStore {
         Ok(())
     }
 
-    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Outcome, LedgerError> {
+    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Receipt, LedgerError> {
         let mut guard = self.lock(&request.tenant);
         let shard = &mut *guard;
         let Some(tenant) = shard.tenants.get_mut(&request.tenant) else {
@@ -319,26 +321,8 @@ impl LedgerStore for MemoryLedgerStore {
         result
     }
 
-    async fn apply_batch(
-        &self,
-        requests: &[Request],
-        now: Timestamp,
-    ) -> Result<Vec<Outcome>, LedgerError> {
-        if requests.is_empty() {
-            return Err(LedgerError::EmptyBatch);
-        }
-        if requests.len() > BATCH_LEN_MAX {
-            return Err(LedgerError::BatchTooLarge {
-                max: BATCH_LEN_MAX,
-                len: requests.len(),
-            });
-        }
-        let mut seen = HashSet::with_capacity(requests.len());
-        for r in requests {
-            if !seen.insert((&r.tenant, &r.key)) {
-                return Err(LedgerError::DuplicateKeyInBatch(r.key.clone()));
-            }
-        }
+    async fn apply_batch(&self, batch: &Batch, now: Timestamp) -> Result<Vec<Receipt>, LedgerError> {
+        let requests = batch.requests();
         // Lock every shard involved, in ascending order (no deadlock with other batches).
         let mut shard_ids: Vec<usize> = requests
             .iter()

@@ -7,12 +7,10 @@ use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Balance, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
-    LedgerError, Outcome, Request, TenantId, TenantSettings, Totals,
+    Balance, Batch, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
+    LedgerError, Receipt, Request, TenantId, TenantSettings, Totals,
 };
 
-/// The most operations one batch may hold.
-pub const BATCH_LEN_MAX: usize = 1_000;
 /// The most journal entries one history page may hold.
 pub const PAGE_LEN_MAX: usize = 1_000;
 
@@ -95,7 +93,7 @@ pub struct SweepReport {
 /// impl JournalHook for Freeze {
 ///     fn on_entries(&self, tenant: &TenantId, _: &[JournalEntry]) -> Result<(), LedgerError> {
 ///         if *tenant == self.0 {
-///             return Err(LedgerError::Storage(StorageError::new("tenant frozen", true)));
+///             return Err(LedgerError::Storage(StorageError::retryable("tenant frozen")));
 ///         }
 ///         Ok(())
 ///     }
@@ -113,7 +111,7 @@ pub trait JournalHook: Send + Sync + fmt::Debug {
 ///
 /// # Contract (checked by `credits_core::conformance`)
 ///
-/// A backend keeps, per tenant, the [`Account`](crate::Account) state (header row, live lots,
+/// A backend keeps, per tenant, the [`Account`](crate::backend::Account) state (header row, live lots,
 /// active and resolved holds, refunded amounts), the journal and the idempotency records.
 /// Every mutation follows the same recipe, in **one atomic write per call**:
 ///
@@ -121,10 +119,10 @@ pub trait JournalHook: Send + Sync + fmt::Debug {
 /// 2. for each request: if its key has an
 ///    [`IdempotencyRecord`](crate::IdempotencyRecord), answer with
 ///    [`replay`](crate::IdempotencyRecord::replay) and apply nothing; otherwise rebuild the
-///    [`Account`](crate::Account) ([`Account::from_parts`](crate::Account::from_parts)), run
-///    [`Account::apply`](crate::Account::apply) (the pure rules every backend shares), and
+///    [`Account`](crate::backend::Account) ([`Account::from_parts`](crate::backend::Account::from_parts)), run
+///    [`Account::apply`](crate::backend::Account::apply) (the pure rules every backend shares), and
 ///    record the idempotency record `(command, result)`;
-/// 3. write the [`Applied`](crate::Applied) change set (header, changed lots and holds,
+/// 3. write the [`Applied`](crate::backend::Applied) change set (header, changed lots and holds,
 ///    refund amounts, journal entries), the idempotency records, and call the
 ///    [`JournalHook`] before anything is visible (its error refuses the whole change);
 ///    commit. A storage failure leaves nothing behind.
@@ -149,22 +147,17 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`LedgerError::UnknownTenant`]; the domain failure of the command (also on replay);
     /// [`LedgerError::IdempotencyConflict`]; storage failures.
-    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Outcome, LedgerError>;
+    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Receipt, LedgerError>;
 
     /// Applies several requests, possibly on several tenants, all or nothing, in order (a
     /// later request sees the effect of earlier ones). Requests whose keys were used before
     /// are replayed; a replayed failure fails the batch. On failure nothing is written, not
-    /// even idempotency records: a failed batch can be retried as a whole.
+    /// even idempotency records: a failed batch can be retried as a whole. The [`Batch`]
+    /// type has already refused empty, oversized and duplicate-key batches.
     ///
     /// # Errors
-    /// [`LedgerError::EmptyBatch`], [`LedgerError::BatchTooLarge`],
-    /// [`LedgerError::DuplicateKeyInBatch`], [`LedgerError::BatchRejected`] naming the
-    /// failing request; storage failures.
-    async fn apply_batch(
-        &self,
-        requests: &[Request],
-        now: Timestamp,
-    ) -> Result<Vec<Outcome>, LedgerError>;
+    /// [`LedgerError::BatchRejected`] naming the failing request; storage failures.
+    async fn apply_batch(&self, batch: &Batch, now: Timestamp) -> Result<Vec<Receipt>, LedgerError>;
 
     /// The idempotency record of a tenant's key, if remembered (a read: applies nothing).
     ///

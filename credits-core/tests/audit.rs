@@ -124,7 +124,7 @@ async fn every_change_is_one_audit_entry_in_journal_order_and_the_log_verifies()
         .reserve(&a, key("r"), Amount::new(60), Duration::from_secs(5))
         .await
         .unwrap();
-    l.commit(&a, key("c"), h.hold().unwrap(), Amount::new(10))
+    l.commit(&a, key("c"), h.hold, Amount::new(10))
         .await
         .unwrap();
     assert!(l.consume(&a, key("big"), Amount::new(1_000)).await.is_err());

@@ -64,7 +64,7 @@ async fn concurrent_tasks_lose_no_update_and_conserve_credits() {
                         let hold = ledger
                             .reserve(t, key("r"), Amount::new(6), Duration::from_secs(600))
                             .await?;
-                        let hold = hold.hold().unwrap();
+                        let hold = hold.hold;
                         // Retrying the commit with the same key must not charge twice.
                         ledger.commit(t, key("m"), hold, amount).await?;
                         ledger
@@ -77,7 +77,7 @@ async fn concurrent_tasks_lose_no_update_and_conserve_credits() {
                             .reserve(t, key("r"), amount, Duration::from_secs(600))
                             .await?;
                         ledger
-                            .cancel(t, key("x"), hold.hold().unwrap())
+                            .cancel(t, key("x"), hold.hold)
                             .await
                             .map(|_| 0)
                     }

@@ -1,129 +1,19 @@
-//! A fault-injecting `LedgerStore` wrapper: after a countdown, a call fails either before
-//! the inner store runs (nothing happened) or after it ran (the acknowledgement was lost).
-//! Every failure must leave no partial effect, and retrying with the same idempotency key
-//! must converge to exactly the state of a fault-free run.
+//! The shipped fault-injecting wrapper (`credits_core::testing::FaultyStore`): after a
+//! countdown, a call fails either before the inner store runs (nothing happened) or after it
+//! ran (the acknowledgement was lost). Every failure must leave no partial effect, and
+//! retrying with the same idempotency key must converge to exactly the state of a
+//! fault-free run.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use credits_core::store::{Page, PageRequest, SweepReport};
+use credits_core::store::{Page, PageRequest};
+use credits_core::testing::{FaultKind, Faults, FaultyStore};
 use credits_core::{
-    Amount, Balance, Command, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord,
-    Ledger, LedgerError, LedgerStore, MemoryLedgerStore, Outcome, Request, StorageError, TenantId,
-    TenantSettings, Totals,
+    Amount, Command, EntrySeq, HoldId, IdempotencyKey, Ledger, LedgerError, LedgerStore,
+    MemoryLedgerStore, Receipt, Request, TenantId, TenantSettings, Totals,
 };
 use metered_clock::{ManualClock, Timestamp};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    /// Fail without calling the inner store.
-    Before,
-    /// Call the inner store, then fail (a lost acknowledgement).
-    After,
-}
-
-/// Fails every `every`-th mutation (counting from 1), alternating or fixed fault kinds.
-#[derive(Debug)]
-struct FaultyStore<S> {
-    inner: S,
-    every: u64,
-    fault: Fault,
-    calls: AtomicU64,
-    injected: AtomicU64,
-}
-
-impl<S> FaultyStore<S> {
-    fn new(inner: S, every: u64, fault: Fault) -> Self {
-        FaultyStore {
-            inner,
-            every,
-            fault,
-            calls: AtomicU64::new(0),
-            injected: AtomicU64::new(0),
-        }
-    }
-
-    fn due(&self) -> bool {
-        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let due = n.is_multiple_of(self.every);
-        if due {
-            self.injected.fetch_add(1, Ordering::Relaxed);
-        }
-        due
-    }
-
-    fn err() -> LedgerError {
-        LedgerError::Storage(StorageError::new("injected fault", true))
-    }
-
-    async fn mutate<T>(
-        &self,
-        f: impl std::future::Future<Output = Result<T, LedgerError>>,
-    ) -> Result<T, LedgerError> {
-        if !self.due() {
-            return f.await;
-        }
-        match self.fault {
-            Fault::Before => Err(Self::err()),
-            Fault::After => {
-                let _lost = f.await;
-                Err(Self::err())
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl<S: LedgerStore> LedgerStore for FaultyStore<S> {
-    async fn create_tenant(
-        &self,
-        tenant: &TenantId,
-        settings: TenantSettings,
-        now: Timestamp,
-    ) -> Result<(), LedgerError> {
-        self.inner.create_tenant(tenant, settings, now).await
-    }
-    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Outcome, LedgerError> {
-        self.mutate(self.inner.apply(request, now)).await
-    }
-    async fn apply_batch(
-        &self,
-        requests: &[Request],
-        now: Timestamp,
-    ) -> Result<Vec<Outcome>, LedgerError> {
-        self.mutate(self.inner.apply_batch(requests, now)).await
-    }
-    async fn idempotency_record(
-        &self,
-        tenant: &TenantId,
-        key: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>, LedgerError> {
-        self.inner.idempotency_record(tenant, key).await
-    }
-    async fn balance(&self, tenant: &TenantId, now: Timestamp) -> Result<Balance, LedgerError> {
-        self.inner.balance(tenant, now).await
-    }
-    async fn balance_at(&self, tenant: &TenantId, at: Timestamp) -> Result<Balance, LedgerError> {
-        self.inner.balance_at(tenant, at).await
-    }
-    async fn history(&self, tenant: &TenantId, page: PageRequest) -> Result<Page, LedgerError> {
-        self.inner.history(tenant, page).await
-    }
-    async fn hold(&self, tenant: &TenantId, hold: HoldId) -> Result<HoldState, LedgerError> {
-        self.inner.hold(tenant, hold).await
-    }
-    async fn sweep(&self, now: Timestamp, tenants_max: usize) -> Result<SweepReport, LedgerError> {
-        self.mutate(self.inner.sweep(now, tenants_max)).await
-    }
-    async fn totals(&self, tenant: &TenantId) -> Result<Totals, LedgerError> {
-        self.inner.totals(tenant).await
-    }
-    async fn totals_all(&self) -> Result<Totals, LedgerError> {
-        self.inner.totals_all().await
-    }
-}
 
 /// A deterministic workload touching every command kind, two tenants and a batch.
 fn workload(a: &TenantId, b: &TenantId) -> Vec<Vec<Request>> {
@@ -192,7 +82,7 @@ fn workload(a: &TenantId, b: &TenantId) -> Vec<Vec<Request>> {
 async fn apply_step(
     ledger: &Ledger<dyn LedgerStore>,
     step: &[Request],
-) -> Result<Vec<Outcome>, LedgerError> {
+) -> Result<Vec<Receipt>, LedgerError> {
     if step.len() == 1 {
         ledger.apply(&step[0]).await.map(|o| vec![o])
     } else {
@@ -215,7 +105,8 @@ async fn snapshot(store: &dyn LedgerStore, tenants: &[&TenantId]) -> Vec<(Totals
 /// final result and the final state.
 async fn run(
     store: Arc<dyn LedgerStore>,
-) -> (Vec<Result<Vec<Outcome>, LedgerError>>, Vec<(Totals, Page)>) {
+    arm: impl FnOnce(),
+) -> (Vec<Result<Vec<Receipt>, LedgerError>>, Vec<(Totals, Page)>) {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_000_000));
     let ledger: Ledger<dyn LedgerStore> =
         Ledger::from_shared(store.clone(), Arc::new(clock.clone()));
@@ -229,6 +120,7 @@ async fn run(
         .create_tenant(&b, TenantSettings::default())
         .await
         .unwrap();
+    arm();
     let mut results = Vec::new();
     for step in workload(&a, &b) {
         clock.advance(Duration::from_millis(10));
@@ -266,19 +158,20 @@ async fn run(
 
 #[tokio::test]
 async fn retries_after_injected_faults_converge_to_the_fault_free_state() {
-    let (clean_results, clean_state) = run(Arc::new(MemoryLedgerStore::new())).await;
+    let (clean_results, clean_state) = run(Arc::new(MemoryLedgerStore::new()), || ()).await;
     assert!(
         clean_results.iter().any(|r| r.is_err()),
         "the workload includes domain failures"
     );
-    for fault in [Fault::Before, Fault::After] {
+    for fault in [FaultKind::Before, FaultKind::After] {
         for every in [2, 3, 7] {
-            let store = Arc::new(FaultyStore::new(MemoryLedgerStore::new(), every, fault));
-            let (results, state) = run(store.clone()).await;
-            assert!(
-                store.injected.load(Ordering::Relaxed) > 5,
-                "faults were injected"
-            );
+            let faults = Arc::new(Faults::new());
+            let store = Arc::new(FaultyStore::new(
+                Arc::new(MemoryLedgerStore::new()),
+                faults.clone(),
+            ));
+            let (results, state) = run(store, || faults.arm_every(every, fault)).await;
+            assert!(faults.injected() > 5, "faults were injected");
             assert_eq!(
                 results, clean_results,
                 "{fault:?} every {every}: same outcomes"
@@ -293,8 +186,12 @@ async fn retries_after_injected_faults_converge_to_the_fault_free_state() {
 
 #[tokio::test]
 async fn a_fault_before_the_store_changes_nothing_and_a_lost_ack_replays() {
-    for fault in [Fault::Before, Fault::After] {
-        let store = Arc::new(FaultyStore::new(MemoryLedgerStore::new(), 2, fault));
+    for fault in [FaultKind::Before, FaultKind::After] {
+        let faults = Arc::new(Faults::new());
+        let store = Arc::new(FaultyStore::new(
+            Arc::new(MemoryLedgerStore::new()),
+            faults.clone(),
+        ));
         let clock = ManualClock::new(Timestamp::from_unix_millis(5_000));
         let ledger = Ledger::from_shared(store.clone(), Arc::new(clock));
         let t = TenantId::new("t").unwrap();
@@ -302,6 +199,7 @@ async fn a_fault_before_the_store_changes_nothing_and_a_lost_ack_replays() {
             .create_tenant(&t, TenantSettings::default())
             .await
             .unwrap();
+        faults.arm(1, fault); // from here, the second mutation fails, once
         let k = |s: &str| IdempotencyKey::new(s).unwrap();
         ledger
             .grant(&t, k("g"), Amount::new(100), Default::default())
@@ -311,8 +209,8 @@ async fn a_fault_before_the_store_changes_nothing_and_a_lost_ack_replays() {
         assert!(failed.as_ref().is_err_and(LedgerError::is_retryable));
         let balance = ledger.balance(&t).await.unwrap().available;
         match fault {
-            Fault::Before => assert_eq!(balance, Amount::new(100), "nothing applied"),
-            Fault::After => assert_eq!(balance, Amount::new(70), "applied, ack lost"),
+            FaultKind::Before => assert_eq!(balance, Amount::new(100), "nothing applied"),
+            _ => assert_eq!(balance, Amount::new(70), "applied, ack lost"),
         }
         let retried = ledger.consume(&t, k("c"), Amount::new(30)).await.unwrap(); // call 3
         assert_eq!(

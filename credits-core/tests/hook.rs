@@ -61,7 +61,7 @@ async fn the_hook_sees_exactly_the_journal() {
         .await
         .unwrap();
     ledger
-        .commit(&a, k("c"), h.hold().unwrap(), Amount::new(10))
+        .commit(&a, k("c"), h.hold, Amount::new(10))
         .await
         .unwrap();
     assert!(
@@ -139,10 +139,7 @@ struct Gate {
 impl JournalHook for Gate {
     fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]) -> Result<(), LedgerError> {
         if self.closed.load(Ordering::SeqCst) || self.refuse.lock().as_ref() == Some(tenant) {
-            return Err(LedgerError::Storage(StorageError::new(
-                "audit log full",
-                true,
-            )));
+            return Err(LedgerError::Storage(StorageError::retryable("audit log full")));
         }
         self.accepted.lock().extend_from_slice(entries);
         Ok(())

@@ -56,7 +56,7 @@ fn amount_arithmetic_never_wraps() {
 
 #[test]
 fn errors_say_whether_to_retry_and_survive_serialization() {
-    let storage = LedgerError::Storage(credits_core::StorageError::new("timeout", true));
+    let storage = LedgerError::Storage(credits_core::StorageError::retryable("timeout"));
     assert!(storage.is_retryable() && storage.is_storage());
     let batch = LedgerError::BatchRejected {
         index: 2,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use credits_core::{
     Amount, Balance, Command, Effect, HoldId, HoldResolution, HoldState, IdempotencyKey, Ledger,
-    LedgerError, LedgerStore, MemoryLedgerStore, Outcome, Request, TenantId, TenantSettings,
+    LedgerError, LedgerStore, MemoryLedgerStore, Receipt, Request, TenantId, TenantSettings,
 };
 use futures::executor::block_on;
 use metered_clock::{Clock, ManualClock, Timestamp};
@@ -374,7 +374,7 @@ fn run(limit: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         ..Model::default()
     };
     // Every request sent, with its expected (and observed) result, by key index.
-    let mut sent: Vec<(Command, Result<Outcome, LedgerError>)> = Vec::new();
+    let mut sent: Vec<(Command, Result<Receipt, LedgerError>)> = Vec::new();
     let mut replays: HashMap<usize, usize> = HashMap::new();
     for (step, op) in ops.into_iter().enumerate() {
         let now = clock.now().as_unix_millis();

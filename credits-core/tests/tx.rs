@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use credits_core::tx::{
-    Decision, HoldBranch, LedgerHolds, MemoryTxLog, Participant, TransactionManager, TxId, TxLog,
+    TxDecision, HoldBranch, LedgerHolds, MemoryTxLog, Participant, TransactionManager, TxId, TxLog,
     TxOutcome, TxPhase, TxRecoveryReport,
 };
 use credits_core::{
@@ -55,16 +55,13 @@ impl Participant for Resource {
         let phase = self.log.get(tx).await?.map(|r| r.phase);
         assert_eq!(
             phase,
-            Some(TxPhase::Decided(Decision::Commit)),
+            Some(TxPhase::Decided(TxDecision::Commit)),
             "decision logged before phase two"
         );
         let mut failures = self.commit_failures.lock();
         if *failures > 0 {
             *failures -= 1;
-            return Err(LedgerError::Storage(StorageError::new(
-                "crash during phase two",
-                true,
-            )));
+            return Err(LedgerError::Storage(StorageError::retryable("crash during phase two")));
         }
         self.calls.lock().push(format!("commit {payload}"));
         Ok(())
@@ -115,7 +112,9 @@ fn manager(f: &Fixture, resource: Arc<Resource>) -> TransactionManager {
 }
 
 fn branch(f: &Fixture, reserve: u64, commit: u64) -> String {
-    HoldBranch::new(f.tenant.clone(), Amount::new(reserve), Amount::new(commit)).payload()
+    HoldBranch::new(f.tenant.clone(), Amount::new(reserve), Amount::new(commit))
+        .unwrap()
+        .payload()
 }
 
 #[tokio::test]
@@ -178,7 +177,7 @@ async fn a_refusal_in_phase_one_aborts_every_branch() {
     assert_eq!(res.calls(), vec!["prepare slot-1", "abort slot-1"]);
     assert_eq!(
         f.log.get(tx).await.unwrap().unwrap().phase,
-        TxPhase::Finished(Decision::Abort)
+        TxPhase::Finished(TxDecision::Abort)
     );
 }
 
@@ -212,7 +211,7 @@ async fn a_transaction_past_its_deadline_is_aborted() {
     f.clock.advance(Duration::from_secs(31));
     assert_eq!(
         tm.commit(tx).await,
-        Err(LedgerError::TransactionTimedOut(tx.get()))
+        Err(LedgerError::TransactionTimedOut(tx))
     );
     assert_eq!(
         f.ledger.balance(&f.tenant).await.unwrap().available,
@@ -249,7 +248,7 @@ async fn recovery_drives_a_decided_transaction_to_commit_after_a_phase_two_crash
     assert!(err.is_retryable());
     assert_eq!(
         f.log.get(tx).await.unwrap().unwrap().phase,
-        TxPhase::Decided(Decision::Commit)
+        TxPhase::Decided(TxDecision::Commit)
     );
     // The process restarts: a new manager over the same log and ledger.
     let tm2 = manager(&f, res.clone());
@@ -258,7 +257,7 @@ async fn recovery_drives_a_decided_transaction_to_commit_after_a_phase_two_crash
     assert_eq!(report.committed, 1);
     assert_eq!(
         f.log.get(tx).await.unwrap().unwrap().phase,
-        TxPhase::Finished(Decision::Commit)
+        TxPhase::Finished(TxDecision::Commit)
     );
     assert_eq!(
         f.ledger.balance(&f.tenant).await.unwrap().available,
@@ -299,12 +298,12 @@ async fn a_decided_commit_applies_on_every_participant_after_an_outage_of_any_le
     let tm = manager();
     let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
     tm.enlist(tx, "east", branch(&f, 40, 30)).await.unwrap();
-    let west_branch = HoldBranch::new(west.clone(), Amount::new(50), Amount::new(20));
+    let west_branch = HoldBranch::new(west.clone(), Amount::new(50), Amount::new(20)).unwrap();
     tm.enlist(tx, "west", west_branch.payload()).await.unwrap();
     tm.prepare(tx).await.unwrap();
     assert_eq!(
-        f.log.decide(tx, Decision::Commit).await.unwrap(),
-        Decision::Commit
+        f.log.decide(tx, TxDecision::Commit).await.unwrap(),
+        TxDecision::Commit
     );
     drop(tm); // dies before phase two
     f.clock.advance(Duration::from_secs(10 * 365 * 24 * 3600)); // a ten-year outage
@@ -317,7 +316,7 @@ async fn a_decided_commit_applies_on_every_participant_after_an_outage_of_any_le
     assert_eq!((report.committed, report.failed), (1, 0));
     assert_eq!(
         f.log.get(tx).await.unwrap().unwrap().phase,
-        TxPhase::Finished(Decision::Commit)
+        TxPhase::Finished(TxDecision::Commit)
     );
     for (t, spent) in [(&f.tenant, 30), (&west, 20)] {
         let totals = f.ledger.store().totals(t).await.unwrap();
@@ -371,7 +370,7 @@ async fn a_branch_prepared_with_an_expiring_hold_is_still_committed_by_recovery(
     );
     assert_eq!(
         HoldBranch::parse(&payload).unwrap(),
-        HoldBranch::new(f.tenant.clone(), Amount::new(40), Amount::new(25))
+        HoldBranch::new(f.tenant.clone(), Amount::new(40), Amount::new(25)).unwrap()
     );
     tm.enlist(tx, "credits", payload).await.unwrap();
     // What phase one did before prepared holds stopped expiring.
@@ -381,7 +380,7 @@ async fn a_branch_prepared_with_an_expiring_hold_is_still_committed_by_recovery(
         .await
         .unwrap();
     f.log.mark_prepared(tx).await.unwrap();
-    f.log.decide(tx, Decision::Commit).await.unwrap();
+    f.log.decide(tx, TxDecision::Commit).await.unwrap();
     let report = tm.recover().await.unwrap();
     assert_eq!((report.committed, report.failed), (1, 0));
     let totals = f.ledger.store().totals(&f.tenant).await.unwrap();
@@ -408,11 +407,11 @@ async fn bad_transaction_input_is_a_typed_error() {
     let ghost = TxId::new(999);
     assert_eq!(
         tm.prepare(ghost).await,
-        Err(LedgerError::UnknownTransaction(999))
+        Err(LedgerError::UnknownTransaction(ghost))
     );
     assert_eq!(
         tm.commit(ghost).await,
-        Err(LedgerError::UnknownTransaction(999))
+        Err(LedgerError::UnknownTransaction(ghost))
     );
     tm.enlist(tx, "credits", "not json").await.unwrap();
     let r = tm.prepare(tx).await;
@@ -421,7 +420,14 @@ async fn bad_transaction_input_is_a_typed_error() {
         "{r:?}"
     );
     let tx = tm.begin(Duration::from_secs(5)).await.unwrap();
-    tm.enlist(tx, "credits", branch(&f, 10, 11)).await.unwrap();
+    assert!(matches!(
+        HoldBranch::new(f.tenant.clone(), Amount::new(10), Amount::new(11)),
+        Err(LedgerError::CommitExceedsHold { .. })
+    ));
+    // A payload written by hand that promises more than it holds is refused in phase one.
+    let forged = format!(r#"{{"tenant":"{}","reserve":10,"commit":11}}"#, f.tenant);
+    assert!(HoldBranch::parse(&forged).is_err());
+    tm.enlist(tx, "credits", forged).await.unwrap();
     assert!(
         matches!(
             tm.prepare(tx).await,

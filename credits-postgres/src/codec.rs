@@ -5,9 +5,10 @@
 //! refused with [`PgError::OutOfRange`] before anything is written. A lot that never expires
 //! ([`Timestamp::MAX`]) is stored as `NULL`.
 
+use credits_core::backend::AccountHeader;
 use credits_core::{
-    AccountHeader, Amount, Balance, EntryKind, EntrySeq, HoldId, IdempotencyKey, JournalEntry,
-    LotId, TenantId, TenantSettings, Totals,
+    Amount, Balance, EntryKind, EntrySeq, HoldId, IdempotencyKey, JournalEntry, LotId, TenantId,
+    TenantSettings, Totals,
 };
 use metered_clock::Timestamp;
 use tokio_postgres::Row;

@@ -152,8 +152,11 @@ impl From<deadpool_postgres::PoolError> for PgError {
 
 impl From<PgError> for LedgerError {
     fn from(e: PgError) -> Self {
-        let retryable = e.is_retryable();
-        LedgerError::Storage(StorageError::new(e.to_string(), retryable))
+        LedgerError::Storage(if e.is_retryable() {
+            StorageError::retryable(e.to_string())
+        } else {
+            StorageError::permanent(e.to_string())
+        })
     }
 }
 

@@ -1,22 +1,20 @@
-//! [`GroupCommit`]: many concurrent requests, one SQL transaction and one commit.
+//! Group commit: many concurrent requests, one SQL transaction and one commit
+//! ([`PgLedgerStore::with_group_commit`]).
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use credits_core::store::{LedgerStore, Page, PageRequest, SweepReport};
-use credits_core::{
-    Balance, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, LedgerError, Outcome, Request,
-    StorageError, TenantId, TenantSettings, Totals,
-};
+#[cfg(doc)]
+use credits_core::LedgerStore;
+use credits_core::{LedgerError, Receipt, Request, StorageError};
 use metered_clock::Timestamp;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::{PgError, PgLedgerStore};
 
 /// The most requests one group may hold (the store's batch limit).
-pub const GROUP_LEN_MAX: usize = credits_core::store::BATCH_LEN_MAX;
+pub const GROUP_LEN_MAX: usize = credits_core::BATCH_LEN_MAX;
 
-/// Settings of a [`GroupCommit`].
+/// Settings of group commit ([`PgLedgerStore::with_group_commit`]).
 ///
 /// ```
 /// use credits_postgres::GroupCommitConfig;
@@ -90,44 +88,46 @@ impl GroupCommitConfig {
 struct Job {
     request: Request,
     now: Timestamp,
-    reply: oneshot::Sender<Result<Outcome, LedgerError>>,
+    reply: oneshot::Sender<Result<Receipt, LedgerError>>,
 }
 
-/// A [`LedgerStore`] that applies single requests through group commit: concurrent
-/// [`apply`](LedgerStore::apply) calls are queued, and each of `workers` tasks takes every
-/// request waiting (up to `group_max`) and applies them with
-/// [`PgLedgerStore::apply_group`] — one SQL transaction, one commit, one fsync. Each request
-/// keeps its own result; no request waits for a timer (a group is whatever arrived while
-/// the previous one was committing).
-///
-/// Everything else (batches, reads, sweeps) goes straight to the inner store. Must be
-/// created inside a Tokio runtime; workers stop when the last clone is dropped.
-///
-/// The trade-off: a storage failure (a lost connection, a killed transaction) fails the
-/// whole group (each request with a retryable error; nothing was written), and a request
-/// waits for the slowest of its group.
+/// The queue in front of a [`PgLedgerStore`] in group-commit mode
+/// ([`PgLedgerStore::with_group_commit`]): concurrent [`apply`](LedgerStore::apply) calls
+/// are queued, and each of `workers` tasks takes every request waiting (up to `group_max`)
+/// and applies them with [`PgLedgerStore::apply_group`] — one SQL transaction, one commit,
+/// one fsync. Each request keeps its own result; no request waits for a timer (a group is
+/// whatever arrived while the previous one was committing).
 #[derive(Clone, Debug)]
-pub struct GroupCommit {
-    store: PgLedgerStore,
+pub(crate) struct GroupQueue {
     queue: mpsc::Sender<Job>,
 }
 
-impl GroupCommit {
-    /// Starts the workers over `store`.
-    #[must_use]
-    pub fn start(store: PgLedgerStore, config: GroupCommitConfig) -> Self {
+impl GroupQueue {
+    /// Starts the workers over `store` (a store without a queue of its own). Must be called
+    /// inside a Tokio runtime; the workers stop when the last clone of the queue is dropped.
+    // The group-commit driver: its workers are the background tasks this mode consists of.
+    #[allow(clippy::disallowed_methods)]
+    pub(crate) fn start(store: &PgLedgerStore, config: GroupCommitConfig) -> Self {
         let (queue, rx) = mpsc::channel(config.queue_max);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..config.workers {
             tokio::spawn(worker(store.clone(), Arc::clone(&rx), config.group_max));
         }
-        GroupCommit { store, queue }
+        GroupQueue { queue }
     }
 
-    /// The inner store.
-    #[must_use]
-    pub fn store(&self) -> &PgLedgerStore {
-        &self.store
+    /// Queues one request and waits for its group's commit.
+    pub(crate) async fn apply(&self, request: &Request, now: Timestamp) -> Result<Receipt, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job {
+                request: request.clone(),
+                now,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
@@ -168,74 +168,5 @@ async fn worker(store: PgLedgerStore, rx: Arc<Mutex<mpsc::Receiver<Job>>>, group
 }
 
 fn stopped() -> LedgerError {
-    LedgerError::Storage(StorageError::new("group commit workers stopped", true))
-}
-
-#[async_trait]
-impl LedgerStore for GroupCommit {
-    async fn create_tenant(
-        &self,
-        tenant: &TenantId,
-        settings: TenantSettings,
-        now: Timestamp,
-    ) -> Result<(), LedgerError> {
-        self.store.create_tenant(tenant, settings, now).await
-    }
-
-    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Outcome, LedgerError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Job {
-                request: request.clone(),
-                now,
-                reply,
-            })
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-
-    async fn apply_batch(
-        &self,
-        requests: &[Request],
-        now: Timestamp,
-    ) -> Result<Vec<Outcome>, LedgerError> {
-        self.store.apply_batch(requests, now).await
-    }
-
-    async fn idempotency_record(
-        &self,
-        tenant: &TenantId,
-        key: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>, LedgerError> {
-        self.store.idempotency_record(tenant, key).await
-    }
-
-    async fn balance(&self, tenant: &TenantId, now: Timestamp) -> Result<Balance, LedgerError> {
-        self.store.balance(tenant, now).await
-    }
-
-    async fn balance_at(&self, tenant: &TenantId, at: Timestamp) -> Result<Balance, LedgerError> {
-        self.store.balance_at(tenant, at).await
-    }
-
-    async fn history(&self, tenant: &TenantId, page: PageRequest) -> Result<Page, LedgerError> {
-        self.store.history(tenant, page).await
-    }
-
-    async fn hold(&self, tenant: &TenantId, hold: HoldId) -> Result<HoldState, LedgerError> {
-        self.store.hold(tenant, hold).await
-    }
-
-    async fn sweep(&self, now: Timestamp, tenants_max: usize) -> Result<SweepReport, LedgerError> {
-        self.store.sweep(now, tenants_max).await
-    }
-
-    async fn totals(&self, tenant: &TenantId) -> Result<Totals, LedgerError> {
-        self.store.totals(tenant).await
-    }
-
-    async fn totals_all(&self) -> Result<Totals, LedgerError> {
-        self.store.totals_all().await
-    }
+    LedgerError::Storage(StorageError::retryable("group commit workers stopped"))
 }

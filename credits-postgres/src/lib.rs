@@ -36,7 +36,7 @@
 //!   `SERIALIZABLE` with bounded, jittered retries on SQLSTATE 40001/40P01 (the
 //!   `resilience` crate's [`Backoff`](resilience::Backoff)).
 //! * **Group commit**: [`PgLedgerStore::apply_group`] applies many independent requests in
-//!   one transaction; [`GroupCommit`] feeds it from concurrent callers.
+//!   one transaction; [`PgLedgerStore::with_group_commit`] feeds it from concurrent callers.
 //! * **Migrations** ([`migrate()`]): versioned, embedded, each in one transaction under an
 //!   advisory lock; running them again does nothing.
 //! * **Recovery**: [`LedgerStore::sweep`](credits_core::LedgerStore::sweep) expires stalled
@@ -82,7 +82,7 @@ mod txlog;
 pub use audit::PgAuditSink;
 pub use config::{Isolation, LedgerAudit, POOL_MAX_SIZE_LIMIT, PgConfig, PgConfigBuilder};
 pub use error::PgError;
-pub use group::{GROUP_LEN_MAX, GroupCommit, GroupCommitConfig};
+pub use group::{GROUP_LEN_MAX, GroupCommitConfig};
 pub use migrate::{MIGRATIONS, Migration, MigrationReport, migrate};
 pub use store::{PgLedgerStore, SWEEP_CHUNK_MAX};
 pub use txlog::PgTxLog;

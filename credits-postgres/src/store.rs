@@ -6,15 +6,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use audit_chain::{AuditEntry, SealedEntry, StreamChain, StreamHead};
-use credits_core::store::{BATCH_LEN_MAX, LedgerStore, Page, PageRequest, SweepReport};
+use credits_core::backend::{Account, AccountHeader, AccountParts, Applied, Draw, Hold, Lot, LotKey};
+use credits_core::store::{LedgerStore, Page, PageRequest, SweepReport};
 use credits_core::{
-    Account, AccountHeader, AccountParts, Amount, Applied, Balance, Draw, EntryKind, EntrySeq,
-    Hold, HoldId, HoldResolution, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
-    LedgerError, Lot, LotId, LotKey, Outcome, Request, TenantId, TenantSettings, Totals,
+    Amount, BATCH_LEN_MAX, Balance, Batch, EntryKind, EntrySeq, HoldId, HoldResolution, HoldState,
+    IdempotencyKey, IdempotencyRecord, JournalEntry, LedgerError, LotId, Receipt, Request,
+    TenantId, TenantSettings, Totals,
 };
 use deadpool_postgres::{Object, Pool};
 use futures::future::try_join_all;
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use metered_clock::{Clock, Timestamp};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -22,7 +23,8 @@ use tokio_postgres::types::ToSql;
 use crate::codec::{self, i};
 use crate::migrate::{MigrationReport, migrate};
 use crate::pool::{Db, TxConn, build_pool};
-use crate::{Isolation, LedgerAudit, PgConfig, PgError, sql};
+use crate::group::GroupQueue;
+use crate::{GroupCommitConfig, Isolation, LedgerAudit, PgConfig, PgError, sql};
 
 /// Most tenants expired in one SQL transaction by [`LedgerStore::sweep`].
 pub const SWEEP_CHUNK_MAX: usize = 64;
@@ -61,6 +63,8 @@ pub const SWEEP_CHUNK_MAX: usize = 64;
 pub struct PgLedgerStore {
     pub(crate) db: Arc<Db>,
     audit: Option<LedgerAudit>,
+    /// Set in group-commit mode: single requests go through this queue.
+    group: Option<GroupQueue>,
 }
 
 impl fmt::Debug for PgLedgerStore {
@@ -68,6 +72,7 @@ impl fmt::Debug for PgLedgerStore {
         f.debug_struct("PgLedgerStore")
             .field("db", &self.db)
             .field("audit", &self.audit.is_some())
+            .field("group_commit", &self.group.is_some())
             .finish()
     }
 }
@@ -102,7 +107,7 @@ pub(crate) enum Mode {
 /// What a transaction did.
 #[derive(Debug, Default)]
 pub(crate) struct Done {
-    pub(crate) results: Vec<Result<Option<Outcome>, LedgerError>>,
+    pub(crate) results: Vec<Result<Option<Receipt>, LedgerError>>,
     pub(crate) balances: HashMap<TenantId, Balance>,
     pub(crate) holds_expired: usize,
     pub(crate) lots_expired: usize,
@@ -222,7 +227,53 @@ impl PgLedgerStore {
         PgLedgerStore {
             db: Arc::new(Db::new(pool, config, clock)),
             audit: config.audit.clone(),
+            group: None,
         }
+    }
+
+    /// The same store in group-commit mode: concurrent single requests
+    /// ([`LedgerStore::apply`]) are queued, and each of `config.workers()` background tasks
+    /// takes every request waiting (up to `config.group_max()`) and applies them with
+    /// [`apply_group`](Self::apply_group) — one SQL transaction, one commit, one fsync.
+    /// Each request keeps its own result; no request waits for a timer (a group is whatever
+    /// arrived while the previous one was committing). Batches, reads and sweeps are not
+    /// queued.
+    ///
+    /// Must be called inside a Tokio runtime; the workers stop when the last clone of the
+    /// returned store is dropped.
+    ///
+    /// The trade-off: a storage failure (a lost connection, a killed transaction) fails the
+    /// whole group (each request with a retryable error; nothing was written), and a
+    /// request waits for the slowest of its group.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use credits_postgres::{GroupCommitConfig, PgConfig, PgLedgerStore};
+    /// use metered_clock::SystemClock;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = PgConfig::builder("postgres://postgres@127.0.0.1:5432/test").build()?;
+    /// let store = PgLedgerStore::connect(config, Arc::new(SystemClock::new()))?
+    ///     .with_group_commit(GroupCommitConfig::new(8, 256, 65_536)?);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_group_commit(self, config: GroupCommitConfig) -> Self {
+        let direct = PgLedgerStore {
+            group: None,
+            ..self
+        };
+        let group = GroupQueue::start(&direct, config);
+        PgLedgerStore {
+            group: Some(group),
+            ..direct
+        }
+    }
+
+    /// Whether single requests go through group commit.
+    #[must_use]
+    pub fn is_group_commit(&self) -> bool {
+        self.group.is_some()
     }
 
     /// The connection pool.
@@ -258,7 +309,7 @@ impl PgLedgerStore {
         &self,
         requests: &[Request],
         now: Timestamp,
-    ) -> Result<Vec<Result<Outcome, LedgerError>>, LedgerError> {
+    ) -> Result<Vec<Result<Receipt, LedgerError>>, LedgerError> {
         check_len(requests)?;
         let ops: Vec<Op<'_>> = requests.iter().map(Op::Apply).collect();
         let done = self.execute(&ops, now, Mode::Independent).await?;
@@ -953,13 +1004,10 @@ impl<'a> AuditRows<'a> {
     }
 }
 
-fn unwrap_outcome(r: Result<Option<Outcome>, LedgerError>) -> Result<Outcome, LedgerError> {
+fn unwrap_outcome(r: Result<Option<Receipt>, LedgerError>) -> Result<Receipt, LedgerError> {
     r.and_then(|o| {
         o.ok_or_else(|| {
-            LedgerError::Storage(credits_core::StorageError::new(
-                "a command produced no outcome",
-                false,
-            ))
+            LedgerError::Storage(credits_core::StorageError::permanent("a command produced no outcome"))
         })
     })
 }
@@ -1009,7 +1057,10 @@ impl LedgerStore for PgLedgerStore {
         Ok(())
     }
 
-    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Outcome, LedgerError> {
+    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Receipt, LedgerError> {
+        if let Some(group) = &self.group {
+            return group.apply(request, now).await;
+        }
         let done = self
             .execute(&[Op::Apply(request)], now, Mode::Independent)
             .await?;
@@ -1019,19 +1070,8 @@ impl LedgerStore for PgLedgerStore {
             .map_or_else(|| unwrap_outcome(Ok(None)), unwrap_outcome)
     }
 
-    async fn apply_batch(
-        &self,
-        requests: &[Request],
-        now: Timestamp,
-    ) -> Result<Vec<Outcome>, LedgerError> {
-        check_len(requests)?;
-        let mut seen = HashSet::with_capacity(requests.len());
-        for r in requests {
-            if !seen.insert((&r.tenant, &r.key)) {
-                return Err(LedgerError::DuplicateKeyInBatch(r.key.clone()));
-            }
-        }
-        let ops: Vec<Op<'_>> = requests.iter().map(Op::Apply).collect();
+    async fn apply_batch(&self, batch: &Batch, now: Timestamp) -> Result<Vec<Receipt>, LedgerError> {
+        let ops: Vec<Op<'_>> = batch.requests().iter().map(Op::Apply).collect();
         let done = self.execute(&ops, now, Mode::Atomic).await?;
         done.results.into_iter().map(unwrap_outcome).collect()
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use credits_core::LedgerError;
-use credits_core::tx::{Branch, Decision, TxId, TxLog, TxPhase, TxRecord};
+use credits_core::tx::{Branch, TxAction, TxDecision, TxId, TxLog, TxPhase, TxRecord};
 use metered_clock::Timestamp;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -102,26 +102,7 @@ impl PgLedgerStore {
 }
 
 fn phase_of(s: &str) -> Result<TxPhase, PgError> {
-    Ok(match s {
-        "active" => TxPhase::Active,
-        "prepared" => TxPhase::Prepared,
-        "committing" => TxPhase::Decided(Decision::Commit),
-        "aborting" => TxPhase::Decided(Decision::Abort),
-        "committed" => TxPhase::Finished(Decision::Commit),
-        "aborted" => TxPhase::Finished(Decision::Abort),
-        other => return Err(PgError::Corrupt(format!("unknown phase {other:?}"))),
-    })
-}
-
-fn phase_name(p: TxPhase) -> &'static str {
-    match p {
-        TxPhase::Active => "active",
-        TxPhase::Prepared => "prepared",
-        TxPhase::Decided(Decision::Commit) => "committing",
-        TxPhase::Decided(Decision::Abort) => "aborting",
-        TxPhase::Finished(Decision::Commit) => "committed",
-        TxPhase::Finished(Decision::Abort) => "aborted",
-    }
+    TxPhase::parse(s).ok_or_else(|| PgError::Corrupt(format!("unknown phase {s:?}")))
 }
 
 fn record(row: &Row) -> Result<TxRecord, PgError> {
@@ -153,7 +134,7 @@ impl PgTxLog {
     }
 
     async fn fetch(&self, tx: TxId) -> Result<Option<TxRecord>, LedgerError> {
-        let id = i64::try_from(tx.get()).map_err(|_| LedgerError::UnknownTransaction(tx.get()))?;
+        let id = i64::try_from(tx.get()).map_err(|_| LedgerError::UnknownTransaction(tx))?;
         let rows = self
             .query("tx_get", &format!("{SELECT} WHERE id = $1"), &[&id])
             .await?;
@@ -161,14 +142,14 @@ impl PgTxLog {
     }
 
     /// The error for a step refused in the transaction's current phase.
-    async fn refused(&self, tx: TxId, action: &str) -> LedgerError {
+    async fn refused(&self, tx: TxId, action: TxAction) -> LedgerError {
         match self.fetch(tx).await {
             Ok(Some(r)) => LedgerError::TransactionState {
-                tx: tx.get(),
-                state: phase_name(r.phase).to_owned(),
-                action: action.to_owned(),
+                tx,
+                state: r.phase,
+                action,
             },
-            Ok(None) => LedgerError::UnknownTransaction(tx.get()),
+            Ok(None) => LedgerError::UnknownTransaction(tx),
             Err(e) => e,
         }
     }
@@ -182,7 +163,7 @@ impl PgTxLog {
         extra: Option<&(dyn ToSql + Sync)>,
     ) -> Result<bool, LedgerError> {
         let Ok(id) = i64::try_from(tx.get()) else {
-            return Err(LedgerError::UnknownTransaction(tx.get()));
+            return Err(LedgerError::UnknownTransaction(tx));
         };
         let rows = match extra {
             Some(p) => self.query(what, statement, &[&id, p]).await?,
@@ -225,7 +206,7 @@ impl TxLog for PgTxLog {
         if matched {
             Ok(())
         } else {
-            Err(self.refused(tx, "enlist").await)
+            Err(self.refused(tx, TxAction::Enlist).await)
         }
     }
 
@@ -243,12 +224,12 @@ impl TxLog for PgTxLog {
         if matched {
             Ok(())
         } else {
-            Err(self.refused(tx, "prepare").await)
+            Err(self.refused(tx, TxAction::Prepare).await)
         }
     }
 
-    async fn decide(&self, tx: TxId, decision: Decision) -> Result<Decision, LedgerError> {
-        let phase = phase_name(TxPhase::Decided(decision));
+    async fn decide(&self, tx: TxId, decision: TxDecision) -> Result<TxDecision, LedgerError> {
+        let phase = TxPhase::as_str(TxPhase::Decided(decision));
         let matched = self
             .update(
                 "tx_decide",
@@ -265,8 +246,8 @@ impl TxLog for PgTxLog {
         // Decided before: the first decision wins.
         match self.fetch(tx).await?.map(|r| r.phase) {
             Some(TxPhase::Decided(d) | TxPhase::Finished(d)) => Ok(d),
-            Some(_) => Err(self.refused(tx, "decide").await),
-            None => Err(LedgerError::UnknownTransaction(tx.get())),
+            Some(_) => Err(self.refused(tx, TxAction::Decide).await),
+            None => Err(LedgerError::UnknownTransaction(tx)),
         }
     }
 
@@ -287,7 +268,7 @@ impl TxLog for PgTxLog {
         if matched {
             Ok(())
         } else {
-            Err(self.refused(tx, "finish").await)
+            Err(self.refused(tx, TxAction::Finish).await)
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use audit_chain::{HmacKey, Keyring, LogRecord, MaskingPolicy, verify_records};
 use credits_core::store::PageRequest;
 use credits_core::{
-    Amount, GrantOptions, HoldId, IdempotencyKey, Ledger, LedgerError, TenantId, TenantSettings,
+    Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, TenantId, TenantSettings,
 };
 use credits_postgres::{Isolation, LedgerAudit};
 use metered_clock::ManualClock;
@@ -67,7 +67,7 @@ async fn hammer(isolation: Isolation, test: &str) {
                             .commit(
                                 &t,
                                 key(&format!("m{task}-{op}")),
-                                h.hold().unwrap_or(HoldId::new(0)),
+                                h.hold,
                                 Amount::new(10),
                             )
                             .await

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use credits_core::LedgerStore;
 use credits_core::conformance::CHECKS;
-use credits_postgres::{GroupCommit, GroupCommitConfig, Isolation};
+use credits_postgres::{GroupCommitConfig, Isolation};
 use metered_clock::ManualClock;
 
 #[derive(Clone, Copy, Debug)]
@@ -33,10 +33,9 @@ async fn run(variant: Variant) {
             .store(config, Arc::new(ManualClock::new(common::START)))
             .await;
         let store: Arc<dyn LedgerStore> = match variant {
-            Variant::GroupCommit => Arc::new(GroupCommit::start(
-                store,
-                GroupCommitConfig::new(2, 64, 1_024).expect("config"),
-            )),
+            Variant::GroupCommit => Arc::new(
+                store.with_group_commit(GroupCommitConfig::new(2, 64, 1_024).expect("config")),
+            ),
             _ => Arc::new(store),
         };
         check(store).await;

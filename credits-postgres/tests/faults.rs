@@ -15,7 +15,7 @@ use audit_chain::{
     AuditEntry, AuditSink, AuditWriter, HmacKey, Keyring, MaskingPolicy, StreamChain, WriterConfig,
     verify_sink,
 };
-use credits_core::tx::{Decision, HoldBranch, LedgerHolds, TransactionManager, TxLog, TxPhase};
+use credits_core::tx::{TxDecision, HoldBranch, LedgerHolds, TransactionManager, TxLog, TxPhase};
 use credits_core::{
     Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, LedgerStore, TenantId,
     TenantSettings,
@@ -298,7 +298,7 @@ async fn recovery_functions_and_coordinator_crash() {
             .participant(holds.clone())
             .build()
     };
-    let branch = HoldBranch::new(acme.clone(), Amount::new(40), Amount::new(25));
+    let branch = HoldBranch::new(acme.clone(), Amount::new(40), Amount::new(25)).unwrap();
 
     // Prepared and decided, then the coordinator "crashes" before phase two.
     let tm = manager();
@@ -307,10 +307,10 @@ async fn recovery_functions_and_coordinator_crash() {
         .await
         .expect("enlist");
     tm.prepare(tx).await.expect("prepare");
-    assert_eq!(log.decide(tx, Decision::Commit).await, Ok(Decision::Commit));
+    assert_eq!(log.decide(tx, TxDecision::Commit).await, Ok(TxDecision::Commit));
     assert_eq!(
-        log.decide(tx, Decision::Abort).await,
-        Ok(Decision::Commit),
+        log.decide(tx, TxDecision::Abort).await,
+        Ok(TxDecision::Commit),
         "first decision wins"
     );
     drop(tm);
@@ -326,7 +326,7 @@ async fn recovery_functions_and_coordinator_crash() {
     );
     assert_eq!(
         log.get(tx).await.expect("get").map(|r| r.phase),
-        Some(TxPhase::Finished(Decision::Commit))
+        Some(TxPhase::Finished(TxDecision::Commit))
     );
 
     // An undecided transaction past its deadline: the SQL job decides abort, the manager's
@@ -340,7 +340,7 @@ async fn recovery_functions_and_coordinator_crash() {
     assert_eq!(store.recover_stalled_transactions().await.expect("sql"), 1);
     assert_eq!(
         log.get(tx2).await.expect("get").map(|r| r.phase),
-        Some(TxPhase::Decided(Decision::Abort))
+        Some(TxPhase::Decided(TxDecision::Abort))
     );
     assert_eq!(manager().recover().await.expect("recover").aborted, 1);
     assert_eq!(store.recover_stalled_transactions().await.expect("sql"), 0);
@@ -363,7 +363,7 @@ async fn recovery_functions_and_coordinator_crash() {
     assert!(matches!(
         log.mark_prepared(credits_core::tx::TxId::new(999_999))
             .await,
-        Err(LedgerError::UnknownTransaction(999_999))
+        Err(LedgerError::UnknownTransaction(id)) if id.get() == 999_999
     ));
 
     // Cleanup: nothing is old enough yet; zero days is refused.

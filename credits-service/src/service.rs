@@ -203,7 +203,7 @@ impl ServiceBuilder {
                                 var: "CREDITS_DATABASE_GROUP_COMMIT_WORKERS".to_owned(),
                                 reason: e.to_string(),
                             })?;
-                        Arc::new(credits_postgres::GroupCommit::start(store, group))
+                        Arc::new(store.with_group_commit(group))
                     }
                 };
                 (store, backend)

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{ACME, ADMIN, GLOBEX, Req, TestService};
@@ -81,7 +80,7 @@ async fn the_breaker_opens_when_the_store_fails_and_closes_after_it_recovers() {
         (200, Some("closed"))
     );
 
-    s.store_down.store(true, Ordering::SeqCst);
+    s.faults.set_down(true);
     // Storage failures are 503s the client may retry with the same key.
     for i in 0..4 {
         let r = s
@@ -121,7 +120,7 @@ async fn the_breaker_opens_when_the_store_fails_and_closes_after_it_recovers() {
     );
 
     // The store recovers; after the open wait, trial calls close the breaker.
-    s.store_down.store(false, Ordering::SeqCst);
+    s.faults.set_down(false);
     s.clock.advance(Duration::from_secs(5));
     let ready = s.call(Req::get("/ready")).await;
     assert_eq!(
@@ -145,14 +144,14 @@ async fn the_breaker_opens_when_the_store_fails_and_closes_after_it_recovers() {
     assert_eq!(s.balance("acme").await.0, 998);
 
     // The operator can also reset an open breaker at once.
-    s.store_down.store(true, Ordering::SeqCst);
+    s.faults.set_down(true);
     for i in 0..4 {
         let _ = s
             .call(Req::get("/v1/tenants/acme/balance").auth(ACME))
             .await;
         let _ = i;
     }
-    s.store_down.store(false, Ordering::SeqCst);
+    s.faults.set_down(false);
     let r = s
         .call(Req::get("/v1/tenants/acme/balance").auth(ACME))
         .await;
@@ -499,7 +498,7 @@ async fn shutdown_finishes_requests_in_flight_then_stops_listening() {
     let s = TestService::start(&[]).await;
     s.tenant_with("acme", 10_000).await;
     // Each consume now spends 300 ms in the store: long enough to be in flight at shutdown.
-    s.store_delay_ms.store(300, Ordering::SeqCst);
+    s.slow_store(Duration::from_millis(300));
     let addr = s.addr;
     let calls: Vec<_> = (0..20)
         .map(|i| {

@@ -161,7 +161,7 @@ impl AuditHook {
 impl AuditHook {
     fn refuse(&self, what: String) -> Result<(), LedgerError> {
         self.failures.lock().push(what.clone());
-        Err(LedgerError::Storage(StorageError::new(what, true)))
+        Err(LedgerError::Storage(StorageError::retryable(what)))
     }
 }
 

@@ -21,7 +21,7 @@ use audit_chain::{
 use bayes_ab::{Beta, CompareConfig, Counts, best_arm, compare, expected_losses, prob_b_beats_a};
 use credits_core::{
     Amount, Command, Effect, EntrySeq, HoldId, IdempotencyKey, Ledger, LedgerError,
-    MemoryLedgerStore, Outcome, Request, TenantId, TenantSettings,
+    MemoryLedgerStore, Receipt, Request, TenantId, TenantSettings,
 };
 use metered_clock::{Clock, ManualClock, Timestamp};
 
@@ -438,7 +438,7 @@ async fn ledger_ops_async(data: &[u8]) -> Finding {
         )
         .await
         .map_err(|e| e.to_string())?;
-    let mut sent: Vec<(Request, Result<Outcome, LedgerError>)> = Vec::new();
+    let mut sent: Vec<(Request, Result<Receipt, LedgerError>)> = Vec::new();
     let mut refundable: Vec<EntrySeq> = Vec::new();
     let mut step = 0u32;
     while !b.done() && step < 400 {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credits_core::tx::{
-    Decision, HoldBranch, LedgerHolds, MemoryTxLog, TransactionManager, TxLog, TxPhase,
+    TxDecision, HoldBranch, LedgerHolds, MemoryTxLog, TransactionManager, TxLog, TxPhase,
 };
 use credits_core::{Amount, GrantOptions, IdempotencyKey, Ledger, TenantId, TenantSettings};
 use metered_clock::{Clock, ManualClock};
@@ -62,8 +62,8 @@ fn decided_commit_is_applied_everywhere_after_an_outage_longer_than_any_hold_ttl
         tm.prepare(tx).await.unwrap();
         // The decision is durable; the process dies before phase two.
         assert_eq!(
-            log.decide(tx, Decision::Commit).await.unwrap(),
-            Decision::Commit
+            log.decide(tx, TxDecision::Commit).await.unwrap(),
+            TxDecision::Commit
         );
         drop(tm);
         // A long outage, then the restart; the expiry sweep first, the worst order.
@@ -73,7 +73,7 @@ fn decided_commit_is_applied_everywhere_after_an_outage_longer_than_any_hold_ttl
         let report = manager(&log).recover().await.unwrap();
         assert_eq!((report.committed, report.failed), (1, 0));
         let record = log.get(tx).await.unwrap().unwrap();
-        assert_eq!(record.phase, TxPhase::Finished(Decision::Commit));
+        assert_eq!(record.phase, TxPhase::Finished(TxDecision::Commit));
         for (t, spent) in [(&a, 30), (&b, 20)] {
             let totals = ledger.store().totals(t).await.unwrap();
             assert_eq!(totals.consumed, Amount::new(spent), "{t}");

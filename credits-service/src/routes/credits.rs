@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use credits_core::{
     Amount, Balance, Effect, EntrySeq, GrantOptions, HoldId, HoldResolution, HoldState,
-    IdempotencyKey, JournalEntry, Outcome, PageRequest, TenantId, TenantSettings,
+    IdempotencyKey, JournalEntry, Receipt, PageRequest, TenantId, TenantSettings,
     store::PAGE_LEN_MAX,
 };
 use metered_clock::Timestamp;
@@ -122,8 +122,8 @@ struct OutcomeDto {
     effect: EffectDto,
 }
 
-impl From<Outcome> for OutcomeDto {
-    fn from(o: Outcome) -> Self {
+impl From<Receipt> for OutcomeDto {
+    fn from(o: Receipt) -> Self {
         let effect = match o.effect {
             Effect::Granted { lot } => EffectDto::Granted {
                 lot: lot.map(|l| l.get()),
@@ -160,7 +160,7 @@ impl From<Outcome> for OutcomeDto {
     }
 }
 
-fn outcome(o: Outcome) -> Json<OutcomeDto> {
+fn outcome(o: Receipt) -> Json<OutcomeDto> {
     Json(o.into())
 }
 
@@ -299,7 +299,7 @@ async fn reserve(
     let o = state
         .guarded(state.ledger.reserve(&tenant, key, amount, ttl))
         .await?;
-    Ok(outcome(o))
+    Ok(outcome(o.receipt))
 }
 
 #[derive(Debug, Serialize)]

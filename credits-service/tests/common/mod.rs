@@ -4,14 +4,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use credits_core::{
-    Balance, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, LedgerError, LedgerStore,
-    Outcome, Page, PageRequest, Request, StorageError, SweepReport, TenantId, TenantSettings,
-    Totals,
-};
+use credits_core::testing::{Faults, FaultyStore};
 use credits_service::{Config, RunningService, Service};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -27,15 +23,21 @@ pub const GLOBEX: &str = "Bearer globex-token-0123456789";
 pub struct TestService {
     pub addr: SocketAddr,
     pub clock: ManualClock,
-    pub store_down: Arc<AtomicBool>,
-    /// Every store mutation first sleeps this long (milliseconds).
-    pub store_delay_ms: Arc<AtomicU64>,
+    /// The fault controller of the service's store (the shipped
+    /// `credits_core::testing::FaultyStore` wraps it).
+    pub faults: Arc<Faults>,
     running: Option<RunningService>,
     /// The database and the schema this service's tables live in (dropped at shutdown).
     database: Option<(String, String)>,
 }
 
 impl TestService {
+    /// Makes every store call that reaches the store wait `delay` first (a slow database).
+    pub fn slow_store(&self, delay: Duration) {
+        self.faults
+            .set_delay(delay, Arc::new(|d| Box::pin(tokio::time::sleep(d))));
+    }
+
     /// Starts a service with the base settings plus `extra` variables: on PostgreSQL when
     /// `DATABASE_URL` is set (in a schema of its own), in memory otherwise.
     pub async fn start(extra: &[(&str, &str)]) -> TestService {
@@ -78,19 +80,11 @@ impl TestService {
         }
         let config = Config::from_vars(vars).expect("test configuration");
         let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
-        let store_down = Arc::new(AtomicBool::new(false));
-        let down = Arc::clone(&store_down);
-        let store_delay_ms = Arc::new(AtomicU64::new(0));
-        let delay_ms = Arc::clone(&store_delay_ms);
+        let faults = Arc::new(Faults::new());
+        let store_faults = Arc::clone(&faults);
         let running = Service::builder(config)
             .clock(Arc::new(clock.clone()))
-            .wrap_store(move |inner| {
-                Arc::new(FlakyStore {
-                    inner,
-                    down,
-                    delay_ms,
-                })
-            })
+            .wrap_store(move |inner| Arc::new(FaultyStore::new(inner, store_faults)))
             .build()
             .await
             .expect("service builds")
@@ -100,8 +94,7 @@ impl TestService {
         TestService {
             addr: running.local_addr(),
             clock,
-            store_down,
-            store_delay_ms,
+            faults,
             running: Some(running),
             database: database_url.map(|url| (url, schema)),
         }
@@ -274,88 +267,3 @@ impl Resp {
     }
 }
 
-/// A store that fails every call with a retryable storage error while `down` is set.
-#[derive(Debug)]
-struct FlakyStore {
-    inner: Arc<dyn LedgerStore>,
-    down: Arc<AtomicBool>,
-    delay_ms: Arc<AtomicU64>,
-}
-
-impl FlakyStore {
-    fn check(&self) -> Result<(), LedgerError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(LedgerError::Storage(StorageError::new(
-                "injected outage",
-                true,
-            )))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl LedgerStore for FlakyStore {
-    async fn create_tenant(
-        &self,
-        tenant: &TenantId,
-        settings: TenantSettings,
-        now: Timestamp,
-    ) -> Result<(), LedgerError> {
-        self.check()?;
-        self.inner.create_tenant(tenant, settings, now).await
-    }
-    async fn apply(&self, request: &Request, now: Timestamp) -> Result<Outcome, LedgerError> {
-        self.check()?;
-        let delay = self.delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-        }
-        self.inner.apply(request, now).await
-    }
-    async fn apply_batch(
-        &self,
-        requests: &[Request],
-        now: Timestamp,
-    ) -> Result<Vec<Outcome>, LedgerError> {
-        self.check()?;
-        self.inner.apply_batch(requests, now).await
-    }
-    async fn idempotency_record(
-        &self,
-        tenant: &TenantId,
-        key: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>, LedgerError> {
-        self.check()?;
-        self.inner.idempotency_record(tenant, key).await
-    }
-    async fn balance(&self, tenant: &TenantId, now: Timestamp) -> Result<Balance, LedgerError> {
-        self.check()?;
-        self.inner.balance(tenant, now).await
-    }
-    async fn balance_at(&self, tenant: &TenantId, at: Timestamp) -> Result<Balance, LedgerError> {
-        self.check()?;
-        self.inner.balance_at(tenant, at).await
-    }
-    async fn history(&self, tenant: &TenantId, page: PageRequest) -> Result<Page, LedgerError> {
-        self.check()?;
-        self.inner.history(tenant, page).await
-    }
-    async fn hold(&self, tenant: &TenantId, hold: HoldId) -> Result<HoldState, LedgerError> {
-        self.check()?;
-        self.inner.hold(tenant, hold).await
-    }
-    async fn sweep(&self, now: Timestamp, tenants_max: usize) -> Result<SweepReport, LedgerError> {
-        self.check()?;
-        self.inner.sweep(now, tenants_max).await
-    }
-    async fn totals(&self, tenant: &TenantId) -> Result<Totals, LedgerError> {
-        self.check()?;
-        self.inner.totals(tenant).await
-    }
-    async fn totals_all(&self) -> Result<Totals, LedgerError> {
-        self.check()?;
-        self.inner.totals_all().await
-    }
-}

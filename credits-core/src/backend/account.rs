@@ -12,8 +12,9 @@ use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Amount, Balance, Command, Effect, EntryKind, EntrySeq, HoldId, IdempotencyKey, JournalEntry,
-    LedgerError, LotId, Outcome, Request, TenantId, TenantSettings, Totals,
+    Amount, Balance, Command, Effect, EntryKind, EntrySeq, HoldId, HoldResolution, HoldState,
+    IdempotencyKey, JournalEntry, LedgerError, LotId, Receipt, Request, TenantId, TenantSettings,
+    Totals,
 };
 
 /// Where a lot sits in the spending order: soonest expiry first, then ascending priority,
@@ -114,34 +115,6 @@ impl Hold {
     }
 }
 
-/// How a hold ended. Each hold ends exactly once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HoldResolution {
-    /// Committed (the rest, if any, released).
-    Committed {
-        /// How much was spent.
-        committed: Amount,
-    },
-    /// Cancelled by its owner.
-    Cancelled,
-    /// Its time-to-live passed.
-    Expired,
-}
-
-/// What is known about a hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HoldState {
-    /// Still holding credits.
-    Active {
-        /// What it holds.
-        amount: Amount,
-        /// When it expires unless resolved.
-        expires_at: Timestamp,
-    },
-    /// Resolved.
-    Resolved(HoldResolution),
-}
-
 /// A tenant's row: settings, counters, id generators and the time of its last entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountHeader {
@@ -182,7 +155,7 @@ pub struct AccountParts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
     /// The command's result (`Ok(None)` for a pure expiry pass).
-    pub result: Result<Option<Outcome>, LedgerError>,
+    pub result: Result<Option<Receipt>, LedgerError>,
     /// New journal entries, in order.
     pub entries: Vec<JournalEntry>,
     /// Lots whose remaining amount changed: upsert [`Account::lot`] or delete when `None`.
@@ -216,7 +189,8 @@ impl Applied {
 ///
 /// ```
 /// use std::time::Duration;
-/// use credits_core::{Account, Amount, Command, IdempotencyKey, Request, TenantId, TenantSettings};
+/// use credits_core::backend::Account;
+/// use credits_core::{Amount, Command, IdempotencyKey, Request, TenantId, TenantSettings};
 /// use metered_clock::Timestamp;
 ///
 /// let tenant = TenantId::new("acme")?;
@@ -275,10 +249,7 @@ impl Account {
     /// [`LedgerError::Storage`] (not retryable) if the parts are inconsistent.
     pub fn from_parts(parts: AccountParts) -> Result<Account, LedgerError> {
         let corrupt = |what: &str| {
-            LedgerError::Storage(crate::StorageError::new(
-                format!("inconsistent account {}: {what}", parts.header.tenant),
-                false,
-            ))
+            LedgerError::Storage(crate::StorageError::permanent(format!("inconsistent account {}: {what}", parts.header.tenant)))
         };
         let mut account = Account {
             header: parts.header.clone(),
@@ -519,8 +490,8 @@ impl Account {
         Ok(())
     }
 
-    fn outcome(entry: EntrySeq, at: Timestamp, effect: Effect) -> Outcome {
-        Outcome {
+    fn outcome(entry: EntrySeq, at: Timestamp, effect: Effect) -> Receipt {
+        Receipt {
             entry,
             at,
             balance: Balance::default(),
@@ -565,7 +536,7 @@ impl Account {
         amount: Amount,
         expires_at: Option<Timestamp>,
         priority: u16,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         if amount.is_zero() {
             return Err(LedgerError::ZeroAmount);
         }
@@ -626,7 +597,7 @@ impl Account {
         at: Timestamp,
         key: Option<&IdempotencyKey>,
         amount: Amount,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         if amount.is_zero() {
             return Err(LedgerError::ZeroAmount);
         }
@@ -668,7 +639,7 @@ impl Account {
         key: Option<&IdempotencyKey>,
         amount: Amount,
         ttl: Duration,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         if amount.is_zero() {
             return Err(LedgerError::ZeroAmount);
         }
@@ -758,7 +729,7 @@ impl Account {
         key: Option<&IdempotencyKey>,
         id: HoldId,
         commit: Option<Amount>,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         if commit.is_some_and(Amount::is_zero) {
             return Err(LedgerError::ZeroAmount);
         }
@@ -859,7 +830,7 @@ impl Account {
         entry: EntrySeq,
         amount: Amount,
         target: Option<&JournalEntry>,
-    ) -> Result<Outcome, LedgerError> {
+    ) -> Result<Receipt, LedgerError> {
         if amount.is_zero() {
             return Err(LedgerError::ZeroAmount);
         }

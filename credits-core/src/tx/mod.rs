@@ -1,0 +1,58 @@
+//! Two-phase commit across participants: [`TransactionManager`], [`Participant`], [`TxLog`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use credits_core::tx::{HoldBranch, LedgerHolds, MemoryTxLog, TransactionManager, TxOutcome};
+//! use credits_core::{Amount, GrantOptions, IdempotencyKey, Ledger, TenantId, TenantSettings};
+//! use metered_clock::{ManualClock, Timestamp};
+//!
+//! # futures::executor::block_on(async {
+//! let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
+//! let ledger = Ledger::in_memory(clock.clone());
+//! let acme = TenantId::new("acme")?;
+//! ledger.create_tenant(&acme, TenantSettings::default()).await?;
+//! ledger.grant(&acme, IdempotencyKey::new("g")?, Amount::new(100), GrantOptions::default()).await?;
+//!
+//! let holds = Arc::new(LedgerHolds::new("credits", ledger.clone()));
+//! let tm = TransactionManager::builder(Arc::new(MemoryTxLog::new()), Arc::new(clock.clone()))
+//!     .participant(holds.clone())
+//!     .build();
+//! let tx = tm.begin(Duration::from_secs(30)).await?;
+//! let branch = HoldBranch::new(acme.clone(), Amount::new(40), Amount::new(30))?;
+//! tm.enlist(tx, "credits", branch.payload()).await?;
+//! tm.prepare(tx).await?;                 // phase one: the hold exists until phase two
+//! assert_eq!(tm.commit(tx).await?, TxOutcome::Committed); // decision logged, then phase two
+//! assert_eq!(ledger.balance(&acme).await?.available, Amount::new(70));
+//! # Ok::<(), credits_core::LedgerError>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Protocol
+//!
+//! `begin` logs the transaction with its deadline; `enlist` logs a branch (a participant
+//! name and an opaque payload that tells the participant what to do). `prepare` asks every
+//! branch to get ready (phase one); a refusal or a passed deadline aborts. `commit` (which
+//! prepares first if needed) **logs the decision before phase two**, then tells every
+//! branch. After a crash, [`TransactionManager::recover`] reads the log: decided
+//! transactions are driven to their decision; undecided ones past their deadline are
+//! aborted. Participants' `commit` and `abort` must be idempotent (they may be repeated).
+//!
+//! A participant that prepared keeps its resources until it learns the outcome, however
+//! long that takes (a coordinator outage included): only the log's decision releases them.
+//! [`LedgerHolds`] therefore takes holds that do not expire on their own
+//! ([`PREPARED_HOLD_TTL`]); a transaction whose coordinator never decides is aborted by
+//! [`recover`](TransactionManager::recover) once past its deadline, which cancels its
+//! holds. So run `recover` at start-up and periodically.
+
+mod holds;
+mod log;
+mod manager;
+mod participant;
+mod types;
+
+pub use holds::{HoldBranch, LedgerHolds, PREPARED_HOLD_TTL};
+pub use log::{MemoryTxLog, TxLog};
+pub use manager::{TransactionManager, TransactionManagerBuilder};
+pub use participant::Participant;
+pub use types::{Branch, TxAction, TxDecision, TxId, TxOutcome, TxPhase, TxRecord, TxRecoveryReport};
