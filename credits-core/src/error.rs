@@ -192,7 +192,8 @@ impl LedgerError {
 
     /// A stable snake_case name for the variant: what a client matches on (the service sends
     /// it as the error `code`) and what logs and metrics are labelled with. These strings
-    /// never change once released; a new variant gets a new one.
+    /// never change once released; a new variant gets a new one. A storage failure is
+    /// `storage_unavailable` when a retry may succeed and `storage_failure` otherwise.
     ///
     /// ```
     /// use credits_core::{Amount, LedgerError};
@@ -232,7 +233,8 @@ impl LedgerError {
             LedgerError::TransactionAborted { .. } => "transaction_aborted",
             LedgerError::UnknownParticipant(_) => "unknown_participant",
             LedgerError::InvalidPayload(_) => "invalid_payload",
-            LedgerError::Storage(_) => "storage",
+            LedgerError::Storage(s) if s.retryable => "storage_unavailable",
+            LedgerError::Storage(_) => "storage_failure",
         }
     }
 
