@@ -287,3 +287,199 @@ impl StorageError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tx::{TxAction, TxId, TxPhase};
+
+    /// One value of every variant and the code it must keep forever.
+    fn table() -> Vec<(LedgerError, &'static str)> {
+        let tenant = TenantId::new("acme").unwrap();
+        let key = IdempotencyKey::new("k").unwrap();
+        let hold = HoldId::new(1);
+        let entry = EntrySeq::new(1);
+        let tx = TxId::new(7);
+        let amount = Amount::new(1);
+        vec![
+            (LedgerError::ZeroAmount, "zero_amount"),
+            (LedgerError::ZeroTtl, "zero_ttl"),
+            (
+                LedgerError::InvalidTenantId {
+                    reason: String::new(),
+                },
+                "invalid_tenant_id",
+            ),
+            (
+                LedgerError::InvalidIdempotencyKey {
+                    reason: String::new(),
+                },
+                "invalid_idempotency_key",
+            ),
+            (LedgerError::ExpiryNotInFuture, "expiry_not_in_future"),
+            (LedgerError::AmountOverflow, "amount_overflow"),
+            (LedgerError::UnknownTenant(tenant.clone()), "unknown_tenant"),
+            (LedgerError::TenantExists(tenant), "tenant_exists"),
+            (
+                LedgerError::InsufficientCredits {
+                    requested: amount,
+                    spendable: amount,
+                },
+                "insufficient_credits",
+            ),
+            (LedgerError::UnknownHold(hold), "unknown_hold"),
+            (
+                LedgerError::HoldAlreadyCommitted(hold),
+                "hold_already_committed",
+            ),
+            (
+                LedgerError::HoldAlreadyCancelled(hold),
+                "hold_already_cancelled",
+            ),
+            (LedgerError::HoldExpired(hold), "hold_expired"),
+            (
+                LedgerError::CommitExceedsHold {
+                    hold,
+                    held: amount,
+                    requested: amount,
+                },
+                "commit_exceeds_hold",
+            ),
+            (LedgerError::UnknownEntry(entry), "unknown_entry"),
+            (LedgerError::NotRefundable(entry), "not_refundable"),
+            (
+                LedgerError::RefundExceedsConsumed {
+                    entry,
+                    refundable: amount,
+                    requested: amount,
+                },
+                "refund_exceeds_consumed",
+            ),
+            (
+                LedgerError::IdempotencyConflict(key.clone()),
+                "idempotency_conflict",
+            ),
+            (LedgerError::EmptyBatch, "empty_batch"),
+            (
+                LedgerError::BatchTooLarge { max: 1, len: 2 },
+                "batch_too_large",
+            ),
+            (
+                LedgerError::DuplicateKeyInBatch(key),
+                "duplicate_key_in_batch",
+            ),
+            (
+                LedgerError::BatchRejected {
+                    index: 0,
+                    source: Box::new(LedgerError::ZeroAmount),
+                },
+                "batch_rejected",
+            ),
+            (LedgerError::UnknownTransaction(tx), "unknown_transaction"),
+            (
+                LedgerError::TransactionState {
+                    tx,
+                    state: TxPhase::Active,
+                    action: TxAction::Finish,
+                },
+                "transaction_state",
+            ),
+            (
+                LedgerError::BranchNotPrepared {
+                    tx,
+                    participant: "credits".to_owned(),
+                },
+                "branch_not_prepared",
+            ),
+            (
+                LedgerError::TransactionTimedOut(tx),
+                "transaction_timed_out",
+            ),
+            (
+                LedgerError::TransactionAborted {
+                    tx,
+                    participant: String::new(),
+                    reason: String::new(),
+                },
+                "transaction_aborted",
+            ),
+            (
+                LedgerError::UnknownParticipant(String::new()),
+                "unknown_participant",
+            ),
+            (
+                LedgerError::InvalidPayload(String::new()),
+                "invalid_payload",
+            ),
+            (
+                LedgerError::Storage(StorageError::retryable("x")),
+                "storage_unavailable",
+            ),
+            (
+                LedgerError::Storage(StorageError::permanent("x")),
+                "storage_failure",
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_variant_keeps_its_code() {
+        for (error, code) in table() {
+            assert_eq!(error.code(), code, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let table = table();
+        let mut codes: Vec<&str> = table.iter().map(|(_, c)| *c).collect();
+        for c in &codes {
+            assert!(
+                c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{c}"
+            );
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), table.len(), "a code is used twice");
+    }
+
+    /// Fails to compile when a variant is added without a row in `table`.
+    #[test]
+    fn the_table_names_every_variant() {
+        for (error, _) in table() {
+            match error {
+                LedgerError::ZeroAmount
+                | LedgerError::ZeroTtl
+                | LedgerError::InvalidTenantId { .. }
+                | LedgerError::InvalidIdempotencyKey { .. }
+                | LedgerError::ExpiryNotInFuture
+                | LedgerError::AmountOverflow
+                | LedgerError::UnknownTenant(_)
+                | LedgerError::TenantExists(_)
+                | LedgerError::InsufficientCredits { .. }
+                | LedgerError::UnknownHold(_)
+                | LedgerError::HoldAlreadyCommitted(_)
+                | LedgerError::HoldAlreadyCancelled(_)
+                | LedgerError::HoldExpired(_)
+                | LedgerError::CommitExceedsHold { .. }
+                | LedgerError::UnknownEntry(_)
+                | LedgerError::NotRefundable(_)
+                | LedgerError::RefundExceedsConsumed { .. }
+                | LedgerError::IdempotencyConflict(_)
+                | LedgerError::EmptyBatch
+                | LedgerError::BatchTooLarge { .. }
+                | LedgerError::DuplicateKeyInBatch(_)
+                | LedgerError::BatchRejected { .. }
+                | LedgerError::UnknownTransaction(_)
+                | LedgerError::TransactionState { .. }
+                | LedgerError::BranchNotPrepared { .. }
+                | LedgerError::TransactionTimedOut(_)
+                | LedgerError::TransactionAborted { .. }
+                | LedgerError::UnknownParticipant(_)
+                | LedgerError::InvalidPayload(_)
+                | LedgerError::Storage(_) => {}
+            }
+        }
+    }
+}
