@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use metered_clock::{ManualClock, Timestamp};
 
-use crate::store::{LedgerStore, PageRequest};
 use crate::BATCH_LEN_MAX;
+use crate::store::{LedgerStore, PageRequest};
 use crate::{
     Amount, Balance, Command, Effect, EntryKind, EntrySeq, GrantOptions, HoldId, HoldResolution,
     HoldState, IdempotencyKey, Ledger, LedgerError, Request, TenantId, TenantSettings,
@@ -1003,12 +1003,7 @@ pub async fn concurrent_requests_on_one_tenant(store: Arc<dyn LedgerStore>) {
                     .reserve(&t, key(&format!("r{i}")), amt(30), Duration::from_secs(60))
                     .await?;
                 ledger
-                    .commit(
-                        &t,
-                        key(&format!("m{i}")),
-                        h.hold,
-                        amt(20),
-                    )
+                    .commit(&t, key(&format!("m{i}")), h.hold, amt(20))
                     .await
                     .map(|_| 20)
             }

@@ -32,4 +32,3 @@ pub enum HoldState {
     /// Resolved.
     Resolved(HoldResolution),
 }
-

@@ -7,8 +7,9 @@ use metered_clock::{Clock, Timestamp};
 
 use crate::store::{LedgerStore, Page, PageRequest, SweepReport};
 use crate::{
-    Amount, Balance, Batch, Command, ConservationViolation, EntrySeq, HoldId, HoldState, IdempotencyKey,
-    LedgerError, MemoryLedgerStore, Receipt, Request, Reservation, StorageError, TenantId, TenantSettings, Totals,
+    Amount, Balance, Batch, Command, ConservationViolation, EntrySeq, HoldId, HoldState,
+    IdempotencyKey, LedgerError, MemoryLedgerStore, Receipt, Request, Reservation, StorageError,
+    TenantId, TenantSettings, Totals,
 };
 
 /// Optional settings of a grant.

@@ -76,6 +76,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// The guide (`docs/credits-core.md`), compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/credits-core.md")]
+mod guide {}
+
 mod amount;
 pub mod backend;
 mod batch;

@@ -10,12 +10,12 @@ use hashbrown::{DefaultHashBuilder, HashMap};
 use metered_clock::Timestamp;
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::store::{JournalHook, LedgerStore, Page, PageRequest, SweepReport};
 use crate::Batch;
 use crate::backend::{Account, Applied};
+use crate::store::{JournalHook, LedgerStore, Page, PageRequest, SweepReport};
 use crate::{
-    Balance, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord,
-    JournalEntry, LedgerError, Receipt, Request, StorageError, TenantId, TenantSettings, Totals,
+    Balance, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
+    LedgerError, Receipt, Request, StorageError, TenantId, TenantSettings, Totals,
 };
 
 /// Settings of a [`MemoryLedgerStore`]; build with [`MemoryLedgerStore::builder`].
@@ -321,7 +321,11 @@ impl LedgerStore for MemoryLedgerStore {
         result
     }
 
-    async fn apply_batch(&self, batch: &Batch, now: Timestamp) -> Result<Vec<Receipt>, LedgerError> {
+    async fn apply_batch(
+        &self,
+        batch: &Batch,
+        now: Timestamp,
+    ) -> Result<Vec<Receipt>, LedgerError> {
         let requests = batch.requests();
         // Lock every shard involved, in ascending order (no deadlock with other batches).
         let mut shard_ids: Vec<usize> = requests

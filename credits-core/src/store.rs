@@ -157,7 +157,8 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// [`LedgerError::BatchRejected`] naming the failing request; storage failures.
-    async fn apply_batch(&self, batch: &Batch, now: Timestamp) -> Result<Vec<Receipt>, LedgerError>;
+    async fn apply_batch(&self, batch: &Batch, now: Timestamp)
+    -> Result<Vec<Receipt>, LedgerError>;
 
     /// The idempotency record of a tenant's key, if remembered (a read: applies nothing).
     ///

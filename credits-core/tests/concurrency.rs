@@ -76,10 +76,7 @@ async fn concurrent_tasks_lose_no_update_and_conserve_credits() {
                         let hold = ledger
                             .reserve(t, key("r"), amount, Duration::from_secs(600))
                             .await?;
-                        ledger
-                            .cancel(t, key("x"), hold.hold)
-                            .await
-                            .map(|_| 0)
+                        ledger.cancel(t, key("x"), hold.hold).await.map(|_| 0)
                     }
                 };
                 match result {

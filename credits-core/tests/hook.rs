@@ -139,7 +139,9 @@ struct Gate {
 impl JournalHook for Gate {
     fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]) -> Result<(), LedgerError> {
         if self.closed.load(Ordering::SeqCst) || self.refuse.lock().as_ref() == Some(tenant) {
-            return Err(LedgerError::Storage(StorageError::retryable("audit log full")));
+            return Err(LedgerError::Storage(StorageError::retryable(
+                "audit log full",
+            )));
         }
         self.accepted.lock().extend_from_slice(entries);
         Ok(())

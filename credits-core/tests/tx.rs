@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use credits_core::tx::{
-    TxDecision, HoldBranch, LedgerHolds, MemoryTxLog, Participant, TransactionManager, TxId, TxLog,
+    HoldBranch, LedgerHolds, MemoryTxLog, Participant, TransactionManager, TxDecision, TxId, TxLog,
     TxOutcome, TxPhase, TxRecoveryReport,
 };
 use credits_core::{
@@ -61,7 +61,9 @@ impl Participant for Resource {
         let mut failures = self.commit_failures.lock();
         if *failures > 0 {
             *failures -= 1;
-            return Err(LedgerError::Storage(StorageError::retryable("crash during phase two")));
+            return Err(LedgerError::Storage(StorageError::retryable(
+                "crash during phase two",
+            )));
         }
         self.calls.lock().push(format!("commit {payload}"));
         Ok(())

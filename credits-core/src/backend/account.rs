@@ -249,7 +249,10 @@ impl Account {
     /// [`LedgerError::Storage`] (not retryable) if the parts are inconsistent.
     pub fn from_parts(parts: AccountParts) -> Result<Account, LedgerError> {
         let corrupt = |what: &str| {
-            LedgerError::Storage(crate::StorageError::permanent(format!("inconsistent account {}: {what}", parts.header.tenant)))
+            LedgerError::Storage(crate::StorageError::permanent(format!(
+                "inconsistent account {}: {what}",
+                parts.header.tenant
+            )))
         };
         let mut account = Account {
             header: parts.header.clone(),

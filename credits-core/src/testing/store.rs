@@ -9,8 +9,8 @@ use super::bug::{Bug, BugState};
 use super::faults::Faults;
 use crate::store::{Page, PageRequest, SweepReport};
 use crate::{
-    Balance, Batch, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, LedgerError,
-    LedgerStore, Receipt, Request, TenantId, TenantSettings, Totals,
+    Balance, Batch, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, LedgerError, LedgerStore,
+    Receipt, Request, TenantId, TenantSettings, Totals,
 };
 
 /// A [`LedgerStore`] that delegates to `inner` and consults a [`Faults`] controller on
@@ -75,7 +75,11 @@ impl<S: LedgerStore + ?Sized> LedgerStore for FaultyStore<S> {
         }
     }
 
-    async fn apply_batch(&self, batch: &Batch, now: Timestamp) -> Result<Vec<Receipt>, LedgerError> {
+    async fn apply_batch(
+        &self,
+        batch: &Batch,
+        now: Timestamp,
+    ) -> Result<Vec<Receipt>, LedgerError> {
         self.faults.run(self.inner.apply_batch(batch, now)).await
     }
 
@@ -95,7 +99,9 @@ impl<S: LedgerStore + ?Sized> LedgerStore for FaultyStore<S> {
     }
 
     async fn balance_at(&self, tenant: &TenantId, at: Timestamp) -> Result<Balance, LedgerError> {
-        self.faults.run_read(self.inner.balance_at(tenant, at)).await
+        self.faults
+            .run_read(self.inner.balance_at(tenant, at))
+            .await
     }
 
     async fn history(&self, tenant: &TenantId, page: PageRequest) -> Result<Page, LedgerError> {

@@ -89,7 +89,11 @@ impl TxLog for MemoryTxLog {
                 r.branches.push(branch);
                 Ok(())
             }
-            phase => Err(LedgerError::TransactionState { tx, state: phase, action: TxAction::Enlist }),
+            phase => Err(LedgerError::TransactionState {
+                tx,
+                state: phase,
+                action: TxAction::Enlist,
+            }),
         })
     }
 
@@ -99,7 +103,11 @@ impl TxLog for MemoryTxLog {
                 r.phase = TxPhase::Prepared;
                 Ok(())
             }
-            phase => Err(LedgerError::TransactionState { tx, state: phase, action: TxAction::Prepare }),
+            phase => Err(LedgerError::TransactionState {
+                tx,
+                state: phase,
+                action: TxAction::Prepare,
+            }),
         })
     }
 
@@ -119,7 +127,11 @@ impl TxLog for MemoryTxLog {
                 r.phase = TxPhase::Finished(d);
                 Ok(())
             }
-            phase => Err(LedgerError::TransactionState { tx, state: phase, action: TxAction::Finish }),
+            phase => Err(LedgerError::TransactionState {
+                tx,
+                state: phase,
+                action: TxAction::Finish,
+            }),
         })
     }
 

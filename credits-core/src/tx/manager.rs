@@ -6,7 +6,10 @@ use std::time::Duration;
 use hashbrown::HashMap;
 use metered_clock::Clock;
 
-use super::{Branch, Participant, TxAction, TxDecision, TxId, TxLog, TxOutcome, TxPhase, TxRecord, TxRecoveryReport};
+use super::{
+    Branch, Participant, TxAction, TxDecision, TxId, TxLog, TxOutcome, TxPhase, TxRecord,
+    TxRecoveryReport,
+};
 use crate::LedgerError;
 
 /// Builds a [`TransactionManager`].
@@ -159,7 +162,7 @@ impl TransactionManager {
                 tracing::info!(%tx, participant = %branch.participant, %reason, "prepare refused; aborting");
                 self.finish_as(&record, TxDecision::Abort).await?;
                 return Err(LedgerError::TransactionAborted {
-                    tx: tx,
+                    tx,
                     participant: branch.participant.clone(),
                     reason: reason.to_string(),
                 });

@@ -55,4 +55,6 @@ pub use holds::{HoldBranch, LedgerHolds, PREPARED_HOLD_TTL};
 pub use log::{MemoryTxLog, TxLog};
 pub use manager::{TransactionManager, TransactionManagerBuilder};
 pub use participant::Participant;
-pub use types::{Branch, TxAction, TxDecision, TxId, TxOutcome, TxPhase, TxRecord, TxRecoveryReport};
+pub use types::{
+    Branch, TxAction, TxDecision, TxId, TxOutcome, TxPhase, TxRecord, TxRecoveryReport,
+};

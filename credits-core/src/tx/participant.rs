@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use super::TxId;
 use crate::LedgerError;
 
-
 /// A resource that takes part in transactions (the ledger's holds are one; a host
 /// application implements it for its own resources).
 #[async_trait]
