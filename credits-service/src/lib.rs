@@ -50,6 +50,7 @@ mod auth;
 pub mod config;
 mod error;
 mod json;
+mod registry;
 mod routes;
 mod service;
 mod state;

@@ -30,8 +30,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use crate::auth::Authenticator;
 use crate::config::{Config, LogFormat, decode_hex};
 use crate::error::{ApiError, ServiceError};
-use crate::routes::experiments::Experiments;
-use crate::routes::rollouts::Rollouts;
+use crate::registry::{Experiments, Rollouts};
 use crate::routes::{audit, credits, experiments, ops, rollouts};
 use crate::state::{AppState, AuditState, Backend};
 

@@ -13,8 +13,7 @@ use resilience::{CallError, CallOutcome, CircuitBreaker, KeyedRateLimiter};
 
 use crate::auth::{Authenticator, Caller};
 use crate::error::ApiError;
-use crate::routes::experiments::Experiments;
-use crate::routes::rollouts::Rollouts;
+use crate::registry::{Experiments, Rollouts};
 
 /// Which ledger backend is in use.
 #[derive(Clone, Debug)]

@@ -1,7 +1,6 @@
 //! Experiments (per tenant): create a champion/challenger test, assign units, record
 //! results, evaluate.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,58 +10,19 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bayes_ab::{
-    DecisionRule, ErrorRateGuardrail, ExperimentEvaluation, ExperimentState, ExperimentStore,
-    Guardrails, InMemoryExperimentStore, LatencyGuardrail, StoppingMode, TrafficSplit, UnitOutcome,
+    DecisionRule, ErrorRateGuardrail, ExperimentEvaluation, Guardrails, LatencyGuardrail,
+    StoppingMode, TrafficSplit, UnitOutcome,
 };
 use credits_core::TenantId;
-use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::json::ApiJson;
+use crate::registry::Spec;
 use crate::state::AppState;
 
-/// Most experiments the service keeps (all tenants together).
-pub(crate) const EXPERIMENTS_MAX: usize = 10_000;
 /// Longest experiment id accepted.
 const ID_LEN_MAX: usize = 128;
-
-/// The rule, guardrails and split of one experiment (the counts live in the store).
-#[derive(Debug)]
-struct Spec {
-    rule: DecisionRule,
-    guardrails: Guardrails,
-    split: TrafficSplit,
-}
-
-/// Experiments of every tenant, keyed `tenant/id`.
-pub(crate) struct Experiments {
-    store: Arc<dyn ExperimentStore>,
-    specs: RwLock<HashMap<String, Arc<Spec>>>,
-}
-
-impl std::fmt::Debug for Experiments {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Experiments")
-            .field("count", &self.specs.read().len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Experiments {
-    pub(crate) fn in_memory() -> Self {
-        Experiments {
-            store: Arc::new(InMemoryExperimentStore::new()),
-            specs: RwLock::new(HashMap::new()),
-        }
-    }
-
-    fn spec(&self, key: &str) -> Result<Arc<Spec>, ApiError> {
-        self.specs.read().get(key).cloned().ok_or_else(|| {
-            ApiError::not_found("unknown_experiment", format!("no experiment {key:?}"))
-        })
-    }
-}
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -165,26 +125,14 @@ async fn create(
             .map(|ms| LatencyGuardrail::absolute(0.95, Duration::from_millis(ms), 0.95))
             .transpose()?,
     };
-    let experiments = &state.experiments;
-    if experiments.specs.read().len() >= EXPERIMENTS_MAX {
-        return Err(ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "too_many_experiments",
-            format!("the service keeps at most {EXPERIMENTS_MAX} experiments"),
-        ));
-    }
     let now = state.clock.now();
-    let experiment = ExperimentState::new(key.clone(), split.clone(), now)?;
-    experiments.store.create(experiment).await?;
     let weights = split.weights().to_vec();
-    experiments.specs.write().insert(
-        key,
-        Arc::new(Spec {
-            rule,
-            guardrails,
-            split,
-        }),
-    );
+    let spec = Spec {
+        rule,
+        guardrails,
+        split,
+    };
+    state.experiments.create(key, spec, now).await?;
     Ok((
         StatusCode::CREATED,
         Json(ExperimentDto {
@@ -261,17 +209,16 @@ async fn record(
             ));
         }
     };
-    let mut delta = ExperimentState::new(key, spec.split.clone(), state.clock.now())?;
-    delta.record(
-        body.arm,
-        UnitOutcome {
-            converted: body.converted,
-            error: body.error,
-            latency,
-            value: body.value,
-        },
-    )?;
-    state.experiments.store.merge(&delta).await?;
+    let outcome = UnitOutcome {
+        converted: body.converted,
+        error: body.error,
+        latency,
+        value: body.value,
+    };
+    state
+        .experiments
+        .record(key, &spec, body.arm, outcome, state.clock.now())
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -285,7 +232,7 @@ async fn evaluate(
     let tenant = state.tenant_access(&headers, &tenant)?;
     let key = key(&tenant, &id)?;
     let spec = state.experiments.spec(&key)?;
-    let (experiment, _version) = state.experiments.store.load(&key).await?;
+    let experiment = state.experiments.load(&key).await?;
     let evaluation = experiment.evaluate(&spec.rule, &spec.guardrails, state.clock.now())?;
     let summary = &evaluation.evaluation.summary;
     metrics::gauge!("ab_test_probability_beat", "test_id" => key.clone())

@@ -2,82 +2,23 @@
 //! and promote, pause, resume, roll back or abort it. Every transition and check is written
 //! to the audit log (stream `canary/<id>`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use audit_chain::AuditLog;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use canary::{
-    Action, Actor, ArmObservation, CanaryError, Directive, Event, HealthPolicy, MetricCheck,
-    Observations, Plan, Rollout, Step,
+    Action, Actor, ArmObservation, Directive, HealthPolicy, MetricCheck, Observations, Plan,
+    Rollout, Step,
 };
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::json::ApiJson;
 use crate::state::AppState;
-
-/// Most rollouts the service keeps.
-pub(crate) const ROLLOUTS_MAX: usize = 1_000;
-
-struct Entry {
-    rollout: Rollout,
-    /// Events not yet durable in the audit log (kept for the next attempt).
-    unwritten: Vec<Event>,
-}
-
-/// The rollouts, each behind its own async lock so commands on one are serialised with
-/// their audit writes.
-pub(crate) struct Rollouts {
-    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
-    trail: Arc<AuditLog>,
-}
-
-impl std::fmt::Debug for Rollouts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rollouts")
-            .field("count", &self.map.lock().len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Rollouts {
-    pub(crate) fn new(trail: Arc<AuditLog>) -> Self {
-        Rollouts {
-            map: Mutex::new(HashMap::new()),
-            trail,
-        }
-    }
-
-    fn get(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<Entry>>, ApiError> {
-        self.map
-            .lock()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| CanaryError::UnknownRollout { id: id.to_owned() }.into())
-    }
-
-    /// Moves new events to the audit log. A failed write keeps them for the next call and
-    /// is reported in logs and `canary_trail_write_failures_total`; the rollout's decision
-    /// stands either way (it already happened).
-    async fn write_trail(&self, id: &str, entry: &mut Entry) {
-        entry.unwritten.extend(entry.rollout.take_events());
-        if let Err(error) =
-            canary::trail::record_events(self.trail.as_ref(), id, &mut entry.unwritten).await
-        {
-            metrics::counter!("canary_trail_write_failures_total").increment(1);
-            tracing::error!(rollout = id, %error, "rollout trail not written");
-        }
-        metrics::gauge!("canary_weight_percent", "rollout" => id.to_owned())
-            .set(f64::from(entry.rollout.weight_percent()));
-    }
-}
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -214,25 +155,7 @@ async fn create(
         let _ = rollout.start(state.clock.now(), Actor::operator("admin"))?;
     }
     let rollouts = &state.rollouts;
-    let cell = {
-        let mut map = rollouts.map.lock();
-        if map.contains_key(&body.id) {
-            return Err(CanaryError::DuplicateRollout { id: body.id }.into());
-        }
-        if map.len() >= ROLLOUTS_MAX {
-            return Err(ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "too_many_rollouts",
-                format!("the service keeps at most {ROLLOUTS_MAX} rollouts"),
-            ));
-        }
-        let cell = Arc::new(tokio::sync::Mutex::new(Entry {
-            rollout,
-            unwritten: Vec::new(),
-        }));
-        map.insert(body.id.clone(), Arc::clone(&cell));
-        cell
-    };
+    let cell = rollouts.insert(body.id.clone(), rollout)?;
     let mut entry = cell.lock().await;
     rollouts.write_trail(&body.id, &mut entry).await;
     tracing::info!(rollout = %body.id, "rollout created");

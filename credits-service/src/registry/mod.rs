@@ -1,0 +1,9 @@
+//! Domain state the handlers share: the experiment and rollout registries. They hold
+//! state and its limits; the HTTP shapes stay in [`routes`](crate::routes), which depend on
+//! these modules and never the other way round.
+
+pub(crate) mod experiments;
+pub(crate) mod rollouts;
+
+pub(crate) use experiments::{Experiments, Spec};
+pub(crate) use rollouts::Rollouts;
