@@ -13,7 +13,7 @@ use crate::{Amount, Command, HoldId, IdempotencyKey, Ledger, LedgerError, Reques
 /// million years), so in effect they never expire on their own. A participant that voted
 /// to commit must keep the credits until the coordinator's decision reaches it, after an
 /// outage of any length; holds of transactions that are never decided are reclaimed by
-/// [`TransactionManager::recover`], which aborts them past their deadline. (It is the
+/// [`TransactionManager::recover`](super::TransactionManager::recover), which aborts them past their deadline. (It is the
 /// longest time-to-live whose expiry every store can record, PostgreSQL's `bigint`
 /// included, from any present-day clock.)
 pub const PREPARED_HOLD_TTL: Duration = Duration::from_millis(1 << 62);
@@ -27,7 +27,7 @@ pub const PREPARED_HOLD_TTL: Duration = Duration::from_millis(1 << 62);
 /// holds do not expire on their own ([`PREPARED_HOLD_TTL`]): only phase two releases them,
 /// so a decided commit still applies after a coordinator outage of any length. Until then
 /// the credits are held (not spendable), also while the coordinator is down: run
-/// [`TransactionManager::recover`] at start-up and periodically so that undecided
+/// [`TransactionManager::recover`](super::TransactionManager::recover) at start-up and periodically so that undecided
 /// transactions past their deadline are aborted and their holds cancelled.
 #[derive(Debug)]
 pub struct LedgerHolds<S: ?Sized = dyn LedgerStore> {
@@ -116,7 +116,7 @@ impl HoldBranch {
         self.commit
     }
 
-    /// The payload to [`enlist`](TransactionManager::enlist).
+    /// The payload to [`enlist`](super::TransactionManager::enlist).
     #[must_use]
     pub fn payload(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
