@@ -65,6 +65,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// The guide (`docs/bayes-ab.md`): every example in it is a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/bayes-ab.md")]
+pub mod guide {}
+
 mod bandit;
 mod beta;
 mod continuous;
