@@ -87,6 +87,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// The guide (`docs/canary.md`): every example in it is a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/canary.md")]
+pub mod guide {}
+
 #[cfg(feature = "tokio")]
 mod driver;
 mod error;
