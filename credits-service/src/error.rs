@@ -45,6 +45,34 @@ impl ServiceError {
             ServiceError::Bind { .. } | ServiceError::Backend(_) | ServiceError::Serve(_)
         )
     }
+
+    /// A stable snake_case name of the variant, for logs and metrics labels, in the same
+    /// style as the library crates' `code()`. Codes never change once released; a new
+    /// variant gets a new one.
+    ///
+    /// | variant | code |
+    /// |---|---|
+    /// | [`Config`](Self::Config) | `config` |
+    /// | [`Bind`](Self::Bind) | `bind` |
+    /// | [`Backend`](Self::Backend) | `backend` |
+    /// | [`Serve`](Self::Serve) | `serve` |
+    ///
+    /// ```
+    /// use credits_service::ServiceError;
+    ///
+    /// let e = ServiceError::Backend("database unreachable".to_owned());
+    /// assert_eq!(e.code(), "backend");
+    /// assert!(e.is_retryable());
+    /// ```
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::Config { .. } => "config",
+            ServiceError::Bind { .. } => "bind",
+            ServiceError::Backend(_) => "backend",
+            ServiceError::Serve(_) => "serve",
+        }
+    }
 }
 
 /// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
@@ -137,134 +165,140 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer to a library error: `status`, the crate's own `code()`, its message, and
+    /// its `is_retryable()`. Every `From<XError>` below goes through here, so the service
+    /// sends exactly the codes the crates define and only the status is the service's choice.
+    fn from_library(
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        retryable: bool,
+    ) -> Self {
+        if status.is_server_error() {
+            tracing::warn!(%status, code, error = %message, "library call failed");
+        }
+        let mut api = ApiError::new(status, code, message);
+        api.body.retryable = retryable;
+        api
+    }
+}
+
+/// 503 when a retry may succeed, 500 when it will not.
+fn unavailable_or_internal(retryable: bool) -> StatusCode {
+    if retryable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+/// The HTTP status of a ledger error: bad input 400, missing things 404, states that forbid
+/// the change 409, arithmetic limits 422, a short balance 402, storage 503 or 500.
+fn ledger_status(e: &LedgerError) -> StatusCode {
+    use StatusCode as S;
+    match e {
+        LedgerError::ZeroAmount
+        | LedgerError::ZeroTtl
+        | LedgerError::InvalidTenantId { .. }
+        | LedgerError::InvalidIdempotencyKey { .. }
+        | LedgerError::ExpiryNotInFuture
+        | LedgerError::EmptyBatch
+        | LedgerError::BatchTooLarge { .. }
+        | LedgerError::DuplicateKeyInBatch(_)
+        | LedgerError::UnknownParticipant(_)
+        | LedgerError::InvalidPayload(_) => S::BAD_REQUEST,
+        LedgerError::InsufficientCredits { .. } => S::PAYMENT_REQUIRED,
+        LedgerError::UnknownTenant(_)
+        | LedgerError::UnknownHold(_)
+        | LedgerError::UnknownEntry(_)
+        | LedgerError::UnknownTransaction(_) => S::NOT_FOUND,
+        LedgerError::TenantExists(_)
+        | LedgerError::HoldAlreadyCommitted(_)
+        | LedgerError::HoldAlreadyCancelled(_)
+        | LedgerError::HoldExpired(_)
+        | LedgerError::NotRefundable(_)
+        | LedgerError::IdempotencyConflict(_)
+        | LedgerError::TransactionState { .. }
+        | LedgerError::BranchNotPrepared { .. }
+        | LedgerError::TransactionTimedOut(_)
+        | LedgerError::TransactionAborted { .. } => S::CONFLICT,
+        LedgerError::AmountOverflow
+        | LedgerError::CommitExceedsHold { .. }
+        | LedgerError::RefundExceedsConsumed { .. } => S::UNPROCESSABLE_ENTITY,
+        // A batch fails as its failing operation does.
+        LedgerError::BatchRejected { source, .. } => ledger_status(source),
+        LedgerError::Storage(s) => unavailable_or_internal(s.retryable),
+        _ => S::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
-        use StatusCode as S;
-        let (status, code) = match &e {
-            LedgerError::ZeroAmount => (S::BAD_REQUEST, "zero_amount"),
-            LedgerError::ZeroTtl => (S::BAD_REQUEST, "zero_ttl"),
-            LedgerError::InvalidTenantId { .. } => (S::BAD_REQUEST, "invalid_tenant_id"),
-            LedgerError::InvalidIdempotencyKey { .. } => {
-                (S::BAD_REQUEST, "invalid_idempotency_key")
-            }
-            LedgerError::ExpiryNotInFuture => (S::BAD_REQUEST, "expiry_not_in_future"),
-            LedgerError::AmountOverflow => (S::UNPROCESSABLE_ENTITY, "amount_overflow"),
-            LedgerError::UnknownTenant(_) => (S::NOT_FOUND, "unknown_tenant"),
-            LedgerError::TenantExists(_) => (S::CONFLICT, "tenant_exists"),
-            LedgerError::InsufficientCredits { .. } => {
-                (S::PAYMENT_REQUIRED, "insufficient_credits")
-            }
-            LedgerError::UnknownHold(_) => (S::NOT_FOUND, "unknown_hold"),
-            LedgerError::HoldAlreadyCommitted(_) => (S::CONFLICT, "hold_already_committed"),
-            LedgerError::HoldAlreadyCancelled(_) => (S::CONFLICT, "hold_already_cancelled"),
-            LedgerError::HoldExpired(_) => (S::CONFLICT, "hold_expired"),
-            LedgerError::CommitExceedsHold { .. } => {
-                (S::UNPROCESSABLE_ENTITY, "commit_exceeds_hold")
-            }
-            LedgerError::UnknownEntry(_) => (S::NOT_FOUND, "unknown_entry"),
-            LedgerError::NotRefundable(_) => (S::CONFLICT, "not_refundable"),
-            LedgerError::RefundExceedsConsumed { .. } => {
-                (S::UNPROCESSABLE_ENTITY, "refund_exceeds_consumed")
-            }
-            LedgerError::IdempotencyConflict(_) => (S::CONFLICT, "idempotency_conflict"),
-            LedgerError::Storage(s) if s.retryable => {
-                (S::SERVICE_UNAVAILABLE, "storage_unavailable")
-            }
-            LedgerError::Storage(_) => (S::INTERNAL_SERVER_ERROR, "storage_failure"),
-            _ => (S::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        if status.is_server_error() {
-            tracing::warn!(error = %e, code, "ledger call failed");
-        }
-        let mut api = ApiError::new(status, code, e.to_string());
-        api.body.retryable = e.is_retryable();
-        api
+        ApiError::from_library(ledger_status(&e), e.code(), e.to_string(), e.is_retryable())
     }
 }
 
 impl From<resilience::ResilienceError> for ApiError {
     fn from(e: resilience::ResilienceError) -> Self {
-        let (status, code) = match &e {
-            resilience::ResilienceError::RateLimited { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        use resilience::ResilienceError as R;
+        let status = match &e {
+            R::RateLimited { .. } | R::KeyCapacityExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
             }
-            resilience::ResilienceError::KeyCapacityExhausted { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "rate_limiter_full")
+            R::CircuitOpen { .. } | R::BulkheadFull { .. } | R::Timeout(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
-            resilience::ResilienceError::CircuitOpen { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "circuit_open")
-            }
-            resilience::ResilienceError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            // The service asked for more than it configured, or configured nonsense.
+            _ => unavailable_or_internal(e.is_retryable()),
         };
         let after = e.retry_after().or(match e {
-            resilience::ResilienceError::CircuitOpen { .. }
-            | resilience::ResilienceError::KeyCapacityExhausted { .. } => {
-                Some(Duration::from_secs(1))
-            }
+            R::CircuitOpen { .. } | R::KeyCapacityExhausted { .. } => Some(Duration::from_secs(1)),
             _ => None,
         });
-        ApiError::new(status, code, e.to_string()).retry_after(after)
+        ApiError::from_library(status, e.code(), e.to_string(), e.is_retryable())
+            .retry_after(after)
     }
 }
 
 impl From<bayes_ab::BayesError> for ApiError {
     fn from(e: bayes_ab::BayesError) -> Self {
-        let (status, code) = match &e {
-            bayes_ab::BayesError::ExperimentNotFound { .. } => {
-                (StatusCode::NOT_FOUND, "unknown_experiment")
-            }
-            bayes_ab::BayesError::ExperimentExists { .. } => {
-                (StatusCode::CONFLICT, "experiment_exists")
-            }
-            bayes_ab::BayesError::VersionConflict { .. } => {
-                (StatusCode::CONFLICT, "experiment_conflict")
-            }
-            bayes_ab::BayesError::Storage {
-                retryable: true, ..
-            } => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
-            bayes_ab::BayesError::Storage { .. } => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure")
-            }
-            bayes_ab::BayesError::CountOverflow => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "count_overflow")
-            }
-            bayes_ab::BayesError::UnknownArm { .. } => (StatusCode::BAD_REQUEST, "unknown_arm"),
-            _ => (StatusCode::BAD_REQUEST, "invalid_experiment"),
+        use bayes_ab::BayesError as B;
+        let status = match &e {
+            B::ExperimentNotFound { .. } => StatusCode::NOT_FOUND,
+            B::ExperimentExists { .. } | B::VersionConflict { .. } => StatusCode::CONFLICT,
+            B::CountOverflow => StatusCode::UNPROCESSABLE_ENTITY,
+            B::Storage { retryable, .. } => unavailable_or_internal(*retryable),
+            // Every other variant is a setting or an input out of its domain.
+            _ => StatusCode::BAD_REQUEST,
         };
-        ApiError::new(status, code, e.to_string())
+        ApiError::from_library(status, e.code(), e.to_string(), e.is_retryable())
     }
 }
 
 impl From<canary::CanaryError> for ApiError {
     fn from(e: canary::CanaryError) -> Self {
         use canary::CanaryError as C;
-        let (status, code) = match &e {
-            C::InvalidPlan { .. } => (StatusCode::BAD_REQUEST, "invalid_plan"),
-            C::InvalidPolicy { .. } => (StatusCode::BAD_REQUEST, "invalid_policy"),
-            C::InvalidObservation { .. } => (StatusCode::BAD_REQUEST, "invalid_observation"),
-            C::IllegalTransition { .. } => (StatusCode::CONFLICT, "illegal_transition"),
-            C::UnknownRollout { .. } => (StatusCode::NOT_FOUND, "unknown_rollout"),
-            C::DuplicateRollout { .. } => (StatusCode::CONFLICT, "rollout_exists"),
-            C::Audit(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        let status = match &e {
+            C::InvalidPlan { .. }
+            | C::InvalidPolicy { .. }
+            | C::InvalidObservation { .. }
+            | C::InvalidCommand { .. } => StatusCode::BAD_REQUEST,
+            C::IllegalTransition { .. } | C::DuplicateRollout { .. } => StatusCode::CONFLICT,
+            C::UnknownRollout { .. } => StatusCode::NOT_FOUND,
+            // The audit trail or the metrics source failed, or a trail does not replay.
+            _ => unavailable_or_internal(e.is_retryable()),
         };
-        ApiError::new(status, code, e.to_string())
+        ApiError::from_library(status, e.code(), e.to_string(), e.is_retryable())
     }
 }
 
 impl From<audit_chain::AuditError> for ApiError {
     fn from(e: audit_chain::AuditError) -> Self {
-        match &e {
-            audit_chain::AuditError::InvalidProof(_) => {
-                ApiError::bad_request("invalid_proof_request", e.to_string())
-            }
-            _ if e.is_retryable() => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
-                e.to_string(),
-            ),
-            _ => ApiError::internal(e.to_string()),
-        }
+        let status = match &e {
+            audit_chain::AuditError::InvalidProof(_) => StatusCode::BAD_REQUEST,
+            _ => unavailable_or_internal(e.is_retryable()),
+        };
+        ApiError::from_library(status, e.code(), e.to_string(), e.is_retryable())
     }
 }

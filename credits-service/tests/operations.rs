@@ -328,13 +328,13 @@ async fn experiments_assign_record_and_evaluate() {
         (
             r#"{"id":"w","weights":[5000,4000]}"#,
             400,
-            "invalid_experiment",
+            "invalid_weights",
         ),
         (r#"{"id":"a/b"}"#, 400, "invalid_experiment_id"),
         (
             r#"{"id":"s","stopping":{"mode":"bayesian","prob_threshold":1.5,"loss_threshold":0.1}}"#,
             400,
-            "invalid_experiment",
+            "invalid_probability",
         ),
         (r#"{"id":"u","colour":"red"}"#, 400, "invalid_request"),
     ] {
@@ -409,7 +409,7 @@ async fn rollouts_move_through_their_phases_and_refuse_illegal_commands() {
         (Some("progressing"), Some(10))
     );
     let r = s.call(Req::post("/v1/rollouts", body).auth(ADMIN)).await;
-    assert_eq!((r.status, r.code()), (409, "rollout_exists"));
+    assert_eq!((r.status, r.code()), (409, "duplicate_rollout"));
     let r = s
         .call(
             Req::post(
