@@ -1,5 +1,6 @@
 //! [`PgError`]: every way the PostgreSQL backend itself can fail.
 
+use std::fmt;
 use std::sync::Arc;
 
 use credits_core::{LedgerError, StorageError};
@@ -112,6 +113,47 @@ impl PgError {
             _ => None,
         }
     }
+
+    /// A stable, machine-readable name for the variant, in snake_case: log it, count it,
+    /// label a metric with it. Codes never change once released and are never reused; a
+    /// new variant gets a new code. The message ([`Display`](std::fmt::Display)) may
+    /// change; the code does not. (The SQLSTATE of a server error is
+    /// [`sql_state`](Self::sql_state).)
+    ///
+    /// | variant | code |
+    /// |---|---|
+    /// | [`InvalidConfig`](Self::InvalidConfig) | `invalid_config` |
+    /// | [`Pool`](Self::Pool) | `pool_unavailable` |
+    /// | [`CircuitOpen`](Self::CircuitOpen) | `circuit_open` |
+    /// | [`Postgres`](Self::Postgres) | `postgres_error` |
+    /// | [`Migration`](Self::Migration) | `migration_failed` |
+    /// | [`SchemaTooNew`](Self::SchemaTooNew) | `schema_too_new` |
+    /// | [`OutOfRange`](Self::OutOfRange) | `out_of_range` |
+    /// | [`Corrupt`](Self::Corrupt) | `corrupt_row` |
+    ///
+    /// ```
+    /// use credits_postgres::PgError;
+    /// assert_eq!(PgError::CircuitOpen.code(), "circuit_open");
+    /// assert_eq!(PgError::Corrupt("bad".into()).code(), "corrupt_row");
+    /// ```
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            PgError::InvalidConfig { .. } => "invalid_config",
+            PgError::Pool(_) => "pool_unavailable",
+            PgError::CircuitOpen => "circuit_open",
+            PgError::Postgres { .. } => "postgres_error",
+            PgError::Migration { .. } => "migration_failed",
+            PgError::SchemaTooNew { .. } => "schema_too_new",
+            PgError::OutOfRange { .. } => "out_of_range",
+            PgError::Corrupt(_) => "corrupt_row",
+        }
+    }
+
+    /// [`PgError::Corrupt`] with `reason`'s text.
+    pub(crate) fn corrupt(reason: impl fmt::Display) -> Self {
+        PgError::Corrupt(reason.to_string())
+    }
 }
 
 /// SQLSTATE classes worth retrying: connection exceptions (08), transaction rollbacks (40:
@@ -171,6 +213,113 @@ impl From<PgError> for audit_chain::AuditError {
             audit_chain::AuditError::Corrupt {
                 location: "postgres audit_log".into(),
                 reason: e.to_string(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One value of every variant and the code it keeps forever.
+    fn table() -> Vec<(PgError, &'static str)> {
+        vec![
+            (
+                PgError::InvalidConfig {
+                    field: "pool_max_size",
+                    reason: "must be 1 to 10000".into(),
+                },
+                "invalid_config",
+            ),
+            (PgError::Pool("timed out".into()), "pool_unavailable"),
+            (PgError::CircuitOpen, "circuit_open"),
+            (
+                PgError::Postgres {
+                    code: Some("40001".into()),
+                    message: "could not serialize access".into(),
+                    retryable: true,
+                },
+                "postgres_error",
+            ),
+            (
+                PgError::Postgres {
+                    code: None,
+                    message: "connection closed".into(),
+                    retryable: true,
+                },
+                "postgres_error",
+            ),
+            (
+                PgError::Migration {
+                    version: 2,
+                    name: "transactions_audit",
+                    reason: "syntax error".into(),
+                },
+                "migration_failed",
+            ),
+            (
+                PgError::SchemaTooNew { found: 9, known: 2 },
+                "schema_too_new",
+            ),
+            (
+                PgError::OutOfRange {
+                    what: "amount",
+                    value: u64::MAX,
+                },
+                "out_of_range",
+            ),
+            (PgError::Corrupt("bad".into()), "corrupt_row"),
+        ]
+    }
+
+    fn check(error: &PgError, code: &str) {
+        assert_eq!(error.code(), code, "{error:?}");
+    }
+
+    #[test]
+    fn every_variant_keeps_its_code() {
+        for (error, code) in table() {
+            check(&error, code);
+        }
+    }
+
+    #[test]
+    fn codes_are_unique_per_variant_and_snake_case() {
+        let mut seen: Vec<(std::mem::Discriminant<PgError>, &str)> = Vec::new();
+        for (error, code) in table() {
+            assert!(
+                !code.is_empty()
+                    && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    && !code.starts_with('_')
+                    && !code.ends_with('_'),
+                "{code} is not snake_case"
+            );
+            let variant = std::mem::discriminant(&error);
+            for (other, other_code) in &seen {
+                assert_eq!(
+                    *other == variant,
+                    *other_code == code,
+                    "{code}: one code per variant, one variant per code"
+                );
+            }
+            seen.push((variant, code));
+        }
+    }
+
+    /// Fails to compile when a variant is added without a row in `table`.
+    #[test]
+    fn the_table_names_every_variant() {
+        for (error, _) in table() {
+            match error {
+                PgError::InvalidConfig { .. }
+                | PgError::Pool(_)
+                | PgError::CircuitOpen
+                | PgError::Postgres { .. }
+                | PgError::Migration { .. }
+                | PgError::SchemaTooNew { .. }
+                | PgError::OutOfRange { .. }
+                | PgError::Corrupt(_) => {}
             }
         }
     }

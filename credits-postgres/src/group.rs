@@ -117,7 +117,11 @@ impl GroupQueue {
     }
 
     /// Queues one request and waits for its group's commit.
-    pub(crate) async fn apply(&self, request: &Request, now: Timestamp) -> Result<Receipt, LedgerError> {
+    pub(crate) async fn apply(
+        &self,
+        request: &Request,
+        now: Timestamp,
+    ) -> Result<Receipt, LedgerError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Job {

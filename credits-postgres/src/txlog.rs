@@ -101,18 +101,12 @@ impl PgLedgerStore {
     }
 }
 
-fn phase_of(s: &str) -> Result<TxPhase, PgError> {
-    TxPhase::parse(s).ok_or_else(|| PgError::Corrupt(format!("unknown phase {s:?}")))
-}
-
 fn record(row: &Row) -> Result<TxRecord, PgError> {
-    let branches: Vec<Branch> =
-        serde_json::from_str(row.get(3)).map_err(|e| PgError::Corrupt(e.to_string()))?;
     Ok(TxRecord {
         id: TxId::new(codec::u(row.get(0), "transaction id")?),
         deadline: codec::ts(row.get(1), "deadline")?,
-        phase: phase_of(row.get(2))?,
-        branches,
+        phase: codec::phase_of(row.get(2))?,
+        branches: codec::branches_of(row.get(3))?,
     })
 }
 
@@ -186,13 +180,12 @@ impl TxLog for PgTxLog {
             .await?;
         let row = rows
             .first()
-            .ok_or_else(|| PgError::Corrupt("INSERT returned no id".into()))?;
+            .ok_or_else(|| PgError::corrupt("INSERT returned no id"))?;
         Ok(TxId::new(codec::u(row.get(0), "transaction id")?))
     }
 
     async fn enlist(&self, tx: TxId, branch: Branch) -> Result<(), LedgerError> {
-        let json =
-            serde_json::to_string(&[&branch]).map_err(|e| PgError::Corrupt(e.to_string()))?;
+        let json = codec::branches_text(std::slice::from_ref(&branch))?;
         let matched = self
             .update(
                 "tx_enlist",

@@ -64,12 +64,7 @@ async fn hammer(isolation: Isolation, test: &str) {
                         .await
                     {
                         Ok(h) => ledger
-                            .commit(
-                                &t,
-                                key(&format!("m{task}-{op}")),
-                                h.hold,
-                                Amount::new(10),
-                            )
+                            .commit(&t, key(&format!("m{task}-{op}")), h.hold, Amount::new(10))
                             .await
                             .map(|_| 10),
                         Err(e) => Err(e),

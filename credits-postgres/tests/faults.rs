@@ -15,7 +15,7 @@ use audit_chain::{
     AuditEntry, AuditSink, AuditWriter, HmacKey, Keyring, MaskingPolicy, StreamChain, WriterConfig,
     verify_sink,
 };
-use credits_core::tx::{TxDecision, HoldBranch, LedgerHolds, TransactionManager, TxLog, TxPhase};
+use credits_core::tx::{HoldBranch, LedgerHolds, TransactionManager, TxDecision, TxLog, TxPhase};
 use credits_core::{
     Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, LedgerStore, TenantId,
     TenantSettings,
@@ -307,7 +307,10 @@ async fn recovery_functions_and_coordinator_crash() {
         .await
         .expect("enlist");
     tm.prepare(tx).await.expect("prepare");
-    assert_eq!(log.decide(tx, TxDecision::Commit).await, Ok(TxDecision::Commit));
+    assert_eq!(
+        log.decide(tx, TxDecision::Commit).await,
+        Ok(TxDecision::Commit)
+    );
     assert_eq!(
         log.decide(tx, TxDecision::Abort).await,
         Ok(TxDecision::Commit),

@@ -4,14 +4,25 @@
 //! stored as `bigint` and must fit in `0..=i64::MAX` (about 9.2 × 10^18). A larger value is
 //! refused with [`PgError::OutOfRange`] before anything is written. A lot that never expires
 //! ([`Timestamp::MAX`]) is stored as `NULL`.
+//!
+//! Words and numbers that name things in stored rows (entry kinds, hold states,
+//! transaction phases) and the JSON text columns ([`json`]) are a storage format: the
+//! golden tests (`golden.rs`) pin them.
+
+#[cfg(test)]
+mod golden;
+mod json;
 
 use credits_core::backend::AccountHeader;
+use credits_core::tx::TxPhase;
 use credits_core::{
-    Amount, Balance, EntryKind, EntrySeq, HoldId, IdempotencyKey, JournalEntry, LotId, TenantId,
-    TenantSettings, Totals,
+    Amount, Balance, EntryKind, EntrySeq, HoldId, HoldResolution, IdempotencyKey, JournalEntry,
+    LotId, TenantId, TenantSettings, Totals,
 };
 use metered_clock::Timestamp;
 use tokio_postgres::Row;
+
+pub(crate) use json::{branches_of, branches_text, draws_of, draws_text, record_of, record_text};
 
 use crate::PgError;
 
@@ -22,7 +33,7 @@ pub(crate) fn i(v: u64, what: &'static str) -> Result<i64, PgError> {
 
 /// A `bigint` read back as a `u64` (negative values are corruption).
 pub(crate) fn u(v: i64, what: &str) -> Result<u64, PgError> {
-    u64::try_from(v).map_err(|_| PgError::Corrupt(format!("{what} is negative ({v})")))
+    u64::try_from(v).map_err(|_| PgError::corrupt(format_args!("{what} is negative ({v})")))
 }
 
 pub(crate) fn amount(v: i64, what: &str) -> Result<Amount, PgError> {
@@ -75,12 +86,52 @@ pub(crate) fn kind_of(code: i16) -> Result<EntryKind, PgError> {
         7 => EntryKind::HoldExpired,
         8 => EntryKind::LotExpired,
         9 => EntryKind::Refunded,
-        other => return Err(PgError::Corrupt(format!("unknown entry kind {other}"))),
+        other => return Err(PgError::corrupt(format_args!("unknown entry kind {other}"))),
     })
 }
 
+/// The `holds.state` word and `holds.committed` value of a hold: `active` while it is
+/// (`resolution` is `None`), else how it was resolved.
+pub(crate) fn hold_state(
+    resolution: Option<HoldResolution>,
+) -> Result<(&'static str, Option<i64>), PgError> {
+    Ok(match resolution {
+        None => ("active", None),
+        Some(HoldResolution::Committed { committed }) => {
+            ("committed", Some(i(committed.units(), "committed")?))
+        }
+        Some(HoldResolution::Cancelled) => ("cancelled", None),
+        Some(HoldResolution::Expired) => ("expired", None),
+    })
+}
+
+/// Reads [`hold_state`]'s columns back (`None`: active).
+pub(crate) fn resolution(
+    state: &str,
+    committed: Option<i64>,
+) -> Result<Option<HoldResolution>, PgError> {
+    Ok(match state {
+        "active" => None,
+        "committed" => Some(HoldResolution::Committed {
+            committed: amount(committed.unwrap_or(0), "committed")?,
+        }),
+        "cancelled" => Some(HoldResolution::Cancelled),
+        "expired" => Some(HoldResolution::Expired),
+        other => {
+            return Err(PgError::corrupt(format_args!(
+                "unknown hold state {other:?}"
+            )));
+        }
+    })
+}
+
+/// Reads a `distributed_transactions.phase` word (written by [`TxPhase::as_str`]).
+pub(crate) fn phase_of(s: &str) -> Result<TxPhase, PgError> {
+    TxPhase::parse(s).ok_or_else(|| PgError::corrupt(format_args!("unknown phase {s:?}")))
+}
+
 pub(crate) fn tenant(s: &str) -> Result<TenantId, PgError> {
-    TenantId::new(s).map_err(|e| PgError::Corrupt(e.to_string()))
+    TenantId::new(s).map_err(PgError::corrupt)
 }
 
 /// Columns, in order, of [`header`]: the `accounts` row (without the audit head).
@@ -147,7 +198,7 @@ pub(crate) fn entry(row: &Row) -> Result<JournalEntry, PgError> {
             .get::<_, Option<&str>>(14)
             .map(IdempotencyKey::new)
             .transpose()
-            .map_err(|e| PgError::Corrupt(e.to_string()))?,
+            .map_err(PgError::corrupt)?,
     })
 }
 
