@@ -25,3 +25,20 @@ pub use resilience;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guides without a crate of their own (`docs/credits-service.md`, `docs/simulation.md`,
+/// `docs/BENCHMARKS.md`): every Rust example in them runs as a doc test of this crate.
+#[cfg(doctest)]
+pub mod guides {
+    /// `docs/credits-service.md`.
+    #[doc = include_str!("../docs/credits-service.md")]
+    pub mod credits_service_guide {}
+
+    /// `docs/simulation.md`.
+    #[doc = include_str!("../docs/simulation.md")]
+    pub mod simulation_guide {}
+
+    /// `docs/BENCHMARKS.md`.
+    #[doc = include_str!("../docs/BENCHMARKS.md")]
+    pub mod benchmarks_guide {}
+}
