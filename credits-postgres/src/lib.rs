@@ -79,6 +79,13 @@ mod sql;
 mod store;
 mod txlog;
 
+/// The guide (`docs/credits-postgres.md`): set-up, how a mutation runs, isolation, group
+/// commit, recovery, the audit log, stored forms and error codes; every Rust example a doc
+/// test (those that need a database are compiled, not run).
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/credits-postgres.md")]
+pub mod guide {}
+
 pub use audit::PgAuditSink;
 pub use config::{Isolation, LedgerAudit, POOL_MAX_SIZE_LIMIT, PgConfig, PgConfigBuilder};
 pub use error::PgError;
