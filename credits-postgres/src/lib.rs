@@ -29,7 +29,7 @@
 //!
 //! * **One SQL transaction per call.** [`PgLedgerStore`] locks the tenant row(s)
 //!   (`SELECT … FOR UPDATE`, ascending tenant order for batches), loads the live state,
-//!   runs credits-core's pure [`Account`](credits_core::Account) rules, and writes the
+//!   runs credits-core's pure [`Account`](credits_core::backend::Account) rules, and writes the
 //!   change set, the idempotency record and (with [`LedgerAudit`]) the sealed audit entries
 //!   before `COMMIT`. Reads go in one round trip, writes plus `COMMIT` in another.
 //! * **Isolation** ([`Isolation`]): `READ COMMITTED` with row locks by default;
