@@ -4,8 +4,8 @@ use std::time::Duration;
 
 /// Everything this crate can refuse or reject.
 ///
-/// Rejections (`CircuitOpen`, `RateLimited`, `BulkheadFull`, `Timeout`,
-/// `KeyCapacityExhausted`) are domain outcomes: the protected call was not made or did not
+/// Rejections (`CircuitOpen`, `RateLimited`, `BulkheadFull`, `ConcurrencyLimited`,
+/// `LoadShed`, `Timeout`, `KeyCapacityExhausted`) are domain outcomes: the protected call was not made or did not
 /// finish, and trying again later may work ([`is_retryable`](ResilienceError::is_retryable)).
 /// `InsufficientCapacity` and `InvalidConfig` are caller mistakes that no retry fixes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +47,25 @@ pub enum ResilienceError {
         /// The configured concurrency limit.
         max_concurrent: u32,
     },
+    /// The adaptive concurrency limiter is at its current limit. Retry after `retry_after`
+    /// (about one recent call latency, when a slot is likely to be free) or fail fast.
+    #[error("concurrency limited: {limit} calls in flight")]
+    ConcurrencyLimited {
+        /// The limit at the time of the rejection.
+        limit: u32,
+        /// A hint: the recent average call latency.
+        retry_after: Duration,
+    },
+    /// The load shedder rejected a request of this priority because the service is
+    /// overloaded (lower priorities go first), or the request waited in the shedder's queue
+    /// past its sojourn limit. Retry after `retry_after`, or give up if the work is optional.
+    #[error("load shed: priority {priority} rejected under overload")]
+    LoadShed {
+        /// The rejected request's priority (0 = most sheddable, 255 = most critical).
+        priority: u8,
+        /// A hint: the recent average call latency.
+        retry_after: Duration,
+    },
     /// The call did not complete within its time limit; it was dropped (cancelled).
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -69,6 +88,8 @@ impl ResilienceError {
             | ResilienceError::RateLimited { .. }
             | ResilienceError::KeyCapacityExhausted { .. }
             | ResilienceError::BulkheadFull { .. }
+            | ResilienceError::ConcurrencyLimited { .. }
+            | ResilienceError::LoadShed { .. }
             | ResilienceError::Timeout(_) => true,
             ResilienceError::InsufficientCapacity { .. }
             | ResilienceError::InvalidConfig { .. } => false,
@@ -88,6 +109,8 @@ impl ResilienceError {
     /// | [`KeyCapacityExhausted`](Self::KeyCapacityExhausted) | `key_capacity_exhausted` |
     /// | [`BulkheadFull`](Self::BulkheadFull) | `bulkhead_full` |
     /// | [`Timeout`](Self::Timeout) | `timeout` |
+    /// | [`ConcurrencyLimited`](Self::ConcurrencyLimited) | `concurrency_limited` |
+    /// | [`LoadShed`](Self::LoadShed) | `load_shed` |
     /// | [`InvalidConfig`](Self::InvalidConfig) | `invalid_config` |
     ///
     /// ```
@@ -104,6 +127,8 @@ impl ResilienceError {
             ResilienceError::BulkheadFull { .. } => "bulkhead_full",
             ResilienceError::Timeout(_) => "timeout",
             ResilienceError::InvalidConfig { .. } => "invalid_config",
+            ResilienceError::ConcurrencyLimited { .. } => "concurrency_limited",
+            ResilienceError::LoadShed { .. } => "load_shed",
         }
     }
 
@@ -112,7 +137,9 @@ impl ResilienceError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ResilienceError::CircuitOpen { retry_after } => *retry_after,
-            ResilienceError::RateLimited { retry_after } => Some(*retry_after),
+            ResilienceError::RateLimited { retry_after }
+            | ResilienceError::ConcurrencyLimited { retry_after, .. }
+            | ResilienceError::LoadShed { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -194,6 +221,20 @@ mod tests {
                 },
                 "invalid_config",
             ),
+            (
+                ResilienceError::ConcurrencyLimited {
+                    limit: 10,
+                    retry_after: Duration::from_millis(5),
+                },
+                "concurrency_limited",
+            ),
+            (
+                ResilienceError::LoadShed {
+                    priority: 0,
+                    retry_after: Duration::from_millis(5),
+                },
+                "load_shed",
+            ),
         ]
     }
 
@@ -206,9 +247,11 @@ mod tests {
             ResilienceError::BulkheadFull { .. } => 4,
             ResilienceError::Timeout(_) => 5,
             ResilienceError::InvalidConfig { .. } => 6,
+            ResilienceError::ConcurrencyLimited { .. } => 7,
+            ResilienceError::LoadShed { .. } => 8,
         }
     }
-    const VARIANTS: usize = 7;
+    const VARIANTS: usize = 9;
 
     #[test]
     fn every_variant_has_its_pinned_code_and_codes_are_unique() {

@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod adaptive;
 mod backoff;
 mod breaker;
 mod bulkhead;
@@ -57,6 +58,9 @@ mod error;
 mod future;
 mod limiter;
 mod retry;
+mod shed;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod sleep;
 mod timeout;
 
@@ -71,6 +75,12 @@ mod sync {
     pub(crate) use std::sync::{Mutex, MutexGuard};
 }
 
+pub use adaptive::{
+    ADAPTIVE_LIMIT_MAX, AdaptiveConfig, AdaptiveConfigBuilder, AdaptiveLimiter, AdaptivePermit,
+    AdaptiveStats, Aimd, Algorithm, Gradient2, LimitEstimator, OwnedAdaptivePermit, Sample, Vegas,
+};
+#[cfg(feature = "tower")]
+pub use adaptive::{AdaptiveGuard, AdaptiveLimitLayer, AdaptiveLimitService};
 pub use backoff::{Backoff, BackoffBuilder, Jitter, Schedule};
 pub use breaker::{
     BreakerConfig, BreakerConfigBuilder, BreakerEvent, CallOutcome, CircuitBreaker, OpenWait,
@@ -94,6 +104,9 @@ pub use metered_clock::QuantaClock;
 #[cfg(feature = "tower")]
 pub use retry::{BoxFuture, RetryLayer, RetryService};
 pub use retry::{Retry, RetryBudget, RetryDecision};
+#[cfg(feature = "tower")]
+pub use shed::{LoadShedLayer, LoadShedService};
+pub use shed::{LoadShedder, Priority};
 #[cfg(feature = "tokio")]
 pub use sleep::TokioSleeper;
 pub use sleep::{ManualSleeper, Sleeper};
