@@ -16,7 +16,8 @@
 //! use resilience::sim::{Admission, Backend, Scenario};
 //!
 //! let scenario = Scenario::new(Backend::new(20, Duration::from_millis(10)), 1_000)
-//!     .duration(Duration::from_secs(2));
+//!     .duration(Duration::from_secs(2))
+//!     .measure_from(Duration::ZERO);
 //! let report = scenario.run(Admission::Unlimited, 7);
 //! assert!(report.goodput_permille() > 450); // 1,000 rps against a capacity of 2,000 rps
 //! assert!(report.latency_p99() < Duration::from_millis(12));
