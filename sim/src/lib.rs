@@ -38,14 +38,21 @@
 #![warn(missing_docs)]
 
 pub mod audit;
-pub mod broken;
-pub mod fault;
 pub mod fuzz;
 pub mod linearizability;
 mod pg;
-mod sim;
 
-pub use broken::Bug;
-pub use sim::{
-    Config, LONG_OUTAGE, PARTICIPANTS, Report, START, TX_TIMEOUT, Violation, hex, run, run_in,
-};
+mod checker;
+mod config;
+mod env;
+mod model;
+mod run;
+mod trace;
+mod violation;
+mod workload;
+
+pub use config::{Config, LONG_OUTAGE, PARTICIPANTS, Report, START, TX_TIMEOUT};
+pub use credits_core::testing::Bug;
+pub use run::{run, run_in};
+pub use trace::hex;
+pub use violation::{Answer, At, JournalRule, Violation};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credits_core::tx::{
-    TxDecision, HoldBranch, LedgerHolds, MemoryTxLog, TransactionManager, TxLog, TxPhase,
+    HoldBranch, LedgerHolds, MemoryTxLog, TransactionManager, TxDecision, TxLog, TxPhase,
 };
 use credits_core::{Amount, GrantOptions, IdempotencyKey, Ledger, TenantId, TenantSettings};
 use metered_clock::{Clock, ManualClock};
@@ -48,14 +48,18 @@ fn decided_commit_is_applied_everywhere_after_an_outage_longer_than_any_hold_ttl
         tm.enlist(
             tx,
             "east",
-            HoldBranch::new(a.clone(), Amount::new(40), Amount::new(30)).payload(),
+            HoldBranch::new(a.clone(), Amount::new(40), Amount::new(30))
+                .unwrap()
+                .payload(),
         )
         .await
         .unwrap();
         tm.enlist(
             tx,
             "west",
-            HoldBranch::new(b.clone(), Amount::new(50), Amount::new(20)).payload(),
+            HoldBranch::new(b.clone(), Amount::new(50), Amount::new(20))
+                .unwrap()
+                .payload(),
         )
         .await
         .unwrap();

@@ -1,0 +1,166 @@
+//! The simulated machine: the durable stores that outlive a crash, the process that does
+//! not (the ledger front and the transaction manager), and the fault wiring between them.
+//!
+//! Over the in-memory backend the store plays the disk: a crash drops the [`Process`] and
+//! the audit writer's state but keeps the store's contents. Over PostgreSQL a crash drops
+//! the connection pool too.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use credits_core::tx::{LedgerHolds, MemoryTxLog, TransactionManager, TxLog};
+use credits_core::{Ledger, LedgerStore, MemoryLedgerStore};
+use metered_clock::{Clock, ManualClock};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use crate::audit::AuditHook;
+use crate::config::{Config, PARTICIPANTS, START};
+use crate::pg::PgRun;
+use credits_core::testing::{Bug, FaultKind, Faults, FaultyStore, FaultyTxLog};
+
+/// The process: everything a crash drops.
+pub(crate) struct Process {
+    /// The ledger front over the fault-injecting store.
+    pub(crate) ledger: Ledger,
+    /// The transaction manager over the fault-injecting log.
+    pub(crate) tm: TransactionManager,
+}
+
+/// The stores, the fault switch, the clock and the running process.
+pub(crate) struct Env {
+    /// The simulated clock.
+    pub(crate) clock: ManualClock,
+    /// The fault switch every wrapped call consults.
+    pub(crate) faults: Arc<Faults>,
+    /// The ledger store without fault injection (broken when [`Config::bug`] is set).
+    durable: Arc<dyn LedgerStore>,
+    /// The transaction log without fault injection.
+    pub(crate) txlog: Arc<dyn TxLog>,
+    /// The file audit log (in-memory backend).
+    pub(crate) audit: Option<Arc<AuditHook>>,
+    /// The database (PostgreSQL backend).
+    pub(crate) pg: Option<PgRun>,
+    /// The running process.
+    pub(crate) proc: Process,
+    bug: Option<Bug>,
+}
+
+impl Env {
+    /// Opens the stores for `cfg` (the audit files in `dir`) and boots a process.
+    pub(crate) async fn open(cfg: &Config, dir: &Path) -> Result<Self, String> {
+        let clock = ManualClock::new(START);
+        let (base, txlog, audit, pg): (Arc<dyn LedgerStore>, Arc<dyn TxLog>, _, _) =
+            match &cfg.postgres {
+                None => {
+                    let audit = Arc::new(AuditHook::open(dir)?);
+                    let memory = MemoryLedgerStore::builder()
+                        .shards(8)
+                        .idempotency_window(Duration::from_secs(3650 * 24 * 3600))
+                        .journal_hook(audit.clone())
+                        .build();
+                    (
+                        Arc::new(memory),
+                        Arc::new(MemoryTxLog::new()),
+                        Some(audit),
+                        None,
+                    )
+                }
+                Some(url) => {
+                    let pg = PgRun::create(url, cfg.seed, Arc::new(clock.clone())).await?;
+                    let (store, txlog) = pg.handles();
+                    (store, txlog, None, Some(pg))
+                }
+            };
+        let durable = wrap(base, cfg.bug);
+        let faults = Arc::new(Faults::new());
+        let proc = boot(&durable, &txlog, &faults, &clock);
+        Ok(Env {
+            clock,
+            faults,
+            durable,
+            txlog,
+            audit,
+            pg,
+            proc,
+            bug: cfg.bug,
+        })
+    }
+
+    /// With probability [`Config::fault_probability`], arms one injected failure for one of
+    /// the next storage calls (a crash with [`Config::crash_probability`]).
+    pub(crate) fn maybe_arm(&self, rng: &mut StdRng, cfg: &Config) {
+        if rng.random_bool(cfg.fault_probability) {
+            let skip = rng.random_range(0..4);
+            let crash = rng.random_bool(cfg.crash_probability);
+            let after = rng.random_bool(0.5);
+            let kind = match (crash, after) {
+                (false, false) => FaultKind::Before,
+                (false, true) => FaultKind::After,
+                (true, false) => FaultKind::CrashBefore,
+                (true, true) => FaultKind::CrashAfter,
+            };
+            self.faults.arm(skip, kind);
+        }
+    }
+
+    /// Kills the process: the audit writer dies leaving `torn` as a torn tail, the clock
+    /// moves on by `outage`, the database connections drop, and the audit log reopens.
+    /// Returns how many bytes audit recovery cut. Call [`reboot`](Self::reboot) next.
+    pub(crate) fn crash(&mut self, torn: Option<&[u8]>, outage: Duration) -> Result<u64, String> {
+        if let Some(audit) = &self.audit {
+            audit.crash(torn);
+        }
+        self.faults.disarm();
+        self.faults.restart();
+        if !outage.is_zero() {
+            self.clock.advance(outage);
+        }
+        if let Some(pg) = &mut self.pg {
+            pg.reconnect(Arc::new(self.clock.clone()))?;
+            let (store, txlog) = pg.handles();
+            self.durable = wrap(store, self.bug);
+            self.txlog = txlog;
+        }
+        match &self.audit {
+            Some(audit) => audit.reopen(true),
+            None => Ok(0),
+        }
+    }
+
+    /// Boots a fresh process over the durable stores (recovery is the caller's next step).
+    pub(crate) fn reboot(&mut self) {
+        self.proc = boot(&self.durable, &self.txlog, &self.faults, &self.clock);
+    }
+}
+
+fn wrap(base: Arc<dyn LedgerStore>, bug: Option<Bug>) -> Arc<dyn LedgerStore> {
+    match bug {
+        // The durable store carries the bug (it survives reboots); the process's own wrapper
+        // injects the faults.
+        Some(bug) => Arc::new(FaultyStore::new(base, Arc::new(Faults::new())).with_bug(bug)),
+        None => base,
+    }
+}
+
+fn boot(
+    durable: &Arc<dyn LedgerStore>,
+    txlog: &Arc<dyn TxLog>,
+    faults: &Arc<Faults>,
+    clock: &ManualClock,
+) -> Process {
+    let store: Arc<dyn LedgerStore> =
+        Arc::new(FaultyStore::new(Arc::clone(durable), Arc::clone(faults)));
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let ledger: Ledger = Ledger::from_shared(store, Arc::clone(&clock));
+    let log: Arc<dyn TxLog> = Arc::new(FaultyTxLog::new(Arc::clone(txlog), Arc::clone(faults)));
+    let mut builder = TransactionManager::builder(log, clock);
+    for name in PARTICIPANTS {
+        builder = builder.participant(Arc::new(LedgerHolds::new(name, ledger.clone())));
+    }
+    Process {
+        ledger,
+        tm: builder.build(),
+    }
+}

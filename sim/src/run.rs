@@ -1,0 +1,295 @@
+//! One run: the [`Sim`] that ties the machine ([`Env`]), the reference [`Model`] and the
+//! [`Trace`] together, steps through the workload, and ends with the final checks.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use credits_core::{LedgerError, TenantId, TenantSettings};
+use metered_clock::{Clock, Timestamp};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{Config, Report, START, TX_TIMEOUT};
+use crate::env::Env;
+use crate::model::{Model, Tracked};
+use crate::trace::Trace;
+use crate::violation::{At, Violation};
+use crate::workload::OpKind;
+
+/// Runs one simulation with a fresh temporary directory for the audit log.
+///
+/// # Errors
+/// The first [`Violation`].
+pub fn run(config: &Config) -> Result<Report, Violation> {
+    // Prefer a memory file system: the audit sink syncs every batch.
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::Builder::new().prefix("sim-").tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    };
+    let dir =
+        dir.map_err(|e| setup(config, format!("cannot create a temporary directory: {e}")))?;
+    run_in(config, dir.path())
+}
+
+/// Runs one simulation keeping the audit log in `dir` (which should be empty).
+///
+/// # Errors
+/// The first [`Violation`].
+pub fn run_in(config: &Config, dir: &Path) -> Result<Report, Violation> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| setup(config, format!("cannot build a runtime: {e}")))?;
+    runtime.block_on(async {
+        let mut sim = Sim::new(config, dir).await?;
+        let result = sim.run().await;
+        if let Some(pg) = &sim.env.pg {
+            pg.drop_schema().await;
+        }
+        result?;
+        Ok(sim.report())
+    })
+}
+
+/// A failure before the first step.
+fn setup(config: &Config, what: String) -> Violation {
+    Violation::Environment {
+        at: At {
+            seed: config.seed,
+            step: 0,
+            op: "setup".into(),
+        },
+        what,
+    }
+}
+
+/// Milliseconds.
+pub(crate) fn ms(d: u64) -> Duration {
+    Duration::from_millis(d)
+}
+
+/// The simulator's state during one run.
+pub(crate) struct Sim {
+    /// What to simulate.
+    pub(crate) cfg: Config,
+    /// The one source of randomness: workload, faults and torn tails draw from it in turn.
+    pub(crate) rng: StdRng,
+    /// The stores, the clock, the faults and the process.
+    pub(crate) env: Env,
+    /// What clients were told.
+    pub(crate) model: Model,
+    /// The last idempotency key handed out.
+    pub(crate) next_key: u64,
+    /// The current step.
+    pub(crate) step: u64,
+    /// The current step's operation.
+    pub(crate) op: String,
+    /// When the current step started.
+    pub(crate) step_now: Timestamp,
+    /// The trace so far.
+    pub(crate) trace: Trace,
+    /// The counts so far.
+    pub(crate) report: Report,
+}
+
+impl Sim {
+    async fn new(cfg: &Config, dir: &Path) -> Result<Self, Violation> {
+        let env = Env::open(cfg, dir).await.map_err(|what| setup(cfg, what))?;
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let tenants = (0..cfg.tenants.max(2))
+            .map(|i| {
+                let limit = if rng.random_bool(0.25) { 50 } else { 0 };
+                let id = TenantId::new(format!("tenant-{i:02}"))
+                    .map_err(|e| setup(cfg, e.to_string()))?;
+                Ok((id, credits_core::Amount::new(limit)))
+            })
+            .collect::<Result<Vec<_>, Violation>>()?;
+        Ok(Sim {
+            cfg: cfg.clone(),
+            rng,
+            env,
+            model: Model::new(tenants),
+            next_key: 0,
+            step: 0,
+            op: "setup".into(),
+            step_now: START,
+            trace: Trace::new(cfg.keep_trace),
+            report: Report {
+                seed: cfg.seed,
+                ..Report::default()
+            },
+        })
+    }
+
+    fn report(&self) -> Report {
+        Report {
+            trace: self.trace.lines().to_vec(),
+            ..self.report.clone()
+        }
+    }
+
+    /// Where the run is: for violations.
+    pub(crate) fn at(&self) -> At {
+        At {
+            seed: self.cfg.seed,
+            step: self.step,
+            op: self.op.clone(),
+        }
+    }
+
+    /// A call that failed where no injected fault explains it.
+    pub(crate) fn unexpected(&self, call: impl Into<String>, error: LedgerError) -> Violation {
+        Violation::Unexpected {
+            at: self.at(),
+            call: call.into(),
+            error: Box::new(error),
+        }
+    }
+
+    /// A failure of the simulated machine itself (database, audit files).
+    pub(crate) fn environment(&self, what: String) -> Violation {
+        Violation::Environment {
+            at: self.at(),
+            what,
+        }
+    }
+
+    /// Adds a line to the trace.
+    pub(crate) fn line(&mut self, s: &str) {
+        self.trace.line(self.step, s);
+    }
+
+    /// The simulated time.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.env.clock.now()
+    }
+
+    /// Creates the tenants, runs every step with the checks after it, then the final checks.
+    async fn run(&mut self) -> Result<(), Violation> {
+        for (t, limit) in self.model.tenants.clone() {
+            let settings = TenantSettings {
+                overdraft_limit: limit,
+            };
+            if let Err(e) = self.env.proc.ledger.create_tenant(&t, settings).await {
+                return Err(self.unexpected(format!("creating {t}"), e));
+            }
+            self.model.tracked.insert(t, Tracked::default());
+        }
+        for step in 0..self.cfg.ops {
+            self.step = step;
+            self.step_now = self.now();
+            let kind = OpKind::roll(&mut self.rng);
+            self.op = kind.name().to_owned();
+            *self.report.by_kind.entry(kind.name()).or_default() += 1;
+            self.perform(kind).await?;
+            self.check_step().await?;
+        }
+        self.step = self.cfg.ops;
+        self.op = "final checks".into();
+        self.finish().await
+    }
+
+    // ---- crashes -------------------------------------------------------------------------
+
+    /// Drops the process and brings it back from the durable state: reopens the audit log
+    /// (cutting a torn tail), runs transaction recovery and the ledger's recovery pass, then
+    /// checks that nothing acknowledged was lost.
+    pub(crate) async fn restart(&mut self, outage: Duration) -> Result<(), Violation> {
+        self.report.crashes += 1;
+        let torn = self.rng.random_bool(0.5).then(|| {
+            (0..self.rng.random_range(1..48))
+                .map(|_| self.rng.random())
+                .collect::<Vec<u8>>()
+        });
+        let cut = self
+            .env
+            .crash(torn.as_deref(), outage)
+            .map_err(|what| self.environment(what))?;
+        let torn_written = torn.is_some() && self.env.audit.is_some();
+        if torn_written != (cut > 0) {
+            return Err(Violation::TornTail {
+                at: self.at(),
+                cut_bytes: cut,
+                torn_written,
+            });
+        }
+        if cut > 0 {
+            self.report.torn_tails += 1;
+        }
+        self.env.reboot();
+        let tx = match self.env.proc.tm.recover().await {
+            Ok(tx) => tx,
+            Err(e) => return Err(self.unexpected("tx recovery", e)),
+        };
+        let sweep = match self.env.proc.ledger.recover().await {
+            Ok(sweep) => sweep,
+            Err(e) => return Err(self.unexpected("ledger recovery", e)),
+        };
+        // How many tenants a sweep visited is the backend's business; what expired is not.
+        self.line(&format!(
+            "restart tx={tx:?} holds_expired={} lots_expired={}",
+            sweep.holds_expired, sweep.lots_expired
+        ));
+        self.check_acked_durable().await
+    }
+
+    /// Restarts (without an outage) when an injected fault killed the process.
+    pub(crate) async fn recover_if_crashed(&mut self) -> Result<(), Violation> {
+        if self.env.faults.crashed() {
+            self.restart(Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
+    // ---- the end -------------------------------------------------------------------------
+
+    /// One last crash, transaction recovery past every deadline, every request replayed,
+    /// then a jump far past every expiry and the audit comparison.
+    async fn finish(&mut self) -> Result<(), Violation> {
+        self.env.faults.disarm();
+        // One last crash: everything acknowledged must come back.
+        self.restart(Duration::ZERO).await?;
+        // Let every transaction deadline pass, then recover: every transaction ends.
+        self.env.clock.advance(TX_TIMEOUT + ms(1_000));
+        let report = match self.env.proc.tm.recover().await {
+            Ok(report) => report,
+            Err(e) => return Err(self.unexpected("final tx recovery", e)),
+        };
+        self.line(&format!("final tx recovery {report:?}"));
+        self.check_txs_finished().await?;
+        self.check_replays().await?;
+        self.check_step().await?;
+        // Far in the future every hold and dated lot has expired.
+        self.env.clock.advance(Duration::from_secs(30 * 24 * 3600));
+        self.step_now = self.now();
+        if let Err(e) = self.env.proc.ledger.recover().await {
+            return Err(self.unexpected("ledger recovery", e));
+        }
+        self.check_step().await?;
+        self.check_holds_resolved()?;
+        self.check_audit().await?;
+        for (t, _) in self.model.tenants.clone() {
+            let totals = match self.env.proc.ledger.store().totals(&t).await {
+                Ok(totals) => totals,
+                Err(e) => return Err(self.unexpected(format!("totals of {t}"), e)),
+            };
+            self.line(&format!("final {t} {totals:?}"));
+        }
+        self.report.ops = self.cfg.ops;
+        self.report.faults = self.env.faults.injected();
+        self.report.trace_hash = self.trace.hash();
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Sim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.cfg.seed)
+            .field("step", &self.step)
+            .finish()
+    }
+}
