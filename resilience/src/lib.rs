@@ -56,6 +56,7 @@ mod bulkhead;
 mod error;
 #[cfg(feature = "tower")]
 mod future;
+mod hedge;
 mod limiter;
 mod retry;
 mod shed;
@@ -96,6 +97,9 @@ pub use bulkhead::{BulkheadLayer, BulkheadService};
 pub use error::{CallError, ResilienceError};
 #[cfg(feature = "tower")]
 pub use future::{NoGuard, ResponseFuture};
+pub use hedge::{Hedge, HedgeConfig, HedgeConfigBuilder};
+#[cfg(feature = "tower")]
+pub use hedge::{HedgeLayer, HedgeService};
 #[cfg(feature = "tower")]
 pub use limiter::{KeyedRateLimitLayer, KeyedRateLimitService, RateLimitLayer, RateLimitService};
 pub use limiter::{KeyedRateLimiter, Quota, RateLimiter};
