@@ -117,8 +117,8 @@ pub use metered_clock::QuantaClock;
 pub use retry::{BoxFuture, RetryLayer, RetryService};
 pub use retry::{Retry, RetryBudget, RetryDecision};
 #[cfg(feature = "tower")]
-pub use shed::{LoadShedLayer, LoadShedService};
-pub use shed::{LoadShedder, Priority};
+pub use shed::{LoadShedLayer, LoadShedService, ShedGuard};
+pub use shed::{LoadShedder, Priority, QueueConfig, ShedPermit};
 #[cfg(feature = "tokio")]
 pub use sleep::TokioSleeper;
 pub use sleep::{ManualSleeper, Sleeper};
