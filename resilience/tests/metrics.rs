@@ -114,3 +114,32 @@ fn breaker_publishes_the_seed_metric_names() {
     assert_eq!(calls("ignored"), 1);
     assert_eq!(calls("not_permitted"), 1);
 }
+
+#[test]
+fn adaptive_limiter_publishes_limit_in_flight_and_rejections() {
+    use resilience::{AdaptiveConfig, AdaptiveLimiter, Aimd, Algorithm};
+
+    let recorder = TestRecorder::default();
+    let clock = ManualClock::new(Timestamp::EPOCH);
+    let config = AdaptiveConfig::builder()
+        .name("pg")
+        .algorithm(Algorithm::Aimd(Aimd::new()))
+        .initial_limit(2)
+        .window_samples_min(1)
+        .metrics(true)
+        .build()
+        .unwrap();
+    let limiter = metrics::with_local_recorder(&recorder, || {
+        AdaptiveLimiter::with_clock(config, clock.clone())
+    });
+    assert_eq!(recorder.gauge("adaptive_limit{name=pg}"), 2.0);
+    let a = limiter.try_acquire().unwrap();
+    let b = limiter.try_acquire().unwrap();
+    assert!(limiter.try_acquire().is_err());
+    assert_eq!(recorder.counter("adaptive_rejections_total{name=pg}"), 1);
+    clock.advance(Duration::from_millis(20));
+    a.record_success(); // closes the window: the limit grows to 3, one call in flight
+    assert_eq!(recorder.gauge("adaptive_limit{name=pg}"), 3.0);
+    assert_eq!(recorder.gauge("adaptive_in_flight{name=pg}"), 1.0);
+    drop(b);
+}

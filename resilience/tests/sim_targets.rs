@@ -120,12 +120,17 @@ fn adaptive_limit_keeps_goodput_and_latency_under_2x_overload_after_capacity_hal
         "Gradient2 must meet the target"
     );
     assert!(meets(&aimd, unloaded), "AIMD must meet the target");
+    assert!(meets(&vegas, unloaded), "Vegas must meet the target");
     assert!(
         !meets(&fixed, unloaded),
         "the fixed limit fails goodput or latency"
     );
     assert!(!meets(&none, unloaded), "no limit fails goodput or latency");
-    for (name, r) in [("Gradient2", &gradient2), ("AIMD", &aimd)] {
+    for (name, r) in [
+        ("Gradient2", &gradient2),
+        ("AIMD", &aimd),
+        ("Vegas", &vegas),
+    ] {
         let t = r
             .converged_after(Duration::from_secs(10), 90..=150)
             .unwrap_or(Duration::MAX);

@@ -25,6 +25,7 @@ pub(crate) const MILLI: u64 = 1_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sample {
     latency_ns: u64,
+    latency_min_ns: u64,
     inflight_max: u32,
     dropped: bool,
 }
@@ -35,11 +36,30 @@ impl Sample {
     /// (timed out, or refused by an overloaded backend).
     #[must_use]
     pub fn new(latency: Duration, inflight_max: u32, dropped: bool) -> Self {
+        let latency_ns = duration_nanos(latency).max(1);
         Sample {
-            latency_ns: duration_nanos(latency).max(1),
+            latency_ns,
+            latency_min_ns: latency_ns,
             inflight_max,
             dropped,
         }
+    }
+
+    /// The same window with the fastest call's latency (by default, the average). Vegas
+    /// compares this with the lowest it has seen: jitter moves a window's average, while a
+    /// standing queue moves even its fastest call.
+    #[must_use]
+    pub fn with_latency_min(self, latency_min: Duration) -> Self {
+        Sample {
+            latency_min_ns: duration_nanos(latency_min).clamp(1, self.latency_ns),
+            ..self
+        }
+    }
+
+    /// The fastest call's latency in the window.
+    #[must_use]
+    pub fn latency_min(&self) -> Duration {
+        Duration::from_nanos(self.latency_min_ns)
     }
 
     /// The average latency of the window.
@@ -116,8 +136,9 @@ impl Aimd {
 }
 
 /// TCP Vegas: estimates the queue as `limit · (1 − rtt_noload / rtt)` and keeps it
-/// between α = 3·log10(limit) and β = 6·log10(limit) (Netflix's defaults). `rtt_noload`
-/// is the lowest window latency seen, re-probed every `probe_multiplier · limit` windows.
+/// between α = 3·log10(limit) and β = 6·log10(limit) (Netflix's defaults). `rtt` is the
+/// window's fastest call ([`Sample::latency_min`]), `rtt_noload` the lowest of those seen,
+/// re-probed every `probe_multiplier · limit` windows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Vegas {
     smoothing_percent: u8,
@@ -382,17 +403,18 @@ impl LimitEstimator {
         // 3/4 keeps the estimator deterministic.
         if self.count * 4 >= 3 * u64::from(v.probe_multiplier) * limit.max(1) {
             self.count = 0;
-            self.baseline_ns = s.latency_ns;
+            self.baseline_ns = s.latency_min_ns;
             return None;
         }
-        if self.baseline_ns == 0 || s.latency_ns < self.baseline_ns {
-            self.baseline_ns = s.latency_ns;
+        if self.baseline_ns == 0 || s.latency_min_ns < self.baseline_ns {
+            self.baseline_ns = s.latency_min_ns;
             return None;
         }
         let log = u64::from(limit.max(1).ilog10()).max(1) * MILLI;
         // queue = ceil(limit · (1 − noload / rtt)), in permits.
-        let queue = (u128::from(self.limit_milli) * u128::from(s.latency_ns - self.baseline_ns))
-            .div_ceil(u128::from(s.latency_ns) * u128::from(MILLI));
+        let queue = (u128::from(self.limit_milli)
+            * u128::from(s.latency_min_ns - self.baseline_ns))
+        .div_ceil(u128::from(s.latency_min_ns) * u128::from(MILLI));
         let queue = narrow(queue).saturating_mul(MILLI);
         let next = if s.dropped {
             self.limit_milli.saturating_sub(log)

@@ -3,7 +3,8 @@
 //!
 //! The hot path is lock-free: `try_acquire` is one compare-and-swap on the in-flight
 //! count and one clock read; a permit's release is three atomic adds (in flight, latency
-//! sum, sample count) and one clock read. Samples are folded into *windows* (at least
+//! sum, sample count), a load (plus a `fetch_min` when the call is the window's fastest so
+//! far) and one clock read. Samples are folded into *windows* (at least
 //! `window_samples_min` samples and `clamp(2 · latency, window_min, window_max)` long); the
 //! caller that closes a window runs the algorithm once under a `try_lock` (a caller finding
 //! the lock taken simply moves on), as Netflix's `WindowedLimit` does.
@@ -219,6 +220,7 @@ struct Cold {
     window_end_ns: AtomicU64,
     window_in_flight_max: AtomicU32,
     window_dropped: AtomicBool,
+    window_latency_min_ns: AtomicU64,
     latency_ns: AtomicU64,
 }
 
@@ -290,6 +292,7 @@ impl<C: Clock> AdaptiveLimiter<C> {
                 ),
                 window_in_flight_max: AtomicU32::new(0),
                 window_dropped: AtomicBool::new(false),
+                window_latency_min_ns: AtomicU64::new(u64::MAX),
                 latency_ns: AtomicU64::new(0),
             }),
             rejected: CachePadded::new(AtomicU64::new(0)),
@@ -446,6 +449,10 @@ impl<C: Clock> AdaptiveLimiter<C> {
         let latency = now.as_nanos().saturating_sub(start.as_nanos()).max(1);
         self.hot.window_sum_ns.fetch_add(latency, Ordering::Relaxed);
         self.hot.window_count.fetch_add(1, Ordering::Relaxed);
+        let min = &self.cold.window_latency_min_ns;
+        if latency < min.load(Ordering::Relaxed) {
+            min.fetch_min(latency, Ordering::Relaxed);
+        }
         if now.as_nanos() >= self.cold.window_end_ns.load(Ordering::Relaxed) {
             self.close_window(now);
         }
@@ -473,7 +480,9 @@ impl<C: Clock> AdaptiveLimiter<C> {
             .max(in_flight);
         let dropped = cold.window_dropped.swap(false, Ordering::Relaxed);
         let latency_ns = (sum / count).max(1);
-        let sample = Sample::new(Duration::from_nanos(latency_ns), in_flight_max, dropped);
+        let latency_min_ns = cold.window_latency_min_ns.swap(u64::MAX, Ordering::Relaxed);
+        let sample = Sample::new(Duration::from_nanos(latency_ns), in_flight_max, dropped)
+            .with_latency_min(Duration::from_nanos(latency_min_ns));
         let before = estimator.limit();
         let limit = estimator.on_sample(sample);
         cold.limit.store(limit, Ordering::Relaxed);
