@@ -192,8 +192,9 @@ impl<C: Clock + 'static> LoadShedder<C> {
             .map_or(0, |q| q.waiting.load(Ordering::Relaxed))
     }
 
-    /// Admits a request of `priority` now or rejects it (never waits, even with a
-    /// queue; and never jumps ahead of waiters of the same or a higher priority).
+    /// Admits a request of `priority` now or rejects it. It never waits, and never jumps
+    /// the queue: while any request waits in it, `try_acquire` refuses (use
+    /// [`acquire`](Self::acquire), which serves the queue by priority).
     ///
     /// # Errors
     ///
