@@ -112,4 +112,4 @@ pub use ids::{EntrySeq, HoldId, IdempotencyKey, LotId, NAME_LEN_MAX, TenantId};
 pub use journal::{ConservationViolation, EntryKind, JournalEntry, Totals};
 pub use ledger::{GrantOptions, Ledger};
 pub use memory::{MemoryLedgerStore, MemoryLedgerStoreBuilder};
-pub use store::{JournalHook, LedgerStore, Page, PageRequest, SweepReport};
+pub use store::{JournalHook, LedgerStore, Page, PageRequest, PreparedHold, SweepReport};
