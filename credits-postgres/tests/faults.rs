@@ -266,7 +266,7 @@ async fn migrations_twice_are_a_no_op() {
         migrate(&mut db.admin).await,
         Err(PgError::SchemaTooNew {
             found: 99,
-            known: 2
+            known: 3
         })
     ));
     db.drop_schema().await;
