@@ -13,7 +13,7 @@ use credits_core::{
     Amount, Effect, EntryKind, EntrySeq, IdempotencyKey, JournalEntry, PageRequest, Receipt,
     Request, TenantId,
 };
-use metered_clock::Timestamp;
+use metered_clock::{Clock, Timestamp};
 
 use crate::config::PARTICIPANTS;
 use crate::model::{EntryContext, TxPlan};
@@ -43,7 +43,8 @@ impl Sim {
             "{} {} {:?} => {result:?}",
             req.tenant, req.key, req.command
         ));
-        self.model.record(req, result);
+        let now = self.env.clock.now();
+        self.model.record(req, result, now);
         Ok(())
     }
 
@@ -230,10 +231,15 @@ impl Sim {
     /// Every acknowledged request's record survived with its command and answer.
     pub(crate) async fn check_acked_durable(&self) -> Result<(), Violation> {
         let store = self.env.proc.ledger.store();
+        let now = self.env.clock.now();
         for (t, k) in &self.model.ack_order {
-            let Some((command, result)) = self.model.acked.get(&(t.clone(), k.clone())) else {
+            let id = (t.clone(), k.clone());
+            let Some((command, result)) = self.model.acked.get(&id) else {
                 continue;
             };
+            if !self.model.remembered(&id, now) {
+                continue; // forgotten past the retention, as configured
+            }
             let record = match store.idempotency_record(t, k).await {
                 Ok(record) => record,
                 Err(e) => {
@@ -343,10 +349,14 @@ impl Sim {
 
     /// Every acknowledged request, sent again, gets its first answer.
     pub(crate) async fn check_replays(&self) -> Result<(), Violation> {
+        let now = self.env.clock.now();
         for id in &self.model.ack_order {
             let Some((command, first)) = self.model.acked.get(id) else {
                 continue;
             };
+            if !self.model.remembered(id, now) {
+                continue; // sent again, it would be a new request
+            }
             let again = self
                 .env
                 .proc

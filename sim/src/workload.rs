@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use credits_core::tx::{HoldBranch, TxDecision, TxId, TxPhase};
 use credits_core::{Amount, Command, IdempotencyKey, LedgerError, Request, TenantId};
+use metered_clock::Clock;
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -295,6 +296,9 @@ impl Sim {
         let Some((command, _)) = self.model.acked.get(&id).cloned() else {
             return Ok(());
         };
+        if !self.model.remembered(&id, self.env.clock.now()) {
+            return Ok(()); // sent again, it would be a new request
+        }
         self.op = format!("retry {}/{}", id.0, id.1);
         let req = Request::new(id.0, id.1, command);
         // `submit` compares the answer with the first one.
@@ -310,6 +314,9 @@ impl Sim {
         let Some((command, _)) = self.model.acked.get(&id).cloned() else {
             return Ok(());
         };
+        if !self.model.remembered(&id, self.env.clock.now()) {
+            return Ok(()); // forgotten: another command under the key is a new request
+        }
         let other = Command::Consume {
             amount: Amount::new(1),
         };
