@@ -443,7 +443,11 @@ async fn a_new_log_never_reuses_an_earlier_logs_transaction_ids() {
         assert_eq!(tm.commit(tx).await, Ok(TxOutcome::Committed));
         charged += 10;
         let totals = f.ledger.store().totals(&f.tenant).await.unwrap();
-        assert_eq!(totals.consumed, Amount::new(charged), "every transaction charges");
+        assert_eq!(
+            totals.consumed,
+            Amount::new(charged),
+            "every transaction charges"
+        );
     }
     ids.dedup();
     assert_eq!(ids.len(), 3, "{ids:?}");
@@ -532,7 +536,11 @@ async fn a_prepare_that_lands_after_the_abort_is_released_by_recovery() {
         Amount::new(70)
     );
     let report = tm.recover().await.unwrap();
-    assert_eq!((report.orphans_resolved, report.failed), (1, 0), "{report:?}");
+    assert_eq!(
+        (report.orphans_resolved, report.failed),
+        (1, 0),
+        "{report:?}"
+    );
     let balance = f.ledger.balance(&f.tenant).await.unwrap();
     assert_eq!(
         (balance.available, balance.held),

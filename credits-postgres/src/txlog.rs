@@ -227,8 +227,7 @@ impl TxLog for PgTxLog {
         if let Some(r) = self.fetch(tx).await?
             && r.phase == TxPhase::Prepared
             && r.branches.len() == prepared.len()
-            && r
-                .branches
+            && r.branches
                 .iter()
                 .zip(&prepared)
                 .all(|(b, p)| b.prepared.as_deref() == Some(p.as_str()))

@@ -340,7 +340,12 @@ async fn recovery_functions_and_coordinator_crash() {
         .await
         .expect("enlist");
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(log.maintain(Timestamp::from_unix_millis(0)).await.expect("sql"), 1);
+    assert_eq!(
+        log.maintain(Timestamp::from_unix_millis(0))
+            .await
+            .expect("sql"),
+        1
+    );
     assert_eq!(
         log.get(tx2).await.expect("get").map(|r| r.phase),
         Some(TxPhase::Decided(TxDecision::Abort))
@@ -349,11 +354,8 @@ async fn recovery_functions_and_coordinator_crash() {
     assert_eq!((report.aborted, report.maintained), (1, 0));
     assert_eq!(log.unfinished().await.expect("unfinished"), vec![]);
     assert!(matches!(
-        log.enlist(
-            tx2,
-            credits_core::tx::Branch::new("x", "")
-        )
-        .await,
+        log.enlist(tx2, credits_core::tx::Branch::new("x", ""))
+            .await,
         Err(LedgerError::TransactionState { .. })
     ));
     assert!(matches!(

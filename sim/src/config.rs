@@ -154,6 +154,8 @@ pub struct Report {
     pub tx_committed: u64,
     /// Distributed transactions aborted.
     pub tx_aborted: u64,
+    /// Outsiders' commits and cancels of prepared holds, all refused.
+    pub outsiders_refused: u64,
     /// SHA-256 of the trace: equal for equal seeds.
     pub trace_hash: String,
     /// The trace lines, when [`Config::keep_trace`] is set.

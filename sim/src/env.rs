@@ -66,7 +66,7 @@ impl Env {
                         .build();
                     (
                         Arc::new(memory),
-                        Arc::new(MemoryTxLog::new()),
+                        Arc::new(MemoryTxLog::starting_at(1)),
                         Some(audit),
                         None,
                     )

@@ -185,7 +185,7 @@ fn main() -> ExitCode {
                 total_ops += r.ops;
                 runs += 1;
                 println!(
-                    "seed {seed}: ok ops={} entries={} audit={} faults={} crashes={} torn={} retries={} tx={}/{} trace={}",
+                    "seed {seed}: ok ops={} entries={} audit={} faults={} crashes={} torn={} retries={} tx={}/{} outsiders_refused={} trace={}",
                     r.ops,
                     r.journal_entries,
                     r.audit_records,
@@ -195,6 +195,7 @@ fn main() -> ExitCode {
                     r.retries,
                     r.tx_committed,
                     r.tx_aborted,
+                    r.outsiders_refused,
                     r.trace_hash
                 );
             }

@@ -507,10 +507,13 @@ impl LedgerStore for PgLedgerStore {
                 _ => (-1, -1),
             },
         };
-        let limit = i64::try_from(limit.clamp(1, credits_core::store::PAGE_LEN_MAX))
-            .unwrap_or(1);
+        let limit = i64::try_from(limit.clamp(1, credits_core::store::PAGE_LEN_MAX)).unwrap_or(1);
         let rows = self
-            .query("prepared_holds", sql::PREPARED_HOLDS, &[&tx, &branch, &limit])
+            .query(
+                "prepared_holds",
+                sql::PREPARED_HOLDS,
+                &[&tx, &branch, &limit],
+            )
             .await?;
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
