@@ -26,6 +26,11 @@
 //!   jitter, a cap, attempt and total-time limits and server retry-after hints;
 //!   [`RetryBudget`] caps retries to a fraction of requests; [`Retry`] drives them.
 //! * [`timeout`] and [`Bulkhead`]: cut slow calls; bound concurrent calls.
+//! * [`AdaptiveLimiter`]: a concurrency limit that follows latency (AIMD, Vegas,
+//!   Gradient2), with a sans-IO [`LimitEstimator`]; [`LoadShedder`]: shares that limit by
+//!   [`Priority`], shedding the least important work first.
+//! * [`Hedge`]: a second attempt when the first is slower than a latency quantile, within
+//!   a budget; first answer wins.
 //!
 //! Decision code is sans-IO: it takes time from a [`metered_clock::Clock`] and returns
 //! decisions and delays. Only the async drivers ([`Retry`], [`timeout`],
@@ -41,11 +46,14 @@
 //!
 //! * `tokio`: `TokioSleeper`, a [`Sleeper`] on tokio's timer.
 //! * `tower`: `tower::Layer`s beside each primitive, re-exported here:
-//!   `CircuitBreakerLayer`, `RateLimitLayer`, `KeyedRateLimitLayer`, `BulkheadLayer` and
-//!   `RetryLayer` (see `docs/resilience.md` for a `ServiceBuilder` stack).
+//!   `CircuitBreakerLayer`, `RateLimitLayer`, `KeyedRateLimitLayer`, `BulkheadLayer`,
+//!   `RetryLayer`, `AdaptiveLimitLayer`, `LoadShedLayer` and `HedgeLayer` (see
+//!   `docs/resilience.md` for a `ServiceBuilder` stack).
 //! * `quanta`: `QuantaClock`, a `Clock` whose monotonic reads cost a few nanoseconds
 //!   (the time-stamp counter) instead of a system call; for the hottest limiters and
 //!   breakers.
+//! * `sim`: [`sim`], a deterministic simulation harness (a simulated backend with a
+//!   capacity, a latency curve and capacity changes; seeded traffic on a manual clock).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -109,8 +117,8 @@ pub use metered_clock::QuantaClock;
 pub use retry::{BoxFuture, RetryLayer, RetryService};
 pub use retry::{Retry, RetryBudget, RetryDecision};
 #[cfg(feature = "tower")]
-pub use shed::{LoadShedLayer, LoadShedService};
-pub use shed::{LoadShedder, Priority};
+pub use shed::{LoadShedLayer, LoadShedService, ShedGuard};
+pub use shed::{LoadShedder, Priority, QueueConfig, ShedPermit};
 #[cfg(feature = "tokio")]
 pub use sleep::TokioSleeper;
 pub use sleep::{ManualSleeper, Sleeper};

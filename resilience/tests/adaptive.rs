@@ -269,3 +269,118 @@ fn layers_reject_at_the_limit_and_feed_the_limiter() {
         7
     );
 }
+
+mod queue {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use metered_clock::{ManualClock, Timestamp};
+    use resilience::{
+        AdaptiveConfig, AdaptiveLimiter, Algorithm, LoadShedder, Priority, QueueConfig,
+        ResilienceError,
+    };
+
+    fn shedder(limit: u32, waiting: u32, lifo: bool) -> (LoadShedder<ManualClock>, ManualClock) {
+        let clock = ManualClock::new(Timestamp::EPOCH);
+        let config = AdaptiveConfig::builder()
+            .algorithm(Algorithm::Fixed)
+            .initial_limit(limit)
+            .build()
+            .unwrap();
+        let limiter = Arc::new(AdaptiveLimiter::with_clock(config, clock.clone()));
+        let queue = QueueConfig::new(
+            waiting,
+            Duration::from_millis(5),
+            Duration::from_millis(100),
+        )
+        .unwrap()
+        .adaptive_lifo(lifo);
+        (LoadShedder::with_queue(limiter, 100, queue).unwrap(), clock)
+    }
+
+    fn poll<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn waiters_are_served_by_priority_when_a_slot_frees() {
+        let (s, _clock) = shedder(1, 8, false);
+        let held = s.try_acquire(Priority::DEFAULT).unwrap();
+        let mut low = pin!(s.acquire(Priority::SHEDDABLE));
+        let mut high = pin!(s.acquire(Priority::CRITICAL));
+        assert!(poll(low.as_mut()).is_pending());
+        assert!(poll(high.as_mut()).is_pending());
+        assert_eq!(s.waiting(), 2);
+        // try_acquire never jumps the queue.
+        assert!(s.try_acquire(Priority::CRITICAL).is_err());
+        drop(held);
+        let Poll::Ready(Ok(granted)) = poll(high.as_mut()) else {
+            panic!("critical first")
+        };
+        assert!(poll(low.as_mut()).is_pending());
+        drop(granted);
+        assert!(matches!(poll(low.as_mut()), Poll::Ready(Ok(_))));
+        assert_eq!(s.waiting(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_evicts_its_lowest_priority_and_refuses_equals() {
+        let (s, _clock) = shedder(1, 1, false);
+        let _held = s.try_acquire(Priority::DEFAULT).unwrap();
+        let mut low = pin!(s.acquire(Priority::SHEDDABLE));
+        assert!(poll(low.as_mut()).is_pending());
+        let mut high = pin!(s.acquire(Priority::CRITICAL));
+        assert!(poll(high.as_mut()).is_pending());
+        assert!(matches!(
+            poll(low.as_mut()),
+            Poll::Ready(Err(ResilienceError::LoadShed { priority: 0, .. }))
+        ));
+        let mut equal = pin!(s.acquire(Priority::CRITICAL));
+        assert!(matches!(
+            poll(equal.as_mut()),
+            Poll::Ready(Err(ResilienceError::LoadShed { priority: 255, .. }))
+        ));
+    }
+
+    #[test]
+    fn waiters_past_their_sojourn_limit_are_shed_and_lifo_serves_the_newest() {
+        let (s, clock) = shedder(1, 8, true);
+        let held = s.try_acquire(Priority::DEFAULT).unwrap();
+        let mut old = pin!(s.acquire(Priority::DEFAULT));
+        assert!(poll(old.as_mut()).is_pending());
+        // Not empty for longer than the interval: overloaded, the sojourn limit is 5 ms.
+        clock.advance(Duration::from_millis(101));
+        let mut new = pin!(s.acquire(Priority::DEFAULT));
+        assert!(poll(new.as_mut()).is_pending());
+        assert!(matches!(
+            poll(old.as_mut()),
+            Poll::Ready(Err(ResilienceError::LoadShed { .. }))
+        ));
+        let mut newer = pin!(s.acquire(Priority::DEFAULT));
+        assert!(poll(newer.as_mut()).is_pending());
+        drop(held);
+        // Adaptive LIFO: the newest waiter is served first.
+        let Poll::Ready(Ok(_granted)) = poll(newer.as_mut()) else {
+            panic!("the newest first")
+        };
+        assert!(poll(new.as_mut()).is_pending());
+    }
+
+    #[test]
+    fn a_dropped_waiter_leaves_the_queue() {
+        let (s, _clock) = shedder(1, 8, false);
+        let held = s.try_acquire(Priority::DEFAULT).unwrap();
+        {
+            let mut w = pin!(s.acquire(Priority::DEFAULT));
+            assert!(poll(w.as_mut()).is_pending());
+            assert_eq!(s.waiting(), 1);
+        }
+        assert_eq!(s.waiting(), 0);
+        drop(held);
+        assert_eq!(s.limiter().in_flight(), 0);
+        assert!(QueueConfig::new(1, Duration::from_millis(10), Duration::from_millis(5)).is_err());
+    }
+}

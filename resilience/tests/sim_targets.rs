@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use resilience::sim::{Admission, Backend, Report, Scenario};
-use resilience::{AdaptiveConfig, AdaptiveLimiter, Aimd, Algorithm, Gradient2, LoadShedder, Vegas};
+use resilience::{
+    AdaptiveConfig, AdaptiveLimiter, Aimd, Algorithm, Gradient2, LoadShedder, QueueConfig, Vegas,
+};
 
 const SEED: u64 = 1;
 const CAPACITY: u32 = 100;
@@ -167,4 +169,38 @@ fn critical_requests_succeed_under_2x_overload_with_shedding() {
         pct(0)
     );
     assert!(pct(2) < pct(1), "sheddable goes before default");
+}
+
+#[test]
+fn a_codel_queue_with_adaptive_lifo_keeps_critical_success_and_bounds_the_wait() {
+    let s = Scenario::new(Backend::new(CAPACITY, BASE), 20_000)
+        .priorities(30, 20)
+        .duration(Duration::from_secs(20))
+        .measure_from(Duration::from_secs(5));
+    let queue = QueueConfig::new(200, Duration::from_millis(5), Duration::from_millis(100))
+        .unwrap()
+        .adaptive_lifo(true);
+    let shedder = LoadShedder::with_queue(
+        limiter(&s, Algorithm::Gradient2(Gradient2::new()), 20),
+        50,
+        queue,
+    )
+    .unwrap();
+    let r = s.run(Admission::QueuedShedder(shedder), SEED);
+    let pct = |c: usize| r.classes[c].succeeded as f64 * 100.0 / r.classes[c].offered as f64;
+    let unloaded = unloaded_p99();
+    println!(
+        "queued shedding (200 waiters, target 5 ms, interval 100 ms, adaptive LIFO): critical {:.2} %, default {:.2} %, sheddable {:.2} % succeeded; goodput {:.1} % of C; p99 {:?} (waiting included)",
+        pct(0),
+        pct(1),
+        pct(2),
+        r.goodput_permille() as f64 / 10.0,
+        r.latency_p99()
+    );
+    assert!(r.classes[0].succeeded * 100 >= r.classes[0].offered * 99);
+    assert!(r.goodput_permille() >= 900);
+    assert!(
+        r.latency_p99() <= unloaded * 2,
+        "the sojourn limit bounds the wait"
+    );
 }

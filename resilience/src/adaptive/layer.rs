@@ -110,15 +110,6 @@ impl<C: Clock, K> fmt::Debug for AdaptiveGuard<C, K> {
     }
 }
 
-impl<C: Clock, K> AdaptiveGuard<C, K> {
-    pub(crate) fn new(permit: OwnedAdaptivePermit<C>, classify: K) -> Self {
-        AdaptiveGuard {
-            permit: Some(permit),
-            classify,
-        }
-    }
-}
-
 impl<C: Clock, K> Unpin for AdaptiveGuard<C, K> {}
 
 impl<C: Clock, K> Drop for AdaptiveGuard<C, K> {

@@ -358,24 +358,34 @@ impl<C: Clock> AdaptiveLimiter<C> {
     ///
     /// [`ResilienceError::ConcurrencyLimited`] when the limit is reached.
     pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedAdaptivePermit<C>, ResilienceError> {
-        self.try_acquire_scaled(1_000)
-    }
-
-    /// Takes a slot if the calls in flight are below `limit · permille / 1000` (at least
-    /// one slot when nothing is in flight): the load shedder's admission rule.
-    pub(crate) fn try_acquire_scaled(
-        self: &Arc<Self>,
-        permille: u32,
-    ) -> Result<OwnedAdaptivePermit<C>, ResilienceError> {
-        let start = self.admit(|limit| {
-            let scaled = u64::from(limit) * u64::from(permille) / 1_000;
-            u32::try_from(scaled).unwrap_or(u32::MAX).max(1)
-        })?;
+        let start = self.admit(|limit| limit)?;
         Ok(OwnedAdaptivePermit {
             limiter: Arc::clone(self),
             start,
             outcome: Outcome::Success,
         })
+    }
+
+    /// Takes a slot below `limit · permille / 1000` without counting a rejection when it
+    /// fails (the shedder's queue polls with it).
+    pub(crate) fn try_acquire_scaled_quiet(
+        self: &Arc<Self>,
+        permille: u32,
+    ) -> Option<OwnedAdaptivePermit<C>> {
+        let start = self.admit_quiet(|limit| {
+            let scaled = u64::from(limit) * u64::from(permille) / 1_000;
+            u32::try_from(scaled).unwrap_or(u32::MAX).max(1)
+        })?;
+        Some(OwnedAdaptivePermit {
+            limiter: Arc::clone(self),
+            start,
+            outcome: Outcome::Success,
+        })
+    }
+
+    /// The limiter's clock.
+    pub(crate) fn clock(&self) -> &C {
+        &self.clock
     }
 
     /// Counts a rejection made on this limiter's behalf (by the load shedder).
@@ -387,17 +397,25 @@ impl<C: Clock> AdaptiveLimiter<C> {
     }
 
     fn admit(&self, threshold: impl Fn(u32) -> u32) -> Result<Tick, ResilienceError> {
+        self.admit_quiet(threshold).ok_or_else(|| {
+            self.count_rejection();
+            ResilienceError::ConcurrencyLimited {
+                limit: self.limit(),
+                retry_after: self.latency(),
+            }
+        })
+    }
+
+    /// Takes a slot if the calls in flight are below `threshold(limit)`.
+    #[inline]
+    fn admit_quiet(&self, threshold: impl Fn(u32) -> u32) -> Option<Tick> {
         let limit = self.cold.limit.load(Ordering::Relaxed);
         let allowed = threshold(limit);
         let in_flight = &self.hot.in_flight;
         let mut current = in_flight.load(Ordering::Relaxed);
         loop {
             if current >= allowed {
-                self.count_rejection();
-                return Err(ResilienceError::ConcurrencyLimited {
-                    limit,
-                    retry_after: self.latency(),
-                });
+                return None;
             }
             match in_flight.compare_exchange_weak(
                 current,
@@ -413,7 +431,7 @@ impl<C: Clock> AdaptiveLimiter<C> {
         if current + 1 > max.load(Ordering::Relaxed) {
             max.fetch_max(current + 1, Ordering::Relaxed);
         }
-        Ok(self.clock.monotonic())
+        Some(self.clock.monotonic())
     }
 
     fn release(&self, start: Tick, outcome: Outcome) {

@@ -10,7 +10,7 @@ use crate::error::CallError;
 use crate::future::{Guard, ResponseFuture};
 
 /// Applies a [`Bulkhead`] to a service: a request finding every slot taken fails at once
-/// with [`ResilienceError::BulkheadFull`]; the slot is held until the response future completes or is
+/// with [`ResilienceError::BulkheadFull`](crate::ResilienceError::BulkheadFull); the slot is held until the response future completes or is
 /// dropped.
 #[derive(Clone, Debug)]
 pub struct BulkheadLayer {

@@ -14,7 +14,7 @@ use crate::error::CallError;
 use crate::future::{NoGuard, ResponseFuture};
 
 /// Applies a shared [`RateLimiter`] to a service: a request with no permit fails at once
-/// with [`ResilienceError::RateLimited`] (load shedding; map it to `429` + `Retry-After`).
+/// with [`ResilienceError::RateLimited`](crate::ResilienceError::RateLimited) (load shedding; map it to `429` + `Retry-After`).
 #[derive(Debug)]
 pub struct RateLimitLayer<C> {
     limiter: Arc<RateLimiter<C>>,

@@ -26,6 +26,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use metered_clock::{ManualClock, Timestamp, duration_nanos};
@@ -33,7 +34,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::adaptive::{AdaptiveLimiter, OwnedAdaptivePermit};
-use crate::shed::{LoadShedder, Priority};
+use crate::shed::{LoadShedder, Priority, ShedPermit};
 
 /// Fixed-point scale of the backend's virtual work clock.
 const V_SCALE: u128 = 1 << 20;
@@ -121,6 +122,8 @@ pub enum Admission {
     Limiter(Arc<AdaptiveLimiter<ManualClock>>),
     /// Calls need a permit from this shedder, by their priority.
     Shedder(LoadShedder<ManualClock>),
+    /// Calls wait for a permit in this shedder's queue (`LoadShedder::acquire`).
+    QueuedShedder(LoadShedder<ManualClock>),
 }
 
 /// A traffic pattern against a backend.
@@ -215,11 +218,53 @@ impl Report {
     }
 }
 
+/// What an admitted call holds until it completes.
+enum Held {
+    Nothing,
+    Adaptive {
+        _permit: OwnedAdaptivePermit<ManualClock>,
+    },
+    Shed {
+        _permit: ShedPermit<ManualClock>,
+    },
+}
+
+/// Wakes a waiting call by putting its id on the ready list.
+struct IdWaker {
+    id: usize,
+    ready: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl std::task::Wake for IdWaker {
+    fn wake(self: Arc<Self>) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.id);
+    }
+}
+
+type Acquire<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<ShedPermit<ManualClock>, crate::ResilienceError>>
+            + 'a,
+    >,
+>;
+
+/// A call waiting in the shedder's queue.
+struct Queued<'a> {
+    future: Acquire<'a>,
+    arrival_ns: u64,
+    class: usize,
+    measured: bool,
+    work: Duration,
+}
+
 struct Call {
     arrival_ns: u64,
     class: usize,
     measured: bool,
-    _permit: Option<OwnedAdaptivePermit<ManualClock>>,
+    _permit: Held,
 }
 
 impl Scenario {
@@ -313,10 +358,15 @@ impl Scenario {
             latencies_ns: Vec::new(),
             limit_trace: Vec::new(),
         };
+        let ready = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut queued: std::collections::BTreeMap<usize, Queued<'_>> =
+            std::collections::BTreeMap::new();
+        let mut next_wait_id = 0usize;
+        let mut admitted: Vec<(Call, Duration)> = Vec::new();
         let limiter = match &admission {
             Admission::Unlimited => None,
             Admission::Limiter(l) => Some(Arc::clone(l)),
-            Admission::Shedder(s) => Some(Arc::clone(s.limiter())),
+            Admission::Shedder(s) | Admission::QueuedShedder(s) => Some(Arc::clone(s.limiter())),
         };
 
         loop {
@@ -372,8 +422,11 @@ impl Scenario {
                             report.classes[call.class].succeeded += 1;
                         }
                     }
-                    // Dropping the call drops its permit: the limiter sees the latency.
+                    // Dropping the call drops its permit: the limiter sees the latency
+                    // (and a queued shedder serves its waiters).
                 }
+                admit_ready(&mut queued, &ready, &mut admitted, &mut report);
+                start_calls(&mut admitted, &mut calls, &mut free, &mut running, v);
                 continue;
             }
             // An arrival.
@@ -395,11 +448,41 @@ impl Scenario {
                 report.classes[class].offered += 1;
             }
             let permit = match &admission {
-                Admission::Unlimited => Ok(None),
-                Admission::Limiter(l) => l.try_acquire_owned().map(Some),
+                Admission::Unlimited => Ok(Held::Nothing),
+                Admission::Limiter(l) => {
+                    l.try_acquire_owned().map(|p| Held::Adaptive { _permit: p })
+                }
                 Admission::Shedder(s) => {
                     let p = [Priority::CRITICAL, Priority::DEFAULT, Priority::SHEDDABLE][class];
-                    s.try_acquire(p).map(Some)
+                    s.try_acquire(p).map(|p| Held::Shed { _permit: p })
+                }
+                Admission::QueuedShedder(s) => {
+                    let p = [Priority::CRITICAL, Priority::DEFAULT, Priority::SHEDDABLE][class];
+                    let id = next_wait_id;
+                    next_wait_id += 1;
+                    let mut future: Acquire<'_> = Box::pin(s.acquire(p));
+                    let waker = Waker::from(Arc::new(IdWaker {
+                        id,
+                        ready: Arc::clone(&ready),
+                    }));
+                    match future.as_mut().poll(&mut Context::from_waker(&waker)) {
+                        Poll::Ready(r) => r.map(|p| Held::Shed { _permit: p }),
+                        Poll::Pending => {
+                            queued.insert(
+                                id,
+                                Queued {
+                                    future,
+                                    arrival_ns: t,
+                                    class,
+                                    measured,
+                                    work,
+                                },
+                            );
+                            admit_ready(&mut queued, &ready, &mut admitted, &mut report);
+                            start_calls(&mut admitted, &mut calls, &mut free, &mut running, v);
+                            continue;
+                        }
+                    }
                 }
             };
             let Ok(permit) = permit else {
@@ -439,5 +522,74 @@ impl Scenario {
         report.capacity_per_sec =
             u64::from(capacity) * 1_000_000_000 / duration_nanos(self.backend.base_latency).max(1);
         report
+    }
+}
+
+/// Polls the queued calls that were woken; moves the granted ones to `admitted`.
+fn admit_ready(
+    queued: &mut std::collections::BTreeMap<usize, Queued<'_>>,
+    ready: &Arc<std::sync::Mutex<Vec<usize>>>,
+    admitted: &mut Vec<(Call, Duration)>,
+    report: &mut Report,
+) {
+    loop {
+        let ids: Vec<usize> = std::mem::take(&mut *ready.lock().unwrap_or_else(|p| p.into_inner()));
+        if ids.is_empty() {
+            return;
+        }
+        for id in ids {
+            let Some(q) = queued.get_mut(&id) else {
+                continue;
+            };
+            let waker = Waker::from(Arc::new(IdWaker {
+                id,
+                ready: Arc::clone(ready),
+            }));
+            if let Poll::Ready(r) = q.future.as_mut().poll(&mut Context::from_waker(&waker)) {
+                let q = queued.remove(&id).expect("present");
+                match r {
+                    Ok(permit) => admitted.push((
+                        Call {
+                            arrival_ns: q.arrival_ns,
+                            class: q.class,
+                            measured: q.measured,
+                            _permit: Held::Shed { _permit: permit },
+                        },
+                        q.work,
+                    )),
+                    Err(_) => {
+                        if q.measured {
+                            report.rejected += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Puts admitted calls on the backend.
+fn start_calls(
+    admitted: &mut Vec<(Call, Duration)>,
+    calls: &mut Vec<Option<Call>>,
+    free: &mut Vec<usize>,
+    running: &mut BinaryHeap<Reverse<(u128, usize)>>,
+    v: u128,
+) {
+    for (call, work) in admitted.drain(..) {
+        let id = match free.pop() {
+            Some(id) => {
+                calls[id] = Some(call);
+                id
+            }
+            None => {
+                calls.push(Some(call));
+                calls.len() - 1
+            }
+        };
+        running.push(Reverse((
+            v + u128::from(duration_nanos(work)) * V_SCALE,
+            id,
+        )));
     }
 }
