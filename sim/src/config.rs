@@ -25,7 +25,7 @@ pub const LONG_OUTAGE: Duration = Duration::from_secs(3_600);
 
 /// How long idempotency records are kept with [`Config::short_retention`]: shorter than
 /// [`LONG_OUTAGE`].
-pub(crate) const SHORT_RETENTION: Duration = Duration::from_secs(1_800);
+pub const SHORT_RETENTION: Duration = Duration::from_secs(1_800);
 
 /// What to simulate.
 #[derive(Clone, Debug, PartialEq)]
