@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench audit-chain -- --warm-up-time 1 --measurement-time 3`
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
-#![allow(clippy::print_stderr)] // sizes are reported next to the timings
+#![allow(clippy::print_stderr)]
+// sizes are reported next to the timings
 
 // Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
 #![allow(clippy::disallowed_methods)]

@@ -17,7 +17,8 @@
 //!   start (no coordinated omission);
 //! * `pgbench`: the same transaction as SQL (custom script, 8 clients, prepared);
 //! * bytes per operation: growth of every table and index ÷ operations.
-#![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark report
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+// a benchmark report
 
 // Tests and benchmarks act as applications: they spawn tasks and sleep on tokio's timer.
 #![allow(clippy::disallowed_methods)]

@@ -210,7 +210,7 @@ fn run_reserve_commit(iters: u64) -> Duration {
                     .reserve(&t, r, Amount::new(10), Duration::from_secs(60))
                     .await
                     .unwrap();
-                let hold = hold.hold().unwrap();
+                let hold = hold.hold;
                 black_box(f.ledger.commit(&t, m, hold, Amount::new(7)).await.unwrap());
             }
         });

@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use metered_suite::clock::{ManualClock, Timestamp};
+use metered_suite::credits::backend::Account;
 use metered_suite::credits::{
-    Account, Amount, Command, GrantOptions, IdempotencyKey, Ledger, MemoryLedgerStore, Request,
-    TenantId, TenantSettings,
+    Amount, Command, GrantOptions, IdempotencyKey, Ledger, MemoryLedgerStore, Request, TenantId,
+    TenantSettings,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 

@@ -100,7 +100,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             Duration::from_secs(60),
         )
         .await?;
-    let hold = hold.hold().expect("a reserve creates a hold");
+    let hold = hold.hold;
     let done = ledger
         .commit(&acme, key("job-1/commit"), hold, Amount::new(120))
         .await?;
@@ -136,7 +136,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .await?;
     clock.advance(Duration::from_secs(31));
     let swept = ledger.sweep_step(100).await?;
-    let orphan = orphan.hold().expect("a hold");
+    let orphan = orphan.hold;
     println!(
         "sweeper:            {} hold(s) expired; hold {orphan} is {:?}",
         swept.holds_expired,

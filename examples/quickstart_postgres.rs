@@ -15,6 +15,7 @@ use std::time::Duration;
 use metered_suite::audit::{HmacKey, Keyring, LogRecord, MaskingPolicy, verify_records};
 use metered_suite::clock::{Clock, SystemClock};
 use metered_suite::credits::store::PageRequest;
+use metered_suite::credits::tx::{LedgerHolds, TransactionManager};
 use metered_suite::credits::{
     Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, TenantId, TenantSettings,
 };
@@ -126,14 +127,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         totals.granted, totals.available, totals.consumed
     );
 
-    // 5. Recovery jobs (what a scheduler runs): expire stalled holds, decide stalled
-    //    distributed transactions, forget old finished ones.
-    let swept = ledger.recover().await?;
-    let stalled = store.recover_stalled_transactions().await?;
+    // 5. Recovery (what the application schedules every few seconds): the one pass of the
+    //    transaction manager expires due holds and lots, decides stalled transactions,
+    //    finishes decided ones and releases prepared work left behind; the clean-up of old
+    //    finished transactions is a daily job.
+    let tm = TransactionManager::builder(Arc::new(store.tx_log()), clock.clone())
+        .participant(Arc::new(LedgerHolds::new("credits", ledger.clone())))
+        .build();
+    let recovered = tm.recover().await?;
     let cleaned = store.cleanup_old_transactions(90).await?;
     println!(
-        "recovery:           {} holds expired, {stalled} transactions decided, {cleaned} cleaned",
-        swept.holds_expired
+        "recovery:           {} transactions finished, {} in doubt, {cleaned} cleaned",
+        recovered.committed + recovered.aborted,
+        recovered.in_doubt
     );
     Ok(())
 }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+#[cfg(doc)]
+use crate::Rollout;
 use serde::{Deserialize, Serialize};
 
 /// Longest operator name or note accepted by a command (longer metric-source messages are

@@ -3,6 +3,8 @@
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
+#[cfg(doc)]
+use crate::Rollout;
 use crate::health::HealthReport;
 use crate::phase::{PauseReason, PhaseKind};
 

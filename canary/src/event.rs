@@ -2,6 +2,8 @@
 
 use metered_clock::Timestamp;
 
+#[cfg(doc)]
+use crate::Rollout;
 use crate::command::{Actor, RolloutCommand};
 use crate::health::HealthReport;
 use crate::phase::{Phase, PhaseKind};

@@ -1,5 +1,7 @@
 //! Where a rollout is: its [`Phase`], the data-free [`PhaseKind`], and why it is paused.
 
+#[cfg(doc)]
+use crate::{LimitAction, Rollout};
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::tx::BranchId;
 use crate::{Amount, EntrySeq, HoldId, IdempotencyKey, LedgerError, LotId, TenantId};
 
 /// One mutation of one tenant's account. Compared field by field to detect an idempotency
@@ -49,12 +50,42 @@ pub enum Command {
         hold: HoldId,
     },
     /// Give back part or all of a `Consumed` or `Committed` journal entry, as a new lot that
-    /// never expires.
+    /// never expires. A transaction's charge (the commit of a prepared hold) cannot be
+    /// refunded.
     Refund {
         /// The consumption to reverse.
         entry: EntrySeq,
         /// How much (> 0, ≤ what the entry spent minus earlier refunds of it).
         amount: Amount,
+    },
+    /// Phase one of a transaction branch: set credits aside in a hold **owned by the
+    /// branch**. It never expires on its own and answers only to the branch's decision
+    /// ([`CommitPrepared`](Self::CommitPrepared), [`AbortPrepared`](Self::AbortPrepared));
+    /// any other commit, cancel or refund is refused with
+    /// [`LedgerError::HoldOwnedByTransaction`]. A branch holds at most one hold.
+    Prepare {
+        /// How much (> 0).
+        amount: Amount,
+        /// The owner.
+        branch: BranchId,
+    },
+    /// Phase two, commit: spend `amount` (≤ held; zero releases everything) of the hold the
+    /// branch prepared.
+    CommitPrepared {
+        /// The owner.
+        branch: BranchId,
+        /// The hold it prepared.
+        hold: HoldId,
+        /// How much to spend.
+        amount: Amount,
+    },
+    /// Phase two, abort: release the hold the branch prepared (`hold`, or the branch's
+    /// active hold when the coordinator never learnt which one it was).
+    AbortPrepared {
+        /// The owner.
+        branch: BranchId,
+        /// The hold it prepared, if known.
+        hold: Option<HoldId>,
     },
 }
 
@@ -74,7 +105,12 @@ impl Command {
     #[must_use]
     pub fn hold(&self) -> Option<HoldId> {
         match self {
-            Command::Commit { hold, .. } | Command::Cancel { hold } => Some(*hold),
+            Command::Commit { hold, .. }
+            | Command::Cancel { hold }
+            | Command::CommitPrepared { hold, .. }
+            | Command::AbortPrepared {
+                hold: Some(hold), ..
+            } => Some(*hold),
             _ => None,
         }
     }
@@ -89,6 +125,9 @@ impl Command {
             Command::Commit { .. } => "commit",
             Command::Cancel { .. } => "cancel",
             Command::Refund { .. } => "refund",
+            Command::Prepare { .. } => "prepare",
+            Command::CommitPrepared { .. } => "commit_prepared",
+            Command::AbortPrepared { .. } => "abort_prepared",
         }
     }
 }

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metered_clock::{ManualClock, Timestamp};
+use metered_clock::{Clock, ManualClock, Timestamp};
 
 use crate::BATCH_LEN_MAX;
 use crate::store::{LedgerStore, PageRequest};
@@ -55,6 +55,9 @@ checks!(
     batches_all_or_nothing,
     bad_input_changes_nothing,
     concurrent_requests_on_one_tenant,
+    prepared_holds_answer_only_to_their_branch,
+    transactions_recover_after_forgotten_keys_and_activity,
+    branches_of_one_participant_never_share_keys,
 );
 
 /// Runs every check in [`CHECKS`], each on a fresh store from `make_store`.
@@ -1025,5 +1028,211 @@ pub async fn concurrent_requests_on_one_tenant(store: Arc<dyn LedgerStore>) {
     // truly concurrently may refuse consumes while holds are outstanding); that every
     // acknowledged spend is reflected exactly once does not.
     assert!(spent > 0 && spent.is_multiple_of(20), "spent {spent}");
+    conserved(&ledger, Some(t)).await;
+}
+
+// ---- transactions ------------------------------------------------------------------------
+
+/// A coordinator over `ledger` with two [`LedgerHolds`](crate::tx::LedgerHolds)
+/// participants (`east`, `west`) and `log`.
+fn coordinator(
+    ledger: &Ledger,
+    clock: &ManualClock,
+    log: Arc<crate::tx::MemoryTxLog>,
+) -> crate::tx::TransactionManager {
+    crate::tx::TransactionManager::builder(log, Arc::new(clock.clone()))
+        .participant(Arc::new(crate::tx::LedgerHolds::new(
+            "east",
+            ledger.clone(),
+        )))
+        .participant(Arc::new(crate::tx::LedgerHolds::new(
+            "west",
+            ledger.clone(),
+        )))
+        .build()
+}
+
+fn branch_payload(t: &TenantId, reserve: u64, commit: u64) -> String {
+    crate::tx::HoldBranch::new(t.clone(), amt(reserve), amt(commit))
+        .expect("valid branch")
+        .payload()
+}
+
+/// A prepared hold answers only to its transaction's decision: an outside commit, cancel
+/// or refund is refused with its own error and changes nothing; expiry never takes it; the
+/// decided commit then applies, and its charge cannot be refunded.
+pub async fn prepared_holds_answer_only_to_their_branch(store: Arc<dyn LedgerStore>) {
+    let (ledger, clock, ts) = setup(store, &["acme"]).await;
+    let t = &ts[0];
+    ledger
+        .grant(t, key("g"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    let log = Arc::new(crate::tx::MemoryTxLog::starting_at(1));
+    let tm = coordinator(&ledger, &clock, log);
+    let tx = tm.begin(Duration::from_secs(30)).await.expect("begin");
+    let branch = tm
+        .enlist(tx, "east", branch_payload(t, 40, 30))
+        .await
+        .expect("enlist");
+    tm.prepare(tx).await.expect("prepare");
+    let prepared = ledger
+        .store()
+        .prepared_holds(None, 10)
+        .await
+        .expect("prepared holds");
+    assert_eq!(prepared.len(), 1, "{prepared:?}");
+    assert_eq!((prepared[0].branch, prepared[0].amount), (branch, amt(40)));
+    let hold = prepared[0].hold;
+    let before = ledger.store().totals(t).await.expect("totals");
+    let owned = LedgerError::HoldOwnedByTransaction {
+        hold,
+        owner: branch,
+    };
+    assert_eq!(ledger.cancel(t, key("x"), hold).await, Err(owned.clone()));
+    assert_eq!(
+        ledger.commit(t, key("c"), hold, amt(40)).await,
+        Err(owned.clone())
+    );
+    clock.advance(Duration::from_secs(400 * 24 * 3600));
+    ledger.recover().await.expect("sweep");
+    assert_eq!(ledger.store().totals(t).await.expect("totals"), before);
+    assert_eq!(
+        tm.commit(tx).await,
+        Err(LedgerError::TransactionTimedOut(tx)),
+        "the transaction's own deadline applies, not the hold's"
+    );
+    // A second transaction, decided in time.
+    let tx = tm.begin(Duration::from_secs(30)).await.expect("begin");
+    tm.enlist(tx, "east", branch_payload(t, 40, 30))
+        .await
+        .expect("enlist");
+    assert_eq!(tm.commit(tx).await, Ok(crate::tx::TxOutcome::Committed));
+    let totals = ledger.store().totals(t).await.expect("totals");
+    assert_eq!((totals.consumed, totals.held), (amt(30), amt(0)));
+    let charge = all_entries(&ledger, t)
+        .await
+        .into_iter()
+        .find(|e| e.kind == EntryKind::Committed)
+        .expect("the commit's entry");
+    assert!(matches!(
+        ledger.refund(t, key("rf"), charge.seq, amt(1)).await,
+        Err(LedgerError::HoldOwnedByTransaction { .. })
+    ));
+    assert!(
+        ledger
+            .store()
+            .prepared_holds(None, 10)
+            .await
+            .expect("prepared holds")
+            .is_empty()
+    );
+    conserved(&ledger, Some(t)).await;
+}
+
+/// The reproduction of "prepared is inferred from a cache": a branch prepares, the
+/// coordinator dies, a day passes, the tenant keeps working and its idempotency records
+/// are forgotten; recovery still finds the hold (it is owned by the branch) and applies the
+/// logged decision — an abort past the deadline, and a decided commit.
+pub async fn transactions_recover_after_forgotten_keys_and_activity(store: Arc<dyn LedgerStore>) {
+    let (ledger, clock, ts) = setup(store, &["acme"]).await;
+    let t = &ts[0];
+    ledger
+        .grant(t, key("g"), amt(1_000), GrantOptions::default())
+        .await
+        .expect("grant");
+    let log = Arc::new(crate::tx::MemoryTxLog::starting_at(1_000));
+    for decide_commit in [false, true] {
+        let tm = coordinator(&ledger, &clock, log.clone());
+        let tx = tm.begin(Duration::from_secs(30)).await.expect("begin");
+        tm.enlist(tx, "east", branch_payload(t, 100, 60))
+            .await
+            .expect("enlist");
+        tm.prepare(tx).await.expect("prepare");
+        if decide_commit {
+            use crate::tx::TxLog as _;
+            log.decide(tx, crate::tx::TxDecision::Commit)
+                .await
+                .expect("decide");
+        }
+        drop(tm); // the coordinator dies
+        clock.advance(Duration::from_secs(25 * 3600));
+        let consume = format!("busy-{decide_commit}");
+        ledger
+            .consume(t, key(&consume), amt(1))
+            .await
+            .expect("the tenant keeps working");
+        ledger
+            .store()
+            .forget_keys(clock.now())
+            .await
+            .expect("forget keys");
+        let prepare_key = key(&format!("{}/east/prepare", crate::tx::BranchId::new(tx, 0)));
+        assert_eq!(
+            ledger
+                .store()
+                .idempotency_record(t, &prepare_key)
+                .await
+                .expect("record"),
+            None,
+            "the prepare's idempotency record is gone"
+        );
+        let report = coordinator(&ledger, &clock, log.clone())
+            .recover()
+            .await
+            .expect("recover");
+        assert_eq!(report.failed, 0, "{report:?}");
+        let totals = ledger.store().totals(t).await.expect("totals");
+        assert_eq!(
+            totals.held,
+            amt(0),
+            "the hold is released ({decide_commit})"
+        );
+        assert!(
+            ledger
+                .store()
+                .prepared_holds(None, 10)
+                .await
+                .expect("prepared holds")
+                .is_empty()
+        );
+    }
+    let totals = ledger.store().totals(t).await.expect("totals");
+    assert_eq!(
+        totals.consumed,
+        amt(62),
+        "two consumes and the committed 60"
+    );
+    conserved(&ledger, Some(t)).await;
+}
+
+/// Two branches of one participant on one tenant are two holds, with their own keys, even
+/// with different amounts; both commit.
+pub async fn branches_of_one_participant_never_share_keys(store: Arc<dyn LedgerStore>) {
+    let (ledger, clock, ts) = setup(store, &["acme"]).await;
+    let t = &ts[0];
+    ledger
+        .grant(t, key("g"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    let tm = coordinator(
+        &ledger,
+        &clock,
+        Arc::new(crate::tx::MemoryTxLog::starting_at(7)),
+    );
+    let tx = tm.begin(Duration::from_secs(30)).await.expect("begin");
+    let a = tm
+        .enlist(tx, "east", branch_payload(t, 30, 20))
+        .await
+        .expect("enlist");
+    let b = tm
+        .enlist(tx, "east", branch_payload(t, 50, 5))
+        .await
+        .expect("enlist");
+    assert_ne!(a, b);
+    tm.prepare(tx).await.expect("prepare");
+    assert_eq!(ledger.balance(t).await.expect("balance"), bal(20, 80, 0));
+    assert_eq!(tm.commit(tx).await, Ok(crate::tx::TxOutcome::Committed));
+    assert_eq!(ledger.balance(t).await.expect("balance"), bal(75, 0, 0));
     conserved(&ledger, Some(t)).await;
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::tx::{TxAction, TxId, TxPhase};
+use crate::tx::{BranchId, TxAction, TxId, TxPhase};
 use crate::{Amount, EntrySeq, HoldId, IdempotencyKey, TenantId};
 
 /// Every way a ledger, store or transaction operation can fail.
@@ -137,14 +137,29 @@ pub enum LedgerError {
         /// What was attempted.
         action: TxAction,
     },
-    /// A branch was asked to commit although its participant has no record of preparing
-    /// it.
-    #[error("transaction {tx}: participant {participant} never prepared this branch")]
+    /// A transaction branch has no prepared hold (it was never prepared, or its hold was
+    /// already released), or names a hold it does not own.
+    #[error("transaction branch {branch} holds nothing prepared")]
     BranchNotPrepared {
-        /// The transaction.
-        tx: TxId,
-        /// The participant.
-        participant: String,
+        /// The branch.
+        branch: BranchId,
+    },
+    /// A transaction branch was prepared again while its hold is active.
+    #[error("transaction branch {branch} already holds hold {hold}")]
+    BranchAlreadyPrepared {
+        /// The branch.
+        branch: BranchId,
+        /// Its active hold.
+        hold: HoldId,
+    },
+    /// The hold belongs to a transaction branch: only that transaction's decision commits or
+    /// cancels it, and its charge cannot be refunded.
+    #[error("hold {hold} belongs to transaction branch {owner}")]
+    HoldOwnedByTransaction {
+        /// The hold.
+        hold: HoldId,
+        /// Its owner.
+        owner: BranchId,
     },
     /// The transaction passed its deadline and was aborted.
     #[error("transaction {0} timed out and was aborted")]
@@ -229,6 +244,8 @@ impl LedgerError {
             LedgerError::UnknownTransaction(_) => "unknown_transaction",
             LedgerError::TransactionState { .. } => "transaction_state",
             LedgerError::BranchNotPrepared { .. } => "branch_not_prepared",
+            LedgerError::BranchAlreadyPrepared { .. } => "branch_already_prepared",
+            LedgerError::HoldOwnedByTransaction { .. } => "hold_owned_by_transaction",
             LedgerError::TransactionTimedOut(_) => "transaction_timed_out",
             LedgerError::TransactionAborted { .. } => "transaction_aborted",
             LedgerError::UnknownParticipant(_) => "unknown_participant",
@@ -291,7 +308,7 @@ impl StorageError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tx::{TxAction, TxId, TxPhase};
+    use crate::tx::{BranchId, TxAction, TxId, TxPhase};
 
     /// One value of every variant and the code it must keep forever.
     fn table() -> Vec<(LedgerError, &'static str)> {
@@ -300,6 +317,7 @@ mod tests {
         let hold = HoldId::new(1);
         let entry = EntrySeq::new(1);
         let tx = TxId::new(7);
+        let branch = BranchId::new(tx, 1);
         let amount = Amount::new(1);
         vec![
             (LedgerError::ZeroAmount, "zero_amount"),
@@ -385,11 +403,19 @@ mod tests {
                 "transaction_state",
             ),
             (
-                LedgerError::BranchNotPrepared {
-                    tx,
-                    participant: "credits".to_owned(),
-                },
+                LedgerError::BranchNotPrepared { branch },
                 "branch_not_prepared",
+            ),
+            (
+                LedgerError::BranchAlreadyPrepared { branch, hold },
+                "branch_already_prepared",
+            ),
+            (
+                LedgerError::HoldOwnedByTransaction {
+                    hold,
+                    owner: branch,
+                },
+                "hold_owned_by_transaction",
             ),
             (
                 LedgerError::TransactionTimedOut(tx),
@@ -474,6 +500,8 @@ mod tests {
                 | LedgerError::UnknownTransaction(_)
                 | LedgerError::TransactionState { .. }
                 | LedgerError::BranchNotPrepared { .. }
+                | LedgerError::BranchAlreadyPrepared { .. }
+                | LedgerError::HoldOwnedByTransaction { .. }
                 | LedgerError::TransactionTimedOut(_)
                 | LedgerError::TransactionAborted { .. }
                 | LedgerError::UnknownParticipant(_)

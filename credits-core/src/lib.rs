@@ -65,9 +65,9 @@
 //!
 //! # Crate features
 //!
-//! * `conformance`: the [`conformance`] module, the test suite every [`LedgerStore`]
+//! * `conformance`: the `conformance` module, the test suite every [`LedgerStore`]
 //!   backend must pass.
-//! * `testing`: the [`testing`] module, a fault-injecting [`LedgerStore`] and transaction
+//! * `testing`: the `testing` module, a fault-injecting [`LedgerStore`] and transaction
 //!   log wrapper for tests and simulators (fail once, for a while, periodically, an outage,
 //!   a crash; optionally a deliberate bug, to prove a checker has teeth).
 //! * `audit`: the `audit` module, which records every journal entry in a tamper-evident
@@ -112,4 +112,4 @@ pub use ids::{EntrySeq, HoldId, IdempotencyKey, LotId, NAME_LEN_MAX, TenantId};
 pub use journal::{ConservationViolation, EntryKind, JournalEntry, Totals};
 pub use ledger::{GrantOptions, Ledger};
 pub use memory::{MemoryLedgerStore, MemoryLedgerStoreBuilder};
-pub use store::{JournalHook, LedgerStore, Page, PageRequest, SweepReport};
+pub use store::{JournalHook, LedgerStore, Page, PageRequest, PreparedHold, SweepReport};

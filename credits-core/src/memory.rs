@@ -6,13 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hashbrown::{DefaultHashBuilder, HashMap};
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
 use metered_clock::Timestamp;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::Batch;
 use crate::backend::{Account, Applied};
-use crate::store::{JournalHook, LedgerStore, Page, PageRequest, SweepReport};
+use crate::store::{
+    JournalHook, LedgerStore, PAGE_LEN_MAX, Page, PageRequest, PreparedHold, SweepReport,
+};
+use crate::tx::BranchId;
 use crate::{
     Balance, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
     LedgerError, Receipt, Request, StorageError, TenantId, TenantSettings, Totals,
@@ -64,7 +68,9 @@ impl MemoryLedgerStoreBuilder {
                 .map(|_| Mutex::new(Shard::default()))
                 .collect(),
             mask: self.shards - 1,
-            hasher: DefaultHashBuilder::default(),
+            // A fixed seed: a tenant lands in the same shard in every run, so sweeps visit
+            // tenants in the same order and a seeded simulation replays exactly.
+            hasher: FixedState::with_seed(0x6372_6564_6974_7331),
             idempotency_window: self.idempotency_window,
             idempotency_keys_max: self.idempotency_keys_max,
             hook: self.hook,
@@ -95,7 +101,7 @@ impl MemoryLedgerStoreBuilder {
 pub struct MemoryLedgerStore {
     shards: Box<[Mutex<Shard>]>,
     mask: usize,
-    hasher: DefaultHashBuilder,
+    hasher: FixedState,
     idempotency_window: Duration,
     idempotency_keys_max: usize,
     hook: Option<Arc<dyn JournalHook>>,
@@ -241,6 +247,21 @@ impl Tenant {
                 self.keys.remove(&k);
             }
         }
+    }
+
+    /// Forgets the idempotency records applied before `horizon`; returns how many.
+    fn forget_before(&mut self, horizon: Timestamp) -> u64 {
+        let mut forgotten = 0;
+        while let Some((t, _)) = self.key_order.front() {
+            if *t >= horizon {
+                break;
+            }
+            if let Some((_, k)) = self.key_order.pop_front() {
+                self.keys.remove(&k);
+                forgotten += 1;
+            }
+        }
+        forgotten
     }
 
     fn entry(&self, seq: EntrySeq) -> Option<&JournalEntry> {
@@ -539,5 +560,44 @@ impl LedgerStore for MemoryLedgerStore {
             }
         }
         Ok(sum)
+    }
+
+    async fn forget_keys(&self, older_than: Timestamp) -> Result<u64, LedgerError> {
+        let mut forgotten = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock();
+            for t in shard.tenants.values_mut() {
+                forgotten += t.forget_before(older_than);
+            }
+        }
+        Ok(forgotten)
+    }
+
+    async fn prepared_holds(
+        &self,
+        after: Option<BranchId>,
+        limit: usize,
+    ) -> Result<Vec<PreparedHold>, LedgerError> {
+        let mut found = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock();
+            for (tenant, t) in &shard.tenants {
+                for hold in t.account.holds() {
+                    let Some(branch) = hold.owner() else { continue };
+                    if after.is_some_and(|a| branch <= a) {
+                        continue;
+                    }
+                    found.push(PreparedHold {
+                        branch,
+                        tenant: tenant.clone(),
+                        hold: hold.id(),
+                        amount: hold.amount(),
+                    });
+                }
+            }
+        }
+        found.sort_unstable_by_key(|h| h.branch);
+        found.truncate(limit.clamp(1, PAGE_LEN_MAX));
+        Ok(found)
     }
 }

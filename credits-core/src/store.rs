@@ -6,9 +6,10 @@ use async_trait::async_trait;
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::tx::BranchId;
 use crate::{
-    Balance, Batch, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
-    LedgerError, Receipt, Request, TenantId, TenantSettings, Totals,
+    Amount, Balance, Batch, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord,
+    JournalEntry, LedgerError, Receipt, Request, TenantId, TenantSettings, Totals,
 };
 
 /// The most journal entries one history page may hold.
@@ -44,6 +45,20 @@ pub struct Page {
     pub entries: Vec<JournalEntry>,
     /// Pass as `after` to get the next page; `None` when this is the last.
     pub next: Option<EntrySeq>,
+}
+
+/// A hold owned by a transaction branch that is still active
+/// ([`LedgerStore::prepared_holds`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedHold {
+    /// The owner.
+    pub branch: BranchId,
+    /// Whose credits.
+    pub tenant: TenantId,
+    /// The hold.
+    pub hold: HoldId,
+    /// What it holds.
+    pub amount: Amount,
 }
 
 /// What one sweep step did.
@@ -214,4 +229,25 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`LedgerError::AmountOverflow`] if a sum overflows; storage failures.
     async fn totals_all(&self) -> Result<Totals, LedgerError>;
+
+    /// Forgets the idempotency records of requests applied before `older_than`, on every
+    /// tenant (what a retention policy does; the memory store also forgets on its own past
+    /// its window). A request retried after its record is forgotten is a new request.
+    /// Returns how many records were removed.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn forget_keys(&self, older_than: Timestamp) -> Result<u64, LedgerError>;
+
+    /// The active holds owned by transaction branches, in [`BranchId`] order, after `after`
+    /// (`None`: from the first), at most `limit` (clamped to `1..=PAGE_LEN_MAX`): what
+    /// transaction recovery reconciles against its log.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn prepared_holds(
+        &self,
+        after: Option<BranchId>,
+        limit: usize,
+    ) -> Result<Vec<PreparedHold>, LedgerError>;
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use credits_core::tx::{
-    HoldBranch, LedgerHolds, MemoryTxLog, Participant, TransactionManager, TxDecision, TxId, TxLog,
-    TxOutcome, TxPhase, TxRecoveryReport,
+    BranchId, HoldBranch, LedgerHolds, MemoryTxLog, Participant, TransactionManager, TxDecision,
+    TxId, TxLog, TxOutcome, TxPhase, TxRecoveryReport,
 };
 use credits_core::{
     Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, LedgerStore, MemoryLedgerStore,
@@ -44,15 +44,25 @@ impl Participant for Resource {
     fn name(&self) -> &str {
         "resource"
     }
-    async fn prepare(&self, _tx: TxId, payload: &str) -> Result<(), LedgerError> {
+    async fn prepare(&self, _branch: BranchId, payload: &str) -> Result<String, LedgerError> {
         self.calls.lock().push(format!("prepare {payload}"));
         if self.refuse {
             return Err(LedgerError::InvalidPayload("no capacity".into()));
         }
-        Ok(())
+        Ok(format!("ready {payload}"))
     }
-    async fn commit(&self, tx: TxId, payload: &str) -> Result<(), LedgerError> {
-        let phase = self.log.get(tx).await?.map(|r| r.phase);
+    async fn commit(
+        &self,
+        branch: BranchId,
+        payload: &str,
+        prepared: &str,
+    ) -> Result<(), LedgerError> {
+        assert_eq!(
+            prepared,
+            format!("ready {payload}"),
+            "phase one's answer comes back"
+        );
+        let phase = self.log.get(branch.tx).await?.map(|r| r.phase);
         assert_eq!(
             phase,
             Some(TxPhase::Decided(TxDecision::Commit)),
@@ -68,7 +78,12 @@ impl Participant for Resource {
         self.calls.lock().push(format!("commit {payload}"));
         Ok(())
     }
-    async fn abort(&self, _tx: TxId, payload: &str) -> Result<(), LedgerError> {
+    async fn abort(
+        &self,
+        _branch: BranchId,
+        payload: &str,
+        _prepared: Option<&str>,
+    ) -> Result<(), LedgerError> {
         self.calls.lock().push(format!("abort {payload}"));
         Ok(())
     }
@@ -359,39 +374,6 @@ async fn holds_of_an_undecided_transaction_are_reclaimed_by_recovery_after_any_o
     );
 }
 
-/// A branch logged with an earlier payload format (which carried the hold's `ttl_ms`) and
-/// prepared with that expiring time-to-live is still found and committed by recovery.
-#[tokio::test]
-async fn a_branch_prepared_with_an_expiring_hold_is_still_committed_by_recovery() {
-    let f = fixture().await;
-    let tm = manager(&f, Resource::new(f.log.clone(), false, 0));
-    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
-    let payload = format!(
-        r#"{{"tenant":"{}","reserve":40,"commit":25,"ttl_ms":120000}}"#,
-        f.tenant
-    );
-    assert_eq!(
-        HoldBranch::parse(&payload).unwrap(),
-        HoldBranch::new(f.tenant.clone(), Amount::new(40), Amount::new(25)).unwrap()
-    );
-    tm.enlist(tx, "credits", payload).await.unwrap();
-    // What phase one did before prepared holds stopped expiring.
-    let key = IdempotencyKey::new(format!("{tx}/credits/reserve")).unwrap();
-    f.ledger
-        .reserve(&f.tenant, key, Amount::new(40), Duration::from_secs(120))
-        .await
-        .unwrap();
-    f.log.mark_prepared(tx).await.unwrap();
-    f.log.decide(tx, TxDecision::Commit).await.unwrap();
-    let report = tm.recover().await.unwrap();
-    assert_eq!((report.committed, report.failed), (1, 0));
-    let totals = f.ledger.store().totals(&f.tenant).await.unwrap();
-    assert_eq!(
-        (totals.consumed, totals.held),
-        (Amount::new(25), Amount::ZERO)
-    );
-}
-
 #[tokio::test]
 async fn bad_transaction_input_is_a_typed_error() {
     let f = fixture().await;
@@ -440,5 +422,158 @@ async fn bad_transaction_input_is_a_typed_error() {
     assert_eq!(
         f.ledger.balance(&f.tenant).await.unwrap().available,
         Amount::new(100)
+    );
+}
+
+/// Transaction ids are unique across log incarnations: a new log after a restart never
+/// replays an earlier transaction's steps (which would commit without charging).
+#[tokio::test]
+async fn a_new_log_never_reuses_an_earlier_logs_transaction_ids() {
+    let f = fixture().await;
+    let mut charged = 0;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let log = Arc::new(MemoryTxLog::new()); // a fresh incarnation each time
+        let tm = TransactionManager::builder(log, Arc::new(f.clock.clone()))
+            .participant(Arc::new(LedgerHolds::new("credits", f.ledger.clone())))
+            .build();
+        let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+        ids.push(tx);
+        tm.enlist(tx, "credits", branch(&f, 10, 10)).await.unwrap();
+        assert_eq!(tm.commit(tx).await, Ok(TxOutcome::Committed));
+        charged += 10;
+        let totals = f.ledger.store().totals(&f.tenant).await.unwrap();
+        assert_eq!(
+            totals.consumed,
+            Amount::new(charged),
+            "every transaction charges"
+        );
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+}
+
+/// A participant that enlists another branch while the others prepare (a racing
+/// `enlist`).
+#[derive(Debug)]
+struct Enlister {
+    log: Arc<MemoryTxLog>,
+    payload: String,
+    done: Mutex<bool>,
+}
+
+#[async_trait]
+impl Participant for Enlister {
+    fn name(&self) -> &str {
+        "enlister"
+    }
+    async fn prepare(&self, branch: BranchId, _payload: &str) -> Result<String, LedgerError> {
+        let first = !std::mem::replace(&mut *self.done.lock(), true);
+        if first {
+            let racing = credits_core::tx::Branch::new("credits", self.payload.clone());
+            self.log.enlist(branch.tx, racing).await?;
+        }
+        Ok(String::new())
+    }
+    async fn commit(&self, _: BranchId, _: &str, _: &str) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    async fn abort(&self, _: BranchId, _: &str, _: Option<&str>) -> Result<(), LedgerError> {
+        Ok(())
+    }
+}
+
+/// `mark_prepared` succeeds only for the branch set that was prepared: a branch enlisted
+/// while the others prepared aborts the transaction instead of being committed unprepared.
+#[tokio::test]
+async fn a_branch_enlisted_while_preparing_aborts_the_transaction() {
+    let f = fixture().await;
+    let enlister = Arc::new(Enlister {
+        log: f.log.clone(),
+        payload: branch(&f, 40, 40),
+        done: Mutex::new(false),
+    });
+    let tm = TransactionManager::builder(f.log.clone(), Arc::new(f.clock.clone()))
+        .participant(Arc::new(LedgerHolds::new("credits", f.ledger.clone())))
+        .participant(enlister)
+        .build();
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    tm.enlist(tx, "credits", branch(&f, 25, 25)).await.unwrap();
+    tm.enlist(tx, "enlister", "").await.unwrap();
+    let err = tm.commit(tx).await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::TransactionAborted { .. }),
+        "{err:?}"
+    );
+    let record = f.log.get(tx).await.unwrap().unwrap();
+    assert_eq!(record.phase, TxPhase::Finished(TxDecision::Abort));
+    assert_eq!(record.branches.len(), 3);
+    let balance = f.ledger.balance(&f.tenant).await.unwrap();
+    assert_eq!(
+        (balance.available, balance.held),
+        (Amount::new(100), Amount::ZERO),
+        "the prepared branch was released, the racing one never charged"
+    );
+}
+
+/// A phase-one call that lands after its transaction was aborted leaves a hold that no
+/// coordinator will ever resolve; recovery finds it (it is owned by a finished
+/// transaction's branch) and releases it.
+#[tokio::test]
+async fn a_prepare_that_lands_after_the_abort_is_released_by_recovery() {
+    let f = fixture().await;
+    let holds = Arc::new(LedgerHolds::new("credits", f.ledger.clone()));
+    let tm = TransactionManager::builder(f.log.clone(), Arc::new(f.clock.clone()))
+        .participant(holds.clone())
+        .build();
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    let payload = branch(&f, 70, 70);
+    let id = tm.enlist(tx, "credits", payload.clone()).await.unwrap();
+    assert_eq!(tm.abort(tx).await, Ok(TxOutcome::Aborted));
+    holds.prepare(id, &payload).await.unwrap(); // late
+    assert_eq!(
+        f.ledger.balance(&f.tenant).await.unwrap().held,
+        Amount::new(70)
+    );
+    let report = tm.recover().await.unwrap();
+    assert_eq!(
+        (report.orphans_resolved, report.failed),
+        (1, 0),
+        "{report:?}"
+    );
+    let balance = f.ledger.balance(&f.tenant).await.unwrap();
+    assert_eq!(
+        (balance.available, balance.held),
+        (Amount::new(100), Amount::ZERO)
+    );
+}
+
+/// The one recovery entry point also applies the ledger's due expiries, and reports a
+/// transaction it cannot finish past its deadline as in doubt.
+#[tokio::test]
+async fn recovery_applies_due_expiries_and_reports_transactions_in_doubt() {
+    let f = fixture().await;
+    f.ledger
+        .reserve(
+            &f.tenant,
+            IdempotencyKey::new("plain").unwrap(),
+            Amount::new(10),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let resource = Resource::new(f.log.clone(), false, u32::MAX);
+    let tm = manager(&f, resource);
+    let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+    tm.enlist(tx, "resource", "r").await.unwrap();
+    assert!(tm.commit(tx).await.is_err(), "phase two fails");
+    f.clock.advance(Duration::from_secs(60));
+    let report = tm.recover().await.unwrap();
+    assert_eq!((report.failed, report.in_doubt), (1, 1), "{report:?}");
+    let balance = f.ledger.balance(&f.tenant).await.unwrap();
+    assert_eq!(
+        (balance.available, balance.held),
+        (Amount::new(100), Amount::ZERO),
+        "the plain hold expired"
     );
 }

@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "transactions_audit",
         sql: include_str!("migrations/0002_transactions_audit.sql"),
     },
+    Migration {
+        version: 3,
+        name: "branch_holds",
+        sql: include_str!("migrations/0003_branch_holds.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (`'credits-postgres'` as bytes).

@@ -19,10 +19,12 @@ pub(crate) static LOCK_ACCOUNTS: LazyLock<String> = LazyLock::new(|| {
 pub(crate) const LOTS: &str = "SELECT tenant, lot_id, expires_at, priority, remaining \
      FROM credit_lots WHERE tenant = ANY($1::text[])";
 
-pub(crate) const ACTIVE_HOLDS: &str = "SELECT tenant, hold_id, amount, expires_at, draws \
+pub(crate) const ACTIVE_HOLDS: &str = "SELECT tenant, hold_id, amount, expires_at, draws, \
+       owner_tx, owner_branch \
      FROM holds WHERE tenant = ANY($1::text[]) AND state = 'active'";
 
-pub(crate) const RESOLVED_HOLDS: &str = "SELECT h.tenant, h.hold_id, h.state, h.committed \
+pub(crate) const RESOLVED_HOLDS: &str = "SELECT h.tenant, h.hold_id, h.state, h.committed, \
+       h.owner_tx, h.owner_branch \
      FROM holds h JOIN unnest($1::text[], $2::bigint[]) AS w (tenant, hold_id) \
        ON h.tenant = w.tenant AND h.hold_id = w.hold_id \
      WHERE h.state <> 'active'";
@@ -39,10 +41,11 @@ pub(crate) static TARGETS: LazyLock<String> = LazyLock::new(|| {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "SELECT {cols}, coalesce(r.refunded, 0) \
+        "SELECT {cols}, coalesce(r.refunded, 0), h.owner_tx, h.owner_branch \
          FROM journal_entries j JOIN unnest($1::text[], $2::bigint[]) AS w (tenant, seq) \
            ON j.tenant = w.tenant AND j.seq = w.seq \
-         LEFT JOIN refunded_entries r ON r.tenant = j.tenant AND r.seq = j.seq"
+         LEFT JOIN refunded_entries r ON r.tenant = j.tenant AND r.seq = j.seq \
+         LEFT JOIN holds h ON h.tenant = j.tenant AND h.hold_id = j.hold_id"
     )
 });
 
@@ -68,9 +71,10 @@ pub(crate) const DELETE_LOTS: &str = "DELETE FROM credit_lots l \
      USING unnest($1::text[], $2::bigint[]) AS w (tenant, lot_id) \
      WHERE l.tenant = w.tenant AND l.lot_id = w.lot_id";
 
-pub(crate) const UPSERT_HOLDS: &str = "INSERT INTO holds (tenant, hold_id, amount, expires_at, state, committed, draws) \
+pub(crate) const UPSERT_HOLDS: &str = "INSERT INTO holds (tenant, hold_id, amount, expires_at, state, committed, draws, \
+                        owner_tx, owner_branch) \
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], \
-                          $6::bigint[], $7::text[]) \
+                          $6::bigint[], $7::text[], $8::bigint[], $9::int[]) \
      ON CONFLICT (tenant, hold_id) DO UPDATE \
        SET state = EXCLUDED.state, committed = EXCLUDED.committed";
 
@@ -152,3 +156,13 @@ pub(crate) const AUDIT_STREAM: &str = "SELECT record FROM audit_log \
 /// A session advisory lock on a tenant (serializable mode), released by
 /// `pg_advisory_unlock_all()` after the transaction ends.
 pub(crate) const ADVISORY_LOCK: &str = "SELECT pg_advisory_lock(hashtextextended($1, 0))";
+
+/// Active holds owned by transaction branches, in branch order, after ($1, $2).
+pub(crate) const PREPARED_HOLDS: &str = "SELECT tenant, hold_id, amount, owner_tx, owner_branch \
+     FROM holds \
+     WHERE state = 'active' AND owner_tx IS NOT NULL \
+       AND (owner_tx, owner_branch) > ($1::bigint, $2::int) \
+     ORDER BY owner_tx, owner_branch LIMIT $3";
+
+/// Forgets idempotency records applied before $1 (ms).
+pub(crate) const FORGET_KEYS: &str = "DELETE FROM idempotency_keys WHERE at < $1";

@@ -46,25 +46,6 @@ impl PgLedgerStore {
         }
     }
 
-    /// Runs `recover_stalled_transactions()`: decides to abort every undecided distributed
-    /// transaction past its deadline. Returns how many. Run
-    /// [`TransactionManager::recover`](credits_core::tx::TransactionManager::recover) after
-    /// it to tell the participants.
-    ///
-    /// # Errors
-    /// Storage failures.
-    pub async fn recover_stalled_transactions(&self) -> Result<u64, PgError> {
-        let rows = self
-            .query(
-                "recover_stalled",
-                "SELECT recover_stalled_transactions()",
-                &[],
-            )
-            .await?;
-        rows.first()
-            .map_or(Ok(0), |r| codec::u(r.get(0), "recovered count"))
-    }
-
     /// Runs `cleanup_old_transactions(days)`: deletes finished distributed transactions last
     /// changed more than `days` days ago. Returns how many.
     ///
@@ -113,6 +94,20 @@ fn record(row: &Row) -> Result<TxRecord, PgError> {
 const SELECT: &str = "SELECT id, deadline, phase, branches::text FROM distributed_transactions";
 
 impl PgTxLog {
+    /// `recover_stalled_transactions()`: the number of undecided transactions past their
+    /// deadline that the database decided to abort.
+    async fn recover_stalled(&self) -> Result<u64, PgError> {
+        let rows = self
+            .query(
+                "recover_stalled",
+                "SELECT recover_stalled_transactions()",
+                &[],
+            )
+            .await?;
+        rows.first()
+            .map_or(Ok(0), |r| codec::u(r.get(0), "recovered count"))
+    }
+
     async fn query(
         &self,
         what: &'static str,
@@ -184,51 +179,75 @@ impl TxLog for PgTxLog {
         Ok(TxId::new(codec::u(row.get(0), "transaction id")?))
     }
 
-    async fn enlist(&self, tx: TxId, branch: Branch) -> Result<(), LedgerError> {
+    async fn enlist(&self, tx: TxId, branch: Branch) -> Result<u32, LedgerError> {
         let json = codec::branches_text(std::slice::from_ref(&branch))?;
-        let matched = self
-            .update(
+        let id = i64::try_from(tx.get()).map_err(|_| LedgerError::UnknownTransaction(tx))?;
+        let rows = self
+            .query(
                 "tx_enlist",
                 "UPDATE distributed_transactions \
                  SET branches = branches || $2::text::jsonb, updated_at = clock_timestamp() \
-                 WHERE id = $1 AND phase = 'active' RETURNING id",
-                tx,
-                Some(&json),
+                 WHERE id = $1 AND phase = 'active' \
+                 RETURNING jsonb_array_length(branches) - 1",
+                &[&id, &json],
             )
             .await?;
-        if matched {
-            Ok(())
-        } else {
-            Err(self.refused(tx, TxAction::Enlist).await)
+        match rows.first() {
+            Some(row) => Ok(u32::try_from(row.get::<_, i32>(0))
+                .map_err(|_| PgError::corrupt("branch index out of range"))?),
+            None => Err(self.refused(tx, TxAction::Enlist).await),
         }
     }
 
-    async fn mark_prepared(&self, tx: TxId) -> Result<(), LedgerError> {
+    async fn mark_prepared(&self, tx: TxId, prepared: Vec<String>) -> Result<(), LedgerError> {
+        let answers = serde_json::to_string(&prepared)
+            .map_err(|e| PgError::corrupt(format_args!("prepared answers: {e}")))?;
+        // Each branch gets its answer, for exactly the branch set that prepared.
         let matched = self
             .update(
                 "tx_prepared",
                 "UPDATE distributed_transactions \
-                 SET phase = 'prepared', updated_at = clock_timestamp() \
-                 WHERE id = $1 AND phase IN ('active', 'prepared') RETURNING id",
+                 SET phase = 'prepared', updated_at = clock_timestamp(), \
+                     branches = (SELECT coalesce(jsonb_agg(b || jsonb_build_object('prepared', a) \
+                                                           ORDER BY b_i), '[]'::jsonb) \
+                                   FROM jsonb_array_elements(branches) WITH ORDINALITY AS x (b, b_i) \
+                                   JOIN jsonb_array_elements_text($2::text::jsonb) \
+                                        WITH ORDINALITY AS y (a, a_i) ON a_i = b_i) \
+                 WHERE id = $1 AND phase = 'active' \
+                   AND jsonb_array_length(branches) = jsonb_array_length($2::text::jsonb) \
+                 RETURNING id",
                 tx,
-                None,
+                Some(&answers),
             )
             .await?;
         if matched {
-            Ok(())
-        } else {
-            Err(self.refused(tx, TxAction::Prepare).await)
+            return Ok(());
         }
+        // Prepared before with the same answers: done.
+        if let Some(r) = self.fetch(tx).await?
+            && r.phase == TxPhase::Prepared
+            && r.branches.len() == prepared.len()
+            && r.branches
+                .iter()
+                .zip(&prepared)
+                .all(|(b, p)| b.prepared.as_deref() == Some(p.as_str()))
+        {
+            return Ok(());
+        }
+        Err(self.refused(tx, TxAction::Prepare).await)
     }
 
     async fn decide(&self, tx: TxId, decision: TxDecision) -> Result<TxDecision, LedgerError> {
         let phase = TxPhase::as_str(TxPhase::Decided(decision));
+        // A commit needs every branch's answer (`prepared`); an abort may come earlier.
         let matched = self
             .update(
                 "tx_decide",
                 "UPDATE distributed_transactions \
                  SET phase = $2, updated_at = clock_timestamp() \
-                 WHERE id = $1 AND phase IN ('active', 'prepared') RETURNING id",
+                 WHERE id = $1 \
+                   AND (phase = 'prepared' OR (phase = 'active' AND $2 = 'aborting')) \
+                 RETURNING id",
                 tx,
                 Some(&phase),
             )
@@ -281,5 +300,12 @@ impl TxLog for PgTxLog {
             )
             .await?;
         Ok(rows.iter().map(record).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Runs `recover_stalled_transactions()` (the database decides to abort every undecided
+    /// transaction past its deadline, by its own clock); the coordinator then tells the
+    /// participants.
+    async fn maintain(&self, _now: Timestamp) -> Result<u64, LedgerError> {
+        Ok(self.recover_stalled().await?)
     }
 }

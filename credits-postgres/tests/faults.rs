@@ -249,14 +249,14 @@ async fn migrations_twice_are_a_no_op() {
         return;
     };
     let first = migrate(&mut db.admin).await.expect("first");
-    assert_eq!((first.applied, first.version), (vec![1, 2], 2));
+    assert_eq!((first.applied, first.version), (vec![1, 2, 3], 3));
     let objects = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                    WHERE n.nspname = current_schema()";
     let tables = db.count(objects).await;
     let second = migrate(&mut db.admin).await.expect("second");
-    assert_eq!((second.applied, second.version), (vec![], 2));
+    assert_eq!((second.applied, second.version), (vec![], 3));
     assert_eq!(db.count(objects).await, tables);
-    assert_eq!(db.count("SELECT count(*) FROM schema_migrations").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations").await, 3);
     // A database ahead of this build is refused, not guessed at.
     db.admin
         .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')")
@@ -266,7 +266,7 @@ async fn migrations_twice_are_a_no_op() {
         migrate(&mut db.admin).await,
         Err(PgError::SchemaTooNew {
             found: 99,
-            known: 2
+            known: 3
         })
     ));
     db.drop_schema().await;
@@ -340,23 +340,22 @@ async fn recovery_functions_and_coordinator_crash() {
         .await
         .expect("enlist");
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(store.recover_stalled_transactions().await.expect("sql"), 1);
+    assert_eq!(
+        log.maintain(Timestamp::from_unix_millis(0))
+            .await
+            .expect("sql"),
+        1
+    );
     assert_eq!(
         log.get(tx2).await.expect("get").map(|r| r.phase),
         Some(TxPhase::Decided(TxDecision::Abort))
     );
-    assert_eq!(manager().recover().await.expect("recover").aborted, 1);
-    assert_eq!(store.recover_stalled_transactions().await.expect("sql"), 0);
+    let report = manager().recover().await.expect("recover");
+    assert_eq!((report.aborted, report.maintained), (1, 0));
     assert_eq!(log.unfinished().await.expect("unfinished"), vec![]);
     assert!(matches!(
-        log.enlist(
-            tx2,
-            credits_core::tx::Branch {
-                participant: "x".into(),
-                payload: String::new()
-            }
-        )
-        .await,
+        log.enlist(tx2, credits_core::tx::Branch::new("x", ""))
+            .await,
         Err(LedgerError::TransactionState { .. })
     ));
     assert!(matches!(
@@ -364,7 +363,7 @@ async fn recovery_functions_and_coordinator_crash() {
         Ok(None)
     ));
     assert!(matches!(
-        log.mark_prepared(credits_core::tx::TxId::new(999_999))
+        log.mark_prepared(credits_core::tx::TxId::new(999_999), vec![])
             .await,
         Err(LedgerError::UnknownTransaction(id)) if id.get() == 999_999
     ));

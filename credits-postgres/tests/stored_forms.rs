@@ -164,16 +164,18 @@ async fn transaction_rows_hold_the_pinned_forms() {
         (r.get(0), r.get(1))
     };
     // jsonb keeps the value, not the text: keys come back shortest first, with spaces.
-    let branches =
+    let enlisted =
         r#"[{"payload": "{\"tenant\":\"acme\",\"amount\":5}", "participant": "credits"}]"#;
-    let branch = Branch {
-        participant: "credits".into(),
-        payload: r#"{"tenant":"acme","amount":5}"#.into(),
-    };
+    let branches = r#"[{"payload": "{\"tenant\":\"acme\",\"amount\":5}", "prepared": "{\"tenant\":\"acme\",\"hold\":7}", "participant": "credits"}]"#;
+    let branch = Branch::new("credits", r#"{"tenant":"acme","amount":5}"#);
     let tx = log.begin(common::START).await.expect("begin");
     assert_eq!(row(&db).await, ("active".to_owned(), "[]".to_owned()));
-    log.enlist(tx, branch.clone()).await.expect("enlist");
-    log.mark_prepared(tx).await.expect("prepared");
+    assert_eq!(log.enlist(tx, branch.clone()).await, Ok(0));
+    assert_eq!(row(&db).await, ("active".to_owned(), enlisted.to_owned()));
+    let answer = r#"{"tenant":"acme","hold":7}"#.to_owned();
+    log.mark_prepared(tx, vec![answer.clone()])
+        .await
+        .expect("prepared");
     assert_eq!(row(&db).await, ("prepared".to_owned(), branches.to_owned()));
     log.decide(tx, TxDecision::Commit).await.expect("decide");
     assert_eq!(
@@ -188,6 +190,10 @@ async fn transaction_rows_hold_the_pinned_forms() {
     // And that text reads back as the branch enlisted.
     let record = log.get(tx).await.expect("get").expect("known");
     assert_eq!(record.phase, TxPhase::Finished(TxDecision::Commit));
-    assert_eq!(record.branches, [branch]);
+    let prepared = Branch {
+        prepared: Some(answer),
+        ..branch
+    };
+    assert_eq!(record.branches, [prepared]);
     db.drop_schema().await;
 }

@@ -11,7 +11,8 @@
 //! service uses PostgreSQL (in a new schema `load_<ms>`); with `LOAD_BASELINE=1` it drives a
 //! bare axum route instead (the HTTP floor the service is compared with). Prints requests/s and latency
 //! percentiles measured by the client, end to end.
-#![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
+#![allow(clippy::print_stdout)]
+// A command-line tool: its report is its output.
 
 // An example is an application: it spawns the server and its workers.
 #![allow(clippy::disallowed_methods)]

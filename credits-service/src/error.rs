@@ -221,6 +221,8 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
         | LedgerError::IdempotencyConflict(_)
         | LedgerError::TransactionState { .. }
         | LedgerError::BranchNotPrepared { .. }
+        | LedgerError::BranchAlreadyPrepared { .. }
+        | LedgerError::HoldOwnedByTransaction { .. }
         | LedgerError::TransactionTimedOut(_)
         | LedgerError::TransactionAborted { .. } => S::CONFLICT,
         LedgerError::AmountOverflow
@@ -243,9 +245,7 @@ impl From<resilience::ResilienceError> for ApiError {
     fn from(e: resilience::ResilienceError) -> Self {
         use resilience::ResilienceError as R;
         let status = match &e {
-            R::RateLimited { .. } | R::KeyCapacityExhausted { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            R::RateLimited { .. } | R::KeyCapacityExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             R::CircuitOpen { .. } | R::BulkheadFull { .. } | R::Timeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -256,8 +256,7 @@ impl From<resilience::ResilienceError> for ApiError {
             R::CircuitOpen { .. } | R::KeyCapacityExhausted { .. } => Some(Duration::from_secs(1)),
             _ => None,
         });
-        ApiError::from_library(status, e.code(), e.to_string(), e.is_retryable())
-            .retry_after(after)
+        ApiError::from_library(status, e.code(), e.to_string(), e.is_retryable()).retry_after(after)
     }
 }
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::response::IntoResponse;
-use credits_core::tx::{TxAction, TxId, TxPhase};
+use credits_core::tx::{BranchId, TxAction, TxId, TxPhase};
 use credits_core::{Amount, EntrySeq, HoldId, IdempotencyKey, LedgerError, StorageError, TenantId};
 use credits_service::ApiError;
 use http_body_util::BodyExt;
@@ -39,7 +39,11 @@ async fn check(
     assert_eq!(body["error"]["retryable"], retryable, "{what}: {body}");
     assert!(body["error"]["message"].is_string(), "{what}: {body}");
     assert_eq!(body.as_object().unwrap().len(), 1, "{what}: {body}");
-    assert_eq!(body["error"].as_object().unwrap().len(), 3, "{what}: {body}");
+    assert_eq!(
+        body["error"].as_object().unwrap().len(),
+        3,
+        "{what}: {body}"
+    );
 }
 
 /// One value of every `LedgerError` variant and the status the service answers it with.
@@ -129,8 +133,21 @@ fn ledger_table() -> Vec<(LedgerError, u16)> {
         ),
         (
             LedgerError::BranchNotPrepared {
-                tx,
-                participant: "credits".to_owned(),
+                branch: BranchId::new(tx, 0),
+            },
+            409,
+        ),
+        (
+            LedgerError::BranchAlreadyPrepared {
+                branch: BranchId::new(tx, 0),
+                hold: HoldId::new(3),
+            },
+            409,
+        ),
+        (
+            LedgerError::HoldOwnedByTransaction {
+                hold: HoldId::new(3),
+                owner: BranchId::new(tx, 0),
             },
             409,
         ),
@@ -149,7 +166,10 @@ fn ledger_table() -> Vec<(LedgerError, u16)> {
             LedgerError::Storage(StorageError::retryable("connection reset")),
             503,
         ),
-        (LedgerError::Storage(StorageError::permanent("corrupt row")), 500),
+        (
+            LedgerError::Storage(StorageError::permanent("corrupt row")),
+            500,
+        ),
     ]
 }
 

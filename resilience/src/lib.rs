@@ -52,7 +52,7 @@
 //! * `quanta`: `QuantaClock`, a `Clock` whose monotonic reads cost a few nanoseconds
 //!   (the time-stamp counter) instead of a system call; for the hottest limiters and
 //!   breakers.
-//! * `sim`: [`sim`], a deterministic simulation harness (a simulated backend with a
+//! * `sim`: the `sim` module, a deterministic simulation harness (a simulated backend with a
 //!   capacity, a latency curve and capacity changes; seeded traffic on a manual clock).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

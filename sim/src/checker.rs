@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use credits_core::audit::{audit_entry, stream_name};
-use credits_core::tx::{TxDecision, TxId, TxPhase};
+use credits_core::tx::{BranchId, TxDecision, TxPhase};
 use credits_core::{
-    Amount, Effect, EntryKind, EntrySeq, IdempotencyKey, JournalEntry, PageRequest, Receipt,
-    Request, TenantId,
+    Amount, Effect, EntryKind, EntrySeq, HoldId, HoldResolution, HoldState, IdempotencyKey,
+    JournalEntry, PageRequest, Receipt, Request, TenantId,
 };
-use metered_clock::Timestamp;
+use metered_clock::{Clock, Timestamp};
 
 use crate::config::PARTICIPANTS;
 use crate::model::{EntryContext, TxPlan};
@@ -43,7 +43,8 @@ impl Sim {
             "{} {} {:?} => {result:?}",
             req.tenant, req.key, req.command
         ));
-        self.model.record(req, result);
+        let now = self.env.clock.now();
+        self.model.record(req, result, now);
         Ok(())
     }
 
@@ -140,6 +141,11 @@ impl Sim {
         t: &TenantId,
         k: &IdempotencyKey,
     ) -> Result<Option<Timestamp>, Violation> {
+        // A transaction branch's hold never expires on its own (whether or not the prepare's
+        // record is still remembered).
+        if k.as_str().starts_with("tx-") && k.as_str().ends_with("/prepare") {
+            return Ok(Some(Timestamp::MAX));
+        }
         let record = match self.env.proc.ledger.store().idempotency_record(t, k).await {
             Ok(record) => record,
             Err(e) => return Err(self.unexpected(format!("reading the record of {t}/{k}"), e)),
@@ -230,10 +236,15 @@ impl Sim {
     /// Every acknowledged request's record survived with its command and answer.
     pub(crate) async fn check_acked_durable(&self) -> Result<(), Violation> {
         let store = self.env.proc.ledger.store();
+        let now = self.env.clock.now();
         for (t, k) in &self.model.ack_order {
-            let Some((command, result)) = self.model.acked.get(&(t.clone(), k.clone())) else {
+            let id = (t.clone(), k.clone());
+            let Some((command, result)) = self.model.acked.get(&id) else {
                 continue;
             };
+            if !self.model.remembered(&id, now) {
+                continue; // forgotten past the retention, as configured
+            }
             let record = match store.idempotency_record(t, k).await {
                 Ok(record) => record,
                 Err(e) => {
@@ -265,11 +276,6 @@ impl Sim {
 
     // ---- transactions --------------------------------------------------------------------
 
-    fn tx_key(&self, tx: TxId, participant: &str, step: &str) -> Result<IdempotencyKey, Violation> {
-        IdempotencyKey::new(format!("{tx}/{participant}/{step}"))
-            .map_err(|e| self.environment(format!("transaction key of {tx}: {e}")))
-    }
-
     /// Every transaction is finished as it answered; every committed one is applied on all
     /// participants, every aborted one on none.
     pub(crate) async fn check_tx(&self, plan: &TxPlan) -> Result<(), Violation> {
@@ -278,7 +284,7 @@ impl Sim {
             Ok(record) => record,
             Err(e) => return Err(self.unexpected(format!("reading {}", plan.id), e)),
         };
-        let decided = match record.map(|r| r.phase) {
+        let decided = match record.as_ref().map(|r| r.phase) {
             Some(TxPhase::Finished(d)) if d == plan.outcome => d,
             found => {
                 return Err(Violation::TxLogDisagrees {
@@ -289,31 +295,59 @@ impl Sim {
                 });
             }
         };
-        for (name, b) in PARTICIPANTS.iter().zip(&plan.branches) {
-            let key = self.tx_key(plan.id, name, "commit")?;
-            let commit = match store.idempotency_record(b.tenant(), &key).await {
-                Ok(commit) => commit,
-                Err(e) => return Err(self.unexpected(format!("reading {}/{key}", b.tenant()), e)),
+        // What the ledger itself says, not an idempotency record (those are forgotten past
+        // their retention): the hold each branch prepared, found from the answer the log
+        // keeps, and no hold of the branch still held.
+        let prepared = match store.prepared_holds(None, 1_000).await {
+            Ok(holds) => holds,
+            Err(e) => return Err(self.unexpected("reading the prepared holds", e)),
+        };
+        for ((index, name), b) in (0u32..).zip(PARTICIPANTS.iter()).zip(&plan.branches) {
+            let branch = BranchId::new(plan.id, index);
+            let answer = record
+                .as_ref()
+                .and_then(|r| r.branches.get(index as usize))
+                .and_then(|b| b.prepared.as_deref())
+                .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                .and_then(|v| v["hold"].as_u64())
+                .map(HoldId::new);
+            let state = match answer {
+                Some(hold) => match store.hold(b.tenant(), hold).await {
+                    Ok(state) => Some(state),
+                    Err(e) => {
+                        return Err(self.unexpected(format!("reading hold {hold} of {branch}"), e));
+                    }
+                },
+                None => None,
             };
-            let applied = commit.as_ref().is_some_and(|r| r.result.is_ok());
-            match decided {
-                TxDecision::Commit if !applied => {
-                    return Err(Violation::TxBranchNotCommitted {
-                        at: self.at(),
-                        tx: plan.id,
-                        participant: name,
-                        tenant: b.tenant().clone(),
-                        found: commit.map(|r| Box::new(r.result)),
-                    });
+            let still_held = prepared.iter().any(|p| p.branch == branch);
+            let committed = if b.commit().is_zero() {
+                HoldResolution::Cancelled
+            } else {
+                HoldResolution::Committed {
+                    committed: b.commit(),
                 }
-                TxDecision::Abort if commit.is_some() => {
-                    return Err(Violation::TxBranchCommittedAfterAbort {
-                        at: self.at(),
-                        tx: plan.id,
-                        participant: name,
-                    });
+            };
+            let ok = match decided {
+                TxDecision::Commit => state == Some(HoldState::Resolved(committed)),
+                TxDecision::Abort => {
+                    !still_held
+                        && matches!(
+                            state,
+                            None | Some(HoldState::Resolved(HoldResolution::Cancelled))
+                        )
                 }
-                _ => {}
+            };
+            if !ok {
+                return Err(Violation::TxBranchWrong {
+                    at: self.at(),
+                    tx: plan.id,
+                    participant: name,
+                    tenant: b.tenant().clone(),
+                    decided,
+                    found: state,
+                    still_held,
+                });
             }
         }
         Ok(())
@@ -343,10 +377,14 @@ impl Sim {
 
     /// Every acknowledged request, sent again, gets its first answer.
     pub(crate) async fn check_replays(&self) -> Result<(), Violation> {
+        let now = self.env.clock.now();
         for id in &self.model.ack_order {
             let Some((command, first)) = self.model.acked.get(id) else {
                 continue;
             };
+            if !self.model.remembered(id, now) {
+                continue; // sent again, it would be a new request
+            }
             let again = self
                 .env
                 .proc

@@ -23,6 +23,10 @@ pub const TX_TIMEOUT: Duration = Duration::from_secs(30);
 /// every hold time-to-live the workload uses (at most ten minutes).
 pub const LONG_OUTAGE: Duration = Duration::from_secs(3_600);
 
+/// How long idempotency records are kept with [`Config::short_retention`]: shorter than
+/// [`LONG_OUTAGE`].
+pub const SHORT_RETENTION: Duration = Duration::from_secs(1_800);
+
 /// What to simulate.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -45,6 +49,10 @@ pub struct Config {
     /// comes back. Off by default; it once exposed a two-phase-commit atomicity bug (see
     /// `docs/simulation.md`, "Bugs found").
     pub long_outages: bool,
+    /// Keep idempotency records only [`SHORT_RETENTION`] (the default keeps them for ten
+    /// years), and let the tenants work during a long outage of the coordinator, so that
+    /// records of transaction steps are forgotten before recovery runs.
+    pub short_retention: bool,
     /// Run against PostgreSQL at this URL (a private schema per run, dropped at the end)
     /// instead of the in-memory store.
     pub postgres: Option<String>,
@@ -64,6 +72,7 @@ impl Config {
             crash_probability: 0.3,
             bug: None,
             long_outages: false,
+            short_retention: false,
             postgres: None,
             keep_trace: false,
         }
@@ -80,6 +89,13 @@ impl Config {
     #[must_use]
     pub fn with_long_outages(mut self, on: bool) -> Self {
         self.long_outages = on;
+        self
+    }
+
+    /// Sets [`short_retention`](Self::short_retention).
+    #[must_use]
+    pub fn with_short_retention(mut self, on: bool) -> Self {
+        self.short_retention = on;
         self
     }
 
@@ -138,6 +154,8 @@ pub struct Report {
     pub tx_committed: u64,
     /// Distributed transactions aborted.
     pub tx_aborted: u64,
+    /// Outsiders' commits and cancels of prepared holds, all refused.
+    pub outsiders_refused: u64,
     /// SHA-256 of the trace: equal for equal seeds.
     pub trace_hash: String,
     /// The trace lines, when [`Config::keep_trace`] is set.

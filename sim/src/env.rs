@@ -16,7 +16,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use crate::audit::AuditHook;
-use crate::config::{Config, PARTICIPANTS, START};
+use crate::config::{Config, PARTICIPANTS, SHORT_RETENTION, START};
 use crate::pg::PgRun;
 use credits_core::testing::{Bug, FaultKind, Faults, FaultyStore, FaultyTxLog};
 
@@ -35,7 +35,7 @@ pub(crate) struct Env {
     /// The fault switch every wrapped call consults.
     pub(crate) faults: Arc<Faults>,
     /// The ledger store without fault injection (broken when [`Config::bug`] is set).
-    durable: Arc<dyn LedgerStore>,
+    pub(crate) durable: Arc<dyn LedgerStore>,
     /// The transaction log without fault injection.
     pub(crate) txlog: Arc<dyn TxLog>,
     /// The file audit log (in-memory backend).
@@ -57,12 +57,16 @@ impl Env {
                     let audit = Arc::new(AuditHook::open(dir)?);
                     let memory = MemoryLedgerStore::builder()
                         .shards(8)
-                        .idempotency_window(Duration::from_secs(3650 * 24 * 3600))
+                        .idempotency_window(if cfg.short_retention {
+                            SHORT_RETENTION
+                        } else {
+                            Duration::from_secs(3650 * 24 * 3600)
+                        })
                         .journal_hook(audit.clone())
                         .build();
                     (
                         Arc::new(memory),
-                        Arc::new(MemoryTxLog::new()),
+                        Arc::new(MemoryTxLog::starting_at(1)),
                         Some(audit),
                         None,
                     )

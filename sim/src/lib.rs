@@ -16,9 +16,9 @@
 //! * [`run`] drives one seeded workload ([`Config`]) and checks the invariants after every
 //!   step and at the end; it returns a [`Report`] or the first [`Violation`] (with the seed
 //!   and step that reproduce it). `cargo run -p sim -- --seed N --ops M` is the CLI.
-//! * [`fault`] wraps a `LedgerStore` and a `TxLog` so that calls fail before or after
-//!   reaching the backend, or kill the process; [`broken`] holds deliberately broken stores
-//!   the simulator must catch.
+//! * Faults come from the shipped wrappers in `credits_core::testing` (`FaultyStore`,
+//!   `FaultyTxLog`): calls fail before or after reaching the backend, or kill the process;
+//!   a [`Bug`] makes the store deliberately wrong, which the simulator must catch.
 //! * [`audit`] is the journal hook that writes every journal entry to a crash-safe audit
 //!   file sink, and the check that the audit log matches the journal one to one.
 //! * [`linearizability`] records concurrent histories on the in-memory ledger and checks
@@ -51,7 +51,7 @@ mod trace;
 mod violation;
 mod workload;
 
-pub use config::{Config, LONG_OUTAGE, PARTICIPANTS, Report, START, TX_TIMEOUT};
+pub use config::{Config, LONG_OUTAGE, PARTICIPANTS, Report, SHORT_RETENTION, START, TX_TIMEOUT};
 pub use credits_core::testing::Bug;
 pub use run::{run, run_in};
 pub use trace::hex;

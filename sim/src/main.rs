@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use sim::{Bug, Config, run};
 
 const USAGE: &str = "usage: sim [--seed N | --seeds A..B] [--ops M] [--tenants T] \
-[--faults P] [--crashes P] [--bug skip-hold-expiry|double-apply-retry] [--long-outages] \
+[--faults P] [--crashes P] [--bug skip-hold-expiry|double-apply-retry] [--long-outages] [--short-retention] \
 [--postgres (uses DATABASE_URL)] [--trace]";
 
 struct Args {
@@ -27,6 +27,7 @@ struct Args {
     faults: Option<(f64, f64)>,
     bug: Option<Bug>,
     outage: bool,
+    retention: bool,
     postgres: Option<String>,
     trace: bool,
 }
@@ -39,6 +40,7 @@ fn parse() -> Result<Args, String> {
         faults: None,
         bug: None,
         outage: false,
+        retention: false,
         postgres: None,
         trace: false,
     };
@@ -74,6 +76,7 @@ fn parse() -> Result<Args, String> {
                 a.bug = Some(Bug::parse(&v).ok_or_else(|| format!("unknown bug {v}"))?);
             }
             "--long-outages" => a.outage = true,
+            "--short-retention" => a.retention = true,
             "--trace" => a.trace = true,
             "--postgres" => {
                 a.postgres = Some(
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
         let mut config = Config::new(seed, args.ops)
             .with_tenants(args.tenants)
             .with_long_outages(args.outage)
+            .with_short_retention(args.retention)
             .with_trace(args.trace);
         if let Some((f, c)) = args.faults {
             config = config.with_faults(f, c);
@@ -181,7 +185,7 @@ fn main() -> ExitCode {
                 total_ops += r.ops;
                 runs += 1;
                 println!(
-                    "seed {seed}: ok ops={} entries={} audit={} faults={} crashes={} torn={} retries={} tx={}/{} trace={}",
+                    "seed {seed}: ok ops={} entries={} audit={} faults={} crashes={} torn={} retries={} tx={}/{} outsiders_refused={} trace={}",
                     r.ops,
                     r.journal_entries,
                     r.audit_records,
@@ -191,16 +195,22 @@ fn main() -> ExitCode {
                     r.retries,
                     r.tx_committed,
                     r.tx_aborted,
+                    r.outsiders_refused,
                     r.trace_hash
                 );
             }
             Err(v) => {
                 println!("FAILED {v}");
                 println!(
-                    "reproduce: cargo run -p sim --release -- --seed {seed} --ops {}{}{}",
+                    "reproduce: cargo run -p sim --release -- --seed {seed} --ops {}{}{}{}",
                     args.ops,
                     args.bug.map_or(String::new(), |_| " --bug …".into()),
-                    if args.outage { " --long-outages" } else { "" }
+                    if args.outage { " --long-outages" } else { "" },
+                    if args.retention {
+                        " --short-retention"
+                    } else {
+                        ""
+                    }
                 );
                 return ExitCode::from(1);
             }

@@ -4,6 +4,7 @@
 //! stores against it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use credits_core::tx::{HoldBranch, TxDecision, TxId};
 use credits_core::{
@@ -219,14 +220,32 @@ pub(crate) struct Model {
     pub(crate) tracked: BTreeMap<TenantId, Tracked>,
     /// Every distributed transaction.
     pub(crate) txs: Vec<TxPlan>,
+    /// When each acknowledged request was answered.
+    acked_at: BTreeMap<RequestId, Timestamp>,
+    /// How long the store keeps idempotency records (`None`: longer than any run).
+    retention: Option<Duration>,
 }
 
 impl Model {
     /// Nothing acknowledged yet for `tenants` (with their overdraft limits).
-    pub(crate) fn new(tenants: Vec<(TenantId, Amount)>) -> Self {
+    pub(crate) fn new(tenants: Vec<(TenantId, Amount)>, retention: Option<Duration>) -> Self {
         Model {
             tenants,
+            retention,
             ..Model::default()
+        }
+    }
+
+    /// Whether the store still remembers the record of `id` at `now`: it was answered within
+    /// the retention (a record is forgotten only once a later one of its tenant is more
+    /// than the retention newer, and no record is newer than `now`).
+    pub(crate) fn remembered(&self, id: &RequestId, now: Timestamp) -> bool {
+        match (self.retention, self.acked_at.get(id)) {
+            (None, _) => true,
+            (Some(r), Some(at)) => {
+                at.as_unix_millis() >= now.as_unix_millis().saturating_sub(millis(r))
+            }
+            (Some(_), None) => false,
         }
     }
 
@@ -246,8 +265,9 @@ impl Model {
     }
 
     /// Takes in the first definitive answer to `req`.
-    pub(crate) fn record(&mut self, req: &Request, result: &Answer) {
+    pub(crate) fn record(&mut self, req: &Request, result: &Answer, at: Timestamp) {
         let id = (req.tenant.clone(), req.key.clone());
+        self.acked_at.insert(id.clone(), at);
         self.acked
             .insert(id.clone(), (req.command.clone(), result.clone()));
         self.ack_order.push(id);
@@ -291,4 +311,8 @@ impl Model {
             .get(&(tenant.clone(), key.clone()))
             .is_some_and(|(_, r)| r.is_err())
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

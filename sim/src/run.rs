@@ -5,12 +5,14 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use credits_core::{LedgerError, TenantId, TenantSettings};
+use std::sync::Arc;
+
+use credits_core::{Amount, IdempotencyKey, Ledger, LedgerError, TenantId, TenantSettings};
 use metered_clock::{Clock, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{Config, Report, START, TX_TIMEOUT};
+use crate::config::{Config, Report, SHORT_RETENTION, START, TX_TIMEOUT};
 use crate::env::Env;
 use crate::model::{Model, Tracked};
 use crate::trace::Trace;
@@ -111,7 +113,7 @@ impl Sim {
             cfg: cfg.clone(),
             rng,
             env,
-            model: Model::new(tenants),
+            model: Model::new(tenants, cfg.short_retention.then_some(SHORT_RETENTION)),
             next_key: 0,
             step: 0,
             op: "setup".into(),
@@ -219,6 +221,9 @@ impl Sim {
         if cut > 0 {
             self.report.torn_tails += 1;
         }
+        if !outage.is_zero() && self.cfg.short_retention {
+            self.work_during_outage().await?;
+        }
         self.env.reboot();
         let tx = match self.env.proc.tm.recover().await {
             Ok(tx) => tx,
@@ -234,6 +239,42 @@ impl Sim {
             sweep.holds_expired, sweep.lots_expired
         ));
         self.check_acked_durable().await
+    }
+
+    /// While the coordinator is down the ledger keeps serving its tenants: each makes a
+    /// request with a fresh key (one the ledger refuses, so the model is unchanged), which
+    /// lets the store forget idempotency records past their retention.
+    async fn work_during_outage(&mut self) -> Result<(), Violation> {
+        let ledger = Ledger::from_shared(
+            Arc::clone(&self.env.durable),
+            Arc::new(self.env.clock.clone()),
+        );
+        for (i, (t, _)) in self.model.tenants.clone().into_iter().enumerate() {
+            let key = IdempotencyKey::new(format!("outage-{}-{i}", self.step))
+                .map_err(|e| self.unexpected("outage key", e))?;
+            match ledger.consume(&t, key, Amount::MAX).await {
+                Err(LedgerError::InsufficientCredits { .. }) => {}
+                other => {
+                    return Err(self.unexpected(
+                        "a consume during the outage",
+                        other.err().unwrap_or(LedgerError::AmountOverflow),
+                    ));
+                }
+            }
+        }
+        // What a retention job does (the memory store also forgets on its own).
+        let horizon = Timestamp::from_unix_millis(
+            self.env
+                .clock
+                .now()
+                .as_unix_millis()
+                .saturating_sub(u64::try_from(SHORT_RETENTION.as_millis()).unwrap_or(u64::MAX)),
+        );
+        if let Err(e) = self.env.durable.forget_keys(horizon).await {
+            return Err(self.unexpected("forgetting idempotency records", e));
+        }
+        self.line("tenants worked during the outage");
+        Ok(())
     }
 
     /// Restarts (without an outage) when an injected fault killed the process.

@@ -5,7 +5,7 @@ use std::fmt;
 
 use credits_core::tx::{TxDecision, TxId, TxPhase};
 use credits_core::{
-    Amount, Balance, ConservationViolation, EntryKind, EntrySeq, HoldId, IdempotencyKey,
+    Amount, Balance, ConservationViolation, EntryKind, EntrySeq, HoldId, HoldState, IdempotencyKey,
     JournalEntry, LedgerError, Receipt, TenantId,
 };
 use metered_clock::Timestamp;
@@ -249,11 +249,13 @@ pub enum Violation {
         /// Its phase in the log.
         found: Option<TxPhase>,
     },
-    /// A committed transaction is not applied on one of its participants.
+    /// A transaction branch did not end as its transaction was decided: a committed one not
+    /// committed as planned, an aborted one still held or committed.
     #[error(
-        "{at}: {tx} decided commit but branch {participant} ({tenant}) did not commit: {found:?}"
+        "{at}: {tx} decided {decided:?} but branch {participant} ({tenant}) left its hold {found:?}{}",
+        if *still_held { ", still held" } else { "" }
     )]
-    TxBranchNotCommitted {
+    TxBranchWrong {
         /// Where.
         at: At,
         /// The transaction.
@@ -262,18 +264,27 @@ pub enum Violation {
         participant: &'static str,
         /// Its tenant.
         tenant: TenantId,
-        /// The branch's commit answer, if any.
-        found: Option<Box<Answer>>,
+        /// The logged decision.
+        decided: TxDecision,
+        /// The state of the hold the branch prepared, if it logged one.
+        found: Option<HoldState>,
+        /// Whether a hold of the branch is still held.
+        still_held: bool,
     },
-    /// An aborted transaction has a commit on one of its participants.
-    #[error("{at}: {tx} aborted but branch {participant} has a commit")]
-    TxBranchCommittedAfterAbort {
+    /// Someone other than its transaction committed or cancelled a prepared hold (or the
+    /// attempt changed the tenant).
+    #[error(
+        "{at}: an outsider's attempt on {tenant}'s prepared hold {hold} was not refused: {answers:?}"
+    )]
+    OutsiderResolved {
         /// Where.
         at: At,
-        /// The transaction.
-        tx: TxId,
-        /// The participant.
-        participant: &'static str,
+        /// The tenant.
+        tenant: TenantId,
+        /// The hold.
+        hold: HoldId,
+        /// What the cancel and the commit answered.
+        answers: Vec<String>,
     },
     /// A transaction is still unfinished after recovery past its deadline.
     #[error(
@@ -358,8 +369,8 @@ impl Violation {
             | Violation::BatchLength { at, .. }
             | Violation::RejectedBatchWrote { at, .. }
             | Violation::TxLogDisagrees { at, .. }
-            | Violation::TxBranchNotCommitted { at, .. }
-            | Violation::TxBranchCommittedAfterAbort { at, .. }
+            | Violation::TxBranchWrong { at, .. }
+            | Violation::OutsiderResolved { at, .. }
             | Violation::TxUnfinished { at, .. }
             | Violation::Audit { at, .. }
             | Violation::AuditCount { at, .. }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use credits_core::tx::{HoldBranch, TxDecision, TxId, TxPhase};
 use credits_core::{Amount, Command, IdempotencyKey, LedgerError, Request, TenantId};
+use metered_clock::Clock;
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -295,6 +296,9 @@ impl Sim {
         let Some((command, _)) = self.model.acked.get(&id).cloned() else {
             return Ok(());
         };
+        if !self.model.remembered(&id, self.env.clock.now()) {
+            return Ok(()); // sent again, it would be a new request
+        }
         self.op = format!("retry {}/{}", id.0, id.1);
         let req = Request::new(id.0, id.1, command);
         // `submit` compares the answer with the first one.
@@ -310,6 +314,9 @@ impl Sim {
         let Some((command, _)) = self.model.acked.get(&id).cloned() else {
             return Ok(());
         };
+        if !self.model.remembered(&id, self.env.clock.now()) {
+            return Ok(()); // forgotten: another command under the key is a new request
+        }
         let other = Command::Consume {
             amount: Amount::new(1),
         };
@@ -387,8 +394,14 @@ impl Sim {
         self.op = format!("transaction {branches:?} commit={want_commit}");
         let tx = self.begin_tx().await?;
         self.enlist(tx, &branches).await?;
+        let open = if self.rng.random_bool(0.3) {
+            self.outsiders(tx).await?
+        } else {
+            true
+        };
         self.maybe_arm();
-        let wanted = if want_commit {
+        // A transaction whose phase one was refused is aborted already.
+        let wanted = if want_commit && open {
             TxDecision::Commit
         } else {
             TxDecision::Abort
@@ -410,6 +423,50 @@ impl Sim {
         Ok(())
     }
 
+    /// Prepares `tx` (without faults), then outsiders try to commit and cancel its holds:
+    /// each attempt is refused with `HoldOwnedByTransaction` and changes nothing. Returns
+    /// whether the transaction is still open (phase one may refuse and abort it).
+    async fn outsiders(&mut self, tx: TxId) -> Result<bool, Violation> {
+        match self.env.proc.tm.prepare(tx).await {
+            Ok(()) => {}
+            Err(LedgerError::TransactionAborted { .. }) => return Ok(false),
+            Err(e) => return Err(self.unexpected(format!("preparing {tx}"), e)),
+        }
+        let ledger = self.env.proc.ledger.clone();
+        let prepared = match ledger.store().prepared_holds(None, 1_000).await {
+            Ok(holds) => holds,
+            Err(e) => return Err(self.unexpected("reading the prepared holds", e)),
+        };
+        for p in prepared.into_iter().filter(|p| p.branch.tx == tx) {
+            let before = ledger.store().totals(&p.tenant).await;
+            let cancel = self.key();
+            let commit = self.key();
+            let attempts = [
+                ledger.cancel(&p.tenant, cancel, p.hold).await.map(|_| ()),
+                ledger
+                    .commit(&p.tenant, commit, p.hold, Amount::new(1))
+                    .await
+                    .map(|_| ()),
+            ];
+            let after = ledger.store().totals(&p.tenant).await;
+            let refused = attempts.iter().all(|a| {
+                matches!(a, Err(LedgerError::HoldOwnedByTransaction { hold, owner })
+                    if *hold == p.hold && *owner == p.branch)
+            });
+            if !refused || before != after {
+                return Err(Violation::OutsiderResolved {
+                    at: self.at(),
+                    tenant: p.tenant.clone(),
+                    hold: p.hold,
+                    answers: attempts.iter().map(|a| format!("{a:?}")).collect(),
+                });
+            }
+            self.report.outsiders_refused += 2;
+            self.line(&format!("outsiders refused on {} {}", p.tenant, p.hold));
+        }
+        Ok(true)
+    }
+
     /// Begins a transaction: an ambiguous begin leaves an empty transaction that recovery
     /// aborts, so a failed one is simply begun again.
     async fn begin_tx(&mut self) -> Result<TxId, Violation> {
@@ -429,8 +486,20 @@ impl Sim {
         for (name, branch) in PARTICIPANTS.iter().zip(branches) {
             loop {
                 match self.env.proc.tm.enlist(tx, name, branch.payload()).await {
-                    Ok(()) => break,
-                    Err(e) if e.is_storage() => self.recover_if_crashed().await?,
+                    Ok(_) => break,
+                    Err(e) if e.is_storage() => {
+                        self.recover_if_crashed().await?;
+                        // An ambiguous enlist may have been logged: enlisting again would
+                        // add a second branch. Ask the log.
+                        let record = match self.env.txlog.get(tx).await {
+                            Ok(record) => record,
+                            Err(e) => return Err(self.unexpected(format!("reading {tx}"), e)),
+                        };
+                        if record.is_some_and(|r| r.branches.iter().any(|b| b.participant == *name))
+                        {
+                            break;
+                        }
+                    }
                     Err(e) => return Err(self.unexpected("enlist", e)),
                 }
             }

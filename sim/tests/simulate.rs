@@ -92,6 +92,28 @@ fn ci_seeds_run_clean_with_long_outages() {
     assert!(committed > 0);
 }
 
+/// Regression of "prepared is inferred from a cache" (see `docs/simulation.md`, "Bugs
+/// found"): idempotency records are kept 30 minutes, the coordinator stays down an hour
+/// after a crash that interrupts a transaction, and the tenants keep working meanwhile, so
+/// the records of the transaction's steps are forgotten before recovery runs. Before
+/// transaction-owned holds, seed 1 ended with a decided commit applied on no participant
+/// (`--seed 1 --ops 3000 --long-outages --short-retention`). Outsiders also try to commit
+/// and cancel prepared holds on every run; each attempt must be refused.
+#[test]
+fn ci_seeds_run_clean_with_short_retention() {
+    let mut refused = 0;
+    for seed in [1, 2] {
+        let report = run(&Config::new(seed, CI_OPS)
+            .with_long_outages(true)
+            .with_short_retention(true))
+        .unwrap_or_else(|v| panic!("{v}"));
+        assert_eq!(report.journal_entries, report.audit_records);
+        assert!(report.crashes > 0, "seed {seed} never crashed");
+        refused += report.outsiders_refused;
+    }
+    assert!(refused > 0, "outsiders tried");
+}
+
 /// The same workload against PostgreSQL (`credits-postgres`), where a crash drops the
 /// whole connection pool and the audit entries are the ones PostgreSQL sealed; its trace
 /// must equal the in-memory run's (every answer the same). Skipped

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::AuditError;
 
-/// Settings of an [`AuditWriter`]. Build with [`WriterConfig::builder`].
+/// Settings of an [`AuditWriter`](super::AuditWriter). Build with [`WriterConfig::builder`].
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
     pub(super) origin: String,

@@ -293,7 +293,7 @@ impl AuditWriter {
     }
 
     /// The head of `stream` in the log (default head if the stream has no entry yet): use it
-    /// to [`StreamChain::resume`] after a restart.
+    /// to [`StreamChain::resume`](crate::StreamChain::resume) after a restart.
     #[must_use]
     pub fn stream_head(&self, stream: &str) -> StreamHead {
         self.shared

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(doc)]
+use crate::LatencySketch;
 use crate::error::{CanaryError, Result};
 
 /// Longest metric-check name.

@@ -10,6 +10,8 @@ use super::check::{Limit, MetricCheck, MetricKind};
 use super::observations::{ArmObservation, Observations};
 use super::policy::HealthPolicy;
 use super::report::{CheckVerdict, HealthReport, MetricResult, Verdict};
+#[cfg(doc)]
+use crate::CanaryError;
 use crate::error::Result;
 use crate::mann_whitney::{MetricClass, ScoreClass};
 use crate::plan::Step;

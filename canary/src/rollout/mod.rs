@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use metered_clock::Timestamp;
 
+#[cfg(doc)]
+use crate::Observations;
 use crate::command::{Actor, RolloutCommand};
 use crate::directive::{Action, Directive};
 use crate::error::{CanaryError, Result};

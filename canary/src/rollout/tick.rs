@@ -9,6 +9,8 @@ use crate::error::Result;
 use crate::event::Event;
 use crate::health::{HealthReport, LimitAction, Observations, Verdict};
 use crate::phase::{PauseReason, Phase};
+#[cfg(doc)]
+use crate::{CanaryError, HealthPolicy};
 
 impl Rollout {
     /// Runs a health check if one is due, and whatever it leads to; completes a promotion or

@@ -11,6 +11,7 @@ use hashbrown::HashMap;
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::tx::BranchId;
 use crate::{
     Amount, Balance, Command, Effect, EntryKind, EntrySeq, HoldId, HoldResolution, HoldState,
     IdempotencyKey, JournalEntry, LedgerError, LotId, Receipt, Request, TenantId, TenantSettings,
@@ -61,6 +62,7 @@ pub struct Hold {
     amount: Amount,
     expires_at: Timestamp,
     draws: Box<[Draw]>,
+    owner: Option<BranchId>,
 }
 
 impl Hold {
@@ -90,7 +92,16 @@ impl Hold {
             amount,
             expires_at,
             draws: draws.into_boxed_slice(),
+            owner: None,
         })
+    }
+
+    /// The same hold, owned by a transaction branch (as read back from storage): only that
+    /// branch's decision resolves it, and it never expires on its own.
+    #[must_use]
+    pub fn owned_by(mut self, owner: BranchId) -> Hold {
+        self.owner = Some(owner);
+        self
     }
 
     /// Its number.
@@ -112,6 +123,11 @@ impl Hold {
     #[must_use]
     pub fn draws(&self) -> &[Draw] {
         &self.draws
+    }
+    /// The transaction branch that owns it (`None`: an ordinary hold).
+    #[must_use]
+    pub fn owner(&self) -> Option<BranchId> {
+        self.owner
     }
 }
 
@@ -145,6 +161,9 @@ pub struct AccountParts {
     pub holds: Vec<Hold>,
     /// Resolved holds; at least the one the command names ([`Command::hold`]).
     pub resolved: Vec<(HoldId, HoldResolution)>,
+    /// The owners of resolved holds that a transaction branch owned; at least for the hold
+    /// the command names and the hold of the journal entry a refund names.
+    pub owners: Vec<(HoldId, BranchId)>,
     /// Amounts already refunded per entry; at least for the entry a refund names.
     pub refunded: Vec<(EntrySeq, Amount)>,
 }
@@ -217,6 +236,8 @@ pub struct Account {
     holds: HashMap<HoldId, Hold>,
     deadlines: BTreeSet<(Timestamp, HoldId)>,
     resolved: HashMap<HoldId, HoldResolution>,
+    /// Owners of resolved holds that a transaction branch owned.
+    owners: HashMap<HoldId, BranchId>,
     refunded: HashMap<EntrySeq, Amount>,
 }
 
@@ -238,6 +259,7 @@ impl Account {
             holds: HashMap::new(),
             deadlines: BTreeSet::new(),
             resolved: HashMap::new(),
+            owners: HashMap::new(),
             refunded: HashMap::new(),
         }
     }
@@ -260,6 +282,7 @@ impl Account {
             holds: HashMap::with_capacity(parts.holds.len()),
             deadlines: BTreeSet::new(),
             resolved: parts.resolved.iter().copied().collect(),
+            owners: parts.owners.iter().copied().collect(),
             refunded: parts.refunded.iter().copied().collect(),
         };
         let mut lots = Amount::ZERO;
@@ -272,7 +295,10 @@ impl Account {
         let mut held = Amount::ZERO;
         for hold in parts.holds {
             held = held.checked_add(hold.amount)?;
-            account.deadlines.insert((hold.expires_at, hold.id));
+            if hold.owner.is_none() {
+                // A transaction's hold never expires on its own.
+                account.deadlines.insert((hold.expires_at, hold.id));
+            }
             if account.holds.insert(hold.id, hold).is_some() {
                 return Err(corrupt("duplicate hold"));
             }
@@ -362,6 +388,15 @@ impl Account {
         self.resolved.get(&id).copied()
     }
 
+    /// The transaction branch that owns (or owned) a hold, if one does.
+    #[must_use]
+    pub fn owner(&self, id: HoldId) -> Option<BranchId> {
+        self.holds
+            .get(&id)
+            .and_then(|h| h.owner)
+            .or_else(|| self.owners.get(&id).copied())
+    }
+
     /// What is known about a hold.
     #[must_use]
     pub fn hold_state(&self, id: HoldId) -> Option<HoldState> {
@@ -424,8 +459,25 @@ impl Account {
             } => self.grant(&mut fx, at, key, amount, expires_at, priority),
             Command::Consume { amount } => self.consume(&mut fx, at, key, amount),
             Command::Reserve { amount, ttl } => self.reserve(&mut fx, at, key, amount, ttl),
-            Command::Commit { hold, amount } => self.resolve(&mut fx, at, key, hold, Some(amount)),
-            Command::Cancel { hold } => self.resolve(&mut fx, at, key, hold, None),
+            Command::Commit { hold, amount } => {
+                self.resolve(&mut fx, at, key, hold, Some(amount), None)
+            }
+            Command::Cancel { hold } => self.resolve(&mut fx, at, key, hold, None, None),
+            Command::Prepare { amount, branch } => self.prepare(&mut fx, at, key, amount, branch),
+            Command::CommitPrepared {
+                branch,
+                hold,
+                amount,
+            } => {
+                let spend = (!amount.is_zero()).then_some(amount);
+                self.resolve(&mut fx, at, key, hold, spend, Some(branch))
+            }
+            Command::AbortPrepared { branch, hold } => {
+                match hold.or_else(|| self.hold_of(branch)) {
+                    Some(hold) => self.resolve(&mut fx, at, key, hold, None, Some(branch)),
+                    None => Err(LedgerError::BranchNotPrepared { branch }),
+                }
+            }
             Command::Refund { entry, amount } => {
                 self.refund(&mut fx, at, key, entry, amount, refund_target)
             }
@@ -656,6 +708,46 @@ impl Account {
             .checked_add(Duration::from_millis(ttl_ms))
             .filter(|t| *t != Timestamp::MAX)
             .ok_or(LedgerError::AmountOverflow)?;
+        self.take_hold(fx, at, key, amount, expires_at, None)
+    }
+
+    /// Phase one of a transaction branch: a hold owned by `branch`, which never expires on
+    /// its own. A branch holds at most one hold: preparing it again while its hold is active
+    /// answers [`LedgerError::BranchAlreadyPrepared`] naming that hold.
+    fn prepare(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        amount: Amount,
+        branch: BranchId,
+    ) -> Result<Receipt, LedgerError> {
+        if amount.is_zero() {
+            return Err(LedgerError::ZeroAmount);
+        }
+        if let Some(hold) = self.hold_of(branch) {
+            return Err(LedgerError::BranchAlreadyPrepared { branch, hold });
+        }
+        self.take_hold(fx, at, key, amount, Timestamp::MAX, Some(branch))
+    }
+
+    /// The active hold `branch` owns, if any.
+    fn hold_of(&self, branch: BranchId) -> Option<HoldId> {
+        self.holds
+            .values()
+            .find(|h| h.owner == Some(branch))
+            .map(|h| h.id)
+    }
+
+    fn take_hold(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        amount: Amount,
+        expires_at: Timestamp,
+        owner: Option<BranchId>,
+    ) -> Result<Receipt, LedgerError> {
         let t = self.header.totals;
         if amount > t.available {
             return Err(LedgerError::InsufficientCredits {
@@ -677,9 +769,12 @@ impl Account {
                 amount,
                 expires_at,
                 draws: draws.into_boxed_slice(),
+                owner,
             },
         );
-        self.deadlines.insert((expires_at, id));
+        if owner.is_none() {
+            self.deadlines.insert((expires_at, id));
+        }
         fx.holds_changed.push(id);
         let seq = self.push(
             fx,
@@ -725,6 +820,8 @@ impl Account {
         released
     }
 
+    /// Commits (`commit` is `Some`) or cancels a hold. `by` is the transaction branch
+    /// asking (`None`: an ordinary caller); a hold owned by a branch answers only to it.
     fn resolve(
         &mut self,
         fx: &mut Applied,
@@ -732,9 +829,18 @@ impl Account {
         key: Option<&IdempotencyKey>,
         id: HoldId,
         commit: Option<Amount>,
+        by: Option<BranchId>,
     ) -> Result<Receipt, LedgerError> {
         if commit.is_some_and(Amount::is_zero) {
             return Err(LedgerError::ZeroAmount);
+        }
+        match (self.owner(id), by) {
+            (Some(owner), by) if by != Some(owner) => {
+                return Err(LedgerError::HoldOwnedByTransaction { hold: id, owner });
+            }
+            // A branch names a hold it does not own.
+            (None, Some(branch)) => return Err(LedgerError::BranchNotPrepared { branch }),
+            _ => {}
         }
         let Some(hold) = self.holds.get(&id) else {
             return Err(match self.resolved.get(&id) {
@@ -759,6 +865,9 @@ impl Account {
             return Err(LedgerError::UnknownHold(id));
         };
         self.deadlines.remove(&(hold.expires_at, id));
+        if let Some(owner) = hold.owner {
+            self.owners.insert(id, owner);
+        }
         fx.holds_changed.push(id);
         let (seq, effect) = if commit.is_some() {
             self.resolved
@@ -846,6 +955,13 @@ impl Account {
         };
         if !target.kind.is_refundable() {
             return Err(LedgerError::NotRefundable(entry));
+        }
+        if let Some(owner) = target.hold.and_then(|h| self.owners.get(&h)) {
+            // A transaction's charge is the transaction's: its own decision made it.
+            return Err(LedgerError::HoldOwnedByTransaction {
+                hold: target.hold.unwrap_or(HoldId::new(0)),
+                owner: *owner,
+            });
         }
         let already = self.refunded(entry);
         let refundable = target.amount.saturating_sub(already);

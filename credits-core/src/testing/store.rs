@@ -7,7 +7,8 @@ use metered_clock::Timestamp;
 
 use super::bug::{Bug, BugState};
 use super::faults::Faults;
-use crate::store::{Page, PageRequest, SweepReport};
+use crate::store::{Page, PageRequest, PreparedHold, SweepReport};
+use crate::tx::BranchId;
 use crate::{
     Balance, Batch, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, LedgerError, LedgerStore,
     Receipt, Request, TenantId, TenantSettings, Totals,
@@ -122,5 +123,19 @@ impl<S: LedgerStore + ?Sized> LedgerStore for FaultyStore<S> {
 
     async fn totals_all(&self) -> Result<Totals, LedgerError> {
         self.faults.run_read(self.inner.totals_all()).await
+    }
+
+    async fn forget_keys(&self, older_than: Timestamp) -> Result<u64, LedgerError> {
+        self.faults.run(self.inner.forget_keys(older_than)).await
+    }
+
+    async fn prepared_holds(
+        &self,
+        after: Option<BranchId>,
+        limit: usize,
+    ) -> Result<Vec<PreparedHold>, LedgerError> {
+        self.faults
+            .run_read(self.inner.prepared_holds(after, limit))
+            .await
     }
 }

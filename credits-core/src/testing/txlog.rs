@@ -29,11 +29,13 @@ impl<L: TxLog + ?Sized> TxLog for FaultyTxLog<L> {
     async fn begin(&self, deadline: Timestamp) -> Result<TxId, LedgerError> {
         self.faults.run(self.inner.begin(deadline)).await
     }
-    async fn enlist(&self, tx: TxId, branch: Branch) -> Result<(), LedgerError> {
+    async fn enlist(&self, tx: TxId, branch: Branch) -> Result<u32, LedgerError> {
         self.faults.run(self.inner.enlist(tx, branch)).await
     }
-    async fn mark_prepared(&self, tx: TxId) -> Result<(), LedgerError> {
-        self.faults.run(self.inner.mark_prepared(tx)).await
+    async fn mark_prepared(&self, tx: TxId, prepared: Vec<String>) -> Result<(), LedgerError> {
+        self.faults
+            .run(self.inner.mark_prepared(tx, prepared))
+            .await
     }
     async fn decide(&self, tx: TxId, decision: TxDecision) -> Result<TxDecision, LedgerError> {
         self.faults.run(self.inner.decide(tx, decision)).await
@@ -46,5 +48,8 @@ impl<L: TxLog + ?Sized> TxLog for FaultyTxLog<L> {
     }
     async fn unfinished(&self) -> Result<Vec<TxRecord>, LedgerError> {
         self.faults.run_read(self.inner.unfinished()).await
+    }
+    async fn maintain(&self, now: Timestamp) -> Result<u64, LedgerError> {
+        self.faults.run(self.inner.maintain(now)).await
     }
 }

@@ -1,43 +1,55 @@
 //! The ledger's holds as a transaction participant: [`LedgerHolds`] and [`HoldBranch`].
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Participant, TxId};
+use super::{BranchId, InFlight, Participant};
 use crate::store::LedgerStore;
 use crate::{Amount, Command, HoldId, IdempotencyKey, Ledger, LedgerError, Request, TenantId};
 
-/// The time-to-live of the holds [`LedgerHolds`] takes in phase one: 2^62 ms (about 146
-/// million years), so in effect they never expire on their own. A participant that voted
-/// to commit must keep the credits until the coordinator's decision reaches it, after an
-/// outage of any length; holds of transactions that are never decided are reclaimed by
-/// [`TransactionManager::recover`](super::TransactionManager::recover), which aborts them past their deadline. (It is the
-/// longest time-to-live whose expiry every store can record, PostgreSQL's `bigint`
-/// included, from any present-day clock.)
-pub const PREPARED_HOLD_TTL: Duration = Duration::from_millis(1 << 62);
-
-/// The ledger's holds as a transaction [`Participant`]: prepare reserves credits, commit
-/// commits (part of) them, abort cancels the hold.
+/// The ledger's holds as a transaction [`Participant`]: phase one takes a hold **owned by
+/// the branch** ([`Command::Prepare`]), commit spends (part of) it, abort releases it.
 ///
-/// Branch payloads are [`HoldBranch::payload`]s. Every step uses idempotency keys
-/// derived from the transaction id (`tx-<id>/<participant>/reserve`, `…/commit`,
-/// `…/cancel`), so repeating a step (after a crash, in recovery) applies it once. The
-/// holds do not expire on their own ([`PREPARED_HOLD_TTL`]): only phase two releases them,
-/// so a decided commit still applies after a coordinator outage of any length. Until then
-/// the credits are held (not spendable), also while the coordinator is down: run
-/// [`TransactionManager::recover`](super::TransactionManager::recover) at start-up and periodically so that undecided
-/// transactions past their deadline are aborted and their holds cancelled.
+/// Branch payloads are [`HoldBranch::payload`]s; what phase one answers (logged by the
+/// coordinator with the `Prepared` phase) names the tenant and the hold. The owned hold is
+/// the durable fact: it never expires on its own, nobody but the branch's decision can
+/// commit, cancel or refund it, and a branch that must be aborted without the logged answer
+/// is found by its owner in the ledger itself — never concluded "not prepared" from a
+/// missing idempotency record. Every step's idempotency key names the branch
+/// (`tx-<id>/<index>/<participant>/prepare`, `…/commit`, `…/abort`, `…/abort-<hold>`), so
+/// repeating a step
+/// (after a crash, in recovery) applies it once, and two branches never share a key.
+///
+/// Until the decision the credits are held (not spendable), also while the coordinator is
+/// down: run [`TransactionManager::recover`](super::TransactionManager::recover) at start-up
+/// and periodically, so that undecided transactions past their deadline are aborted and
+/// their holds released.
 #[derive(Debug)]
 pub struct LedgerHolds<S: ?Sized = dyn LedgerStore> {
     name: String,
     ledger: Ledger<S>,
 }
 
+/// What phase one answered: the tenant and the hold (logged by the coordinator).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Prepared {
+    tenant: TenantId,
+    hold: HoldId,
+}
+
+impl Prepared {
+    fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn parse(text: &str) -> Result<Self, LedgerError> {
+        serde_json::from_str(text).map_err(|e| LedgerError::InvalidPayload(e.to_string()))
+    }
+}
+
 /// What a [`LedgerHolds`] branch does: hold `reserve` credits of `tenant` in phase one
-/// (until phase two: the hold does not expire on its own), spend `commit` of them (the
-/// rest is released; zero cancels) in phase two.
+/// (until phase two: the hold is owned by the branch and does not expire on its own), spend
+/// `commit` of them (the rest is released; zero releases everything) in phase two.
 ///
 /// ```
 /// use credits_core::tx::HoldBranch;
@@ -140,33 +152,19 @@ impl<S: LedgerStore + ?Sized> LedgerHolds<S> {
         }
     }
 
-    fn key(&self, tx: TxId, step: &str) -> Result<IdempotencyKey, LedgerError> {
-        IdempotencyKey::new(format!("{tx}/{}/{step}", self.name))
+    fn key(&self, branch: BranchId, step: &str) -> Result<IdempotencyKey, LedgerError> {
+        IdempotencyKey::new(format!("{branch}/{}/{step}", self.name))
     }
 
-    fn reserve_command(p: &HoldBranch) -> Command {
-        Command::Reserve {
-            amount: p.reserve,
-            ttl: PREPARED_HOLD_TTL,
-        }
-    }
-
-    /// The hold phase one created, if it did: a successful reservation of the branch's
-    /// amount under the branch's key (whatever its time-to-live, so that holds prepared
-    /// with an earlier, expiring time-to-live are still found).
-    async fn prepared_hold(&self, tx: TxId, p: &HoldBranch) -> Result<Option<HoldId>, LedgerError> {
-        let key = self.key(tx, "reserve")?;
-        let record = self
-            .ledger
-            .store()
-            .idempotency_record(&p.tenant, &key)
-            .await?;
-        Ok(record.and_then(|r| match r.command {
-            Command::Reserve { amount, .. } if amount == p.reserve => {
-                r.result.ok().and_then(|o| o.hold())
-            }
-            _ => None,
-        }))
+    async fn run(
+        &self,
+        tenant: &TenantId,
+        branch: BranchId,
+        step: &str,
+        command: Command,
+    ) -> Result<crate::Receipt, LedgerError> {
+        let request = Request::new(tenant.clone(), self.key(branch, step)?, command);
+        self.ledger.apply(&request).await
     }
 }
 
@@ -176,51 +174,97 @@ impl<S: LedgerStore + ?Sized> Participant for LedgerHolds<S> {
         &self.name
     }
 
-    async fn prepare(&self, tx: TxId, payload: &str) -> Result<(), LedgerError> {
+    async fn prepare(&self, branch: BranchId, payload: &str) -> Result<String, LedgerError> {
         let p = HoldBranch::parse(payload)?;
-        let request = Request::new(
-            p.tenant.clone(),
-            self.key(tx, "reserve")?,
-            Self::reserve_command(&p),
-        );
-        self.ledger.apply(&request).await.map(|_| ())
+        let command = Command::Prepare {
+            amount: p.reserve,
+            branch,
+        };
+        let hold = match self.run(&p.tenant, branch, "prepare", command).await {
+            Ok(receipt) => receipt.hold().ok_or_else(|| {
+                LedgerError::InvalidPayload("a prepare answered without a hold".to_owned())
+            })?,
+            // Prepared before (its idempotency record forgotten since): the same hold.
+            Err(LedgerError::BranchAlreadyPrepared { hold, .. }) => hold,
+            Err(e) => return Err(e),
+        };
+        Ok(Prepared {
+            tenant: p.tenant,
+            hold,
+        }
+        .encode())
     }
 
-    async fn commit(&self, tx: TxId, payload: &str) -> Result<(), LedgerError> {
+    async fn commit(
+        &self,
+        branch: BranchId,
+        payload: &str,
+        prepared: &str,
+    ) -> Result<(), LedgerError> {
         let p = HoldBranch::parse(payload)?;
-        let hold =
-            self.prepared_hold(tx, &p)
-                .await?
-                .ok_or_else(|| LedgerError::BranchNotPrepared {
-                    tx,
-                    participant: self.name.clone(),
-                })?;
-        let key = self.key(tx, "commit")?;
-        let result = if p.commit.is_zero() {
-            self.ledger.cancel(&p.tenant, key, hold).await
-        } else {
-            self.ledger.commit(&p.tenant, key, hold, p.commit).await
+        let Prepared { tenant, hold } = Prepared::parse(prepared)?;
+        let command = Command::CommitPrepared {
+            branch,
+            hold,
+            amount: p.commit,
         };
-        result.map(|_| ())
-    }
-
-    async fn abort(&self, tx: TxId, payload: &str) -> Result<(), LedgerError> {
-        // An unreadable payload was refused by `prepare` too: nothing to undo.
-        let Ok(p) = HoldBranch::parse(payload) else {
-            return Ok(());
-        };
-        let Some(hold) = self.prepared_hold(tx, &p).await? else {
-            return Ok(()); // never prepared: nothing to undo
-        };
-        match self
-            .ledger
-            .cancel(&p.tenant, self.key(tx, "cancel")?, hold)
-            .await
-        {
-            Ok(_) | Err(LedgerError::HoldAlreadyCancelled(_) | LedgerError::HoldExpired(_)) => {
-                Ok(())
-            }
+        match self.run(&tenant, branch, "commit", command).await {
+            Ok(_) => Ok(()),
+            // Only the branch can resolve its hold: resolved as decided means done before.
+            Err(LedgerError::HoldAlreadyCommitted(h)) if h == hold && !p.commit.is_zero() => Ok(()),
+            Err(LedgerError::HoldAlreadyCancelled(h)) if h == hold && p.commit.is_zero() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn abort(
+        &self,
+        branch: BranchId,
+        payload: &str,
+        prepared: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let (tenant, hold) = match prepared.map(Prepared::parse).transpose()? {
+            Some(p) => (p.tenant, Some(p.hold)),
+            None => match HoldBranch::parse(payload) {
+                Ok(p) => (p.tenant, None),
+                // An unreadable payload was refused by `prepare` too: nothing to undo.
+                Err(_) => return Ok(()),
+            },
+        };
+        // An abort that names the hold is another request than one that must find it.
+        let step = hold.map_or_else(|| "abort".to_owned(), |h| format!("abort-{h}"));
+        let command = Command::AbortPrepared { branch, hold };
+        match self.run(&tenant, branch, &step, command).await {
+            // Released now, before, or never prepared: nothing held either way.
+            Ok(_)
+            | Err(LedgerError::HoldAlreadyCancelled(_) | LedgerError::BranchNotPrepared { .. }) => {
+                Ok(())
+            }
+            Err(LedgerError::UnknownHold(h)) if Some(h) == hold => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn in_flight(
+        &self,
+        after: Option<BranchId>,
+        limit: usize,
+    ) -> Result<Vec<InFlight>, LedgerError> {
+        let holds = self.ledger.store().prepared_holds(after, limit).await?;
+        Ok(holds
+            .into_iter()
+            .map(|h| InFlight {
+                branch: h.branch,
+                prepared: Prepared {
+                    tenant: h.tenant,
+                    hold: h.hold,
+                }
+                .encode(),
+            })
+            .collect())
+    }
+
+    async fn recover(&self) -> Result<(), LedgerError> {
+        self.ledger.recover().await.map(|_| ())
     }
 }

@@ -16,12 +16,17 @@ use crate::LedgerError;
 pub trait TxLog: Send + Sync + fmt::Debug {
     /// Logs a new transaction and returns its id.
     async fn begin(&self, deadline: Timestamp) -> Result<TxId, LedgerError>;
-    /// Adds a branch (only while `Active`).
-    async fn enlist(&self, tx: TxId, branch: Branch) -> Result<(), LedgerError>;
-    /// Moves `Active` to `Prepared`.
-    async fn mark_prepared(&self, tx: TxId) -> Result<(), LedgerError>;
+    /// Adds a branch (only while `Active`) and returns its index (0 for the first).
+    async fn enlist(&self, tx: TxId, branch: Branch) -> Result<u32, LedgerError>;
+    /// Moves `Active` to `Prepared`, recording what each branch answered to phase one
+    /// (`prepared[i]` for branch `i`). Succeeds only for the branch set that was prepared:
+    /// [`LedgerError::TransactionState`] if the transaction now has another number of
+    /// branches (one was enlisted while the others prepared). Repeating it with the same
+    /// answers once `Prepared` succeeds.
+    async fn mark_prepared(&self, tx: TxId, prepared: Vec<String>) -> Result<(), LedgerError>;
     /// Records a decision. The first decision wins: returns the decision now on record
-    /// (which differs from `decision` if another one was recorded first).
+    /// (which differs from `decision` if another one was recorded first). A commit needs
+    /// the `Prepared` phase ([`LedgerError::TransactionState`] otherwise).
     async fn decide(&self, tx: TxId, decision: TxDecision) -> Result<TxDecision, LedgerError>;
     /// Marks phase two complete.
     async fn finish(&self, tx: TxId) -> Result<(), LedgerError>;
@@ -29,26 +34,60 @@ pub trait TxLog: Send + Sync + fmt::Debug {
     async fn get(&self, tx: TxId) -> Result<Option<TxRecord>, LedgerError>;
     /// Every transaction not yet `Finished`, oldest first.
     async fn unfinished(&self) -> Result<Vec<TxRecord>, LedgerError>;
+    /// Housekeeping a durable log needs besides the coordinator's recovery (for example
+    /// PostgreSQL's clean-up of transactions whose coordinator stalled); returns how many
+    /// records it touched. [`TransactionManager::recover`](super::TransactionManager::recover)
+    /// calls it first. The default does nothing.
+    async fn maintain(&self, now: Timestamp) -> Result<u64, LedgerError> {
+        let _ = now;
+        Ok(0)
+    }
 }
 
 /// The in-memory [`TxLog`] (decisions survive only as long as the process; use a durable log
 /// for crash recovery across restarts).
-#[derive(Debug, Default)]
+///
+/// Transaction ids are unique across logs and processes, not only within one log: each log
+/// starts counting at a random point of the 63-bit id space, so a new log (after a restart,
+/// in another process) never reuses the ids — and so the idempotency keys — of an earlier
+/// one that wrote to the same ledger.
+#[derive(Debug)]
 pub struct MemoryTxLog {
     inner: Mutex<MemoryTxLogInner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MemoryTxLogInner {
     next: u64,
     records: BTreeMap<TxId, TxRecord>,
 }
 
+impl Default for MemoryTxLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemoryTxLog {
-    /// An empty log.
+    /// An empty log whose ids start at a random point (see the type's docs).
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        // Room for 2^32 transactions above the start, below 2^63 (PostgreSQL's bigint).
+        let start = rand::random_range(1..(1u64 << 63) - (1u64 << 32));
+        Self::starting_at(start)
+    }
+
+    /// An empty log whose first transaction id is `first` (at least 1), for deterministic
+    /// runs (a simulator, a test). Ids are unique only as far as the caller makes the
+    /// starting points distinct.
+    #[must_use]
+    pub fn starting_at(first: u64) -> Self {
+        MemoryTxLog {
+            inner: Mutex::new(MemoryTxLogInner {
+                next: first.max(1),
+                records: BTreeMap::new(),
+            }),
+        }
     }
 
     fn with<T>(
@@ -69,8 +108,11 @@ impl MemoryTxLog {
 impl TxLog for MemoryTxLog {
     async fn begin(&self, deadline: Timestamp) -> Result<TxId, LedgerError> {
         let mut inner = self.inner.lock();
-        inner.next += 1;
         let id = TxId::new(inner.next);
+        inner.next = inner
+            .next
+            .checked_add(1)
+            .ok_or(LedgerError::AmountOverflow)?;
         inner.records.insert(
             id,
             TxRecord {
@@ -83,11 +125,13 @@ impl TxLog for MemoryTxLog {
         Ok(id)
     }
 
-    async fn enlist(&self, tx: TxId, branch: Branch) -> Result<(), LedgerError> {
+    async fn enlist(&self, tx: TxId, branch: Branch) -> Result<u32, LedgerError> {
         self.with(tx, |r| match r.phase {
             TxPhase::Active => {
+                let index =
+                    u32::try_from(r.branches.len()).map_err(|_| LedgerError::AmountOverflow)?;
                 r.branches.push(branch);
-                Ok(())
+                Ok(index)
             }
             phase => Err(LedgerError::TransactionState {
                 tx,
@@ -97,10 +141,22 @@ impl TxLog for MemoryTxLog {
         })
     }
 
-    async fn mark_prepared(&self, tx: TxId) -> Result<(), LedgerError> {
+    async fn mark_prepared(&self, tx: TxId, prepared: Vec<String>) -> Result<(), LedgerError> {
         self.with(tx, |r| match r.phase {
-            TxPhase::Active | TxPhase::Prepared => {
+            TxPhase::Active if r.branches.len() == prepared.len() => {
+                for (branch, answer) in r.branches.iter_mut().zip(prepared) {
+                    branch.prepared = Some(answer);
+                }
                 r.phase = TxPhase::Prepared;
+                Ok(())
+            }
+            TxPhase::Prepared
+                if r.branches.len() == prepared.len()
+                    && r.branches
+                        .iter()
+                        .zip(&prepared)
+                        .all(|(b, p)| b.prepared.as_deref() == Some(p.as_str())) =>
+            {
                 Ok(())
             }
             phase => Err(LedgerError::TransactionState {
@@ -112,12 +168,17 @@ impl TxLog for MemoryTxLog {
     }
 
     async fn decide(&self, tx: TxId, decision: TxDecision) -> Result<TxDecision, LedgerError> {
-        self.with(tx, |r| match r.phase {
-            TxPhase::Active | TxPhase::Prepared => {
+        self.with(tx, |r| match (r.phase, decision) {
+            (TxPhase::Prepared, _) | (TxPhase::Active, TxDecision::Abort) => {
                 r.phase = TxPhase::Decided(decision);
                 Ok(decision)
             }
-            TxPhase::Decided(d) | TxPhase::Finished(d) => Ok(d),
+            (TxPhase::Decided(d) | TxPhase::Finished(d), _) => Ok(d),
+            (phase @ TxPhase::Active, TxDecision::Commit) => Err(LedgerError::TransactionState {
+                tx,
+                state: phase,
+                action: TxAction::Decide,
+            }),
         })
     }
 

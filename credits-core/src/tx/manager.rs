@@ -7,7 +7,7 @@ use hashbrown::HashMap;
 use metered_clock::Clock;
 
 use super::{
-    Branch, Participant, TxAction, TxDecision, TxId, TxLog, TxOutcome, TxPhase, TxRecord,
+    Branch, BranchId, Participant, TxAction, TxDecision, TxId, TxLog, TxOutcome, TxPhase, TxRecord,
     TxRecoveryReport,
 };
 use crate::LedgerError;
@@ -96,7 +96,8 @@ impl TransactionManager {
         }
     }
 
-    /// Adds a branch for a registered participant.
+    /// Adds a branch for a registered participant and returns its id (the transaction and
+    /// the branch's index).
     ///
     /// # Errors
     /// [`LedgerError::UnknownParticipant`], [`LedgerError::UnknownTransaction`],
@@ -107,7 +108,7 @@ impl TransactionManager {
         tx: TxId,
         participant: &str,
         payload: impl Into<String>,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<BranchId, LedgerError> {
         if !self.participants.contains_key(participant) {
             return Err(LedgerError::UnknownParticipant(participant.to_owned()));
         }
@@ -119,15 +120,11 @@ impl TransactionManager {
             self.finish_as(&record, TxDecision::Abort).await?;
             return Err(LedgerError::TransactionTimedOut(tx));
         }
-        self.log
-            .enlist(
-                tx,
-                Branch {
-                    participant: participant.to_owned(),
-                    payload: payload.into(),
-                },
-            )
-            .await
+        let index = self
+            .log
+            .enlist(tx, Branch::new(participant, payload))
+            .await?;
+        Ok(BranchId::new(tx, index))
     }
 
     fn participant(&self, name: &str) -> Result<&Arc<dyn Participant>, LedgerError> {
@@ -136,8 +133,9 @@ impl TransactionManager {
             .ok_or_else(|| LedgerError::UnknownParticipant(name.to_owned()))
     }
 
-    /// Phase one: every branch prepares. On a refusal or past the deadline, the transaction
-    /// is aborted (decision logged, every branch told).
+    /// Phase one: every branch prepares, and their answers are logged with the `Prepared`
+    /// phase. On a refusal, past the deadline, or when a branch was enlisted meanwhile, the
+    /// transaction is aborted (decision logged, every branch told).
     ///
     /// # Errors
     /// [`LedgerError::TransactionAborted`], [`LedgerError::TransactionTimedOut`],
@@ -153,26 +151,65 @@ impl TransactionManager {
             self.finish_as(&record, TxDecision::Abort).await?;
             return Err(LedgerError::TransactionTimedOut(tx));
         }
-        for branch in &record.branches {
-            let refusal = match self.participant(&branch.participant) {
-                Ok(p) => p.prepare(tx, &branch.payload).await.err(),
-                Err(e) => Some(e),
+        let mut answers = Vec::with_capacity(record.branches.len());
+        for (index, branch) in (0u32..).zip(&record.branches) {
+            let id = BranchId::new(tx, index);
+            let answer = match self.participant(&branch.participant) {
+                Ok(p) => p.prepare(id, &branch.payload).await,
+                Err(e) => Err(e),
             };
-            if let Some(reason) = refusal {
-                tracing::info!(%tx, participant = %branch.participant, %reason, "prepare refused; aborting");
-                self.finish_as(&record, TxDecision::Abort).await?;
-                return Err(LedgerError::TransactionAborted {
-                    tx,
-                    participant: branch.participant.clone(),
-                    reason: reason.to_string(),
-                });
+            match answer {
+                Ok(answer) => answers.push(answer),
+                Err(reason) => {
+                    tracing::info!(branch = %id, participant = %branch.participant, %reason, "prepare refused; aborting");
+                    return Err(self
+                        .abort_after_prepare(tx, &branch.participant, reason)
+                        .await);
+                }
             }
         }
         if self.clock.now() > record.deadline {
             self.finish_as(&record, TxDecision::Abort).await?;
             return Err(LedgerError::TransactionTimedOut(tx));
         }
-        self.log.mark_prepared(tx).await
+        match self.log.mark_prepared(tx, answers).await {
+            Ok(()) => Ok(()),
+            // A branch was enlisted while the others prepared: it never prepared.
+            Err(LedgerError::TransactionState {
+                state: TxPhase::Active,
+                ..
+            }) => {
+                let reason = LedgerError::TransactionState {
+                    tx,
+                    state: TxPhase::Active,
+                    action: TxAction::Enlist,
+                };
+                Err(self.abort_after_prepare(tx, "", reason).await)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Aborts a transaction whose phase one failed (re-reading the log so that every branch
+    /// enlisted so far is told) and returns the error for the caller.
+    async fn abort_after_prepare(
+        &self,
+        tx: TxId,
+        participant: &str,
+        reason: LedgerError,
+    ) -> LedgerError {
+        let aborted = match self.record(tx).await {
+            Ok(record) => self.finish_as(&record, TxDecision::Abort).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match aborted {
+            Ok(()) => LedgerError::TransactionAborted {
+                tx,
+                participant: participant.to_owned(),
+                reason: reason.to_string(),
+            },
+            Err(e) => e,
+        }
     }
 
     /// Commits: prepares first if needed, logs the decision, then runs phase two.
@@ -230,25 +267,55 @@ impl TransactionManager {
             TxPhase::Active | TxPhase::Prepared => self.log.decide(record.id, decision).await?,
         };
         // Phase two: the decision is durable, now tell every branch.
-        for branch in &record.branches {
-            let p = self.participant(&branch.participant)?;
-            match decided {
-                TxDecision::Commit => p.commit(record.id, &branch.payload).await?,
-                TxDecision::Abort => p.abort(record.id, &branch.payload).await?,
-            }
+        for (index, branch) in (0u32..).zip(&record.branches) {
+            let id = BranchId::new(record.id, index);
+            self.tell(id, branch, decided).await?;
         }
         self.log.finish(record.id).await?;
         Ok(decided)
     }
 
-    /// Drives every unfinished transaction: decided ones to their decision, undecided ones
-    /// past their deadline to abort. Call at start-up (and periodically).
+    /// Phase two of one branch.
+    async fn tell(
+        &self,
+        id: BranchId,
+        branch: &Branch,
+        decision: TxDecision,
+    ) -> Result<(), LedgerError> {
+        let p = self.participant(&branch.participant)?;
+        match (decision, branch.prepared.as_deref()) {
+            (TxDecision::Commit, Some(prepared)) => p.commit(id, &branch.payload, prepared).await,
+            // A commit is decided only once every branch's answer is logged.
+            (TxDecision::Commit, None) => Err(LedgerError::BranchNotPrepared { branch: id }),
+            (TxDecision::Abort, prepared) => p.abort(id, &branch.payload, prepared).await,
+        }
+    }
+
+    /// The one recovery pass; run it at start-up and periodically (every few seconds).
+    /// In order:
+    ///
+    /// 1. each participant's own housekeeping ([`Participant::recover`]: the ledger applies
+    ///    its due expiries) and the log's ([`TxLog::maintain`]);
+    /// 2. every unfinished transaction: decided ones are driven to their decision, undecided
+    ///    ones past their deadline are aborted. One still unfinished past its deadline after
+    ///    this is **in doubt**: counted, logged as a warning, and reported by the
+    ///    `credits_tx_in_doubt` gauge;
+    /// 3. prepared work that participants still hold for transactions the log says are
+    ///    finished (a phase-one call that landed after its transaction was decided) is
+    ///    resolved as the transaction was.
     ///
     /// # Errors
-    /// Log failures. A participant failure is counted in `failed`, not returned.
+    /// Log failures and participants' housekeeping failures. A failure of one transaction's
+    /// phase two is counted in `failed`, not returned.
     pub async fn recover(&self) -> Result<TxRecoveryReport, LedgerError> {
         let mut report = TxRecoveryReport::default();
+        let mut names: Vec<&String> = self.participants.keys().collect();
+        names.sort_unstable();
+        for name in &names {
+            self.participants[*name].recover().await?;
+        }
         let now = self.clock.now();
+        report.maintained = self.log.maintain(now).await?;
         for record in self.log.unfinished().await? {
             let target = match record.phase {
                 TxPhase::Decided(d) => d,
@@ -262,11 +329,72 @@ impl TransactionManager {
                 Ok(TxDecision::Commit) => report.committed += 1,
                 Ok(TxDecision::Abort) => report.aborted += 1,
                 Err(e) => {
-                    tracing::warn!(tx = %record.id, error = %e, "recovery of transaction failed; will retry");
                     report.failed += 1;
+                    if now > record.deadline {
+                        report.in_doubt += 1;
+                        tracing::warn!(tx = %record.id, deadline = %record.deadline, error = %e, "transaction in doubt past its deadline; recovery will retry");
+                    } else {
+                        tracing::info!(tx = %record.id, error = %e, "recovery of transaction failed; will retry");
+                    }
                 }
             }
         }
+        #[allow(clippy::cast_precision_loss)] // a count, far below 2^52
+        metrics::gauge!("credits_tx_in_doubt").set(report.in_doubt as f64);
+        for name in &names {
+            self.reconcile(name, &mut report).await?;
+        }
         Ok(report)
+    }
+
+    /// Step 3 of [`recover`](Self::recover) for one participant.
+    async fn reconcile(
+        &self,
+        name: &str,
+        report: &mut TxRecoveryReport,
+    ) -> Result<(), LedgerError> {
+        const PAGE: usize = 256;
+        let participant = self.participant(name)?;
+        let mut after = None;
+        loop {
+            let page = participant.in_flight(after, PAGE).await?;
+            for work in &page {
+                let Some(record) = self.log.get(work.branch.tx).await? else {
+                    report.orphans_unknown += 1;
+                    continue;
+                };
+                let TxPhase::Finished(decision) = record.phase else {
+                    continue; // in progress, or step 2's business
+                };
+                let payload = usize::try_from(work.branch.index)
+                    .ok()
+                    .and_then(|i| record.branches.get(i))
+                    .filter(|b| b.participant == name)
+                    .map_or("", |b| b.payload.as_str());
+                let done = match decision {
+                    TxDecision::Commit => {
+                        participant
+                            .commit(work.branch, payload, &work.prepared)
+                            .await
+                    }
+                    TxDecision::Abort => {
+                        participant
+                            .abort(work.branch, payload, Some(&work.prepared))
+                            .await
+                    }
+                };
+                match done {
+                    Ok(()) => report.orphans_resolved += 1,
+                    Err(e) => {
+                        tracing::warn!(branch = %work.branch, error = %e, "resolving prepared work of a finished transaction failed; will retry");
+                        report.failed += 1;
+                    }
+                }
+            }
+            if page.len() < PAGE {
+                return Ok(());
+            }
+            after = page.last().map(|w| w.branch);
+        }
     }
 }

@@ -31,19 +31,25 @@
 //! # Protocol
 //!
 //! `begin` logs the transaction with its deadline; `enlist` logs a branch (a participant
-//! name and an opaque payload that tells the participant what to do). `prepare` asks every
-//! branch to get ready (phase one); a refusal or a passed deadline aborts. `commit` (which
-//! prepares first if needed) **logs the decision before phase two**, then tells every
-//! branch. After a crash, [`TransactionManager::recover`] reads the log: decided
-//! transactions are driven to their decision; undecided ones past their deadline are
-//! aborted. Participants' `commit` and `abort` must be idempotent (they may be repeated).
+//! name and an opaque payload that tells the participant what to do) and returns its
+//! [`BranchId`]. `prepare` asks every branch to get ready (phase one) and logs their answers
+//! with the `Prepared` phase, for exactly the branch set that prepared; a refusal, a passed
+//! deadline or a branch enlisted meanwhile aborts. `commit` (which prepares first if
+//! needed) **logs the decision before phase two**, then tells every branch.
+//! [`TransactionManager::recover`] is the one recovery pass: participants' and the log's
+//! housekeeping, decided transactions driven to their decision, undecided ones past their
+//! deadline aborted, prepared work of finished transactions released. Participants'
+//! `commit` and `abort` must be idempotent (they may be repeated).
 //!
 //! A participant that prepared keeps its resources until it learns the outcome, however
 //! long that takes (a coordinator outage included): only the log's decision releases them.
-//! [`LedgerHolds`] therefore takes holds that do not expire on their own
-//! ([`PREPARED_HOLD_TTL`]); a transaction whose coordinator never decides is aborted by
-//! [`recover`](TransactionManager::recover) once past its deadline, which cancels its
-//! holds. So run `recover` at start-up and periodically.
+//! [`LedgerHolds`] therefore takes holds **owned by the branch**: they do not expire on
+//! their own, only the branch's decision commits or cancels them (anyone else gets
+//! [`LedgerError::HoldOwnedByTransaction`](crate::LedgerError::HoldOwnedByTransaction)),
+//! and the owned hold itself is the durable record of "prepared". A transaction whose
+//! coordinator never decides is aborted by [`recover`](TransactionManager::recover) once
+//! past its deadline, which releases its holds. So run `recover` at start-up and
+//! periodically.
 
 mod holds;
 mod log;
@@ -51,10 +57,10 @@ mod manager;
 mod participant;
 mod types;
 
-pub use holds::{HoldBranch, LedgerHolds, PREPARED_HOLD_TTL};
+pub use holds::{HoldBranch, LedgerHolds};
 pub use log::{MemoryTxLog, TxLog};
 pub use manager::{TransactionManager, TransactionManagerBuilder};
-pub use participant::Participant;
+pub use participant::{InFlight, Participant};
 pub use types::{
-    Branch, TxAction, TxDecision, TxId, TxOutcome, TxPhase, TxRecord, TxRecoveryReport,
+    Branch, BranchId, TxAction, TxDecision, TxId, TxOutcome, TxPhase, TxRecord, TxRecoveryReport,
 };

@@ -31,6 +31,31 @@ impl fmt::Display for TxId {
     }
 }
 
+/// One branch of a transaction: the transaction and the branch's position in it (0 first).
+/// A hold prepared for a branch is owned by it ([`Command::Prepare`](crate::Command)):
+/// only that branch's decision resolves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BranchId {
+    /// The transaction.
+    pub tx: TxId,
+    /// The branch's position in the transaction (enlistment order, from 0).
+    pub index: u32,
+}
+
+impl BranchId {
+    /// Branch `index` of `tx`.
+    #[must_use]
+    pub const fn new(tx: TxId, index: u32) -> Self {
+        BranchId { tx, index }
+    }
+}
+
+impl fmt::Display for BranchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tx, self.index)
+    }
+}
+
 /// The coordinator's decision, logged before phase two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxDecision {
@@ -47,6 +72,22 @@ pub struct Branch {
     pub participant: String,
     /// What the participant should do, in its own format.
     pub payload: String,
+    /// What the participant answered to phase one (its record of the prepared work, e.g.
+    /// the hold it took), logged with the transaction's `Prepared` phase; `None` before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<String>,
+}
+
+impl Branch {
+    /// A branch not yet prepared.
+    #[must_use]
+    pub fn new(participant: impl Into<String>, payload: impl Into<String>) -> Self {
+        Branch {
+            participant: participant.into(),
+            payload: payload.into(),
+            prepared: None,
+        }
+    }
 }
 
 /// Where a transaction stands in the log.
@@ -182,4 +223,15 @@ pub struct TxRecoveryReport {
     pub pending: usize,
     /// Transactions whose phase two failed again (retry later).
     pub failed: usize,
+    /// Of those, transactions past their deadline: in doubt, holding resources (also the
+    /// `credits_tx_in_doubt` gauge and a warning per transaction).
+    pub in_doubt: usize,
+    /// Prepared work of finished transactions that a participant still held and recovery
+    /// resolved (a phase-one call that landed after its transaction was decided).
+    pub orphans_resolved: usize,
+    /// Prepared work whose transaction this log does not know (left alone: it may belong
+    /// to another coordinator's log).
+    pub orphans_unknown: usize,
+    /// Records the log's own housekeeping touched ([`TxLog::maintain`](super::TxLog::maintain)).
+    pub maintained: u64,
 }

@@ -17,7 +17,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use credits_core::backend::Draw;
-use credits_core::tx::{Branch, TxAction, TxDecision, TxId};
+use credits_core::tx::{Branch, BranchId, TxAction, TxDecision, TxId};
 use credits_core::{Command, Effect, IdempotencyRecord, LedgerError, Receipt, StorageError};
 use serde::Deserializer;
 use serde::de::{DeserializeOwned, Visitor};
@@ -243,6 +243,7 @@ fn failures() -> Vec<(IdempotencyRecord, &'static str)> {
     let hold = HoldId::new(7);
     let entry = EntrySeq::new(12);
     let tx = TxId::new(42);
+    let branch = BranchId::new(tx, 1);
     let cancel = Command::Cancel { hold };
     let refund = Command::Refund {
         entry,
@@ -412,13 +413,34 @@ fn failures() -> Vec<(IdempotencyRecord, &'static str)> {
         ),
         (
             failed(
-                consume(1),
-                LedgerError::BranchNotPrepared {
-                    tx,
-                    participant: "credits".into(),
+                Command::AbortPrepared { branch, hold: None },
+                LedgerError::BranchNotPrepared { branch },
+            ),
+            r#"{"command":{"AbortPrepared":{"branch":{"tx":42,"index":1},"hold":null}},"result":{"Err":{"BranchNotPrepared":{"branch":{"tx":42,"index":1}}}},"at":1700000000000}"#,
+        ),
+        (
+            failed(
+                Command::Prepare {
+                    amount: Amount::new(40),
+                    branch,
+                },
+                LedgerError::BranchAlreadyPrepared { branch, hold },
+            ),
+            r#"{"command":{"Prepare":{"amount":40,"branch":{"tx":42,"index":1}}},"result":{"Err":{"BranchAlreadyPrepared":{"branch":{"tx":42,"index":1},"hold":7}}},"at":1700000000000}"#,
+        ),
+        (
+            failed(
+                Command::CommitPrepared {
+                    branch,
+                    hold,
+                    amount: Amount::new(5),
+                },
+                LedgerError::HoldOwnedByTransaction {
+                    hold,
+                    owner: branch,
                 },
             ),
-            r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"BranchNotPrepared":{"tx":42,"participant":"credits"}}},"at":1700000000000}"#,
+            r#"{"command":{"CommitPrepared":{"branch":{"tx":42,"index":1},"hold":7,"amount":5}},"result":{"Err":{"HoldOwnedByTransaction":{"hold":7,"owner":{"tx":42,"index":1}}}},"at":1700000000000}"#,
         ),
         (
             failed(consume(1), LedgerError::TransactionTimedOut(tx)),
@@ -527,18 +549,15 @@ fn hold_draws_keep_their_text() {
 #[test]
 fn transaction_branches_keep_their_text() {
     let branches = vec![
+        Branch::new("credits", r#"{"tenant":"acme","amount":5}"#),
         Branch {
-            participant: "credits".into(),
-            payload: r#"{"tenant":"acme","amount":5}"#.into(),
-        },
-        Branch {
-            participant: "billing".into(),
-            payload: String::new(),
+            prepared: Some(r#"{"tenant":"acme","hold":7}"#.into()),
+            ..Branch::new("billing", "")
         },
     ];
     check(
         &branches,
-        r#"[{"participant":"credits","payload":"{\"tenant\":\"acme\",\"amount\":5}"},{"participant":"billing","payload":""}]"#,
+        r#"[{"participant":"credits","payload":"{\"tenant\":\"acme\",\"amount\":5}"},{"participant":"billing","payload":"","prepared":"{\"tenant\":\"acme\",\"hold\":7}"}]"#,
         |b| branches_text(b),
         branches_of,
     );

@@ -44,6 +44,54 @@ pub(crate) fn ts(v: i64, what: &str) -> Result<Timestamp, PgError> {
     u(v, what).map(Timestamp::from_unix_millis)
 }
 
+/// A hold's expiry as stored: the end of time (a transaction's hold) as the largest
+/// `bigint`, which no real time reaches.
+pub(crate) fn hold_expiry(t: Timestamp) -> Result<i64, PgError> {
+    if t == Timestamp::MAX {
+        return Ok(i64::MAX);
+    }
+    i(t.as_unix_millis(), "hold expiry")
+}
+
+/// A stored hold expiry read back ([`hold_expiry`]'s inverse).
+pub(crate) fn hold_expiry_of(v: i64) -> Result<Timestamp, PgError> {
+    if v == i64::MAX {
+        return Ok(Timestamp::MAX);
+    }
+    ts(v, "hold expiry")
+}
+
+/// A hold's owner as its two columns (both `NULL` for an ordinary hold).
+pub(crate) fn owner_columns(
+    owner: Option<credits_core::tx::BranchId>,
+) -> Result<(Option<i64>, Option<i32>), PgError> {
+    match owner {
+        None => Ok((None, None)),
+        Some(b) => Ok((
+            Some(i(b.tx.get(), "owner transaction")?),
+            Some(i32::try_from(b.index).map_err(|_| PgError::OutOfRange {
+                what: "owner branch index",
+                value: u64::from(b.index),
+            })?),
+        )),
+    }
+}
+
+/// The two owner columns read back.
+pub(crate) fn owner_of(
+    tx: Option<i64>,
+    branch: Option<i32>,
+) -> Result<Option<credits_core::tx::BranchId>, PgError> {
+    match (tx, branch) {
+        (None, None) => Ok(None),
+        (Some(tx), Some(branch)) => Ok(Some(credits_core::tx::BranchId::new(
+            credits_core::tx::TxId::new(u(tx, "owner transaction")?),
+            u32::try_from(branch).map_err(|_| PgError::corrupt("owner branch out of range"))?,
+        ))),
+        _ => Err(PgError::corrupt("hold owner half set")),
+    }
+}
+
 /// A time as milliseconds, clamped into `bigint` (for reads: "at or before the end of time").
 pub(crate) fn ts_clamped(t: Timestamp) -> i64 {
     i64::try_from(t.as_unix_millis()).unwrap_or(i64::MAX)

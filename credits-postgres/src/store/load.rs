@@ -196,6 +196,7 @@ fn account(row: &Row) -> Result<(String, AccountParts, StreamHead), PgError> {
         lots: Vec::new(),
         holds: Vec::new(),
         resolved: Vec::new(),
+        owners: Vec::new(),
         refunded: Vec::new(),
     };
     Ok((name, parts, head))
@@ -234,10 +235,14 @@ fn add_holds(tenants: &mut Tenants, rows: &[Row]) -> Result<(), PgError> {
         let hold = Hold::from_parts(
             HoldId::new(codec::u(row.get(1), "hold_id")?),
             codec::amount(row.get(2), "hold amount")?,
-            codec::ts(row.get(3), "hold expiry")?,
+            codec::hold_expiry_of(row.get(3))?,
             codec::draws_of(row.get(4))?,
         )
         .map_err(PgError::corrupt)?;
+        let hold = match codec::owner_of(row.get(5), row.get(6))? {
+            Some(owner) => hold.owned_by(owner),
+            None => hold,
+        };
         slot(tenants, row.get(0))?.holds.push(hold);
     }
     Ok(())
@@ -247,7 +252,11 @@ fn add_resolved(tenants: &mut Tenants, rows: &[Row]) -> Result<(), PgError> {
     for row in rows {
         if let Some(r) = codec::resolution(row.get(2), row.get(3))? {
             let id = HoldId::new(codec::u(row.get(1), "hold_id")?);
-            slot(tenants, row.get(0))?.resolved.push((id, r));
+            let parts = slot(tenants, row.get(0))?;
+            parts.resolved.push((id, r));
+            if let Some(owner) = codec::owner_of(row.get(4), row.get(5))? {
+                parts.owners.push((id, owner));
+            }
         }
     }
     Ok(())
@@ -263,10 +272,14 @@ fn add_targets(
     for row in rows {
         let entry = codec::entry(row)?;
         let refunded = codec::amount(row.get(15), "refunded")?;
+        let parts = slot(tenants, entry.tenant.as_str())?;
         if !refunded.is_zero() {
-            slot(tenants, entry.tenant.as_str())?
-                .refunded
-                .push((entry.seq, refunded));
+            parts.refunded.push((entry.seq, refunded));
+        }
+        // A transaction's charge: the rules refuse to refund it.
+        if let (Some(hold), Some(owner)) = (entry.hold, codec::owner_of(row.get(16), row.get(17))?)
+        {
+            parts.owners.push((hold, owner));
         }
         targets
             .entry(entry.tenant.as_str().to_owned())

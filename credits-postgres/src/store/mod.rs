@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use audit_chain::SealedEntry;
-use credits_core::store::{LedgerStore, Page, PageRequest, SweepReport};
+use credits_core::store::{LedgerStore, Page, PageRequest, PreparedHold, SweepReport};
+use credits_core::tx::BranchId;
 use credits_core::{
     Amount, BATCH_LEN_MAX, Balance, Batch, HoldId, HoldState, IdempotencyKey, IdempotencyRecord,
     LedgerError, Receipt, Request, TenantId, TenantSettings, Totals,
@@ -420,7 +421,7 @@ impl LedgerStore for PgLedgerStore {
             Some(r) => HoldState::Resolved(r),
             None => HoldState::Active {
                 amount: codec::amount(row.get(0), "hold amount")?,
-                expires_at: codec::ts(row.get(1), "hold expiry")?,
+                expires_at: codec::hold_expiry_of(row.get(1))?,
             },
         })
     }
@@ -480,5 +481,51 @@ impl LedgerStore for PgLedgerStore {
             lots: a(7)?,
             holds: a(8)?,
         })
+    }
+
+    async fn forget_keys(&self, older_than: Timestamp) -> Result<u64, LedgerError> {
+        let before = codec::ts_clamped(older_than);
+        let removed = self
+            .db
+            .run("forget_keys", |conn| async move {
+                let st = conn.prepare_cached(sql::FORGET_KEYS).await?;
+                Ok(conn.execute(&st, &[&before]).await?)
+            })
+            .await?;
+        Ok(removed)
+    }
+
+    async fn prepared_holds(
+        &self,
+        after: Option<BranchId>,
+        limit: usize,
+    ) -> Result<Vec<PreparedHold>, LedgerError> {
+        let (tx, branch) = match after {
+            None => (-1_i64, -1_i32),
+            Some(b) => match codec::owner_columns(Some(b))? {
+                (Some(tx), Some(branch)) => (tx, branch),
+                _ => (-1, -1),
+            },
+        };
+        let limit = i64::try_from(limit.clamp(1, credits_core::store::PAGE_LEN_MAX)).unwrap_or(1);
+        let rows = self
+            .query(
+                "prepared_holds",
+                sql::PREPARED_HOLDS,
+                &[&tx, &branch, &limit],
+            )
+            .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let branch = codec::owner_of(row.get(3), row.get(4))?
+                .ok_or_else(|| PgError::corrupt("prepared hold without owner"))?;
+            found.push(PreparedHold {
+                branch,
+                tenant: TenantId::new(row.get::<_, &str>(0)).map_err(PgError::corrupt)?,
+                hold: HoldId::new(codec::u(row.get(1), "hold_id")?),
+                amount: codec::amount(row.get(2), "hold amount")?,
+            });
+        }
+        Ok(found)
     }
 }

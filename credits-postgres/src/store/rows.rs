@@ -154,6 +154,8 @@ pub(super) struct HoldRows<'a> {
     state: Vec<&'static str>,
     committed: Vec<Option<i64>>,
     draws: Vec<String>,
+    owner_tx: Vec<Option<i64>>,
+    owner_branch: Vec<Option<i32>>,
 }
 
 impl<'a> HoldRows<'a> {
@@ -168,11 +170,13 @@ impl<'a> HoldRows<'a> {
         self.tenant.push(tenant);
         self.id.push(i(hold.id().get(), "hold id")?);
         self.amount.push(i(hold.amount().units(), "hold amount")?);
-        self.expires_at
-            .push(i(hold.expires_at().as_unix_millis(), "hold expiry")?);
+        self.expires_at.push(codec::hold_expiry(hold.expires_at())?);
         self.state.push(state);
         self.committed.push(committed);
         self.draws.push(codec::draws_text(hold.draws())?);
+        let (tx, branch) = codec::owner_columns(hold.owner())?;
+        self.owner_tx.push(tx);
+        self.owner_branch.push(branch);
         Ok(())
     }
 
@@ -189,6 +193,8 @@ impl<'a> HoldRows<'a> {
             &self.state,
             &self.committed,
             &self.draws,
+            &self.owner_tx,
+            &self.owner_branch,
         ]
     }
 }

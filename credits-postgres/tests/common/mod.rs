@@ -64,7 +64,7 @@ impl TestDb {
     ) -> PgLedgerStore {
         let store = PgLedgerStore::connect(config.build().expect("config"), clock).expect("store");
         let report = store.migrate().await.expect("migrate");
-        assert_eq!(report.version, 2);
+        assert_eq!(report.version, 3);
         store
     }
 

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use credits_core::{
     Amount, Balance, Effect, EntrySeq, GrantOptions, HoldId, HoldResolution, HoldState,
-    IdempotencyKey, JournalEntry, Receipt, PageRequest, TenantId, TenantSettings,
+    IdempotencyKey, JournalEntry, PageRequest, Receipt, TenantId, TenantSettings,
     store::PAGE_LEN_MAX,
 };
 use metered_clock::Timestamp;

@@ -266,4 +266,3 @@ impl Resp {
         self.json["error"]["code"].as_str().unwrap_or("")
     }
 }
-
