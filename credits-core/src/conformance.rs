@@ -32,12 +32,12 @@ use crate::{
 pub const START: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
 
 /// A check: takes a fresh, empty store.
-pub type Check = fn(Arc<dyn LedgerStore>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+pub type ConformanceCheck = fn(Arc<dyn LedgerStore>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 macro_rules! checks {
     ($($name:ident),* $(,)?) => {
         /// Every check, by name.
-        pub const CHECKS: &[(&str, Check)] = &[
+        pub const CHECKS: &[(&str, ConformanceCheck)] = &[
             $((stringify!($name), |s| Box::pin($name(s)))),*
         ];
     };

@@ -390,7 +390,7 @@ async fn experiments_assign_record_and_evaluate() {
     let r = s
         .call(Req::get("/v1/tenants/globex/experiments/checkout/evaluation").auth(GLOBEX))
         .await;
-    assert_eq!((r.status, r.code()), (404, "unknown_experiment"));
+    assert_eq!((r.status, r.code()), (404, "experiment_not_found"));
     let r = s
         .call(Req::get("/v1/tenants/acme/experiments/checkout/evaluation").auth(GLOBEX))
         .await;

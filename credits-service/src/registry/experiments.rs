@@ -55,10 +55,10 @@ impl Experiments {
     /// The spec of the experiment `key`.
     ///
     /// # Errors
-    /// 404 `unknown_experiment`.
+    /// 404 `experiment_not_found` (bayes-ab's own word for it).
     pub(crate) fn spec(&self, key: &str) -> Result<Arc<Spec>, ApiError> {
         self.specs.read().get(key).cloned().ok_or_else(|| {
-            ApiError::not_found("unknown_experiment", format!("no experiment {key:?}"))
+            ApiError::from(bayes_ab::BayesError::ExperimentNotFound { id: key.to_owned() })
         })
     }
 
