@@ -49,6 +49,28 @@ impl Checkpoint {
         )
     }
 
+    /// Parses a checkpoint note — a signed note or a bare body — **without checking any
+    /// signature**: for a copy whose origin is already trusted (the writer's own stored
+    /// checkpoint, read for its size) or when the caller explicitly waives the check
+    /// (`audit-verify --allow-unsigned`). Use [`NoteVerifier::verify_checkpoint`] for a
+    /// checkpoint that must prove anything.
+    ///
+    /// ```
+    /// use audit_chain::{Checkpoint, NoteSigner};
+    /// let cp = Checkpoint { origin: "example.com/audit".into(), size: 3, root: [0; 32] };
+    /// let signed = NoteSigner::new("example.com", [1; 32])?.sign_checkpoint(&cp);
+    /// assert_eq!(Checkpoint::parse_note_unverified(&signed.note)?, cp);
+    /// assert_eq!(Checkpoint::parse_note_unverified(&cp.to_body())?, cp);
+    /// # Ok::<(), audit_chain::AuditError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`AuditError::InvalidCheckpoint`] if the body is malformed.
+    pub fn parse_note_unverified(note: &str) -> Result<Self, AuditError> {
+        let body = note.rfind("\n\n").map_or(note, |split| &note[..=split]);
+        Self::parse_body(body)
+    }
+
     /// Parses a checkpoint body (extension lines after the root are allowed and ignored).
     ///
     /// # Errors

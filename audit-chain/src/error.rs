@@ -5,7 +5,8 @@ use std::sync::Arc;
 /// Everything that can go wrong in `audit-chain`.
 ///
 /// Domain outcomes (a bad entry, an unknown key, an invalid proof, an out-of-order entry) are
-/// kept apart from storage failures ([`AuditError::Io`], [`AuditError::Corrupt`]). Only
+/// kept apart from storage failures ([`AuditError::Io`], [`AuditError::Corrupt`],
+/// [`AuditError::Truncated`]). Only
 /// [`AuditError::is_retryable`] errors are worth retrying unchanged.
 ///
 /// The type is `Clone` so that one storage failure can be reported to every append waiting
@@ -77,6 +78,23 @@ pub enum AuditError {
         /// What was found.
         reason: String,
     },
+    /// The log holds fewer records than a durable record of it says were written: the
+    /// sink's durable size (written after every fsynced batch), the stored [`LogHead`] or
+    /// the stored checkpoint. Acknowledged entries are missing (a truncated or replaced
+    /// segment, a restored old backup, the wrong directory). Nothing was changed and nothing
+    /// will be written: restore the missing segments (from a replica or backup) and open
+    /// again. Not retryable.
+    ///
+    /// [`LogHead`]: crate::LogHead
+    #[error("log truncated: it holds {found} records but its {recorded_by} records {recorded}")]
+    Truncated {
+        /// Records found in the log.
+        found: u64,
+        /// Records the durable record says the log held.
+        recorded: u64,
+        /// Which record: `"durable size"`, `"log head"` or `"checkpoint"`.
+        recorded_by: &'static str,
+    },
     /// An I/O operation failed. The batch it belonged to is not durable.
     #[error("I/O error while {context}: {source}")]
     Io {
@@ -123,6 +141,7 @@ impl AuditError {
     /// | [`Closed`](Self::Closed) | `closed` |
     /// | [`Corrupt`](Self::Corrupt) | `corrupt` |
     /// | [`Io`](Self::Io) | `io` |
+    /// | [`Truncated`](Self::Truncated) | `truncated` |
     ///
     /// ```
     /// use audit_chain::AuditError;
@@ -144,6 +163,7 @@ impl AuditError {
             AuditError::Closed => "closed",
             AuditError::Corrupt { .. } => "corrupt",
             AuditError::Io { .. } => "io",
+            AuditError::Truncated { .. } => "truncated",
         }
     }
 
@@ -209,6 +229,14 @@ mod tests {
                 AuditError::io("writing", std::io::Error::other("disk full")),
                 "io",
             ),
+            (
+                AuditError::Truncated {
+                    found: 1_000,
+                    recorded: 3_418,
+                    recorded_by: "durable size",
+                },
+                "truncated",
+            ),
         ]
     }
 
@@ -226,9 +254,10 @@ mod tests {
             AuditError::Closed => 9,
             AuditError::Corrupt { .. } => 10,
             AuditError::Io { .. } => 11,
+            AuditError::Truncated { .. } => 12,
         }
     }
-    const VARIANTS: usize = 12;
+    const VARIANTS: usize = 13;
 
     #[test]
     fn every_variant_has_its_pinned_code_and_codes_are_unique() {

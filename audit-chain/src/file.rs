@@ -1,14 +1,20 @@
-//! The append-only file sink: segment files of checksummed frames, fsync per batch, and
-//! recovery that cuts a torn final frame but reports any other damage.
+//! The append-only file sink: segment files of checksummed frames, fsync per batch, a
+//! durable-size record, and recovery that cuts a torn final frame of unacknowledged
+//! entries but reports any other damage.
 //!
 //! # On-disk format
 //!
 //! A directory of segment files named `<first index, 20 digits>.seg`. Each starts with a
 //! 16-byte header (`ACHNSEG1` and the first index, u64 big-endian), then frames:
 //! `length (u32 BE) ‖ record ‖ check`, where `record` is [`LogRecord::encode`] and `check` is
-//! the first 8 bytes of `SHA-256("audit-chain/v1/frame\0" ‖ length ‖ record)`. The latest
-//! checkpoint note is in `checkpoint` and the latest [`LogHead`] in `head` (each replaced
-//! atomically).
+//! the first 8 bytes of `SHA-256("audit-chain/v1/frame\0" ‖ length ‖ record)`.
+//!
+//! `durable` holds the number of records known durable (acknowledged), rewritten in place
+//! and fsynced after every batch's fsync and before the batch is acknowledged: two 24-byte
+//! slots `ACHNDUR1 ‖ records (u64 BE) ‖ check`, `check` the first 8 bytes of
+//! `SHA-256("audit-chain/v1/durable\0" ‖ records)`, written alternately so that a torn
+//! write of one slot leaves the other; the larger valid slot counts. The latest checkpoint
+//! note is in `checkpoint` and the latest [`LogHead`] in `head` (each replaced atomically).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -21,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::entry::LogRecord;
 use crate::sink::{AuditSink, check_batch};
-use crate::verify::{ChainVerifier, VerifyReport};
+use crate::verify::{ChainVerifier, Failure, IntegrityCheck, VerifyReport};
 use crate::{AuditError, Checkpoint, Keyring, LogHead};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"ACHNSEG1";
@@ -31,6 +37,11 @@ const DOMAIN_FRAME: &[u8] = b"audit-chain/v1/frame\0";
 pub const FRAME_RECORD_MAX: usize = 4 * 1024 * 1024;
 const CHECKPOINT_FILE: &str = "checkpoint";
 const HEAD_FILE: &str = "head";
+const DURABLE_FILE: &str = "durable";
+const DURABLE_MAGIC: &[u8; 8] = b"ACHNDUR1";
+const DOMAIN_DURABLE: &[u8] = b"audit-chain/v1/durable\0";
+const DURABLE_SLOT_LEN: usize = 24;
+const DURABLE_SLOTS: usize = 2;
 
 fn frame_check(len: [u8; 4], record: &[u8]) -> [u8; 8] {
     let mut h = Sha256::new();
@@ -54,6 +65,56 @@ fn encode_frame(record: &LogRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(&check);
 }
 
+fn durable_slot(records: u64) -> [u8; DURABLE_SLOT_LEN] {
+    let mut slot = [0u8; DURABLE_SLOT_LEN];
+    slot[..8].copy_from_slice(DURABLE_MAGIC);
+    slot[8..16].copy_from_slice(&records.to_be_bytes());
+    let mut h = Sha256::new();
+    h.update(DOMAIN_DURABLE);
+    h.update(records.to_be_bytes());
+    slot[16..].copy_from_slice(&h.finalize()[..8]);
+    slot
+}
+
+/// The durable size recorded in `bytes` (the `durable` file) and the slot holding it.
+fn parse_durable(bytes: &[u8]) -> Result<(u64, usize), AuditError> {
+    let mut best: Option<(u64, usize)> = None;
+    for slot in 0..DURABLE_SLOTS {
+        let Some(b) = bytes.get(slot * DURABLE_SLOT_LEN..(slot + 1) * DURABLE_SLOT_LEN) else {
+            continue;
+        };
+        let mut records = [0u8; 8];
+        records.copy_from_slice(&b[8..16]);
+        let records = u64::from_be_bytes(records);
+        if b[..] == durable_slot(records) && best.is_none_or(|(r, _)| records > r) {
+            best = Some((records, slot));
+        }
+    }
+    best.ok_or_else(|| AuditError::Corrupt {
+        location: DURABLE_FILE.into(),
+        reason: "no valid durable-size slot".into(),
+    })
+}
+
+/// The durable size recorded beside the log and the slot holding it; `None` when the file
+/// does not exist (a log written before the file was introduced).
+fn load_durable(dir: &Path) -> Result<Option<(u64, usize)>, AuditError> {
+    match fs::read(dir.join(DURABLE_FILE)) {
+        Ok(b) => parse_durable(&b).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AuditError::io("reading the durable size", e)),
+    }
+}
+
+/// The error for a log holding fewer records than its durable size.
+fn truncated(found: u64, recorded: u64) -> AuditError {
+    AuditError::Truncated {
+        found,
+        recorded,
+        recorded_by: "durable size",
+    }
+}
+
 fn segment_name(first: u64) -> String {
     format!("{first:020}.seg")
 }
@@ -73,30 +134,38 @@ pub(crate) enum Tail {
 
 /// Reads one segment's bytes, calling `on_record(offset, record)` for each frame.
 ///
-/// A torn tail is allowed only when `last` is true; any other damage is
-/// [`AuditError::Corrupt`].
+/// `cut_from` is `Some(durable)` for the last segment: an incomplete frame (or header, or
+/// an all-zero tail) at its physical end whose record index is at least `durable` (so it
+/// cannot hold an acknowledged entry) is a torn tail. Everything else that is not a valid
+/// frame is [`AuditError::Corrupt`]: damage anywhere in an earlier segment or below the
+/// durable size, a frame length over [`FRAME_RECORD_MAX`] (no write produces one), a bad
+/// checksum, an undecodable record, an index out of place.
 fn scan_segment(
     name: &str,
     bytes: &[u8],
     first: u64,
-    last: bool,
+    cut_from: Option<u64>,
     mut on_record: impl FnMut(u64, LogRecord),
 ) -> Result<(u64, Tail), AuditError> {
     let corrupt = |offset: usize, reason: String| AuditError::Corrupt {
         location: format!("{name} byte {offset}"),
         reason,
     };
-    let torn_or = |offset: usize, reason: String| {
-        if last {
-            Ok(Tail::Torn {
-                offset: offset as u64,
-            })
-        } else {
-            Err(corrupt(offset, reason))
-        }
+    let torn_or = |offset: usize, index: u64, reason: String| match cut_from {
+        Some(durable) if index >= durable => Ok(Tail::Torn {
+            offset: offset as u64,
+        }),
+        Some(durable) => Err(corrupt(
+            offset,
+            format!("{reason} at record {index}, but {durable} records were recorded durable"),
+        )),
+        None => Err(corrupt(
+            offset,
+            format!("{reason} in a segment that is not the last"),
+        )),
     };
     if bytes.len() < HEADER_LEN {
-        return torn_or(0, "segment header incomplete".into()).map(|t| (0, t));
+        return torn_or(0, first, "segment header incomplete".into()).map(|t| (0, t));
     }
     if &bytes[..8] != SEGMENT_MAGIC {
         return Err(corrupt(0, "bad segment magic".into()));
@@ -113,21 +182,28 @@ fn scan_segment(
     let mut count = 0u64;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
+        let index = first + count;
         if rest.iter().all(|&b| b == 0) {
-            return torn_or(pos, "zero-filled tail".into()).map(|t| (count, t));
+            return torn_or(pos, index, "zero-filled tail".into()).map(|t| (count, t));
         }
         if rest.len() < 4 {
-            return torn_or(pos, "incomplete frame length".into()).map(|t| (count, t));
+            return torn_or(pos, index, "incomplete frame length".into()).map(|t| (count, t));
         }
         let len_bytes = [rest[0], rest[1], rest[2], rest[3]];
         let len = u32::from_be_bytes(len_bytes) as usize;
-        let frame_len = 4 + len + 8;
-        if rest.len() < frame_len {
-            return torn_or(pos, format!("frame of {len} bytes runs past the end"))
-                .map(|t| (count, t));
-        }
+        // Checked before "runs past the end": no write produces such a length, so it is
+        // damage (or garbage), never a torn write.
         if len > FRAME_RECORD_MAX {
             return Err(corrupt(pos, format!("frame length {len} over the limit")));
+        }
+        let frame_len = 4 + len + 8;
+        if rest.len() < frame_len {
+            return torn_or(
+                pos,
+                index,
+                format!("frame of {len} bytes runs past the end"),
+            )
+            .map(|t| (count, t));
         }
         let record = &rest[4..4 + len];
         if frame_check(len_bytes, record) != rest[4 + len..frame_len] {
@@ -198,6 +274,7 @@ pub struct ScannedLog {
 /// As [`scan_dir`]; records before the damage have been passed to `on_record`.
 pub fn scan_dir_with(dir: &Path, mut on_record: impl FnMut(LogRecord)) -> Result<u64, AuditError> {
     let segs = list_segments(dir)?;
+    let durable = load_durable(dir)?.map_or(0, |(records, _)| records);
     let mut count = 0u64;
     let mut torn_bytes = 0;
     let n = segs.len();
@@ -209,8 +286,9 @@ pub fn scan_dir_with(dir: &Path, mut on_record: impl FnMut(LogRecord)) -> Result
             });
         }
         let bytes = read_file(path)?;
+        let cut_from = (i + 1 == n).then_some(durable);
         let (seen, tail) =
-            scan_segment(&segment_name(*first), &bytes, *first, i + 1 == n, |_, r| {
+            scan_segment(&segment_name(*first), &bytes, *first, cut_from, |_, r| {
                 on_record(r);
             })?;
         count += seen;
@@ -218,14 +296,24 @@ pub fn scan_dir_with(dir: &Path, mut on_record: impl FnMut(LogRecord)) -> Result
             torn_bytes = bytes.len() as u64 - offset;
         }
     }
+    if count < durable {
+        return Err(truncated(count, durable));
+    }
     Ok(torn_bytes)
 }
 
 /// Reads every record of the file-sink directory `dir` without modifying anything.
 ///
+/// A torn tail (what [`FileSink::open`] would cut) is skipped and counted in
+/// [`ScannedLog::torn_bytes`]: an incomplete frame at the physical end of the last segment,
+/// at or after the durable size recorded beside the log.
+///
 /// # Errors
-/// [`AuditError::Corrupt`] at the first damage other than a torn tail (a bad checksum, an
-/// undecodable record, a gap in indices, a missing segment); I/O errors.
+/// [`AuditError::Corrupt`] at the first damage other than a torn tail (a bad length or
+/// checksum, an undecodable record, bytes after the last frame that cannot start a frame,
+/// a gap in indices, a missing segment, an unreadable durable-size file);
+/// [`AuditError::Truncated`] when the log holds fewer records than its recorded durable
+/// size; I/O errors.
 pub fn scan_dir(dir: &Path) -> Result<ScannedLog, AuditError> {
     let mut records = Vec::new();
     let torn_bytes = scan_dir_with(dir, |r| records.push(r))?;
@@ -238,8 +326,9 @@ pub fn scan_dir(dir: &Path) -> Result<ScannedLog, AuditError> {
 /// The result of [`verify_dir`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirVerification {
-    /// What verification found; damaged frames appear as [`IntegrityCheck::Decode`](crate::IntegrityCheck)
-    /// failures at the index of the first unreadable record.
+    /// What verification found; damaged frames appear as [`IntegrityCheck::Decode`]
+    /// failures at the index of the first unreadable record, a log shorter than its
+    /// recorded durable size as [`IntegrityCheck::Truncated`] at the first missing index.
     pub report: VerifyReport,
     /// Bytes of a torn tail ignored at the end of the last segment.
     pub torn_bytes: u64,
@@ -270,6 +359,7 @@ pub fn verify_dir(
     if let Some(cp) = checkpoint {
         v = v.with_checkpoint(cp.clone());
     }
+    let mut missing = None;
     let torn_bytes = match scan_dir_with(dir, |r| {
         let _ = v.push(&r);
     }) {
@@ -278,12 +368,31 @@ pub fn verify_dir(
             v.push_unreadable(&e);
             0
         }
+        Err(AuditError::Truncated {
+            found, recorded, ..
+        }) => {
+            missing = Some((found, recorded));
+            0
+        }
         Err(e) => return Err(e),
     };
-    Ok(DirVerification {
-        report: v.finish(),
-        torn_bytes,
-    })
+    let mut report = v.finish();
+    if let Some((found, recorded)) = missing
+        && report.failure.is_none()
+    {
+        report.failure = Some(Failure {
+            index: found,
+            stream: None,
+            seq: None,
+            check: IntegrityCheck::Truncated,
+            detail: format!(
+                "log has {found} entries but its durable size (recorded beside it) is {recorded}"
+            ),
+        });
+        report.root = None;
+        report.checkpoint_matched = false;
+    }
+    Ok(DirVerification { report, torn_bytes })
 }
 
 /// What [`FileSink::open`] found and repaired.
@@ -320,12 +429,70 @@ struct Segment {
     len: u64,
 }
 
+/// The `durable` file, open for in-place updates of one slot at a time.
+#[derive(Debug)]
+struct Durable {
+    file: File,
+    /// The slot the next update overwrites (not the one holding `records`).
+    next_slot: usize,
+    /// The durable size last recorded.
+    records: u64,
+}
+
+impl Durable {
+    /// Opens the durable-size file `loaded` was read from (creating it when there was none)
+    /// and raises the recorded size to `records`.
+    fn open(dir: &Path, loaded: Option<(u64, usize)>, records: u64) -> Result<Self, AuditError> {
+        let path = dir.join(DURABLE_FILE);
+        let (recorded, slot) = match loaded {
+            Some(l) => l,
+            None => {
+                let mut bytes = Vec::with_capacity(DURABLE_SLOTS * DURABLE_SLOT_LEN);
+                for _ in 0..DURABLE_SLOTS {
+                    bytes.extend_from_slice(&durable_slot(records));
+                }
+                replace_file(dir, DURABLE_FILE, &bytes)?;
+                (records, 0)
+            }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| AuditError::io(format!("opening {}", path.display()), e))?;
+        let mut durable = Durable {
+            file,
+            next_slot: (slot + 1) % DURABLE_SLOTS,
+            records: recorded,
+        };
+        if records > recorded {
+            durable
+                .record(records)
+                .map_err(|e| AuditError::io("recording the durable size", e))?;
+        }
+        Ok(durable)
+    }
+
+    /// Records `records` as the durable size: overwrites the older slot and fsyncs. On
+    /// error the other slot still holds the previous size.
+    fn record(&mut self, records: u64) -> std::io::Result<()> {
+        let at = (self.next_slot * DURABLE_SLOT_LEN) as u64;
+        self.file.seek(SeekFrom::Start(at))?;
+        self.file.write_all(&durable_slot(records))?;
+        self.file.sync_data()?;
+        self.records = records;
+        self.next_slot = (self.next_slot + 1) % DURABLE_SLOTS;
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
     options: FileSinkOptions,
     segments: Vec<Segment>,
     file: File,
+    durable: Durable,
     /// (segment number, byte offset) of every record.
     positions: Vec<(u32, u64)>,
     /// Set when a failed write could not be undone; reopen to recover.
@@ -335,10 +502,15 @@ struct Inner {
 /// Append-only, crash-safe file storage for the log.
 ///
 /// Each [`append`](AuditSink::append) writes the batch with one `write` and one
-/// `fdatasync`; it returns only when the batch is durable. On open, a torn final frame
-/// (a crash in the middle of a write) is cut off; since a batch is acknowledged only after
-/// its fsync, no acknowledged entry is ever in a torn frame. Every other kind of damage
-/// is reported as [`AuditError::Corrupt`] and nothing is repaired.
+/// `fdatasync`, then records the new durable size in the `durable` file beside the log (one
+/// small in-place write and `fdatasync`); it returns only when both are durable.
+///
+/// On open, only an incomplete frame at the physical end of the last segment whose index
+/// is at or past the recorded durable size (a crash in the middle of a write that was
+/// never acknowledged) is cut off. Every other kind of damage — a bad length or checksum
+/// anywhere, bytes after the last frame that cannot start a frame, a torn-looking frame
+/// inside the acknowledged part — is reported as [`AuditError::Corrupt`], and a log with
+/// fewer records than its durable size as [`AuditError::Truncated`]; nothing is changed.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -365,10 +537,17 @@ impl FileSink {
     }
 
     /// Opens (creating if needed) the log in `dir` and recovers it: scans every segment,
-    /// cuts a torn tail off the last one, and indexes every record.
+    /// cuts a torn tail (unacknowledged, past the recorded durable size) off the last one,
+    /// and indexes every record. Complete frames past the recorded durable size (written
+    /// by a batch the crash kept from being acknowledged) are kept and recorded durable.
+    ///
+    /// A log without a `durable` file (written by an older version) is opened with the old
+    /// rule (an incomplete final frame at any index is cut) and gets the file.
     ///
     /// # Errors
-    /// [`AuditError::Corrupt`] for damage other than a torn tail (nothing is changed);
+    /// [`AuditError::Corrupt`] for damage other than a torn tail, including an unreadable
+    /// `durable` file; [`AuditError::Truncated`] when the log holds fewer records than its
+    /// recorded durable size (in both cases nothing is changed);
     /// [`AuditError::InvalidConfig`] for a segment size under 4 KiB; I/O errors.
     pub fn open_with(dir: &Path, options: FileSinkOptions) -> Result<(Self, Recovery), AuditError> {
         if options.segment_max_bytes < 4096 {
@@ -379,6 +558,15 @@ impl FileSink {
         fs::create_dir_all(dir)
             .map_err(|e| AuditError::io(format!("creating {}", dir.display()), e))?;
         let listed = list_segments(dir)?;
+        let loaded = load_durable(dir)?;
+        if loaded.is_none() && !listed.is_empty() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "no durable-size record beside the audit log (written by an older version, \
+                 or removed): an incomplete final frame at any index counts as torn"
+            );
+        }
+        let durable = loaded.map_or(0, |(records, _)| records);
         let mut positions = Vec::new();
         let mut segments = Vec::new();
         let mut torn: Option<(u64, u64)> = None; // (cut at, bytes cut)
@@ -395,8 +583,9 @@ impl FileSink {
             }
             let bytes = read_file(&path)?;
             let seg_no = u32::try_from(i).unwrap_or(u32::MAX);
+            let cut_from = (i + 1 == n).then_some(durable);
             let (_, tail) =
-                scan_segment(&segment_name(first), &bytes, first, i + 1 == n, |off, _| {
+                scan_segment(&segment_name(first), &bytes, first, cut_from, |off, _| {
                     positions.push((seg_no, off));
                 })?;
             let len = match tail {
@@ -407,6 +596,10 @@ impl FileSink {
                 }
             };
             segments.push(Segment { first, path, len });
+        }
+        // Acknowledged entries are missing: refuse before changing anything.
+        if (positions.len() as u64) < durable {
+            return Err(truncated(positions.len() as u64, durable));
         }
         if segments.is_empty() {
             segments.push(create_segment(dir, 0)?);
@@ -437,6 +630,9 @@ impl FileSink {
                 .map_err(|e| AuditError::io("syncing after recovery", e))?;
             torn_bytes_cut = bytes;
         }
+        // Complete frames past the recorded size (written, not yet acknowledged) stay in the
+        // log; from now on they count as durable too.
+        let durable = Durable::open(dir, loaded, positions.len() as u64)?;
         let recovery = Recovery {
             records: positions.len() as u64,
             segments: segments.len(),
@@ -449,6 +645,7 @@ impl FileSink {
                     options,
                     segments,
                     file,
+                    durable,
                     positions,
                     poisoned: false,
                 })),
@@ -494,6 +691,20 @@ fn sync_dir(dir: &Path) -> Result<(), AuditError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| AuditError::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// Replaces file `name` in `dir` atomically: write a temporary file, fsync, rename, fsync
+/// the directory.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AuditError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let mut f =
+        File::create(&tmp).map_err(|e| AuditError::io(format!("creating {name}.tmp"), e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| AuditError::io(format!("writing {name}.tmp"), e))?;
+    fs::rename(&tmp, &path).map_err(|e| AuditError::io(format!("replacing {name}"), e))?;
+    sync_dir(dir)
 }
 
 fn header(first: u64) -> [u8; 16] {
@@ -608,6 +819,24 @@ impl Inner {
             }
             return Err(AuditError::io("writing an audit batch", e));
         }
+        // Only now, with the frames fsynced, may the durable size cover them; the batch is
+        // acknowledged only after this too is durable.
+        debug_assert_eq!(self.durable.records, size, "durable size tracks the index");
+        let new_size = size + offsets.len() as u64;
+        if let Err(e) = self.durable.record(new_size) {
+            // Undo in the order that keeps the recorded size at or below the frames on
+            // disk: first the size, then the frames.
+            let undone = self.durable.record(size).is_ok()
+                && self
+                    .file
+                    .set_len(base)
+                    .and_then(|()| self.file.sync_data())
+                    .is_ok();
+            if !undone {
+                self.poisoned = true;
+            }
+            return Err(AuditError::io("recording the durable size", e));
+        }
         self.segments[last].len = base + bytes.len() as u64;
         let seg_no = u32::try_from(last).unwrap_or(u32::MAX);
         self.positions
@@ -674,18 +903,8 @@ impl Inner {
         Ok(out)
     }
 
-    /// Replaces file `name` atomically: write a temporary file, fsync, rename, fsync the
-    /// directory.
     fn replace_file(&self, name: &str, bytes: &[u8]) -> Result<(), AuditError> {
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let path = self.dir.join(name);
-        let mut f =
-            File::create(&tmp).map_err(|e| AuditError::io(format!("creating {name}.tmp"), e))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| AuditError::io(format!("writing {name}.tmp"), e))?;
-        fs::rename(&tmp, &path).map_err(|e| AuditError::io(format!("replacing {name}"), e))?;
-        sync_dir(&self.dir)
+        replace_file(&self.dir, name, bytes)
     }
 
     fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {

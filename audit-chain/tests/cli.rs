@@ -136,13 +136,23 @@ async fn damage_exits_one_naming_the_first_bad_entry() {
         pos += 4 + len + 8;
         ends.push(pos);
     }
+    // The durable size the sink records beside the log notices it too.
     std::fs::write(&seg, &good[..ends[7]]).unwrap();
+    let (code, _, err) = run(&f, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("entry 8: truncation"), "{err}");
+    // Whoever can cut the log can also remove that record: then only a checkpoint kept
+    // elsewhere notices.
+    let durable_file = f.dir.path().join("log").join("durable");
+    let durable = std::fs::read(&durable_file).unwrap();
+    std::fs::remove_file(&durable_file).unwrap();
     let (code, _, _) = run(&f, &[]);
     assert_eq!(code, 0, "without a checkpoint truncation is invisible");
     let (code, _, err) = run(&f, &["--checkpoint", note, "--public-key", &f.vkey]);
     assert_eq!(code, 1);
     assert!(err.contains("entry 8: truncation"), "{err}");
     std::fs::write(&seg, &good).unwrap();
+    std::fs::write(&durable_file, durable).unwrap();
 
     // Wrong HMAC key.
     std::fs::write(&f.keys, format!("3:{}\n", "44".repeat(32))).unwrap();
@@ -171,7 +181,9 @@ async fn bad_invocations_exit_two() {
             "--origin",
             "another/log",
         ],
-        vec!["--checkpoint", "/nonexistent/note"],
+        vec!["--checkpoint", "/nonexistent/note", "--allow-unsigned"],
+        // An unsigned checkpoint proves nothing: its signature must be checked or waived.
+        vec!["--checkpoint", note],
         vec!["--prove", "10"],
     ] {
         let (code, out, err) = run(&f, &extra);
@@ -181,4 +193,47 @@ async fn bad_invocations_exit_two() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn an_unchecked_checkpoint_signature_must_be_waived_explicitly() {
+    let f = fixture().await;
+    let note = f.note.to_str().unwrap();
+    let (code, out, err) = run(&f, &["--checkpoint", note]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("--allow-unsigned"), "{err}");
+    let (code, out, err) = run(&f, &["--checkpoint", note, "--allow-unsigned"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("matched") && out.contains("intact"), "{out}");
+    assert!(err.contains("not checked"), "{err}");
+    let (code, out, err) = run(&f, &["--help"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--allow-unsigned"), "{out}{err}");
+}
+
+/// Damage at the end of the log is not a torn write: a flipped length bit in the last frame
+/// and garbage after it both exit 1, even without a checkpoint, and the log is not changed.
+#[tokio::test]
+async fn damage_at_the_end_of_the_log_exits_one_without_a_checkpoint() {
+    let f = fixture().await;
+    let seg = segment(f.dir.path());
+    let good = std::fs::read(&seg).unwrap();
+    let mut pos = 16;
+    let mut last = 16;
+    while pos < good.len() {
+        last = pos;
+        let len = u32::from_be_bytes(good[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += 4 + len + 8;
+    }
+    let mut flipped = good.clone();
+    flipped[last] ^= 0x80;
+    let mut appended = good.clone();
+    appended.extend_from_slice(b"garbage after the end");
+    for (what, bad) in [("flipped length", flipped), ("garbage", appended)] {
+        std::fs::write(&seg, &bad).unwrap();
+        let (code, out, err) = run(&f, &[]);
+        assert_eq!(code, 1, "{what}: {out}{err}");
+        assert!(err.contains("FAILED: entry"), "{what}: {err}");
+        assert_eq!(std::fs::read(&seg).unwrap(), bad, "{what}");
+    }
 }

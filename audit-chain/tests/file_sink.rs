@@ -61,6 +61,9 @@ fn crash_at_every_byte_of_the_last_batch_keeps_every_acknowledged_entry() {
     sink.append_blocking(&all[4..8]).unwrap();
     let seg = only_segment(dir.path());
     let acked_len = usize::try_from(fs::metadata(&seg).unwrap().len()).unwrap();
+    // The size recorded as durable when the crash hits the third batch: 8 records.
+    let durable = dir.path().join("durable");
+    let durable_at_8 = fs::read(&durable).unwrap();
     sink.append_blocking(&all[8..]).unwrap();
     drop(sink);
     let full = fs::read(&seg).unwrap();
@@ -77,6 +80,7 @@ fn crash_at_every_byte_of_the_last_batch_keeps_every_acknowledged_entry() {
     assert_eq!(boundaries.len(), 5);
     for cut in acked_len..=full.len() {
         fs::write(&seg, &full[..cut]).unwrap();
+        fs::write(&durable, &durable_at_8).unwrap();
         let (sink, recovery) = FileSink::open(dir.path()).unwrap();
         let complete = boundaries.iter().filter(|&&b| b <= cut).count() - 1;
         let kept = 8 + complete;
@@ -271,4 +275,223 @@ fn flipping_any_byte_of_any_record_fails_at_or_before_that_entry() {
             assert_ne!(f.check, IntegrityCheck::Truncated);
         }
     }
+}
+
+/// Byte offsets where each frame of a segment starts, and the segment's length.
+fn frame_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut pos = 16;
+    while pos < bytes.len() {
+        starts.push(pos);
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += 4 + len + 8;
+    }
+    assert_eq!(pos, bytes.len());
+    starts
+}
+
+/// Every file of the directory with its bytes (segments, durable size, head, checkpoint).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let b = fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Opening, scanning and verifying a damaged directory: each reports corruption, and none
+/// changes a byte of any file.
+fn assert_reported_and_untouched(dir: &Path, ring: &Keyring, what: &str) {
+    let before = snapshot(dir);
+    let opened = FileSink::open(dir);
+    assert!(
+        matches!(opened, Err(AuditError::Corrupt { .. })),
+        "{what}: open gave {:?}",
+        opened.map(|(_, r)| r)
+    );
+    assert!(
+        matches!(scan_dir(dir), Err(AuditError::Corrupt { .. })),
+        "{what}: scan"
+    );
+    let verified = verify_dir(dir, ring, None).unwrap();
+    assert!(!verified.report.is_intact(), "{what}: verified intact");
+    assert_eq!(verified.torn_bytes, 0, "{what}");
+    assert_eq!(snapshot(dir), before, "{what}: files changed");
+}
+
+/// One flipped bit in the length field of any frame, the last one included, is damage to
+/// an acknowledged entry: reported, never cut as if it were a torn write.
+#[test]
+fn a_flipped_length_bit_in_any_frame_of_the_last_segment_is_reported_and_nothing_is_cut() {
+    let ring = keyring();
+    let all = records(&ring, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _) = FileSink::open(dir.path()).unwrap();
+    for batch in all.chunks(4) {
+        sink.append_blocking(batch).unwrap();
+    }
+    drop(sink);
+    let seg = only_segment(dir.path());
+    let good = fs::read(&seg).unwrap();
+    let starts = frame_starts(&good);
+    assert_eq!(starts.len(), 12);
+    for (k, &start) in starts.iter().enumerate() {
+        for bit in 0..32 {
+            let mut bad = good.clone();
+            bad[start + bit / 8] ^= 0x80 >> (bit % 8);
+            fs::write(&seg, &bad).unwrap();
+            assert_reported_and_untouched(dir.path(), &ring, &format!("frame {k} bit {bit}"));
+        }
+    }
+    fs::write(&seg, &good).unwrap();
+    let (_, recovery) = FileSink::open(dir.path()).unwrap();
+    assert_eq!((recovery.records, recovery.torn_bytes_cut), (12, 0));
+}
+
+#[test]
+fn a_bad_checksum_anywhere_is_reported_and_nothing_is_cut() {
+    let ring = keyring();
+    let all = records(&ring, 9);
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _) = FileSink::open(dir.path()).unwrap();
+    for batch in all.chunks(3) {
+        sink.append_blocking(batch).unwrap();
+    }
+    drop(sink);
+    let seg = only_segment(dir.path());
+    let good = fs::read(&seg).unwrap();
+    let starts = frame_starts(&good);
+    let ends: Vec<usize> = starts[1..].iter().copied().chain([good.len()]).collect();
+    for (k, end) in ends.iter().enumerate() {
+        for at in [end - 8, end - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            fs::write(&seg, &bad).unwrap();
+            assert_reported_and_untouched(dir.path(), &ring, &format!("check of frame {k}"));
+        }
+    }
+}
+
+/// Bytes after the last frame that cannot be the start of a frame (a length over the
+/// limit) are not a torn write: reported, not cut.
+#[test]
+fn garbage_after_the_last_frame_is_reported_and_not_cut() {
+    let ring = keyring();
+    let all = records(&ring, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _) = FileSink::open(dir.path()).unwrap();
+    sink.append_blocking(&all[..3]).unwrap();
+    sink.append_blocking(&all[3..]).unwrap();
+    drop(sink);
+    let seg = only_segment(dir.path());
+    let good = fs::read(&seg).unwrap();
+    let garbage: [&[u8]; 4] = [
+        b"garbage after the end",
+        &[0xff; 4],
+        &[0xff; 300],
+        &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3],
+    ];
+    for tail in garbage {
+        let mut bad = good.clone();
+        bad.extend_from_slice(tail);
+        fs::write(&seg, &bad).unwrap();
+        assert_reported_and_untouched(dir.path(), &ring, &format!("garbage {tail:?}"));
+    }
+}
+
+/// A log cut at a frame boundary below the size recorded as durable lost acknowledged
+/// entries: the sink refuses to open it and changes nothing.
+#[test]
+fn a_log_shorter_than_its_durable_size_is_refused() {
+    let ring = keyring();
+    let all = records(&ring, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _) = FileSink::open(dir.path()).unwrap();
+    sink.append_blocking(&all[..4]).unwrap();
+    sink.append_blocking(&all[4..]).unwrap();
+    drop(sink);
+    let seg = only_segment(dir.path());
+    let good = fs::read(&seg).unwrap();
+    let starts = frame_starts(&good);
+    for (k, &cut) in starts.iter().enumerate() {
+        fs::write(&seg, &good[..cut]).unwrap();
+        let before = snapshot(dir.path());
+        let opened = FileSink::open(dir.path());
+        assert!(
+            matches!(
+                opened,
+                Err(AuditError::Truncated {
+                    found,
+                    recorded: 8,
+                    recorded_by: "durable size",
+                }) if found == k as u64
+            ),
+            "cut before frame {k}: {:?}",
+            opened.map(|(_, r)| r)
+        );
+        let verified = verify_dir(dir.path(), &ring, None).unwrap();
+        let failure = verified.report.failure.expect("a truncation");
+        assert_eq!(
+            (failure.index, failure.check),
+            (k as u64, IntegrityCheck::Truncated)
+        );
+        assert_eq!(snapshot(dir.path()), before, "cut before frame {k}");
+    }
+}
+
+/// The durable size survives a torn update of one of its two slots; with both slots
+/// damaged the sink refuses to guess. A log without the file (an older version) opens,
+/// cuts a torn tail as before, and gets the file.
+#[test]
+fn the_durable_size_survives_a_torn_slot_and_refuses_when_both_are_bad() {
+    let ring = keyring();
+    let all = records(&ring, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _) = FileSink::open(dir.path()).unwrap();
+    sink.append_blocking(&all[..3]).unwrap();
+    sink.append_blocking(&all[3..]).unwrap();
+    drop(sink);
+    let durable = dir.path().join("durable");
+    let good = fs::read(&durable).unwrap();
+    assert_eq!(good.len(), 48);
+    let seg = only_segment(dir.path());
+    let log = fs::read(&seg).unwrap();
+    // The newer slot (6 records) torn: the older one (3) counts, so a cut to 3 records
+    // would be accepted, and the full log opens.
+    for slot in 0..2 {
+        let mut bad = good.clone();
+        bad[slot * 24 + 12] ^= 1;
+        fs::write(&durable, &bad).unwrap();
+        let (_, r) = FileSink::open(dir.path()).unwrap();
+        assert_eq!((r.records, r.torn_bytes_cut), (6, 0), "slot {slot}");
+        assert!(scan_dir(dir.path()).is_ok());
+    }
+    let mut bad = good.clone();
+    bad[12] ^= 1;
+    bad[36] ^= 1;
+    fs::write(&durable, &bad).unwrap();
+    assert!(matches!(
+        FileSink::open(dir.path()),
+        Err(AuditError::Corrupt { .. })
+    ));
+    assert_eq!(fs::read(&durable).unwrap(), bad);
+    // No file at all: the torn-tail rule of older versions.
+    fs::remove_file(&durable).unwrap();
+    let mut torn = log.clone();
+    torn.extend_from_slice(&log[16..40]);
+    fs::write(&seg, &torn).unwrap();
+    let (_, r) = FileSink::open(dir.path()).unwrap();
+    assert_eq!((r.records, r.torn_bytes_cut), (6, 24));
+    assert_eq!(fs::read(&seg).unwrap(), log);
+    // The file is back and covers the recovered log.
+    fs::write(&seg, &log[..log.len() - 5]).unwrap();
+    assert!(matches!(
+        FileSink::open(dir.path()),
+        Err(AuditError::Corrupt { .. })
+    ));
 }

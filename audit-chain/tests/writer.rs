@@ -535,3 +535,118 @@ async fn the_file_sink_keeps_the_head_and_rejects_a_damaged_one() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_writer_refuses_a_sink_shorter_than_its_stored_head_or_checkpoint() {
+    let config = WriterConfig::builder("x").build().unwrap();
+    let open = |sink: MemorySink| AuditWriter::open(Arc::new(sink), config.clone(), clock(), None);
+
+    let sink = MemorySink::new();
+    let mut head = audit_chain::LogHead::default();
+    for i in 0..5u8 {
+        head.frontier.push(audit_chain::merkle::leaf_hash(&[i]));
+    }
+    sink.store_head(&head).await.unwrap();
+    assert!(matches!(
+        open(sink).await,
+        Err(AuditError::Truncated {
+            found: 0,
+            recorded: 5,
+            recorded_by: "log head"
+        })
+    ));
+
+    let signer = NoteSigner::new("x.test", [9; 32]).unwrap();
+    let cp = audit_chain::Checkpoint {
+        origin: "x".into(),
+        size: 3,
+        root: [1; 32],
+    };
+    for note in [cp.to_body(), signer.sign_checkpoint(&cp).note] {
+        let sink = MemorySink::new();
+        sink.store_checkpoint(&note).await.unwrap();
+        assert!(matches!(
+            open(sink).await,
+            Err(AuditError::Truncated {
+                found: 0,
+                recorded: 3,
+                recorded_by: "checkpoint"
+            })
+        ));
+    }
+}
+
+/// The measured failure: a file-sink log cut below what its head and checkpoint cover (here
+/// with the durable-size file gone too, so the sink cannot tell) must not be continued.
+#[tokio::test]
+async fn a_writer_refuses_a_truncated_file_log_and_keeps_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WriterConfig::builder("x")
+        .checkpoint_every_entries(5)
+        .build()
+        .unwrap();
+    {
+        let (sink, _) = FileSink::open(dir.path()).unwrap();
+        let writer = AuditWriter::open(Arc::new(sink), config.clone(), clock(), None)
+            .await
+            .unwrap();
+        let log = AuditLog::new(writer.clone(), ring(), MaskingPolicy::none());
+        for i in 0..20 {
+            log.record(entry("t", i)).await.unwrap();
+        }
+        assert_eq!(writer.close().await.unwrap().size, 20);
+    }
+    let seg = dir.path().join(format!("{:020}.seg", 0));
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut pos = 16;
+    for _ in 0..12 {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += 4 + len + 8;
+    }
+    std::fs::write(&seg, &bytes[..pos]).unwrap();
+    // With the durable size the sink itself refuses.
+    assert!(matches!(
+        FileSink::open(dir.path()),
+        Err(AuditError::Truncated {
+            found: 12,
+            recorded: 20,
+            recorded_by: "durable size"
+        })
+    ));
+    std::fs::remove_file(dir.path().join("durable")).unwrap();
+    let checkpoint = std::fs::read(dir.path().join("checkpoint")).unwrap();
+    let (sink, recovery) = FileSink::open(dir.path()).unwrap();
+    assert_eq!(recovery.records, 12);
+    let opened = AuditWriter::open(Arc::new(sink.clone()), config.clone(), clock(), None).await;
+    assert!(
+        matches!(
+            opened,
+            Err(AuditError::Truncated {
+                found: 12,
+                recorded: 20,
+                recorded_by: "log head"
+            })
+        ),
+        "{:?}",
+        opened.map(|w| w.size())
+    );
+    std::fs::remove_file(dir.path().join("head")).unwrap();
+    let opened = AuditWriter::open(Arc::new(sink), config, clock(), None).await;
+    assert!(
+        matches!(
+            opened,
+            Err(AuditError::Truncated {
+                found: 12,
+                recorded: 20,
+                recorded_by: "checkpoint"
+            })
+        ),
+        "{:?}",
+        opened.map(|w| w.size())
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("checkpoint")).unwrap(),
+        checkpoint
+    );
+    assert_eq!(std::fs::read(&seg).unwrap().len(), pos);
+}

@@ -1,13 +1,16 @@
 //! `audit-verify`: offline verification of a file-sink audit log.
 //!
 //! ```text
-//! audit-verify --dir DIR --keys KEYFILE [--checkpoint NOTE --public-key VKEY] [--origin NAME]
+//! audit-verify --dir DIR --keys KEYFILE
+//!              [--checkpoint NOTE (--public-key VKEY | --allow-unsigned)] [--origin NAME]
 //!              [--prove INDEX] [--json]
 //! ```
 //!
 //! Exits 0 when the log is intact, 1 naming the first bad entry otherwise, 2 on a usage or
-//! I/O error. `--prove INDEX` also prints the inclusion proof of that entry (against the
-//! checkpoint's tree size when one is given).
+//! I/O error. A checkpoint's signature is checked with `--public-key`; `--checkpoint`
+//! without it is a usage error unless `--allow-unsigned` waives the check. `--prove INDEX`
+//! also prints the inclusion proof of that entry (against the checkpoint's tree size when
+//! one is given).
 #![forbid(unsafe_code)]
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -21,14 +24,17 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 const USAGE: &str = "usage: audit-verify --dir DIR --keys KEYFILE \
-[--checkpoint NOTE_FILE [--public-key VKEY|VKEY_FILE] [--origin NAME]] [--prove INDEX] [--json]
+[--checkpoint NOTE_FILE (--public-key VKEY|VKEY_FILE | --allow-unsigned) [--origin NAME]] \
+[--prove INDEX] [--json]
 
   --dir DIR          the file-sink directory (segment files)
   --keys KEYFILE     HMAC keys, one `<id>:<hex>` per line
   --checkpoint FILE  a checkpoint (signed note) kept outside the log; detects truncation
                      and rewriting
-  --public-key VKEY  the checkpoint signer's verifier key (or a file holding it); without
-                     it the checkpoint's signature is not checked
+  --public-key VKEY  the checkpoint signer's verifier key (or a file holding it); required
+                     with --checkpoint
+  --allow-unsigned   use the checkpoint without checking its signature (it then proves
+                     nothing against whoever could write it); instead of --public-key
   --origin NAME      the log's origin; the checkpoint must name it
   --prove INDEX      print the inclusion proof of entry INDEX
   --json             print the report as JSON";
@@ -39,6 +45,7 @@ struct Args {
     keys: Option<PathBuf>,
     checkpoint: Option<PathBuf>,
     public_key: Option<String>,
+    allow_unsigned: bool,
     origin: Option<String>,
     prove: Option<u64>,
     json: bool,
@@ -62,10 +69,16 @@ fn parse_args() -> Result<Args, String> {
                         .map_err(|_| format!("--prove {v}: not an index"))?,
                 );
             }
+            "--allow-unsigned" => args.allow_unsigned = true,
             "--json" => args.json = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if args.checkpoint.is_some() && args.public_key.is_none() && !args.allow_unsigned {
+        return Err("--checkpoint needs --public-key to check its signature \
+                    (or --allow-unsigned to waive the check)"
+            .into());
     }
     Ok(args)
 }
@@ -90,14 +103,8 @@ fn load_checkpoint(args: &Args) -> Result<Option<Checkpoint>, String> {
             Checkpoint::parse_body(text).map_err(|e| e.to_string())?
         }
         None => {
-            eprintln!("warning: no --public-key: the checkpoint's signature is not checked");
-            let body = note.split_once("\n\n").map_or(note.as_str(), |(b, _)| b);
-            let body = if body.ends_with('\n') {
-                body.to_owned()
-            } else {
-                format!("{body}\n")
-            };
-            Checkpoint::parse_body(&body).map_err(|e| e.to_string())?
+            eprintln!("warning: --allow-unsigned: the checkpoint's signature is not checked");
+            Checkpoint::parse_note_unverified(&note).map_err(|e| e.to_string())?
         }
     };
     if let Some(origin) = &args.origin

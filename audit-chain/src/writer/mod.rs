@@ -130,9 +130,16 @@ impl AuditWriter {
     /// Opens a writer over `sink`, replaying what it holds to rebuild the Merkle tree and the
     /// stream heads (O(n) in the log size), then starts the writer task.
     ///
+    /// A sink holding fewer entries than its stored [`LogHead`](crate::LogHead) or stored
+    /// checkpoint covers has lost acknowledged entries: the writer refuses to continue it
+    /// (continuing would give new entries the indices of lost ones and replace the stored
+    /// checkpoint with one that no longer extends it).
+    ///
     /// # Errors
-    /// Storage errors while replaying, or [`AuditError::Corrupt`] if the stored indices are
-    /// not consecutive.
+    /// Storage errors while replaying; [`AuditError::Truncated`] if the sink is shorter than
+    /// its stored head or checkpoint; [`AuditError::Decode`] or
+    /// [`AuditError::InvalidCheckpoint`] if the stored head or checkpoint cannot be read;
+    /// [`AuditError::Corrupt`] if the stored indices are not consecutive.
     pub async fn open(
         sink: Arc<dyn AuditSink>,
         config: WriterConfig,
@@ -350,8 +357,9 @@ impl AuditWriter {
 }
 
 /// Rebuilds the Merkle tree and the stream heads from what `sink` holds: from the start
-/// when the writer retains proofs, otherwise from the sink's stored [`LogHead`] (when it is
-/// not ahead of the sink) and then only the entries written after it.
+/// when the writer retains proofs, otherwise from the sink's stored [`LogHead`] and then
+/// only the entries written after it. Refuses a sink shorter than its stored head or
+/// checkpoint.
 ///
 /// [`LogHead`]: crate::LogHead
 async fn replay(
@@ -359,17 +367,39 @@ async fn replay(
     retain_proofs: bool,
 ) -> Result<(Tree, HashMap<String, StreamHead>), AuditError> {
     let size = sink.size().await?;
-    let (mut tree, mut heads, mut at) = if retain_proofs {
-        (Tree::Full(MerkleTree::new()), HashMap::new(), 0)
-    } else {
-        match sink.load_head().await? {
-            Some(head) if head.size() <= size => {
-                let at = head.size();
-                let streams = head.streams.into_iter().collect();
-                (Tree::Frontier(head.frontier), streams, at)
-            }
-            _ => (Tree::Frontier(MerkleFrontier::new()), HashMap::new(), 0),
+    let head = sink.load_head().await?;
+    let truncated = |recorded: u64, recorded_by: &'static str| {
+        tracing::error!(
+            size,
+            recorded,
+            recorded_by,
+            "the audit log is shorter than its stored {recorded_by}; refusing to continue it"
+        );
+        AuditError::Truncated {
+            found: size,
+            recorded,
+            recorded_by,
         }
+    };
+    if let Some(h) = &head
+        && h.size() > size
+    {
+        return Err(truncated(h.size(), "log head"));
+    }
+    if let Some(note) = sink.load_checkpoint().await? {
+        let stored = Checkpoint::parse_note_unverified(&note)?;
+        if stored.size > size {
+            return Err(truncated(stored.size, "checkpoint"));
+        }
+    }
+    let (mut tree, mut heads, mut at) = match head {
+        Some(head) if !retain_proofs => {
+            let at = head.size();
+            let streams = head.streams.into_iter().collect();
+            (Tree::Frontier(head.frontier), streams, at)
+        }
+        _ if retain_proofs => (Tree::Full(MerkleTree::new()), HashMap::new(), 0),
+        _ => (Tree::Frontier(MerkleFrontier::new()), HashMap::new(), 0),
     };
     tracing::debug!(from = at, to = size, "replaying the audit log");
     while at < size {
