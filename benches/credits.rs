@@ -220,6 +220,55 @@ fn run_reserve_commit(iters: u64) -> Duration {
     total
 }
 
+/// Two-phase commit over the ledger's holds: begin, two branches on two tenants, commit
+/// (which prepares both, logs the decision, then commits both), in memory on one thread.
+fn run_two_phase(iters: u64) -> Duration {
+    use metered_suite::credits::tx::{HoldBranch, LedgerHolds, MemoryTxLog, TransactionManager};
+    let f = fixture(TENANTS);
+    let ledger: Ledger = Ledger::from_shared(
+        std::sync::Arc::clone(f.ledger.store())
+            as std::sync::Arc<dyn metered_suite::credits::LedgerStore>,
+        std::sync::Arc::new(f.clock.clone()),
+    );
+    let tm = TransactionManager::builder(
+        std::sync::Arc::new(MemoryTxLog::new()),
+        std::sync::Arc::new(f.clock.clone()),
+    )
+    .participant(std::sync::Arc::new(LedgerHolds::new("credits", ledger)))
+    .build();
+    let mut rng = StdRng::seed_from_u64(11);
+    let clock = timer();
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let n = CHUNK.min(iters - done);
+        let payloads: Vec<(String, String)> = (0..n)
+            .map(|_| {
+                let branch = |t: &TenantId| {
+                    HoldBranch::new(t.clone(), Amount::new(10), Amount::new(7))
+                        .unwrap()
+                        .payload()
+                };
+                let a = uniform(&mut rng);
+                let b = (a + 1 + uniform(&mut rng) % (TENANTS - 1)) % TENANTS;
+                (branch(&f.tenants[a]), branch(&f.tenants[b]))
+            })
+            .collect();
+        let start = clock.monotonic();
+        block_on(async {
+            for (a, b) in payloads {
+                let tx = tm.begin(Duration::from_secs(30)).await.unwrap();
+                tm.enlist(tx, "credits", a).await.unwrap();
+                tm.enlist(tx, "credits", b).await.unwrap();
+                let _committed = black_box(tm.commit(tx).await.unwrap());
+            }
+        });
+        total += clock.monotonic().saturating_duration_since(start);
+        done += n;
+    }
+    total
+}
+
 fn ours(c: &mut Criterion) {
     let mut g = c.benchmark_group("credits");
     g.throughput(Throughput::Elements(1));
@@ -242,6 +291,10 @@ fn ours(c: &mut Criterion) {
     g.bench_function(
         BenchmarkId::new("reserve+commit/1-thread", "credits-core"),
         |b| b.iter_custom(run_reserve_commit),
+    );
+    g.bench_function(
+        BenchmarkId::new("two-phase/2-participants/1-thread", "credits-core"),
+        |b| b.iter_custom(run_two_phase),
     );
     g.bench_function(
         BenchmarkId::new("consume/zipf/1-thread", "credits-core"),

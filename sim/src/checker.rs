@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use credits_core::audit::{audit_entry, stream_name};
-use credits_core::tx::{BranchId, TxDecision, TxPhase};
+use credits_core::tx::{BranchId, LedgerHolds, TxDecision, TxPhase};
 use credits_core::{
-    Amount, Effect, EntryKind, EntrySeq, HoldId, HoldResolution, HoldState, IdempotencyKey,
-    JournalEntry, PageRequest, Receipt, Request, TenantId,
+    Amount, Effect, EntryKind, EntrySeq, HoldResolution, HoldState, IdempotencyKey, JournalEntry,
+    PageRequest, Receipt, Request, TenantId,
 };
 use metered_clock::{Clock, Timestamp};
 
@@ -308,9 +308,8 @@ impl Sim {
                 .as_ref()
                 .and_then(|r| r.branches.get(index as usize))
                 .and_then(|b| b.prepared.as_deref())
-                .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-                .and_then(|v| v["hold"].as_u64())
-                .map(HoldId::new);
+                .and_then(|p| LedgerHolds::prepared_hold(p).ok())
+                .map(|(_, hold)| hold);
             let state = match answer {
                 Some(hold) => match store.hold(b.tenant(), hold).await {
                     Ok(state) => Some(state),

@@ -30,20 +30,35 @@ pub struct LedgerHolds<S: ?Sized = dyn LedgerStore> {
     ledger: Ledger<S>,
 }
 
-/// What phase one answered: the tenant and the hold (logged by the coordinator).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What phase one answered (logged by the coordinator): the hold, what phase two spends of
+/// it, and the tenant, as `<hold>:<commit>:<tenant>` (short: it is written and read on every
+/// transaction).
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Prepared {
     tenant: TenantId,
     hold: HoldId,
+    commit: Amount,
 }
 
 impl Prepared {
     fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        format!(
+            "{}:{}:{}",
+            self.hold.get(),
+            self.commit.units(),
+            self.tenant
+        )
     }
 
     fn parse(text: &str) -> Result<Self, LedgerError> {
-        serde_json::from_str(text).map_err(|e| LedgerError::InvalidPayload(e.to_string()))
+        let bad = || LedgerError::InvalidPayload(format!("not a prepared hold: {text:?}"));
+        let (hold, rest) = text.split_once(':').ok_or_else(bad)?;
+        let (commit, tenant) = rest.split_once(':').ok_or_else(bad)?;
+        Ok(Prepared {
+            hold: HoldId::new(hold.parse().map_err(|_| bad())?),
+            commit: Amount::new(commit.parse().map_err(|_| bad())?),
+            tenant: TenantId::new(tenant)?,
+        })
     }
 }
 
@@ -143,6 +158,17 @@ impl HoldBranch {
     }
 }
 
+impl LedgerHolds {
+    /// The tenant and hold named by what [`LedgerHolds`]'s phase one answered (the
+    /// `prepared` text the coordinator logs with each branch).
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidPayload`] if `answer` is not such an answer.
+    pub fn prepared_hold(answer: &str) -> Result<(TenantId, HoldId), LedgerError> {
+        Prepared::parse(answer).map(|p| (p.tenant, p.hold))
+    }
+}
+
 impl<S: LedgerStore + ?Sized> LedgerHolds<S> {
     /// A participant named `name` over `ledger`.
     pub fn new(name: impl Into<String>, ledger: Ledger<S>) -> Self {
@@ -191,6 +217,7 @@ impl<S: LedgerStore + ?Sized> Participant for LedgerHolds<S> {
         Ok(Prepared {
             tenant: p.tenant,
             hold,
+            commit: p.commit,
         }
         .encode())
     }
@@ -201,18 +228,23 @@ impl<S: LedgerStore + ?Sized> Participant for LedgerHolds<S> {
         payload: &str,
         prepared: &str,
     ) -> Result<(), LedgerError> {
-        let p = HoldBranch::parse(payload)?;
-        let Prepared { tenant, hold } = Prepared::parse(prepared)?;
+        // Phase one's answer carries everything phase two needs (the payload was read then).
+        let _ = payload;
+        let Prepared {
+            tenant,
+            hold,
+            commit,
+        } = Prepared::parse(prepared)?;
         let command = Command::CommitPrepared {
             branch,
             hold,
-            amount: p.commit,
+            amount: commit,
         };
         match self.run(&tenant, branch, "commit", command).await {
             Ok(_) => Ok(()),
             // Only the branch can resolve its hold: resolved as decided means done before.
-            Err(LedgerError::HoldAlreadyCommitted(h)) if h == hold && !p.commit.is_zero() => Ok(()),
-            Err(LedgerError::HoldAlreadyCancelled(h)) if h == hold && p.commit.is_zero() => Ok(()),
+            Err(LedgerError::HoldAlreadyCommitted(h)) if h == hold && !commit.is_zero() => Ok(()),
+            Err(LedgerError::HoldAlreadyCancelled(h)) if h == hold && commit.is_zero() => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -255,9 +287,12 @@ impl<S: LedgerStore + ?Sized> Participant for LedgerHolds<S> {
             .into_iter()
             .map(|h| InFlight {
                 branch: h.branch,
+                // What a finished commit would spend is in its logged answer; this one only
+                // names the hold (recovery passes the log's answer when it has one).
                 prepared: Prepared {
                     tenant: h.tenant,
                     hold: h.hold,
+                    commit: Amount::ZERO,
                 }
                 .encode(),
             })

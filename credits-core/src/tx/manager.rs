@@ -141,12 +141,18 @@ impl TransactionManager {
     /// [`LedgerError::TransactionAborted`], [`LedgerError::TransactionTimedOut`],
     /// [`LedgerError::TransactionState`] if already decided; log failures.
     pub async fn prepare(&self, tx: TxId) -> Result<(), LedgerError> {
-        let record = self.record(tx).await?;
+        let mut record = self.record(tx).await?;
         match record.phase {
-            TxPhase::Prepared => return Ok(()),
-            TxPhase::Active => {}
-            phase => return Err(Self::state_error(tx, phase, TxAction::Prepare)),
+            TxPhase::Prepared => Ok(()),
+            TxPhase::Active => self.prepare_record(&mut record).await,
+            phase => Err(Self::state_error(tx, phase, TxAction::Prepare)),
         }
+    }
+
+    /// Phase one of an `Active` transaction as read from the log; on success `record` is
+    /// what the log now holds (the answers logged, the phase `Prepared`).
+    async fn prepare_record(&self, record: &mut TxRecord) -> Result<(), LedgerError> {
+        let tx = record.id;
         if self.clock.now() > record.deadline {
             self.finish_as(&record, TxDecision::Abort).await?;
             return Err(LedgerError::TransactionTimedOut(tx));
@@ -172,8 +178,14 @@ impl TransactionManager {
             self.finish_as(&record, TxDecision::Abort).await?;
             return Err(LedgerError::TransactionTimedOut(tx));
         }
-        match self.log.mark_prepared(tx, answers).await {
-            Ok(()) => Ok(()),
+        match self.log.mark_prepared(tx, answers.clone()).await {
+            Ok(()) => {
+                for (branch, answer) in record.branches.iter_mut().zip(answers) {
+                    branch.prepared = Some(answer);
+                }
+                record.phase = TxPhase::Prepared;
+                Ok(())
+            }
             // A branch was enlisted while the others prepared: it never prepared.
             Err(LedgerError::TransactionState {
                 state: TxPhase::Active,
@@ -219,14 +231,13 @@ impl TransactionManager {
     /// a participant's phase-two failure (the decision stands: call
     /// [`recover`](Self::recover) later).
     pub async fn commit(&self, tx: TxId) -> Result<TxOutcome, LedgerError> {
-        let record = self.record(tx).await?;
+        let mut record = self.record(tx).await?;
         match record.phase {
             TxPhase::Finished(TxDecision::Commit) => return Ok(TxOutcome::Committed),
-            TxPhase::Active => self.prepare(tx).await?,
+            TxPhase::Active => self.prepare_record(&mut record).await?,
             TxPhase::Prepared | TxPhase::Decided(TxDecision::Commit) => {}
             phase => return Err(Self::state_error(tx, phase, TxAction::Commit)),
         }
-        let record = self.record(tx).await?;
         if record.phase == TxPhase::Prepared && self.clock.now() > record.deadline {
             self.finish_as(&record, TxDecision::Abort).await?;
             return Err(LedgerError::TransactionTimedOut(tx));
@@ -366,20 +377,21 @@ impl TransactionManager {
                 let TxPhase::Finished(decision) = record.phase else {
                     continue; // in progress, or step 2's business
                 };
-                let payload = usize::try_from(work.branch.index)
+                let Some(branch) = usize::try_from(work.branch.index)
                     .ok()
                     .and_then(|i| record.branches.get(i))
                     .filter(|b| b.participant == name)
-                    .map_or("", |b| b.payload.as_str());
+                else {
+                    continue; // another participant's branch
+                };
+                let payload = branch.payload.as_str();
+                // The logged answer, when there is one, says what phase two must do.
+                let prepared = branch.prepared.as_deref().unwrap_or(&work.prepared);
                 let done = match decision {
-                    TxDecision::Commit => {
-                        participant
-                            .commit(work.branch, payload, &work.prepared)
-                            .await
-                    }
+                    TxDecision::Commit => participant.commit(work.branch, payload, prepared).await,
                     TxDecision::Abort => {
                         participant
-                            .abort(work.branch, payload, Some(&work.prepared))
+                            .abort(work.branch, payload, Some(prepared))
                             .await
                     }
                 };
