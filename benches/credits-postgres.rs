@@ -16,6 +16,8 @@
 //! * `half-load`: open loop at half of `single`'s throughput, latency from the scheduled
 //!   start (no coordinated omission);
 //! * `pgbench`: the same transaction as SQL (custom script, 8 clients, prepared);
+//! * `tx` (`two-phase/2-participants`): 8 tasks, each transaction two branches on two
+//!   tenants through the ledger's holds and PostgreSQL's transaction log;
 //! * bytes per operation: growth of every table and index ÷ operations.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 // a benchmark report
@@ -238,6 +240,46 @@ async fn single(b: &Bench, store: PgLedgerStore, hot: bool) -> Report {
         let now = clock.now();
         async move {
             store.apply(&r, now).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    })
+    .await
+}
+
+/// Two-phase commit over the ledger's holds, with PostgreSQL's transaction log: 8 tasks,
+/// each transaction two branches on two uniform tenants (begin, enlist twice, prepare
+/// both, decide, commit both, finish: 9 SQL transactions).
+async fn two_phase(b: &Bench, store: &PgLedgerStore) -> Report {
+    use credits_core::tx::{HoldBranch, LedgerHolds, TransactionManager};
+    let clock: Arc<dyn Clock> = b.clock.clone();
+    let ledger = credits_core::Ledger::from_shared(Arc::new(store.clone()), clock.clone());
+    let tm = Arc::new(
+        TransactionManager::builder(Arc::new(store.tx_log()), clock)
+            .participant(Arc::new(LedgerHolds::new("credits", ledger)))
+            .build(),
+    );
+    b.closed(CONNECTIONS, move |_, _| {
+        let tm = Arc::clone(&tm);
+        let mut rng = rand::rng();
+        let a = rng.random_range(0..TENANTS);
+        let other = (a + 1 + rng.random_range(0..TENANTS - 1)) % TENANTS;
+        let branch = |t: u32| {
+            HoldBranch::new(tenant(t), Amount::new(10), Amount::new(7))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .payload()
+        };
+        let (pa, pb) = (branch(a), branch(other));
+        async move {
+            let tx = tm
+                .begin(Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            tm.enlist(tx, "credits", pa)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            tm.enlist(tx, "credits", pb)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let _committed = tm.commit(tx).await.unwrap_or_else(|e| panic!("{e}"));
         }
     })
     .await
@@ -528,6 +570,11 @@ async fn run(url: String) {
             ratios.get(ratios.len() / 2).copied().unwrap_or(0.0)
         );
         let _ = pgbench(&b, true);
+    }
+    if want("tx") {
+        two_phase(&b, &store)
+            .await
+            .print("two-phase/2-participants");
     }
     if want("peers") {
         peers::rustlavel(&b).await;
