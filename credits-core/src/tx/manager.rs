@@ -97,12 +97,12 @@ impl TransactionManager {
     }
 
     /// Adds a branch for a registered participant and returns its id (the transaction and
-    /// the branch's index).
+    /// the branch's index). One log write; the deadline is checked by `prepare` and
+    /// `commit`, which abort a transaction past it.
     ///
     /// # Errors
     /// [`LedgerError::UnknownParticipant`], [`LedgerError::UnknownTransaction`],
-    /// [`LedgerError::TransactionState`] unless `Active`,
-    /// [`LedgerError::TransactionTimedOut`] past the deadline (the transaction is aborted).
+    /// [`LedgerError::TransactionState`] unless `Active`.
     pub async fn enlist(
         &self,
         tx: TxId,
@@ -111,14 +111,6 @@ impl TransactionManager {
     ) -> Result<BranchId, LedgerError> {
         if !self.participants.contains_key(participant) {
             return Err(LedgerError::UnknownParticipant(participant.to_owned()));
-        }
-        let record = self.record(tx).await?;
-        if record.phase != TxPhase::Active {
-            return Err(Self::state_error(tx, record.phase, TxAction::Enlist));
-        }
-        if self.clock.now() > record.deadline {
-            self.finish_as(&record, TxDecision::Abort).await?;
-            return Err(LedgerError::TransactionTimedOut(tx));
         }
         let index = self
             .log
