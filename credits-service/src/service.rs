@@ -224,6 +224,19 @@ impl ServiceBuilder {
             None => store,
         };
         let ledger = Ledger::from_shared(store, Arc::clone(&clock));
+        // The one recovery pass (credits_core::tx::TransactionManager::recover): the ledger's
+        // due expiries, and the transactions of the log the backend keeps (PostgreSQL's is
+        // shared with every process using the database).
+        let tx_log: Arc<dyn credits_core::tx::TxLog> = match &backend {
+            Backend::Postgres(store) => Arc::new(store.tx_log()),
+            Backend::Memory => Arc::new(credits_core::tx::MemoryTxLog::new()),
+        };
+        let recovery = credits_core::tx::TransactionManager::builder(tx_log, Arc::clone(&clock))
+            .participant(Arc::new(credits_core::tx::LedgerHolds::new(
+                "credits",
+                ledger.clone(),
+            )))
+            .build();
 
         let b = config.breaker;
         let breaker_config = BreakerConfig::builder()
@@ -258,6 +271,7 @@ impl ServiceBuilder {
         ));
         let state = Arc::new(AppState {
             ledger,
+            recovery,
             backend,
             breaker,
             limiter,
@@ -308,8 +322,9 @@ impl Service {
         router(Arc::clone(&self.state), self.config.body_limit_bytes)
     }
 
-    /// Runs the start-up recovery pass (expiries due while the service was down), binds
-    /// the configured address and starts serving, the expiry sweeper and metrics upkeep.
+    /// Runs the start-up recovery pass (expiries due while the service was down, in-doubt
+    /// transactions), binds the configured address and starts serving, the periodic
+    /// recovery pass and metrics upkeep.
     ///
     /// # Errors
     /// [`ServiceError::Bind`] if the address cannot be bound; storage errors of the recovery
@@ -317,7 +332,7 @@ impl Service {
     pub async fn start(self) -> Result<RunningService, ServiceError> {
         let state = self.state;
         let report = state
-            .ledger
+            .recovery
             .recover()
             .await
             .map_err(|e| ServiceError::Backend(format!("recovery pass: {e}")))?;
@@ -449,19 +464,19 @@ pub async fn shutdown_signal() {
 }
 
 async fn sweeper(state: Arc<AppState>, interval: Duration) {
-    // The start-up recovery pass just ran: the first sweep is one interval away.
+    // The start-up recovery pass just ran: the next one is one interval away.
     loop {
         tokio::time::sleep(interval).await;
-        // At most 16 steps of 1,024 tenants per tick, so one tick stays short.
-        for _ in 0..16 {
-            match state.guarded(state.ledger.sweep_step(1_024)).await {
-                Ok(report) if report.more => {}
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(code = error.body.code, "expiry sweep failed");
-                    break;
-                }
+        // The one recovery pass: due expiries, in-doubt transactions, leftovers.
+        match state.guarded(state.recovery.recover()).await {
+            Ok(report) if report.in_doubt > 0 => {
+                tracing::warn!(
+                    in_doubt = report.in_doubt,
+                    "transactions in doubt past their deadline"
+                );
             }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(code = error.body.code, "recovery pass failed"),
         }
     }
 }

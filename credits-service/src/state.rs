@@ -60,6 +60,8 @@ pub(crate) struct AuditState {
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub(crate) ledger: Ledger,
+    /// The one recovery pass: due expiries and in-doubt transactions.
+    pub(crate) recovery: credits_core::tx::TransactionManager,
     pub(crate) backend: Backend,
     pub(crate) breaker: CircuitBreaker<Arc<dyn Clock>>,
     pub(crate) limiter: KeyedRateLimiter<TenantId, Arc<dyn Clock>>,

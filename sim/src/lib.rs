@@ -46,6 +46,7 @@ mod checker;
 mod config;
 mod env;
 mod model;
+mod op;
 mod run;
 mod trace;
 mod violation;

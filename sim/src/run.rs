@@ -15,9 +15,9 @@ use rand::{Rng, SeedableRng};
 use crate::config::{Config, Report, SHORT_RETENTION, START, TX_TIMEOUT};
 use crate::env::Env;
 use crate::model::{Model, Tracked};
+use crate::op::OpKind;
 use crate::trace::Trace;
 use crate::violation::{At, Violation};
-use crate::workload::OpKind;
 
 /// Runs one simulation with a fresh temporary directory for the audit log.
 ///

@@ -146,7 +146,7 @@ impl TransactionManager {
     async fn prepare_record(&self, record: &mut TxRecord) -> Result<(), LedgerError> {
         let tx = record.id;
         if self.clock.now() > record.deadline {
-            self.finish_as(&record, TxDecision::Abort).await?;
+            self.finish_as(record, TxDecision::Abort).await?;
             return Err(LedgerError::TransactionTimedOut(tx));
         }
         let mut answers = Vec::with_capacity(record.branches.len());
@@ -167,7 +167,7 @@ impl TransactionManager {
             }
         }
         if self.clock.now() > record.deadline {
-            self.finish_as(&record, TxDecision::Abort).await?;
+            self.finish_as(record, TxDecision::Abort).await?;
             return Err(LedgerError::TransactionTimedOut(tx));
         }
         match self.log.mark_prepared(tx, answers.clone()).await {
