@@ -1,6 +1,7 @@
 //! bayes-ab: exact two-arm evaluation against the common approach, a Monte Carlo estimate
 //! with 20,000 draws, on speed and on error; the normal-approximation regime; k-arm
-//! quadrature; a 10-arm Thompson allocation.
+//! quadrature; a 10-arm Thompson allocation; exact evaluation at a million and a billion
+//! trials; one anytime-valid update.
 //!
 //! `cargo bench --bench bayes-ab -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -16,7 +17,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use metered_suite::bayes_ab::{
-    Beta, CompareConfig, Counts, ThompsonBandit, best_arm, best_arm_monte_carlo, compare,
+    Beta, BoundedStats, CompareConfig, Counts, ThompsonBandit, anytime_bounded_difference,
+    anytime_confidence_sequence, best_arm, best_arm_monte_carlo, compare,
 };
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -102,6 +104,62 @@ fn two_arm(c: &mut Criterion) {
     group.bench_function("exact_full/200k_of_1M", |bench| {
         bench.iter(|| compare(black_box(a), black_box(b), &exact_config));
     });
+    // Beyond the closed form's range (quadrature, fixed cost): a million and a billion trials.
+    for (label, a, b) in [
+        (
+            "1M_of_10M",
+            posterior(1_000_000, 10_000_000),
+            posterior(1_001_000, 10_000_000),
+        ),
+        (
+            "100M_of_1G",
+            posterior(100_000_000, 1_000_000_000),
+            posterior(100_020_000, 1_000_000_000),
+        ),
+        (
+            "3_of_1G",
+            posterior(1, 1_000_000_000),
+            posterior(3, 1_000_000_000),
+        ),
+    ] {
+        group.bench_with_input(
+            BenchmarkId::new("exact_full", label),
+            &(a, b),
+            |bench, &(a, b)| {
+                bench.iter(|| compare(black_box(a), black_box(b), &exact_config));
+            },
+        );
+    }
+    group.finish();
+}
+
+/// One anytime-valid update: record one observation per arm's counts and recompute the
+/// confidence sequence of the difference (what a look after every observation costs).
+fn anytime(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bayes-ab/anytime_valid");
+    let a = Counts::new(1_000, 10_000).expect("valid");
+    group.bench_function("conversion_update_and_sequence", |bench| {
+        let mut i = 0u64;
+        bench.iter(|| {
+            i += 1;
+            let b = Counts::new(1_100 + (i & 1), 10_001).expect("valid");
+            anytime_confidence_sequence(black_box(a), black_box(b), 0.05)
+        });
+    });
+    let (mut sa, mut sb) = (
+        BoundedStats::new(0.0, 100.0).expect("bounds"),
+        BoundedStats::new(0.0, 100.0).expect("bounds"),
+    );
+    for i in 0..10_000 {
+        sa.record(f64::from(i % 100)).expect("in range");
+        sb.record(f64::from((i * 7) % 100)).expect("in range");
+    }
+    group.bench_function("bounded_update_and_sequence", |bench| {
+        bench.iter(|| {
+            sb.record(black_box(42.0)).expect("in range");
+            anytime_bounded_difference(black_box(&sa), black_box(&sb), 0.05)
+        });
+    });
     group.finish();
 }
 
@@ -139,6 +197,6 @@ fn many_arms(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = two_arm, many_arms
+    targets = two_arm, anytime, many_arms
 }
 criterion_main!(benches);

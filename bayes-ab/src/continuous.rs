@@ -7,8 +7,11 @@ use crate::error::{BayesError, Result, check_probability};
 use crate::special::{normal_cdf, normal_quantile};
 use crate::two_arm::normal_losses;
 
-/// Sufficient statistics of a continuous metric: count, Σx and Σx². Mergeable: statistics
-/// of two partial streams add up.
+/// Sufficient statistics of a continuous metric: count, mean and the sum of squared
+/// deviations from the mean (`M₂ = Σ(x − x̄)²`), updated by Welford's method and merged by
+/// Chan et al.'s formula, so the variance keeps its digits when the mean is large against the
+/// spread (values 1e8 + [0, 1, 2, 3] give 5/3 exactly, where `Σx² − n x̄²` gave 2.667).
+/// Mergeable: statistics of two partial streams combine exactly as if recorded in one.
 ///
 /// ```
 /// use bayes_ab::MeanStats;
@@ -19,17 +22,91 @@ use crate::two_arm::normal_losses;
 /// }
 /// assert_eq!(s.mean()?, 2.5);
 /// assert!((s.variance()? - 5.0 / 3.0).abs() < 1e-12);
+///
+/// let mut big = MeanStats::default();
+/// for x in [1e8, 1e8 + 1.0, 1e8 + 2.0, 1e8 + 3.0] {
+///     big.record(x)?;
+/// }
+/// assert!((big.variance()? - 5.0 / 3.0).abs() < 1e-12);
 /// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawMeanStats", into = "RawMeanStats")]
 pub struct MeanStats {
     count: u64,
-    sum: f64,
-    sum_squares: f64,
+    mean: f64,
+    m2: f64,
+}
+
+/// The serialized form: `{count, mean, m2}`. States written before Welford's update
+/// (`{count, sum, sum_squares}`) still read, through [`MeanStats::from_sums`].
+#[derive(Serialize, Deserialize)]
+struct RawMeanStats {
+    count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    m2: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sum: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sum_squares: Option<f64>,
+}
+
+impl TryFrom<RawMeanStats> for MeanStats {
+    type Error = BayesError;
+    fn try_from(raw: RawMeanStats) -> Result<Self> {
+        match (raw.mean, raw.m2, raw.sum, raw.sum_squares) {
+            (Some(mean), Some(m2), None, None) => MeanStats::from_moments(raw.count, mean, m2),
+            (None, None, Some(sum), Some(sum_squares)) => {
+                MeanStats::from_sums(raw.count, sum, sum_squares)
+            }
+            _ => Err(BayesError::InvalidParameter {
+                name: "mean statistics",
+                reason: "need either mean and m2, or sum and sum_squares",
+            }),
+        }
+    }
+}
+
+impl From<MeanStats> for RawMeanStats {
+    fn from(s: MeanStats) -> Self {
+        RawMeanStats {
+            count: s.count,
+            mean: Some(s.mean),
+            m2: Some(s.m2),
+            sum: None,
+            sum_squares: None,
+        }
+    }
 }
 
 impl MeanStats {
-    /// Statistics from their parts.
+    /// Statistics from count, mean and `M₂ = Σ(x − x̄)²` (the sum of squared deviations, i.e.
+    /// `(n − 1)` times the sample variance): the stable form.
+    ///
+    /// # Errors
+    /// [`BayesError::InvalidParameter`] for a non-finite mean or `M₂`, a negative `M₂`, or a
+    /// non-zero mean or `M₂` with a zero count.
+    pub fn from_moments(count: u64, mean: f64, m2: f64) -> Result<Self> {
+        if !(mean.is_finite() && m2.is_finite() && m2 >= 0.0) {
+            return Err(BayesError::InvalidParameter {
+                name: "moments",
+                reason: "must be finite, with a non-negative sum of squared deviations",
+            });
+        }
+        if count == 0 && (mean != 0.0 || m2 != 0.0) {
+            return Err(BayesError::InvalidParameter {
+                name: "moments",
+                reason: "must be zero when the count is zero",
+            });
+        }
+        Ok(Self { count, mean, m2 })
+    }
+
+    /// Statistics from count, Σx and Σx². Prefer [`MeanStats::from_moments`]: `Σx² − (Σx)²/n`
+    /// loses the variance's digits when the mean is large against the spread (this
+    /// constructor cannot recover what the sums already lost).
     ///
     /// # Errors
     /// [`BayesError::InvalidParameter`] for non-finite sums, a negative Σx², or Σx² below
@@ -41,28 +118,32 @@ impl MeanStats {
                 reason: "must be finite, with a non-negative sum of squares",
             });
         }
-        if count == 0 && (sum != 0.0 || sum_squares != 0.0) {
-            return Err(BayesError::InvalidParameter {
-                name: "sums",
-                reason: "must be zero when the count is zero",
-            });
+        if count == 0 {
+            if sum != 0.0 || sum_squares != 0.0 {
+                return Err(BayesError::InvalidParameter {
+                    name: "sums",
+                    reason: "must be zero when the count is zero",
+                });
+            }
+            return Ok(Self::default());
         }
         #[allow(clippy::cast_precision_loss)]
         let n = count as f64;
-        if count > 0 && sum_squares < sum * sum / n * (1.0 - 1e-9) - 1e-12 {
+        if sum_squares < sum * sum / n * (1.0 - 1e-9) - 1e-12 {
             return Err(BayesError::InvalidParameter {
                 name: "sum_squares",
                 reason: "is below (sum)^2 / count",
             });
         }
+        let mean = sum / n;
         Ok(Self {
             count,
-            sum,
-            sum_squares,
+            mean,
+            m2: (sum_squares - sum * mean).max(0.0),
         })
     }
 
-    /// Adds one observation.
+    /// Adds one observation (Welford's update).
     ///
     /// # Errors
     /// [`BayesError::InvalidParameter`] for a non-finite value; [`BayesError::CountOverflow`].
@@ -74,23 +155,36 @@ impl MeanStats {
             });
         }
         self.count = self.count.checked_add(1).ok_or(BayesError::CountOverflow)?;
-        self.sum += x;
-        self.sum_squares += x * x;
+        #[allow(clippy::cast_precision_loss)]
+        let n = self.count as f64;
+        let delta = x - self.mean;
+        self.mean += delta / n;
+        self.m2 += delta * (x - self.mean);
         Ok(())
     }
 
-    /// The statistics of both streams.
+    /// The statistics of both streams (Chan, Golub and LeVeque's pairwise update).
     ///
     /// # Errors
     /// [`BayesError::CountOverflow`].
     pub fn merge(self, other: MeanStats) -> Result<MeanStats> {
+        let count = self
+            .count
+            .checked_add(other.count)
+            .ok_or(BayesError::CountOverflow)?;
+        if other.count == 0 {
+            return Ok(self);
+        }
+        if self.count == 0 {
+            return Ok(other);
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let (na, nb, n) = (self.count as f64, other.count as f64, count as f64);
+        let delta = other.mean - self.mean;
         Ok(MeanStats {
-            count: self
-                .count
-                .checked_add(other.count)
-                .ok_or(BayesError::CountOverflow)?,
-            sum: self.sum + other.sum,
-            sum_squares: self.sum_squares + other.sum_squares,
+            count,
+            mean: self.mean + delta * (nb / n),
+            m2: self.m2 + other.m2 + delta * delta * (na * nb / n),
         })
     }
 
@@ -110,11 +204,16 @@ impl MeanStats {
                 what: "a mean needs at least one observation",
             });
         }
-        #[allow(clippy::cast_precision_loss)]
-        Ok(self.sum / self.count as f64)
+        Ok(self.mean)
     }
 
-    /// Unbiased sample variance.
+    /// `M₂ = Σ(x − x̄)²`, the sum of squared deviations from the mean.
+    #[must_use]
+    pub fn sum_squared_deviations(&self) -> f64 {
+        self.m2
+    }
+
+    /// Unbiased sample variance `M₂ / (n − 1)`.
     ///
     /// # Errors
     /// [`BayesError::InsufficientData`] with fewer than two observations.
@@ -126,8 +225,7 @@ impl MeanStats {
         }
         #[allow(clippy::cast_precision_loss)]
         let n = self.count as f64;
-        let mean = self.sum / n;
-        Ok(((self.sum_squares - n * mean * mean) / (n - 1.0)).max(0.0))
+        Ok(self.m2 / (n - 1.0))
     }
 }
 

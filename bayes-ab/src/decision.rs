@@ -6,6 +6,7 @@ use std::time::Duration;
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::anytime;
 use crate::beta::{Beta, Counts, Interval};
 use crate::error::{BayesError, Result, check_probability};
 use crate::guardrail::GuardrailVerdict;
@@ -27,14 +28,27 @@ pub enum StoppingMode {
         /// Largest acceptable expected loss, e.g. 0.001 (0.1 percentage point).
         loss_threshold: f64,
     },
-    /// Always-valid confidence sequence on `p_b − p_a` (the asymptotic Gaussian-mixture
-    /// sequence of Waudby-Smith et al., as in GrowthBook's sequential engine): stop when it
-    /// excludes zero. The false-positive rate stays at most `alpha` however often you look.
+    /// Asymptotic confidence sequence on `p_b − p_a` (the Gaussian-mixture sequence of
+    /// Waudby-Smith et al., as in GrowthBook's sequential engine): stop when it excludes zero.
+    /// Its guarantee is **asymptotic**: the false-positive rate tends to at most `alpha` as the
+    /// samples grow, and in practice stays below it when looks start after a minimum sample
+    /// (the rule's default 100 per arm). Looking after every observation from the first it
+    /// exceeds `alpha` (5.5–5.8 % at α = 5 % and a 50 % rate). For a guarantee at every look
+    /// from `n = 1`, use [`StoppingMode::AnytimeValid`].
     Sequential {
         /// Type I error, e.g. 0.05.
         alpha: f64,
         /// Total sample size (both arms) where the sequence is tightest, e.g. 10,000.
         tuning_sample: f64,
+    },
+    /// Anytime-valid confidence sequence on `p_b − p_a` ([`crate::anytime_confidence_sequence`]):
+    /// stop when it excludes zero. The false-positive rate is at most `alpha` at every look
+    /// from the first observation, in finite samples, with no minimum sample (Ville's
+    /// inequality on a mixture martingale). The price: wider than [`StoppingMode::Sequential`]
+    /// at the same sample, so a real effect needs more data.
+    AnytimeValid {
+        /// Type I error, e.g. 0.05.
+        alpha: f64,
     },
 }
 
@@ -77,7 +91,16 @@ impl StoppingMode {
         })
     }
 
-    fn validate(self) -> Result<Self> {
+    /// The anytime-valid mode, validated.
+    ///
+    /// # Errors
+    /// [`BayesError::InvalidProbability`] for `alpha` outside `(0, 1)`.
+    pub fn anytime_valid(alpha: f64) -> Result<Self> {
+        check_probability("alpha", alpha)?;
+        Ok(Self::AnytimeValid { alpha })
+    }
+
+    pub(crate) fn validate(self) -> Result<Self> {
         match self {
             Self::Bayesian {
                 prob_threshold,
@@ -87,7 +110,13 @@ impl StoppingMode {
                 alpha,
                 tuning_sample,
             } => Self::sequential(alpha, tuning_sample),
+            Self::AnytimeValid { alpha } => Self::anytime_valid(alpha),
         }
+    }
+
+    /// Whether judging needs the posterior summary (only the Bayesian mode does).
+    pub(crate) fn needs_summary(self) -> bool {
+        matches!(self, Self::Bayesian { .. })
     }
 }
 
@@ -161,12 +190,22 @@ pub(crate) enum Verdict {
     Undecided,
 }
 
-pub(crate) fn judge(mode: StoppingMode, summary: &TwoArmSummary, a: Counts, b: Counts) -> Verdict {
+/// The verdict of `mode`; `summary` is needed (and computed by the caller) only for the
+/// Bayesian mode, which is undecided without one.
+pub(crate) fn judge(
+    mode: StoppingMode,
+    summary: Option<&TwoArmSummary>,
+    a: Counts,
+    b: Counts,
+) -> Verdict {
     match mode {
         StoppingMode::Bayesian {
             prob_threshold,
             loss_threshold,
         } => {
+            let Some(summary) = summary else {
+                return Verdict::Undecided;
+            };
             let p = summary.prob_b_beats_a;
             if p >= prob_threshold && summary.expected_loss_b <= loss_threshold {
                 Verdict::ChallengerBetter
@@ -183,16 +222,20 @@ pub(crate) fn judge(mode: StoppingMode, summary: &TwoArmSummary, a: Counts, b: C
         StoppingMode::Sequential {
             alpha,
             tuning_sample,
-        } => {
-            let cs = cs_unchecked(a, b, alpha, tuning_sample);
-            if cs.lower > 0.0 {
-                Verdict::ChallengerBetter
-            } else if cs.upper < 0.0 {
-                Verdict::ChallengerWorse
-            } else {
-                Verdict::Undecided
-            }
+        } => verdict_of(cs_unchecked(a, b, alpha, tuning_sample)),
+        StoppingMode::AnytimeValid { alpha } => {
+            verdict_of(anytime::difference_unchecked(a.into(), b.into(), alpha))
         }
+    }
+}
+
+fn verdict_of(cs: Interval) -> Verdict {
+    if cs.lower > 0.0 {
+        Verdict::ChallengerBetter
+    } else if cs.upper < 0.0 {
+        Verdict::ChallengerWorse
+    } else {
+        Verdict::Undecided
     }
 }
 
@@ -285,7 +328,7 @@ pub struct Evaluation {
     pub decision: Recommendation,
     /// The posterior comparison of champion (A) and challenger (B).
     pub summary: TwoArmSummary,
-    /// The confidence sequence on `p_b − p_a`, in sequential mode.
+    /// The confidence sequence on `p_b − p_a`, in the sequential and anytime-valid modes.
     pub confidence_sequence: Option<Interval>,
 }
 
@@ -443,6 +486,11 @@ impl DecisionRule {
                 alpha,
                 tuning_sample,
             } => Some(cs_unchecked(champion, challenger, alpha, tuning_sample)),
+            StoppingMode::AnytimeValid { alpha } => Some(anytime::difference_unchecked(
+                champion.into(),
+                challenger.into(),
+                alpha,
+            )),
             StoppingMode::Bayesian { .. } => None,
         };
         let decision = self.decide(champion, challenger, &summary, started_at, now, guardrails);
@@ -486,7 +534,7 @@ impl DecisionRule {
                 }
             };
         }
-        match judge(self.stopping, summary, champion, challenger) {
+        match judge(self.stopping, Some(summary), champion, challenger) {
             Verdict::ChallengerBetter => Recommendation::Winner,
             Verdict::ChallengerWorse => Recommendation::Rollback {
                 reason: RollbackReason::ChallengerWorse,

@@ -230,7 +230,29 @@ pub(crate) fn for_each_panel(lo: f64, hi: f64, cuts: &[f64], mut visit: impl FnM
 /// panel plus cheap density evaluations; `Π_{j≠k} F_j` comes from prefix and suffix products.
 /// Break points closer than a quarter of the narrowest posterior's standard deviation are
 /// merged, except near 0 and 1 where they differ in scale.
+///
+/// Near a rate of 1 doubles are coarse (spaced 1.1e-16, against 5e-324 near 0), so when the
+/// arms' mean rate is above ½ the whole computation is mirrored (`p → 1 − p`,
+/// `Beta(α, β) → Beta(β, α)`): the best arm is the one with the *smallest* mirrored rate,
+/// `P(best_k) = ∫ f'_k(y) Π_{j≠k} S'_j(y) dy` with the survival functions `S'`, and
+/// `loss_k = μ'_k − E[min_j p'_j]`.
 pub(crate) fn best_of(arms: &[Beta]) -> (Vec<f64>, Vec<f64>) {
+    let mean_sum: f64 = arms.iter().map(|a| a.mean()).sum();
+    #[allow(clippy::cast_precision_loss)]
+    if mean_sum > 0.5 * arms.len() as f64 {
+        let mirrored: Vec<Beta> = arms
+            .iter()
+            .map(|d| Beta::new(d.beta(), d.alpha()).unwrap_or(*d))
+            .collect();
+        best_of_oriented(&mirrored, true)
+    } else {
+        best_of_oriented(arms, false)
+    }
+}
+
+/// [`best_of`] on arms as given (`smallest = false`: best is the largest rate) or on mirrored
+/// arms (`smallest = true`: best is the smallest rate).
+fn best_of_oriented(arms: &[Beta], smallest: bool) -> (Vec<f64>, Vec<f64>) {
     let grids: Vec<Vec<f64>> = arms.iter().map(|&d| break_points(d)).collect();
     let lo = grids.iter().map(|g| g[0]).fold(f64::INFINITY, f64::min);
     let hi = grids
@@ -272,10 +294,18 @@ pub(crate) fn best_of(arms: &[Beta]) -> (Vec<f64>, Vec<f64>) {
                     0.0
                 };
             }
-            let at_start = cdf_with_bounds(arm, g, panel.start);
             let increments = panel.cumulative(&pdf[j]);
-            for (value, increment) in cdf[j].iter_mut().zip(increments) {
-                *value = (at_start + increment).clamp(0.0, 1.0);
+            if smallest {
+                // The probability that arm j is above each node: S(start) − ∫ f.
+                let at_start = sf_with_bounds(arm, g, panel.start);
+                for (value, increment) in cdf[j].iter_mut().zip(increments) {
+                    *value = (at_start - increment).clamp(0.0, 1.0);
+                }
+            } else {
+                let at_start = cdf_with_bounds(arm, g, panel.start);
+                for (value, increment) in cdf[j].iter_mut().zip(increments) {
+                    *value = (at_start + increment).clamp(0.0, 1.0);
+                }
             }
             any |= pdf[j].iter().any(|&p| p > 0.0);
         }
@@ -306,7 +336,11 @@ pub(crate) fn best_of(arms: &[Beta]) -> (Vec<f64>, Vec<f64>) {
             let mut product = tail;
             for (j, &other) in arms.iter().enumerate() {
                 if j != i {
-                    product *= cdf_with_bounds(other, &grids[j], top);
+                    product *= if smallest {
+                        sf_with_bounds(other, &grids[j], top)
+                    } else {
+                        cdf_with_bounds(other, &grids[j], top)
+                    };
                 }
             }
             prob_best[i] += product;
@@ -330,11 +364,29 @@ pub(crate) fn best_of(arms: &[Beta]) -> (Vec<f64>, Vec<f64>) {
     for p in &mut prob_best {
         *p = p.clamp(0.0, 1.0);
     }
+    // `expected_max` is E[min] of the mirrored rates when `smallest`.
     let losses = arms
         .iter()
-        .map(|a| (expected_max - a.mean()).max(0.0))
+        .map(|a| {
+            if smallest {
+                (a.mean() - expected_max).max(0.0)
+            } else {
+                (expected_max - a.mean()).max(0.0)
+            }
+        })
         .collect();
     (prob_best, losses)
+}
+
+/// `1 − F(x)`, taken as exactly 1 or 0 outside the distribution's outermost break points.
+fn sf_with_bounds(d: Beta, grid: &[f64], x: f64) -> f64 {
+    if x <= grid[0] {
+        1.0
+    } else if x >= grid[grid.len() - 1] {
+        0.0
+    } else {
+        d.sf(x)
+    }
 }
 
 /// `F(x)`, taken as exactly 0 or 1 outside the distribution's outermost break points (the mass

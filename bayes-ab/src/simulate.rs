@@ -99,20 +99,7 @@ pub fn simulate_aa<R: Rng + ?Sized>(
     }
     check_probability("rate", config.rate)?;
     for mode in modes {
-        match *mode {
-            StoppingMode::Bayesian {
-                prob_threshold,
-                loss_threshold,
-            } => {
-                StoppingMode::bayesian(prob_threshold, loss_threshold)?;
-            }
-            StoppingMode::Sequential {
-                alpha,
-                tuning_sample,
-            } => {
-                StoppingMode::sequential(alpha, tuning_sample)?;
-            }
-        }
+        mode.validate()?;
     }
     let binomial = Binomial::new(config.trials_per_look, config.rate).map_err(|_| {
         BayesError::InvalidParameter {
@@ -131,20 +118,25 @@ pub fn simulate_aa<R: Rng + ?Sized>(
         })
         .collect();
     let mut stopped = vec![false; modes.len()];
+    let needs_summary = modes.iter().any(|m| m.needs_summary());
     for _ in 0..config.experiments {
         stopped.fill(false);
         let (mut a, mut b) = (Counts::ZERO, Counts::ZERO);
         for look in 1..=config.looks {
             a = a.merge(Counts::new(binomial.sample(rng), config.trials_per_look)?)?;
             b = b.merge(Counts::new(binomial.sample(rng), config.trials_per_look)?)?;
-            let summary = compare(
-                Beta::UNIFORM.update(a),
-                Beta::UNIFORM.update(b),
-                &compare_config,
-            );
+            // The posterior summary only for the modes that read it: the sequential modes
+            // judge from the counts alone, so a look after every observation stays cheap.
+            let summary = needs_summary.then(|| {
+                compare(
+                    Beta::UNIFORM.update(a),
+                    Beta::UNIFORM.update(b),
+                    &compare_config,
+                )
+            });
             for (i, &mode) in modes.iter().enumerate() {
                 let declared = matches!(
-                    judge(mode, &summary, a, b),
+                    judge(mode, summary.as_ref(), a, b),
                     Verdict::ChallengerBetter | Verdict::ChallengerWorse
                 );
                 if declared && !stopped[i] {

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
+use crate::continuous::MeanStats;
 use crate::error::{BayesError, Result};
+use crate::special::normal_cdf;
 
 /// Basis points in 100 %.
 pub const BASIS_POINTS: u32 = 10_000;
@@ -208,5 +210,59 @@ pub fn srm_check(observed: &[u64], split: &TrafficSplit) -> Result<SrmCheck> {
         degrees_of_freedom,
         p_value,
         mismatch,
+    })
+}
+
+/// A pre-exposure bias check on a covariate measured before assignment (last month's
+/// spend, the pre-period conversion rate): the arms' covariate means should differ only by
+/// chance. A significant difference means assignment or logging is broken, or the covariate
+/// was measured after exposure; variance reduction on it would then bias the result.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[must_use]
+pub struct CovariateBalance {
+    /// Challenger's covariate mean minus champion's.
+    pub difference: f64,
+    /// Welch's statistic: the difference over its standard error.
+    pub z: f64,
+    /// Two-sided p-value (normal reference distribution: the arms have A/B-test sizes).
+    pub p_value: f64,
+    /// `p_value <` [`SRM_ALERT_P_VALUE`]: the covariate is not balanced.
+    pub imbalanced: bool,
+}
+
+/// Tests whether the pre-period covariate is balanced between champion `a` and challenger
+/// `b` (Welch's unequal-variance z test), alerting at p < [`SRM_ALERT_P_VALUE`] like the SRM
+/// check.
+///
+/// ```
+/// use bayes_ab::{MeanStats, covariate_balance_check};
+///
+/// let a = MeanStats::from_moments(10_000, 50.0, 9_999.0 * 100.0)?; // sd 10
+/// let b = MeanStats::from_moments(10_000, 50.1, 9_999.0 * 100.0)?;
+/// assert!(!covariate_balance_check(a, b)?.imbalanced);
+/// let shifted = MeanStats::from_moments(10_000, 51.0, 9_999.0 * 100.0)?;
+/// assert!(covariate_balance_check(a, shifted)?.imbalanced);
+/// # Ok::<(), bayes_ab::BayesError>(())
+/// ```
+///
+/// # Errors
+/// [`BayesError::InsufficientData`] for an arm with fewer than two observations, or when both
+/// arms' covariate has zero variance.
+pub fn covariate_balance_check(a: MeanStats, b: MeanStats) -> Result<CovariateBalance> {
+    #[allow(clippy::cast_precision_loss)]
+    let se = (a.variance()? / a.count() as f64 + b.variance()? / b.count() as f64).sqrt();
+    let difference = b.mean()? - a.mean()?;
+    if se == 0.0 {
+        return Err(BayesError::InsufficientData {
+            what: "the covariate has zero variance in both arms",
+        });
+    }
+    let z = difference / se;
+    let p_value = 2.0 * normal_cdf(-z.abs());
+    Ok(CovariateBalance {
+        difference,
+        z,
+        p_value,
+        imbalanced: p_value < SRM_ALERT_P_VALUE,
     })
 }

@@ -11,9 +11,11 @@ use crate::special::{self, normal_cdf, normal_pdf, normal_quantile};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Method {
-    /// Evan Miller's closed-form sum (some posterior parameter is an integer).
+    /// Evan Miller's closed-form sum (some posterior parameter is an integer and the four
+    /// sum to at most 25,000).
     ClosedForm,
-    /// Gauss–Legendre quadrature (no posterior parameter is an integer, e.g. Jeffreys' prior).
+    /// Gauss–Legendre quadrature (no posterior parameter is an integer, e.g. Jeffreys' prior,
+    /// or the counts are beyond the closed form's range).
     Quadrature,
     /// Normal approximation of both posteriors (every parameter at or above
     /// [`CompareConfig::normal_approximation_above`]).
@@ -37,11 +39,11 @@ pub struct CompareConfig {
 }
 
 impl Default for CompareConfig {
-    /// 95 % intervals; normal approximation once every posterior parameter is ≥ 1,000,000.
+    /// 95 % intervals; never the normal approximation (every figure exact).
     fn default() -> Self {
         Self {
             level: 0.95,
-            normal_above: 1e6,
+            normal_above: f64::INFINITY,
         }
     }
 }
@@ -49,9 +51,13 @@ impl Default for CompareConfig {
 impl CompareConfig {
     /// `level`: credible level of the per-arm intervals (0.95 → 95 %).
     /// `normal_approximation_above`: when all four posterior parameters are at least this
-    /// large, every figure comes from the normal approximation of the two posteriors (error in
-    /// P(B > A) of order `1/√min(α, β)`; at the default 1e6 below 1e-4). `f64::INFINITY`
-    /// disables the approximation.
+    /// large, every figure comes from the normal approximation of the two posteriors.
+    /// `f64::INFINITY` (the default) disables it, and that is the recommended setting: the
+    /// exact paths cost a fixed 50–100 µs however large the counts, while the approximation
+    /// never meets the exact paths' 1e-12 bound at any count an experiment reaches (its error
+    /// falls only like `1/√min(α, β)`: 1.4e-8 in P(B > A) and 8.9e-7 relative in the losses
+    /// with about a million conversions per arm). Use it only where a few hundred nanoseconds
+    /// matter more than those digits.
     ///
     /// # Errors
     /// [`BayesError::InvalidProbability`] for a level outside `(0, 1)`;
@@ -107,7 +113,9 @@ pub struct TwoArmSummary {
 
 /// Compares two posteriors: P(B > A), both expected losses and both credible intervals.
 ///
-/// Exact unless every parameter is above the configured normal-approximation size.
+/// Exact (within 1e-12 of 60-digit references for counts up to 1e9 and rates down to 1e-9):
+/// Evan Miller's closed form while the four parameters sum to at most 25,000 and one is an
+/// integer, quadrature otherwise. The normal approximation only if the configuration opts in.
 ///
 /// ```
 /// use bayes_ab::{Beta, CompareConfig, Counts, compare};
@@ -181,13 +189,7 @@ pub(crate) fn normal_losses(mean: f64, sd: f64) -> (f64, f64) {
 /// ```
 #[must_use]
 pub fn prob_b_beats_a(a: Beta, b: Beta) -> f64 {
-    match closed_form(a, b) {
-        Some(c) => c.b_beats_a,
-        None => {
-            let (p, _) = quadrature::best_of(&[a, b]);
-            p[1]
-        }
-    }
+    exact_probability_and_losses(a, b).0
 }
 
 /// Expected losses `(of choosing A, of choosing B)`, exact (Stucchio's formula on the closed
@@ -198,10 +200,21 @@ pub fn expected_losses(a: Beta, b: Beta) -> (f64, f64) {
     (la, lb)
 }
 
+/// Largest sum of the four posterior parameters for which the closed form is used. Its
+/// largest term is built from four log-beta values of about this size that nearly cancel, so
+/// its error grows with it (measured against 60-digit references, in P(B > A): 1.5e-13 at a
+/// sum of 2e4, 1.8e-12 at 2e5, up to 6.8e-10 at 2e7); above it, quadrature (whose error does
+/// not grow with the counts: under 1e-13 up to 2e9) takes over.
+const CLOSED_FORM_SIZE_MAX: f64 = 2.5e4;
+
 fn exact_probability_and_losses(a: Beta, b: Beta) -> (f64, f64, f64, Method) {
     let (mean_a, mean_b) = (a.mean(), b.mean());
-    if let Some(c) = closed_form(a, b) {
-        // Stucchio: E[max(p_a − p_b, 0)] = μ_a P(A⁺ > B) − μ_b P(A > B⁺), where X⁺ has α + 1.
+    let size = a.alpha() + a.beta() + b.alpha() + b.beta();
+    if size <= CLOSED_FORM_SIZE_MAX
+        && let Some(c) = closed_form(a, b)
+    {
+        // Stucchio: E[max(p_a − p_b, 0)] = μ_a P(A⁺ > B) − μ_b P(A > B⁺), where X⁺ has
+        // α + 1.
         let loss_b =
             (mean_a * (1.0 - c.b_beats_a_plus) - mean_b * (1.0 - c.b_plus_beats_a)).max(0.0);
         let loss_a = (loss_b + mean_b - mean_a).max(0.0);

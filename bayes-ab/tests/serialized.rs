@@ -50,10 +50,10 @@ fn experiment_state_is_pinned() {
             r#"{"id":"checkout-v2","split":[5000,5000],"started_at":1700000000000,"arms":["#,
             r#"{"conversions":{"successes":1,"trials":1},"errors":{"successes":0,"trials":1},"#,
             r#""latency":[28,132,147,19,0,0,0,1,0,0,0,0,0,0,0,3,0,0,0,0,0,0,0,1,0,0,0,0,214,147,164,0,63,240,0,0,0,0,0,0,0],"#,
-            r#""value":{"count":1,"sum":20.0,"sum_squares":400.0}},"#,
+            r#""value":{"count":1,"mean":20.0,"m2":0.0}},"#,
             r#"{"conversions":{"successes":0,"trials":1},"errors":{"successes":1,"trials":1},"#,
             r#""latency":[28,132,147,19,0,0,0,3,0,0,0,0,0,0,0,3,0,0,0,0,0,0,0,1,0,0,0,0,214,147,164,0,63,240,0,0,0,0,0,0,183,71,2],"#,
-            r#""value":{"count":0,"sum":0.0,"sum_squares":0.0}}]}"#,
+            r#""value":{"count":0,"mean":0.0,"m2":0.0}}]}"#,
         ),
     );
 }
