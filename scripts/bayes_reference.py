@@ -321,7 +321,37 @@ def covariate_balance():
           f"z = {float(z)!r}, p = {float(p)!r}")
 
 
+def cuped_data(n, arm):
+    """The deterministic data of bayes-ab/tests/cuped.rs (the same float operations in Rust)."""
+    xs, ys = [], []
+    for i in range(n):
+        x = ((i * 7919 + arm * 31) % 1000) / 10.0
+        noise = ((i * 104729 + arm * 17) % 997) / 100.0 - 5.0
+        y = 2.0 + 0.8 * x + noise + (1.3 if arm == 1 else 0.0)
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
+def cuped():
+    """`python3 scripts/bayes_reference.py cuped`: the regression y ~ 1 + treatment + x by
+    statsmodels OLS on the data of `cuped_data` (values pasted into bayes-ab/tests/cuped.rs)."""
+    import numpy as np
+    import statsmodels.api as sm
+
+    for n in (1_000, 20_000):
+        xa, ya = cuped_data(n, 0)
+        xb, yb = cuped_data(n, 1)
+        y = np.array(ya + yb)
+        design = np.column_stack([np.ones(2 * n), np.r_[np.zeros(n), np.ones(n)], xa + xb])
+        fit = sm.OLS(y, design).fit()
+        print(f"({n}, {float(fit.params[1])!r}, {float(fit.params[2])!r}),")
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["cuped"]:
+        cuped()
+        sys.exit(0)
     if sys.argv[1:] == ["balance"]:
         covariate_balance()
     else:

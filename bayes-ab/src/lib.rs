@@ -33,7 +33,9 @@
 //!   if you opt in ([`CompareConfig`]). Lift: [`prob_lift_exceeds`], [`lift_interval`].
 //! - **k arms** — [`best_arm`]: P(best) and expected loss by one-dimensional quadrature;
 //!   [`best_arm_monte_carlo`] with a seeded generator for cross-checks.
-//! - **Continuous metrics** — [`MeanStats`] (n, Σx, Σx²) and [`compare_means`].
+//! - **Continuous metrics** — [`MeanStats`] (n, mean and M₂ by Welford's update) and
+//!   [`compare_means`]; CUPED/CUPAC regression adjustment on a pre-period covariate or a
+//!   prediction with [`CovariateStats`] and [`cuped_compare`].
 //! - **Decisions** — [`DecisionRule`] with [`StoppingMode::Bayesian`] (probability and
 //!   expected-loss thresholds), [`StoppingMode::Sequential`] (GrowthBook's asymptotic
 //!   confidence sequence, [`confidence_sequence`]: safe to peek after a minimum sample) or
@@ -62,8 +64,9 @@
 //! - No peeking protection in [`StoppingMode::Bayesian`]: reading it at every look inflates
 //!   false positives (42 % instead of 10 % over 20 looks; see `docs/bayes-ab.md`). Use
 //!   [`StoppingMode::Sequential`] when you look before the planned end.
-//! - No hierarchical or informative priors beyond a Beta prior you choose, no CUPED or
-//!   variance reduction, no multiple-testing correction across metrics.
+//! - No hierarchical or informative priors beyond a Beta prior you choose, no multiple-testing
+//!   correction across metrics; CUPED only in the Gaussian (Bayesian) comparison, not yet in
+//!   the sequential modes.
 //! - [`Experiment`] is champion versus one challenger; for more arms call [`best_arm`] or
 //!   [`ThompsonBandit`] directly.
 //! - No network or database storage: implement [`ExperimentStore`] for your backend.
@@ -79,6 +82,7 @@ mod anytime;
 mod bandit;
 mod beta;
 mod continuous;
+mod cuped;
 mod decision;
 mod error;
 mod experiment;
@@ -96,6 +100,7 @@ pub use anytime::{
 pub use bandit::{ThompsonBandit, ThompsonBanditBuilder};
 pub use beta::{Beta, Counts, Interval};
 pub use continuous::{MeanComparison, MeanStats, compare_means};
+pub use cuped::{CovariateStats, CupedComparison, cuped_compare};
 pub use decision::{
     ContinueReason, DecisionRule, DecisionRuleBuilder, Evaluation, InconclusiveReason,
     Recommendation, RollbackReason, StoppingMode, confidence_sequence,
