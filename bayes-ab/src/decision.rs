@@ -33,7 +33,8 @@ pub enum StoppingMode {
     /// Its guarantee is **asymptotic**: the false-positive rate tends to at most `alpha` as the
     /// samples grow, and in practice stays below it when looks start after a minimum sample
     /// (the rule's default 100 per arm). Looking after every observation from the first it
-    /// exceeds `alpha` (5.5–5.8 % at α = 5 % and a 50 % rate). For a guarantee at every look
+    /// can exceed `alpha` (5.5–5.8 % was reported at α = 5 % and a 50 % rate). For a
+    /// guarantee at every look
     /// from `n = 1`, use [`StoppingMode::AnytimeValid`].
     Sequential {
         /// Type I error, e.g. 0.05.
