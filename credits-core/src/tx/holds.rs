@@ -143,18 +143,39 @@ impl HoldBranch {
         self.commit
     }
 
-    /// The payload to [`enlist`](super::TransactionManager::enlist).
+    /// The payload to [`enlist`](super::TransactionManager::enlist):
+    /// `<reserve>:<commit>:<tenant>` (short: it is logged, and read in phase one of every
+    /// transaction).
     #[must_use]
     pub fn payload(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        format!(
+            "{}:{}:{}",
+            self.reserve.units(),
+            self.commit.units(),
+            self.tenant
+        )
     }
 
-    /// Reads a payload back.
+    /// Reads a payload back: the form [`payload`](Self::payload) writes, or the JSON form
+    /// of the type (`{"tenant":…,"reserve":…,"commit":…}`), checked as
+    /// [`new`](Self::new) checks.
     ///
     /// # Errors
-    /// [`LedgerError::InvalidPayload`] if it is not a `HoldBranch`.
+    /// [`LedgerError::InvalidPayload`] if it is neither; the errors of
+    /// [`new`](Self::new).
     pub fn parse(payload: &str) -> Result<Self, LedgerError> {
-        serde_json::from_str(payload).map_err(|e| LedgerError::InvalidPayload(e.to_string()))
+        if payload.starts_with('{') {
+            return serde_json::from_str(payload)
+                .map_err(|e| LedgerError::InvalidPayload(e.to_string()));
+        }
+        let bad = || LedgerError::InvalidPayload(format!("not a hold branch: {payload:?}"));
+        let (reserve, rest) = payload.split_once(':').ok_or_else(bad)?;
+        let (commit, tenant) = rest.split_once(':').ok_or_else(bad)?;
+        HoldBranch::new(
+            TenantId::new(tenant)?,
+            Amount::new(reserve.parse().map_err(|_| bad())?),
+            Amount::new(commit.parse().map_err(|_| bad())?),
+        )
     }
 }
 

@@ -1,6 +1,8 @@
 //! The durable record of transactions: the [`TxLog`] trait and the in-memory [`MemoryTxLog`].
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -59,7 +61,10 @@ pub struct MemoryTxLog {
 #[derive(Debug)]
 struct MemoryTxLogInner {
     next: u64,
-    records: BTreeMap<TxId, TxRecord>,
+    records: HashMap<TxId, TxRecord>,
+    /// The transactions not yet `Finished`, oldest first: what recovery reads, without
+    /// walking the whole history.
+    unfinished: BTreeSet<TxId>,
 }
 
 impl Default for MemoryTxLog {
@@ -85,7 +90,8 @@ impl MemoryTxLog {
         MemoryTxLog {
             inner: Mutex::new(MemoryTxLogInner {
                 next: first.max(1),
-                records: BTreeMap::new(),
+                records: HashMap::new(),
+                unfinished: BTreeSet::new(),
             }),
         }
     }
@@ -122,6 +128,7 @@ impl TxLog for MemoryTxLog {
                 phase: TxPhase::Active,
             },
         );
+        inner.unfinished.insert(id);
         Ok(id)
     }
 
@@ -193,7 +200,9 @@ impl TxLog for MemoryTxLog {
                 state: phase,
                 action: TxAction::Finish,
             }),
-        })
+        })?;
+        self.inner.lock().unfinished.remove(&tx);
+        Ok(())
     }
 
     async fn get(&self, tx: TxId) -> Result<Option<TxRecord>, LedgerError> {
@@ -201,13 +210,11 @@ impl TxLog for MemoryTxLog {
     }
 
     async fn unfinished(&self) -> Result<Vec<TxRecord>, LedgerError> {
-        Ok(self
-            .inner
-            .lock()
-            .records
-            .values()
-            .filter(|r| !matches!(r.phase, TxPhase::Finished(_)))
-            .cloned()
+        let inner = self.inner.lock();
+        Ok(inner
+            .unfinished
+            .iter()
+            .filter_map(|id| inner.records.get(id).cloned())
             .collect())
     }
 }
