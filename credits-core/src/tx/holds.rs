@@ -200,7 +200,13 @@ impl<S: LedgerStore + ?Sized> LedgerHolds<S> {
     }
 
     fn key(&self, branch: BranchId, step: &str) -> Result<IdempotencyKey, LedgerError> {
-        IdempotencyKey::new(format!("{branch}/{}/{step}", self.name))
+        // `tx-<id>/<index>/<participant>/<step>`, as `BranchId` displays, in one format.
+        IdempotencyKey::new(format!(
+            "tx-{}/{}/{}/{step}",
+            branch.tx.get(),
+            branch.index,
+            self.name
+        ))
     }
 
     async fn run(
