@@ -497,3 +497,96 @@ fn bad_configuration_is_a_typed_error() {
             .is_some_and(|o| o.contains("search_path=s1,\\ public"))
     );
 }
+
+/// The reproduction of "prepared is inferred from a cache", on PostgreSQL's store and
+/// transaction log together: a branch prepares, the coordinator dies, a day passes, the
+/// tenant keeps working, the idempotency records are deleted (what
+/// `cleanup_idempotency_keys` does); a new coordinator over a reopened log applies the
+/// logged decision — a commit, then for a second transaction an abort past its deadline —
+/// and outsiders cannot resolve the prepared holds meanwhile.
+#[tokio::test]
+async fn transactions_recover_on_postgres_after_forgotten_keys_and_activity() {
+    let Some(db) = common::test_db("tx_forgotten").await else {
+        return;
+    };
+    let clock = ManualClock::new(common::START);
+    let store = db.store(db.config(), Arc::new(clock.clone())).await;
+    let ledger = Ledger::from_shared(Arc::new(store.clone()), Arc::new(clock.clone()));
+    let acme = TenantId::new("acme").expect("tenant");
+    ledger
+        .create_tenant(&acme, TenantSettings::default())
+        .await
+        .expect("create");
+    ledger
+        .grant(&acme, key("g"), Amount::new(1_000), GrantOptions::default())
+        .await
+        .expect("grant");
+    let manager = |log: Arc<dyn TxLog>| {
+        TransactionManager::builder(log, Arc::new(clock.clone()))
+            .participant(Arc::new(LedgerHolds::new("credits", ledger.clone())))
+            .build()
+    };
+    let payload = HoldBranch::new(acme.clone(), Amount::new(100), Amount::new(60))
+        .expect("branch")
+        .payload();
+    for (round, decide_commit) in [(0, true), (1, false)] {
+        let log: Arc<dyn TxLog> = Arc::new(store.tx_log());
+        let tm = manager(log.clone());
+        let tx = tm.begin(Duration::from_secs(30)).await.expect("begin");
+        tm.enlist(tx, "credits", payload.clone())
+            .await
+            .expect("enlist");
+        tm.prepare(tx).await.expect("prepare");
+        if decide_commit {
+            assert_eq!(
+                log.decide(tx, TxDecision::Commit).await,
+                Ok(TxDecision::Commit)
+            );
+        }
+        drop(tm); // the coordinator dies
+        let hold = store.prepared_holds(None, 10).await.expect("prepared")[0].hold;
+        assert!(matches!(
+            ledger
+                .cancel(&acme, key(&format!("outsider-{round}")), hold)
+                .await,
+            Err(LedgerError::HoldOwnedByTransaction { .. })
+        ));
+        clock.advance(Duration::from_secs(25 * 3_600));
+        ledger
+            .consume(&acme, key(&format!("busy-{round}")), Amount::new(1))
+            .await
+            .expect("the tenant keeps working");
+        assert!(store.forget_keys(clock.now()).await.expect("forget") >= 2);
+        let report = manager(Arc::new(store.tx_log())) // a reopened log
+            .recover()
+            .await
+            .expect("recover");
+        assert_eq!(
+            (report.committed, report.aborted, report.failed),
+            (usize::from(decide_commit), usize::from(!decide_commit), 0),
+            "{report:?}"
+        );
+        assert!(
+            store
+                .prepared_holds(None, 10)
+                .await
+                .expect("prepared")
+                .is_empty()
+        );
+        assert_eq!(
+            log.get(tx).await.expect("get").map(|r| r.phase),
+            Some(TxPhase::Finished(if decide_commit {
+                TxDecision::Commit
+            } else {
+                TxDecision::Abort
+            }))
+        );
+    }
+    let totals = ledger.store().totals(&acme).await.expect("totals");
+    assert_eq!(
+        (totals.consumed, totals.held),
+        (Amount::new(62), Amount::ZERO),
+        "the committed 60 and two consumes"
+    );
+    db.drop_schema().await;
+}
