@@ -383,7 +383,11 @@ fn record_metrics(op: &'static str, result: &Result<Receipt, LedgerError>) {
                 "reserve" => metrics::counter!("credits_operations_total", "op" => "reserve", "result" => $result).increment(1),
                 "commit" => metrics::counter!("credits_operations_total", "op" => "commit", "result" => $result).increment(1),
                 "cancel" => metrics::counter!("credits_operations_total", "op" => "cancel", "result" => $result).increment(1),
-                _ => metrics::counter!("credits_operations_total", "op" => "refund", "result" => $result).increment(1),
+                "refund" => metrics::counter!("credits_operations_total", "op" => "refund", "result" => $result).increment(1),
+                "prepare" => metrics::counter!("credits_operations_total", "op" => "prepare", "result" => $result).increment(1),
+                "commit_prepared" => metrics::counter!("credits_operations_total", "op" => "commit_prepared", "result" => $result).increment(1),
+                "abort_prepared" => metrics::counter!("credits_operations_total", "op" => "abort_prepared", "result" => $result).increment(1),
+                _ => metrics::counter!("credits_operations_total", "op" => "other", "result" => $result).increment(1),
             }
         };
     }
