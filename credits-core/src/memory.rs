@@ -1,7 +1,8 @@
 //! [`MemoryLedgerStore`]: the embedded default backend.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::BuildHasher;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::store::{
 };
 use crate::tx::BranchId;
 use crate::{
-    Balance, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
+    Balance, Command, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
     LedgerError, Receipt, Request, StorageError, TenantId, TenantSettings, Totals,
 };
 
@@ -113,6 +114,9 @@ struct Shard {
     /// At most one entry per tenant: a time at or before its earliest expiry (it may be
     /// stale-early; the sweeper re-indexes such tenants).
     deadlines: BTreeSet<(Timestamp, TenantId)>,
+    /// The active holds its tenants' transaction branches own, by branch: what
+    /// [`LedgerStore::prepared_holds`] reads without walking every tenant.
+    prepared: BTreeMap<BranchId, PreparedHold>,
 }
 
 #[derive(Debug)]
@@ -201,6 +205,38 @@ impl Shard {
         tenant.journal.extend(applied.entries);
         Self::reindex(deadlines, tenant);
         Ok(applied.result)
+    }
+
+    /// Keeps [`Shard::prepared`] in step with an applied command (only transaction steps
+    /// change it; expiry never touches a branch's hold).
+    fn note_prepared(
+        prepared: &mut BTreeMap<BranchId, PreparedHold>,
+        tenant: &TenantId,
+        command: &Command,
+        result: &Result<Receipt, LedgerError>,
+    ) {
+        match (command, result) {
+            (Command::Prepare { branch, amount }, Ok(receipt)) => {
+                if let Some(hold) = receipt.hold() {
+                    prepared.insert(
+                        *branch,
+                        PreparedHold {
+                            branch: *branch,
+                            tenant: tenant.clone(),
+                            hold,
+                            amount: *amount,
+                        },
+                    );
+                }
+            }
+            (
+                Command::CommitPrepared { branch, .. } | Command::AbortPrepared { branch, .. },
+                Ok(_),
+            ) => {
+                prepared.remove(branch);
+            }
+            _ => {}
+        }
     }
 
     fn reindex(deadlines: &mut BTreeSet<(Timestamp, TenantId)>, tenant: &mut Tenant) {
@@ -327,6 +363,12 @@ impl LedgerStore for MemoryLedgerStore {
             },
         )?;
         let result = unwrap_outcome(result);
+        Shard::note_prepared(
+            &mut shard.prepared,
+            &request.tenant,
+            &request.command,
+            &result,
+        );
         let at = result.as_ref().map_or(now, |o| o.at);
         let record = IdempotencyRecord {
             command: request.command.clone(),
@@ -418,6 +460,9 @@ impl LedgerStore for MemoryLedgerStore {
             tenant.account = w.account;
             tenant.journal.extend(w.entries);
             Shard::reindex(&mut shard.deadlines, tenant);
+            for (_, record) in &w.records {
+                Shard::note_prepared(&mut shard.prepared, &id, &record.command, &record.result);
+            }
             for (key, record) in w.records {
                 tenant.remember(
                     key,
@@ -578,26 +623,24 @@ impl LedgerStore for MemoryLedgerStore {
         after: Option<BranchId>,
         limit: usize,
     ) -> Result<Vec<PreparedHold>, LedgerError> {
+        let limit = limit.clamp(1, PAGE_LEN_MAX);
         let mut found = Vec::new();
         for shard in &self.shards {
             let shard = shard.lock();
-            for (tenant, t) in &shard.tenants {
-                for hold in t.account.holds() {
-                    let Some(branch) = hold.owner() else { continue };
-                    if after.is_some_and(|a| branch <= a) {
-                        continue;
-                    }
-                    found.push(PreparedHold {
-                        branch,
-                        tenant: tenant.clone(),
-                        hold: hold.id(),
-                        amount: hold.amount(),
-                    });
-                }
-            }
+            let from = match after {
+                Some(a) => Bound::Excluded(a),
+                None => Bound::Unbounded,
+            };
+            found.extend(
+                shard
+                    .prepared
+                    .range((from, Bound::Unbounded))
+                    .take(limit)
+                    .map(|(_, h)| h.clone()),
+            );
         }
         found.sort_unstable_by_key(|h| h.branch);
-        found.truncate(limit.clamp(1, PAGE_LEN_MAX));
+        found.truncate(limit);
         Ok(found)
     }
 }

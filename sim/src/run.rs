@@ -254,11 +254,11 @@ impl Sim {
                 .map_err(|e| self.unexpected("outage key", e))?;
             match ledger.consume(&t, key, Amount::MAX).await {
                 Err(LedgerError::InsufficientCredits { .. }) => {}
-                other => {
-                    return Err(self.unexpected(
-                        "a consume during the outage",
-                        other.err().unwrap_or(LedgerError::AmountOverflow),
-                    ));
+                Err(e) => return Err(self.unexpected("a consume during the outage", e)),
+                Ok(receipt) => {
+                    return Err(self.environment(format!(
+                        "a consume of every credit during the outage was accepted: {receipt:?}"
+                    )));
                 }
             }
         }

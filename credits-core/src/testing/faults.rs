@@ -180,7 +180,11 @@ impl Faults {
 
     /// The gate of a read.
     pub(super) fn read(&self) -> Result<(), LedgerError> {
-        let s = self.state.lock();
+        Self::open(&self.state.lock())
+    }
+
+    /// Whether calls reach the backend at all (not crashed, not down).
+    fn open(s: &State) -> Result<(), LedgerError> {
         if s.crashed {
             return Err(dead());
         }
@@ -192,8 +196,8 @@ impl Faults {
 
     /// The gate of a mutation: advances the armed schedule.
     pub(super) fn mutation(&self) -> Result<Gate, LedgerError> {
-        self.read()?;
         let mut s = self.state.lock();
+        Self::open(&s)?;
         let Some(mut armed) = s.armed else {
             return Ok(Gate::Pass);
         };

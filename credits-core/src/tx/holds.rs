@@ -252,11 +252,10 @@ impl<S: LedgerStore + ?Sized> Participant for LedgerHolds<S> {
     async fn commit(
         &self,
         branch: BranchId,
-        payload: &str,
+        _payload: &str,
         prepared: &str,
     ) -> Result<(), LedgerError> {
         // Phase one's answer carries everything phase two needs (the payload was read then).
-        let _ = payload;
         let Prepared {
             tenant,
             hold,
