@@ -84,6 +84,8 @@ mod hex;
 mod keyring;
 mod mask;
 pub mod merkle;
+mod queue;
+mod sequencer;
 mod sink;
 mod trail;
 mod verify;
@@ -108,6 +110,8 @@ pub use file::{
 pub use head::LogHead;
 pub use keyring::{HmacKey, KEY_LEN_MAX, KEY_LEN_MIN, Keyring};
 pub use mask::{Mask, MaskingPolicy, MaskingPolicyBuilder, REDACTED};
+pub use queue::{AuditQueue, EntryKey, MemoryAuditQueue};
+pub use sequencer::{Admission, SequencedBatch, Sequencer, checkpoint_due};
 pub use sink::{AuditSink, MemorySink, verify_range, verify_sink};
 pub use trail::{Appended, AuditLog, AuditTrail};
 pub use verify::{ChainVerifier, Failure, IntegrityCheck, VerifyReport, verify_records};

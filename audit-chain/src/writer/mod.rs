@@ -7,7 +7,6 @@
 mod config;
 mod task;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use metered_clock::Clock;
@@ -18,7 +17,9 @@ pub use self::config::{WriterConfig, WriterConfigBuilder};
 use self::task::Task;
 use crate::chain::StreamHead;
 use crate::entry::{Hash, SealedEntry};
-use crate::merkle::{MerkleFrontier, MerkleTree};
+use crate::merkle::MerkleTree;
+use crate::queue::AuditQueue;
+use crate::sequencer::Sequencer;
 use crate::sink::{AuditSink, READ_CHUNK};
 use crate::{AuditError, Checkpoint, NoteSigner, SignedCheckpoint};
 
@@ -49,60 +50,9 @@ impl Receipt {
     }
 }
 
-/// The writer's view of the Merkle tree: all of it, or just the frontier.
-#[derive(Debug)]
-enum Tree {
-    Full(MerkleTree),
-    Frontier(MerkleFrontier),
-}
-
-impl Default for Tree {
-    fn default() -> Self {
-        Tree::Full(MerkleTree::new())
-    }
-}
-
-impl Tree {
-    fn push(&mut self, leaf: Hash) {
-        match self {
-            Tree::Full(t) => t.push(leaf),
-            Tree::Frontier(f) => f.push(leaf),
-        }
-    }
-    fn size(&self) -> u64 {
-        match self {
-            Tree::Full(t) => t.size(),
-            Tree::Frontier(f) => f.size(),
-        }
-    }
-    fn root(&self) -> Hash {
-        match self {
-            Tree::Full(t) => t.root(),
-            Tree::Frontier(f) => f.root(),
-        }
-    }
-    fn frontier(&self) -> MerkleFrontier {
-        match self {
-            Tree::Full(t) => t.frontier(),
-            Tree::Frontier(f) => f.clone(),
-        }
-    }
-    fn full(&self) -> Result<&MerkleTree, AuditError> {
-        match self {
-            Tree::Full(t) => Ok(t),
-            Tree::Frontier(_) => Err(AuditError::InvalidConfig(
-                "this writer keeps only the Merkle frontier (retain_proofs(false)); \
-                 build proofs from the sink"
-                    .into(),
-            )),
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Shared {
-    tree: RwLock<Tree>,
-    heads: RwLock<HashMap<String, StreamHead>>,
+    sequencer: RwLock<Sequencer>,
     latest: RwLock<Option<(Checkpoint, Option<SignedCheckpoint>)>>,
 }
 
@@ -146,10 +96,40 @@ impl AuditWriter {
         clock: Arc<dyn Clock>,
         signer: Option<NoteSigner>,
     ) -> Result<Self, AuditError> {
+        Self::start(sink, None, config, clock, signer).await
+    }
+
+    /// Like [`open`](Self::open), and also integrates the entries a store commits to
+    /// `queue` (see [`AuditQueue`]): the writer takes them in commit order, writes them to
+    /// the sink with the entries enqueued here, and removes them from the queue only once
+    /// they are durable. When the sink fails they stay queued and the writer retries
+    /// (backing off from 10 ms to 1 s): nothing is lost or skipped, and the queue's length
+    /// (metric `audit_chain_backlog`) is the delay. An entry already in the log is removed
+    /// without being written again; one that does not extend its stream stays queued and is
+    /// reported (`audit_chain_out_of_order_total`). [`flush`](Self::flush) and
+    /// [`close`](Self::close) integrate everything queued before they return.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub async fn open_with_queue(
+        sink: Arc<dyn AuditSink>,
+        queue: Arc<dyn AuditQueue>,
+        config: WriterConfig,
+        clock: Arc<dyn Clock>,
+        signer: Option<NoteSigner>,
+    ) -> Result<Self, AuditError> {
+        Self::start(sink, Some(queue), config, clock, signer).await
+    }
+
+    async fn start(
+        sink: Arc<dyn AuditSink>,
+        queue: Option<Arc<dyn AuditQueue>>,
+        config: WriterConfig,
+        clock: Arc<dyn Clock>,
+        signer: Option<NoteSigner>,
+    ) -> Result<Self, AuditError> {
         let shared = Arc::new(Shared::default());
-        let (tree, heads) = replay(sink.as_ref(), config.retain_proofs()).await?;
-        *shared.tree.write() = tree;
-        *shared.heads.write() = heads;
+        *shared.sequencer.write() = replay(sink.as_ref(), config.retain_proofs()).await?;
         let (tx, rx) = mpsc::channel(config.buffer_max());
         let writer = AuditWriter {
             tx,
@@ -157,7 +137,7 @@ impl AuditWriter {
             capacity: config.buffer_max(),
             origin: Arc::from(config.origin()),
         };
-        spawn(Task::new(rx, sink, shared, clock, signer, config));
+        spawn(Task::new(rx, sink, queue, shared, clock, signer, config));
         Ok(writer)
     }
 
@@ -290,25 +270,20 @@ impl AuditWriter {
     /// Number of durable entries.
     #[must_use]
     pub fn size(&self) -> u64 {
-        self.shared.tree.read().size()
+        self.shared.sequencer.read().size()
     }
 
     /// Merkle root over the durable entries.
     #[must_use]
     pub fn root(&self) -> Hash {
-        self.shared.tree.read().root()
+        self.shared.sequencer.read().root()
     }
 
     /// The head of `stream` in the log (default head if the stream has no entry yet): use it
     /// to [`StreamChain::resume`](crate::StreamChain::resume) after a restart.
     #[must_use]
     pub fn stream_head(&self, stream: &str) -> StreamHead {
-        self.shared
-            .heads
-            .read()
-            .get(stream)
-            .copied()
-            .unwrap_or_default()
+        self.shared.sequencer.read().head(stream)
     }
 
     /// The latest checkpoint made (unsigned form).
@@ -334,7 +309,7 @@ impl AuditWriter {
     /// [`AuditError::InvalidProof`] unless `index < size ≤` durable size;
     /// [`AuditError::InvalidConfig`] if the writer does not retain the tree.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, AuditError> {
-        self.shared.tree.read().full()?.inclusion_proof(index, size)
+        full(&self.shared.sequencer.read())?.inclusion_proof(index, size)
     }
 
     /// Consistency proof from tree size `old` to `new`.
@@ -343,7 +318,7 @@ impl AuditWriter {
     /// [`AuditError::InvalidProof`] unless `0 < old ≤ new ≤` durable size;
     /// [`AuditError::InvalidConfig`] if the writer does not retain the tree.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, AuditError> {
-        self.shared.tree.read().full()?.consistency_proof(old, new)
+        full(&self.shared.sequencer.read())?.consistency_proof(old, new)
     }
 
     /// Root of the tree when it had `size` entries.
@@ -352,7 +327,7 @@ impl AuditWriter {
     /// [`AuditError::InvalidProof`] if `size` is beyond the durable size;
     /// [`AuditError::InvalidConfig`] if the writer does not retain the tree.
     pub fn root_at(&self, size: u64) -> Result<Hash, AuditError> {
-        self.shared.tree.read().full()?.root_at(size)
+        full(&self.shared.sequencer.read())?.root_at(size)
     }
 }
 
@@ -362,10 +337,7 @@ impl AuditWriter {
 /// checkpoint.
 ///
 /// [`LogHead`]: crate::LogHead
-async fn replay(
-    sink: &dyn AuditSink,
-    retain_proofs: bool,
-) -> Result<(Tree, HashMap<String, StreamHead>), AuditError> {
+async fn replay(sink: &dyn AuditSink, retain_proofs: bool) -> Result<Sequencer, AuditError> {
     let size = sink.size().await?;
     let head = sink.load_head().await?;
     let truncated = |recorded: u64, recorded_by: &'static str| {
@@ -392,15 +364,12 @@ async fn replay(
             return Err(truncated(stored.size, "checkpoint"));
         }
     }
-    let (mut tree, mut heads, mut at) = match head {
-        Some(head) if !retain_proofs => {
-            let at = head.size();
-            let streams = head.streams.into_iter().collect();
-            (Tree::Frontier(head.frontier), streams, at)
-        }
-        _ if retain_proofs => (Tree::Full(MerkleTree::new()), HashMap::new(), 0),
-        _ => (Tree::Frontier(MerkleFrontier::new()), HashMap::new(), 0),
+    let mut sequencer = match head {
+        Some(head) if !retain_proofs => Sequencer::from_head(head),
+        _ if retain_proofs => Sequencer::new(),
+        _ => Sequencer::frontier_only(),
     };
+    let mut at = sequencer.size();
     tracing::debug!(from = at, to = size, "replaying the audit log");
     while at < size {
         let chunk = sink.read(at, READ_CHUNK).await?;
@@ -408,24 +377,21 @@ async fn replay(
             break;
         }
         for r in &chunk {
-            if r.index != at {
-                return Err(AuditError::Corrupt {
-                    location: format!("record {at}"),
-                    reason: format!("stored index {}", r.index),
-                });
-            }
-            tree.push(r.entry.leaf_hash());
-            heads.insert(
-                r.entry.entry.stream.clone(),
-                StreamHead {
-                    next_seq: r.entry.seq.saturating_add(1),
-                    last_hash: r.entry.entry_hash,
-                },
-            );
+            sequencer.replay(r)?;
             at += 1;
         }
     }
-    Ok((tree, heads))
+    Ok(sequencer)
+}
+
+fn full(sequencer: &Sequencer) -> Result<&MerkleTree, AuditError> {
+    sequencer.full_tree().ok_or_else(|| {
+        AuditError::InvalidConfig(
+            "this writer keeps only the Merkle frontier (retain_proofs(false)); \
+             build proofs from the sink"
+                .into(),
+        )
+    })
 }
 
 /// Starts the writer task on the current Tokio runtime.
