@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metered_suite::audit::{
-    AuditWriter, FileSink, Keyring, MaskingPolicy, NoteSigner, WriterConfig, verify_dir,
+    AuditWriter, FileSink, Keyring, MaskingPolicy, MemoryAuditQueue, NoteSigner, WriterConfig,
+    verify_dir,
 };
 use metered_suite::clock::{Clock, ManualClock, Timestamp};
-use metered_suite::credits::audit::AuditJournalHook;
+use metered_suite::credits::audit::{LedgerAudit, MemoryAudit};
 use metered_suite::credits::store::PageRequest;
 use metered_suite::credits::{
     Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, MemoryLedgerStore, TenantId,
@@ -48,8 +49,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let signer = NoteSigner::new("quickstart.example", [7u8; 32])?;
     let verifier_key = signer.verifier_key();
     let (sink, _) = FileSink::open(&dir)?;
-    let writer = AuditWriter::open(
+    // The ledger seals each change's audit entries in the change's own step and queues
+    // them; the writer integrates the queue into the Merkle log (a failing disk delays it,
+    // never loses an entry; past 100,000 queued entries changes are refused).
+    let queue = Arc::new(MemoryAuditQueue::new(100_000));
+    let writer = AuditWriter::open_with_queue(
         Arc::new(sink),
+        queue.clone(),
         WriterConfig::builder(ORIGIN).build()?,
         Arc::new(clock.clone()),
         Some(signer),
@@ -57,11 +63,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     .await?;
     println!("audit log:          {}", dir.display());
 
-    // The ledger hands every change's journal entries to the audit log before the change
-    // becomes visible; if the log cannot take them, the change is refused.
-    let hook = AuditJournalHook::new(writer.clone(), keyring.clone(), MaskingPolicy::standard());
+    let audit = LedgerAudit::new(keyring.clone(), MaskingPolicy::standard());
     let store = MemoryLedgerStore::builder()
-        .journal_hook(Arc::new(hook))
+        .audit(MemoryAudit::new(audit, queue).resuming_from(writer.clone()))
         .build();
     let ledger = Ledger::new(store, clock.clone());
     let acme = TenantId::new("acme")?;

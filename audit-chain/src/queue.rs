@@ -128,6 +128,27 @@ impl MemoryAuditQueue {
         Ok(())
     }
 
+    /// Queues `entries` without checking the capacity: for a store that checked
+    /// [`has_room`](Self::has_room) before applying a change and must not fail after it.
+    /// The queue may pass its capacity by the entries of the changes in flight.
+    pub fn push_committed(&self, entries: Vec<SealedEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        {
+            let mut queued = self.entries.lock();
+            queued.extend(entries);
+            metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Whether the backlog is below the capacity (a store refuses changes when it is not).
+    #[must_use]
+    pub fn has_room(&self) -> bool {
+        self.entries.lock().len() < self.capacity
+    }
+
     /// The head `stream` has once every queued entry is integrated, given its head in
     /// the log: where a store that lost its own copy of the head resumes sealing.
     #[must_use]

@@ -1,29 +1,38 @@
-//! The journal's audit trail: one sealed [`audit_chain`] entry per [`JournalEntry`],
-//! committed together with the change (feature `audit`).
+//! The journal's audit trail (feature `audit`): one sealed [`audit_chain`] entry per
+//! [`JournalEntry`], sealed inside the change's own atomic step by every backend, then
+//! integrated into one Merkle log by a sequencer.
 //!
-//! [`AuditJournalHook`] is a [`JournalHook`]: inside the tenant's critical section it seals
-//! each new journal entry into the tenant's hash chain (stream `ledger/<tenant>`, see
-//! [`stream_name`]) and hands it to an [`AuditWriter`] without waiting
-//! ([`AuditWriter::try_enqueue`]). When the writer cannot take an entry (its buffer is full,
-//! it is closed, the entry is invalid) the hook refuses the ledger change: the caller gets a
-//! [`LedgerError::Storage`] (retryable for backpressure) and the ledger stays as it was, so
-//! a retry with the same idempotency key applies the change once.
+//! * **One mapping**: [`audit_entry`] turns a journal entry into an audit entry in the
+//!   tenant's stream `ledger/<tenant>` ([`stream_name`]); [`LedgerAudit::seal`] seals a
+//!   change's entries into the tenant's hash chain. The memory store and
+//!   `credits-postgres` both use them, so the same change seals to the same bytes.
+//! * **Atomic with the change**: the memory store ([`MemoryLedgerStore`] built with
+//!   [`MemoryAudit`]) seals under the tenant's lock (the chain head is part of the tenant's
+//!   state) and puts the entries in its [`MemoryAuditQueue`] in the same step; PostgreSQL
+//!   writes them in the change's transaction. An entry exists if and only if its change
+//!   committed, for every tenant of a batch.
+//! * **Integrated by the sequencer**: an [`AuditWriter`] opened with
+//!   [`open_with_queue`](AuditWriter::open_with_queue) takes queued entries in commit order
+//!   per stream, writes them to its sink and removes them only once durable. A failing sink
+//!   delays integration and loses nothing; past the queue's capacity the store refuses
+//!   changes with [`LedgerError::AuditBacklogFull`] instead of leaving them un-audited.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use audit_chain::{AuditWriter, HmacKey, Keyring, MaskingPolicy, MemorySink, WriterConfig};
-//! use credits_core::audit::AuditJournalHook;
+//! use audit_chain::{AuditWriter, HmacKey, Keyring, MaskingPolicy, MemoryAuditQueue, MemorySink, WriterConfig};
+//! use credits_core::audit::{LedgerAudit, MemoryAudit};
 //! use credits_core::{Amount, GrantOptions, IdempotencyKey, Ledger, MemoryLedgerStore, TenantId, TenantSettings};
 //! use metered_clock::{ManualClock, Timestamp};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
 //! let sink = Arc::new(MemorySink::new());
+//! let queue = Arc::new(MemoryAuditQueue::new(100_000)); // the backlog limit
 //! let config = WriterConfig::builder("example.com/ledger-audit").build()?;
-//! let writer = AuditWriter::open(sink.clone(), config, Arc::new(clock.clone()), None).await?;
+//! let writer = AuditWriter::open_with_queue(sink.clone(), queue.clone(), config, Arc::new(clock.clone()), None).await?;
 //! let keyring = Arc::new(Keyring::new(HmacKey::new(1, [7u8; 32])?));
-//! let hook = AuditJournalHook::new(writer.clone(), keyring.clone(), MaskingPolicy::standard());
-//! let store = MemoryLedgerStore::builder().journal_hook(Arc::new(hook)).build();
+//! let audit = LedgerAudit::new(keyring.clone(), MaskingPolicy::standard());
+//! let store = MemoryLedgerStore::builder().audit(MemoryAudit::new(audit, queue)).build();
 //! let ledger = Ledger::new(store, clock);
 //!
 //! let acme = TenantId::new("acme")?;
@@ -31,7 +40,7 @@
 //! ledger.grant(&acme, IdempotencyKey::new("g-1")?, Amount::new(100), GrantOptions::default()).await?;
 //! ledger.consume(&acme, IdempotencyKey::new("c-1")?, Amount::new(30)).await?;
 //!
-//! let checkpoint = writer.flush().await?;
+//! let checkpoint = writer.flush().await?; // integrates everything queued, then checkpoints
 //! assert_eq!(checkpoint.size, 2); // one audit entry per journal entry
 //! assert!(audit_chain::verify_sink(&*sink, &keyring, Some(&checkpoint)).await?.is_intact());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -40,22 +49,21 @@
 //!
 //! # What it does not do
 //!
-//! * It does not wait for durability: an entry is *enqueued* with the change and written by
-//!   the writer's group commit afterwards. Await [`AuditWriter::flush`] (or close the
-//!   writer) before relying on the log; a failed sink write is reported by the writer
-//!   (`audit_chain_batch_failures_total`), not by the ledger call.
-//! * A change's entries are enqueued all or none ([`AuditWriter::try_enqueue_all`]), but an
-//!   atomic batch over several tenants calls the hook once per tenant: if a later tenant's
-//!   entries are refused, the earlier tenants' entries stay in the log although the batch is
-//!   refused. Their chains stay valid, so the log still verifies.
+//! * A change does not wait for its entries to reach the log: they are committed with it
+//!   (durable as the store is) and integrated afterwards. Await
+//!   [`AuditWriter::flush`] before relying on the log's checkpoint covering them.
+//! * The memory queue lives in the process, like the memory store: both end with it.
+//!
+//! [`MemoryLedgerStore`]: crate::MemoryLedgerStore
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use audit_chain::{AuditEntry, AuditError, AuditWriter, Keyring, MaskingPolicy, StreamChain};
-use parking_lot::Mutex;
+use audit_chain::{
+    AuditEntry, AuditError, AuditWriter, Keyring, MaskingPolicy, MemoryAuditQueue, SealedEntry,
+    StreamChain, StreamHead,
+};
 
-use crate::{JournalEntry, JournalHook, LedgerError, StorageError, TenantId};
+use crate::{JournalEntry, LedgerError, StorageError, TenantId};
 
 /// The event type of every ledger audit entry.
 pub const EVENT_TYPE: &str = "credits";
@@ -124,88 +132,181 @@ pub fn audit_entry(stream: &str, e: &JournalEntry) -> AuditEntry {
     entry
 }
 
-/// A [`JournalHook`] that records every journal entry in an audit log, or refuses the
-/// change (see the [module docs](self)).
+/// How the ledger seals its audit entries: the HMAC keyring and the masking policy. Every
+/// backend seals a change's journal entries with [`seal`](Self::seal) (one mapping,
+/// [`audit_entry`]) inside the change's own atomic step.
 ///
-/// Each tenant has its own chain, resumed from the writer's head of its stream the first
-/// time the tenant changes, so tenants never wait on each other. Use one hook per writer
-/// and one writer per log; nothing else may write to the `ledger/…` streams.
-#[derive(Debug)]
-pub struct AuditJournalHook {
-    writer: AuditWriter,
+/// ```
+/// use std::sync::Arc;
+/// use audit_chain::{HmacKey, Keyring, MaskingPolicy, StreamHead};
+/// use credits_core::audit::LedgerAudit;
+/// let audit = LedgerAudit::new(Arc::new(Keyring::new(HmacKey::new(1, [7u8; 32])?)), MaskingPolicy::standard());
+/// let (sealed, head) = audit.seal(&credits_core::TenantId::new("acme").unwrap(), StreamHead::default(), &[])?;
+/// assert!(sealed.is_empty() && head == StreamHead::default());
+/// # Ok::<(), audit_chain::AuditError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct LedgerAudit {
     keyring: Arc<Keyring>,
-    policy: MaskingPolicy,
-    chains: Mutex<HashMap<TenantId, Arc<Mutex<StreamChain>>>>,
+    policy: Arc<MaskingPolicy>,
 }
 
-impl AuditJournalHook {
-    /// A hook sealing with the active key of `keyring` after masking with `policy`, and
-    /// appending through `writer`.
+impl LedgerAudit {
+    /// Seal with `keyring`'s active key after masking with `policy`.
     #[must_use]
-    pub fn new(writer: AuditWriter, keyring: Arc<Keyring>, policy: MaskingPolicy) -> Self {
-        AuditJournalHook {
-            writer,
+    pub fn new(keyring: Arc<Keyring>, policy: MaskingPolicy) -> Self {
+        LedgerAudit {
             keyring,
-            policy,
-            chains: Mutex::new(HashMap::new()),
+            policy: Arc::new(policy),
         }
     }
 
-    /// The writer entries go to (flush or close it to make them durable).
+    /// The keyring (verify with the same one).
     #[must_use]
-    pub fn writer(&self) -> &AuditWriter {
-        &self.writer
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
     }
 
-    fn chain(&self, tenant: &TenantId) -> Arc<Mutex<StreamChain>> {
-        let mut chains = self.chains.lock();
-        if let Some(chain) = chains.get(tenant) {
-            return Arc::clone(chain);
+    /// The masking policy.
+    #[must_use]
+    pub fn policy(&self) -> &MaskingPolicy {
+        &self.policy
+    }
+
+    /// Seals one audit entry per journal entry of `tenant`, continuing its chain from
+    /// `head`; returns them with the chain's new head.
+    ///
+    /// # Errors
+    /// [`AuditError::InvalidEntry`] only if the stream's sequence numbers are exhausted: a
+    /// ledger entry always fits the audit format's limits (a test checks the bounds).
+    pub fn seal(
+        &self,
+        tenant: &TenantId,
+        head: StreamHead,
+        entries: &[JournalEntry],
+    ) -> Result<(Vec<SealedEntry>, StreamHead), AuditError> {
+        if entries.is_empty() {
+            return Ok((Vec::new(), head));
         }
-        let stream = stream_name(tenant);
-        let head = self.writer.stream_head(&stream);
-        let chain = Arc::new(Mutex::new(StreamChain::resume(stream, head)));
-        chains.insert(tenant.clone(), Arc::clone(&chain));
-        chain
-    }
-}
-
-fn refusal(error: &AuditError) -> LedgerError {
-    let message = format!("audit log refused the change: {error}");
-    LedgerError::Storage(if error.is_retryable() {
-        StorageError::retryable(message)
-    } else {
-        StorageError::permanent(message)
-    })
-}
-
-impl JournalHook for AuditJournalHook {
-    fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]) -> Result<(), LedgerError> {
-        let chain = self.chain(tenant);
-        let mut chain = chain.lock();
-        let head = chain.head();
-        let sealed: Result<Vec<_>, AuditError> = entries
+        let mut chain = StreamChain::resume(stream_name(tenant), head);
+        let sealed = entries
             .iter()
             .map(|e| {
                 let entry = audit_entry(chain.stream(), e);
                 chain.seal(&self.keyring, &self.policy, entry)
             })
-            .collect();
-        // All of the change's entries are taken, or none: the change is logged whole or
-        // refused whole. Durability is the writer's group commit; the ledger does not wait.
-        match sealed.and_then(|sealed| self.writer.try_enqueue_all(sealed)) {
-            Ok(receipts) => {
-                drop(receipts);
-                Ok(())
-            }
-            Err(error) => {
-                // Back to the last entry the writer took, so the next change links to it.
-                *chain = StreamChain::resume(chain.stream().to_owned(), head);
-                metrics::counter!("credits_audit_refusals_total").increment(1);
-                tracing::warn!(%tenant, entries = entries.len(), %error,
-                    "audit log refused a ledger change");
-                Err(refusal(&error))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((sealed, chain.head()))
+    }
+}
+
+/// A memory store's audit: how it seals, and the queue its sealed entries go to (the queue
+/// an [`AuditWriter`](audit_chain::AuditWriter) opened with
+/// [`open_with_queue`](audit_chain::AuditWriter::open_with_queue) integrates).
+#[derive(Clone, Debug)]
+pub struct MemoryAudit {
+    pub(crate) audit: LedgerAudit,
+    pub(crate) queue: Arc<MemoryAuditQueue>,
+    pub(crate) log: Option<AuditWriter>,
+}
+
+impl MemoryAudit {
+    /// Seals with `audit` and queues into `queue`; the queue's capacity is the backlog
+    /// limit past which changes are refused ([`LedgerError::AuditBacklogFull`]).
+    #[must_use]
+    pub fn new(audit: LedgerAudit, queue: Arc<MemoryAuditQueue>) -> Self {
+        MemoryAudit {
+            audit,
+            queue,
+            log: None,
+        }
+    }
+
+    /// Continues each tenant's chain from `log` when the tenant is created: needed when the
+    /// log outlives the store (a file sink kept across restarts of an in-memory ledger),
+    /// so a re-created tenant's entries extend its stream instead of restarting it.
+    #[must_use]
+    pub fn resuming_from(mut self, log: AuditWriter) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Where a new tenant's chain starts.
+    pub(crate) fn start(&self, tenant: &TenantId) -> StreamHead {
+        match &self.log {
+            None => StreamHead::default(),
+            Some(log) => {
+                let stream = stream_name(tenant);
+                let head = log.stream_head(&stream);
+                self.queue.head_after(&stream, head)
             }
         }
+    }
+
+    /// Refuses a change while the backlog is at its limit (call before applying it).
+    pub(crate) fn check_room(&self) -> Result<(), LedgerError> {
+        if !self.queue.has_room() {
+            metrics::counter!("credits_audit_refusals_total").increment(1);
+            return Err(LedgerError::AuditBacklogFull {
+                backlog: self.queue.len() as u64,
+                limit: self.queue.capacity() as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Seals one change's entries for `tenant` from `head`; returns them and the new head.
+    pub(crate) fn seal(
+        &self,
+        tenant: &TenantId,
+        head: StreamHead,
+        entries: &[JournalEntry],
+    ) -> Result<(Vec<SealedEntry>, StreamHead), LedgerError> {
+        self.audit.seal(tenant, head, entries).map_err(|e| {
+            tracing::error!(%tenant, error = %e, "sealing ledger audit entries failed");
+            LedgerError::Storage(StorageError::permanent(format!(
+                "sealing the audit entries failed: {e}"
+            )))
+        })
+    }
+
+    /// Queues sealed entries of changes being committed (never refuses: room was checked).
+    pub(crate) fn queue(&self, sealed: Vec<SealedEntry>) {
+        self.queue.push_committed(sealed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sealing a ledger entry cannot fail on the audit format's limits.
+    #[test]
+    fn ledger_entries_fit_the_audit_format() {
+        const {
+            assert!(crate::ids::NAME_LEN_MAX + "ledger/".len() <= audit_chain::STREAM_LEN_MAX);
+            assert!(crate::ids::NAME_LEN_MAX <= audit_chain::TEXT_LEN_MAX);
+        }
+        let tenant = TenantId::new("t".repeat(crate::ids::NAME_LEN_MAX)).unwrap();
+        let key = crate::IdempotencyKey::new("k".repeat(crate::ids::NAME_LEN_MAX)).unwrap();
+        let e = JournalEntry {
+            tenant: tenant.clone(),
+            seq: crate::EntrySeq::new(u64::MAX),
+            at: metered_clock::Timestamp::from_unix_millis(u64::MAX),
+            kind: crate::EntryKind::Refunded,
+            amount: crate::Amount::new(u64::MAX),
+            before: crate::Balance::default(),
+            after: crate::Balance::default(),
+            hold: Some(crate::HoldId::new(u64::MAX)),
+            lot: Some(crate::LotId::new(u64::MAX)),
+            refers_to: Some(crate::EntrySeq::new(u64::MAX)),
+            key: Some(key),
+        };
+        let audit = LedgerAudit::new(
+            Arc::new(Keyring::new(audit_chain::HmacKey::new(1, [1; 32]).unwrap())),
+            MaskingPolicy::standard(),
+        );
+        let (sealed, _) = audit.seal(&tenant, StreamHead::default(), &[e]).unwrap();
+        assert_eq!(sealed.len(), 1);
     }
 }

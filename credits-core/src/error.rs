@@ -180,6 +180,16 @@ pub enum LedgerError {
     /// A transaction branch payload could not be read by its participant.
     #[error("invalid transaction payload: {0}")]
     InvalidPayload(String),
+    /// The audit log is behind by `backlog` committed entries, past the configured
+    /// `limit`: the change was refused (nothing applied) rather than left un-audited. Retry
+    /// once the sequencer catches up (it is retryable).
+    #[error("audit log backlog of {backlog} entries is at its limit of {limit}; change refused")]
+    AuditBacklogFull {
+        /// Committed entries not yet in the log.
+        backlog: u64,
+        /// The configured limit.
+        limit: u64,
+    },
     /// The storage backend failed. The operation may or may not have been applied; retrying
     /// with the same idempotency key is safe.
     #[error("storage failure: {0}")]
@@ -188,7 +198,7 @@ pub enum LedgerError {
 
 impl LedgerError {
     /// Whether retrying the same request (same idempotency key) may succeed. True only for
-    /// storage failures; every other variant is a definite answer.
+    /// storage failures and a full audit backlog; every other variant is a definite answer.
     ///
     /// ```
     /// use credits_core::{LedgerError, StorageError};
@@ -200,6 +210,7 @@ impl LedgerError {
     pub fn is_retryable(&self) -> bool {
         match self {
             LedgerError::Storage(e) => e.retryable,
+            LedgerError::AuditBacklogFull { .. } => true,
             LedgerError::BatchRejected { source, .. } => source.is_retryable(),
             _ => false,
         }
@@ -250,6 +261,7 @@ impl LedgerError {
             LedgerError::TransactionAborted { .. } => "transaction_aborted",
             LedgerError::UnknownParticipant(_) => "unknown_participant",
             LedgerError::InvalidPayload(_) => "invalid_payload",
+            LedgerError::AuditBacklogFull { .. } => "audit_backlog_full",
             LedgerError::Storage(s) if s.retryable => "storage_unavailable",
             LedgerError::Storage(_) => "storage_failure",
         }
@@ -438,6 +450,13 @@ mod tests {
                 "invalid_payload",
             ),
             (
+                LedgerError::AuditBacklogFull {
+                    backlog: 0,
+                    limit: 0,
+                },
+                "audit_backlog_full",
+            ),
+            (
                 LedgerError::Storage(StorageError::retryable("x")),
                 "storage_unavailable",
             ),
@@ -506,6 +525,7 @@ mod tests {
                 | LedgerError::TransactionAborted { .. }
                 | LedgerError::UnknownParticipant(_)
                 | LedgerError::InvalidPayload(_)
+                | LedgerError::AuditBacklogFull { .. }
                 | LedgerError::Storage(_) => {}
             }
         }

@@ -70,9 +70,9 @@
 //! * `testing`: the `testing` module, a fault-injecting [`LedgerStore`] and transaction
 //!   log wrapper for tests and simulators (fail once, for a while, periodically, an outage,
 //!   a crash; optionally a deliberate bug, to prove a checker has teeth).
-//! * `audit`: the `audit` module, which records every journal entry in a tamper-evident
-//!   [`audit_chain`](https://docs.rs/audit-chain) log, committed together with the change
-//!   (a [`JournalHook`] that refuses the change when the log cannot take its entries).
+//! * `audit`: the `audit` module, which seals every journal entry into a tamper-evident
+//!   [`audit_chain`](https://docs.rs/audit-chain) log in the change's own atomic step, and
+//!   queues it for the sequencer (changes are refused when the backlog is full).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -112,4 +112,4 @@ pub use ids::{EntrySeq, HoldId, IdempotencyKey, LotId, NAME_LEN_MAX, TenantId};
 pub use journal::{ConservationViolation, EntryKind, JournalEntry, Totals};
 pub use ledger::{GrantOptions, Ledger};
 pub use memory::{MemoryLedgerStore, MemoryLedgerStoreBuilder};
-pub use store::{JournalHook, LedgerStore, Page, PageRequest, PreparedHold, SweepReport};
+pub use store::{LedgerStore, Page, PageRequest, PreparedHold, SweepReport};

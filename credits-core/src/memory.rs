@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::BuildHasher;
 use std::ops::Bound;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,9 +13,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::Batch;
 use crate::backend::{Account, Applied};
-use crate::store::{
-    JournalHook, LedgerStore, PAGE_LEN_MAX, Page, PageRequest, PreparedHold, SweepReport,
-};
+use crate::store::{LedgerStore, PAGE_LEN_MAX, Page, PageRequest, PreparedHold, SweepReport};
 use crate::tx::BranchId;
 use crate::{
     Balance, Command, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
@@ -30,7 +27,75 @@ pub struct MemoryLedgerStoreBuilder {
     shards: usize,
     idempotency_window: Duration,
     idempotency_keys_max: usize,
-    hook: Option<Arc<dyn JournalHook>>,
+    audit: Option<Audit>,
+}
+
+/// The store's audit (feature `audit`); without the feature, a type with no values.
+#[cfg(feature = "audit")]
+type Audit = crate::audit::MemoryAudit;
+#[cfg(not(feature = "audit"))]
+#[derive(Clone, Debug)]
+enum Audit {}
+
+/// A tenant's audit chain head (nothing without the feature).
+#[cfg(feature = "audit")]
+type ChainHead = audit_chain::StreamHead;
+#[cfg(not(feature = "audit"))]
+type ChainHead = ();
+
+#[cfg(feature = "audit")]
+impl MemoryLedgerStoreBuilder {
+    /// Seals one audit entry per journal entry under the tenant's lock and queues it in
+    /// the same step (see [`crate::audit`]). Changes are refused with
+    /// [`LedgerError::AuditBacklogFull`] while the queue is at its capacity.
+    pub fn audit(mut self, audit: crate::audit::MemoryAudit) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+}
+
+/// What auditing does inside a change: refuse before it while the backlog is full, and
+/// seal and queue its entries once applied. Without the feature there is nothing to do.
+#[cfg(feature = "audit")]
+impl Audit {
+    fn start_head(&self, tenant: &TenantId) -> ChainHead {
+        self.start(tenant)
+    }
+    fn before(&self) -> Result<(), LedgerError> {
+        self.check_room()
+    }
+    fn seal_entries(
+        &self,
+        tenant: &TenantId,
+        head: ChainHead,
+        entries: &[JournalEntry],
+    ) -> Result<(Vec<audit_chain::SealedEntry>, ChainHead), LedgerError> {
+        self.seal(tenant, head, entries)
+    }
+    fn commit(&self, sealed: Vec<audit_chain::SealedEntry>) {
+        self.queue(sealed);
+    }
+}
+
+#[cfg(not(feature = "audit"))]
+impl Audit {
+    fn start_head(&self, _: &TenantId) -> ChainHead {
+        match *self {}
+    }
+    fn before(&self) -> Result<(), LedgerError> {
+        match *self {}
+    }
+    fn seal_entries(
+        &self,
+        _: &TenantId,
+        _: ChainHead,
+        _: &[JournalEntry],
+    ) -> Result<(Vec<()>, ChainHead), LedgerError> {
+        match *self {}
+    }
+    fn commit(&self, _: Vec<()>) {
+        match *self {}
+    }
 }
 
 impl MemoryLedgerStoreBuilder {
@@ -55,13 +120,6 @@ impl MemoryLedgerStoreBuilder {
         self
     }
 
-    /// A hook called with every change's journal entries inside the tenant's critical
-    /// section (for an audit log).
-    pub fn journal_hook(mut self, hook: Arc<dyn JournalHook>) -> Self {
-        self.hook = Some(hook);
-        self
-    }
-
     /// Builds the store.
     pub fn build(self) -> MemoryLedgerStore {
         MemoryLedgerStore {
@@ -74,7 +132,7 @@ impl MemoryLedgerStoreBuilder {
             hasher: FixedState::with_seed(0x6372_6564_6974_7331),
             idempotency_window: self.idempotency_window,
             idempotency_keys_max: self.idempotency_keys_max,
-            hook: self.hook,
+            audit: self.audit,
         }
     }
 }
@@ -105,7 +163,7 @@ pub struct MemoryLedgerStore {
     hasher: FixedState,
     idempotency_window: Duration,
     idempotency_keys_max: usize,
-    hook: Option<Arc<dyn JournalHook>>,
+    audit: Option<Audit>,
 }
 
 #[derive(Debug, Default)]
@@ -126,6 +184,8 @@ struct Tenant {
     keys: HashMap<IdempotencyKey, IdempotencyRecord>,
     key_order: VecDeque<(Timestamp, IdempotencyKey)>,
     indexed: Option<Timestamp>,
+    /// The head of the tenant's audit chain: changed with the account, under its lock.
+    audit_head: ChainHead,
 }
 
 impl Default for MemoryLedgerStore {
@@ -147,7 +207,7 @@ impl MemoryLedgerStore {
             shards: 64,
             idempotency_window: Duration::from_secs(24 * 60 * 60),
             idempotency_keys_max: 1_000_000,
-            hook: None,
+            audit: None,
         }
     }
 
@@ -179,29 +239,28 @@ fn unwrap_outcome(result: Result<Option<Receipt>, LedgerError>) -> Result<Receip
 
 impl Shard {
     /// Runs `change` on the tenant's account (it also gets the journal, to look up a refund
-    /// target) and makes the result visible: account, journal entries, deadline index.
+    /// target) and makes the result visible: account, journal entries, deadline index and,
+    /// with an audit, the sealed entries queued in the same step.
     ///
-    /// With a hook, the change runs on a copy that replaces the account only once the hook
-    /// accepted its entries; a refusal returns the hook's error and leaves the tenant exactly
-    /// as it was. Without a hook nothing can refuse, so the change runs in place.
+    /// With an audit whose backlog is full the change is refused before anything happens.
     fn change(
         deadlines: &mut BTreeSet<(Timestamp, TenantId)>,
         tenant: &mut Tenant,
-        hook: Option<&Arc<dyn JournalHook>>,
+        audit: Option<&Audit>,
         change: impl FnOnce(&mut Account, &[JournalEntry]) -> Applied,
     ) -> Result<Result<Option<Receipt>, LedgerError>, LedgerError> {
-        let applied = match hook {
-            None => change(&mut tenant.account, &tenant.journal),
-            Some(hook) => {
-                let mut account = tenant.account.clone();
-                let applied = change(&mut account, &tenant.journal);
-                if !applied.entries.is_empty() {
-                    hook.on_entries(account.tenant(), &applied.entries)?;
-                }
-                tenant.account = account;
-                applied
-            }
-        };
+        if let Some(audit) = audit {
+            audit.before()?;
+        }
+        let applied = change(&mut tenant.account, &tenant.journal);
+        if let Some(audit) = audit
+            && !applied.entries.is_empty()
+        {
+            let (sealed, head) =
+                audit.seal_entries(tenant.account.tenant(), tenant.audit_head, &applied.entries)?;
+            audit.commit(sealed);
+            tenant.audit_head = head;
+        }
         tenant.journal.extend(applied.entries);
         Self::reindex(deadlines, tenant);
         Ok(applied.result)
@@ -338,6 +397,11 @@ impl LedgerStore for MemoryLedgerStore {
                 keys: HashMap::new(),
                 key_order: VecDeque::new(),
                 indexed: None,
+                audit_head: self
+                    .audit
+                    .as_ref()
+                    .map(|a| a.start_head(tenant))
+                    .unwrap_or_default(),
             },
         );
         Ok(())
@@ -356,7 +420,7 @@ impl LedgerStore for MemoryLedgerStore {
         let result = Shard::change(
             &mut shard.deadlines,
             tenant,
-            self.hook.as_ref(),
+            self.audit.as_ref(),
             |account, journal| {
                 let target = refers_to.and_then(|seq| journal_entry(journal, seq));
                 account.apply(request, now, target)
@@ -390,6 +454,9 @@ impl LedgerStore for MemoryLedgerStore {
         now: Timestamp,
     ) -> Result<Vec<Receipt>, LedgerError> {
         let requests = batch.requests();
+        if let Some(audit) = &self.audit {
+            audit.before()?;
+        }
         // Lock every shard involved, in ascending order (no deadlock with other batches).
         let mut shard_ids: Vec<usize> = requests
             .iter()
@@ -441,23 +508,36 @@ impl LedgerStore for MemoryLedgerStore {
             ));
             outcomes.push(outcome);
         }
-        // Every request succeeded: offer every tenant's entries to the hook before anything
-        // is visible (a refusal refuses the whole batch), then publish all private copies.
+        // Every request succeeded: seal every tenant's entries (nothing is visible yet, so a
+        // failure refuses the whole batch), then publish all private copies and queue all
+        // the sealed entries together.
         let mut work: Vec<(TenantId, Work)> = work.into_iter().collect();
         work.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(hook) = &self.hook {
-            for (id, w) in &work {
-                if !w.entries.is_empty() {
-                    hook.on_entries(id, &w.entries)?;
+        let mut sealed = Vec::new();
+        let mut heads = Vec::with_capacity(work.len());
+        for (id, w) in &work {
+            let Some(tenant) = guards[w.shard].tenants.get(id) else {
+                return Err(internal("tenant vanished while its shard was locked"));
+            };
+            match &self.audit {
+                Some(audit) if !w.entries.is_empty() => {
+                    let (s, head) = audit.seal_entries(id, tenant.audit_head, &w.entries)?;
+                    sealed.extend(s);
+                    heads.push(head);
                 }
+                _ => heads.push(tenant.audit_head),
             }
         }
-        for (id, w) in work {
+        if let Some(audit) = &self.audit {
+            audit.commit(sealed);
+        }
+        for ((id, w), head) in work.into_iter().zip(heads) {
             let shard = &mut *guards[w.shard];
             let Some(tenant) = shard.tenants.get_mut(&id) else {
                 return Err(internal("tenant vanished while its shard was locked"));
             };
             tenant.account = w.account;
+            tenant.audit_head = head;
             tenant.journal.extend(w.entries);
             Shard::reindex(&mut shard.deadlines, tenant);
             for (_, record) in &w.records {
@@ -495,9 +575,12 @@ impl LedgerStore for MemoryLedgerStore {
         };
         if t.account.next_deadline().is_some_and(|d| d <= now) {
             // An expiry pass has no result of its own; only a refusal by the hook matters.
-            Shard::change(&mut shard.deadlines, t, self.hook.as_ref(), |account, _| {
-                account.expire_due(now)
-            })
+            Shard::change(
+                &mut shard.deadlines,
+                t,
+                self.audit.as_ref(),
+                |account, _| account.expire_due(now),
+            )
             .map(drop)?;
         }
         Ok(t.account.balance())
@@ -565,9 +648,10 @@ impl LedgerStore for MemoryLedgerStore {
                 };
                 t.indexed = None;
                 let seen = t.journal.len();
-                let changed = Shard::change(&mut shard.deadlines, t, self.hook.as_ref(), |a, _| {
-                    a.expire_due(now)
-                });
+                let changed =
+                    Shard::change(&mut shard.deadlines, t, self.audit.as_ref(), |a, _| {
+                        a.expire_due(now)
+                    });
                 if let Err(e) = changed {
                     // Refused: the tenant's expiries are still due, so it stays indexed.
                     t.indexed = Some(deadline);

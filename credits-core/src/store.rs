@@ -74,54 +74,6 @@ pub struct SweepReport {
     pub more: bool,
 }
 
-/// Called by a store with every change's journal entries *inside* the tenant's critical
-/// section (the memory store's shard lock; a SQL backend's transaction), after the change is
-/// decided and **before** it becomes visible. This is where an audit log appends its records
-/// so that a change and its audit record commit together.
-///
-/// # Contract
-///
-/// * Entries of one tenant arrive in journal order; `entries` is never empty and every
-///   entry belongs to `tenant`.
-/// * Returning `Err` refuses the change: the store applies nothing (no account change, no
-///   journal entry, no idempotency record, no expiry) and returns the error to the caller.
-///   Return a [`LedgerError::Storage`] whose `retryable` flag says whether a retry with the
-///   same idempotency key may succeed. On `Err` the hook itself must keep no trace of
-///   `entries` (the same entries, or others with the same sequence numbers, come again on
-///   the retry).
-/// * A batch ([`LedgerStore::apply_batch`]) calls the hook once per tenant, in ascending
-///   tenant order, before anything of the batch is visible. If the hook refuses one tenant
-///   the whole batch is refused, although the hook already accepted the entries of the
-///   tenants before it: a hook with outside effects (an audit log) then holds records of a
-///   change that did not happen, which the next accepted call for those tenants overtakes
-///   with the same journal sequence numbers.
-/// * The hook is called with a lock held: it must not block on I/O or call back into the
-///   store.
-///
-/// ```
-/// use credits_core::{JournalEntry, JournalHook, LedgerError, StorageError, TenantId};
-///
-/// /// Refuses every change of one tenant (for example while its audit stream is repaired).
-/// #[derive(Debug)]
-/// struct Freeze(TenantId);
-///
-/// impl JournalHook for Freeze {
-///     fn on_entries(&self, tenant: &TenantId, _: &[JournalEntry]) -> Result<(), LedgerError> {
-///         if *tenant == self.0 {
-///             return Err(LedgerError::Storage(StorageError::retryable("tenant frozen")));
-///         }
-///         Ok(())
-///     }
-/// }
-/// ```
-pub trait JournalHook: Send + Sync + fmt::Debug {
-    /// Records the entries of one change about to be committed.
-    ///
-    /// # Errors
-    /// Any error refuses the change (see the trait docs); use [`LedgerError::Storage`].
-    fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]) -> Result<(), LedgerError>;
-}
-
 /// Durable storage for the ledger. Object-safe: use it as `Arc<dyn LedgerStore>`.
 ///
 /// # Contract (checked by `credits_core::conformance`)
@@ -138,8 +90,9 @@ pub trait JournalHook: Send + Sync + fmt::Debug {
 ///    [`Account::apply`](crate::backend::Account::apply) (the pure rules every backend shares), and
 ///    record the idempotency record `(command, result)`;
 /// 3. write the [`Applied`](crate::backend::Applied) change set (header, changed lots and holds,
-///    refund amounts, journal entries), the idempotency records, and call the
-///    [`JournalHook`] before anything is visible (its error refuses the whole change);
+///    refund amounts, journal entries), the idempotency records and, when the backend is
+///    audited, one sealed audit entry per journal entry (`credits_core::audit`, feature
+///    `audit`: the tenant's chain continued in the same step, queued for the sequencer);
 ///    commit. A storage failure leaves nothing behind.
 ///
 /// Domain failures are results, not storage errors: they are recorded under the key and

@@ -1,44 +1,97 @@
-//! The audit hook: every ledger change is recorded as exactly one audit entry per journal
-//! entry, in journal order, and the log verifies; when the audit writer cannot take an
-//! entry, the ledger change is refused and nothing changes.
+//! The ledger's audit: every change is sealed as exactly one audit entry per journal
+//! entry, in journal order, in the change's own step, and integrated into the Merkle log by
+//! the writer; a failing sink delays integration and loses nothing; past the backlog limit
+//! the change is refused and nothing changes.
 #![cfg(feature = "audit")]
+// Tests wait for the writer like an application does.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use audit_chain::{
-    AuditWriter, HmacKey, Keyring, LogRecord, MaskingPolicy, MemorySink, WriterConfig, verify_sink,
+    AuditError, AuditSink, AuditWriter, HmacKey, Keyring, LogRecord, MaskingPolicy,
+    MemoryAuditQueue, MemorySink, WriterConfig, verify_sink,
 };
-use credits_core::audit::{AuditJournalHook, audit_entry, stream_name};
+use credits_core::audit::{LedgerAudit, MemoryAudit, audit_entry, stream_name};
 use credits_core::{
     Amount, Command, GrantOptions, IdempotencyKey, JournalEntry, Ledger, LedgerError,
     LedgerStore as _, MemoryLedgerStore, PageRequest, Request, TenantId, TenantSettings,
 };
 use metered_clock::{ManualClock, Timestamp};
 
+/// A sink whose appends fail while `down` is set and for the appends numbered in
+/// `fail_on` (0-based).
+#[derive(Debug, Default)]
+struct Flaky {
+    inner: MemorySink,
+    down: AtomicBool,
+    fail_on: Vec<usize>,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl AuditSink for Flaky {
+    async fn append(&self, records: &[LogRecord]) -> Result<(), AuditError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) || self.fail_on.contains(&n) {
+            return Err(AuditError::Io {
+                context: "injected".into(),
+                source: Arc::new(std::io::Error::other("disk unavailable")),
+            });
+        }
+        self.inner.append(records).await
+    }
+    async fn read(&self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {
+        self.inner.read(start, limit).await
+    }
+    async fn size(&self) -> Result<u64, AuditError> {
+        self.inner.size().await
+    }
+    async fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
+        self.inner.store_checkpoint(note).await
+    }
+    async fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
+        self.inner.load_checkpoint().await
+    }
+}
+
 struct Setup {
     ledger: Ledger<MemoryLedgerStore>,
     clock: ManualClock,
     writer: AuditWriter,
-    sink: Arc<MemorySink>,
+    sink: Arc<Flaky>,
+    queue: Arc<MemoryAuditQueue>,
     keyring: Arc<Keyring>,
 }
 
-async fn setup(buffer_max: usize, tenants: &[&TenantId]) -> Setup {
+fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::new(HmacKey::new(1, [0x42; 32]).unwrap()))
+}
+
+async fn setup_with(sink: Flaky, backlog_max: usize, tenants: &[&TenantId]) -> Setup {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
-    let sink = Arc::new(MemorySink::new());
+    let sink = Arc::new(sink);
+    let queue = Arc::new(MemoryAuditQueue::new(backlog_max));
     let config = WriterConfig::builder("test.invalid/ledger-audit")
-        .buffer_max(buffer_max)
         .build()
         .unwrap();
-    let writer = AuditWriter::open(sink.clone(), config, Arc::new(clock.clone()), None)
-        .await
-        .unwrap();
-    let keyring = Arc::new(Keyring::new(HmacKey::new(1, [0x42; 32]).unwrap()));
-    let hook = AuditJournalHook::new(writer.clone(), keyring.clone(), MaskingPolicy::standard());
+    let writer = AuditWriter::open_with_queue(
+        sink.clone(),
+        queue.clone(),
+        config,
+        Arc::new(clock.clone()),
+        None,
+    )
+    .await
+    .unwrap();
+    let keyring = keyring();
+    let audit = LedgerAudit::new(keyring.clone(), MaskingPolicy::standard());
     let store = MemoryLedgerStore::builder()
-        .journal_hook(Arc::new(hook))
+        .audit(MemoryAudit::new(audit, queue.clone()).resuming_from(writer.clone()))
         .build();
     let ledger = Ledger::new(store, clock.clone());
     for t in tenants {
@@ -52,8 +105,13 @@ async fn setup(buffer_max: usize, tenants: &[&TenantId]) -> Setup {
         clock,
         writer,
         sink,
+        queue,
         keyring,
     }
+}
+
+async fn setup(backlog_max: usize, tenants: &[&TenantId]) -> Setup {
+    setup_with(Flaky::default(), backlog_max, tenants).await
 }
 
 fn key(s: &str) -> IdempotencyKey {
@@ -77,7 +135,7 @@ async fn verified_streams(s: &Setup) -> BTreeMap<String, Vec<LogRecord>> {
         .unwrap();
     assert!(report.is_intact(), "{:?}", report.failure);
     assert!(report.checkpoint_matched);
-    let records = s.sink.snapshot();
+    let records = s.sink.inner.snapshot();
     assert_eq!(report.entries_ok, records.len() as u64);
     let mut streams: BTreeMap<String, Vec<LogRecord>> = BTreeMap::new();
     for r in records {
@@ -176,23 +234,68 @@ async fn every_change_is_one_audit_entry_in_journal_order_and_the_log_verifies()
     }
 }
 
+async fn wait_for_empty(queue: &MemoryAuditQueue) {
+    for _ in 0..500 {
+        if queue.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the audit queue did not drain");
+}
+
 #[tokio::test]
-async fn a_full_audit_buffer_refuses_the_change_and_the_retry_applies_once() {
-    // A current-thread runtime: the writer task runs only when this test awaits something
-    // that yields (the flushes), so the one-entry buffer fills deterministically.
+async fn a_sink_failing_once_loses_no_entry_and_the_checkpoint_covers_them_all() {
+    // The first version's hook went silent for good after one failed batch while the log
+    // still verified. Now the failed batch stays queued and is written on the retry.
     let a = TenantId::new("a").unwrap();
-    let s = setup(1, &[&a]).await;
+    let sink = Flaky {
+        fail_on: vec![1],
+        ..Flaky::default()
+    };
+    let s = setup_with(sink, 1_000, &[&a]).await;
     let l = &s.ledger;
     l.grant(&a, key("g"), Amount::new(100), GrantOptions::default())
         .await
-        .unwrap(); // fills the buffer
+        .unwrap();
+    wait_for_empty(&s.queue).await;
+    for i in 0..5 {
+        l.consume(&a, key(&format!("c{i}")), Amount::new(1))
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    wait_for_empty(&s.queue).await;
+    assert!(
+        s.sink.calls.load(Ordering::SeqCst) >= 3,
+        "a write failed and was retried"
+    );
+    let streams = verified_streams(&s).await;
+    assert_matches(&streams[&stream_name(&a)], &journal(l, &a).await, &a);
+    assert_eq!(journal(l, &a).await.len(), 6);
+}
+
+#[tokio::test]
+async fn a_full_backlog_refuses_the_change_and_the_retry_applies_once() {
+    let a = TenantId::new("a").unwrap();
+    let sink = Flaky::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let s = setup_with(sink, 1, &[&a]).await;
+    let l = &s.ledger;
+    l.grant(&a, key("g"), Amount::new(100), GrantOptions::default())
+        .await
+        .unwrap(); // the backlog is now at its limit of one entry
 
     let balance = l.balance(&a).await.unwrap();
     let err = l.consume(&a, key("c"), Amount::new(30)).await.unwrap_err();
-    assert!(
-        matches!(err, LedgerError::Storage(_)) && err.is_retryable(),
-        "{err}"
+    assert_eq!(
+        err,
+        LedgerError::AuditBacklogFull {
+            backlog: 1,
+            limit: 1
+        }
     );
+    assert!(err.is_retryable());
     assert_eq!(l.balance(&a).await.unwrap(), balance);
     assert_eq!(journal(l, &a).await.len(), 1);
     assert!(
@@ -203,9 +306,9 @@ async fn a_full_audit_buffer_refuses_the_change_and_the_retry_applies_once() {
             .is_none()
     );
 
-    s.writer.flush().await.unwrap(); // the writer drains
+    s.sink.down.store(false, Ordering::SeqCst);
+    wait_for_empty(&s.queue).await;
     let first = l.consume(&a, key("c"), Amount::new(30)).await.unwrap();
-    s.writer.flush().await.unwrap();
     let replay = l.consume(&a, key("c"), Amount::new(30)).await.unwrap();
     assert_eq!(first, replay);
     assert_eq!(l.balance(&a).await.unwrap().available, Amount::new(70));
@@ -215,60 +318,126 @@ async fn a_full_audit_buffer_refuses_the_change_and_the_retry_applies_once() {
 }
 
 #[tokio::test]
-async fn a_change_that_does_not_fit_is_refused_whole() {
-    // Two entries, room for one: neither is enqueued and the change is refused. Nothing
-    // reaches the log, and the chain goes on from where it was.
-    let a = TenantId::new("a").unwrap();
-    let s = setup(1, &[&a]).await;
+async fn a_batch_refused_part_way_leaves_no_entry_for_any_tenant() {
+    // The first version sealed the first tenant's entries before the second tenant's
+    // request was refused: the log held a change that never happened.
+    let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
+    let s = setup(1_000, &[&a, &b]).await;
     let l = &s.ledger;
-    let grant = |k: &str| {
-        Request::new(
-            a.clone(),
-            key(k),
-            Command::Grant {
-                amount: Amount::new(10),
-                expires_at: None,
-                priority: 0,
-            },
-        )
-    };
-    let err = l.batch(&[grant("x"), grant("y")]).await.unwrap_err();
-    assert!(err.is_retryable(), "{err}");
-    assert!(journal(l, &a).await.is_empty());
-
-    s.writer.flush().await.unwrap();
-    l.batch(&[grant("x")]).await.unwrap();
-    s.writer.flush().await.unwrap();
-    l.batch(&[grant("y")]).await.unwrap();
-
-    let streams = verified_streams(&s).await;
-    let records = &streams[&stream_name(&a)];
-    let journal = journal(l, &a).await;
-    assert_eq!(
-        records.len(),
-        journal.len(),
-        "no entry of the refused change is logged"
-    );
-    let stream = stream_name(&a);
-    for (i, (r, e)) in records.iter().zip(&journal).enumerate() {
-        assert_eq!(r.entry.seq(), i as u64);
-        assert_eq!(r.entry.entry(), &audit_entry(&stream, e));
-    }
-}
-
-#[tokio::test]
-async fn a_closed_audit_log_refuses_changes_for_good() {
-    let a = TenantId::new("a").unwrap();
-    let s = setup(16, &[&a]).await;
-    s.writer.close().await.unwrap();
-    let err = s
-        .ledger
-        .grant(&a, key("g"), Amount::new(1), GrantOptions::default())
+    let err = l
+        .batch(&[
+            Request::new(
+                a.clone(),
+                key("x"),
+                Command::Grant {
+                    amount: Amount::new(10),
+                    expires_at: None,
+                    priority: 0,
+                },
+            ),
+            Request::new(
+                b.clone(),
+                key("y"),
+                Command::Consume {
+                    amount: Amount::new(5),
+                },
+            ),
+        ])
         .await
         .unwrap_err();
     assert!(
-        matches!(err, LedgerError::Storage(_)) && !err.is_retryable(),
+        matches!(err, LedgerError::BatchRejected { index: 1, .. }),
         "{err}"
     );
-    assert!(journal(&s.ledger, &a).await.is_empty());
+    assert!(s.queue.is_empty());
+    l.grant(&a, key("g"), Amount::new(1), GrantOptions::default())
+        .await
+        .unwrap();
+    let streams = verified_streams(&s).await;
+    assert_eq!(streams.len(), 1);
+    assert_matches(&streams[&stream_name(&a)], &journal(l, &a).await, &a);
+}
+
+#[tokio::test]
+async fn a_new_writer_integrates_what_the_old_one_left_queued() {
+    let a = TenantId::new("a").unwrap();
+    let sink = Flaky::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let s = setup_with(sink, 1_000, &[&a]).await;
+    let l = &s.ledger;
+    l.grant(&a, key("g"), Amount::new(100), GrantOptions::default())
+        .await
+        .unwrap();
+    l.consume(&a, key("c"), Amount::new(1)).await.unwrap();
+    assert!(s.writer.close().await.is_err(), "the sink is down");
+    assert_eq!(s.queue.len(), 2, "still queued");
+
+    s.sink.down.store(false, Ordering::SeqCst);
+    let config = WriterConfig::builder("test.invalid/ledger-audit")
+        .build()
+        .unwrap();
+    let writer = AuditWriter::open_with_queue(
+        s.sink.clone(),
+        s.queue.clone(),
+        config,
+        Arc::new(s.clock.clone()),
+        None,
+    )
+    .await
+    .unwrap();
+    let checkpoint = writer.flush().await.unwrap();
+    assert_eq!(checkpoint.size, 2);
+    let report = verify_sink(&*s.sink, &s.keyring, Some(&checkpoint))
+        .await
+        .unwrap();
+    assert!(report.is_intact());
+}
+
+#[tokio::test]
+async fn a_tenant_recreated_over_a_kept_log_continues_its_stream() {
+    let a = TenantId::new("a").unwrap();
+    let s = setup(1_000, &[&a]).await;
+    s.ledger
+        .grant(&a, key("g"), Amount::new(5), GrantOptions::default())
+        .await
+        .unwrap();
+    s.writer.flush().await.unwrap();
+
+    // A new in-memory ledger over the same log (as after a restart with a file sink).
+    let queue = Arc::new(MemoryAuditQueue::new(1_000));
+    let config = WriterConfig::builder("test.invalid/ledger-audit")
+        .build()
+        .unwrap();
+    s.writer.close().await.unwrap();
+    let writer = AuditWriter::open_with_queue(
+        s.sink.clone(),
+        queue.clone(),
+        config,
+        Arc::new(s.clock.clone()),
+        None,
+    )
+    .await
+    .unwrap();
+    let audit = LedgerAudit::new(s.keyring.clone(), MaskingPolicy::standard());
+    let store = MemoryLedgerStore::builder()
+        .audit(MemoryAudit::new(audit, queue.clone()).resuming_from(writer.clone()))
+        .build();
+    let ledger = Ledger::new(store, s.clock.clone());
+    ledger
+        .create_tenant(&a, TenantSettings::default())
+        .await
+        .unwrap();
+    ledger
+        .grant(&a, key("g"), Amount::new(5), GrantOptions::default())
+        .await
+        .unwrap();
+    let checkpoint = writer.flush().await.unwrap();
+    assert_eq!(checkpoint.size, 2, "the second entry extends the stream");
+    assert!(queue.is_empty());
+    let records = s.sink.inner.snapshot();
+    assert_eq!(records[1].entry.seq(), 1);
+    let report = verify_sink(&*s.sink, &s.keyring, Some(&checkpoint))
+        .await
+        .unwrap();
+    assert!(report.is_intact());
 }

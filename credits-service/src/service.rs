@@ -10,7 +10,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use audit_chain::{
-    AuditLog, AuditSink, AuditWriter, HmacKey, Keyring, MaskingPolicy, MemorySink, WriterConfig,
+    AuditLog, AuditSink, AuditWriter, HmacKey, Keyring, MaskingPolicy, MemoryAuditQueue,
+    MemorySink, WriterConfig,
 };
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -35,6 +36,10 @@ use crate::routes::{audit, credits, experiments, ops, rollouts};
 use crate::state::{AppState, AuditState, Backend};
 
 /// Latency buckets (seconds) of every `*_seconds` histogram.
+/// Committed ledger entries waiting for the audit log past which changes are refused
+/// (`503 audit_backlog_full`).
+const AUDIT_BACKLOG_MAX: usize = 65_536;
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
@@ -149,9 +154,17 @@ impl ServiceBuilder {
                 var: "CREDITS_AUDIT_ORIGIN".to_owned(),
                 reason: e.to_string(),
             })?;
-        let writer = AuditWriter::open(Arc::clone(&sink), writer_config, Arc::clone(&clock), None)
-            .await
-            .map_err(|e| backend_err("audit log", &e))?;
+        // The memory ledger seals its entries into this queue; the writer integrates them.
+        let queue = Arc::new(MemoryAuditQueue::new(AUDIT_BACKLOG_MAX));
+        let writer = AuditWriter::open_with_queue(
+            Arc::clone(&sink),
+            queue.clone(),
+            writer_config,
+            Arc::clone(&clock),
+            None,
+        )
+        .await
+        .map_err(|e| backend_err("audit log", &e))?;
 
         let (store, backend): (Arc<dyn LedgerStore>, Backend) = match &config.database_url {
             Some(url) => {
@@ -208,13 +221,15 @@ impl ServiceBuilder {
                 (store, backend)
             }
             None => {
-                let hook = credits_core::audit::AuditJournalHook::new(
-                    writer.clone(),
+                let audit = credits_core::audit::LedgerAudit::new(
                     Arc::clone(&keyring),
                     MaskingPolicy::standard(),
                 );
                 let store = MemoryLedgerStore::builder()
-                    .journal_hook(Arc::new(hook))
+                    .audit(
+                        credits_core::audit::MemoryAudit::new(audit, queue)
+                            .resuming_from(writer.clone()),
+                    )
                     .build();
                 (Arc::new(store), Backend::Memory)
             }
