@@ -150,6 +150,9 @@ fn check_name(name: &str) -> Result<(), AuditError> {
 /// assert!(verifier.verify_checkpoint(&signed.note, "another/log").is_err());
 /// # Ok::<(), audit_chain::AuditError>(())
 /// ```
+///
+/// Cloning copies the secret key (each copy is wiped when dropped).
+#[derive(Clone)]
 pub struct NoteSigner {
     name: String,
     hash: [u8; 4],

@@ -14,8 +14,10 @@ use crate::{AuditError, AuditWriter, HmacKey, Keyring, MaskingPolicy};
 /// Where an appended entry ended up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Appended {
-    /// Log index (Merkle leaf index).
-    pub index: u64,
+    /// Log index (Merkle leaf index): `Some` once the entry is in the log ([`AuditLog`]
+    /// waits for that), `None` when it is durably queued for a sequencer to integrate (a
+    /// database trail such as `credits_postgres::PgAuditTrail`).
+    pub index: Option<u64>,
     /// Sequence number in its stream.
     pub seq: u64,
     /// Entry hash.
@@ -51,7 +53,7 @@ pub trait AuditTrail: Send + Sync {
 ///
 /// let at = Timestamp::from_unix_millis(1_700_000_000_000);
 /// let a = log.record(AuditEntry::new("canary", "rollout", "promote", at).with_metadata("step", "2")).await?;
-/// assert_eq!((a.index, a.seq), (0, 0));
+/// assert_eq!((a.index, a.seq), (Some(0), 0));
 ///
 /// let cp = writer.flush().await?;
 /// assert!(verify_sink(sink.as_ref(), &keyring, Some(&cp)).await?.is_intact());
@@ -126,7 +128,7 @@ impl AuditTrail for AuditLog {
         let (seq, entry_hash) = (sealed.seq, sealed.entry_hash);
         match self.writer.append(sealed).await {
             Ok(index) => Ok(Appended {
-                index,
+                index: Some(index),
                 seq,
                 entry_hash,
             }),

@@ -111,7 +111,7 @@ async fn streams_append_in_parallel_and_every_entry_is_durable_once() {
         for (i, a) in appended.iter().enumerate() {
             assert_eq!(a.seq, i as u64);
         }
-        indices.extend(appended.iter().map(|a| a.index));
+        indices.extend(appended.iter().map(|a| a.index.unwrap()));
     }
     indices.sort_unstable();
     assert_eq!(indices, (0..160).collect::<Vec<_>>());
@@ -190,7 +190,7 @@ async fn a_failed_write_reports_to_every_waiter_and_changes_nothing() {
     assert_eq!(writer.root(), root);
     // The stream was rolled back: the retry gets the same sequence number.
     let again = log.record(entry("t", 1)).await.unwrap();
-    assert_eq!((again.index, again.seq), (1, 1));
+    assert_eq!((again.index, again.seq), (Some(1), 1));
     let cp = writer.flush().await.unwrap();
     assert!(
         verify_sink(sink.as_ref(), &ring(), Some(&cp))
@@ -313,7 +313,7 @@ async fn a_restarted_writer_continues_every_stream() {
     assert_eq!(writer.stream_head("a").next_seq, 3);
     let log = AuditLog::new(writer.clone(), ring(), MaskingPolicy::none());
     let a = log.record(entry("a", 6)).await.unwrap();
-    assert_eq!((a.index, a.seq), (6, 3));
+    assert_eq!((a.index, a.seq), (Some(6), 3));
     let new_cp = writer.close().await.unwrap();
     assert!(matches!(
         log.record(entry("a", 7)).await,

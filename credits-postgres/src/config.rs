@@ -2,10 +2,9 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use audit_chain::{Keyring, MaskingPolicy};
+use credits_core::audit::LedgerAudit;
 use resilience::{Backoff, BreakerConfig, Jitter};
 
 use crate::PgError;
@@ -36,45 +35,6 @@ impl Isolation {
             Isolation::ReadCommitted => "BEGIN ISOLATION LEVEL READ COMMITTED",
             Isolation::Serializable => "BEGIN ISOLATION LEVEL SERIALIZABLE",
         }
-    }
-}
-
-/// Seals every journal entry into the tenant's audit hash chain inside the ledger
-/// transaction (so a change and its audit record commit together) and stores it in
-/// `audit_log`.
-///
-/// ```
-/// use std::sync::Arc;
-/// use audit_chain::{HmacKey, Keyring, MaskingPolicy};
-/// use credits_postgres::LedgerAudit;
-///
-/// let audit = LedgerAudit::new(Arc::new(Keyring::new(HmacKey::new(1, [7u8; 32])?)), MaskingPolicy::standard());
-/// assert_eq!(audit.keyring().active_id(), 1);
-/// # Ok::<(), audit_chain::AuditError>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct LedgerAudit {
-    keyring: Arc<Keyring>,
-    policy: MaskingPolicy,
-}
-
-impl LedgerAudit {
-    /// Seal with `keyring`'s active key after masking with `policy`.
-    #[must_use]
-    pub fn new(keyring: Arc<Keyring>, policy: MaskingPolicy) -> Self {
-        LedgerAudit { keyring, policy }
-    }
-
-    /// The keyring (verify with the same one).
-    #[must_use]
-    pub fn keyring(&self) -> &Arc<Keyring> {
-        &self.keyring
-    }
-
-    /// The masking policy.
-    #[must_use]
-    pub fn policy(&self) -> &MaskingPolicy {
-        &self.policy
     }
 }
 
@@ -262,7 +222,9 @@ impl PgConfigBuilder {
         self
     }
 
-    /// Seal an audit entry for every journal entry, in the same SQL transaction.
+    /// Seal an audit entry for every journal entry (with the mapping every backend shares,
+    /// [`credits_core::audit`]) in the same SQL transaction, and queue it in
+    /// `audit_pending` for the sequencer ([`PgLedgerStore::audit_log`](crate::PgLedgerStore::audit_log)).
     pub fn audit(mut self, audit: LedgerAudit) -> Self {
         self.audit = Some(audit);
         self

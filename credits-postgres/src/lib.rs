@@ -86,8 +86,10 @@ mod txlog;
 #[doc = include_str!("../../docs/credits-postgres.md")]
 pub mod guide {}
 
-pub use audit::PgAuditSink;
-pub use config::{Isolation, LedgerAudit, POOL_MAX_SIZE_LIMIT, PgConfig, PgConfigBuilder};
+pub use audit::{AuditSequencer, Leadership, PgAuditQueue, PgAuditSink, PgAuditTrail};
+pub use config::{Isolation, POOL_MAX_SIZE_LIMIT, PgConfig, PgConfigBuilder};
+/// How ledger changes are sealed (the one mapping every backend shares), re-exported.
+pub use credits_core::audit::LedgerAudit;
 pub use error::PgError;
 pub use group::{GROUP_LEN_MAX, GroupCommitConfig};
 pub use migrate::{MIGRATIONS, Migration, MigrationReport, migrate};

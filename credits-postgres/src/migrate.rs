@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "branch_holds",
         sql: include_str!("migrations/0003_branch_holds.sql"),
     },
+    Migration {
+        version: 4,
+        name: "one_audit_log",
+        sql: include_str!("migrations/0004_one_audit_log.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (`'credits-postgres'` as bytes).

@@ -95,9 +95,15 @@ pub(crate) static INSERT_ENTRIES: LazyLock<String> = LazyLock::new(|| {
 pub(crate) const INSERT_RECORDS: &str = "INSERT INTO idempotency_keys (tenant, key, at, record) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])";
 
-pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_log (stream, stream_seq, journal_seq, at, entry_hash, record) \
-     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], \
-                          $5::bytea[], $6::bytea[])";
+/// Sealed audit entries of new journal entries, queued for the sequencer in the same
+/// statement (so in the change's transaction).
+pub(crate) const INSERT_AUDIT: &str = "WITH sealed AS ( \
+       INSERT INTO audit_log (stream, stream_seq, journal_seq, at, entry_hash, record) \
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], \
+                            $5::bytea[], $6::bytea[]) \
+       RETURNING stream, stream_seq) \
+     INSERT INTO audit_pending (stream, stream_seq) \
+     SELECT stream, stream_seq FROM sealed ORDER BY stream, stream_seq";
 
 pub(crate) const CREATE_TENANT: &str = "INSERT INTO accounts (tenant, overdraft_limit, last_at) VALUES ($1, $2, $3) \
      ON CONFLICT (tenant) DO NOTHING";

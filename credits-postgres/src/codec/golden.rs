@@ -369,6 +369,16 @@ fn failures() -> Vec<(IdempotencyRecord, &'static str)> {
             r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"IdempotencyConflict":"call-9"}},"at":1700000000000}"#,
         ),
         (
+            failed(
+                consume(1),
+                LedgerError::AuditBacklogFull {
+                    backlog: 10,
+                    limit: 10,
+                },
+            ),
+            r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"AuditBacklogFull":{"backlog":10,"limit":10}}},"at":1700000000000}"#,
+        ),
+        (
             failed(consume(1), LedgerError::EmptyBatch),
             r#"{"command":{"Consume":{"amount":1}},"result":{"Err":"EmptyBatch"},"at":1700000000000}"#,
         ),

@@ -217,7 +217,7 @@ impl PgLedgerStore {
             .query(
                 "audit_entries",
                 sql::AUDIT_STREAM,
-                &[&tenant.as_str(), &from, &limit],
+                &[&credits_core::audit::stream_name(tenant), &from, &limit],
             )
             .await?;
         rows.iter()

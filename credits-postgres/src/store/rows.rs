@@ -333,11 +333,11 @@ impl<'a> AuditRows<'a> {
     pub(super) fn push(
         &mut self,
         e: &'a JournalEntry,
-        sealed: &SealedEntry,
+        sealed: &'a SealedEntry,
     ) -> Result<(), PgError> {
         let mut bytes = Vec::with_capacity(256);
         sealed.encode(&mut bytes);
-        self.stream.push(e.tenant.as_str());
+        self.stream.push(sealed.stream());
         self.seq.push(i(sealed.seq(), "audit sequence")?);
         self.journal_seq.push(i(e.seq.get(), "entry seq")?);
         self.at.push(i(e.at.as_unix_millis(), "entry time")?);

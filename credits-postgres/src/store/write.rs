@@ -1,4 +1,5 @@
-//! Persisting a transaction: seal the audit entries of the new journal entries, gather
+//! Persisting a transaction: seal the audit entries of the new journal entries (queued for
+//! the sequencer in the same statement), gather
 //! every tenant's change set ([`Applied`](credits_core::backend::Applied), accumulated in
 //! [`Work`]) and its idempotency records into the row builders, and send every write
 //! statement and `COMMIT` in one round trip.
@@ -6,8 +7,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
-use audit_chain::{AuditEntry, StreamChain};
-use credits_core::{JournalEntry, TenantId};
+use credits_core::TenantId;
 use futures::future::try_join_all;
 
 use super::PgLedgerStore;
@@ -59,48 +59,12 @@ impl PgLedgerStore {
 
 /// Seals an audit entry for each of `w`'s new journal entries into the tenant's chain.
 fn seal(audit: &LedgerAudit, w: &mut Work) -> Result<(), PgError> {
-    if w.entries.is_empty() {
-        return Ok(());
-    }
-    let mut chain = StreamChain::resume(w.account.tenant().as_str(), w.audit_head);
-    for e in &w.entries {
-        let sealed = chain
-            .seal(audit.keyring(), audit.policy(), audit_entry(e))
-            .map_err(PgError::corrupt)?;
-        w.sealed.push(sealed);
-    }
-    w.audit_head = chain.head();
+    let (sealed, head) = audit
+        .seal(w.account.tenant(), w.audit_head, &w.entries)
+        .map_err(PgError::corrupt)?;
+    w.sealed = sealed;
+    w.audit_head = head;
     Ok(())
-}
-
-/// The audit entry recording one journal entry.
-pub(crate) fn audit_entry(e: &JournalEntry) -> AuditEntry {
-    let mut entry = AuditEntry::new(e.tenant.as_str(), "credits", e.kind.as_str(), e.at)
-        .with_amount(e.amount.units())
-        .with_balances(e.before.available.units(), e.after.available.units())
-        .with_metadata("entry", e.seq.to_string());
-    if let Some(k) = &e.key {
-        entry = entry.with_transaction_id(k.as_str());
-    }
-    if !e.after.held.is_zero() || !e.before.held.is_zero() {
-        entry = entry.with_metadata("held", format!("{}>{}", e.before.held, e.after.held));
-    }
-    if !e.after.overdrawn.is_zero() || !e.before.overdrawn.is_zero() {
-        entry = entry.with_metadata(
-            "overdrawn",
-            format!("{}>{}", e.before.overdrawn, e.after.overdrawn),
-        );
-    }
-    if let Some(h) = e.hold {
-        entry = entry.with_metadata("hold", h.to_string());
-    }
-    if let Some(l) = e.lot {
-        entry = entry.with_metadata("lot", l.to_string());
-    }
-    if let Some(r) = e.refers_to {
-        entry = entry.with_metadata("refers_to", r.to_string());
-    }
-    entry
 }
 
 impl<'a> Changes<'a> {

@@ -1,0 +1,72 @@
+-- One Merkle log for every audit entry. The ledger seals each change's entries in the
+-- change's transaction (audit_log) and queues them (audit_pending) in the same
+-- transaction; the sequencer (one at a time, by advisory lock) gives them log indices
+-- (audit_index) and removes them from the queue in one transaction.
+
+-- An entry's place in the log. Append-only, like audit_log.
+CREATE TABLE audit_index (
+    log_index   bigint  PRIMARY KEY CHECK (log_index >= 0),
+    stream      text    NOT NULL,
+    stream_seq  bigint  NOT NULL,
+    UNIQUE (stream, stream_seq),
+    FOREIGN KEY (stream, stream_seq) REFERENCES audit_log (stream, stream_seq)
+);
+
+-- Entries an audit writer already wrote with a log index keep it.
+INSERT INTO audit_index (log_index, stream, stream_seq)
+SELECT log_index, stream, stream_seq FROM audit_log WHERE log_index IS NOT NULL;
+
+-- Committed entries not yet in the log, in commit order (per stream, stream order).
+CREATE TABLE audit_pending (
+    id          bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    stream      text    NOT NULL,
+    stream_seq  bigint  NOT NULL,
+    UNIQUE (stream, stream_seq),
+    FOREIGN KEY (stream, stream_seq) REFERENCES audit_log (stream, stream_seq)
+);
+
+-- Ledger entries sealed before this migration (stream = tenant id) join the log as they
+-- are; from now on a tenant's entries go to the stream ledger/<tenant>, which starts a new
+-- chain.
+INSERT INTO audit_pending (stream, stream_seq)
+SELECT stream, stream_seq FROM audit_log WHERE log_index IS NULL ORDER BY stream, stream_seq;
+UPDATE accounts
+   SET audit_next_seq = 0,
+       audit_last_hash = '\x0000000000000000000000000000000000000000000000000000000000000000'
+ WHERE audit_next_seq <> 0;
+
+CREATE TRIGGER audit_index_append_only
+    BEFORE UPDATE OR DELETE ON audit_index
+    FOR EACH ROW EXECUTE FUNCTION audit_log_reject_change();
+CREATE TRIGGER audit_index_no_truncate
+    BEFORE TRUNCATE ON audit_index
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_reject_change();
+
+-- The application's role: it may change the ledger, but only add to the audit log. Run the
+-- migrations as the schema's owner and the service as a login role that is a member of
+-- credits_app (CREATE ROLE credits_service LOGIN IN ROLE credits_app), so the application
+-- can neither rewrite the log nor drop its triggers (only an owner can).
+DO $$
+BEGIN
+    CREATE ROLE credits_app NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN
+    NULL;
+END
+$$;
+
+DO $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO credits_app', current_schema());
+END
+$$;
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON accounts, credit_lots, holds, refunded_entries, idempotency_keys,
+       distributed_transactions
+    TO credits_app;
+GRANT SELECT, INSERT ON journal_entries, audit_log, audit_index, audit_checkpoints
+    TO credits_app;
+GRANT SELECT, INSERT, DELETE ON audit_pending TO credits_app;
+GRANT SELECT ON schema_migrations TO credits_app;
+GRANT EXECUTE ON FUNCTION recover_stalled_transactions(), cleanup_old_transactions(integer),
+    cleanup_idempotency_keys(integer)
+    TO credits_app;
