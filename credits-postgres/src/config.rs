@@ -72,6 +72,7 @@ pub struct PgConfig {
     pub(crate) backoff: Backoff,
     pub(crate) breaker: BreakerConfig,
     pub(crate) audit: Option<LedgerAudit>,
+    pub(crate) audit_backlog_max: u64,
 }
 
 impl fmt::Debug for PgConfig {
@@ -107,6 +108,7 @@ impl PgConfig {
             backoff: None,
             breaker: None,
             audit: None,
+            audit_backlog_max: 1_000_000,
         }
     }
 
@@ -151,6 +153,7 @@ pub struct PgConfigBuilder {
     backoff: Option<Backoff>,
     breaker: Option<BreakerConfig>,
     audit: Option<LedgerAudit>,
+    audit_backlog_max: u64,
 }
 
 /// The most connections a pool may be configured with.
@@ -224,9 +227,19 @@ impl PgConfigBuilder {
 
     /// Seal an audit entry for every journal entry (with the mapping every backend shares,
     /// [`credits_core::audit`]) in the same SQL transaction, and queue it in
-    /// `audit_pending` for the sequencer ([`PgLedgerStore::audit_log`](crate::PgLedgerStore::audit_log)).
+    /// `audit_pending` for the sequencer
+    /// ([`PgLedgerStore::audit_sequencer`](crate::PgLedgerStore::audit_sequencer)).
     pub fn audit(mut self, audit: LedgerAudit) -> Self {
         self.audit = Some(audit);
+        self
+    }
+
+    /// The most committed audit entries waiting for the sequencer (default 1,000,000; at
+    /// least 1): past it, changes that write journal entries are rolled back with
+    /// [`LedgerError::AuditBacklogFull`](credits_core::LedgerError::AuditBacklogFull)
+    /// instead of going un-audited while no sequencer runs.
+    pub fn audit_backlog_max(mut self, max: u64) -> Self {
+        self.audit_backlog_max = max.max(1);
         self
     }
 
@@ -319,6 +332,7 @@ impl PgConfigBuilder {
             backoff,
             breaker,
             audit: self.audit,
+            audit_backlog_max: self.audit_backlog_max,
         })
     }
 }

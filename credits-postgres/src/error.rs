@@ -73,6 +73,17 @@ pub enum PgError {
     /// Stored data cannot be read back (out of range, malformed). Not retryable.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The audit log is `backlog` committed entries behind, at its configured `limit`
+    /// ([`PgConfigBuilder::audit_backlog_max`](crate::PgConfigBuilder::audit_backlog_max)):
+    /// the change was rolled back rather than left un-audited. Retry once the sequencer
+    /// catches up.
+    #[error("audit backlog of {backlog} entries is at its limit of {limit}")]
+    AuditBacklogFull {
+        /// Committed entries not yet in the log (at most; an estimate from the queue's ids).
+        backlog: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 impl PgError {
@@ -86,7 +97,7 @@ impl PgError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            PgError::Pool(_) | PgError::CircuitOpen => true,
+            PgError::Pool(_) | PgError::CircuitOpen | PgError::AuditBacklogFull { .. } => true,
             PgError::Postgres { retryable, .. } => *retryable,
             PgError::InvalidConfig { .. }
             | PgError::Migration { .. }
@@ -130,6 +141,7 @@ impl PgError {
     /// | [`SchemaTooNew`](Self::SchemaTooNew) | `schema_too_new` |
     /// | [`OutOfRange`](Self::OutOfRange) | `out_of_range` |
     /// | [`Corrupt`](Self::Corrupt) | `corrupt_row` |
+    /// | [`AuditBacklogFull`](Self::AuditBacklogFull) | `audit_backlog_full` |
     ///
     /// ```
     /// use credits_postgres::PgError;
@@ -147,6 +159,7 @@ impl PgError {
             PgError::SchemaTooNew { .. } => "schema_too_new",
             PgError::OutOfRange { .. } => "out_of_range",
             PgError::Corrupt(_) => "corrupt_row",
+            PgError::AuditBacklogFull { .. } => "audit_backlog_full",
         }
     }
 
@@ -155,6 +168,9 @@ impl PgError {
         PgError::Corrupt(reason.to_string())
     }
 }
+
+/// The SQLSTATE `audit_backlog_check()` raises when the audit backlog is at its limit.
+pub(crate) const AUDIT_BACKLOG_FULL: &str = "CA001";
 
 /// SQLSTATE classes worth retrying: connection exceptions (08), transaction rollbacks (40:
 /// serialization failure, deadlock), insufficient resources (53), operator intervention
@@ -168,6 +184,16 @@ fn retryable_state(code: &str) -> bool {
 impl From<tokio_postgres::Error> for PgError {
     fn from(e: tokio_postgres::Error) -> Self {
         let code = e.code().map(|c| c.code().to_owned());
+        if code.as_deref() == Some(AUDIT_BACKLOG_FULL)
+            && let Some(db) = e.as_db_error()
+        {
+            // Raised by audit_backlog_check(): the count in DETAIL, the limit in HINT.
+            let number = |s: Option<&str>| s.and_then(|s| s.parse().ok()).unwrap_or(0);
+            return PgError::AuditBacklogFull {
+                backlog: number(db.detail()),
+                limit: number(db.hint()),
+            };
+        }
         // No SQLSTATE: the connection broke (closed, reset, I/O): the outcome is unknown and
         // a retry with the same idempotency key is safe.
         let retryable = code.as_deref().is_none_or(retryable_state);
@@ -194,6 +220,9 @@ impl From<deadpool_postgres::PoolError> for PgError {
 
 impl From<PgError> for LedgerError {
     fn from(e: PgError) -> Self {
+        if let PgError::AuditBacklogFull { backlog, limit } = e {
+            return LedgerError::AuditBacklogFull { backlog, limit };
+        }
         LedgerError::Storage(if e.is_retryable() {
             StorageError::retryable(e.to_string())
         } else {
@@ -270,6 +299,13 @@ mod tests {
                 "out_of_range",
             ),
             (PgError::Corrupt("bad".into()), "corrupt_row"),
+            (
+                PgError::AuditBacklogFull {
+                    backlog: 1,
+                    limit: 1,
+                },
+                "audit_backlog_full",
+            ),
         ]
     }
 
@@ -319,7 +355,8 @@ mod tests {
                 | PgError::Migration { .. }
                 | PgError::SchemaTooNew { .. }
                 | PgError::OutOfRange { .. }
-                | PgError::Corrupt(_) => {}
+                | PgError::Corrupt(_)
+                | PgError::AuditBacklogFull { .. } => {}
             }
         }
     }

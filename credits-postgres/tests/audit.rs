@@ -489,3 +489,73 @@ fn keyword_url(url: &str) -> String {
     }
     parts.join(" ")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_backlog_limit_changes_are_refused_and_nothing_changes() {
+    let Some(db) = common::test_db("audit_backlog").await else {
+        return;
+    };
+    let clock = ManualClock::new(common::START);
+    let store = db
+        .store(
+            db.config().audit(audit()).audit_backlog_max(3),
+            Arc::new(clock.clone()),
+        )
+        .await;
+    let ledger = Ledger::new(store.clone(), clock.clone());
+    let a = TenantId::new("acme").unwrap();
+    ledger
+        .create_tenant(&a, TenantSettings::default())
+        .await
+        .expect("tenant");
+    for i in 0..3 {
+        ledger
+            .grant(
+                &a,
+                key(&format!("g{i}")),
+                Amount::new(10),
+                GrantOptions::default(),
+            )
+            .await
+            .expect("grant");
+    }
+    // No sequencer runs: the queue holds 3 entries, the limit.
+    let err = ledger
+        .consume(&a, key("c"), Amount::new(5))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err,
+        credits_core::LedgerError::AuditBacklogFull {
+            backlog: 3,
+            limit: 3
+        }
+    );
+    assert!(err.is_retryable());
+    assert_eq!(
+        ledger.balance(&a).await.expect("balance").available,
+        Amount::new(30)
+    );
+    assert!(
+        store
+            .idempotency_record(&a, &key("c"))
+            .await
+            .expect("record")
+            .is_none()
+    );
+    assert_eq!(db.count("SELECT count(*) FROM journal_entries").await, 3);
+    let leader = store
+        .audit_sequencer(config(), Arc::new(clock.clone()), None)
+        .try_lead()
+        .await
+        .expect("lead")
+        .expect("leads");
+    leader.writer().flush().await.expect("flush");
+    ledger
+        .consume(&a, key("c"), Amount::new(5))
+        .await
+        .expect("the retry applies once the log caught up");
+    assert_eq!(leader.writer().flush().await.expect("flush").size, 4);
+    leader.resign().await.expect("resign");
+    db.drop_schema().await;
+}

@@ -35,6 +35,24 @@ UPDATE accounts
        audit_last_hash = '\x0000000000000000000000000000000000000000000000000000000000000000'
  WHERE audit_next_seq <> 0;
 
+-- Refuses a ledger change while the queue holds backlog_max entries or more (the
+-- sequencer is down or behind): SQLSTATE CA001, the count in DETAIL and the limit in HINT.
+-- The count is max(id) - min(id) + 1, two index probes: exact unless entries left the
+-- queue out of order, and never less than the true count.
+CREATE FUNCTION audit_backlog_check(backlog_max bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    SELECT coalesce(max(id) - min(id) + 1, 0) INTO n FROM audit_pending;
+    IF n >= backlog_max THEN
+        RAISE EXCEPTION 'audit backlog of % entries is at its limit of %', n, backlog_max
+            USING ERRCODE = 'CA001', DETAIL = n::text, HINT = backlog_max::text;
+    END IF;
+    RETURN true;
+END
+$$;
+
 CREATE TRIGGER audit_index_append_only
     BEFORE UPDATE OR DELETE ON audit_index
     FOR EACH ROW EXECUTE FUNCTION audit_log_reject_change();
@@ -68,5 +86,5 @@ GRANT SELECT, INSERT ON journal_entries, audit_log, audit_index, audit_checkpoin
 GRANT SELECT, INSERT, DELETE ON audit_pending TO credits_app;
 GRANT SELECT ON schema_migrations TO credits_app;
 GRANT EXECUTE ON FUNCTION recover_stalled_transactions(), cleanup_old_transactions(integer),
-    cleanup_idempotency_keys(integer)
+    cleanup_idempotency_keys(integer), audit_backlog_check(bigint)
     TO credits_app;

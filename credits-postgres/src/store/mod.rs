@@ -77,6 +77,7 @@ pub const SWEEP_CHUNK_MAX: usize = 64;
 pub struct PgLedgerStore {
     pub(crate) db: Arc<Db>,
     audit: Option<LedgerAudit>,
+    audit_backlog_max: i64,
     /// Set in group-commit mode: single requests go through this queue.
     group: Option<GroupQueue>,
 }
@@ -110,6 +111,7 @@ impl PgLedgerStore {
         PgLedgerStore {
             db: Arc::new(Db::new(pool, config, clock)),
             audit: config.audit.clone(),
+            audit_backlog_max: i64::try_from(config.audit_backlog_max).unwrap_or(i64::MAX),
             group: None,
         }
     }

@@ -327,6 +327,8 @@ pub(super) struct AuditRows<'a> {
     at: Vec<i64>,
     hash: Vec<Vec<u8>>,
     record: Vec<Vec<u8>>,
+    /// Refuse the change while this many entries or more wait for the sequencer.
+    pub(super) backlog_max: i64,
 }
 
 impl<'a> AuditRows<'a> {
@@ -358,6 +360,7 @@ impl<'a> AuditRows<'a> {
             &self.at,
             &self.hash,
             &self.record,
+            &self.backlog_max,
         ]
     }
 }

@@ -45,6 +45,7 @@ impl PgLedgerStore {
             }
         }
         let mut changes = Changes::default();
+        changes.audit.backlog_max = self.audit_backlog_max;
         for (tenant, w) in works.iter() {
             changes.push(tenant.as_str(), w)?;
         }
