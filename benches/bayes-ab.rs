@@ -1,7 +1,7 @@
 //! bayes-ab: exact two-arm evaluation against the common approach, a Monte Carlo estimate
 //! with 20,000 draws, on speed and on error; the normal-approximation regime; k-arm
 //! quadrature; a 10-arm Thompson allocation; exact evaluation at a million and a billion
-//! trials; one anytime-valid update.
+//! trials; a full two-arm evaluation with CUPED; one anytime-valid update.
 //!
 //! `cargo bench --bench bayes-ab -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -17,8 +17,9 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use metered_suite::bayes_ab::{
-    Beta, BoundedStats, CompareConfig, Counts, ThompsonBandit, anytime_bounded_difference,
-    anytime_confidence_sequence, best_arm, best_arm_monte_carlo, compare,
+    Beta, BoundedStats, CompareConfig, Counts, CovariateStats, ThompsonBandit,
+    anytime_bounded_difference, anytime_confidence_sequence, best_arm, best_arm_monte_carlo,
+    compare, cuped_compare,
 };
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -133,6 +134,58 @@ fn two_arm(c: &mut Criterion) {
     group.finish();
 }
 
+/// Per-arm CUPED statistics of a conversion metric (`successes` of `trials` units convert)
+/// with a pre-period covariate correlated with conversion.
+fn covariate_stats(successes: u64, trials: u64) -> CovariateStats {
+    let mut stats = CovariateStats::default();
+    for unit in 0..trials {
+        let converted = unit * successes / trials != (unit + 1) * successes / trials;
+        #[allow(clippy::cast_precision_loss)]
+        let pre_period = (unit % 7) as f64 + if converted { 3.0 } else { 0.0 };
+        stats
+            .record(f64::from(u8::from(converted)), pre_period)
+            .expect("finite");
+    }
+    stats
+}
+
+/// A full two-arm evaluation with CUPED, as a decision service makes it at every look: the
+/// exact comparison (`compare`: P(B > A), both losses, both intervals) and the CUPED-adjusted
+/// comparison of the same conversions (`cuped_compare`).
+fn two_arm_with_cuped(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bayes-ab/two_arm_with_cuped");
+    let config = CompareConfig::default();
+    for (label, (sa, na), (sb, nb)) in [
+        ("1000of10k_vs_1100of10k", (1_000, 10_000), (1_100, 10_000)),
+        (
+            "10000of100k_vs_10100of100k",
+            (10_000, 100_000),
+            (10_100, 100_000),
+        ),
+        (
+            "10000of20k_vs_10100of20k",
+            (10_000, 20_000),
+            (10_100, 20_000),
+        ),
+        (
+            "100k_of_1M_vs_100.3k_of_1M",
+            (100_000, 1_000_000),
+            (100_300, 1_000_000),
+        ),
+    ] {
+        let (a, b) = (posterior(sa, na), posterior(sb, nb));
+        let (ca, cb) = (covariate_stats(sa, na), covariate_stats(sb, nb));
+        group.bench_function(BenchmarkId::new("full", label), |bench| {
+            bench.iter(|| {
+                let s = compare(black_box(a), black_box(b), &config);
+                let cuped = cuped_compare(black_box(ca), black_box(cb), 0.95).expect("cuped");
+                (s, cuped)
+            });
+        });
+    }
+    group.finish();
+}
+
 /// One anytime-valid update: record one observation per arm's counts and recompute the
 /// confidence sequence of the difference (what a look after every observation costs).
 fn anytime(c: &mut Criterion) {
@@ -197,6 +250,6 @@ fn many_arms(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = two_arm, anytime, many_arms
+    targets = two_arm, two_arm_with_cuped, anytime, many_arms
 }
 criterion_main!(benches);
