@@ -468,11 +468,28 @@ impl AuditSequencer {
         on_lead: impl Fn(Option<AuditWriter>) + Send + Sync,
         stop: impl Future<Output = ()> + Send,
     ) {
+        self.run_from(None, every, on_lead, stop).await;
+    }
+
+    /// [`run`](Self::run), starting with a leadership already won by
+    /// [`try_lead`](Self::try_lead) (`on_lead` is called with its writer first).
+    #[allow(clippy::disallowed_methods)]
+    pub async fn run_from(
+        &self,
+        current: Option<Leadership>,
+        every: Duration,
+        on_lead: impl Fn(Option<AuditWriter>) + Send + Sync,
+        stop: impl Future<Output = ()> + Send,
+    ) {
         tokio::pin!(stop);
+        let mut current = current;
         loop {
-            let leadership = tokio::select! {
-                () = &mut stop => return,
-                r = self.try_lead() => r,
+            let leadership = match current.take() {
+                Some(l) => Ok(Some(l)),
+                None => tokio::select! {
+                    () = &mut stop => return,
+                    r = self.try_lead() => r,
+                },
             };
             match leadership {
                 Ok(Some(l)) => {

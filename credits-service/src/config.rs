@@ -90,6 +90,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "the audit log's origin line (default credits-service/audit)",
     ),
     (
+        "CREDITS_AUDIT_DIR",
+        "in-memory backend: keep the audit log in this directory (a file sink); unset: in memory",
+    ),
+    (
+        "CREDITS_AUDIT_BACKLOG_MAX",
+        "committed audit entries waiting for the log past which changes are refused (default 100000)",
+    ),
+    (
         "CREDITS_MIGRATE",
         "run database migrations at start: true or false (default false)",
     ),
@@ -205,6 +213,10 @@ pub struct Config {
     pub audit_hmac_key: Option<Secret>,
     /// The audit log's origin line.
     pub audit_origin: String,
+    /// In-memory backend: the directory of a file-sink audit log (`None`: in memory).
+    pub audit_dir: Option<std::path::PathBuf>,
+    /// Committed audit entries waiting for the log past which changes are refused.
+    pub audit_backlog_max: usize,
     /// PostgreSQL URL (`None`: in memory).
     pub database_url: Option<Secret>,
     /// Run migrations at start.
@@ -243,6 +255,8 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(1),
             audit_hmac_key: None,
             audit_origin: "credits-service/audit".to_owned(),
+            audit_dir: None,
+            audit_backlog_max: 100_000,
             database_url: None,
             migrate: false,
             database_schema: None,
@@ -376,6 +390,15 @@ impl Config {
                     }
                     c.audit_origin = v.to_owned();
                 }
+                "CREDITS_AUDIT_DIR" => {
+                    if v.trim().is_empty() {
+                        return Err(bad(k, "must name a directory"));
+                    }
+                    c.audit_dir = Some(std::path::PathBuf::from(v.trim()));
+                }
+                "CREDITS_AUDIT_BACKLOG_MAX" => {
+                    c.audit_backlog_max = parse_num(k, v, 1, 100_000_000)?;
+                }
                 "DATABASE_URL" => {
                     if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
                         return Err(bad(k, "must start with postgres:// or postgresql://"));
@@ -427,6 +450,27 @@ impl Config {
                 "CREDITS_BREAKER_MINIMUM_CALLS",
                 "must not exceed CREDITS_BREAKER_WINDOW_CALLS",
             ));
+        }
+        if c.database_url.is_some() && c.audit_dir.is_some() {
+            return Err(bad(
+                "CREDITS_AUDIT_DIR",
+                "with DATABASE_URL the audit log lives in PostgreSQL; unset CREDITS_AUDIT_DIR",
+            ));
+        }
+        if c.audit_hmac_key.is_none() {
+            // A kept log sealed with a random key could never be verified after a restart.
+            if c.database_url.is_some() {
+                return Err(bad(
+                    "CREDITS_AUDIT_HMAC_KEY",
+                    "is required with DATABASE_URL (the audit log is kept in the database)",
+                ));
+            }
+            if c.audit_dir.is_some() {
+                return Err(bad(
+                    "CREDITS_AUDIT_HMAC_KEY",
+                    "is required with CREDITS_AUDIT_DIR (the audit log is kept on disk)",
+                ));
+            }
         }
         if let Some(admin) = &c.admin_token
             && c.tenant_tokens
@@ -550,6 +594,31 @@ mod tests {
         check(&[("CREDITS_AUDIT_HMAC_KEY", &"zz".repeat(32))], Some("hex"));
         check(&[("CREDITS_AUDIT_HMAC_KEY", &"ab".repeat(32))], None);
         check(&[("DATABASE_URL", "mysql://x")], Some("postgres://"));
+        let key = "ab".repeat(32);
+        let db = ("DATABASE_URL", "postgres://u@h/db");
+        check(&[db], Some("CREDITS_AUDIT_HMAC_KEY"));
+        check(&[db, ("CREDITS_AUDIT_HMAC_KEY", &key)], None);
+        check(
+            &[("CREDITS_AUDIT_DIR", "/var/lib/audit")],
+            Some("CREDITS_AUDIT_HMAC_KEY"),
+        );
+        check(
+            &[
+                ("CREDITS_AUDIT_DIR", "/var/lib/audit"),
+                ("CREDITS_AUDIT_HMAC_KEY", &key),
+            ],
+            None,
+        );
+        check(
+            &[
+                db,
+                ("CREDITS_AUDIT_HMAC_KEY", &key),
+                ("CREDITS_AUDIT_DIR", "/x"),
+            ],
+            Some("lives in PostgreSQL"),
+        );
+        check(&[("CREDITS_AUDIT_DIR", " ")], Some("directory"));
+        check(&[("CREDITS_AUDIT_BACKLOG_MAX", "0")], Some("outside"));
         check(&[("CREDITS_MIGRATE", "yes")], Some("true or false"));
         check(&[("CREDITS_DATABASE_SCHEMA", "ledger_2")], None);
         check(&[("CREDITS_DATABASE_SCHEMA", "Ledger")], Some("a-z"));

@@ -231,6 +231,8 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
         // A batch fails as its failing operation does.
         LedgerError::BatchRejected { source, .. } => ledger_status(source),
         LedgerError::Storage(s) => unavailable_or_internal(s.retryable),
+        // The audit log is behind: nothing was applied; retry once it catches up.
+        LedgerError::AuditBacklogFull { .. } => S::SERVICE_UNAVAILABLE,
         _ => S::INTERNAL_SERVER_ERROR,
     }
 }

@@ -9,18 +9,22 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use audit_chain::merkle::MerkleTree;
 use audit_chain::{
-    AuditLog, AuditSink, AuditWriter, HmacKey, Keyring, MaskingPolicy, MemoryAuditQueue,
-    MemorySink, WriterConfig,
+    AuditLog, AuditQueue, AuditSink, AuditTrail, AuditWriter, FileSink, HmacKey, Keyring,
+    MaskingPolicy, MemoryAuditQueue, MemorySink, WriterConfig,
 };
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use credits_core::audit::{LedgerAudit, MemoryAudit};
 use credits_core::{Ledger, LedgerStore, MemoryLedgerStore};
+use credits_postgres::AuditSequencer;
 use metered_clock::{Clock, SystemClock};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 use rand::RngCore;
 use resilience::{BreakerConfig, CircuitBreaker, KeyedRateLimiter, OpenWait, Quota};
 use tokio::sync::oneshot;
@@ -35,11 +39,11 @@ use crate::registry::{Experiments, Rollouts};
 use crate::routes::{audit, credits, experiments, ops, rollouts};
 use crate::state::{AppState, AuditState, Backend};
 
-/// Latency buckets (seconds) of every `*_seconds` histogram.
-/// Committed ledger entries waiting for the audit log past which changes are refused
-/// (`503 audit_backlog_full`).
-const AUDIT_BACKLOG_MAX: usize = 65_536;
+/// How often a replica that does not lead the audit log tries to, and a leader checks its
+/// lock.
+const SEQUENCER_RETRY: Duration = Duration::from_secs(1);
 
+/// Latency buckets (seconds) of every `*_seconds` histogram.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
@@ -146,7 +150,6 @@ impl ServiceBuilder {
                 reason: e.to_string(),
             }
         })?));
-        let sink: Arc<dyn AuditSink> = Arc::new(MemorySink::new());
         let writer_config = WriterConfig::builder(config.audit_origin.as_str())
             .buffer_max(65_536)
             .build()
@@ -154,28 +157,18 @@ impl ServiceBuilder {
                 var: "CREDITS_AUDIT_ORIGIN".to_owned(),
                 reason: e.to_string(),
             })?;
-        // The memory ledger seals its entries into this queue; the writer integrates them.
-        let queue = Arc::new(MemoryAuditQueue::new(AUDIT_BACKLOG_MAX));
-        let writer = AuditWriter::open_with_queue(
-            Arc::clone(&sink),
-            queue.clone(),
-            writer_config,
-            Arc::clone(&clock),
-            None,
-        )
-        .await
-        .map_err(|e| backend_err("audit log", &e))?;
+        // Every ledger change seals its audit entries in its own atomic step, with the one
+        // mapping every backend shares.
+        let sealing = LedgerAudit::new(Arc::clone(&keyring), MaskingPolicy::standard());
+        let leader: Arc<RwLock<Option<AuditWriter>>> = Arc::new(RwLock::new(None));
 
-        let (store, backend): (Arc<dyn LedgerStore>, Backend) = match &config.database_url {
+        let (store, backend, log) = match &config.database_url {
             Some(url) => {
                 let mut pg_config = credits_postgres::PgConfig::builder(url.expose())
                     .application_name("credits-service")
                     .pool_max_size(config.database_pool_max)
-                    // Each ledger change's audit entry is sealed inside its transaction.
-                    .audit(credits_postgres::LedgerAudit::new(
-                        Arc::clone(&keyring),
-                        MaskingPolicy::standard(),
-                    ));
+                    .audit(sealing)
+                    .audit_backlog_max(config.audit_backlog_max as u64);
                 if let Some(schema) = &config.database_schema {
                     pg_config = pg_config.search_path(schema.as_str());
                 }
@@ -206,6 +199,16 @@ impl ServiceBuilder {
                     tracing::info!(?report, "database migrations applied");
                 }
                 let backend = Backend::Postgres(Arc::new(store.clone()));
+                // The log is the database's: every replica reads it, one at a time
+                // integrates the queue (see `Service::start`), any replica writes trails.
+                let log = BuiltLog {
+                    sink: Arc::new(store.audit_sink()),
+                    queue: Arc::new(store.audit_queue()),
+                    trail: Arc::new(
+                        store.audit_trail(Arc::clone(&keyring), MaskingPolicy::standard()),
+                    ),
+                    sequencer: Some(store.audit_sequencer(writer_config, Arc::clone(&clock), None)),
+                };
                 let store: Arc<dyn LedgerStore> = match config.database_group_commit_workers {
                     0 => Arc::new(store),
                     workers => {
@@ -218,20 +221,54 @@ impl ServiceBuilder {
                         Arc::new(store.with_group_commit(group))
                     }
                 };
-                (store, backend)
+                (store, backend, log)
             }
             None => {
-                let audit = credits_core::audit::LedgerAudit::new(
-                    Arc::clone(&keyring),
-                    MaskingPolicy::standard(),
-                );
+                let sink: Arc<dyn AuditSink> = match &config.audit_dir {
+                    Some(dir) => {
+                        let (sink, recovery) =
+                            FileSink::open(dir).map_err(|e| backend_err("audit directory", &e))?;
+                        if recovery.torn_bytes_cut > 0 {
+                            tracing::warn!(
+                                bytes = recovery.torn_bytes_cut,
+                                "audit log: cut an incomplete final frame left by a crash"
+                            );
+                        }
+                        Arc::new(sink)
+                    }
+                    None => Arc::new(MemorySink::new()),
+                };
+                // The memory ledger seals its entries into this queue; the writer
+                // integrates them (this process always leads its own log).
+                let queue = Arc::new(MemoryAuditQueue::new(config.audit_backlog_max));
+                let writer = AuditWriter::open_with_queue(
+                    Arc::clone(&sink),
+                    queue.clone(),
+                    writer_config,
+                    Arc::clone(&clock),
+                    None,
+                )
+                .await
+                .map_err(|e| backend_err("audit log", &e))?;
+                *leader.write() = Some(writer.clone());
                 let store = MemoryLedgerStore::builder()
-                    .audit(
-                        credits_core::audit::MemoryAudit::new(audit, queue)
-                            .resuming_from(writer.clone()),
-                    )
+                    .audit(MemoryAudit::new(sealing, queue.clone()).resuming_from(writer.clone()))
                     .build();
-                (Arc::new(store), Backend::Memory)
+                let log = BuiltLog {
+                    sink,
+                    queue,
+                    trail: Arc::new(AuditLog::new(
+                        writer,
+                        Keyring::clone(&keyring),
+                        MaskingPolicy::standard(),
+                    )),
+                    sequencer: None,
+                };
+                (
+                    Arc::new(store) as Arc<dyn LedgerStore>,
+                    Backend::Memory,
+                    log,
+                )
             }
         };
         let store = match self.wrap_store {
@@ -279,11 +316,12 @@ impl ServiceBuilder {
         let limiter = KeyedRateLimiter::with_clock(quota, r.tenants_max, Arc::clone(&clock))
             .map_err(limit_err)?;
 
-        let trail = Arc::new(AuditLog::new(
-            writer.clone(),
-            Keyring::clone(&keyring),
-            MaskingPolicy::standard(),
-        ));
+        let BuiltLog {
+            sink,
+            queue,
+            trail,
+            sequencer,
+        } = log;
         let state = Arc::new(AppState {
             ledger,
             recovery,
@@ -292,9 +330,11 @@ impl ServiceBuilder {
             limiter,
             auth: Authenticator::new(&config),
             audit: AuditState {
-                writer,
                 sink,
+                queue,
                 keyring,
+                leader,
+                mirror: tokio::sync::Mutex::new(MerkleTree::new()),
             },
             experiments: Experiments::in_memory(),
             rollouts: Rollouts::new(trail),
@@ -308,8 +348,21 @@ impl ServiceBuilder {
         if config.tenant_tokens.is_empty() {
             tracing::warn!("CREDITS_TENANT_TOKENS is not set: no tenant can authenticate");
         }
-        Ok(Service { state, config })
+        Ok(Service {
+            state,
+            config,
+            sequencer,
+        })
     }
+}
+
+/// The audit log's parts for one backend.
+struct BuiltLog {
+    sink: Arc<dyn AuditSink>,
+    queue: Arc<dyn AuditQueue>,
+    trail: Arc<dyn AuditTrail>,
+    /// PostgreSQL: the database log's sequencer, run by every replica, led by one.
+    sequencer: Option<AuditSequencer>,
 }
 
 /// The credits service: built, not yet listening.
@@ -319,6 +372,7 @@ impl ServiceBuilder {
 pub struct Service {
     state: Arc<AppState>,
     config: Config,
+    sequencer: Option<AuditSequencer>,
 }
 
 impl Service {
@@ -352,6 +406,38 @@ impl Service {
             .await
             .map_err(|e| ServiceError::Backend(format!("recovery pass: {e}")))?;
         tracing::debug!(?report, "start-up recovery done");
+        // PostgreSQL: lead the database's audit log if no other replica does, and keep
+        // trying while another does (it takes over when the leader dies).
+        let (stop_sequencer, sequencer) = match self.sequencer {
+            Some(sequencer) => {
+                let first = match sequencer.try_lead().await {
+                    Ok(l) => l,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not try to lead the audit log");
+                        None
+                    }
+                };
+                let (stop, stopped) = oneshot::channel::<()>();
+                let leader = Arc::clone(&state.audit.leader);
+                if let Some(l) = &first {
+                    *leader.write() = Some(l.writer().clone());
+                }
+                let task = tokio::spawn(async move {
+                    sequencer
+                        .run_from(
+                            first,
+                            SEQUENCER_RETRY,
+                            move |writer| *leader.write() = writer,
+                            async move {
+                                let _ = stopped.await;
+                            },
+                        )
+                        .await;
+                });
+                (Some(stop), Some(task))
+            }
+            None => (None, None),
+        };
         let addr = self.config.listen_addr;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -378,6 +464,8 @@ impl Service {
         tracing::info!(addr = %local, backend = state.backend.name(), "credits service listening");
         Ok(RunningService {
             addr: local,
+            stop_sequencer,
+            sequencer,
             shutdown: Some(tx),
             server,
             background,
@@ -392,6 +480,9 @@ impl Service {
 #[derive(Debug)]
 pub struct RunningService {
     addr: SocketAddr,
+    /// Tells the audit sequencer (PostgreSQL) to resign, and its task.
+    stop_sequencer: Option<oneshot::Sender<()>>,
+    sequencer: Option<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
@@ -448,9 +539,17 @@ impl RunningService {
                 Ok(())
             }
         };
-        match self.state.audit.writer.close().await {
-            Ok(cp) => tracing::info!(size = cp.size, "audit log closed"),
-            Err(error) => tracing::warn!(%error, "audit log close failed"),
+        if let Some(stop) = self.stop_sequencer.take() {
+            // A leader integrates what is queued, checkpoints and releases the lock.
+            let _ = stop.send(());
+            if let Some(task) = self.sequencer.take() {
+                let _ = task.await;
+            }
+        } else if let Some(writer) = self.state.audit.writer() {
+            match writer.close().await {
+                Ok(cp) => tracing::info!(size = cp.size, "audit log closed"),
+                Err(error) => tracing::warn!(%error, "audit log close failed"),
+            }
         }
         result
     }

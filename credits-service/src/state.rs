@@ -4,11 +4,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use audit_chain::{AuditSink, AuditWriter, Keyring};
+use audit_chain::merkle::MerkleTree;
+use audit_chain::{AuditError, AuditQueue, AuditSink, AuditWriter, Checkpoint, Keyring};
 use axum::http::{HeaderMap, StatusCode};
 use credits_core::{Ledger, LedgerError, TenantId};
 use metered_clock::Clock;
 use metrics_exporter_prometheus::PrometheusHandle;
+use parking_lot::RwLock;
 use resilience::{CallError, CallOutcome, CircuitBreaker, KeyedRateLimiter};
 
 use crate::auth::{Authenticator, Caller};
@@ -48,12 +50,61 @@ impl Backend {
     }
 }
 
-/// The audit log pieces the audit endpoints read.
+/// The audit log pieces the audit endpoints read. Every replica can answer from the sink;
+/// only the one leading the log (always, in memory) holds the writer that integrates it.
 #[derive(Debug)]
 pub(crate) struct AuditState {
-    pub(crate) writer: AuditWriter,
+    /// The log (a memory or file sink, or PostgreSQL's).
     pub(crate) sink: Arc<dyn AuditSink>,
+    /// Committed entries not yet in the log.
+    pub(crate) queue: Arc<dyn AuditQueue>,
     pub(crate) keyring: Arc<Keyring>,
+    /// The writer integrating the log, while this process leads it.
+    pub(crate) leader: Arc<RwLock<Option<AuditWriter>>>,
+    /// Leaf hashes of the log read back from the sink (only ever extended), for proofs.
+    pub(crate) mirror: tokio::sync::Mutex<MerkleTree>,
+}
+
+impl AuditState {
+    /// The writer, if this process leads the log.
+    pub(crate) fn writer(&self) -> Option<AuditWriter> {
+        self.leader.read().clone()
+    }
+
+    /// The latest checkpoint: the leader's, or the last one stored with the log.
+    pub(crate) async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
+        if let Some(cp) = self.writer().and_then(|w| w.latest_checkpoint()) {
+            return Ok(Some(cp));
+        }
+        match self.sink.load_checkpoint().await? {
+            Some(note) => Ok(Some(Checkpoint::parse_note_unverified(&note)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The mirror, extended to at least `size` entries from the sink.
+    pub(crate) async fn tree(
+        &self,
+        size: u64,
+    ) -> Result<tokio::sync::MutexGuard<'_, MerkleTree>, AuditError> {
+        let mut tree = self.mirror.lock().await;
+        while tree.size() < size {
+            let chunk = self.sink.read(tree.size(), 4096).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            for r in chunk {
+                if r.index != tree.size() {
+                    return Err(AuditError::Corrupt {
+                        location: format!("record {}", tree.size()),
+                        reason: format!("stored index {}", r.index),
+                    });
+                }
+                tree.push(r.entry.leaf_hash());
+            }
+        }
+        Ok(tree)
+    }
 }
 
 /// Everything a handler needs. Shared as `Arc<AppState>`.

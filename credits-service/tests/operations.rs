@@ -480,11 +480,17 @@ async fn rollouts_move_through_their_phases_and_refuse_illegal_commands() {
     let r = s.call(Req::get("/v1/rollouts/nope").auth(ADMIN)).await;
     assert_eq!((r.status, r.code()), (404, "unknown_rollout"));
 
-    // The rollout's trail is in the audit log and verifies.
+    // The rollout's trail is in the audit log (once integrated: on PostgreSQL it is queued
+    // by the request and integrated by the sequencer) and verifies.
+    let cp = s
+        .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
+        .await;
+    assert_eq!(cp.status, 200, "{}", cp.text);
     let v = s
         .call(Req::post("/v1/audit/verify", "{}").auth(ADMIN))
         .await;
     assert_eq!(v.json["intact"], true, "{}", v.text);
+    assert_eq!(v.json["pending"], 0, "{}", v.text);
     assert!(
         v.json["report"]["entries_ok"].as_u64().unwrap() >= 5,
         "{}",

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use audit_chain::AuditLog;
+use audit_chain::AuditTrail;
 use axum::http::StatusCode;
 use canary::{CanaryError, Event, Rollout};
 use parking_lot::Mutex;
@@ -26,7 +26,7 @@ pub(crate) struct Entry {
 /// their audit writes.
 pub(crate) struct Rollouts {
     map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
-    trail: Arc<AuditLog>,
+    trail: Arc<dyn AuditTrail>,
 }
 
 impl std::fmt::Debug for Rollouts {
@@ -39,7 +39,7 @@ impl std::fmt::Debug for Rollouts {
 
 impl Rollouts {
     /// An empty registry writing its trails to `trail`.
-    pub(crate) fn new(trail: Arc<AuditLog>) -> Self {
+    pub(crate) fn new(trail: Arc<dyn AuditTrail>) -> Self {
         Rollouts {
             map: Mutex::new(HashMap::new()),
             trail,

@@ -52,12 +52,14 @@ struct VerifyResponse {
     intact: bool,
     start: u64,
     end: u64,
+    /// Committed entries not yet in the log (the sequencer's backlog).
+    pending: u64,
     report: audit_chain::VerifyReport,
 }
 
 /// Verifies hashes, MACs, links and sequence numbers of `[start, end)`. A range from 0 to
-/// the end of the log is also checked against the writer's latest checkpoint (its size and
-/// Merkle root), which catches truncation.
+/// the end of the log is also checked against the latest checkpoint (its size and Merkle
+/// root), which catches truncation. Any replica answers from the log itself.
 async fn verify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -65,7 +67,7 @@ async fn verify(
 ) -> Result<Json<VerifyResponse>, ApiError> {
     state.auth.admin(&headers)?;
     let audit = &state.audit;
-    let size = audit.writer.size();
+    let size = audit.sink.size().await?;
     let end = body.end.unwrap_or(size);
     if body.start > end || end > size {
         return Err(ApiError::bad_request(
@@ -79,17 +81,19 @@ async fn verify(
             format!("verify at most {VERIFY_RANGE_MAX} entries per request"),
         ));
     }
-    let report = match audit.writer.latest_checkpoint() {
+    let report = match audit.latest_checkpoint().await? {
         Some(cp) if body.start == 0 && cp.size == end => verify_sink_prefix(&state, &cp).await?,
         _ => verify_range(audit.sink.as_ref(), &audit.keyring, body.start..end).await?,
     };
     if !report.is_intact() {
         tracing::error!(failure = ?report.failure, "audit verification failed");
     }
+    let pending = audit.queue.backlog().await?;
     Ok(Json(VerifyResponse {
         intact: report.is_intact(),
         start: body.start,
         end,
+        pending,
         report,
     }))
 }
@@ -126,28 +130,68 @@ fn checkpoint_dto(cp: &Checkpoint) -> CheckpointDto {
     }
 }
 
-/// The latest checkpoint the writer made (one is made at start, every N entries, every
-/// interval and on `POST`).
+/// The latest checkpoint (made every N entries, every interval and on `POST`), or a fresh
+/// one when none was made yet.
 async fn latest_checkpoint(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<CheckpointDto>, ApiError> {
     state.auth.admin(&headers)?;
-    let cp = match state.audit.writer.latest_checkpoint() {
+    let cp = match state.audit.latest_checkpoint().await? {
         Some(cp) => cp,
-        None => state.audit.writer.flush().await?,
+        None => checkpoint_now(&state).await?,
     };
     Ok(Json(checkpoint_dto(&cp)))
 }
 
-/// Writes everything buffered and makes a fresh checkpoint.
+/// A checkpoint covering every change committed before the request.
 async fn new_checkpoint(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<CheckpointDto>, ApiError> {
     state.auth.admin(&headers)?;
-    let cp = state.audit.writer.flush().await?;
-    Ok(Json(checkpoint_dto(&cp)))
+    Ok(Json(checkpoint_dto(&checkpoint_now(&state).await?)))
+}
+
+/// How long a replica that does not lead the log waits for the leader's checkpoint.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The leader integrates what is queued and checkpoints. Another replica (PostgreSQL) waits
+/// until the leader stored a checkpoint covering every entry committed before the call.
+async fn checkpoint_now(state: &AppState) -> Result<Checkpoint, ApiError> {
+    let audit = &state.audit;
+    if let Some(writer) = audit.writer() {
+        return Ok(writer.flush().await?);
+    }
+    let target = audit.sink.size().await? + audit.queue.backlog().await?;
+    // Waiting for another replica to integrate: polling is the only signal it gives.
+    #[allow(clippy::disallowed_methods)]
+    let covered = tokio::time::timeout(CHECKPOINT_WAIT, async {
+        loop {
+            if let Some(cp) = audit.latest_checkpoint().await?
+                && cp.size >= target
+            {
+                return Ok::<_, ApiError>(cp);
+            }
+            if let Some(writer) = audit.writer() {
+                // This replica became the leader meanwhile.
+                return Ok(writer.flush().await?);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    covered.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "audit_not_integrated",
+            format!(
+                "no checkpoint covers the {target} entries committed so far yet (the replica \
+                 leading the audit log is behind or being replaced)"
+            ),
+        )
+        .retry_after(Some(std::time::Duration::from_secs(1))))
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,16 +225,18 @@ async fn proof(
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_index", "an entry index is a whole number"))?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let writer = &state.audit.writer;
-    let size = q.size.unwrap_or_else(|| writer.size());
-    if index >= size {
+    let log_size = state.audit.sink.size().await?;
+    let size = q.size.unwrap_or(log_size);
+    if index >= size || size > log_size {
         return Err(ApiError::not_found(
             "unknown_entry",
-            format!("entry {index} is not in a tree of {size} entries"),
+            format!("entry {index} is not in a tree of {size} entries (the log has {log_size})"),
         ));
     }
-    let proof: Vec<Hash> = writer.inclusion_proof(index, size)?;
-    let root = writer.root_at(size)?;
+    let (proof, root): (Vec<Hash>, Hash) = {
+        let tree = state.audit.tree(size).await?;
+        (tree.inclusion_proof(index, size)?, tree.root_at(size)?)
+    };
     let record = state
         .audit
         .sink

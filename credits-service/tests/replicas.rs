@@ -1,0 +1,376 @@
+//! Real processes, killed with SIGKILL: two replicas of the binary on one PostgreSQL schema,
+//! the one leading the audit log killed in the middle of a burst (the other takes over;
+//! every acknowledged change ends up in the Merkle log with a verifying inclusion proof);
+//! and an in-memory service whose audit log is kept in a directory (`CREDITS_AUDIT_DIR`).
+//! Every loop is bounded in count and time.
+
+// Tests act as applications: they spawn processes and tasks and wait on timers.
+#![allow(clippy::disallowed_methods, clippy::print_stderr)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Req;
+use credits_postgres::tokio_postgres::{self, NoTls};
+
+const ADMIN: &str = "Bearer admin-secret-0123456789";
+const HMAC: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A running `credits-service` process and what it printed so far.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Starts the binary with `vars` (and nothing inherited) and waits until it listens.
+    fn start(vars: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_credits-service"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CREDITS_") || k == "DATABASE_URL" || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("CREDITS_ADMIN_TOKEN", "admin-secret-0123456789")
+            .env("CREDITS_TENANT_TOKENS", "acme=acme-secret-0123456789")
+            .env("CREDITS_LISTEN_ADDR", "127.0.0.1:0")
+            .env("CREDITS_LOG_FORMAT", "json")
+            .env("CREDITS_AUDIT_HMAC_KEY", HMAC)
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("start the binary");
+        let stdout = child.stdout.take().expect("stdout");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        // Drain the output for the process's whole life (a full pipe would block it).
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(record) = serde_json::from_str::<serde_json::Value>(&line)
+                    && record["fields"]["message"] == "credits service listening"
+                    && let Some(addr) = record["fields"]["addr"].as_str()
+                {
+                    let _ = tx.send(addr.to_owned());
+                }
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("not listening within 30 s: {}", log.lock().unwrap());
+        };
+        Proc {
+            child,
+            addr: addr.parse().expect("address"),
+            log,
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, no final checkpoint, connections cut.
+    fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait (at most 20 s) for a clean exit.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "exit {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("no exit within 20 s of SIGTERM");
+    }
+
+    fn printed(&self, what: &str) -> bool {
+        self.log.lock().unwrap().contains(what)
+    }
+
+    async fn call(&self, r: Req<'_>) -> common::Resp {
+        common::call(self.addr, r).await
+    }
+}
+
+fn unhex(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    out
+}
+
+/// Checks the inclusion proof the service gives for `index` against `root` at `size`.
+async fn assert_provable(p: &Proc, index: u64, size: u64, root: &[u8; 32]) {
+    let r = p
+        .call(Req::get(&format!("/v1/audit/entries/{index}/proof?size={size}")).auth(ADMIN))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(&unhex(r.json["root"].as_str().unwrap()), root, "{}", r.text);
+    let leaf = unhex(r.json["leaf_hash"].as_str().unwrap());
+    let proof: Vec<[u8; 32]> = r.json["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| unhex(h.as_str().unwrap()))
+        .collect();
+    audit_chain::merkle::verify_inclusion(&leaf, index, size, &proof, root).expect("inclusion");
+}
+
+async fn consume(p: &Proc, key: &str) -> Option<u64> {
+    let r = common::call_checked(
+        p.addr,
+        Req::post("/v1/tenants/acme/consume", r#"{"amount":1}"#)
+            .auth("Bearer acme-secret-0123456789")
+            .key(key),
+    )
+    .await?;
+    (r.status == 200).then(|| r.json["entry"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_audit_leader_is_replaced_and_every_acknowledged_change_is_provable() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        assert_ne!(
+            std::env::var("REQUIRE_DATABASE").as_deref(),
+            Ok("1"),
+            "DATABASE_URL is not set but REQUIRE_DATABASE=1"
+        );
+        eprintln!("skipped: set DATABASE_URL to run it against PostgreSQL");
+        return;
+    };
+    let schema = format!(
+        "svc_replicas_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let db = [
+        ("DATABASE_URL", url.as_str()),
+        ("CREDITS_DATABASE_SCHEMA", schema.as_str()),
+        ("CREDITS_DATABASE_POOL_MAX", "4"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut v = db.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let a = Proc::start(&with(&[("CREDITS_MIGRATE", "true")]));
+    let b = Proc::start(&db);
+    assert!(
+        a.printed("leading the audit log's sequencer"),
+        "the first replica leads"
+    );
+    let r = a
+        .call(Req::post("/v1/tenants", r#"{"tenant":"acme"}"#).auth(ADMIN))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = a
+        .call(
+            Req::post("/v1/tenants/acme/grants", r#"{"amount":1000000}"#)
+                .auth(ADMIN)
+                .key("seed"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // A burst over both replicas; the leader is killed in the middle of it.
+    let mut acknowledged = Vec::new();
+    let mut pending = Vec::new();
+    for i in 0..60 {
+        pending.push(tokio::spawn({
+            let (addr_a, addr_b) = (a.addr, b.addr);
+            async move {
+                let p = if i % 2 == 0 { addr_a } else { addr_b };
+                let r = common::call_checked(
+                    p,
+                    Req::post("/v1/tenants/acme/consume", r#"{"amount":1}"#)
+                        .auth("Bearer acme-secret-0123456789")
+                        .key(&format!("burst-{i}")),
+                )
+                .await?;
+                (r.status == 200).then(|| r.json["entry"].as_u64().unwrap())
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    a.kill9();
+    for p in pending {
+        if let Some(entry) = p.await.expect("task") {
+            acknowledged.push(entry);
+        }
+    }
+    for i in 0..60 {
+        if let Some(entry) = consume(&b, &format!("after-{i}")).await {
+            acknowledged.push(entry);
+        }
+    }
+    assert!(
+        acknowledged.len() >= 60,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+
+    // The survivor takes over the log and checkpoints everything committed.
+    let cp = b
+        .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
+        .await;
+    assert_eq!(cp.status, 200, "{}", cp.text);
+    assert!(
+        b.printed("leading the audit log's sequencer"),
+        "the survivor leads"
+    );
+    let size = cp.json["size"].as_u64().unwrap();
+    let root = unhex(cp.json["root"].as_str().unwrap());
+    let v = b
+        .call(Req::post("/v1/audit/verify", "{}").auth(ADMIN))
+        .await;
+    assert_eq!(
+        (v.json["intact"].as_bool(), v.json["pending"].as_u64()),
+        (Some(true), Some(0)),
+        "{}",
+        v.text
+    );
+
+    // Every acknowledged change has exactly one entry in the log, provable.
+    let (admin, conn) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    let journal: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.journal_entries WHERE tenant = 'acme'"),
+            &[],
+        )
+        .await
+        .expect("journal")
+        .get(0);
+    let logged: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.audit_index WHERE stream = 'ledger/acme'"),
+            &[],
+        )
+        .await
+        .expect("logged")
+        .get(0);
+    assert_eq!(logged, journal, "one log entry per journal entry");
+    for entry in &acknowledged {
+        let row = admin
+            .query_one(
+                &format!(
+                    "SELECT x.log_index FROM {schema}.audit_index x \
+                     JOIN {schema}.audit_log a USING (stream, stream_seq) \
+                     WHERE a.stream = 'ledger/acme' AND a.journal_seq = $1"
+                ),
+                &[&i64::try_from(*entry).unwrap()],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("entry {entry} is not in the log: {e}"));
+        let index = u64::try_from(row.get::<_, i64>(0)).unwrap();
+        assert!(index < size);
+        assert_provable(&b, index, size, &root).await;
+    }
+
+    // The killed replica comes back and answers from the same log.
+    let a = Proc::start(&db);
+    let v = a
+        .call(Req::post("/v1/audit/verify", "{}").auth(ADMIN))
+        .await;
+    assert_eq!(v.json["intact"], true, "{}", v.text);
+    assert_provable(&a, 0, size, &root).await;
+    a.stop();
+    b.stop();
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop schema");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_audit_log_outlives_a_killed_in_memory_service() {
+    let dir = std::env::temp_dir().join(format!(
+        "credits-audit-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let dir_s = dir.to_str().unwrap().to_owned();
+    let vars = [("CREDITS_AUDIT_DIR", dir_s.as_str())];
+    let p = Proc::start(&vars);
+    let r = p
+        .call(Req::post("/v1/tenants", r#"{"tenant":"acme"}"#).auth(ADMIN))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = p
+        .call(
+            Req::post("/v1/tenants/acme/grants", r#"{"amount":100}"#)
+                .auth(ADMIN)
+                .key("seed"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for i in 0..20 {
+        consume(&p, &format!("c{i}")).await.expect("consumed");
+    }
+    let cp = p
+        .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
+        .await;
+    assert_eq!(cp.status, 200, "{}", cp.text);
+    let size = cp.json["size"].as_u64().unwrap();
+    assert_eq!(size, 21);
+    let root = unhex(cp.json["root"].as_str().unwrap());
+    p.kill9();
+
+    // The ledger was in memory and is gone; the audit log is on disk and still proves
+    // every entry of the checkpoint taken before the kill.
+    let p = Proc::start(&vars);
+    let v = p
+        .call(Req::post("/v1/audit/verify", "{}").auth(ADMIN))
+        .await;
+    assert_eq!(v.json["intact"], true, "{}", v.text);
+    assert!(v.json["end"].as_u64().unwrap() >= size, "{}", v.text);
+    for index in 0..size {
+        assert_provable(&p, index, size, &root).await;
+    }
+    // A re-created tenant continues its stream in the kept log.
+    let r = p
+        .call(Req::post("/v1/tenants", r#"{"tenant":"acme"}"#).auth(ADMIN))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = p
+        .call(
+            Req::post("/v1/tenants/acme/grants", r#"{"amount":5}"#)
+                .auth(ADMIN)
+                .key("again"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cp = p
+        .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
+        .await;
+    assert_eq!(cp.json["size"].as_u64(), Some(size + 1), "{}", cp.text);
+    let v = p
+        .call(Req::post("/v1/audit/verify", "{}").auth(ADMIN))
+        .await;
+    assert_eq!(v.json["intact"], true, "{}", v.text);
+    p.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
