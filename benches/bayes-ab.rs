@@ -1,7 +1,8 @@
 //! bayes-ab: exact two-arm evaluation against the common approach, a Monte Carlo estimate
 //! with 20,000 draws, on speed and on error; the normal-approximation regime; k-arm
 //! quadrature; a 10-arm Thompson allocation; exact evaluation at a million and a billion
-//! trials; a full two-arm evaluation with CUPED; one anytime-valid update.
+//! trials; a full two-arm evaluation with CUPED; a 10-arm, 5-metric evaluation with Holm and
+//! Benjamini–Hochberg corrections; one anytime-valid update.
 //!
 //! `cargo bench --bench bayes-ab -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -17,9 +18,9 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use metered_suite::bayes_ab::{
-    Beta, BoundedStats, CompareConfig, Counts, CovariateStats, ThompsonBandit,
-    anytime_bounded_difference, anytime_confidence_sequence, best_arm, best_arm_monte_carlo,
-    compare, cuped_compare,
+    Beta, BoundedStats, CompareConfig, Correction, Counts, CovariateStats, Hypothesis,
+    ThompsonBandit, anytime_bounded_difference, anytime_confidence_sequence, best_arm,
+    best_arm_monte_carlo, compare, correct, cuped_compare,
 };
 use rand::{SeedableRng, rngs::StdRng};
 
@@ -216,6 +217,37 @@ fn anytime(c: &mut Criterion) {
     group.finish();
 }
 
+/// Ten arms (a champion and nine challengers) on five conversion metrics at about 10,000
+/// users per arm: every challenger compared exactly with the champion on every metric
+/// (`compare`), then Holm and Benjamini–Hochberg across the 45 comparisons.
+fn ten_arms_five_metrics(c: &mut Criterion) {
+    let metrics: Vec<Vec<Beta>> = (0..5u64)
+        .map(|metric| {
+            (0..10u64)
+                .map(|arm| posterior(200 * (metric + 1) + 7 * arm, 10_000))
+                .collect()
+        })
+        .collect();
+    let config = CompareConfig::default();
+    let mut group = c.benchmark_group("bayes-ab/ten_arms_five_metrics");
+    group.bench_function("compare_and_correct", |bench| {
+        bench.iter(|| {
+            let mut family = Vec::with_capacity(45);
+            for arms in black_box(&metrics) {
+                for &challenger in &arms[1..] {
+                    let summary = compare(arms[0], challenger, &config);
+                    black_box(summary);
+                    family.push(Hypothesis::from_posteriors(arms[0], challenger));
+                }
+            }
+            let holm = correct(&family, 0.05, Correction::Holm).expect("valid family");
+            let bh = correct(&family, 0.05, Correction::BenjaminiHochberg).expect("valid family");
+            (holm, bh)
+        });
+    });
+    group.finish();
+}
+
 fn ten_arms() -> Vec<Beta> {
     (0..10).map(|i| posterior(1_000 + 15 * i, 10_000)).collect()
 }
@@ -250,6 +282,6 @@ fn many_arms(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = two_arm, two_arm_with_cuped, anytime, many_arms
+    targets = two_arm, two_arm_with_cuped, ten_arms_five_metrics, anytime, many_arms
 }
 criterion_main!(benches);

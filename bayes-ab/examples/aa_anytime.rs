@@ -1,8 +1,9 @@
 //! A/A false-positive rates with a look after every observation from n = 1: the
 //! anytime-valid mode beside the asymptotic sequential mode, at four conversion rates.
 //!
-//! `cargo run --release -p bayes-ab --example aa_anytime -- [experiments] [observations per arm]`
-//! (defaults 10,000 and 10,000; seed 2024). Prints a Markdown table.
+//! `cargo run --release -p bayes-ab --example aa_anytime -- [experiments] [observations per arm]
+//! [rates]` (defaults 10,000, 10,000 and `0.001,0.02,0.1,0.5`; seed 2024 for every rate, so
+//! one rate run alone gives the same row as in the full table). Prints a Markdown table.
 
 #![allow(clippy::print_stdout)] // an example's output is its report
 
@@ -14,6 +15,10 @@ fn main() -> Result<(), bayes_ab::BayesError> {
     let mut args = std::env::args().skip(1);
     let experiments: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let looks: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let rates: Vec<f64> = args
+        .next()
+        .map(|a| a.split(',').filter_map(|r| r.parse().ok()).collect())
+        .unwrap_or_else(|| vec![0.001, 0.02, 0.1, 0.5]);
     let modes = [
         StoppingMode::anytime_valid(0.05)?,
         StoppingMode::sequential(0.05, 10_000.0)?,
@@ -24,7 +29,7 @@ fn main() -> Result<(), bayes_ab::BayesError> {
     println!();
     println!("| rate | anytime-valid | asymptotic (tuned at 10,000), no minimum |");
     println!("|---|---|---|");
-    for rate in [0.001, 0.02, 0.1, 0.5] {
+    for rate in rates {
         let config = AaConfig {
             experiments,
             looks,

@@ -49,6 +49,9 @@
 //! - **Traffic** — [`TrafficSplit::assign`] (sticky, salted SHA-256 buckets) and
 //!   [`srm_check`] (χ², alert at p < 0.001); [`covariate_balance_check`] for pre-exposure
 //!   bias on a pre-period covariate.
+//! - **Many comparisons** — [`correct`]: Holm or Benjamini–Hochberg across metrics × arms
+//!   ([`Hypothesis`] per comparison), adjusted p-values as statsmodels' `multipletests`, and
+//!   intervals that agree with the corrected decisions; [`adjust_p_values`], [`reject`].
 //! - **Bandits** — [`ThompsonBandit`]: seeded, optional top-two, minimum share per arm.
 //! - **State** — [`ExperimentState`] (serde, mergeable) behind [`ExperimentStore`], with
 //!   [`InMemoryExperimentStore`].
@@ -64,9 +67,8 @@
 //! - No peeking protection in [`StoppingMode::Bayesian`]: reading it at every look inflates
 //!   false positives (42 % instead of 10 % over 20 looks; see `docs/bayes-ab.md`). Use
 //!   [`StoppingMode::Sequential`] when you look before the planned end.
-//! - No hierarchical or informative priors beyond a Beta prior you choose, no multiple-testing
-//!   correction across metrics; CUPED only in the Gaussian (Bayesian) comparison, not yet in
-//!   the sequential modes.
+//! - No hierarchical or informative priors beyond a Beta prior you choose; CUPED only in the
+//!   Gaussian (Bayesian) comparison, not yet in the sequential modes.
 //! - [`Experiment`] is champion versus one challenger; for more arms call [`best_arm`] or
 //!   [`ThompsonBandit`] directly.
 //! - No network or database storage: implement [`ExperimentStore`] for your backend.
@@ -88,6 +90,7 @@ mod error;
 mod experiment;
 mod guardrail;
 mod multi;
+mod multiple;
 mod quadrature;
 mod simulate;
 mod special;
@@ -116,6 +119,10 @@ pub use guardrail::{
     QuantileInterval,
 };
 pub use multi::{ARMS_MAX, DRAWS_MAX, MultiArmSummary, best_arm, best_arm_monte_carlo};
+pub use multiple::{
+    CorrectedFamily, CorrectedHypothesis, Correction, HYPOTHESES_MAX, Hypothesis, adjust_p_values,
+    correct, reject,
+};
 pub use simulate::{AaConfig, AaModeReport, EXPERIMENTS_MAX, LOOKS_MAX, simulate_aa};
 pub use traffic::{
     BASIS_POINTS, CovariateBalance, SPLIT_ARMS_MAX, SRM_ALERT_P_VALUE, SrmCheck, TrafficSplit,
