@@ -84,6 +84,8 @@ mod hex;
 mod keyring;
 mod mask;
 pub mod merkle;
+#[cfg(feature = "postgres")]
+pub mod pg;
 mod queue;
 mod sequencer;
 mod sink;

@@ -237,3 +237,86 @@ async fn damage_at_the_end_of_the_log_exits_one_without_a_checkpoint() {
         assert_eq!(std::fs::read(&seg).unwrap(), bad, "{what}");
     }
 }
+
+fn run_raw(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_audit-verify"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// A log in PostgreSQL is named by `--database-url` (and `--schema`), never together with
+/// `--dir`; the usage errors exit 2 before any connection is tried. (The checks of a real
+/// PostgreSQL log are in `credits-postgres/tests/verify.rs`.)
+#[tokio::test]
+async fn database_flags_are_checked_like_the_others() {
+    let f = fixture().await;
+    let keys = f.keys.to_str().unwrap();
+    let note = f.note.to_str().unwrap();
+    let dir = f.dir.path().join("log");
+    let dir = dir.to_str().unwrap();
+    // Nothing listens on port 1: a connection would fail, but usage is checked first.
+    let url = "postgres://verifier@127.0.0.1:1/none";
+    for (args, says) in [
+        (
+            vec!["--dir", dir, "--database-url", url, "--keys", keys],
+            "mutually exclusive",
+        ),
+        (vec!["--keys", keys], "--dir or --database-url is required"),
+        (
+            vec!["--dir", dir, "--schema", "s", "--keys", keys],
+            "--schema is only for",
+        ),
+        (vec!["--database-url"], "--database-url needs a value"),
+        (
+            vec![
+                "--database-url",
+                url,
+                "--schema",
+                "s",
+                "--keys",
+                keys,
+                "--checkpoint",
+                note,
+            ],
+            "--allow-unsigned",
+        ),
+    ] {
+        let (code, out, err) = run_raw(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(err.contains("usage:"), "{args:?}: {err}");
+    }
+    // The help names the flags.
+    let (code, _, err) = run_raw(&["--help"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--database-url") && err.contains("--schema"),
+        "{err}"
+    );
+
+    // A database that cannot be reached is an I/O error: exit 2, not a verdict.
+    let (code, out, err) = run_raw(&["--database-url", url, "--keys", keys]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("connecting to the database"), "{err}");
+    assert!(!out.contains("intact"), "{out}");
+
+    // A schema without the log's tables is not verified as an empty log.
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let (code, out, err) = run_raw(&[
+            "--database-url",
+            &url,
+            "--schema",
+            "audit_verify_no_such_schema",
+            "--keys",
+            keys,
+        ]);
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.contains("has no table audit_log"), "{err}");
+    }
+}

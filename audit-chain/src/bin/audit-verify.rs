@@ -1,16 +1,21 @@
-//! `audit-verify`: offline verification of a file-sink audit log.
+//! `audit-verify`: offline verification of an audit log: a file-sink directory, or a
+//! PostgreSQL schema (feature `postgres`).
 //!
 //! ```text
-//! audit-verify --dir DIR --keys KEYFILE
+//! audit-verify (--dir DIR | --database-url URL [--schema NAME]) --keys KEYFILE
 //!              [--checkpoint NOTE (--public-key VKEY | --allow-unsigned)] [--origin NAME]
 //!              [--prove INDEX] [--json]
 //! ```
 //!
-//! Exits 0 when the log is intact, 1 naming the first bad entry otherwise, 2 on a usage or
-//! I/O error. A checkpoint's signature is checked with `--public-key`; `--checkpoint`
-//! without it is a usage error unless `--allow-unsigned` waives the check. `--prove INDEX`
-//! also prints the inclusion proof of that entry (against the checkpoint's tree size when
-//! one is given).
+//! Exits 0 when the log is intact, 1 naming the first bad entry (or, on PostgreSQL, the
+//! first ledger mismatch) otherwise, 2 on a usage or I/O error. A checkpoint's signature is
+//! checked with `--public-key`; `--checkpoint` without it is a usage error unless
+//! `--allow-unsigned` waives the check. `--prove INDEX` also prints the inclusion proof of
+//! that entry (against the checkpoint's tree size when one is given).
+//!
+//! On PostgreSQL the report also gives the backlog (committed entries not yet in the log)
+//! and checks the ledger against its audit streams: every journal entry has exactly one
+//! audit entry, and replaying a tenant's audit entries gives its counters.
 #![forbid(unsafe_code)]
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -19,15 +24,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use audit_chain::merkle::{MerkleTree, verify_inclusion};
-use audit_chain::{Checkpoint, Keyring, NoteVerifier, scan_dir_with, verify_dir};
+use audit_chain::{Checkpoint, Keyring, NoteVerifier, VerifyReport, scan_dir_with, verify_dir};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-const USAGE: &str = "usage: audit-verify --dir DIR --keys KEYFILE \
-[--checkpoint NOTE_FILE (--public-key VKEY|VKEY_FILE | --allow-unsigned) [--origin NAME]] \
-[--prove INDEX] [--json]
+const USAGE: &str = "usage: audit-verify (--dir DIR | --database-url URL [--schema NAME]) \
+--keys KEYFILE [--checkpoint NOTE_FILE (--public-key VKEY|VKEY_FILE | --allow-unsigned) \
+[--origin NAME]] [--prove INDEX] [--json]
 
   --dir DIR          the file-sink directory (segment files)
+  --database-url URL a PostgreSQL database holding the log (credits-postgres's tables);
+                     also checks the ledger against it and reports the backlog. Needs the
+                     `postgres` feature
+  --schema NAME      the schema of the log in that database (default: public)
   --keys KEYFILE     HMAC keys, one `<id>:<hex>` per line
   --checkpoint FILE  a checkpoint (signed note) kept outside the log; detects truncation
                      and rewriting
@@ -42,6 +51,8 @@ const USAGE: &str = "usage: audit-verify --dir DIR --keys KEYFILE \
 #[derive(Default)]
 struct Args {
     dir: Option<PathBuf>,
+    database_url: Option<String>,
+    schema: Option<String>,
     keys: Option<PathBuf>,
     checkpoint: Option<PathBuf>,
     public_key: Option<String>,
@@ -58,6 +69,8 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--dir" => args.dir = Some(value()?.into()),
+            "--database-url" => args.database_url = Some(value()?),
+            "--schema" => args.schema = Some(value()?),
             "--keys" => args.keys = Some(value()?.into()),
             "--checkpoint" => args.checkpoint = Some(value()?.into()),
             "--public-key" => args.public_key = Some(value()?),
@@ -74,6 +87,23 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    match (&args.dir, &args.database_url) {
+        (Some(_), Some(_)) => {
+            return Err("--dir and --database-url are mutually exclusive: give one log".into());
+        }
+        (None, None) => return Err("--dir or --database-url is required".into()),
+        (None, Some(_)) if !cfg!(feature = "postgres") => {
+            return Err(
+                "--database-url: this audit-verify was built without the `postgres` \
+                        feature (build it with `--features postgres`)"
+                    .into(),
+            );
+        }
+        _ => {}
+    }
+    if args.schema.is_some() && args.database_url.is_none() {
+        return Err("--schema is only for a log in PostgreSQL (--database-url)".into());
     }
     if args.checkpoint.is_some() && args.public_key.is_none() && !args.allow_unsigned {
         return Err("--checkpoint needs --public-key to check its signature \
@@ -119,40 +149,25 @@ fn load_checkpoint(args: &Args) -> Result<Option<Checkpoint>, String> {
 }
 
 fn run(args: &Args) -> Result<bool, String> {
-    let dir = args.dir.as_ref().ok_or("--dir is required")?;
     let keys = args.keys.as_ref().ok_or("--keys is required")?;
     let keyring = Keyring::from_key_file(&read(keys, "key file")?).map_err(|e| e.to_string())?;
     let checkpoint = load_checkpoint(args)?;
+    if let Some(url) = &args.database_url {
+        return run_pg(args, url, &keyring, checkpoint.as_ref());
+    }
+    let dir = args.dir.as_ref().ok_or("--dir is required")?;
     let result = verify_dir(dir, &keyring, checkpoint.as_ref()).map_err(|e| e.to_string())?;
     let report = &result.report;
     if args.json {
         let json = serde_json::json!({ "report": report, "torn_bytes": result.torn_bytes });
         println!("{json}");
     } else {
-        println!("log:          {}", dir.display());
-        println!("entries ok:   {}", report.entries_ok);
-        println!("streams:      {}", report.streams);
-        if let Some(root) = report.root {
-            println!("root:         {}", B64.encode(root));
-        }
+        print_report(&dir.display().to_string(), report, checkpoint.as_ref());
         if result.torn_bytes > 0 {
             println!(
                 "torn tail:    {} bytes ignored (a crash during a write)",
                 result.torn_bytes
             );
-        }
-        match &checkpoint {
-            Some(cp) => println!(
-                "checkpoint:   {} size {} {}",
-                cp.origin,
-                cp.size,
-                if report.checkpoint_matched {
-                    "matched"
-                } else {
-                    "NOT matched"
-                }
-            ),
-            None => println!("checkpoint:   none given (truncation cannot be detected)"),
         }
     }
     if let Some(f) = &report.failure {
@@ -163,14 +178,134 @@ fn run(args: &Args) -> Result<bool, String> {
         println!("intact");
     }
     if let Some(index) = args.prove {
-        prove(dir, index, checkpoint.as_ref())?;
+        let mut tree = MerkleTree::new();
+        scan_dir_with(dir, |r| tree.push(r.entry.leaf_hash())).map_err(|e| e.to_string())?;
+        prove(&tree, index, checkpoint.as_ref())?;
     }
     Ok(true)
 }
 
-fn prove(dir: &Path, index: u64, checkpoint: Option<&Checkpoint>) -> Result<(), String> {
-    let mut tree = MerkleTree::new();
-    scan_dir_with(dir, |r| tree.push(r.entry.leaf_hash())).map_err(|e| e.to_string())?;
+/// The report's lines common to every kind of log.
+fn print_report(log: &str, report: &VerifyReport, checkpoint: Option<&Checkpoint>) {
+    println!("log:          {log}");
+    println!("entries ok:   {}", report.entries_ok);
+    println!("streams:      {}", report.streams);
+    if let Some(root) = report.root {
+        println!("root:         {}", B64.encode(root));
+    }
+    match checkpoint {
+        Some(cp) => println!(
+            "checkpoint:   {} size {} {}",
+            cp.origin,
+            cp.size,
+            if report.checkpoint_matched {
+                "matched"
+            } else {
+                "NOT matched"
+            }
+        ),
+        None => println!("checkpoint:   none given (truncation cannot be detected)"),
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+fn run_pg(
+    _args: &Args,
+    _url: &str,
+    _keyring: &Keyring,
+    _checkpoint: Option<&Checkpoint>,
+) -> Result<bool, String> {
+    Err("--database-url needs the `postgres` feature".into())
+}
+
+// A driver: it runs the connection's task.
+#[allow(clippy::disallowed_methods)]
+#[cfg(feature = "postgres")]
+fn run_pg(
+    args: &Args,
+    url: &str,
+    keyring: &Keyring,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<bool, String> {
+    use audit_chain::AuditSink as _;
+    use audit_chain::pg::{PgLogReader, verify_schema};
+
+    let schema = args.schema.as_deref().unwrap_or("public");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(async {
+        let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connecting to the database: {e}"))?;
+        tokio::spawn(conn);
+        let result = verify_schema(&mut client, schema, keyring, checkpoint)
+            .await
+            .map_err(|e| e.to_string())?;
+        let report = &result.report;
+        if args.json {
+            let json = serde_json::json!({
+                "report": report,
+                "backlog": result.backlog,
+                "ledger": result.ledger,
+            });
+            println!("{json}");
+        } else {
+            print_report(&format!("postgres schema {schema:?}"), report, checkpoint);
+            println!(
+                "backlog:      {} committed entries not yet in the log",
+                result.backlog
+            );
+            match &result.ledger {
+                Some(l) => println!(
+                    "ledger:       {} tenants, {} journal entries {}",
+                    l.tenants,
+                    l.journal_entries,
+                    if l.is_intact() {
+                        "each with exactly one audit entry; counters match"
+                    } else {
+                        "checked before the mismatch"
+                    }
+                ),
+                None => println!("ledger:       none in this schema"),
+            }
+        }
+        if let Some(f) = &report.failure {
+            eprintln!("FAILED: {f}");
+        }
+        if let Some(f) = result.ledger.as_ref().and_then(|l| l.failure.as_ref()) {
+            eprintln!("FAILED: ledger: {f}");
+        }
+        if !result.is_intact() {
+            return Ok(false);
+        }
+        if !args.json {
+            println!("intact");
+        }
+        if let Some(index) = args.prove {
+            let reader = PgLogReader::new(&client, schema).map_err(|e| e.to_string())?;
+            let size = reader.size().await.map_err(|e| e.to_string())?;
+            let mut tree = MerkleTree::new();
+            while tree.size() < size {
+                let chunk = reader
+                    .read(tree.size(), 4096)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for r in &chunk {
+                    tree.push(r.entry.leaf_hash());
+                }
+            }
+            prove(&tree, index, checkpoint)?;
+        }
+        Ok(true)
+    })
+}
+
+fn prove(tree: &MerkleTree, index: u64, checkpoint: Option<&Checkpoint>) -> Result<(), String> {
     let size = checkpoint.map_or(tree.size(), |c| c.size);
     let proof = tree
         .inclusion_proof(index, size)
