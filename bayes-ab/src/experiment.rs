@@ -15,6 +15,7 @@ use crate::continuous::MeanStats;
 use crate::decision::{DecisionRule, Evaluation, InconclusiveReason, Recommendation};
 use crate::error::{BayesError, Result};
 use crate::guardrail::{ErrorRateGuardrail, GuardrailVerdict, LatencyGuardrail, LatencySketch};
+use crate::multi::ARMS_MAX;
 use crate::traffic::{SrmCheck, TrafficSplit, srm_check};
 
 impl Serialize for LatencySketch {
@@ -112,7 +113,8 @@ impl ArmState {
     }
 }
 
-/// The persistent state of a champion (arm 0) / challenger (arm 1) experiment.
+/// The persistent state of an experiment: a champion (arm 0) and one or more challengers
+/// (arms 1, 2, …).
 ///
 /// ```
 /// use bayes_ab::{ExperimentState, UnitOutcome, TrafficSplit};
@@ -136,12 +138,12 @@ pub struct ExperimentState {
 }
 
 impl ExperimentState {
-    /// A new experiment named `id` (also the assignment salt) with a two-arm split.
+    /// A new experiment named `id` (also the assignment salt); the split's first arm is the
+    /// champion, every other arm a challenger.
     ///
     /// # Errors
     /// [`BayesError::InvalidParameter`] for an empty id; [`BayesError::ArmCount`] unless the split has
-    /// exactly two arms (champion and challenger; use [`crate::best_arm`] or
-    /// [`crate::ThompsonBandit`] for more).
+    /// between 2 and [`ARMS_MAX`] arms.
     pub fn new(id: impl Into<String>, split: TrafficSplit, started_at: Timestamp) -> Result<Self> {
         let id = id.into();
         if id.is_empty() {
@@ -150,17 +152,18 @@ impl ExperimentState {
                 reason: "must not be empty",
             });
         }
-        if split.weights().len() != 2 {
+        let arms = split.weights().len();
+        if !(2..=ARMS_MAX).contains(&arms) {
             return Err(BayesError::ArmCount {
                 operation: "ExperimentState::new",
-                got: split.weights().len(),
+                got: arms,
                 min: 2,
-                max: 2,
+                max: ARMS_MAX,
             });
         }
         Ok(Self {
             id,
-            arms: vec![ArmState::default(), ArmState::default()],
+            arms: vec![ArmState::default(); arms],
             split,
             started_at,
         })
@@ -184,7 +187,7 @@ impl ExperimentState {
         &self.split
     }
 
-    /// The arms (0 = champion, 1 = challenger).
+    /// The arms (0 = champion, then the challengers).
     #[must_use]
     pub fn arms(&self) -> &[ArmState] {
         &self.arms
@@ -229,12 +232,20 @@ impl ExperimentState {
         Ok(())
     }
 
-    /// Evaluates the experiment at `now`: SRM check, guardrails, then the decision rule.
-    /// A sample-ratio mismatch ends the experiment as
-    /// [`InconclusiveReason::SampleRatioMismatch`], unless a guardrail demands a rollback.
+    /// Evaluates the experiment at `now`: SRM check across all arms, then for each challenger
+    /// its guardrails and the decision rule against the champion. A sample-ratio mismatch
+    /// ends every challenger's evaluation as [`InconclusiveReason::SampleRatioMismatch`],
+    /// unless a guardrail demands that challenger's rollback.
     ///
     /// Guardrails are checked challenger against champion and skipped while either arm has no
     /// data for them (no requests, no latencies).
+    ///
+    /// With two arms the result is the challenger's evaluation. With more, every challenger's
+    /// is in [`ExperimentEvaluation::challengers`], and the top-level `evaluation` is the
+    /// [lead](ExperimentEvaluation::lead) challenger's. Each challenger is judged at the
+    /// rule's own error rate, so with `k` challengers the chance that some A/A challenger is
+    /// declared a winner is up to `k` times that rate: build the rule with `α / k` (or
+    /// thresholds tightened to match) to keep the family-wise rate at `α`.
     ///
     /// # Errors
     /// [`BayesError::InvalidWeights`] when an arm with zero weight has recorded units (the SRM
@@ -245,49 +256,100 @@ impl ExperimentState {
         guardrails: &Guardrails,
         now: Timestamp,
     ) -> Result<ExperimentEvaluation> {
-        let (champion, challenger) = (&self.arms[0], &self.arms[1]);
-        let mut verdicts = Vec::new();
-        if let Some(g) = &guardrails.error_rate
-            && challenger.errors.trials() > 0
-            && champion.errors.trials() > 0
-        {
-            verdicts.push(g.check(challenger.errors, Some(champion.errors))?);
-        }
-        if let Some(g) = &guardrails.latency
-            && challenger.latency.count() > 0
-            && champion.latency.count() > 0
-        {
-            verdicts.push(g.check(&challenger.latency, Some(&champion.latency))?);
-        }
-        let units = [
-            champion.conversions.trials(),
-            challenger.conversions.trials(),
-        ];
+        let units: Vec<u64> = self.arms.iter().map(|a| a.conversions.trials()).collect();
         let srm = if units.iter().sum::<u64>() > 0 {
             Some(srm_check(&units, &self.split)?)
         } else {
             None
         };
-        let mut evaluation = rule.evaluate(
-            champion.conversions,
-            challenger.conversions,
-            self.started_at,
-            now,
-            &verdicts,
-        );
-        if srm.is_some_and(|s| s.mismatch)
-            && !matches!(evaluation.decision, Recommendation::Rollback { .. })
-        {
-            evaluation.decision = Recommendation::Inconclusive {
-                reason: InconclusiveReason::SampleRatioMismatch,
-            };
+        let mismatch = srm.is_some_and(|s| s.mismatch);
+        let champion = &self.arms[0];
+        let mut challengers = Vec::with_capacity(self.arms.len() - 1);
+        for (arm, challenger) in self.arms.iter().enumerate().skip(1) {
+            let mut verdicts = Vec::new();
+            if let Some(g) = &guardrails.error_rate
+                && challenger.errors.trials() > 0
+                && champion.errors.trials() > 0
+            {
+                verdicts.push(g.check(challenger.errors, Some(champion.errors))?);
+            }
+            if let Some(g) = &guardrails.latency
+                && challenger.latency.count() > 0
+                && champion.latency.count() > 0
+            {
+                verdicts.push(g.check(&challenger.latency, Some(&champion.latency))?);
+            }
+            let mut evaluation = rule.evaluate(
+                champion.conversions,
+                challenger.conversions,
+                self.started_at,
+                now,
+                &verdicts,
+            );
+            if mismatch && !matches!(evaluation.decision, Recommendation::Rollback { .. }) {
+                evaluation.decision = Recommendation::Inconclusive {
+                    reason: InconclusiveReason::SampleRatioMismatch,
+                };
+            }
+            challengers.push(ChallengerEvaluation {
+                arm,
+                evaluation,
+                guardrails: verdicts,
+            });
         }
+        let lead = lead_challenger(&challengers);
+        let ChallengerEvaluation {
+            arm,
+            evaluation,
+            guardrails: verdicts,
+        } = challengers[lead].clone();
         Ok(ExperimentEvaluation {
             evaluation,
             guardrails: verdicts,
             srm,
+            lead: arm,
+            challengers,
         })
     }
+}
+
+/// Index (into `challengers`) of the challenger the top-level evaluation reports: the first
+/// one to roll back (a breach must not hide behind another arm's result), else the winner
+/// with the highest P(B > A), else the challenger with the highest P(B > A) (the first on
+/// ties).
+fn lead_challenger(challengers: &[ChallengerEvaluation]) -> usize {
+    if let Some(i) = challengers
+        .iter()
+        .position(|c| matches!(c.evaluation.decision, Recommendation::Rollback { .. }))
+    {
+        return i;
+    }
+    let best = |winners_only: bool| {
+        challengers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !winners_only || c.evaluation.decision == Recommendation::Winner)
+            .fold(None, |best: Option<(usize, f64)>, (i, c)| {
+                let p = c.evaluation.summary.prob_b_beats_a;
+                match best {
+                    Some((_, q)) if q >= p => best,
+                    _ => Some((i, p)),
+                }
+            })
+            .map(|(i, _)| i)
+    };
+    best(true).or_else(|| best(false)).unwrap_or(0)
+}
+
+/// One challenger's evaluation against the champion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChallengerEvaluation {
+    /// The challenger's arm index (1, 2, …).
+    pub arm: usize,
+    /// Recommendation and posterior summary of this challenger against the champion.
+    pub evaluation: Evaluation,
+    /// This challenger's guardrails (breached or not).
+    pub guardrails: Vec<GuardrailVerdict>,
 }
 
 /// The guardrails an [`Experiment`] checks on every evaluation (challenger against champion).
@@ -303,12 +365,26 @@ pub struct Guardrails {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[must_use]
 pub struct ExperimentEvaluation {
-    /// Recommendation and posterior summary.
+    /// Recommendation and posterior summary of the [lead](Self::lead) challenger (the only
+    /// one in a two-arm experiment).
     pub evaluation: Evaluation,
-    /// Every guardrail checked (breached or not).
+    /// The lead challenger's guardrails (breached or not).
     pub guardrails: Vec<GuardrailVerdict>,
-    /// The sample-ratio check, once any unit was recorded.
+    /// The sample-ratio check across all arms, once any unit was recorded.
     pub srm: Option<SrmCheck>,
+    /// Arm index of the challenger `evaluation` and `guardrails` speak of: the first one to
+    /// roll back, else the winner with the highest P(B > A), else the challenger with the
+    /// highest P(B > A). Always 1 with two arms.
+    #[serde(default = "first_challenger")]
+    pub lead: usize,
+    /// Every challenger's evaluation, in arm order (one entry with two arms).
+    #[serde(default)]
+    pub challengers: Vec<ChallengerEvaluation>,
+}
+
+/// The lead of evaluations serialized before there could be several challengers.
+fn first_challenger() -> usize {
+    1
 }
 
 /// A running experiment: state, rule, guardrails and the clock (the seed's create / record /

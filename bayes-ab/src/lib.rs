@@ -69,8 +69,9 @@
 //!   [`StoppingMode::Sequential`] when you look before the planned end.
 //! - No hierarchical or informative priors beyond a Beta prior you choose; CUPED only in the
 //!   Gaussian (Bayesian) comparison, not yet in the sequential modes.
-//! - [`Experiment`] is champion versus one challenger; for more arms call [`best_arm`] or
-//!   [`ThompsonBandit`] directly.
+//! - [`Experiment`] judges each challenger against the champion at the rule's own error
+//!   rate; with `k` challengers, tighten the rule by `k` (Bonferroni) to keep the family-wise
+//!   rate, or use [`correct`] on fixed-horizon comparisons.
 //! - No network or database storage: implement [`ExperimentStore`] for your backend.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -110,8 +111,8 @@ pub use decision::{
 };
 pub use error::BayesError;
 pub use experiment::{
-    ArmState, Experiment, ExperimentEvaluation, ExperimentState, ExperimentStore, Guardrails,
-    InMemoryExperimentStore, UnitOutcome,
+    ArmState, ChallengerEvaluation, Experiment, ExperimentEvaluation, ExperimentState,
+    ExperimentStore, Guardrails, InMemoryExperimentStore, UnitOutcome,
 };
 pub use guardrail::{
     ERROR_GUARDRAIL_MIN_REQUESTS, ErrorRateGuardrail, ErrorRateLimit, GuardrailKind,

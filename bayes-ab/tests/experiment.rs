@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bayes_ab::{
-    ArmState, BayesError, DecisionRule, ErrorRateGuardrail, Experiment, ExperimentState,
-    ExperimentStore, Guardrails, InMemoryExperimentStore, InconclusiveReason, Recommendation,
-    RollbackReason, StoppingMode, TrafficSplit, UnitOutcome,
+    ArmState, BayesError, DecisionRule, ErrorRateGuardrail, Experiment, ExperimentEvaluation,
+    ExperimentState, ExperimentStore, Guardrails, InMemoryExperimentStore, InconclusiveReason,
+    Recommendation, RollbackReason, StoppingMode, TrafficSplit, UnitOutcome,
 };
 use metered_clock::{Clock, ManualClock, Timestamp};
 
@@ -218,10 +218,13 @@ fn bad_records_change_nothing() {
         ExperimentState::new("", split(), Timestamp::EPOCH),
         Err(BayesError::InvalidParameter { .. })
     ));
+    // Any split is an experiment: a champion and up to 63 challengers.
     let three = TrafficSplit::new(vec![4_000, 3_000, 3_000]).unwrap();
+    let mut s3 = ExperimentState::new("x", three, Timestamp::EPOCH).unwrap();
+    assert_eq!(s3.arms().len(), 3);
     assert!(matches!(
-        ExperimentState::new("x", three, Timestamp::EPOCH),
-        Err(BayesError::ArmCount { .. })
+        s3.record(3, UnitOutcome::default()),
+        Err(BayesError::UnknownArm { index: 3, arms: 3 })
     ));
     let mut arm = ArmState::default();
     assert!(
@@ -313,4 +316,122 @@ async fn concurrent_writers_lose_no_update() {
     let total: u64 = s.arms().iter().map(|a| a.conversions.trials()).sum();
     assert_eq!(total, 8 * 50 * 2);
     assert_eq!(s.arms()[0].errors.successes(), 8 * 50);
+}
+
+/// Records `units` per arm, arm `k` converting at `rates[k]` percent and erring at
+/// `errors[k]` percent, interleaved so that every arm grows at the same pace.
+fn record_arms(exp: &mut Experiment, units: u64, rates: &[u64], errors: &[u64]) {
+    for i in 0..units {
+        let n = i % 100;
+        for arm in 0..rates.len() {
+            exp.record(arm, outcome(n < rates[arm], n < errors[arm], 50))
+                .unwrap();
+        }
+    }
+}
+
+fn three_arms(id: &str, guardrails: Guardrails, clock: Arc<ManualClock>) -> Experiment {
+    let split = TrafficSplit::new(vec![3_334, 3_333, 3_333]).unwrap();
+    Experiment::create(id, split, rule(), guardrails, clock).unwrap()
+}
+
+#[test]
+fn every_challenger_is_judged_and_the_winner_leads() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(1_000)));
+    let mut exp = three_arms("k-arms", Guardrails::default(), clock.clone());
+    // Champion 10 %, challenger 1 the same, challenger 2 at 15 %.
+    record_arms(&mut exp, 2_000, &[10, 10, 15], &[0, 0, 0]);
+    clock.advance(Duration::from_secs(3_600));
+    let e = exp.evaluate().unwrap();
+    assert_eq!(e.challengers.len(), 2);
+    assert_eq!(
+        e.challengers.iter().map(|c| c.arm).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_ne!(e.challengers[0].evaluation.decision, Recommendation::Winner);
+    assert_eq!(e.challengers[1].evaluation.decision, Recommendation::Winner);
+    assert_eq!(e.lead, 2);
+    assert_eq!(e.evaluation, e.challengers[1].evaluation);
+    assert!(!e.srm.unwrap().mismatch);
+    // The same data in the other order: the lead follows the winner, not the arm number.
+    let mut swapped = three_arms("k-arms-swapped", Guardrails::default(), clock.clone());
+    record_arms(&mut swapped, 2_000, &[10, 15, 10], &[0, 0, 0]);
+    let e = swapped.evaluate().unwrap();
+    assert_eq!((e.lead, e.evaluation.decision), (1, Recommendation::Winner));
+}
+
+#[test]
+fn a_challenger_that_breaches_a_guardrail_leads_even_beside_a_winner() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_millis(1_000)));
+    let guardrails = Guardrails {
+        error_rate: Some(ErrorRateGuardrail::relative(0.5, 0.95).unwrap()),
+        latency: None,
+    };
+    let mut exp = three_arms("k-rollback", guardrails, clock.clone());
+    // Challenger 1 wins on conversions, challenger 2 errs ten times as often as the champion.
+    record_arms(&mut exp, 2_000, &[10, 15, 10], &[1, 1, 10]);
+    clock.advance(Duration::from_secs(3_600));
+    let e = exp.evaluate().unwrap();
+    assert_eq!(e.challengers[0].evaluation.decision, Recommendation::Winner);
+    assert!(matches!(
+        e.challengers[1].evaluation.decision,
+        Recommendation::Rollback { .. }
+    ));
+    assert_eq!(e.lead, 2);
+    assert!(matches!(
+        e.evaluation.decision,
+        Recommendation::Rollback { .. }
+    ));
+    assert_eq!(e.guardrails, e.challengers[1].guardrails);
+    assert!(e.guardrails.iter().any(|v| v.breached));
+}
+
+#[test]
+fn sample_ratio_mismatch_across_three_arms_stops_every_challenger() {
+    let mut s = ExperimentState::new(
+        "k-srm",
+        TrafficSplit::new(vec![3_334, 3_333, 3_333]).unwrap(),
+        Timestamp::EPOCH,
+    )
+    .unwrap();
+    // Arm 2 gets half the traffic it should.
+    for i in 0..5_000u64 {
+        let arm = [0, 1, 0, 1, 2][usize::try_from(i % 5).unwrap()];
+        s.record(arm, outcome((i / 5) % 10 == 0, false, 50))
+            .unwrap();
+    }
+    let e = s
+        .evaluate(&rule(), &Guardrails::default(), Timestamp::EPOCH)
+        .unwrap();
+    assert!(e.srm.unwrap().mismatch);
+    for c in &e.challengers {
+        assert_eq!(
+            c.evaluation.decision,
+            Recommendation::Inconclusive {
+                reason: InconclusiveReason::SampleRatioMismatch
+            }
+        );
+    }
+}
+
+#[test]
+fn two_arm_evaluations_keep_their_shape() {
+    let mut s = ExperimentState::new("two", split(), Timestamp::EPOCH).unwrap();
+    for i in 0..400u64 {
+        s.record(usize::from(i % 2 == 1), outcome(i % 7 == 0, false, 50))
+            .unwrap();
+    }
+    let e = s
+        .evaluate(&rule(), &Guardrails::default(), Timestamp::EPOCH)
+        .unwrap();
+    assert_eq!((e.lead, e.challengers.len()), (1, 1));
+    assert_eq!(e.challengers[0].evaluation, e.evaluation);
+    // An evaluation serialized before `lead` and `challengers` existed still reads.
+    let mut json = serde_json::to_value(&e).unwrap();
+    let object = json.as_object_mut().unwrap();
+    object.remove("lead");
+    object.remove("challengers");
+    let old: ExperimentEvaluation = serde_json::from_value(json).unwrap();
+    assert_eq!((old.lead, old.challengers.len()), (1, 0));
+    assert_eq!(old.evaluation, e.evaluation);
 }
