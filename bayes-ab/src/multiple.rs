@@ -38,7 +38,7 @@ pub enum Correction {
 /// use bayes_ab::Hypothesis;
 ///
 /// let h = Hypothesis::new(0.02, 0.01)?;
-/// assert!((h.p_value() - 0.045_500_263_896_358_4).abs() < 1e-10);
+/// assert!((h.p_value() - 0.045_500_263_896_358_4).abs() < 1e-16);
 /// assert!(Hypothesis::new(0.02, 0.0).is_err());
 /// # Ok::<(), bayes_ab::BayesError>(())
 /// ```

@@ -1,14 +1,14 @@
 //! Special functions to near double precision: log-beta, the regularized incomplete beta
 //! function and its inverse, and the standard normal distribution.
 //!
-//! `statrs` provides `ln_gamma`, `erfc` and `erfc_inv`, which the tests check against
-//! high-precision references. The incomplete beta function and its inverse are computed here:
+//! `statrs` provides `ln_gamma` and `erfc_inv` (within 2e-16 relative of mpmath). Its `erfc`
+//! is off by 2e-11 to 1e-10 relative beyond 0.5, so `erfc` is computed here too. The incomplete beta function and its inverse are computed here:
 //! `statrs` 0.19 returns wrong quantiles for skewed Beta distributions and loses accuracy near
 //! the centre of Beta distributions with parameters around 1e5.
 
 use std::f64::consts::PI;
 
-use statrs::function::erf::{erfc, erfc_inv};
+use statrs::function::erf::erfc_inv;
 use statrs::function::gamma::ln_gamma;
 
 /// ½ ln(2π).
@@ -326,6 +326,74 @@ pub(crate) fn normal_cdf(z: f64) -> f64 {
     0.5 * erfc(-z / std::f64::consts::SQRT_2)
 }
 
+/// The complementary error function to a few 1e-15 relative at every `x` (4e-15 at worst
+/// near the switch at 1.2, 1e-16 in the tails). (`statrs`' `erfc`
+/// is off by 2e-11 to 1e-10 relative for `x` ≥ 0.5, which every Gaussian p-value and
+/// probability inherited.)
+///
+/// `erfc(x) = Q(½, x²)`, the regularized upper incomplete gamma function: below `x` = 1.2 as
+/// `1 − P(½, x²)` from P's all-positive series, above by the continued fraction of Q
+/// (modified Lentz), with `e^{−x²}` split as `e^{−hi}·e^{−lo}` where `hi + lo = x²` exactly
+/// (fused multiply–add), so that the rounding of `x²` (up to 7e-15 of the result at `x` = 8)
+/// does not enter. Negative arguments by `erfc(−x) = 2 − erfc(x)`.
+pub(crate) fn erfc(x: f64) -> f64 {
+    const FRAC_1_SQRT_PI: f64 = 0.5 * std::f64::consts::FRAC_2_SQRT_PI;
+    const TINY: f64 = 1e-300;
+    if x.is_nan() {
+        return f64::NAN;
+    }
+    if x < 0.0 {
+        return 2.0 - erfc(-x);
+    }
+    let hi = x * x;
+    let lo = x.mul_add(x, -hi);
+    let exp_minus_square = || (-hi).exp() * (-lo).exp();
+    if x < 1.2 {
+        // erf(x) = (2/√π) x e^{−x²} Σ_n (2x²)ⁿ / (1·3·…·(2n+1)).
+        let two_square = 2.0 * hi;
+        let (mut term, mut sum, mut n) = (1.0_f64, 1.0_f64, 0.0_f64);
+        loop {
+            n += 1.0;
+            term *= two_square / (2.0 * n + 1.0);
+            sum += term;
+            if term <= 1e-17 * sum {
+                break;
+            }
+        }
+        return 1.0 - 2.0 * FRAC_1_SQRT_PI * x * exp_minus_square() * sum;
+    }
+    if hi > 750.0 {
+        return 0.0;
+    }
+    // Q(a, z) = e^{−z} z^a / Γ(a) · 1/(z + 1 − a − 1(1 − a)/(z + 3 − a − 2(2 − a)/(z + 5 − a − …)))
+    // with a = ½, z = x²: z^a / Γ(a) = x / √π.
+    let a = 0.5;
+    let mut b = hi + 1.0 - a;
+    let mut c = 1.0 / TINY;
+    let mut d = 1.0 / b;
+    let mut h = d;
+    for i in 1..1_000 {
+        let i = f64::from(i);
+        let an = -i * (i - a);
+        b += 2.0;
+        d = an * d + b;
+        if d.abs() < TINY {
+            d = TINY;
+        }
+        c = b + an / c;
+        if c.abs() < TINY {
+            c = TINY;
+        }
+        d = 1.0 / d;
+        let delta = d * c;
+        h *= delta;
+        if (delta - 1.0).abs() <= 1e-16 {
+            break;
+        }
+    }
+    exp_minus_square() * x * FRAC_1_SQRT_PI * h
+}
+
 /// Standard normal density φ(z).
 #[must_use]
 pub(crate) fn normal_pdf(z: f64) -> f64 {
@@ -336,4 +404,41 @@ pub(crate) fn normal_pdf(z: f64) -> f64 {
 #[must_use]
 pub(crate) fn normal_quantile(p: f64) -> f64 {
     -std::f64::consts::SQRT_2 * erfc_inv(2.0 * p)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::excessive_precision, clippy::unreadable_literal)]
+
+    use super::{erfc, normal_cdf};
+
+    mod data {
+        include!("../tests/data/erfc.rs");
+    }
+
+    /// `erfc` against 50-digit mpmath values on both sides of the series / continued fraction
+    /// switch and deep into the tail (`statrs`' version was off by up to 1e-10 here).
+    #[test]
+    fn erfc_matches_mpmath() {
+        for &(x, want) in data::ERFC {
+            let got = erfc(x);
+            let error = ((got - want) / want).abs();
+            assert!(
+                error <= 1e-14,
+                "erfc({x:e}) = {got:e}, mpmath {want:e}: {error:e}"
+            );
+        }
+        assert!(erfc(f64::NAN).is_nan());
+        assert_eq!(erfc(30.0), 0.0);
+        assert_eq!(erfc(-30.0), 2.0);
+    }
+
+    /// Φ is `erfc` at `−z/√2`, halved: two values that statsmodels and scipy users see.
+    #[test]
+    fn normal_cdf_two_sided_five_percent() {
+        let p = 2.0 * normal_cdf(-1.959_963_984_540_054);
+        assert!((p - 0.05).abs() <= 1e-16, "{p:e}");
+        let p = 2.0 * normal_cdf(-2.0);
+        assert!((p - 0.045_500_263_896_358_41).abs() <= 1e-16, "{p:e}");
+    }
 }
