@@ -1,80 +1,280 @@
-//! The audit side of the simulation: a [`JournalHook`] that seals every journal entry into
-//! its tenant's hash chain and appends it to a crash-safe [`FileSink`], and the checks that
-//! the log verifies and matches the ledger's journal one to one.
+//! The audit side of the in-memory simulation, on the production path: the
+//! `MemoryLedgerStore` seals every journal entry into its tenant's chain under the tenant's
+//! lock and queues it in a [`MemoryAuditQueue`] in the same step ([`MemoryAudit`]); an
+//! [`AuditWriter`] opened with [`open_with_queue`](AuditWriter::open_with_queue) over a
+//! [`FileSink`] integrates the queue into the Merkle log. The simulator adds only the
+//! fault-injecting wrapper around the shipped sink ([`FaultySink`]) and a witness: the
+//! latest checkpoint the writer returned, kept outside the files.
+//!
+//! The queue belongs to the store, so it outlives a simulated crash as the store does; the
+//! writer and its open sink are process state: a crash abandons them (a write in flight
+//! finishes first, none starts after) and a restart opens a new sink and a new writer over
+//! the same queue.
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use audit_chain::merkle::MerkleTree;
+use async_trait::async_trait;
+use audit_chain::merkle::verify_consistency;
 use audit_chain::{
-    Checkpoint, FileSink, HmacKey, Keyring, LogRecord, MaskingPolicy, StreamChain, StreamHead,
-    scan_dir, verify_dir,
+    AuditError, AuditQueue, AuditSink, AuditWriter, Checkpoint, FileSink, HmacKey, Keyring,
+    LogHead, LogRecord, MaskingPolicy, MemoryAuditQueue, WriterConfig, scan_dir, verify_dir,
 };
-use credits_core::audit::{audit_entry, stream_name};
-use credits_core::{JournalEntry, JournalHook, LedgerError, StorageError, TenantId};
-use parking_lot::Mutex;
+use credits_core::audit::{LedgerAudit, MemoryAudit};
+use metered_clock::Clock;
 
 /// The origin line of the simulator's checkpoints.
 pub const ORIGIN: &str = "sim.metered.invalid/audit";
 
-#[derive(Debug)]
-struct Live {
-    sink: FileSink,
-    chains: BTreeMap<String, StreamChain>,
-    next_index: u64,
+/// Capacity of the audit queue: far above any backlog a run builds (the writer integrates
+/// it every other step and after every outage), so no change is refused for a full backlog
+/// and both backends give the same answers.
+pub const BACKLOG_MAX: usize = 1 << 20;
+
+/// The switches of the simulated disk under the audit log, shared by every process's
+/// [`FaultySink`]: an outage during which every write fails, and a death of the process
+/// right after its next write.
+#[derive(Debug, Default)]
+pub struct SinkFaults {
+    down: AtomicBool,
+    die_after_write: AtomicBool,
 }
 
-/// A [`JournalHook`] writing one sealed audit record per journal entry to a file sink.
-///
-/// Process state (the open sink, the stream heads) is dropped by [`crash`](Self::crash)
-/// and rebuilt from the files by [`reopen`](Self::reopen). The Merkle tree of every
-/// acknowledged record is kept apart, like a checkpoint held by an outside witness: it is
-/// what truncation or rewriting of the files is detected against.
-#[derive(Debug)]
-pub struct AuditHook {
-    dir: PathBuf,
-    keyring: Keyring,
-    live: Mutex<Option<Live>>,
-    witness: Mutex<MerkleTree>,
-    failures: Mutex<Vec<String>>,
-}
-
-impl AuditHook {
-    /// Opens (creating) the log in `dir`.
-    ///
-    /// # Errors
-    /// The sink's open error, as text.
-    pub fn open(dir: &Path) -> Result<Self, String> {
-        let key = HmacKey::new(1, [0x5a; 32]).map_err(|e| e.to_string())?;
-        let hook = AuditHook {
-            dir: dir.to_owned(),
-            keyring: Keyring::new(key),
-            live: Mutex::new(None),
-            witness: Mutex::new(MerkleTree::new()),
-            failures: Mutex::new(Vec::new()),
-        };
-        hook.reopen(false)?;
-        Ok(hook)
+impl SinkFaults {
+    /// Takes the disk down (every write fails before reaching it; reads work) or brings it
+    /// back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
-    /// The keyring records are MACed with.
+    /// Whether the disk is down.
+    #[must_use]
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    /// The process dies right after its next write reaches the disk (before it learns
+    /// that it did): a crash between writing entries and taking them off the queue.
+    pub fn arm_death(&self) {
+        self.die_after_write.store(true, Ordering::SeqCst);
+    }
+
+    /// Removes an armed death that did not happen.
+    pub fn disarm(&self) {
+        self.die_after_write.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The shipped [`FileSink`] as one simulated process sees it: its writes go through the
+/// [`SinkFaults`], and once the process is dead ([`kill`](Self::kill), or an armed death)
+/// every call fails without reaching the files.
+#[derive(Debug)]
+pub struct FaultySink {
+    inner: FileSink,
+    faults: Arc<SinkFaults>,
+    dead: AtomicBool,
+    /// Held shared by every call, exclusively by [`kill`](Self::kill): a call in flight
+    /// finishes before the process counts as dead.
+    gate: tokio::sync::RwLock<()>,
+}
+
+impl FaultySink {
+    /// Wraps `inner` for one process.
+    #[must_use]
+    pub fn new(inner: FileSink, faults: Arc<SinkFaults>) -> Self {
+        FaultySink {
+            inner,
+            faults,
+            dead: AtomicBool::new(false),
+            gate: tokio::sync::RwLock::new(()),
+        }
+    }
+
+    /// The process dies: waits for a call in flight, then refuses every later one.
+    pub async fn kill(&self) {
+        let _exclusive = self.gate.write().await;
+        self.dead.store(true, Ordering::SeqCst);
+    }
+
+    fn alive(&self) -> Result<(), AuditError> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(injected("simulated process", "process crashed"));
+        }
+        Ok(())
+    }
+
+    /// Runs one write: refused while the disk is down; with an armed death the write
+    /// happens and then the process dies.
+    async fn write(
+        &self,
+        call: impl Future<Output = Result<(), AuditError>>,
+    ) -> Result<(), AuditError> {
+        let _shared = self.gate.read().await;
+        self.alive()?;
+        if self.faults.is_down() {
+            return Err(injected("simulated disk", "injected outage"));
+        }
+        call.await?;
+        if self.faults.die_after_write.swap(false, Ordering::SeqCst) {
+            self.dead.store(true, Ordering::SeqCst);
+        }
+        self.alive()
+    }
+}
+
+/// An injected I/O failure.
+fn injected(context: &str, what: &str) -> AuditError {
+    AuditError::Io {
+        context: context.to_owned(),
+        source: Arc::new(std::io::Error::other(what.to_owned())),
+    }
+}
+
+#[async_trait]
+impl AuditSink for FaultySink {
+    async fn append(&self, records: &[LogRecord]) -> Result<(), AuditError> {
+        self.write(self.inner.append(records)).await
+    }
+
+    async fn read(&self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {
+        let _shared = self.gate.read().await;
+        self.alive()?;
+        self.inner.read(start, limit).await
+    }
+
+    async fn size(&self) -> Result<u64, AuditError> {
+        let _shared = self.gate.read().await;
+        self.alive()?;
+        self.inner.size().await
+    }
+
+    async fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
+        self.write(self.inner.store_checkpoint(note)).await
+    }
+
+    async fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
+        let _shared = self.gate.read().await;
+        self.alive()?;
+        self.inner.load_checkpoint().await
+    }
+
+    async fn store_head(&self, head: &LogHead) -> Result<(), AuditError> {
+        self.write(self.inner.store_head(head)).await
+    }
+
+    async fn load_head(&self) -> Result<Option<LogHead>, AuditError> {
+        let _shared = self.gate.read().await;
+        self.alive()?;
+        self.inner.load_head().await
+    }
+}
+
+/// What one [`SimAudit::sync`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Synced {
+    /// Everything queued is in the log; the witness moved to this checkpoint.
+    Flushed(Checkpoint),
+    /// The flush failed as the injected fault explains (the disk is down, or the process
+    /// died after a write); nothing was taken off the queue that is not in the files.
+    Failed(String),
+}
+
+/// The running process's side of the audit log.
+#[derive(Debug)]
+struct Live {
+    writer: AuditWriter,
+    sink: Arc<FaultySink>,
+}
+
+/// The in-memory backend's audit log: the store's queue (durable state), the writer and
+/// its sink (process state), the sink's fault switches and the witness.
+#[derive(Debug)]
+pub struct SimAudit {
+    dir: PathBuf,
+    keyring: Arc<Keyring>,
+    queue: Arc<MemoryAuditQueue>,
+    faults: Arc<SinkFaults>,
+    clock: Arc<dyn Clock>,
+    live: Option<Live>,
+    witness: Option<Checkpoint>,
+}
+
+impl SimAudit {
+    /// Opens (creating) the log in `dir` and starts the first process's writer. Must run
+    /// inside a Tokio runtime (the writer's task is spawned on it).
+    ///
+    /// # Errors
+    /// The sink's or the writer's open error, as text.
+    pub async fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let key = HmacKey::new(1, [0x5a; 32]).map_err(|e| e.to_string())?;
+        let mut audit = SimAudit {
+            dir: dir.to_owned(),
+            keyring: Arc::new(Keyring::new(key)),
+            queue: Arc::new(MemoryAuditQueue::new(BACKLOG_MAX)),
+            faults: Arc::new(SinkFaults::default()),
+            clock,
+            live: None,
+            witness: None,
+        };
+        audit.reopen().await?;
+        Ok(audit)
+    }
+
+    /// What the memory store is built with: it seals with [`LedgerAudit`] (the one journal
+    /// mapping) and queues into this log's queue.
+    ///
+    /// Not [`resuming_from`](MemoryAudit::resuming_from) a writer: here the store outlives
+    /// every writer (it plays the disk), and every tenant is created before the first
+    /// entry, so a tenant's chain never has to resume from the log.
+    #[must_use]
+    pub fn memory_audit(&self) -> MemoryAudit {
+        let audit = LedgerAudit::new(Arc::clone(&self.keyring), MaskingPolicy::none());
+        MemoryAudit::new(audit, Arc::clone(&self.queue))
+    }
+
+    /// The keyring entries are MACed with.
     #[must_use]
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
     }
 
-    /// Drops the process state; with `torn`, also leaves the trace of a write cut short by
-    /// the crash (an incomplete frame at the end of the last segment).
-    pub fn crash(&self, torn: Option<&[u8]>) {
-        *self.live.lock() = None;
-        if let Some(bytes) = torn
-            && let Err(e) = self.tear(bytes)
-        {
-            self.failures
-                .lock()
-                .push(format!("writing a torn tail: {e}"));
+    /// The disk's fault switches.
+    #[must_use]
+    pub fn faults(&self) -> &SinkFaults {
+        &self.faults
+    }
+
+    /// Committed entries not yet in the log.
+    #[must_use]
+    pub fn backlog(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The witness: the latest checkpoint a flush returned, kept outside the files.
+    #[must_use]
+    pub fn witness(&self) -> Option<&Checkpoint> {
+        self.witness.as_ref()
+    }
+
+    /// The process dies: a write in flight finishes, no later one starts, the writer is
+    /// abandoned (its queued entries stay queued), an armed death is removed, and with
+    /// `torn` the last segment ends in a frame the crash cut short.
+    ///
+    /// # Errors
+    /// Writing the torn tail failed, as text.
+    pub async fn crash(&mut self, torn: Option<&[u8]>) -> Result<(), String> {
+        if let Some(live) = self.live.take() {
+            live.sink.kill().await;
+        }
+        self.faults.disarm();
+        match torn {
+            Some(bytes) => self
+                .tear(bytes)
+                .map_err(|e| format!("writing a torn audit tail: {e}")),
+            None => Ok(()),
         }
     }
 
@@ -95,55 +295,168 @@ impl AuditHook {
         f.sync_all()
     }
 
-    /// Reopens the sink (recovering a torn tail) and rebuilds every stream head from the
-    /// records on disk. Returns the number of torn bytes cut.
+    /// Boots the process's side: reopens the [`FileSink`] (which cuts a torn tail) and
+    /// opens a new writer over it and the same queue (it integrates what the queue holds).
+    /// Returns the number of torn bytes cut.
     ///
     /// # Errors
-    /// Recovery or scan failures, as text.
-    pub fn reopen(&self, _after_crash: bool) -> Result<u64, String> {
-        let (sink, recovery) = FileSink::open(&self.dir).map_err(|e| e.to_string())?;
-        let scanned = scan_dir(&self.dir).map_err(|e| e.to_string())?;
-        let mut chains = BTreeMap::new();
-        for r in &scanned.records {
-            let s = r.entry.stream().to_owned();
-            let head = StreamHead {
-                next_seq: r.entry.seq() + 1,
-                last_hash: *r.entry.entry_hash(),
-            };
-            chains.insert(s.clone(), StreamChain::resume(s, head));
-        }
-        *self.live.lock() = Some(Live {
-            sink,
-            chains,
-            next_index: recovery.records,
-        });
+    /// The sink's or the writer's open error, as text (a log shorter than its recorded
+    /// durable size, damage other than a torn tail).
+    pub async fn reopen(&mut self) -> Result<u64, String> {
+        let (file, recovery) =
+            FileSink::open(&self.dir).map_err(|e| format!("opening the audit files: {e}"))?;
+        let sink = Arc::new(FaultySink::new(file, Arc::clone(&self.faults)));
+        let config = WriterConfig::builder(ORIGIN)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let writer = AuditWriter::open_with_queue(
+            Arc::clone(&sink) as Arc<dyn AuditSink>,
+            Arc::clone(&self.queue) as Arc<dyn AuditQueue>,
+            config,
+            Arc::clone(&self.clock),
+            None,
+        )
+        .await
+        .map_err(|e| format!("opening the audit writer: {e}"))?;
+        self.live = Some(Live { writer, sink });
         Ok(recovery.torn_bytes_cut)
     }
 
-    /// Problems met while recording (a sealing or write failure is a lost audit record).
-    #[must_use]
-    pub fn failures(&self) -> Vec<String> {
-        self.failures.lock().clone()
-    }
-
-    /// The witness's checkpoint of every acknowledged record.
-    #[must_use]
-    pub fn checkpoint(&self) -> Checkpoint {
-        let tree = self.witness.lock();
-        Checkpoint {
-            origin: ORIGIN.to_owned(),
-            size: tree.size(),
-            root: tree.root(),
+    /// The reopened log still holds what the witness saw: at least as many entries, and
+    /// the same root at the witness's size.
+    ///
+    /// # Errors
+    /// What differs, as text.
+    pub fn check_witness(&self) -> Result<(), String> {
+        let (Some(w), Some(live)) = (&self.witness, &self.live) else {
+            return Ok(());
+        };
+        let size = live.writer.size();
+        if size < w.size {
+            return Err(format!(
+                "the reopened log holds {size} entries, the witness saw {}",
+                w.size
+            ));
         }
+        if w.size > 0 {
+            let root = live.writer.root_at(w.size).map_err(|e| e.to_string())?;
+            if root != w.root {
+                return Err(format!(
+                    "the reopened log's root at size {} differs from the witness's",
+                    w.size
+                ));
+            }
+        }
+        Ok(())
     }
 
-    /// Verifies the files against the witness checkpoint and returns every record.
+    /// Committed entries not yet in `writer`'s log: the queued entries past their stream's
+    /// head there (a process that died right after writing left its entries queued and
+    /// in the log).
+    async fn pending(&self, writer: &AuditWriter) -> Result<u64, String> {
+        let queued = self
+            .queue
+            .peek(usize::MAX)
+            .await
+            .map_err(|e| format!("reading the audit queue: {e}"))?;
+        Ok(queued
+            .iter()
+            .filter(|e| e.seq() >= writer.stream_head(e.stream()).next_seq)
+            .count() as u64)
+    }
+
+    /// Lets the writer run until it has integrated everything queued (a flush, so that
+    /// what the files hold does not depend on scheduling).
+    ///
+    /// With the disk up and no death armed the flush must succeed, leave nothing queued,
+    /// and return a checkpoint of exactly the entries that were in the log or pending
+    /// before, consistent with the witness (an RFC 9162 consistency proof); it becomes
+    /// the new witness. Otherwise the flush must fail; with the disk down the log must not
+    /// grow and every pending entry must still be queued.
+    ///
+    /// # Errors
+    /// A broken expectation, as text.
+    pub async fn sync(&mut self) -> Result<Synced, String> {
+        let live = self
+            .live
+            .as_ref()
+            .ok_or("the audit writer is not running")?;
+        let down = self.faults.is_down();
+        let faulted = down || self.faults.die_after_write.load(Ordering::SeqCst);
+        let size = live.writer.size();
+        let pending = self.pending(&live.writer).await?;
+        let flushed = live.writer.flush().await;
+        let cp = match (flushed, faulted) {
+            (Err(e), true) => {
+                if down {
+                    let (size_after, pending_after) =
+                        (live.writer.size(), self.pending(&live.writer).await?);
+                    if (size_after, pending_after) != (size, pending) {
+                        return Err(format!(
+                            "a flush onto a disk that is down: log {size} and {pending} \
+                             pending before, log {size_after} and {pending_after} pending after"
+                        ));
+                    }
+                }
+                return Ok(Synced::Failed(e.to_string()));
+            }
+            (Ok(cp), true) => {
+                return Err(format!(
+                    "a flush through a failing disk succeeded (checkpoint of {})",
+                    cp.size
+                ));
+            }
+            (Err(e), false) => return Err(format!("flushing the audit writer: {e}")),
+            (Ok(cp), false) => cp,
+        };
+        if cp.size != size + pending {
+            return Err(format!(
+                "the log held {size} entries and {pending} were pending, but the flush \
+                 returned a checkpoint of {}",
+                cp.size
+            ));
+        }
+        if !self.queue.is_empty() {
+            return Err(format!(
+                "{} committed entries still queued after a flush",
+                self.queue.len()
+            ));
+        }
+        if let Some(w) = &self.witness {
+            if cp.size < w.size {
+                return Err(format!(
+                    "a flush returned a checkpoint of {} entries, the witness has {}",
+                    cp.size, w.size
+                ));
+            }
+            if w.size > 0 {
+                let proof = live
+                    .writer
+                    .consistency_proof(w.size, cp.size)
+                    .map_err(|e| format!("consistency proof {}→{}: {e}", w.size, cp.size))?;
+                verify_consistency(w.size, cp.size, &proof, &w.root, &cp.root).map_err(|e| {
+                    format!(
+                        "the checkpoint of {} does not extend the witness's {}: {e}",
+                        cp.size, w.size
+                    )
+                })?;
+            }
+        }
+        self.witness = Some(cp.clone());
+        Ok(Synced::Flushed(cp))
+    }
+
+    /// Verifies the files against the witness checkpoint (chains, MACs, Merkle root) and
+    /// returns every record. Call after a successful [`sync`](Self::sync).
     ///
     /// # Errors
     /// The first verification failure, as text.
     pub fn verify(&self) -> Result<Vec<LogRecord>, String> {
-        let cp = self.checkpoint();
-        let v = verify_dir(&self.dir, &self.keyring, Some(&cp)).map_err(|e| e.to_string())?;
+        let cp = self
+            .witness
+            .as_ref()
+            .ok_or("no flush succeeded: there is no witness checkpoint")?;
+        let v = verify_dir(&self.dir, &self.keyring, Some(cp)).map_err(|e| e.to_string())?;
         if let Some(f) = v.report.failure {
             return Err(format!("audit log does not verify: {f}"));
         }
@@ -155,52 +468,5 @@ impl AuditHook {
         }
         let scanned = scan_dir(&self.dir).map_err(|e| e.to_string())?;
         Ok(scanned.records)
-    }
-}
-
-impl AuditHook {
-    fn refuse(&self, what: String) -> Result<(), LedgerError> {
-        self.failures.lock().push(what.clone());
-        Err(LedgerError::Storage(StorageError::retryable(what)))
-    }
-}
-
-impl JournalHook for AuditHook {
-    /// Seals and durably appends the entries; a failure refuses the change (so the ledger
-    /// never holds an entry the audit log lacks) and is remembered for the final check.
-    fn on_entries(&self, tenant: &TenantId, entries: &[JournalEntry]) -> Result<(), LedgerError> {
-        let mut guard = self.live.lock();
-        let Some(live) = guard.as_mut() else {
-            return self.refuse(format!(
-                "journal entries of {tenant} arrived while the audit log was closed"
-            ));
-        };
-        let stream = stream_name(tenant);
-        let mut staged = live
-            .chains
-            .get(&stream)
-            .cloned()
-            .unwrap_or_else(|| StreamChain::new(stream.clone()));
-        let mut records = Vec::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            match staged.seal(
-                &self.keyring,
-                &MaskingPolicy::none(),
-                audit_entry(&stream, e),
-            ) {
-                Ok(sealed) => records.push(LogRecord::new(live.next_index + i as u64, sealed)),
-                Err(err) => return self.refuse(format!("sealing {tenant} #{}: {err}", e.seq)),
-            }
-        }
-        if let Err(err) = live.sink.append_blocking(&records) {
-            return self.refuse(format!("appending for {tenant}: {err}"));
-        }
-        live.chains.insert(stream, staged);
-        live.next_index += records.len() as u64;
-        let mut tree = self.witness.lock();
-        for r in &records {
-            tree.push(r.entry.leaf_hash());
-        }
-        Ok(())
     }
 }

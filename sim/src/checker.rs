@@ -15,6 +15,7 @@ use credits_core::{
 };
 use metered_clock::{Clock, Timestamp};
 
+use crate::audit::Synced;
 use crate::config::PARTICIPANTS;
 use crate::model::{EntryContext, TxPlan};
 use crate::run::Sim;
@@ -479,20 +480,24 @@ impl Sim {
         Ok(())
     }
 
-    /// The audit log verifies against the witness checkpoint and holds exactly one record
-    /// per journal entry, in journal order per tenant.
+    /// The writer integrates everything queued (a flush, which must succeed now that no
+    /// fault is armed), the files verify against the witness checkpoint (the one the
+    /// flush returned, kept outside the files) and hold exactly one record per journal
+    /// entry, equal to `audit_entry` of it, in journal order per tenant.
     pub(crate) async fn check_audit(&mut self) -> Result<(), Violation> {
-        let Some(audit) = self.env.audit.clone() else {
+        let Some(audit) = self.env.audit.as_mut() else {
             return self.check_pg_audit().await;
         };
-        let audit_failure = |what: String| Violation::Audit {
+        let synced = audit.sync().await;
+        let records = match synced {
+            Ok(Synced::Flushed(_)) => audit.verify(),
+            Ok(Synced::Failed(e)) => Err(format!("the final flush failed: {e}")),
+            Err(what) => Err(what),
+        };
+        let records = records.map_err(|what| Violation::Audit {
             at: self.at(),
             what,
-        };
-        if let Some(f) = audit.failures().first() {
-            return Err(audit_failure(format!("hook: {f}")));
-        }
-        let records = audit.verify().map_err(audit_failure)?;
+        })?;
         self.report.audit_records = records.len() as u64;
         let mut streams: BTreeMap<&str, Vec<&audit_chain::SealedEntry>> = BTreeMap::new();
         for r in &records {

@@ -12,6 +12,13 @@ use credits_core::testing::Bug;
 /// injected fault per step means one retry is always enough when nothing else is wrong).
 pub(crate) const RETRIES_MAX: u32 = 16;
 
+/// Probability that the audit writer runs (flushes) after a step; otherwise committed
+/// entries stay queued until a later turn, a restart or the end.
+pub const AUDIT_TURN_PROBABILITY: f64 = 0.5;
+
+/// The longest outage of the audit sink, in steps.
+pub const AUDIT_OUTAGE_STEPS_MAX: u64 = 50;
+
 /// Where the simulated clock starts.
 pub const START: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
 /// The participants of distributed transactions (one tenant each per transaction).
@@ -150,6 +157,12 @@ pub struct Report {
     pub journal_entries: u64,
     /// Audit records at the end (equal to `journal_entries`).
     pub audit_records: u64,
+    /// Outages of the audit sink (every write failing for 1 to
+    /// [`AUDIT_OUTAGE_STEPS_MAX`] steps; drawn on both backends, effective in memory).
+    pub audit_outages: u64,
+    /// Crashes right after the audit writer's write, before it took the entries off the
+    /// queue (counted in `crashes` too; over PostgreSQL a plain crash).
+    pub audit_deaths: u64,
     /// Distributed transactions committed / aborted.
     pub tx_committed: u64,
     /// Distributed transactions aborted.

@@ -2,8 +2,8 @@
 //! not (the ledger front and the transaction manager), and the fault wiring between them.
 //!
 //! Over the in-memory backend the store plays the disk: a crash drops the [`Process`] and
-//! the audit writer's state but keeps the store's contents. Over PostgreSQL a crash drops
-//! the connection pool too.
+//! the audit writer with its open sink, but keeps the store's contents and its audit queue
+//! (see [`SimAudit`]). Over PostgreSQL a crash drops the connection pool too.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use metered_clock::{Clock, ManualClock};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::audit::AuditHook;
+use crate::audit::SimAudit;
 use crate::config::{Config, PARTICIPANTS, SHORT_RETENTION, START};
 use crate::pg::PgRun;
 use credits_core::testing::{Bug, FaultKind, Faults, FaultyStore, FaultyTxLog};
@@ -38,8 +38,8 @@ pub(crate) struct Env {
     pub(crate) durable: Arc<dyn LedgerStore>,
     /// The transaction log without fault injection.
     pub(crate) txlog: Arc<dyn TxLog>,
-    /// The file audit log (in-memory backend).
-    pub(crate) audit: Option<Arc<AuditHook>>,
+    /// The audit log: the store's queue, the writer and its file sink (in-memory backend).
+    pub(crate) audit: Option<SimAudit>,
     /// The database (PostgreSQL backend).
     pub(crate) pg: Option<PgRun>,
     /// The running process.
@@ -54,7 +54,7 @@ impl Env {
         let (base, txlog, audit, pg): (Arc<dyn LedgerStore>, Arc<dyn TxLog>, _, _) =
             match &cfg.postgres {
                 None => {
-                    let audit = Arc::new(AuditHook::open(dir)?);
+                    let audit = SimAudit::open(dir, Arc::new(clock.clone())).await?;
                     let memory = MemoryLedgerStore::builder()
                         .shards(8)
                         .idempotency_window(if cfg.short_retention {
@@ -62,7 +62,7 @@ impl Env {
                         } else {
                             Duration::from_secs(3650 * 24 * 3600)
                         })
-                        .journal_hook(audit.clone())
+                        .audit(audit.memory_audit())
                         .build();
                     (
                         Arc::new(memory),
@@ -110,11 +110,16 @@ impl Env {
     }
 
     /// Kills the process: the audit writer dies leaving `torn` as a torn tail, the clock
-    /// moves on by `outage`, the database connections drop, and the audit log reopens.
-    /// Returns how many bytes audit recovery cut. Call [`reboot`](Self::reboot) next.
-    pub(crate) fn crash(&mut self, torn: Option<&[u8]>, outage: Duration) -> Result<u64, String> {
-        if let Some(audit) = &self.audit {
-            audit.crash(torn);
+    /// moves on by `outage`, the database connections drop, and the audit log reopens (a
+    /// new writer over the same queue). Returns how many bytes audit recovery cut. Call
+    /// [`reboot`](Self::reboot) next.
+    pub(crate) async fn crash(
+        &mut self,
+        torn: Option<&[u8]>,
+        outage: Duration,
+    ) -> Result<u64, String> {
+        if let Some(audit) = &mut self.audit {
+            audit.crash(torn).await?;
         }
         self.faults.disarm();
         self.faults.restart();
@@ -127,8 +132,8 @@ impl Env {
             self.durable = wrap(store, self.bug);
             self.txlog = txlog;
         }
-        match &self.audit {
-            Some(audit) => audit.reopen(true),
+        match &mut self.audit {
+            Some(audit) => audit.reopen().await,
             None => Ok(0),
         }
     }

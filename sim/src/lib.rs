@@ -19,8 +19,12 @@
 //! * Faults come from the shipped wrappers in `credits_core::testing` (`FaultyStore`,
 //!   `FaultyTxLog`): calls fail before or after reaching the backend, or kill the process;
 //!   a [`Bug`] makes the store deliberately wrong, which the simulator must catch.
-//! * [`audit`] is the journal hook that writes every journal entry to a crash-safe audit
-//!   file sink, and the check that the audit log matches the journal one to one.
+//! * [`audit`] runs the production audit path over the in-memory store: the store seals
+//!   every journal entry into its tenant's chain and queues it in the same step, and an
+//!   `AuditWriter` integrates the queue into a crash-safe file sink; the simulator adds
+//!   the fault-injecting sink wrapper (outages, a death right after a write), a witness
+//!   checkpoint kept outside the files, and the check that the log matches the journal
+//!   one to one.
 //! * [`linearizability`] records concurrent histories on the in-memory ledger and checks
 //!   them against the sequential model (a small Porcupine-style checker).
 //! * [`fuzz`] has the check functions the fuzz targets in `fuzz/` call; the test suite
@@ -29,7 +33,8 @@
 //! # What it does not do
 //!
 //! * Over the in-memory store, the store plays the durable disk: a crash drops the process
-//!   (ledger front, transaction manager, audit writer state) but not the store's contents.
+//!   (ledger front, transaction manager, audit writer and its open sink) but not the
+//!   store's contents nor its audit queue.
 //!   Torn writes are simulated for the audit files only. Over PostgreSQL
 //!   ([`Config::with_postgres`]) a crash drops the connection pool.
 //! * It runs one operation at a time (determinism); concurrency is covered by the
@@ -52,7 +57,10 @@ mod trace;
 mod violation;
 mod workload;
 
-pub use config::{Config, LONG_OUTAGE, PARTICIPANTS, Report, SHORT_RETENTION, START, TX_TIMEOUT};
+pub use config::{
+    AUDIT_OUTAGE_STEPS_MAX, AUDIT_TURN_PROBABILITY, Config, LONG_OUTAGE, PARTICIPANTS, Report,
+    SHORT_RETENTION, START, TX_TIMEOUT,
+};
 pub use credits_core::testing::Bug;
 pub use run::{run, run_in};
 pub use trace::hex;

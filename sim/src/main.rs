@@ -185,13 +185,15 @@ fn main() -> ExitCode {
                 total_ops += r.ops;
                 runs += 1;
                 println!(
-                    "seed {seed}: ok ops={} entries={} audit={} faults={} crashes={} torn={} retries={} tx={}/{} outsiders_refused={} trace={}",
+                    "seed {seed}: ok ops={} entries={} audit={} faults={} crashes={} torn={} audit_outages={} audit_deaths={} retries={} tx={}/{} outsiders_refused={} trace={}",
                     r.ops,
                     r.journal_entries,
                     r.audit_records,
                     r.faults,
                     r.crashes,
                     r.torn_tails,
+                    r.audit_outages,
+                    r.audit_deaths,
                     r.retries,
                     r.tx_committed,
                     r.tx_aborted,

@@ -12,7 +12,11 @@ use metered_clock::{Clock, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{Config, Report, SHORT_RETENTION, START, TX_TIMEOUT};
+use crate::audit::Synced;
+use crate::config::{
+    AUDIT_OUTAGE_STEPS_MAX, AUDIT_TURN_PROBABILITY, Config, Report, SHORT_RETENTION, START,
+    TX_TIMEOUT,
+};
 use crate::env::Env;
 use crate::model::{Model, Tracked};
 use crate::op::OpKind;
@@ -95,6 +99,8 @@ pub(crate) struct Sim {
     pub(crate) trace: Trace,
     /// The counts so far.
     pub(crate) report: Report,
+    /// Steps the audit sink's current outage still lasts (0: the sink is up).
+    pub(crate) audit_outage_left: u64,
 }
 
 impl Sim {
@@ -123,6 +129,7 @@ impl Sim {
                 seed: cfg.seed,
                 ..Report::default()
             },
+            audit_outage_left: 0,
         })
     }
 
@@ -188,6 +195,7 @@ impl Sim {
             *self.report.by_kind.entry(kind.name()).or_default() += 1;
             self.perform(kind).await?;
             self.check_step().await?;
+            self.audit_turn().await?;
         }
         self.step = self.cfg.ops;
         self.op = "final checks".into();
@@ -206,10 +214,10 @@ impl Sim {
                 .map(|_| self.rng.random())
                 .collect::<Vec<u8>>()
         });
-        let cut = self
-            .env
-            .crash(torn.as_deref(), outage)
-            .map_err(|what| self.environment(what))?;
+        let cut = match self.env.crash(torn.as_deref(), outage).await {
+            Ok(cut) => cut,
+            Err(what) => return Err(self.environment(what)),
+        };
         let torn_written = torn.is_some() && self.env.audit.is_some();
         if torn_written != (cut > 0) {
             return Err(Violation::TornTail {
@@ -220,6 +228,14 @@ impl Sim {
         }
         if cut > 0 {
             self.report.torn_tails += 1;
+        }
+        if let Some(audit) = &self.env.audit
+            && let Err(what) = audit.check_witness()
+        {
+            return Err(Violation::Audit {
+                at: self.at(),
+                what,
+            });
         }
         if !outage.is_zero() && self.cfg.short_retention {
             self.work_during_outage().await?;
@@ -277,6 +293,68 @@ impl Sim {
         Ok(())
     }
 
+    // ---- the audit writer ----------------------------------------------------------------
+
+    /// The audit writer's turn after a step. Drawn on both backends, so that their traces
+    /// stay equal (over PostgreSQL only the crash has an effect):
+    ///
+    /// * the audit sink's outage ends when its steps are up, or one starts (probability
+    ///   [`Config::fault_probability`] / 8, lasting 1 to [`AUDIT_OUTAGE_STEPS_MAX`] steps):
+    ///   every write of the sink fails meanwhile and the queue holds the entries;
+    /// * with probability [`AUDIT_TURN_PROBABILITY`] the writer runs (a flush; otherwise
+    ///   the entries stay queued, so crashes also land between commit and integration);
+    ///   with probability fault × crash probability / 2 of those the process dies right
+    ///   after the writer's next write, before it takes the entries off the queue, and
+    ///   restarts.
+    pub(crate) async fn audit_turn(&mut self) -> Result<(), Violation> {
+        if self.audit_outage_left > 0 {
+            self.audit_outage_left -= 1;
+            if self.audit_outage_left == 0 {
+                self.set_audit_down(false);
+                self.line("audit sink back");
+            }
+        } else if self.rng.random_bool(self.cfg.fault_probability / 8.0) {
+            let steps = self.rng.random_range(1..=AUDIT_OUTAGE_STEPS_MAX);
+            self.audit_outage_left = steps;
+            self.report.audit_outages += 1;
+            self.set_audit_down(true);
+            self.line(&format!("audit sink down for {steps} steps"));
+        }
+        if !self.rng.random_bool(AUDIT_TURN_PROBABILITY) {
+            return Ok(());
+        }
+        let death = self
+            .rng
+            .random_bool(self.cfg.fault_probability * self.cfg.crash_probability / 2.0);
+        if let Some(audit) = &mut self.env.audit {
+            if death {
+                audit.faults().arm_death();
+            }
+            match audit.sync().await {
+                Ok(Synced::Flushed(_) | Synced::Failed(_)) => {}
+                Err(what) => {
+                    return Err(Violation::Audit {
+                        at: self.at(),
+                        what,
+                    });
+                }
+            }
+        }
+        if death {
+            self.report.audit_deaths += 1;
+            self.line("the process died while the audit writer wrote");
+            self.restart(Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the audit sink down or brings it back (in-memory backend).
+    fn set_audit_down(&self, down: bool) {
+        if let Some(audit) = &self.env.audit {
+            audit.faults().set_down(down);
+        }
+    }
+
     /// Restarts (without an outage) when an injected fault killed the process.
     pub(crate) async fn recover_if_crashed(&mut self) -> Result<(), Violation> {
         if self.env.faults.crashed() {
@@ -291,6 +369,12 @@ impl Sim {
     /// then a jump far past every expiry and the audit comparison.
     async fn finish(&mut self) -> Result<(), Violation> {
         self.env.faults.disarm();
+        // The audit sink's outage ends: everything queued must reach the log.
+        if self.audit_outage_left > 0 {
+            self.audit_outage_left = 0;
+            self.set_audit_down(false);
+            self.line("audit sink back");
+        }
         // One last crash: everything acknowledged must come back.
         self.restart(Duration::ZERO).await?;
         // Let every transaction deadline pass, then recover: every transaction ends.
