@@ -48,17 +48,31 @@ fn lower_root(s: f64, f: f64, level: f64) -> f64 {
     }
     // h(u) = level − s u − f ln(1 − e^u), level here ≤ 0.
     let h = |u: f64| level - s * u - f * (-u.exp()).ln_1p();
-    let u_hat = (s / (s + f)).ln();
-    // At u = level / s the first two terms cancel and the last is ≥ 0.
-    let mut u = (level / s).min(u_hat);
-    let mut step = 1.0;
-    while h(u) < 0.0 {
-        u -= step;
-        step *= 2.0;
-    }
+    let n = s + f;
+    let m_hat = s / n;
+    let u_hat = m_hat.ln();
+    // The start: the root of the quadratic (normal) approximation of the negative
+    // log-likelihood around its minimum at m̂, `(m − m̂)²·n / (2 m̂ (1 − m̂)) = −h(m̂)`. It is
+    // close enough for two or three Newton steps; if it lies right of the root (h < 0), the
+    // first step lands left of it (h is convex and decreasing there) and the rest climb.
+    let nll_min = -(s * u_hat + if f > 0.0 { f * (f / n).ln() } else { 0.0 });
+    let gap = -level - nll_min;
+    let m0 = m_hat - (2.0 * gap * m_hat * (1.0 - m_hat) / n).sqrt();
+    let mut u = if gap > 0.0 && m0 > 0.0 && m0 < m_hat {
+        m0.ln()
+    } else {
+        // At u = level / s the first two terms cancel and the last is ≥ 0.
+        let mut u = (level / s).min(u_hat);
+        let mut step = 1.0;
+        while h(u) < 0.0 {
+            u -= step;
+            step *= 2.0;
+        }
+        u
+    };
     for _ in 0..100 {
         let e = u.exp();
-        let value = h(u);
+        let value = level - s * u - f * (-e).ln_1p();
         let slope = -s + f * e / (1.0 - e);
         if slope >= 0.0 || slope.is_nan() {
             break;
