@@ -275,6 +275,19 @@ pub fn compare_means(a: MeanStats, b: MeanStats, level: f64) -> Result<MeanCompa
         a.variance()? / a.count as f64,
         b.variance()? / b.count as f64,
     );
+    compare_estimates(ma, va, mb, vb, level)
+}
+
+/// The Gaussian comparison of two estimates `ma`, `mb` with variances `va`, `vb` (of the
+/// estimates, not of the observations): what [`compare_means`] and
+/// [`compare_ratios`](crate::compare_ratios) report. `level` is already checked.
+pub(crate) fn compare_estimates(
+    ma: f64,
+    va: f64,
+    mb: f64,
+    vb: f64,
+    level: f64,
+) -> Result<MeanComparison> {
     let sd = (va + vb).sqrt();
     if sd == 0.0 {
         return Err(BayesError::InsufficientData {

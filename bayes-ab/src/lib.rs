@@ -35,7 +35,8 @@
 //!   [`best_arm_monte_carlo`] with a seeded generator for cross-checks.
 //! - **Continuous metrics** — [`MeanStats`] (n, mean and M₂ by Welford's update) and
 //!   [`compare_means`]; CUPED/CUPAC regression adjustment on a pre-period covariate or a
-//!   prediction with [`CovariateStats`] and [`cuped_compare`].
+//!   prediction with [`CovariateStats`] and [`cuped_compare`]; ratio metrics (revenue per
+//!   session) by the delta method with [`compare_ratios`].
 //! - **Decisions** — [`DecisionRule`] with [`StoppingMode::Bayesian`] (probability and
 //!   expected-loss thresholds), [`StoppingMode::Sequential`] (GrowthBook's asymptotic
 //!   confidence sequence, [`confidence_sequence`]: safe to peek after a minimum sample) or
@@ -104,7 +105,7 @@ pub use anytime::{
 pub use bandit::{ThompsonBandit, ThompsonBanditBuilder};
 pub use beta::{Beta, Counts, Interval};
 pub use continuous::{MeanComparison, MeanStats, compare_means};
-pub use cuped::{CovariateStats, CupedComparison, cuped_compare};
+pub use cuped::{CovariateStats, CupedComparison, compare_ratios, cuped_compare};
 pub use decision::{
     ContinueReason, DecisionRule, DecisionRuleBuilder, Evaluation, InconclusiveReason,
     Recommendation, RollbackReason, StoppingMode, confidence_sequence,

@@ -3,7 +3,9 @@
 //! `python3 scripts/bayes_reference.py cuped`), the variance falls by ρ², and A/A error is
 //! unchanged.
 
-use bayes_ab::{CovariateStats, cuped_compare};
+#![allow(clippy::excessive_precision, clippy::unreadable_literal)] // reference values keep their digits
+
+use bayes_ab::{BayesError, CovariateStats, compare_ratios, cuped_compare};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -87,4 +89,76 @@ fn aa_error_is_unchanged_by_the_adjustment() {
         (25..=75).contains(&false_positives),
         "{false_positives} / 1000"
     );
+}
+
+mod ratio_data {
+    include!("data/ratio.rs");
+}
+
+/// One arm of the ratio reference data: the integer formula of `scripts/ratio_reference.py`.
+fn ratio_arm(n: u32, base: f64, offset: f64, k: u32) -> CovariateStats {
+    let mut s = CovariateStats::default();
+    for i in 0..n {
+        let x = f64::from(1 + (7 * i + k) % 5);
+        let noise = f64::from((13 * i) % 11) - 5.0;
+        s.record((base * x + noise) + offset, x).unwrap();
+    }
+    s
+}
+
+/// Ratio metrics by the delta method against numpy's two-pass covariances (and scipy's Φ):
+/// the difference and P(B > A) to 1e-12, the interval ends (difference ± z·sd, lift ± z·sd)
+/// to 1e-9 relative of their width.
+#[test]
+fn ratio_metrics_match_numpy() {
+    let z = 1.959_963_984_540_054;
+    for &((na, nb, base_a, base_b, offset, ka, kb), (ra, rb, d, sd, lift, lift_sd, p)) in
+        ratio_data::RATIOS
+    {
+        let (a, b) = (
+            ratio_arm(na, base_a, offset, ka),
+            ratio_arm(nb, base_b, offset, kb),
+        );
+        let c = compare_ratios(a, b, 0.95).unwrap();
+        let case = format!("{na}/{nb} units, bases {base_a}/{base_b}, offset {offset}");
+        let scale = ra.abs().max(rb.abs());
+        assert!((c.difference - d).abs() <= 1e-12 * scale, "{case}: {c:?}");
+        assert!(
+            (c.prob_b_beats_a - p).abs() <= 1e-12,
+            "{case}: P {}",
+            c.prob_b_beats_a
+        );
+        let half = c.difference_interval.width() / 2.0;
+        assert!((half - z * sd).abs() <= 1e-9 * z * sd, "{case}: sd");
+        assert!(
+            (c.relative_lift - lift).abs() <= 1e-12 * lift.abs().max(1.0),
+            "{case}"
+        );
+        let lift_half = c.relative_lift_interval.width() / 2.0;
+        assert!(
+            (lift_half - z * lift_sd).abs() <= 1e-9 * z * lift_sd,
+            "{case}: lift sd"
+        );
+    }
+}
+
+#[test]
+fn ratio_metrics_refuse_what_they_cannot_estimate() {
+    let one = ratio_arm(1, 1.0, 0.0, 0);
+    let many = ratio_arm(100, 1.0, 0.0, 0);
+    assert!(matches!(
+        compare_ratios(one, many, 0.95),
+        Err(BayesError::InsufficientData { .. })
+    ));
+    let mut zero = CovariateStats::default();
+    zero.record(1.0, 0.0).unwrap();
+    zero.record(2.0, 0.0).unwrap();
+    assert!(matches!(
+        compare_ratios(many, zero, 0.95),
+        Err(BayesError::InsufficientData { .. })
+    ));
+    assert!(matches!(
+        compare_ratios(many, many, 1.0),
+        Err(BayesError::InvalidProbability { .. })
+    ));
 }
