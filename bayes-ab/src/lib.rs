@@ -36,7 +36,8 @@
 //! - **Continuous metrics** — [`MeanStats`] (n, mean and M₂ by Welford's update) and
 //!   [`compare_means`]; CUPED/CUPAC regression adjustment on a pre-period covariate or a
 //!   prediction with [`CovariateStats`] and [`cuped_compare`]; ratio metrics (revenue per
-//!   session) by the delta method with [`compare_ratios`].
+//!   session) by the delta method with [`compare_ratios`]; quantile metrics (the difference
+//!   in p50 / p95 / p99 with a distribution-free interval) with [`quantile_difference`].
 //! - **Decisions** — [`DecisionRule`] with [`StoppingMode::Bayesian`] (probability and
 //!   expected-loss thresholds), [`StoppingMode::Sequential`] (GrowthBook's asymptotic
 //!   confidence sequence, [`confidence_sequence`]: safe to peek after a minimum sample) or
@@ -94,6 +95,7 @@ mod guardrail;
 mod multi;
 mod multiple;
 mod quadrature;
+mod quantile;
 mod simulate;
 mod special;
 mod traffic;
@@ -125,6 +127,7 @@ pub use multiple::{
     CorrectedFamily, CorrectedHypothesis, Correction, HYPOTHESES_MAX, Hypothesis, adjust_p_values,
     correct, reject,
 };
+pub use quantile::{QuantileDifference, quantile_difference};
 pub use simulate::{AaConfig, AaModeReport, EXPERIMENTS_MAX, LOOKS_MAX, simulate_aa};
 pub use traffic::{
     BASIS_POINTS, CovariateBalance, SPLIT_ARMS_MAX, SRM_ALERT_P_VALUE, SrmCheck, TrafficSplit,
