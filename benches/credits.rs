@@ -6,6 +6,10 @@
 //! Workloads (10,000 tenants, each funded so that no operation fails for lack of credits):
 //!
 //! * `consume/1-thread/uniform`: one consume of 1 unit per operation, tenant drawn uniformly;
+//!   `…/audited`: the same with the audit on (sealed under the tenant's lock, integrated by
+//!   the default `AuditWriter` into a memory sink on a second thread, timed until every
+//!   entry is in the Merkle log), against `doubleentry`, whose `Journal` keeps its own
+//!   Merkle log;
 //! * `reserve+commit/1-thread`: reserve 10 then commit 7 of it (one element = one pair);
 //! * `consume/zipf/{1,2}-threads`: consumes over Zipf(s = 1.1) skewed tenants, the same total
 //!   work done by one thread or split over two (time per operation: two threads should be
@@ -26,10 +30,15 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
 use metered_suite::clock::{Clock, ManualClock, SystemClock, Timestamp};
-use metered_suite::credits::{
-    Amount, Command, GrantOptions, IdempotencyKey, Ledger, MemoryLedgerStore, Request, TenantId,
-    TenantSettings,
+use metered_suite::audit::{
+    AuditWriter, HmacKey, Keyring, MaskingPolicy, MemoryAuditQueue, MemorySink, WriterConfig,
 };
+use metered_suite::credits::audit::{LedgerAudit, MemoryAudit};
+use metered_suite::credits::{
+    Amount, Command, GrantOptions, IdempotencyKey, Ledger, MemoryLedgerStore,
+    MemoryLedgerStoreBuilder, Request, TenantId, TenantSettings,
+};
+use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
@@ -49,9 +58,13 @@ struct Fixture {
 }
 
 fn fixture(tenants: usize) -> Fixture {
+    fixture_with(tenants, MemoryLedgerStore::builder())
+}
+
+fn fixture_with(tenants: usize, store: MemoryLedgerStoreBuilder) -> Fixture {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_767_225_600_000));
     // Default settings: idempotency keys are kept for 24 hours, so nothing is evicted here.
-    let store = MemoryLedgerStore::new();
+    let store = store.build();
     let ledger = Ledger::new(store, clock.clone());
     let tenants: Vec<TenantId> = (0..tenants)
         .map(|i| TenantId::new(format!("tenant-{i}")).unwrap())
@@ -154,6 +167,52 @@ fn run_consumes(iters: u64, warm_ops: u64, pick: &mut dyn FnMut(&mut StdRng) -> 
                 black_box(f.ledger.apply(r).await.unwrap());
             }
         });
+        total += clock.monotonic().saturating_duration_since(start);
+        done += n;
+    }
+    total
+}
+
+/// Consumes with the audit on, as the service runs it: the memory store seals every entry
+/// under the tenant's lock and queues it; the default `AuditWriter` integrates the queue
+/// into a `MemorySink` on the runtime's worker thread. The timed region ends once every
+/// entry of the chunk is in the Merkle log (a `flush`), so it is end-to-end audited work.
+fn run_consumes_audited(iters: u64) -> Duration {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let queue = Arc::new(MemoryAuditQueue::new(1_000_000));
+    let writer = rt.block_on(async {
+        AuditWriter::open_with_queue(
+            Arc::new(MemorySink::new()),
+            queue.clone(),
+            WriterConfig::builder("bench.invalid/audit").build().unwrap(),
+            Arc::new(ManualClock::new(Timestamp::from_unix_millis(0))),
+            None,
+        )
+        .await
+        .unwrap()
+    });
+    let keyring = Arc::new(Keyring::new(HmacKey::new(1, [7; 32]).unwrap()));
+    let audit = MemoryAudit::new(LedgerAudit::new(keyring, MaskingPolicy::standard()), queue);
+    let f = fixture_with(TENANTS, MemoryLedgerStore::builder().audit(audit));
+    rt.block_on(writer.flush()).unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let clock = timer();
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let n = CHUNK.min(iters - done);
+        let reqs = consumes(&f, done, n, &mut rng, &mut uniform);
+        let start = clock.monotonic();
+        block_on(async {
+            for r in &reqs {
+                black_box(f.ledger.apply(r).await.unwrap());
+            }
+        });
+        rt.block_on(writer.flush()).unwrap();
         total += clock.monotonic().saturating_duration_since(start);
         done += n;
     }
@@ -275,6 +334,10 @@ fn ours(c: &mut Criterion) {
     g.bench_function(
         BenchmarkId::new("consume/1-thread/uniform", "credits-core"),
         |b| b.iter_custom(|iters| run_consumes(iters, 0, &mut uniform)),
+    );
+    g.bench_function(
+        BenchmarkId::new("consume/1-thread/uniform/audited", "credits-core"),
+        |b| b.iter_custom(run_consumes_audited),
     );
     g.finish();
     // The same after 32 operations per tenant (fewer samples: each one warms a new store).
