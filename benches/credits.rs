@@ -29,19 +29,19 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
-use metered_suite::clock::{Clock, ManualClock, SystemClock, Timestamp};
 use metered_suite::audit::{
     AuditWriter, HmacKey, Keyring, MaskingPolicy, MemoryAuditQueue, MemorySink, WriterConfig,
 };
+use metered_suite::clock::{Clock, ManualClock, SystemClock, Timestamp};
 use metered_suite::credits::audit::{LedgerAudit, MemoryAudit};
 use metered_suite::credits::{
     Amount, Command, GrantOptions, IdempotencyKey, Ledger, MemoryLedgerStore,
     MemoryLedgerStoreBuilder, Request, TenantId, TenantSettings,
 };
-use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
+use std::sync::Arc;
 
 const TENANTS: usize = 10_000;
 const CHUNK: u64 = 100_000;
@@ -188,7 +188,9 @@ fn run_consumes_audited(iters: u64) -> Duration {
         AuditWriter::open_with_queue(
             Arc::new(MemorySink::new()),
             queue.clone(),
-            WriterConfig::builder("bench.invalid/audit").build().unwrap(),
+            WriterConfig::builder("bench.invalid/audit")
+                .build()
+                .unwrap(),
             Arc::new(ManualClock::new(Timestamp::from_unix_millis(0))),
             None,
         )
