@@ -150,6 +150,19 @@ pub fn confidence_sequence(
     Ok(cs_unchecked(a, b, alpha, tuning_sample))
 }
 
+/// Half-width of the asymptotic confidence sequence of a difference whose estimate has
+/// variance `variance` after `n` observations in all (both arms), at `alpha`, tightest at
+/// `tuning_sample`: `√(n σ² · 2(nρ² + 1)/(n²ρ²) · ln(√(nρ² + 1)/α))` with
+/// `ρ² = (ℓ + ln(ℓ + 1))/tuning_sample`, `ℓ = −2 ln α` (Waudby-Smith et al., 2023). Shared
+/// by the conversion sequence and the CUPED one.
+pub(crate) fn asymptotic_half_width(variance: f64, n: f64, alpha: f64, tuning_sample: f64) -> f64 {
+    let s2 = variance * n;
+    let l = -2.0 * alpha.ln();
+    let rho2 = (l + (l + 1.0).ln()) / tuning_sample;
+    let nr = n * rho2;
+    (s2 * (2.0 * (nr + 1.0) / (n * n * rho2)) * ((nr + 1.0).sqrt() / alpha).ln()).sqrt()
+}
+
 #[allow(clippy::cast_precision_loss)]
 fn cs_unchecked(a: Counts, b: Counts, alpha: f64, tuning_sample: f64) -> Interval {
     if a.trials() == 0 || b.trials() == 0 {
@@ -169,12 +182,7 @@ fn cs_unchecked(a: Counts, b: Counts, alpha: f64, tuning_sample: f64) -> Interva
         let p = (b.successes() as f64 + 1.0) / (nb + 2.0);
         p * (1.0 - p) / nb
     };
-    let n = na + nb;
-    let s2 = (va + vb) * n;
-    let l = -2.0 * alpha.ln();
-    let rho2 = (l + (l + 1.0).ln()) / tuning_sample;
-    let nr = n * rho2;
-    let half = (s2 * (2.0 * (nr + 1.0) / (n * n * rho2)) * ((nr + 1.0).sqrt() / alpha).ln()).sqrt();
+    let half = asymptotic_half_width(va + vb, na + nb, alpha, tuning_sample);
     let d = pb - pa;
     Interval {
         lower: (d - half).max(-1.0),

@@ -35,7 +35,8 @@
 //!   [`best_arm_monte_carlo`] with a seeded generator for cross-checks.
 //! - **Continuous metrics** — [`MeanStats`] (n, mean and M₂ by Welford's update) and
 //!   [`compare_means`]; CUPED/CUPAC regression adjustment on a pre-period covariate or a
-//!   prediction with [`CovariateStats`] and [`cuped_compare`]; ratio metrics (revenue per
+//!   prediction with [`CovariateStats`], [`cuped_compare`] and, for peeking,
+//!   [`cuped_confidence_sequence`]; ratio metrics (revenue per
 //!   session) by the delta method with [`compare_ratios`]; quantile metrics (the difference
 //!   in p50 / p95 / p99 with a distribution-free interval) with [`quantile_difference`].
 //! - **Decisions** — [`DecisionRule`] with [`StoppingMode::Bayesian`] (probability and
@@ -69,8 +70,9 @@
 //! - No peeking protection in [`StoppingMode::Bayesian`]: reading it at every look inflates
 //!   false positives (42 % instead of 10 % over 20 looks; see `docs/bayes-ab.md`). Use
 //!   [`StoppingMode::Sequential`] when you look before the planned end.
-//! - No hierarchical or informative priors beyond a Beta prior you choose; CUPED only in the
-//!   Gaussian (Bayesian) comparison, not yet in the sequential modes.
+//! - No hierarchical or informative priors beyond a Beta prior you choose; CUPED in the
+//!   Gaussian comparison and the asymptotic sequence ([`cuped_confidence_sequence`]), not in
+//!   the anytime-valid mode nor inside [`DecisionRule`].
 //! - [`Experiment`] judges each challenger against the champion at the rule's own error
 //!   rate; with `k` challengers, tighten the rule by `k` (Bonferroni) to keep the family-wise
 //!   rate, or use [`correct`] on fixed-horizon comparisons.
@@ -107,7 +109,9 @@ pub use anytime::{
 pub use bandit::{ThompsonBandit, ThompsonBanditBuilder};
 pub use beta::{Beta, Counts, Interval};
 pub use continuous::{MeanComparison, MeanStats, compare_means};
-pub use cuped::{CovariateStats, CupedComparison, compare_ratios, cuped_compare};
+pub use cuped::{
+    CovariateStats, CupedComparison, compare_ratios, cuped_compare, cuped_confidence_sequence,
+};
 pub use decision::{
     ContinueReason, DecisionRule, DecisionRuleBuilder, Evaluation, InconclusiveReason,
     Recommendation, RollbackReason, StoppingMode, confidence_sequence,

@@ -5,7 +5,9 @@
 
 #![allow(clippy::excessive_precision, clippy::unreadable_literal)] // reference values keep their digits
 
-use bayes_ab::{BayesError, CovariateStats, compare_ratios, cuped_compare};
+use bayes_ab::{
+    BayesError, CovariateStats, compare_ratios, cuped_compare, cuped_confidence_sequence,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -160,5 +162,89 @@ fn ratio_metrics_refuse_what_they_cannot_estimate() {
     assert!(matches!(
         compare_ratios(many, many, 1.0),
         Err(BayesError::InvalidProbability { .. })
+    ));
+}
+
+/// A sequential experiment with CUPED: both arms grow by `step` units per look up to `max`
+/// per arm; the look (units per arm) at which the 95 % sequence first excludes zero, if any.
+fn first_exclusion(
+    rng: &mut StdRng,
+    rho: f64,
+    effect: f64,
+    step: u32,
+    max: u32,
+    tuning: f64,
+) -> Option<u32> {
+    let (mut a, mut b) = (CovariateStats::default(), CovariateStats::default());
+    let mut n = 0;
+    while n < max {
+        a = a.merge(correlated(rng, step, rho, 0.0)).unwrap();
+        b = b.merge(correlated(rng, step, rho, effect)).unwrap();
+        n += step;
+        let cs = cuped_confidence_sequence(a, b, 0.05, tuning).unwrap();
+        if !cs.contains(0.0) {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// A/A experiments looked at every 50 units per arm from the 50th: the asymptotic sequence
+/// with CUPED stays at or below α like the unadjusted one (400 experiments; the binomial
+/// standard error at 5 % is 1.1 %).
+#[test]
+fn the_cuped_sequence_holds_alpha_under_peeking() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let false_positives = (0..400)
+        .filter(|_| first_exclusion(&mut rng, 0.8, 0.0, 50, 4_000, 8_000.0).is_some())
+        .count();
+    assert!(false_positives <= 20 + 13, "{false_positives} / 400");
+}
+
+/// Time to decision falls with the covariate's correlation: with ρ = 0.8 the sequence needs
+/// about 1 − ρ² = 36 % of the units an uncorrelated covariate needs, measured over 100
+/// experiments each (effect 0.1 standard deviations, a look every 10 units per arm), each
+/// sequence tuned near the sample it stops at, as `confidence_sequence` recommends
+/// (measured: 0.31 to 0.38 over four tunings; with one far-off tuning of 80,000 for both,
+/// 0.54 to 0.58).
+#[test]
+fn cuped_decides_sooner() {
+    let mut rng = StdRng::seed_from_u64(14);
+    let mut mean_units = |rho: f64, tuning: f64| {
+        let total: u32 = (0..100)
+            .map(|_| first_exclusion(&mut rng, rho, 0.1, 10, 40_000, tuning).expect("decides"))
+            .sum();
+        f64::from(total) / 100.0
+    };
+    let (plain, adjusted) = (mean_units(0.0, 8_000.0), mean_units(0.8, 3_000.0));
+    let ratio = adjusted / plain;
+    assert!(
+        (0.25..0.45).contains(&ratio),
+        "units to decision: {adjusted} with rho 0.8, {plain} without ({ratio})"
+    );
+}
+
+#[test]
+fn the_cuped_sequence_is_the_sequential_formula_on_the_adjusted_estimate() {
+    let mut rng = StdRng::seed_from_u64(15);
+    let (a, b) = (
+        correlated(&mut rng, 3_000, 0.6, 0.0),
+        correlated(&mut rng, 3_000, 0.6, 0.05),
+    );
+    let (alpha, tuning) = (0.05_f64, 10_000.0_f64);
+    let c = cuped_compare(a, b, 0.95).unwrap();
+    let cs = cuped_confidence_sequence(a, b, alpha, tuning).unwrap();
+    // Waudby-Smith et al. (2023), eq. for the asymptotic CS, written out independently.
+    let n = 6_000.0_f64;
+    let l = -2.0 * alpha.ln();
+    let rho2 = (l + (l + 1.0).ln()) / tuning;
+    let half = (c.standard_error.powi(2) * n * 2.0 * (n * rho2 + 1.0) / (n * n * rho2)
+        * ((n * rho2 + 1.0).sqrt() / alpha).ln())
+    .sqrt();
+    assert!(((cs.lower + cs.upper) / 2.0 - c.difference).abs() < 1e-12);
+    assert!((cs.width() / 2.0 - half).abs() < 1e-12 * half);
+    assert!(matches!(
+        cuped_confidence_sequence(a, b, 0.05, 0.5),
+        Err(BayesError::InvalidParameter { .. })
     ));
 }
