@@ -245,7 +245,8 @@ impl ExperimentState {
     /// [lead](ExperimentEvaluation::lead) challenger's. Each challenger is judged at the
     /// rule's own error rate, so with `k` challengers the chance that some A/A challenger is
     /// declared a winner is up to `k` times that rate: build the rule with `α / k` (or
-    /// thresholds tightened to match) to keep the family-wise rate at `α`.
+    /// thresholds tightened to match) to keep the family-wise rate at `α`. The
+    /// `bayes_ab_evaluations_total` counter counts one evaluation per challenger.
     ///
     /// # Errors
     /// [`BayesError::InvalidWeights`] when an arm with zero weight has recorded units (the SRM
