@@ -247,7 +247,8 @@ impl SimAudit {
         &self.faults
     }
 
-    /// Committed entries not yet in the log.
+    /// Entries in the store's queue: committed and not yet taken off by a writer (after a
+    /// death right after a write, some of them are in the log already).
     #[must_use]
     pub fn backlog(&self) -> usize {
         self.queue.len()
