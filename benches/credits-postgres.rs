@@ -9,7 +9,9 @@
 //! Workloads (8 connections, 10,000 tenants with one lot each, consumes of 1 unit, a fresh
 //! idempotency key per request):
 //! * `single`: 8 tasks, one request per SQL transaction, uniform tenants;
-//! * `single+audit`: the same with an audit entry sealed per journal entry;
+//! * `single+audit`: the same with an audit entry sealed per journal entry and the audit
+//!   sequencer integrating them meanwhile; `group-commit+audit` likewise; each with the
+//!   integration lag (commit → log index, p50/p99);
 //! * `group-commit`: 512 concurrent callers through group commit (`PgLedgerStore::with_group_commit`, 8 workers);
 //! * `apply_group`: 8 tasks, each sending groups of 100 requests;
 //! * `hot/single`, `hot/group-commit`: the same on one tenant;
@@ -411,6 +413,81 @@ END;\n";
     tps
 }
 
+/// Integration lag: how long committed audit entries wait before the sequencer gives them
+/// a log index. Every 50 ms the monitor notes the newest queued id; the sample ends when
+/// every entry up to it has left the queue (polled every 10 ms), so each figure is an
+/// upper bound of the lag of the entries committed by then.
+struct Lag {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Histogram<u64>>,
+}
+
+impl Lag {
+    async fn start(url: &str, schema: &str, clock: Arc<SystemClock>) -> Lag {
+        let (client, conn) = tokio_postgres::connect(url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(conn);
+        let query = format!("SELECT min(id), max(id) FROM {schema}.audit_pending");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut waiting: std::collections::VecDeque<(metered_clock::Tick, i64)> =
+                std::collections::VecDeque::new();
+            let mut last_note = clock.monotonic();
+            while !stopped.load(Ordering::Relaxed) || !waiting.is_empty() {
+                let row = client
+                    .query_one(&query, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let (min, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+                let now = clock.monotonic();
+                while let Some(&(at, upto)) = waiting.front() {
+                    if min.is_some_and(|m| m <= upto) {
+                        break;
+                    }
+                    let us = now.saturating_duration_since(at).as_micros();
+                    hist.saturating_record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
+                    waiting.pop_front();
+                }
+                if !stopped.load(Ordering::Relaxed)
+                    && now.saturating_duration_since(last_note) >= Duration::from_millis(50)
+                {
+                    last_note = now;
+                    if let Some(upto) = max {
+                        waiting.push_back((now, upto));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            hist
+        });
+        Lag { stop, task }
+    }
+
+    async fn stop(self) -> LagReport {
+        self.stop.store(true, Ordering::Relaxed);
+        LagReport(self.task.await.unwrap_or_else(|e| panic!("{e}")))
+    }
+}
+
+struct LagReport(Histogram<u64>);
+
+impl LagReport {
+    fn print(&self, name: &str) {
+        let ms = |q: f64| self.0.value_at_quantile(q) as f64 / 1_000.0;
+        println!(
+            "credits-postgres/{name:<28} samples {:>5}  p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
+            self.0.len(),
+            ms(0.5),
+            ms(0.99),
+            self.0.max() as f64 / 1_000.0
+        );
+    }
+}
+
 async fn run(url: String) {
     let secs = std::env::var("BENCH_SECS")
         .ok()
@@ -515,15 +592,38 @@ async fn run(url: String) {
         peak.ops
     );
     if want("audit") {
+        // As users run it: the ledger seals and queues in each transaction, and the
+        // sequencer integrates the queue into the Merkle log meanwhile.
         let audited = b.store(true).await;
+        // The service's writer settings.
+        let config = audit_chain::WriterConfig::builder("bench.invalid/audit")
+            .buffer_max(65_536)
+            .batch_max(1_024)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let leader = audited
+            .audit_sequencer(config, b.clock.clone(), None)
+            .try_lead()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("another sequencer leads the bench schema"));
         let before = b.size().await;
-        let audit = single(&b, audited, false).await;
+        let lag = Lag::start(&b.url, &b.schema, b.clock.clone()).await;
+        let audit = single(&b, audited.clone(), false).await;
         let grown_audit = b.size().await - before;
         audit.print("single+audit");
+        lag.stop().await.print("single+audit/integration-lag");
         println!(
             "credits-postgres/bytes-per-op+audit {:>9.0} B/op",
             grown_audit as f64 / audit.ops as f64
         );
+        let lag = Lag::start(&b.url, &b.schema, b.clock.clone()).await;
+        group_commit(&b, &audited, false)
+            .await
+            .print("group-commit+audit");
+        lag.stop().await.print("group-commit+audit/integration-lag");
+        let cp = leader.resign().await.unwrap_or_else(|e| panic!("{e}"));
+        println!("credits-postgres/audit-log-size    {:>9} entries", cp.size);
     }
     if want("half") {
         let store = store.clone();

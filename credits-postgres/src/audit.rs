@@ -150,11 +150,27 @@ impl Columns {
 
 impl PgAuditSink {
     async fn try_append(&self, records: &[LogRecord]) -> Result<Result<(), AuditError>, PgError> {
+        let cols = Columns::of(records.iter().map(|r| &r.entry))?;
+        let index: Vec<i64> = records
+            .iter()
+            .map(|r| i(r.index, "log index"))
+            .collect::<Result<_, _>>()?;
         let conn = TxConn::new(self.db.get().await?);
         let c = conn.client();
-        c.batch_execute("BEGIN").await?;
-        c.batch_execute(APPEND_LOCK).await?;
-        let size: i64 = c.query_one(LOG_SIZE, &[]).await?.get(0);
+        // Round trip 1: the transaction and the append lock.
+        c.batch_execute(&format!("BEGIN; {APPEND_LOCK}")).await?;
+        // Round trip 2 (pipelined): the log's size, and which entries are stored already
+        // (queued ones are: only their index is written; their bytes are not sent again).
+        let keys: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&cols.stream, &cols.seq];
+        let size = c.query_one(LOG_SIZE, &[]);
+        let stored = c.query(
+            "SELECT a.stream, a.stream_seq, a.entry_hash FROM audit_log a \
+             JOIN unnest($1::text[], $2::bigint[]) AS u (stream, stream_seq) \
+               USING (stream, stream_seq)",
+            &keys,
+        );
+        let (size, stored) = futures::future::try_join(size, stored).await?;
+        let size: i64 = size.get(0);
         for (k, r) in records.iter().enumerate() {
             let want = u64::try_from(size).unwrap_or(0) + k as u64;
             if r.index != want {
@@ -165,48 +181,62 @@ impl PgAuditSink {
                 }));
             }
         }
-        let cols = Columns::of(records.iter().map(|r| &r.entry))?;
-        let index: Vec<i64> = records
+        let mut known: std::collections::HashMap<(String, i64), Vec<u8>> = stored
             .iter()
-            .map(|r| i(r.index, "log index"))
-            .collect::<Result<_, _>>()?;
-        c.execute(
-            "INSERT INTO audit_log (stream, stream_seq, at, entry_hash, record) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], \
-                                  $5::bytea[]) \
-             ON CONFLICT (stream, stream_seq) DO NOTHING",
-            &[&cols.stream, &cols.seq, &cols.at, &cols.hash, &cols.bytes],
-        )
-        .await?;
-        // Only entries stored with the same hash get an index: a different entry under the
-        // same (stream, seq) fails the append.
-        let indexed = c
-            .execute(
-                "INSERT INTO audit_index (log_index, stream, stream_seq) \
-                 SELECT u.log_index, u.stream, u.stream_seq \
-                 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[]) \
-                      AS u (log_index, stream, stream_seq, entry_hash) \
-                 JOIN audit_log a USING (stream, stream_seq) \
-                 WHERE a.entry_hash = u.entry_hash",
-                &[&index, &cols.stream, &cols.seq, &cols.hash],
-            )
-            .await?;
-        if indexed != records.len() as u64 {
-            conn.rollback().await;
-            return Ok(Err(corrupt(format!(
-                "{} of {} entries differ from the entry stored under their stream and \
-                 sequence number",
-                records.len() as u64 - indexed,
-                records.len()
-            ))));
+            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+            .collect();
+        let mut missing = Vec::new();
+        for (k, r) in records.iter().enumerate() {
+            match known.remove(&(cols.stream[k].clone(), cols.seq[k])) {
+                None => missing.push(k),
+                // A different entry under the same stream and sequence number.
+                Some(hash) if hash != r.entry.entry_hash() => {
+                    conn.rollback().await;
+                    return Ok(Err(corrupt(format!(
+                        "record {} ({} #{}) differs from the entry stored under its stream \
+                         and sequence number",
+                        r.index,
+                        r.entry.stream(),
+                        r.entry.seq()
+                    ))));
+                }
+                Some(_) => {}
+            }
         }
-        c.execute(
-            "DELETE FROM audit_pending p USING unnest($1::text[], $2::bigint[]) AS u (stream, stream_seq) \
+        // Round trip 3 (pipelined): the entries not stored yet, every index, the queue, and
+        // COMMIT.
+        let pick = |v: &Vec<Vec<u8>>| missing.iter().map(|&k| v[k].clone()).collect::<Vec<_>>();
+        let new_stream: Vec<&str> = missing.iter().map(|&k| cols.stream[k].as_str()).collect();
+        let new_seq: Vec<i64> = missing.iter().map(|&k| cols.seq[k]).collect();
+        let new_at: Vec<i64> = missing.iter().map(|&k| cols.at[k]).collect();
+        let (new_hash, new_bytes) = (pick(&cols.hash), pick(&cols.bytes));
+        let insert_log = async {
+            if missing.is_empty() {
+                return Ok(0);
+            }
+            c.execute(
+                "INSERT INTO audit_log (stream, stream_seq, at, entry_hash, record) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], \
+                                      $5::bytea[])",
+                &[&new_stream, &new_seq, &new_at, &new_hash, &new_bytes],
+            )
+            .await
+        };
+        let indexed: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&index, &cols.stream, &cols.seq];
+        let insert_index = c.execute(
+            "INSERT INTO audit_index (log_index, stream, stream_seq) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])",
+            &indexed,
+        );
+        let dequeue = c.execute(
+            "DELETE FROM audit_pending p \
+             USING unnest($1::text[], $2::bigint[]) AS u (stream, stream_seq) \
              WHERE p.stream = u.stream AND p.stream_seq = u.stream_seq",
-            &[&cols.stream, &cols.seq],
-        )
-        .await?;
-        c.batch_execute("COMMIT").await?;
+            &keys,
+        );
+        let commit = async { c.batch_execute("COMMIT").await.map(|()| 0) };
+        futures::future::try_join4(insert_log, insert_index, dequeue, commit).await?;
         conn.finish();
         Ok(Ok(()))
     }

@@ -97,12 +97,13 @@ pub(crate) const INSERT_RECORDS: &str = "INSERT INTO idempotency_keys (tenant, k
 
 /// Sealed audit entries of new journal entries, queued for the sequencer in the same
 /// statement (so in the change's transaction). Fails (SQLSTATE CA001, rolling the change
-/// back) while the queue is at its limit ($7).
+/// back) while the queue is at its limit ($7); the check is an uncorrelated subquery, run
+/// once per statement, not per row.
 pub(crate) const INSERT_AUDIT: &str = "WITH sealed AS ( \
        INSERT INTO audit_log (stream, stream_seq, journal_seq, at, entry_hash, record) \
        SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], \
                             $5::bytea[], $6::bytea[]) \
-       WHERE audit_backlog_check($7) \
+       WHERE (SELECT audit_backlog_check($7)) \
        RETURNING stream, stream_seq) \
      INSERT INTO audit_pending (stream, stream_seq) \
      SELECT stream, stream_seq FROM sealed ORDER BY stream, stream_seq";

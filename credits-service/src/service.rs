@@ -150,8 +150,11 @@ impl ServiceBuilder {
                 reason: e.to_string(),
             }
         })?));
+        // Batches of up to 1,024 entries: one sink transaction (PostgreSQL) or one fsync
+        // (file) carries more entries when the log is busy.
         let writer_config = WriterConfig::builder(config.audit_origin.as_str())
             .buffer_max(65_536)
+            .batch_max(1_024)
             .build()
             .map_err(|e| ServiceError::Config {
                 var: "CREDITS_AUDIT_ORIGIN".to_owned(),
