@@ -61,7 +61,9 @@ impl StreamChain {
         StreamChain {
             stream: stream.into(),
             head,
-            scratch: Vec::new(),
+            // One entry's canonical body is a few hundred bytes: one allocation, not a
+            // series of doublings, for a chain resumed to seal one change.
+            scratch: Vec::with_capacity(512),
         }
     }
 

@@ -10,6 +10,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,9 +74,14 @@ pub trait AuditQueue: Send + Sync + fmt::Debug {
 /// ```
 #[derive(Debug)]
 pub struct MemoryAuditQueue {
-    entries: Mutex<VecDeque<SealedEntry>>,
+    // Shared, so `peek` holds the lock only to copy pointers (deep copies happen outside it,
+    // on the reader's thread, while stores keep pushing).
+    entries: Mutex<VecDeque<Arc<SealedEntry>>>,
     capacity: usize,
     notify: Notify,
+    /// Set while a reader waits in `changed` with the queue empty: only then does a push
+    /// wake it (a wake-up per push would cost the pushing thread a system call).
+    waiting: AtomicBool,
 }
 
 impl MemoryAuditQueue {
@@ -85,6 +92,7 @@ impl MemoryAuditQueue {
             entries: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             notify: Notify::new(),
+            waiting: AtomicBool::new(false),
         }
     }
 
@@ -121,10 +129,10 @@ impl MemoryAuditQueue {
                     capacity: self.capacity,
                 });
             }
-            queued.extend(entries);
+            queued.extend(entries.into_iter().map(Arc::new));
             metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
         }
-        self.notify.notify_one();
+        self.wake();
         Ok(())
     }
 
@@ -135,12 +143,20 @@ impl MemoryAuditQueue {
         if entries.is_empty() {
             return;
         }
+        let entries: Vec<Arc<SealedEntry>> = entries.into_iter().map(Arc::new).collect();
         {
             let mut queued = self.entries.lock();
             queued.extend(entries);
             metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
         }
-        self.notify.notify_one();
+        self.wake();
+    }
+
+    /// Wakes a reader waiting in `changed`, if one is.
+    fn wake(&self) {
+        if self.waiting.swap(false, Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
     }
 
     /// Whether the backlog is below the capacity (a store refuses changes when it is not).
@@ -168,7 +184,9 @@ impl MemoryAuditQueue {
 #[async_trait]
 impl AuditQueue for MemoryAuditQueue {
     async fn peek(&self, limit: usize) -> Result<Vec<SealedEntry>, AuditError> {
-        Ok(self.entries.lock().iter().take(limit).cloned().collect())
+        let shared: Vec<Arc<SealedEntry>> =
+            self.entries.lock().iter().take(limit).cloned().collect();
+        Ok(shared.iter().map(|e| SealedEntry::clone(e)).collect())
     }
 
     async fn remove(&self, keys: &[EntryKey]) -> Result<(), AuditError> {
@@ -198,7 +216,17 @@ impl AuditQueue for MemoryAuditQueue {
         Ok(self.len() as u64)
     }
 
+    /// Returns at once while entries are queued; otherwise when the next push arrives.
     async fn changed(&self) {
-        self.notify.notified().await;
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a push after the check is not missed.
+        notified.as_mut().enable();
+        self.waiting.store(true, Ordering::SeqCst);
+        if !self.entries.lock().is_empty() {
+            self.waiting.store(false, Ordering::SeqCst);
+            return;
+        }
+        notified.await;
     }
 }
