@@ -94,14 +94,15 @@ fn record(row: &Row) -> Result<TxRecord, PgError> {
 const SELECT: &str = "SELECT id, deadline, phase, branches::text FROM distributed_transactions";
 
 impl PgTxLog {
-    /// `recover_stalled_transactions()`: the number of undecided transactions past their
-    /// deadline that the database decided to abort.
-    async fn recover_stalled(&self) -> Result<u64, PgError> {
+    /// `recover_stalled_transactions(now)`: the number of undecided transactions past their
+    /// deadline (by the caller's clock, which set them) that the database decided to abort.
+    async fn recover_stalled(&self, now: Timestamp) -> Result<u64, PgError> {
+        let now = codec::i(now.as_unix_millis(), "time")?;
         let rows = self
             .query(
                 "recover_stalled",
-                "SELECT recover_stalled_transactions()",
-                &[],
+                "SELECT recover_stalled_transactions($1::bigint)",
+                &[&now],
             )
             .await?;
         rows.first()
@@ -302,10 +303,10 @@ impl TxLog for PgTxLog {
         Ok(rows.iter().map(record).collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// Runs `recover_stalled_transactions()` (the database decides to abort every undecided
-    /// transaction past its deadline, by its own clock); the coordinator then tells the
-    /// participants.
-    async fn maintain(&self, _now: Timestamp) -> Result<u64, LedgerError> {
-        Ok(self.recover_stalled().await?)
+    /// Runs `recover_stalled_transactions(now)` (the database decides to abort every
+    /// undecided transaction past its deadline by `now`, the clock that set the deadlines);
+    /// the coordinator then tells the participants.
+    async fn maintain(&self, now: Timestamp) -> Result<u64, LedgerError> {
+        Ok(self.recover_stalled(now).await?)
     }
 }

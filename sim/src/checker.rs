@@ -460,8 +460,10 @@ impl Sim {
         }
     }
 
-    /// PostgreSQL seals its own audit entries in the same SQL transaction as each change:
-    /// per tenant they verify as a chain and match the journal one to one.
+    /// PostgreSQL seals its audit entries in the same SQL transaction as each change (with
+    /// the one mapping): per tenant they verify as a chain and match the journal one to
+    /// one; then the production sequencer integrates them all into the Merkle log, which
+    /// verifies against its checkpoint.
     async fn check_pg_audit(&mut self) -> Result<(), Violation> {
         let mut total = 0;
         for (t, _) in self.model.tenants.clone() {
@@ -475,6 +477,15 @@ impl Sim {
                         what,
                     })?;
             }
+        }
+        if let Some(pg) = &self.env.pg {
+            let clock: Arc<dyn metered_clock::Clock> = Arc::new(self.env.clock.clone());
+            pg.check_log(clock, total)
+                .await
+                .map_err(|what| Violation::Audit {
+                    at: self.at(),
+                    what,
+                })?;
         }
         self.report.audit_records = total;
         Ok(())

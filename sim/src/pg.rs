@@ -115,13 +115,12 @@ impl PgRun {
                 sealed.len()
             ));
         }
+        let stream = credits_core::audit::stream_name(tenant);
         for (j, a) in journal.iter().zip(&sealed) {
-            let e = a.entry();
+            // The one mapping every backend seals with.
             if a.seq() + 1 != j.seq.get()
-                || e.action != j.kind.as_str()
-                || e.amount != Some(j.amount.units())
-                || e.timestamp != j.at
-                || e.transaction_id.as_deref() != j.key.as_ref().map(|k| k.as_str())
+                || a.stream() != stream
+                || a.entry() != &credits_core::audit::audit_entry(&stream, j)
             {
                 return Err(format!(
                     "{tenant}: audit entry {} does not match journal entry {}",
@@ -142,6 +141,61 @@ impl PgRun {
             ));
         }
         Ok(records.len() as u64)
+    }
+
+    /// The production sequencer integrates the database's queue: it leads the log, flushes
+    /// (a checkpoint covering every committed entry) and resigns; the log then verifies
+    /// against that checkpoint, holds `expected` entries and nothing is left queued.
+    pub(crate) async fn check_log(
+        &self,
+        clock: Arc<dyn Clock>,
+        expected: u64,
+    ) -> Result<(), String> {
+        let config = audit_chain::WriterConfig::builder("sim.metered.invalid/pg-audit")
+            .build()
+            .map_err(|e| e.to_string())?;
+        let leader = self
+            .store
+            .audit_sequencer(config, clock, None)
+            .try_lead()
+            .await
+            .map_err(|e| format!("leading the audit log: {e}"))?
+            .ok_or("another sequencer leads the simulation's schema")?;
+        let checkpoint = leader
+            .writer()
+            .flush()
+            .await
+            .map_err(|e| format!("integrating the audit queue: {e}"))?;
+        leader
+            .resign()
+            .await
+            .map_err(|e| format!("resigning the audit log: {e}"))?;
+        let sink = self.store.audit_sink();
+        let report = audit_chain::verify_sink(&sink, &self.keyring, Some(&checkpoint))
+            .await
+            .map_err(|e| format!("reading the audit log: {e}"))?;
+        if let Some(f) = report.failure {
+            return Err(format!("the PostgreSQL audit log does not verify: {f}"));
+        }
+        if checkpoint.size != expected {
+            return Err(format!(
+                "the PostgreSQL audit log holds {} entries, the journals {expected}",
+                checkpoint.size
+            ));
+        }
+        let pending: i64 = self
+            .admin
+            .query_one(
+                &format!("SELECT count(*) FROM {}.audit_pending", self.schema),
+                &[],
+            )
+            .await
+            .map_err(|e| format!("counting the audit queue: {e}"))?
+            .get(0);
+        if pending != 0 {
+            return Err(format!("{pending} audit entries left queued after a flush"));
+        }
+        Ok(())
     }
 
     /// Drops the schema.

@@ -56,6 +56,22 @@ BEGIN
 END
 $$;
 
+-- recover_stalled_transactions() by the caller's clock (ms since the epoch): the clock that
+-- set the deadlines decides when they pass (PgTxLog::maintain passes its `now`).
+CREATE FUNCTION recover_stalled_transactions(now_ms bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    decided bigint;
+BEGIN
+    UPDATE distributed_transactions
+       SET phase = 'aborting', updated_at = clock_timestamp()
+     WHERE phase IN ('active', 'prepared')
+       AND deadline < now_ms;
+    GET DIAGNOSTICS decided = ROW_COUNT;
+    RETURN decided;
+END
+$$;
+
 CREATE TRIGGER audit_index_append_only
     BEFORE UPDATE OR DELETE ON audit_index
     FOR EACH ROW EXECUTE FUNCTION audit_log_reject_change();
@@ -88,6 +104,7 @@ GRANT SELECT, INSERT ON journal_entries, audit_log, audit_index, audit_checkpoin
     TO credits_app;
 GRANT SELECT, INSERT, DELETE ON audit_pending TO credits_app;
 GRANT SELECT ON schema_migrations TO credits_app;
-GRANT EXECUTE ON FUNCTION recover_stalled_transactions(), cleanup_old_transactions(integer),
+GRANT EXECUTE ON FUNCTION recover_stalled_transactions(), recover_stalled_transactions(bigint),
+    cleanup_old_transactions(integer),
     cleanup_idempotency_keys(integer), audit_backlog_check(bigint)
     TO credits_app;
