@@ -236,7 +236,7 @@ fn ten_arms_five_metrics(c: &mut Criterion) {
             for arms in black_box(&metrics) {
                 for &challenger in &arms[1..] {
                     let summary = compare(arms[0], challenger, &config);
-                    black_box(summary);
+                    let _ = black_box(summary);
                     family.push(Hypothesis::from_posteriors(arms[0], challenger));
                 }
             }
