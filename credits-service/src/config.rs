@@ -46,6 +46,18 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "how long in-flight requests may finish at shutdown (default 25000)",
     ),
     (
+        "CREDITS_HEADER_READ_TIMEOUT_MS",
+        "how long a client may take to send a request's headers (default 10000)",
+    ),
+    (
+        "CREDITS_IDLE_TIMEOUT_MS",
+        "how long a keep-alive connection may wait for its next request (default 60000)",
+    ),
+    (
+        "CREDITS_CONNECTIONS_MAX",
+        "most connections served at once; more wait to be accepted (default 1024)",
+    ),
+    (
         "CREDITS_RATE_LIMIT_PER_SECOND",
         "requests per second per tenant (default 1000)",
     ),
@@ -203,6 +215,16 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's headers: from the connection's
+    /// acceptance for its first request, from the first byte for later ones. The connection
+    /// is closed beyond it.
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait, with no request in flight, for the first
+    /// byte of its next request before it is closed.
+    pub idle_timeout: Duration,
+    /// Most connections served at once. Further connections wait in the listen backlog
+    /// until one closes.
+    pub connections_max: usize,
     /// Per-tenant rate limit.
     pub rate_limit: RateLimitSettings,
     /// Breaker around the store.
@@ -240,6 +262,9 @@ impl Default for Config {
             body_limit_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(25),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            connections_max: 1_024,
             rate_limit: RateLimitSettings {
                 per_second: 1_000,
                 burst: 1_000,
@@ -354,6 +379,11 @@ impl Config {
                 }
                 "CREDITS_REQUEST_TIMEOUT_MS" => c.request_timeout = parse_ms(k, v, 1, 120_000)?,
                 "CREDITS_SHUTDOWN_GRACE_MS" => c.shutdown_grace = parse_ms(k, v, 0, 600_000)?,
+                "CREDITS_HEADER_READ_TIMEOUT_MS" => {
+                    c.header_read_timeout = parse_ms(k, v, 10, 600_000)?;
+                }
+                "CREDITS_IDLE_TIMEOUT_MS" => c.idle_timeout = parse_ms(k, v, 10, 3_600_000)?,
+                "CREDITS_CONNECTIONS_MAX" => c.connections_max = parse_num(k, v, 1, 1_000_000)?,
                 "CREDITS_RATE_LIMIT_PER_SECOND" => {
                     c.rate_limit.per_second = parse_num(k, v, 1, 10_000_000)?;
                 }

@@ -27,7 +27,10 @@
 //! * **Experiments** ([`bayes_ab`]) and **rollouts** ([`canary`]), whose trails go to the
 //!   same audit log.
 //! * **Resilience** ([`resilience`]): a circuit breaker around the store, a per-tenant rate
-//!   limiter (429 with `Retry-After`), request time limits and body size limits.
+//!   limiter (429 with `Retry-After`), request time limits and body size limits, and
+//!   connection limits (a header-read timeout, an idle keep-alive timeout and a cap on
+//!   concurrent connections: [`Config::header_read_timeout`], [`Config::idle_timeout`],
+//!   [`Config::connections_max`]).
 //! * **Operations**: `/health`, `/ready`, `/metrics` (Prometheus), `/circuit-breaker/stats`,
 //!   `POST /circuit-breaker/reset`; structured `tracing` logs; graceful shutdown.
 //!
@@ -52,6 +55,7 @@ mod error;
 mod json;
 mod registry;
 mod routes;
+mod server;
 mod service;
 mod state;
 

@@ -35,8 +35,10 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use crate::auth::Authenticator;
 use crate::config::{Config, LogFormat, decode_hex};
 use crate::error::{ApiError, ServiceError};
-use crate::registry::{Experiments, Rollouts};
+use crate::json::body_too_large;
+use crate::registry::{Experiments, GrantKeys, Rollouts, grants::GRANT_KEYS_MAX};
 use crate::routes::{audit, credits, experiments, ops, rollouts};
+use crate::server::{self, ConnectionLimits};
 use crate::state::{AppState, AuditState, Backend};
 
 /// How often a replica that does not lead the audit log tries to, and a leader checks its
@@ -341,9 +343,11 @@ impl ServiceBuilder {
             },
             experiments: Experiments::in_memory(),
             rollouts: Rollouts::new(trail),
+            grant_keys: GrantKeys::new(GRANT_KEYS_MAX),
             metrics,
             clock,
             request_timeout: config.request_timeout,
+            body_limit_bytes: config.body_limit_bytes,
         });
         if config.admin_token.is_none() {
             tracing::warn!("CREDITS_ADMIN_TOKEN is not set: operator endpoints refuse everyone");
@@ -450,16 +454,12 @@ impl Service {
             .map_err(|source| ServiceError::Bind { addr, source })?;
         let app = router(Arc::clone(&state), self.config.body_limit_bytes);
         let (tx, rx) = oneshot::channel::<()>();
-        let serve = axum::serve(
-            axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            app,
-        )
-        .with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
-        let server = tokio::spawn(async move { serve.await });
+        let limits = ConnectionLimits {
+            header_read_timeout: self.config.header_read_timeout,
+            idle_timeout: self.config.idle_timeout,
+            connections_max: self.config.connections_max,
+        };
+        let server = tokio::spawn(server::serve(listener, app, limits, rx));
         let background = vec![
             tokio::spawn(sweeper(Arc::clone(&state), self.config.sweep_interval)),
             tokio::spawn(upkeep(state.metrics.clone())),
@@ -612,6 +612,7 @@ fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .merge(audit::router())
         .merge(experiments::router())
         .merge(rollouts::router())
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), gate))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), track))
         .merge(ops::router())
         .fallback(not_found)
@@ -679,4 +680,23 @@ async fn track(
         tracing::debug!(%method, route, status, latency_us, "request");
     }
     response
+}
+
+/// Refuses what can be refused before the body is read: a declared `Content-Length` over the
+/// body limit (413 `body_too_large` at once, not after waiting for the body) and a missing,
+/// malformed or unknown bearer token (401), so that an unauthenticated request never has its
+/// body read or parsed. Which caller may do what is each handler's decision.
+async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > state.body_limit_bytes as u64) {
+        return body_too_large().into_response();
+    }
+    if let Err(e) = state.auth.caller(request.headers()) {
+        return e.into_response();
+    }
+    next.run(request).await
 }

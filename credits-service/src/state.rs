@@ -15,7 +15,7 @@ use resilience::{CallError, CallOutcome, CircuitBreaker, KeyedRateLimiter};
 
 use crate::auth::{Authenticator, Caller};
 use crate::error::ApiError;
-use crate::registry::{Experiments, Rollouts};
+use crate::registry::{Experiments, GrantKeys, Rollouts};
 
 /// Which ledger backend is in use.
 #[derive(Clone, Debug)]
@@ -120,9 +120,13 @@ pub(crate) struct AppState {
     pub(crate) audit: AuditState,
     pub(crate) experiments: Experiments,
     pub(crate) rollouts: Rollouts,
+    /// The metadata digest each grant key was first used with.
+    pub(crate) grant_keys: GrantKeys,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) request_timeout: Duration,
+    /// Largest request body in bytes.
+    pub(crate) body_limit_bytes: usize,
 }
 
 fn classify<T>(result: &Result<T, LedgerError>) -> CallOutcome {

@@ -1,9 +1,11 @@
-//! Domain state the handlers share: the experiment and rollout registries. They hold
+//! Domain state the handlers share: the experiment and rollout registries and the grant keys' metadata digests. They hold
 //! state and its limits; the HTTP shapes stay in [`routes`](crate::routes), which depend on
 //! these modules and never the other way round.
 
 pub(crate) mod experiments;
+pub(crate) mod grants;
 pub(crate) mod rollouts;
 
 pub(crate) use experiments::{Experiments, Spec};
+pub(crate) use grants::GrantKeys;
 pub(crate) use rollouts::Rollouts;

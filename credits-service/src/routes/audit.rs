@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use audit_chain::{Checkpoint, Hash, verify_range, verify_sink};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::json::ApiJson;
+use crate::json::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 /// Most entries one verification request may cover.
@@ -217,14 +217,13 @@ struct ProofDto {
 async fn proof(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(index): Path<String>,
-    query: Result<Query<ProofQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(index): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ProofQuery>,
 ) -> Result<Json<ProofDto>, ApiError> {
     state.auth.admin(&headers)?;
     let index: u64 = index
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_index", "an entry index is a whole number"))?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let log_size = state.audit.sink.size().await?;
     let size = q.size.unwrap_or(log_size);
     if index >= size || size > log_size {

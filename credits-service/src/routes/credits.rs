@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use audit_chain::MaskingPolicy;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -20,7 +20,7 @@ use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::json::ApiJson;
+use crate::json::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 /// The header carrying a mutation's idempotency key.
@@ -196,7 +196,7 @@ async fn create_tenant(
 
 async fn balance(
     State(state): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Json<BalanceDto>, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant)?;
@@ -218,7 +218,7 @@ struct Grant {
 
 async fn grant(
     State(state): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Grant>,
 ) -> Result<Json<OutcomeDto>, ApiError> {
@@ -243,12 +243,19 @@ async fn grant(
     if let Some(ms) = body.expires_at_ms {
         options = options.expires_at(Timestamp::from_unix_millis(ms));
     }
+    // The ledger compares amount, expiry and priority under the key; the metadata is
+    // compared here, before anything is applied.
+    state.grant_keys.claim(&tenant, &key, &body.metadata)?;
     let o = state
         .guarded(state.ledger.grant(&tenant, key.clone(), amount, options))
         .await?;
     let mut metadata = body.metadata;
     MaskingPolicy::standard().apply(&mut metadata);
-    tracing::info!(%tenant, key = %key, amount = amount.units(), ?metadata, "credits granted");
+    if state.grant_keys.first_answer(&tenant, &key) {
+        tracing::info!(%tenant, key = %key, amount = amount.units(), ?metadata, "credits granted");
+    } else {
+        tracing::info!(%tenant, key = %key, amount = amount.units(), "grant replayed: nothing applied");
+    }
     Ok(outcome(o))
 }
 
@@ -260,7 +267,7 @@ struct Consume {
 
 async fn consume(
     State(state): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Consume>,
 ) -> Result<Json<OutcomeDto>, ApiError> {
@@ -282,7 +289,7 @@ struct Reserve {
 
 async fn reserve(
     State(state): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Reserve>,
 ) -> Result<Json<OutcomeDto>, ApiError> {
@@ -314,7 +321,7 @@ enum HoldDto {
 
 async fn hold(
     State(state): State<Arc<AppState>>,
-    Path((tenant, hold)): Path<(String, String)>,
+    ApiPath((tenant, hold)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<HoldDto>, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant)?;
@@ -343,7 +350,7 @@ struct Commit {
 
 async fn commit(
     State(state): State<Arc<AppState>>,
-    Path((tenant, hold)): Path<(String, String)>,
+    ApiPath((tenant, hold)): ApiPath<(String, String)>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Commit>,
 ) -> Result<Json<OutcomeDto>, ApiError> {
@@ -359,7 +366,7 @@ async fn commit(
 
 async fn cancel(
     State(state): State<Arc<AppState>>,
-    Path((tenant, hold)): Path<(String, String)>,
+    ApiPath((tenant, hold)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<OutcomeDto>, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant)?;
@@ -380,7 +387,7 @@ struct Refund {
 
 async fn refund(
     State(state): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Refund>,
 ) -> Result<Json<OutcomeDto>, ApiError> {
@@ -445,12 +452,11 @@ struct HistoryDto {
 
 async fn history(
     State(state): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryDto>, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant)?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=PAGE_LEN_MAX).contains(&limit) {
         return Err(ApiError::bad_request(

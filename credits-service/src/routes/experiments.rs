@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -17,7 +17,7 @@ use credits_core::TenantId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::json::ApiJson;
+use crate::json::{ApiJson, ApiPath};
 use crate::registry::Spec;
 use crate::state::AppState;
 
@@ -88,7 +88,7 @@ struct ExperimentDto {
 
 async fn create(
     State(state): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateExperiment>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -156,7 +156,7 @@ fn arm_name(arm: usize) -> &'static str {
 /// The sticky arm of a unit: the same unit always gets the same arm.
 async fn assign(
     State(state): State<Arc<AppState>>,
-    Path((tenant, id)): Path<(String, String)>,
+    ApiPath((tenant, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Assign>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -190,7 +190,7 @@ struct RecordResult {
 /// Adds one unit's outcome to an arm (an atomic merge in the store).
 async fn record(
     State(state): State<Arc<AppState>>,
-    Path((tenant, id)): Path<(String, String)>,
+    ApiPath((tenant, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<RecordResult>,
 ) -> Result<StatusCode, ApiError> {
@@ -226,7 +226,7 @@ async fn record(
 /// check. Publishes `ab_test_probability_beat` and `ab_test_variants`.
 async fn evaluate(
     State(state): State<Arc<AppState>>,
-    Path((tenant, id)): Path<(String, String)>,
+    ApiPath((tenant, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<ExperimentEvaluation>, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant)?;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -17,7 +17,7 @@ use canary::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::json::ApiJson;
+use crate::json::{ApiJson, ApiPath};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -165,7 +165,7 @@ async fn create(
 async fn status(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<StatusDto>, ApiError> {
     state.auth.admin(&headers)?;
     let cell = state.rollouts.get(&id)?;
@@ -192,7 +192,7 @@ struct Observe {
 async fn observe(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Observe>,
 ) -> Result<Json<DecisionDto>, ApiError> {
     state.auth.admin(&headers)?;
@@ -221,24 +221,15 @@ struct CommandBody {
 async fn command(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path((id, command)): Path<(String, String)>,
+    ApiPath((id, command)): ApiPath<(String, String)>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<DecisionDto>, ApiError> {
     state.auth.admin(&headers)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the request body exceeds the configured limit",
-            )
-        } else {
-            ApiError::bad_request("bad_body", e.body_text())
-        }
-    })?;
+    let body = body.map_err(|e| crate::json::body_error(e.status(), e.body_text()))?;
     let body: CommandBody = if body.iter().all(u8::is_ascii_whitespace) {
         CommandBody::default()
     } else {
+        crate::json::require_object(&body)?;
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?
     };
