@@ -201,7 +201,7 @@ impl LedgerAudit {
 }
 
 /// A memory store's audit: how it seals, and the queue its sealed entries go to (the queue
-/// an [`AuditWriter`](audit_chain::AuditWriter) opened with
+/// an [`AuditWriter`] opened with
 /// [`open_with_queue`](audit_chain::AuditWriter::open_with_queue) integrates).
 #[derive(Clone, Debug)]
 pub struct MemoryAudit {

@@ -1,6 +1,7 @@
 //! PostgreSQL backend for the credits ledger: [`PgLedgerStore`] (a
-//! [`credits_core::LedgerStore`]), [`PgTxLog`] (the two-phase-commit log) and [`PgAuditSink`]
-//! (an [`audit_chain::AuditSink`]), with embedded migrations.
+//! [`credits_core::LedgerStore`]), [`PgTxLog`] (the two-phase-commit log) and the one audit
+//! log ([`PgAuditSink`], [`PgAuditQueue`], [`AuditSequencer`], [`PgAuditTrail`]), with
+//! embedded migrations.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -47,6 +48,11 @@
 //!   scheduler such as pg_cron.
 //! * **Pool**: deadpool-postgres (100 connections by default, recycled after 10 minutes)
 //!   behind a [`resilience::CircuitBreaker`].
+//! * **Audit**: with [`LedgerAudit`] each change's audit entries are sealed and queued in
+//!   its transaction; an [`AuditSequencer`] (one replica at a time, by advisory lock)
+//!   integrates them into the one Merkle log; past
+//!   [`PgConfigBuilder::audit_backlog_max`] changes are refused rather than left
+//!   un-audited.
 //!
 //! # What it does not do
 //!
@@ -55,13 +61,11 @@
 //!   [`PgLedgerStore::from_pool`]).
 //! * Amounts, sequence numbers and times must fit a `bigint` (≤ 9.2 × 10^18); larger values
 //!   are refused with a storage error, never wrapped.
-//! * Audit entries sealed inside ledger transactions form one hash chain per tenant; they
-//!   are not given global Merkle-log indices (see `docs/credits-postgres.md`).
+//! * Log indices are given after commit, by the sequencer: a change is in the Merkle log a
+//!   moment after it commits (see `docs/credits-postgres.md`).
 //! * Hold and lot expiry is not done in SQL: it must produce journal and audit entries
 //!   under the same Rust rules, so schedule [`Ledger::recover`](credits_core::Ledger::recover)
 //!   (or `sweep`) rather than a SQL job for it.
-//! * No [`JournalHook`](credits_core::JournalHook): it would run before `COMMIT`, which can
-//!   still fail; configure [`LedgerAudit`] to seal audit entries inside the transaction.
 //! * Standard SQL and the wire protocol only: no extensions are needed.
 //!
 //! Re-exports [`tokio_postgres`] and [`deadpool_postgres`] so you name the same versions.

@@ -559,3 +559,39 @@ async fn past_the_backlog_limit_changes_are_refused_and_nothing_changes() {
     leader.resign().await.expect("resign");
     db.drop_schema().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_as_a_schema_owner_without_createrole() {
+    let Some(db) = common::test_db("audit_nocreaterole").await else {
+        return;
+    };
+    // An owner that may create tables in its schema but not roles (a managed database's
+    // usual migration user).
+    db.admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE cp_test_owner LOGIN NOCREATEROLE; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             ALTER SCHEMA {} OWNER TO cp_test_owner",
+            db.schema
+        ))
+        .await
+        .expect("owner");
+    let url = format!("{} user=cp_test_owner", keyword_url(&db.url));
+    let config = credits_postgres::PgConfig::builder(&url)
+        .search_path(&db.schema)
+        .pool_max_size(2)
+        .build()
+        .expect("config");
+    let clock = ManualClock::new(common::START);
+    let store = PgLedgerStore::connect(config, Arc::new(clock.clone())).expect("store");
+    let report = store
+        .migrate()
+        .await
+        .expect("migrations apply without CREATEROLE");
+    assert_eq!(
+        report.version,
+        credits_postgres::MIGRATIONS.last().unwrap().version
+    );
+    drop(store);
+    db.drop_schema().await;
+}

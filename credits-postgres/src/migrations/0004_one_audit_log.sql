@@ -83,28 +83,33 @@ CREATE TRIGGER audit_index_no_truncate
 -- migrations as the schema's owner and the service as a login role that is a member of
 -- credits_app (CREATE ROLE credits_service LOGIN IN ROLE credits_app), so the application
 -- can neither rewrite the log nor drop its triggers (only an owner can).
+-- Without the CREATEROLE privilege the migration still applies, and says what to run.
 DO $$
 BEGIN
-    CREATE ROLE credits_app NOLOGIN;
-EXCEPTION WHEN duplicate_object THEN
-    NULL;
-END
-$$;
-
-DO $$
-BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'credits_app') THEN
+        BEGIN
+            CREATE ROLE credits_app NOLOGIN;
+        EXCEPTION
+            WHEN duplicate_object THEN
+                NULL;
+            WHEN insufficient_privilege THEN
+                RAISE WARNING 'role credits_app not created (this user lacks CREATEROLE): '
+                    'create it, then grant it what migration 4 of credits-postgres grants';
+                RETURN;
+        END;
+    END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO credits_app', current_schema());
+    GRANT SELECT, INSERT, UPDATE, DELETE
+        ON accounts, credit_lots, holds, refunded_entries, idempotency_keys,
+           distributed_transactions
+        TO credits_app;
+    GRANT SELECT, INSERT ON journal_entries, audit_log, audit_index, audit_checkpoints
+        TO credits_app;
+    GRANT SELECT, INSERT, DELETE ON audit_pending TO credits_app;
+    GRANT SELECT ON schema_migrations TO credits_app;
+    GRANT EXECUTE ON FUNCTION recover_stalled_transactions(),
+        recover_stalled_transactions(bigint), cleanup_old_transactions(integer),
+        cleanup_idempotency_keys(integer), audit_backlog_check(bigint)
+        TO credits_app;
 END
 $$;
-GRANT SELECT, INSERT, UPDATE, DELETE
-    ON accounts, credit_lots, holds, refunded_entries, idempotency_keys,
-       distributed_transactions
-    TO credits_app;
-GRANT SELECT, INSERT ON journal_entries, audit_log, audit_index, audit_checkpoints
-    TO credits_app;
-GRANT SELECT, INSERT, DELETE ON audit_pending TO credits_app;
-GRANT SELECT ON schema_migrations TO credits_app;
-GRANT EXECUTE ON FUNCTION recover_stalled_transactions(), recover_stalled_transactions(bigint),
-    cleanup_old_transactions(integer),
-    cleanup_idempotency_keys(integer), audit_backlog_check(bigint)
-    TO credits_app;
