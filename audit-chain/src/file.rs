@@ -21,12 +21,15 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[cfg(feature = "tokio")]
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use crate::entry::LogRecord;
-use crate::sink::{AuditSink, check_batch};
+#[cfg(feature = "tokio")]
+use crate::sink::AuditSink;
+use crate::sink::check_batch;
 use crate::verify::{ChainVerifier, Failure, IntegrityCheck, VerifyReport};
 use crate::{AuditError, Checkpoint, Keyring, LogHead};
 
@@ -674,6 +677,38 @@ impl FileSink {
         self.inner.lock().read(start, limit)
     }
 
+    /// Synchronous [`store_checkpoint`](AuditSink::store_checkpoint).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn store_checkpoint_blocking(&self, note: &str) -> Result<(), AuditError> {
+        self.inner.lock().store_checkpoint(note)
+    }
+
+    /// Synchronous [`load_checkpoint`](AuditSink::load_checkpoint).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn load_checkpoint_blocking(&self) -> Result<Option<String>, AuditError> {
+        self.inner.lock().load_checkpoint()
+    }
+
+    /// Synchronous [`store_head`](AuditSink::store_head).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn store_head_blocking(&self, head: &LogHead) -> Result<(), AuditError> {
+        self.inner.lock().replace_file(HEAD_FILE, &head.to_bytes())
+    }
+
+    /// Synchronous [`load_head`](AuditSink::load_head).
+    ///
+    /// # Errors
+    /// I/O errors, or [`AuditError::Decode`] for a damaged head file.
+    pub fn load_head_blocking(&self) -> Result<Option<LogHead>, AuditError> {
+        self.inner.lock().load_head()
+    }
+
     /// Number of records.
     #[must_use]
     pub fn len(&self) -> u64 {
@@ -928,6 +963,7 @@ impl Inner {
     }
 }
 
+#[cfg(feature = "tokio")]
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AuditError> + Send + 'static,
 ) -> Result<T, AuditError> {
@@ -936,6 +972,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| AuditError::io("file sink task", std::io::Error::other(e.to_string())))?
 }
 
+/// Each call runs the blocking file work on Tokio's blocking pool (feature `tokio`; without
+/// it use the `*_blocking` methods).
+#[cfg(feature = "tokio")]
 #[async_trait]
 impl AuditSink for FileSink {
     async fn append(&self, records: &[LogRecord]) -> Result<(), AuditError> {

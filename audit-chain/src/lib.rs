@@ -74,6 +74,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod audit_log;
 mod chain;
 mod checkpoint;
 mod entry;
@@ -83,6 +85,8 @@ mod head;
 mod hex;
 mod keyring;
 mod mask;
+#[cfg(feature = "tokio")]
+mod memory_queue;
 pub mod merkle;
 #[cfg(feature = "postgres")]
 pub mod pg;
@@ -91,6 +95,7 @@ mod sequencer;
 mod sink;
 mod trail;
 mod verify;
+#[cfg(feature = "tokio")]
 mod writer;
 
 /// The guide (`docs/audit-chain.md`): every example in it is a doc test.
@@ -98,6 +103,8 @@ mod writer;
 #[doc = include_str!("../../docs/audit-chain.md")]
 pub mod guide {}
 
+#[cfg(feature = "tokio")]
+pub use audit_log::AuditLog;
 pub use chain::{StreamChain, StreamHead};
 pub use checkpoint::{Checkpoint, NoteSigner, NoteVerifier, SignedCheckpoint};
 pub use entry::{
@@ -112,9 +119,12 @@ pub use file::{
 pub use head::LogHead;
 pub use keyring::{HmacKey, KEY_LEN_MAX, KEY_LEN_MIN, Keyring};
 pub use mask::{Mask, MaskingPolicy, MaskingPolicyBuilder, REDACTED};
-pub use queue::{AuditQueue, EntryKey, MemoryAuditQueue};
+#[cfg(feature = "tokio")]
+pub use memory_queue::MemoryAuditQueue;
+pub use queue::{AuditQueue, EntryKey};
 pub use sequencer::{Admission, SequencedBatch, Sequencer, checkpoint_due};
 pub use sink::{AuditSink, MemorySink, verify_range, verify_sink};
-pub use trail::{Appended, AuditLog, AuditTrail};
+pub use trail::{Appended, AuditTrail};
 pub use verify::{ChainVerifier, Failure, IntegrityCheck, VerifyReport, verify_records};
+#[cfg(feature = "tokio")]
 pub use writer::{AuditWriter, Receipt, WriterConfig, WriterConfigBuilder};

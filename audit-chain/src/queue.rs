@@ -1,5 +1,5 @@
-//! Committed entries waiting to be integrated into the log: the [`AuditQueue`] trait and the
-//! in-memory queue.
+//! Committed entries waiting to be integrated into the log: the [`AuditQueue`] trait (the
+//! in-memory queue is in `memory_queue.rs`).
 //!
 //! A store that seals audit entries inside its own atomic step (the ledger: under the
 //! tenant's lock in memory, in the change's transaction on PostgreSQL) puts them in a
@@ -8,18 +8,12 @@
 //! them to its sink and only then removes them: a failing sink delays integration and
 //! never loses, reorders or skips an entry. The queue's length is the backlog.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
-use tokio::sync::Notify;
 
+use crate::AuditError;
 use crate::entry::SealedEntry;
-use crate::{AuditError, StreamHead};
 
 /// Identifies an entry in the log: its stream and its sequence number there.
 pub type EntryKey = (String, u64);
@@ -44,189 +38,12 @@ pub trait AuditQueue: Send + Sync + fmt::Debug {
     async fn backlog(&self) -> Result<u64, AuditError>;
     /// Returns once entries may have been queued since the last call, or after a poll
     /// interval. The default waits 20 ms (a queue in another process cannot notify).
+    ///
+    /// Without the `tokio` feature the default returns at once: the driver paces itself.
     async fn changed(&self) {
         // A queue in another process (a database) is polled; the wait is the poll interval.
+        #[cfg(feature = "tokio")]
         #[allow(clippy::disallowed_methods)]
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The in-memory [`AuditQueue`], bounded: what an embedded ledger seals goes here.
-///
-/// [`push_all`](Self::push_all) is synchronous and never waits, so a store can call it
-/// inside its critical section; when the backlog would pass the bound the whole push is
-/// refused ([`AuditError::Backpressure`]) and the store refuses the change.
-///
-/// ```
-/// use audit_chain::*;
-/// use metered_clock::Timestamp;
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let queue = MemoryAuditQueue::new(2);
-/// let keyring = Keyring::new(HmacKey::new(1, [1; 32])?);
-/// let mut chain = StreamChain::new("s");
-/// let mut seal = || chain.seal(&keyring, &MaskingPolicy::standard(),
-///                              AuditEntry::new("s", "e", "a", Timestamp::EPOCH));
-/// let three = vec![seal()?, seal()?, seal()?];
-/// assert!(matches!(queue.push_all(three), Err(AuditError::Backpressure { capacity: 2 })));
-/// assert_eq!(queue.backlog().await?, 0); // all or nothing
-/// # Ok::<(), AuditError>(())
-/// # }).unwrap();
-/// ```
-#[derive(Debug)]
-pub struct MemoryAuditQueue {
-    // Shared, so `peek` holds the lock only to copy pointers (deep copies happen outside it,
-    // on the reader's thread, while stores keep pushing).
-    entries: Mutex<VecDeque<Arc<SealedEntry>>>,
-    capacity: usize,
-    notify: Notify,
-    /// Set while a reader waits in `changed` with the queue empty: only then does a push
-    /// wake it (a wake-up per push would cost the pushing thread a system call).
-    waiting: AtomicBool,
-}
-
-impl MemoryAuditQueue {
-    /// A queue holding at most `capacity` entries (at least 1).
-    #[must_use]
-    pub fn new(capacity: usize) -> Self {
-        MemoryAuditQueue {
-            entries: Mutex::new(VecDeque::new()),
-            capacity: capacity.max(1),
-            notify: Notify::new(),
-            waiting: AtomicBool::new(false),
-        }
-    }
-
-    /// The most entries it holds.
-    #[must_use]
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Number of queued entries (synchronous form of [`AuditQueue::backlog`]).
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.entries.lock().len()
-    }
-
-    /// Whether nothing is queued.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.entries.lock().is_empty()
-    }
-
-    /// Queues every entry of `entries`, in order, or none of them. Never waits.
-    ///
-    /// # Errors
-    /// [`AuditError::Backpressure`] if they do not all fit (nothing is queued).
-    pub fn push_all(&self, entries: Vec<SealedEntry>) -> Result<(), AuditError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        {
-            let mut queued = self.entries.lock();
-            if queued.len() + entries.len() > self.capacity {
-                return Err(AuditError::Backpressure {
-                    capacity: self.capacity,
-                });
-            }
-            queued.extend(entries.into_iter().map(Arc::new));
-            metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
-        }
-        self.wake();
-        Ok(())
-    }
-
-    /// Queues `entries` without checking the capacity: for a store that checked
-    /// [`has_room`](Self::has_room) before applying a change and must not fail after it.
-    /// The queue may pass its capacity by the entries of the changes in flight.
-    pub fn push_committed(&self, entries: Vec<SealedEntry>) {
-        if entries.is_empty() {
-            return;
-        }
-        let entries: Vec<Arc<SealedEntry>> = entries.into_iter().map(Arc::new).collect();
-        {
-            let mut queued = self.entries.lock();
-            queued.extend(entries);
-            metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
-        }
-        self.wake();
-    }
-
-    /// Wakes a reader waiting in `changed`, if one is.
-    fn wake(&self) {
-        if self.waiting.swap(false, Ordering::SeqCst) {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Whether the backlog is below the capacity (a store refuses changes when it is not).
-    #[must_use]
-    pub fn has_room(&self) -> bool {
-        self.entries.lock().len() < self.capacity
-    }
-
-    /// The head `stream` has once every queued entry is integrated, given its head in
-    /// the log: where a store that lost its own copy of the head resumes sealing.
-    #[must_use]
-    pub fn head_after(&self, stream: &str, mut head: StreamHead) -> StreamHead {
-        for e in self.entries.lock().iter() {
-            if e.stream() == stream && e.seq >= head.next_seq {
-                head = StreamHead {
-                    next_seq: e.seq.saturating_add(1),
-                    last_hash: e.entry_hash,
-                };
-            }
-        }
-        head
-    }
-}
-
-#[async_trait]
-impl AuditQueue for MemoryAuditQueue {
-    async fn peek(&self, limit: usize) -> Result<Vec<SealedEntry>, AuditError> {
-        let shared: Vec<Arc<SealedEntry>> =
-            self.entries.lock().iter().take(limit).cloned().collect();
-        Ok(shared.iter().map(|e| SealedEntry::clone(e)).collect())
-    }
-
-    async fn remove(&self, keys: &[EntryKey]) -> Result<(), AuditError> {
-        let mut queued = self.entries.lock();
-        // The usual case: the keys are the front of the queue, in order.
-        let mut front = 0;
-        while front < keys.len()
-            && queued
-                .front()
-                .is_some_and(|e| e.stream() == keys[front].0 && e.seq == keys[front].1)
-        {
-            queued.pop_front();
-            front += 1;
-        }
-        if front < keys.len() {
-            let rest: std::collections::HashSet<(&str, u64)> = keys[front..]
-                .iter()
-                .map(|(s, q)| (s.as_str(), *q))
-                .collect();
-            queued.retain(|e| !rest.contains(&(e.stream(), e.seq)));
-        }
-        metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
-        Ok(())
-    }
-
-    async fn backlog(&self) -> Result<u64, AuditError> {
-        Ok(self.len() as u64)
-    }
-
-    /// Returns at once while entries are queued; otherwise when the next push arrives.
-    async fn changed(&self) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        // Registered before the check, so a push after the check is not missed.
-        notified.as_mut().enable();
-        self.waiting.store(true, Ordering::SeqCst);
-        if !self.entries.lock().is_empty() {
-            self.waiting.store(false, Ordering::SeqCst);
-            return;
-        }
-        notified.await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

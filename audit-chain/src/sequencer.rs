@@ -193,8 +193,9 @@ impl Sequencer {
         }
     }
 
-    /// The whole tree, when this sequencer keeps it.
-    pub(crate) fn full_tree(&self) -> Option<&MerkleTree> {
+    /// The whole tree (for inclusion and consistency proofs), when this sequencer keeps it.
+    #[must_use]
+    pub fn full_tree(&self) -> Option<&MerkleTree> {
         match &self.tree {
             Tree::Full(t) => Some(t),
             Tree::Frontier(_) => None,
