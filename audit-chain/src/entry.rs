@@ -1,6 +1,7 @@
 //! Audit entries, sealed entries and their canonical binary encoding.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -546,15 +547,19 @@ pub(crate) fn decode_sealed(r: &mut Reader<'_>) -> Result<SealedEntry, AuditErro
 pub struct LogRecord {
     /// Position in the log (0-based); also the Merkle leaf index.
     pub index: u64,
-    /// The sealed entry.
-    pub entry: SealedEntry,
+    /// The sealed entry, shared: a queue, the writer and a memory sink hold one entry
+    /// without copying it.
+    pub entry: Arc<SealedEntry>,
 }
 
 impl LogRecord {
     /// A record for `entry` at `index`.
     #[must_use]
-    pub fn new(index: u64, entry: SealedEntry) -> Self {
-        LogRecord { index, entry }
+    pub fn new(index: u64, entry: impl Into<Arc<SealedEntry>>) -> Self {
+        LogRecord {
+            index,
+            entry: entry.into(),
+        }
     }
 
     /// Appends `index (u64 BE) ‖ sealed entry encoding` to `out`.
@@ -572,6 +577,6 @@ impl LogRecord {
         let index = r.u64()?;
         let entry = decode_sealed(&mut r)?;
         r.finish()?;
-        Ok(LogRecord { index, entry })
+        Ok(LogRecord::new(index, entry))
     }
 }

@@ -144,10 +144,8 @@ impl MemoryAuditQueue {
 
 #[async_trait]
 impl AuditQueue for MemoryAuditQueue {
-    async fn peek(&self, limit: usize) -> Result<Vec<SealedEntry>, AuditError> {
-        let shared: Vec<Arc<SealedEntry>> =
-            self.entries.lock().iter().take(limit).cloned().collect();
-        Ok(shared.iter().map(|e| SealedEntry::clone(e)).collect())
+    async fn peek(&self, limit: usize) -> Result<Vec<Arc<SealedEntry>>, AuditError> {
+        Ok(self.entries.lock().iter().take(limit).cloned().collect())
     }
 
     async fn remove(&self, keys: &[EntryKey]) -> Result<(), AuditError> {

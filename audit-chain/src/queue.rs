@@ -9,6 +9,7 @@
 //! never loses, reorders or skips an entry. The queue's length is the backlog.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -30,8 +31,9 @@ pub type EntryKey = (String, u64);
 /// * entries are never changed while queued.
 #[async_trait]
 pub trait AuditQueue: Send + Sync + fmt::Debug {
-    /// Up to `limit` of the oldest queued entries, without removing them.
-    async fn peek(&self, limit: usize) -> Result<Vec<SealedEntry>, AuditError>;
+    /// Up to `limit` of the oldest queued entries, without removing them (shared, so a
+    /// queue in memory hands them out without copying).
+    async fn peek(&self, limit: usize) -> Result<Vec<Arc<SealedEntry>>, AuditError>;
     /// Removes the named entries (they are in the log now).
     async fn remove(&self, keys: &[EntryKey]) -> Result<(), AuditError>;
     /// Number of queued entries: the integration backlog.

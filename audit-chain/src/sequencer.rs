@@ -33,6 +33,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chain::StreamHead;
@@ -256,7 +257,12 @@ pub struct SequencedBatch {
 impl SequencedBatch {
     /// Gives `entry` the next log index if it extends its stream (as of the log plus the
     /// entries admitted to this batch before it); otherwise says why not and drops it.
-    pub fn admit(&mut self, sequencer: &Sequencer, entry: SealedEntry) -> Admission {
+    pub fn admit(
+        &mut self,
+        sequencer: &Sequencer,
+        entry: impl Into<Arc<SealedEntry>>,
+    ) -> Admission {
+        let entry: Arc<SealedEntry> = entry.into();
         let head = self
             .heads
             .get(entry.stream())

@@ -214,7 +214,7 @@ struct LosesFirstRemove {
 
 #[async_trait]
 impl AuditQueue for LosesFirstRemove {
-    async fn peek(&self, limit: usize) -> Result<Vec<SealedEntry>, AuditError> {
+    async fn peek(&self, limit: usize) -> Result<Vec<Arc<SealedEntry>>, AuditError> {
         self.inner.peek(limit).await
     }
     async fn remove(&self, keys: &[EntryKey]) -> Result<(), AuditError> {

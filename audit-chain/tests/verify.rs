@@ -178,7 +178,7 @@ fn rewritten_history_with_the_hmac_key_is_caught_by_the_checkpoint() {
         let e = AuditEntry::new(s, "balance", "debit", Timestamp::from_unix_millis(i as u64))
             .with_amount(amount)
             .with_balances(1000, 1000 - i as u64);
-        r.entry = c.seal(&ring, &MaskingPolicy::none(), e).unwrap();
+        r.entry = c.seal(&ring, &MaskingPolicy::none(), e).unwrap().into();
     }
     assert!(verify_records(&ring, &rewritten, None).is_intact());
     assert_eq!(

@@ -150,7 +150,7 @@ impl Columns {
 
 impl PgAuditSink {
     async fn try_append(&self, records: &[LogRecord]) -> Result<Result<(), AuditError>, PgError> {
-        let cols = Columns::of(records.iter().map(|r| &r.entry))?;
+        let cols = Columns::of(records.iter().map(|r| &*r.entry))?;
         let index: Vec<i64> = records
             .iter()
             .map(|r| i(r.index, "log index"))
@@ -338,7 +338,7 @@ impl PgAuditSink {
 
 #[async_trait]
 impl AuditQueue for PgAuditQueue {
-    async fn peek(&self, limit: usize) -> Result<Vec<SealedEntry>, AuditError> {
+    async fn peek(&self, limit: usize) -> Result<Vec<Arc<SealedEntry>>, AuditError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .db
@@ -355,7 +355,7 @@ impl AuditQueue for PgAuditQueue {
             .await
             .map_err(io)?;
         rows.iter()
-            .map(|r| SealedEntry::decode(r.get::<_, &[u8]>(0)))
+            .map(|r| SealedEntry::decode(r.get::<_, &[u8]>(0)).map(Arc::new))
             .collect()
     }
 

@@ -148,7 +148,7 @@ async fn hammer(isolation: Isolation, test: &str) {
     let pos = bytes.len() - 40;
     bytes[pos] ^= 1;
     if let Ok(bad) = audit_chain::SealedEntry::decode(&bytes) {
-        tampered[3].entry = bad;
+        tampered[3].entry = bad.into();
         assert!(!verify_records(&keyring, &tampered, None).is_intact());
     }
     db.drop_schema().await;
