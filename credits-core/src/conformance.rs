@@ -117,6 +117,13 @@ async fn conserved(ledger: &Ledger, t: Option<&TenantId>) {
     if let Err(v) = check {
         panic!("conservation violated for {t:?}: {v}");
     }
+    // The journal, replayed from its first entry, gives the stored counters.
+    if let Some(t) = t {
+        let replay = ledger.verify_journal(t).await.expect("journal");
+        if let Err(m) = replay {
+            panic!("the journal of {t} disagrees with its counters: {m:?}");
+        }
+    }
 }
 
 async fn all_entries(ledger: &Ledger, t: &TenantId) -> Vec<crate::JournalEntry> {

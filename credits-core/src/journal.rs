@@ -203,3 +203,195 @@ impl Totals {
         Ok(())
     }
 }
+
+/// Which property of a journal replay failed (see [`JournalReplay`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JournalCheck {
+    /// Entry numbers are not 1, 2, 3, … without gaps.
+    Sequence,
+    /// An entry's `before` is not the previous entry's `after` (zero for the first).
+    Continuity,
+    /// After an entry, `granted + refunded + overdrawn ≠ available + held + consumed +
+    /// expired` over the replayed sums.
+    Conservation,
+    /// The replayed sums or the last balance differ from the stored counters.
+    Counters,
+    /// A sum does not fit a `u64`.
+    Overflow,
+}
+
+/// The first disagreement a journal replay found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalMismatch {
+    /// The entry at fault (`None` when the end state disagrees with the counters).
+    pub entry: Option<EntrySeq>,
+    /// The property that failed.
+    pub check: JournalCheck,
+    /// What was expected and what was found.
+    pub detail: String,
+}
+
+/// Replays a tenant's journal from its first entry and checks it against the stored
+/// counters: gap-free entry numbers, each entry starting where the previous one ended,
+/// conservation after every entry, and the replayed sums (granted, refunded, consumed,
+/// expired) and last balance equal to the counters. Feed it the entries in order
+/// ([`push`](Self::push)), then [`finish`](Self::finish) with the stored [`Totals`].
+///
+/// ```
+/// use credits_core::{Amount, Balance, EntryKind, EntrySeq, JournalEntry, JournalReplay, TenantId, Totals};
+/// use metered_clock::Timestamp;
+/// let grant = JournalEntry {
+///     tenant: TenantId::new("acme")?, seq: EntrySeq::new(1), at: Timestamp::EPOCH,
+///     kind: EntryKind::Granted, amount: Amount::new(10),
+///     before: Balance::default(),
+///     after: Balance { available: Amount::new(10), ..Balance::default() },
+///     hold: None, lot: None, refers_to: None, key: None,
+/// };
+/// let mut replay = JournalReplay::new();
+/// replay.push(&grant);
+/// let stored = Totals { granted: Amount::new(10), available: Amount::new(10), lots: Amount::new(10), ..Totals::default() };
+/// assert!(replay.finish(&stored).is_ok());
+/// # Ok::<(), credits_core::LedgerError>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct JournalReplay {
+    entries: u64,
+    last: Balance,
+    sums: Totals,
+    failure: Option<JournalMismatch>,
+}
+
+impl JournalReplay {
+    /// An empty replay.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Entries replayed so far.
+    #[must_use]
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    fn fail(&mut self, entry: Option<EntrySeq>, check: JournalCheck, detail: String) {
+        if self.failure.is_none() {
+            self.failure = Some(JournalMismatch {
+                entry,
+                check,
+                detail,
+            });
+        }
+    }
+
+    /// Replays the next entry (after the first failure, entries are only counted).
+    pub fn push(&mut self, e: &JournalEntry) {
+        self.entries += 1;
+        if self.failure.is_some() {
+            return;
+        }
+        let at = Some(e.seq);
+        if e.seq.get() != self.entries {
+            self.fail(
+                at,
+                JournalCheck::Sequence,
+                format!("entry {} where {} was expected", e.seq, self.entries),
+            );
+            return;
+        }
+        if e.before != self.last {
+            self.fail(
+                at,
+                JournalCheck::Continuity,
+                format!(
+                    "starts at {:?}, the previous entry ended at {:?}",
+                    e.before, self.last
+                ),
+            );
+            return;
+        }
+        let sum = match e.kind {
+            EntryKind::Granted => &mut self.sums.granted,
+            EntryKind::Refunded => &mut self.sums.refunded,
+            EntryKind::Consumed | EntryKind::Committed => &mut self.sums.consumed,
+            EntryKind::LotExpired => &mut self.sums.expired,
+            EntryKind::Reserved
+            | EntryKind::Released
+            | EntryKind::Cancelled
+            | EntryKind::HoldExpired => {
+                self.last = e.after;
+                return self.conserve(e);
+            }
+        };
+        match sum.checked_add(e.amount) {
+            Ok(s) => *sum = s,
+            Err(_) => {
+                self.fail(
+                    at,
+                    JournalCheck::Overflow,
+                    "a replayed sum overflows".into(),
+                );
+                return;
+            }
+        }
+        self.last = e.after;
+        self.conserve(e);
+    }
+
+    fn conserve(&mut self, e: &JournalEntry) {
+        let inflow = u128::from(self.sums.granted.units())
+            + u128::from(self.sums.refunded.units())
+            + u128::from(e.after.overdrawn.units());
+        let stock = u128::from(e.after.available.units())
+            + u128::from(e.after.held.units())
+            + u128::from(self.sums.consumed.units())
+            + u128::from(self.sums.expired.units());
+        if inflow != stock {
+            self.fail(
+                Some(e.seq),
+                JournalCheck::Conservation,
+                format!(
+                    "after it, granted + refunded + overdrawn = {inflow} but available + held + \
+                     consumed + expired = {stock}"
+                ),
+            );
+        }
+    }
+
+    /// Compares the replay with the tenant's stored counters.
+    ///
+    /// # Errors
+    /// The first [`JournalMismatch`] found.
+    pub fn finish(mut self, stored: &Totals) -> Result<u64, JournalMismatch> {
+        if self.failure.is_none() {
+            let replayed = (
+                self.sums.granted,
+                self.sums.refunded,
+                self.sums.consumed,
+                self.sums.expired,
+                self.last,
+            );
+            let counters = (
+                stored.granted,
+                stored.refunded,
+                stored.consumed,
+                stored.expired,
+                stored.balance(),
+            );
+            if replayed != counters {
+                self.fail(
+                    None,
+                    JournalCheck::Counters,
+                    format!(
+                        "replayed (granted, refunded, consumed, expired, balance) {replayed:?}, \
+                         stored {counters:?}"
+                    ),
+                );
+            }
+        }
+        match self.failure {
+            Some(f) => Err(f),
+            None => Ok(self.entries),
+        }
+    }
+}

@@ -109,7 +109,10 @@ pub use command::{
 pub use error::{LedgerError, StorageError};
 pub use hold::{HoldResolution, HoldState};
 pub use ids::{EntrySeq, HoldId, IdempotencyKey, LotId, NAME_LEN_MAX, TenantId};
-pub use journal::{ConservationViolation, EntryKind, JournalEntry, Totals};
+pub use journal::{
+    ConservationViolation, EntryKind, JournalCheck, JournalEntry, JournalMismatch, JournalReplay,
+    Totals,
+};
 pub use ledger::{GrantOptions, Ledger};
 pub use memory::{MemoryLedgerStore, MemoryLedgerStoreBuilder};
 pub use store::{LedgerStore, Page, PageRequest, PreparedHold, SweepReport};
