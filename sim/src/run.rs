@@ -254,7 +254,22 @@ impl Sim {
             "restart tx={tx:?} holds_expired={} lots_expired={}",
             sweep.holds_expired, sweep.lots_expired
         ));
-        self.check_acked_durable().await
+        self.check_acked_durable().await?;
+        // The shipped replay check: every tenant's journal gives its stored counters.
+        for (t, _) in self.model.tenants.clone() {
+            match self.env.proc.ledger.verify_journal(&t).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(mismatch)) => {
+                    return Err(Violation::JournalReplay {
+                        at: self.at(),
+                        tenant: t,
+                        mismatch: Box::new(mismatch),
+                    });
+                }
+                Err(e) => return Err(self.unexpected(format!("replaying the journal of {t}"), e)),
+            }
+        }
+        Ok(())
     }
 
     /// While the coordinator is down the ledger keeps serving its tenants: each makes a

@@ -138,6 +138,17 @@ pub enum Violation {
         /// The entry.
         entry: Box<JournalEntry>,
     },
+    /// A tenant's journal, replayed by `Ledger::verify_journal` after a restart, disagrees
+    /// with its stored counters.
+    #[error("{at}: {tenant}: journal replay: {mismatch:?}")]
+    JournalReplay {
+        /// Where.
+        at: At,
+        /// The tenant.
+        tenant: TenantId,
+        /// The first disagreement.
+        mismatch: Box<credits_core::JournalMismatch>,
+    },
     /// A hold was never committed, cancelled or expired, long after every time-to-live.
     #[error("{at}: {tenant} hold {hold} never resolved")]
     HoldNeverResolved {
@@ -360,6 +371,7 @@ impl Violation {
             | Violation::BalanceMismatch { at, .. }
             | Violation::CounterMismatch { at, .. }
             | Violation::Journal { at, .. }
+            | Violation::JournalReplay { at, .. }
             | Violation::HoldNeverResolved { at, .. }
             | Violation::TornTail { at, .. }
             | Violation::AcknowledgedLost { at, .. }
