@@ -335,7 +335,7 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
     }
 
     /// Replays `tenant`'s journal from its first entry and checks it against the stored
-    /// counters ([`JournalReplay`]): gap-free entry numbers, continuity, conservation after
+    /// counters ([`JournalReplay`](crate::JournalReplay)): gap-free entry numbers, continuity, conservation after
     /// every entry, and the replayed sums and last balance equal to the counters. A lost,
     /// doubled or altered journal row shows up as the first entry that disagrees. Reads
     /// the whole journal (in pages of 1,000).
