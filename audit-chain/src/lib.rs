@@ -93,6 +93,8 @@ pub mod pg;
 mod queue;
 mod sequencer;
 mod sink;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod trail;
 mod verify;
 #[cfg(feature = "tokio")]

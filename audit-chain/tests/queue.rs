@@ -6,13 +6,14 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use audit_chain::testing::{FaultySink, SinkFaults};
 use audit_chain::{
     AuditEntry, AuditError, AuditQueue, AuditSink, AuditWriter, EntryKey, HmacKey, Keyring,
-    LogRecord, MaskingPolicy, MemoryAuditQueue, MemorySink, SealedEntry, StreamChain, WriterConfig,
+    MaskingPolicy, MemoryAuditQueue, MemorySink, SealedEntry, StreamChain, WriterConfig,
     verify_sink,
 };
 use metered_clock::{Clock, ManualClock, Timestamp};
@@ -40,58 +41,35 @@ fn seal(chain: &mut StreamChain, i: u64) -> SealedEntry {
         .unwrap()
 }
 
-/// A sink whose appends fail while `down` is set (and the first `fail_first` appends).
-#[derive(Debug, Default)]
+/// A memory sink behind the shipped fault-injecting wrapper, with its switches.
 struct Flaky {
-    inner: MemorySink,
-    down: AtomicBool,
-    fail_first: AtomicUsize,
-    failures: AtomicUsize,
+    mem: Arc<MemorySink>,
+    faults: Arc<SinkFaults>,
+    sink: Arc<FaultySink>,
 }
 
-#[async_trait]
-impl AuditSink for Flaky {
-    async fn append(&self, records: &[LogRecord]) -> Result<(), AuditError> {
-        let once = self
-            .fail_first
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if once || self.down.load(Ordering::SeqCst) {
-            self.failures.fetch_add(1, Ordering::SeqCst);
-            return Err(AuditError::Io {
-                context: "injected".into(),
-                source: Arc::new(std::io::Error::other("disk unavailable")),
-            });
-        }
-        self.inner.append(records).await
-    }
-    async fn read(&self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {
-        self.inner.read(start, limit).await
-    }
-    async fn size(&self) -> Result<u64, AuditError> {
-        self.inner.size().await
-    }
-    async fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
-        self.inner.store_checkpoint(note).await
-    }
-    async fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
-        self.inner.load_checkpoint().await
+impl Flaky {
+    fn new() -> Self {
+        let mem = Arc::new(MemorySink::new());
+        let faults = Arc::new(SinkFaults::default());
+        let sink = Arc::new(FaultySink::new(mem.clone(), faults.clone()));
+        Flaky { mem, faults, sink }
     }
 }
 
-async fn writer(sink: &Arc<Flaky>, queue: &Arc<MemoryAuditQueue>, batch: usize) -> AuditWriter {
+async fn writer(sink: &Flaky, queue: &Arc<MemoryAuditQueue>, batch: usize) -> AuditWriter {
     let config = WriterConfig::builder("test/queue")
         .batch_max(batch)
         .build()
         .unwrap();
-    AuditWriter::open_with_queue(sink.clone(), queue.clone(), config, clock(), None)
+    AuditWriter::open_with_queue(sink.sink.clone(), queue.clone(), config, clock(), None)
         .await
         .unwrap()
 }
 
 /// Every queued entry of every stream, in stream order, exactly once.
 async fn assert_log_holds(sink: &Flaky, streams: &[(&str, u64)]) {
-    let records = sink.inner.read(0, 100_000).await.unwrap();
+    let records = sink.mem.read(0, 100_000).await.unwrap();
     let total: u64 = streams.iter().map(|(_, n)| n).sum();
     assert_eq!(records.len() as u64, total, "every entry once");
     for (stream, n) in streams {
@@ -102,7 +80,12 @@ async fn assert_log_holds(sink: &Flaky, streams: &[(&str, u64)]) {
             .collect();
         assert_eq!(seqs, (0..*n).collect::<Vec<_>>(), "{stream} in order");
     }
-    assert!(verify_sink(sink, &ring(), None).await.unwrap().is_intact());
+    assert!(
+        verify_sink(&*sink.mem, &ring(), None)
+            .await
+            .unwrap()
+            .is_intact()
+    );
 }
 
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -117,7 +100,7 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn queued_entries_are_integrated_in_stream_order() {
-    let sink = Arc::new(Flaky::default());
+    let sink = Flaky::new();
     let queue = Arc::new(MemoryAuditQueue::new(10_000));
     let w = writer(&sink, &queue, 16).await;
     let (mut a, mut b) = (StreamChain::new("ledger/a"), StreamChain::new("ledger/b"));
@@ -135,8 +118,8 @@ async fn queued_entries_are_integrated_in_stream_order() {
 
 #[tokio::test]
 async fn a_sink_failing_once_delays_and_loses_nothing() {
-    let sink = Arc::new(Flaky::default());
-    sink.fail_first.store(1, Ordering::SeqCst);
+    let sink = Flaky::new();
+    sink.faults.fail_next(1);
     let queue = Arc::new(MemoryAuditQueue::new(10_000));
     let w = writer(&sink, &queue, 4).await;
     let mut a = StreamChain::new("ledger/a");
@@ -144,15 +127,15 @@ async fn a_sink_failing_once_delays_and_loses_nothing() {
         queue.push_all(vec![seal(&mut a, i)]).unwrap();
     }
     wait_until("the queue to drain", || queue.is_empty()).await;
-    assert_eq!(sink.failures.load(Ordering::SeqCst), 1);
+    assert_eq!(sink.faults.failures(), 1);
     w.flush().await.unwrap();
     assert_log_holds(&sink, &[("ledger/a", 10)]).await;
 }
 
 #[tokio::test]
 async fn a_sink_failing_for_a_while_keeps_the_backlog_then_catches_up() {
-    let sink = Arc::new(Flaky::default());
-    sink.down.store(true, Ordering::SeqCst);
+    let sink = Flaky::new();
+    sink.faults.set_down(true);
     let queue = Arc::new(MemoryAuditQueue::new(10_000));
     let w = writer(&sink, &queue, 8).await;
     let mut a = StreamChain::new("ledger/a");
@@ -161,13 +144,10 @@ async fn a_sink_failing_for_a_while_keeps_the_backlog_then_catches_up() {
     }
     // Flushing while the sink is down reports the failure; nothing leaves the queue.
     assert!(matches!(w.flush().await, Err(AuditError::Io { .. })));
-    wait_until("several retries", || {
-        sink.failures.load(Ordering::SeqCst) >= 3
-    })
-    .await;
+    wait_until("several retries", || sink.faults.failures() >= 3).await;
     assert_eq!(queue.backlog().await.unwrap(), 50);
     assert_eq!(w.size(), 0);
-    sink.down.store(false, Ordering::SeqCst);
+    sink.faults.set_down(false);
     wait_until("the queue to drain", || queue.is_empty()).await;
     assert_eq!(w.flush().await.unwrap().size, 50);
     assert_log_holds(&sink, &[("ledger/a", 50)]).await;
@@ -175,8 +155,8 @@ async fn a_sink_failing_for_a_while_keeps_the_backlog_then_catches_up() {
 
 #[tokio::test]
 async fn a_sink_down_for_good_fills_the_bounded_queue_which_then_refuses() {
-    let sink = Arc::new(Flaky::default());
-    sink.down.store(true, Ordering::SeqCst);
+    let sink = Flaky::new();
+    sink.faults.set_down(true);
     let queue = Arc::new(MemoryAuditQueue::new(20));
     let w = writer(&sink, &queue, 8).await;
     let mut a = StreamChain::new("ledger/a");
@@ -197,7 +177,7 @@ async fn a_sink_down_for_good_fills_the_bounded_queue_which_then_refuses() {
     assert_eq!(queue.backlog().await.unwrap(), 20, "still queued, not lost");
 
     // A new writer over a working sink takes the backlog on open.
-    let healthy = Arc::new(Flaky::default());
+    let healthy = Flaky::new();
     let w = writer(&healthy, &queue, 8).await;
     wait_until("the queue to drain", || queue.is_empty()).await;
     assert_eq!(w.flush().await.unwrap().size, 20);
@@ -233,7 +213,7 @@ impl AuditQueue for LosesFirstRemove {
 
 #[tokio::test]
 async fn entries_written_but_not_dequeued_are_not_written_twice() {
-    let sink = Arc::new(Flaky::default());
+    let sink = Flaky::new();
     let queue = Arc::new(LosesFirstRemove {
         inner: MemoryAuditQueue::new(100),
         failed: AtomicBool::new(false),
@@ -244,7 +224,7 @@ async fn entries_written_but_not_dequeued_are_not_written_twice() {
         .push_all((0..5).map(|i| seal(&mut a, i)).collect())
         .unwrap();
     let config = WriterConfig::builder("test/queue").build().unwrap();
-    let w = AuditWriter::open_with_queue(sink.clone(), queue.clone(), config, clock(), None)
+    let w = AuditWriter::open_with_queue(sink.sink.clone(), queue.clone(), config, clock(), None)
         .await
         .unwrap();
     wait_until("the queue to drain", || queue.inner.is_empty()).await;
@@ -254,7 +234,7 @@ async fn entries_written_but_not_dequeued_are_not_written_twice() {
 
 #[tokio::test]
 async fn an_entry_that_does_not_extend_its_stream_stays_queued_and_blocks_only_its_stream() {
-    let sink = Arc::new(Flaky::default());
+    let sink = Flaky::new();
     let queue = Arc::new(MemoryAuditQueue::new(100));
     let mut a = StreamChain::new("ledger/a");
     let _lost = seal(&mut a, 0);

@@ -8,13 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use audit_chain::testing::{FaultySink, SinkFaults};
 use audit_chain::{
-    AuditError, AuditSink, AuditWriter, HmacKey, Keyring, LogRecord, MaskingPolicy,
-    MemoryAuditQueue, MemorySink, WriterConfig, verify_sink,
+    AuditWriter, HmacKey, Keyring, LogRecord, MaskingPolicy, MemoryAuditQueue, MemorySink,
+    WriterConfig, verify_sink,
 };
 use credits_core::audit::{LedgerAudit, MemoryAudit, audit_entry, stream_name};
 use credits_core::{
@@ -23,39 +22,19 @@ use credits_core::{
 };
 use metered_clock::{ManualClock, Timestamp};
 
-/// A sink whose appends fail while `down` is set and for the appends numbered in
-/// `fail_on` (0-based).
-#[derive(Debug, Default)]
+/// A memory sink behind audit-chain's fault-injecting wrapper, with its switches.
 struct Flaky {
-    inner: MemorySink,
-    down: AtomicBool,
-    fail_on: Vec<usize>,
-    calls: AtomicUsize,
+    mem: Arc<MemorySink>,
+    faults: Arc<SinkFaults>,
+    sink: Arc<FaultySink>,
 }
 
-#[async_trait]
-impl AuditSink for Flaky {
-    async fn append(&self, records: &[LogRecord]) -> Result<(), AuditError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.down.load(Ordering::SeqCst) || self.fail_on.contains(&n) {
-            return Err(AuditError::Io {
-                context: "injected".into(),
-                source: Arc::new(std::io::Error::other("disk unavailable")),
-            });
-        }
-        self.inner.append(records).await
-    }
-    async fn read(&self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {
-        self.inner.read(start, limit).await
-    }
-    async fn size(&self) -> Result<u64, AuditError> {
-        self.inner.size().await
-    }
-    async fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
-        self.inner.store_checkpoint(note).await
-    }
-    async fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
-        self.inner.load_checkpoint().await
+impl Flaky {
+    fn new() -> Self {
+        let mem = Arc::new(MemorySink::new());
+        let faults = Arc::new(SinkFaults::default());
+        let sink = Arc::new(FaultySink::new(mem.clone(), faults.clone()));
+        Flaky { mem, faults, sink }
     }
 }
 
@@ -63,7 +42,7 @@ struct Setup {
     ledger: Ledger<MemoryLedgerStore>,
     clock: ManualClock,
     writer: AuditWriter,
-    sink: Arc<Flaky>,
+    sink: Flaky,
     queue: Arc<MemoryAuditQueue>,
     keyring: Arc<Keyring>,
 }
@@ -74,13 +53,12 @@ fn keyring() -> Arc<Keyring> {
 
 async fn setup_with(sink: Flaky, backlog_max: usize, tenants: &[&TenantId]) -> Setup {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
-    let sink = Arc::new(sink);
     let queue = Arc::new(MemoryAuditQueue::new(backlog_max));
     let config = WriterConfig::builder("test.invalid/ledger-audit")
         .build()
         .unwrap();
     let writer = AuditWriter::open_with_queue(
-        sink.clone(),
+        sink.sink.clone(),
         queue.clone(),
         config,
         Arc::new(clock.clone()),
@@ -111,7 +89,7 @@ async fn setup_with(sink: Flaky, backlog_max: usize, tenants: &[&TenantId]) -> S
 }
 
 async fn setup(backlog_max: usize, tenants: &[&TenantId]) -> Setup {
-    setup_with(Flaky::default(), backlog_max, tenants).await
+    setup_with(Flaky::new(), backlog_max, tenants).await
 }
 
 fn key(s: &str) -> IdempotencyKey {
@@ -130,12 +108,12 @@ async fn journal(ledger: &Ledger<MemoryLedgerStore>, t: &TenantId) -> Vec<Journa
 /// grouped by stream (in log order).
 async fn verified_streams(s: &Setup) -> BTreeMap<String, Vec<LogRecord>> {
     let checkpoint = s.writer.flush().await.unwrap();
-    let report = verify_sink(&*s.sink, &s.keyring, Some(&checkpoint))
+    let report = verify_sink(&*s.sink.mem, &s.keyring, Some(&checkpoint))
         .await
         .unwrap();
     assert!(report.is_intact(), "{:?}", report.failure);
     assert!(report.checkpoint_matched);
-    let records = s.sink.inner.snapshot();
+    let records = s.sink.mem.snapshot();
     assert_eq!(report.entries_ok, records.len() as u64);
     let mut streams: BTreeMap<String, Vec<LogRecord>> = BTreeMap::new();
     for r in records {
@@ -249,16 +227,13 @@ async fn a_sink_failing_once_loses_no_entry_and_the_checkpoint_covers_them_all()
     // The first version's hook went silent for good after one failed batch while the log
     // still verified. Now the failed batch stays queued and is written on the retry.
     let a = TenantId::new("a").unwrap();
-    let sink = Flaky {
-        fail_on: vec![1],
-        ..Flaky::default()
-    };
-    let s = setup_with(sink, 1_000, &[&a]).await;
+    let s = setup(1_000, &[&a]).await;
     let l = &s.ledger;
     l.grant(&a, key("g"), Amount::new(100), GrantOptions::default())
         .await
         .unwrap();
     wait_for_empty(&s.queue).await;
+    s.sink.faults.fail_next(1); // the next write (the consumes' batch) fails once
     for i in 0..5 {
         l.consume(&a, key(&format!("c{i}")), Amount::new(1))
             .await
@@ -266,8 +241,9 @@ async fn a_sink_failing_once_loses_no_entry_and_the_checkpoint_covers_them_all()
         tokio::task::yield_now().await;
     }
     wait_for_empty(&s.queue).await;
-    assert!(
-        s.sink.calls.load(Ordering::SeqCst) >= 3,
+    assert_eq!(
+        s.sink.faults.failures(),
+        1,
         "a write failed and was retried"
     );
     let streams = verified_streams(&s).await;
@@ -278,8 +254,8 @@ async fn a_sink_failing_once_loses_no_entry_and_the_checkpoint_covers_them_all()
 #[tokio::test]
 async fn a_full_backlog_refuses_the_change_and_the_retry_applies_once() {
     let a = TenantId::new("a").unwrap();
-    let sink = Flaky::default();
-    sink.down.store(true, Ordering::SeqCst);
+    let sink = Flaky::new();
+    sink.faults.set_down(true);
     let s = setup_with(sink, 1, &[&a]).await;
     let l = &s.ledger;
     l.grant(&a, key("g"), Amount::new(100), GrantOptions::default())
@@ -306,7 +282,7 @@ async fn a_full_backlog_refuses_the_change_and_the_retry_applies_once() {
             .is_none()
     );
 
-    s.sink.down.store(false, Ordering::SeqCst);
+    s.sink.faults.set_down(false);
     wait_for_empty(&s.queue).await;
     let first = l.consume(&a, key("c"), Amount::new(30)).await.unwrap();
     let replay = l.consume(&a, key("c"), Amount::new(30)).await.unwrap();
@@ -361,8 +337,8 @@ async fn a_batch_refused_part_way_leaves_no_entry_for_any_tenant() {
 #[tokio::test]
 async fn a_new_writer_integrates_what_the_old_one_left_queued() {
     let a = TenantId::new("a").unwrap();
-    let sink = Flaky::default();
-    sink.down.store(true, Ordering::SeqCst);
+    let sink = Flaky::new();
+    sink.faults.set_down(true);
     let s = setup_with(sink, 1_000, &[&a]).await;
     let l = &s.ledger;
     l.grant(&a, key("g"), Amount::new(100), GrantOptions::default())
@@ -372,12 +348,12 @@ async fn a_new_writer_integrates_what_the_old_one_left_queued() {
     assert!(s.writer.close().await.is_err(), "the sink is down");
     assert_eq!(s.queue.len(), 2, "still queued");
 
-    s.sink.down.store(false, Ordering::SeqCst);
+    s.sink.faults.set_down(false);
     let config = WriterConfig::builder("test.invalid/ledger-audit")
         .build()
         .unwrap();
     let writer = AuditWriter::open_with_queue(
-        s.sink.clone(),
+        s.sink.sink.clone(),
         s.queue.clone(),
         config,
         Arc::new(s.clock.clone()),
@@ -387,7 +363,7 @@ async fn a_new_writer_integrates_what_the_old_one_left_queued() {
     .unwrap();
     let checkpoint = writer.flush().await.unwrap();
     assert_eq!(checkpoint.size, 2);
-    let report = verify_sink(&*s.sink, &s.keyring, Some(&checkpoint))
+    let report = verify_sink(&*s.sink.mem, &s.keyring, Some(&checkpoint))
         .await
         .unwrap();
     assert!(report.is_intact());
@@ -410,7 +386,7 @@ async fn a_tenant_recreated_over_a_kept_log_continues_its_stream() {
         .unwrap();
     s.writer.close().await.unwrap();
     let writer = AuditWriter::open_with_queue(
-        s.sink.clone(),
+        s.sink.sink.clone(),
         queue.clone(),
         config,
         Arc::new(s.clock.clone()),
@@ -434,9 +410,9 @@ async fn a_tenant_recreated_over_a_kept_log_continues_its_stream() {
     let checkpoint = writer.flush().await.unwrap();
     assert_eq!(checkpoint.size, 2, "the second entry extends the stream");
     assert!(queue.is_empty());
-    let records = s.sink.inner.snapshot();
+    let records = s.sink.mem.snapshot();
     assert_eq!(records[1].entry.seq(), 1);
-    let report = verify_sink(&*s.sink, &s.keyring, Some(&checkpoint))
+    let report = verify_sink(&*s.sink.mem, &s.keyring, Some(&checkpoint))
         .await
         .unwrap();
     assert!(report.is_intact());

@@ -181,16 +181,16 @@ impl PgAuditSink {
                 }));
             }
         }
-        let mut known: std::collections::HashMap<(String, i64), Vec<u8>> = stored
+        let mut known: std::collections::HashMap<(&str, i64), &[u8]> = stored
             .iter()
             .map(|row| ((row.get(0), row.get(1)), row.get(2)))
             .collect();
         let mut missing = Vec::new();
         for (k, r) in records.iter().enumerate() {
-            match known.remove(&(cols.stream[k].clone(), cols.seq[k])) {
+            match known.remove(&(cols.stream[k].as_str(), cols.seq[k])) {
                 None => missing.push(k),
                 // A different entry under the same stream and sequence number.
-                Some(hash) if hash != r.entry.entry_hash() => {
+                Some(hash) if hash != r.entry.entry_hash().as_slice() => {
                     conn.rollback().await;
                     return Ok(Err(corrupt(format!(
                         "record {} ({} #{}) differs from the entry stored under its stream \

@@ -44,6 +44,16 @@ fn config() -> WriterConfig {
         .expect("config")
 }
 
+/// Leads the schema's log (no other sequencer runs in these tests).
+async fn lead(store: &PgLedgerStore, clock: &ManualClock) -> credits_postgres::Leadership {
+    store
+        .audit_sequencer(config(), Arc::new(clock.clone()), None)
+        .try_lead()
+        .await
+        .expect("lead")
+        .expect("no other sequencer leads")
+}
+
 async fn audited(db: &common::TestDb, clock: &ManualClock) -> PgLedgerStore {
     db.store(db.config().audit(audit()), Arc::new(clock.clone()))
         .await
@@ -230,8 +240,7 @@ async fn every_ledger_entry_is_in_the_merkle_log_with_a_proof() {
         .expect("trail");
     assert_eq!((appended.index, appended.seq), (None, 0));
 
-    let sequencer = store.audit_sequencer(config(), Arc::new(clock.clone()), None);
-    let leader = sequencer.try_lead().await.expect("lead").expect("leader");
+    let leader = lead(&store, &clock).await;
     let cp = leader.writer().flush().await.expect("flush");
     assert_eq!(cp.size, journal as u64 + 1);
     assert_eq!(db.count("SELECT count(*) FROM audit_pending").await, 0);
@@ -354,12 +363,7 @@ async fn rewriting_a_tenants_history_is_caught_by_a_checkpoint_kept_elsewhere() 
     let store = audited(&db, &clock).await;
     let ledger = Ledger::new(store.clone(), clock.clone());
     workload(&ledger, &clock).await;
-    let leader = store
-        .audit_sequencer(config(), Arc::new(clock.clone()), None)
-        .try_lead()
-        .await
-        .expect("lead")
-        .expect("leads");
+    let leader = lead(&store, &clock).await;
     let kept = leader.writer().flush().await.expect("flush");
     leader.resign().await.expect("resign");
     // The database's owner rewrites one of acme's entries: a consume of 10 becomes 1.
@@ -426,12 +430,7 @@ async fn the_application_role_cannot_rewrite_the_log_or_drop_its_triggers() {
     // The service works as the role: changes, the queue and the sequencer.
     let ledger = Ledger::new(store.clone(), clock.clone());
     workload(&ledger, &clock).await;
-    let leader = store
-        .audit_sequencer(config(), Arc::new(clock.clone()), None)
-        .try_lead()
-        .await
-        .expect("lead")
-        .expect("leads");
+    let leader = lead(&store, &clock).await;
     let cp = leader.writer().flush().await.expect("flush");
     assert!(cp.size > 0);
     leader.resign().await.expect("resign");
@@ -544,12 +543,7 @@ async fn past_the_backlog_limit_changes_are_refused_and_nothing_changes() {
             .is_none()
     );
     assert_eq!(db.count("SELECT count(*) FROM journal_entries").await, 3);
-    let leader = store
-        .audit_sequencer(config(), Arc::new(clock.clone()), None)
-        .try_lead()
-        .await
-        .expect("lead")
-        .expect("leads");
+    let leader = lead(&store, &clock).await;
     leader.writer().flush().await.expect("flush");
     ledger
         .consume(&a, key("c"), Amount::new(5))

@@ -9,10 +9,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use audit_chain::merkle::MerkleTree;
 use audit_chain::{
     AuditLog, AuditQueue, AuditSink, AuditTrail, AuditWriter, FileSink, HmacKey, Keyring,
-    MaskingPolicy, MemoryAuditQueue, MemorySink, WriterConfig,
+    MaskingPolicy, MemoryAuditQueue, MemorySink, Sequencer, WriterConfig,
 };
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -339,7 +338,7 @@ impl ServiceBuilder {
                 queue,
                 keyring,
                 leader,
-                mirror: tokio::sync::Mutex::new(MerkleTree::new()),
+                mirror: tokio::sync::Mutex::new(Sequencer::new()),
             },
             experiments: Experiments::in_memory(),
             rollouts: Rollouts::new(trail),

@@ -4,8 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use audit_chain::merkle::MerkleTree;
-use audit_chain::{AuditError, AuditQueue, AuditSink, AuditWriter, Checkpoint, Keyring};
+use audit_chain::{AuditError, AuditQueue, AuditSink, AuditWriter, Checkpoint, Keyring, Sequencer};
 use axum::http::{HeaderMap, StatusCode};
 use credits_core::{Ledger, LedgerError, TenantId};
 use metered_clock::Clock;
@@ -62,7 +61,7 @@ pub(crate) struct AuditState {
     /// The writer integrating the log, while this process leads it.
     pub(crate) leader: Arc<RwLock<Option<AuditWriter>>>,
     /// Leaf hashes of the log read back from the sink (only ever extended), for proofs.
-    pub(crate) mirror: tokio::sync::Mutex<MerkleTree>,
+    pub(crate) mirror: tokio::sync::Mutex<Sequencer>,
 }
 
 impl AuditState {
@@ -82,28 +81,23 @@ impl AuditState {
         }
     }
 
-    /// The mirror, extended to at least `size` entries from the sink.
+    /// The mirror, extended to at least `size` entries from the sink (replayed by the
+    /// same `Sequencer` the writer rebuilds its tree with).
     pub(crate) async fn tree(
         &self,
         size: u64,
-    ) -> Result<tokio::sync::MutexGuard<'_, MerkleTree>, AuditError> {
-        let mut tree = self.mirror.lock().await;
-        while tree.size() < size {
-            let chunk = self.sink.read(tree.size(), 4096).await?;
+    ) -> Result<tokio::sync::MutexGuard<'_, Sequencer>, AuditError> {
+        let mut mirror = self.mirror.lock().await;
+        while mirror.size() < size {
+            let chunk = self.sink.read(mirror.size(), 4096).await?;
             if chunk.is_empty() {
                 break;
             }
-            for r in chunk {
-                if r.index != tree.size() {
-                    return Err(AuditError::Corrupt {
-                        location: format!("record {}", tree.size()),
-                        reason: format!("stored index {}", r.index),
-                    });
-                }
-                tree.push(r.entry.leaf_hash());
+            for r in &chunk {
+                mirror.replay(r)?;
             }
         }
-        Ok(tree)
+        Ok(mirror)
     }
 }
 

@@ -133,6 +133,25 @@ async fn assert_provable(p: &Proc, index: u64, size: u64, root: &[u8; 32]) {
     audit_chain::merkle::verify_inclusion(&leaf, index, size, &proof, root).expect("inclusion");
 }
 
+/// Creates tenant `acme` through `p` and grants it `amount` under the key `key`.
+async fn create_funded(p: &Proc, amount: u64, key: &str) {
+    let r = p
+        .call(Req::post("/v1/tenants", r#"{"tenant":"acme"}"#).auth(ADMIN))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = p
+        .call(
+            Req::post(
+                "/v1/tenants/acme/grants",
+                &format!(r#"{{"amount":{amount}}}"#),
+            )
+            .auth(ADMIN)
+            .key(key),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 async fn consume(p: &Proc, key: &str) -> Option<u64> {
     let r = common::call_checked(
         p.addr,
@@ -179,18 +198,7 @@ async fn a_killed_audit_leader_is_replaced_and_every_acknowledged_change_is_prov
         a.printed("leading the audit log's sequencer"),
         "the first replica leads"
     );
-    let r = a
-        .call(Req::post("/v1/tenants", r#"{"tenant":"acme"}"#).auth(ADMIN))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let r = a
-        .call(
-            Req::post("/v1/tenants/acme/grants", r#"{"amount":1000000}"#)
-                .auth(ADMIN)
-                .key("seed"),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    create_funded(&a, 1000000, "seed").await;
 
     // A burst over both replicas; the leader is killed in the middle of it.
     let mut acknowledged = Vec::new();
@@ -315,18 +323,7 @@ async fn a_file_audit_log_outlives_a_killed_in_memory_service() {
     let dir_s = dir.to_str().unwrap().to_owned();
     let vars = [("CREDITS_AUDIT_DIR", dir_s.as_str())];
     let p = Proc::start(&vars);
-    let r = p
-        .call(Req::post("/v1/tenants", r#"{"tenant":"acme"}"#).auth(ADMIN))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let r = p
-        .call(
-            Req::post("/v1/tenants/acme/grants", r#"{"amount":100}"#)
-                .auth(ADMIN)
-                .key("seed"),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    create_funded(&p, 100, "seed").await;
     for i in 0..20 {
         consume(&p, &format!("c{i}")).await.expect("consumed");
     }
@@ -351,18 +348,7 @@ async fn a_file_audit_log_outlives_a_killed_in_memory_service() {
         assert_provable(&p, index, size, &root).await;
     }
     // A re-created tenant continues its stream in the kept log.
-    let r = p
-        .call(Req::post("/v1/tenants", r#"{"tenant":"acme"}"#).auth(ADMIN))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let r = p
-        .call(
-            Req::post("/v1/tenants/acme/grants", r#"{"amount":5}"#)
-                .auth(ADMIN)
-                .key("again"),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    create_funded(&p, 5, "again").await;
     let cp = p
         .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
         .await;

@@ -3,7 +3,7 @@
 //! lock and queues it in a [`MemoryAuditQueue`] in the same step ([`MemoryAudit`]); an
 //! [`AuditWriter`] opened with [`open_with_queue`](AuditWriter::open_with_queue) over a
 //! [`FileSink`] integrates the queue into the Merkle log. The simulator adds only the
-//! fault-injecting wrapper around the shipped sink ([`FaultySink`]) and a witness: the
+//! fault-injecting wrapper around the shipped sink (audit-chain's [`FaultySink`]) and a witness: the
 //! latest checkpoint the writer returned, kept outside the files.
 //!
 //! The queue belongs to the store, so it outlives a simulated crash as the store does; the
@@ -15,13 +15,12 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_trait::async_trait;
 use audit_chain::merkle::verify_consistency;
+use audit_chain::testing::{FaultySink, SinkFaults};
 use audit_chain::{
-    AuditError, AuditQueue, AuditSink, AuditWriter, Checkpoint, FileSink, HmacKey, Keyring,
-    LogHead, LogRecord, MaskingPolicy, MemoryAuditQueue, WriterConfig, scan_dir, verify_dir,
+    AuditQueue, AuditSink, AuditWriter, Checkpoint, FileSink, HmacKey, Keyring, LogRecord,
+    MaskingPolicy, MemoryAuditQueue, WriterConfig, scan_dir, verify_dir,
 };
 use credits_core::audit::{LedgerAudit, MemoryAudit};
 use metered_clock::Clock;
@@ -33,144 +32,6 @@ pub const ORIGIN: &str = "sim.metered.invalid/audit";
 /// it every other step and after every outage), so no change is refused for a full backlog
 /// and both backends give the same answers.
 pub const BACKLOG_MAX: usize = 1 << 20;
-
-/// The switches of the simulated disk under the audit log, shared by every process's
-/// [`FaultySink`]: an outage during which every write fails, and a death of the process
-/// right after its next write.
-#[derive(Debug, Default)]
-pub struct SinkFaults {
-    down: AtomicBool,
-    die_after_write: AtomicBool,
-}
-
-impl SinkFaults {
-    /// Takes the disk down (every write fails before reaching it; reads work) or brings it
-    /// back.
-    pub fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
-    }
-
-    /// Whether the disk is down.
-    #[must_use]
-    pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::SeqCst)
-    }
-
-    /// The process dies right after its next write reaches the disk (before it learns
-    /// that it did): a crash between writing entries and taking them off the queue.
-    pub fn arm_death(&self) {
-        self.die_after_write.store(true, Ordering::SeqCst);
-    }
-
-    /// Removes an armed death that did not happen.
-    pub fn disarm(&self) {
-        self.die_after_write.store(false, Ordering::SeqCst);
-    }
-}
-
-/// The shipped [`FileSink`] as one simulated process sees it: its writes go through the
-/// [`SinkFaults`], and once the process is dead ([`kill`](Self::kill), or an armed death)
-/// every call fails without reaching the files.
-#[derive(Debug)]
-pub struct FaultySink {
-    inner: FileSink,
-    faults: Arc<SinkFaults>,
-    dead: AtomicBool,
-    /// Held shared by every call, exclusively by [`kill`](Self::kill): a call in flight
-    /// finishes before the process counts as dead.
-    gate: tokio::sync::RwLock<()>,
-}
-
-impl FaultySink {
-    /// Wraps `inner` for one process.
-    #[must_use]
-    pub fn new(inner: FileSink, faults: Arc<SinkFaults>) -> Self {
-        FaultySink {
-            inner,
-            faults,
-            dead: AtomicBool::new(false),
-            gate: tokio::sync::RwLock::new(()),
-        }
-    }
-
-    /// The process dies: waits for a call in flight, then refuses every later one.
-    pub async fn kill(&self) {
-        let _exclusive = self.gate.write().await;
-        self.dead.store(true, Ordering::SeqCst);
-    }
-
-    fn alive(&self) -> Result<(), AuditError> {
-        if self.dead.load(Ordering::SeqCst) {
-            return Err(injected("simulated process", "process crashed"));
-        }
-        Ok(())
-    }
-
-    /// Runs one write: refused while the disk is down; with an armed death the write
-    /// happens and then the process dies.
-    async fn write(
-        &self,
-        call: impl Future<Output = Result<(), AuditError>>,
-    ) -> Result<(), AuditError> {
-        let _shared = self.gate.read().await;
-        self.alive()?;
-        if self.faults.is_down() {
-            return Err(injected("simulated disk", "injected outage"));
-        }
-        call.await?;
-        if self.faults.die_after_write.swap(false, Ordering::SeqCst) {
-            self.dead.store(true, Ordering::SeqCst);
-        }
-        self.alive()
-    }
-}
-
-/// An injected I/O failure.
-fn injected(context: &str, what: &str) -> AuditError {
-    AuditError::Io {
-        context: context.to_owned(),
-        source: Arc::new(std::io::Error::other(what.to_owned())),
-    }
-}
-
-#[async_trait]
-impl AuditSink for FaultySink {
-    async fn append(&self, records: &[LogRecord]) -> Result<(), AuditError> {
-        self.write(self.inner.append(records)).await
-    }
-
-    async fn read(&self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {
-        let _shared = self.gate.read().await;
-        self.alive()?;
-        self.inner.read(start, limit).await
-    }
-
-    async fn size(&self) -> Result<u64, AuditError> {
-        let _shared = self.gate.read().await;
-        self.alive()?;
-        self.inner.size().await
-    }
-
-    async fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
-        self.write(self.inner.store_checkpoint(note)).await
-    }
-
-    async fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
-        let _shared = self.gate.read().await;
-        self.alive()?;
-        self.inner.load_checkpoint().await
-    }
-
-    async fn store_head(&self, head: &LogHead) -> Result<(), AuditError> {
-        self.write(self.inner.store_head(head)).await
-    }
-
-    async fn load_head(&self) -> Result<Option<LogHead>, AuditError> {
-        let _shared = self.gate.read().await;
-        self.alive()?;
-        self.inner.load_head().await
-    }
-}
 
 /// What one [`SimAudit::sync`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -306,7 +167,7 @@ impl SimAudit {
     pub async fn reopen(&mut self) -> Result<u64, String> {
         let (file, recovery) =
             FileSink::open(&self.dir).map_err(|e| format!("opening the audit files: {e}"))?;
-        let sink = Arc::new(FaultySink::new(file, Arc::clone(&self.faults)));
+        let sink = Arc::new(FaultySink::new(Arc::new(file), Arc::clone(&self.faults)));
         let config = WriterConfig::builder(ORIGIN)
             .build()
             .map_err(|e| e.to_string())?;
@@ -383,7 +244,7 @@ impl SimAudit {
             .as_ref()
             .ok_or("the audit writer is not running")?;
         let down = self.faults.is_down();
-        let faulted = down || self.faults.die_after_write.load(Ordering::SeqCst);
+        let faulted = down || self.faults.death_armed();
         let size = live.writer.size();
         let pending = self.pending(&live.writer).await?;
         let flushed = live.writer.flush().await;

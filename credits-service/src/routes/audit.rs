@@ -233,7 +233,10 @@ async fn proof(
         ));
     }
     let (proof, root): (Vec<Hash>, Hash) = {
-        let tree = state.audit.tree(size).await?;
+        let mirror = state.audit.tree(size).await?;
+        let tree = mirror
+            .full_tree()
+            .ok_or_else(|| ApiError::internal("the audit mirror keeps the whole tree"))?;
         (tree.inclusion_proof(index, size)?, tree.root_at(size)?)
     };
     let record = state
