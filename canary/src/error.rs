@@ -1,7 +1,35 @@
 //! The crate's one error type.
 
+use std::time::Duration;
+
 use crate::command::RolloutCommand;
 use crate::phase::PhaseKind;
+
+/// Why a metrics query gave no usable value ([`CanaryError::NoData`]). No data is never
+/// read as healthy: the driver counts it as a metric-source error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NoDataReason {
+    /// The query matched no series (no traffic yet, a wrong label value, a metric that
+    /// was never exported).
+    Empty,
+    /// A value was NaN (a 0/0 rate, a quantile of an empty histogram).
+    NotANumber,
+    /// A value was +∞ or −∞.
+    Infinite,
+}
+
+impl NoDataReason {
+    /// Stable lower-case name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoDataReason::Empty => "empty",
+            NoDataReason::NotANumber => "nan",
+            NoDataReason::Infinite => "infinite",
+        }
+    }
+}
 
 /// Everything that can go wrong in `canary`.
 ///
@@ -93,16 +121,69 @@ pub enum CanaryError {
         /// Whether asking again may succeed.
         retryable: bool,
     },
+    /// A metrics query answered, but with nothing to judge (an empty result, NaN, ±∞).
+    /// Never read as healthy; ask again at the next check (the data may appear), and check
+    /// the query's label values if it persists.
+    #[error("metric {metric:?}: no data ({})", reason.as_str())]
+    NoData {
+        /// The metric (query name).
+        metric: String,
+        /// Why.
+        reason: NoDataReason,
+    },
+    /// The metrics backend refused the query (Prometheus's error JSON: `bad_data`,
+    /// `execution`, …), or it returned a shape the query's kind cannot use (several series
+    /// for an aggregate). Fix the query template; retrying does not help.
+    #[error("metric {metric:?}: query refused ({error_type}): {message}")]
+    MetricsQuery {
+        /// The metric (query name).
+        metric: String,
+        /// The backend's error type (`bad_data`, `execution`, `shape`, …).
+        error_type: String,
+        /// The backend's message.
+        message: String,
+    },
+    /// The metrics backend answered with an HTTP error status. Retryable for 429 and 5xx.
+    #[error("metrics backend: HTTP {status}: {message}")]
+    MetricsHttp {
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the body, or the backend's error message.
+        message: String,
+    },
+    /// A metrics query did not answer within its timeout. Retryable.
+    #[error("metrics backend: no answer within {0:?}")]
+    MetricsTimeout(Duration),
+    /// The metrics backend could not be reached (connection refused or reset), or its
+    /// circuit breaker is open after repeated failures. Retryable later.
+    #[error("metrics backend unavailable: {message}")]
+    MetricsUnavailable {
+        /// What happened.
+        message: String,
+    },
+    /// The metrics backend's answer could not be decoded (not JSON, an unknown result type,
+    /// a value that is not a number, a body over the size limit). Not retryable.
+    #[error("metrics backend: undecodable answer: {message}")]
+    MetricsDecode {
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl CanaryError {
     /// Whether the same call may succeed if retried. Configuration, observation, transition
-    /// and trail-content errors never are; trail storage and metrics-source failures may be.
+    /// and trail-content errors never are; trail storage and metrics-source failures may be,
+    /// and so may no data, timeouts, an unreachable backend and HTTP 429 / 5xx; refused
+    /// queries and undecodable answers are not.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Audit(e) => e.is_retryable(),
             Self::MetricsSource { retryable, .. } => *retryable,
+            Self::MetricsHttp { status, .. } => *status == 429 || *status >= 500,
+            Self::NoData { .. } | Self::MetricsTimeout(_) | Self::MetricsUnavailable { .. } => {
+                true
+            }
             _ => false,
         }
     }
@@ -133,6 +214,12 @@ impl CanaryError {
             Self::TrailMismatch { .. } => "trail_mismatch",
             Self::Audit(_) => "audit",
             Self::MetricsSource { .. } => "metrics_source",
+            Self::NoData { .. } => "no_data",
+            Self::MetricsQuery { .. } => "metrics_query",
+            Self::MetricsHttp { .. } => "metrics_http",
+            Self::MetricsTimeout(_) => "metrics_timeout",
+            Self::MetricsUnavailable { .. } => "metrics_unavailable",
+            Self::MetricsDecode { .. } => "metrics_decode",
         }
     }
 }
@@ -212,6 +299,40 @@ mod tests {
                 },
                 "metrics_source",
             ),
+            (
+                CanaryError::NoData {
+                    metric: reason(),
+                    reason: super::NoDataReason::Empty,
+                },
+                "no_data",
+            ),
+            (
+                CanaryError::MetricsQuery {
+                    metric: reason(),
+                    error_type: "bad_data".into(),
+                    message: reason(),
+                },
+                "metrics_query",
+            ),
+            (
+                CanaryError::MetricsHttp {
+                    status: 500,
+                    message: reason(),
+                },
+                "metrics_http",
+            ),
+            (
+                CanaryError::MetricsTimeout(std::time::Duration::from_secs(1)),
+                "metrics_timeout",
+            ),
+            (
+                CanaryError::MetricsUnavailable { message: reason() },
+                "metrics_unavailable",
+            ),
+            (
+                CanaryError::MetricsDecode { message: reason() },
+                "metrics_decode",
+            ),
         ]
     }
 
@@ -228,6 +349,12 @@ mod tests {
             CanaryError::TrailMismatch { .. } => 8,
             CanaryError::Audit(_) => 9,
             CanaryError::MetricsSource { .. } => 10,
+            CanaryError::NoData { .. } => 11,
+            CanaryError::MetricsQuery { .. } => 12,
+            CanaryError::MetricsHttp { .. } => 13,
+            CanaryError::MetricsTimeout(_) => 14,
+            CanaryError::MetricsUnavailable { .. } => 15,
+            CanaryError::MetricsDecode { .. } => 16,
         }
     }
 
@@ -235,7 +362,7 @@ mod tests {
     fn every_variant_has_its_pinned_code_and_codes_are_unique() {
         let table = table();
         let variants: BTreeSet<usize> = table.iter().map(|(e, _)| variant_index(e)).collect();
-        assert_eq!(variants, (0..11).collect(), "every variant, once");
+        assert_eq!(variants, (0..17).collect(), "every variant, once");
         let mut codes = BTreeSet::new();
         for (error, code) in &table {
             assert_eq!(error.code(), *code, "{error:?}");

@@ -100,6 +100,7 @@ mod mann_whitney;
 mod plan;
 mod routing;
 mod sim;
+mod spread;
 mod stats;
 pub mod trail;
 
@@ -119,21 +120,22 @@ pub use command::{Actor, COMMAND_TEXT_LEN_MAX, RolloutCommand};
 pub use directive::{Action, Directive};
 #[cfg(feature = "tokio")]
 pub use driver::{Actuator, Driver, MetricsSource, source_error};
-pub use error::CanaryError;
+pub use error::{CanaryError, NoDataReason};
 pub use event::Event;
 pub use health::{
-    ArmObservation, CHECK_NAME_LEN_MAX, CHECKS_MAX, CheckVerdict, HealthPolicy,
+    ArmObservation, Baseline, CHECK_NAME_LEN_MAX, CHECKS_MAX, CheckVerdict, HealthPolicy,
     HealthPolicyBuilder, HealthReport, Limit, LimitAction, MetricCheck, MetricKind, MetricResult,
     Observations, Verdict, srm_p_value,
 };
 pub use manager::{BatchReport, Observed, RolloutManager};
 pub use mann_whitney::{
-    Direction, JudgeReport, MannWhitney, MannWhitneyJudge, MetricClass, MetricSamples, SAMPLES_MAX,
-    ScoreClass, mann_whitney_u,
+    Direction, JUDGE_MIN_SAMPLES_DEFAULT, JudgeReport, MannWhitney, MannWhitneyJudge, MetricClass,
+    MetricJudgement, MetricSamples, SAMPLES_MAX, ScoreClass, mann_whitney_u,
 };
 pub use phase::{PauseReason, Phase, PhaseKind};
 pub use plan::{CHECK_INTERVAL_MAX, Plan, STEPS_MAX, Step};
 pub use rollout::{EVENTS_PENDING_MAX, ID_LEN_MAX, Rollout};
 pub use routing::{Arm, Router};
+pub use spread::{ProportionTest, SpreadTest, brown_forsythe};
 pub use sim::{SIM_ROLLOUTS_MAX, SimConfig, SimReport, simulate};
 pub use state::{Counters, RolloutState};

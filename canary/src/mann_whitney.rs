@@ -1,10 +1,12 @@
-//! A Kayenta-style judge: a Mann-Whitney U test per metric on raw samples, and a weighted
-//! score over all metrics.
+//! A Kayenta-style judge: a Mann-Whitney U test per metric on raw samples, beside it a
+//! spread test and, for zero-heavy metrics, a test of the share of non-zero values; and a
+//! weighted score over all metrics.
 
 use serde::{Deserialize, Serialize};
 use statrs::function::erf::erfc;
 
 use crate::error::{CanaryError, Result};
+use crate::spread::{ProportionTest, SpreadTest, brown_forsythe, nonzero_shares};
 
 /// Most samples per arm the judge accepts for one metric (ranking is `O(n log n)`).
 pub const SAMPLES_MAX: usize = 1_000_000;
@@ -121,7 +123,7 @@ pub enum Direction {
 pub struct MetricSamples {
     /// Metric name (for reports and the trail).
     pub name: String,
-    /// Baseline (stable) values.
+    /// Baseline values (the stable version's, or a freshly started baseline's).
     pub baseline: Vec<f64>,
     /// Canary values.
     pub canary: Vec<f64>,
@@ -131,10 +133,15 @@ pub struct MetricSamples {
     pub weight: f64,
     /// A critical metric that fails makes the whole score 0.
     pub critical: bool,
+    /// A dry-run metric is judged and reported (and written to the trail) but never counts:
+    /// not in the score, never critical, never insufficient data. For trying a new metric
+    /// out on real rollouts before trusting it.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl MetricSamples {
-    /// A metric where an increase is a regression, weight 1, not critical.
+    /// A metric where an increase is a regression, weight 1, not critical, not dry-run.
     #[must_use]
     pub fn new(name: impl Into<String>, baseline: Vec<f64>, canary: Vec<f64>) -> Self {
         MetricSamples {
@@ -144,7 +151,15 @@ impl MetricSamples {
             direction: Direction::Increase,
             weight: 1.0,
             critical: false,
+            dry_run: false,
         }
+    }
+
+    /// Makes the metric dry-run: judged and recorded, never acted on.
+    #[must_use]
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
     }
 }
 
@@ -158,6 +173,11 @@ pub enum MetricClass {
     High,
     /// Significantly lower than the baseline, and that is bad.
     Low,
+    /// Same location, but a significantly larger spread than the baseline (the tail grew).
+    Spread,
+    /// Too few samples, or too few non-zero values of a zero-heavy metric, to judge: never a
+    /// pass.
+    InsufficientData,
 }
 
 /// Classification of the whole comparison from its score.
@@ -170,26 +190,68 @@ pub enum ScoreClass {
     Marginal,
     /// Score below the marginal score (or a critical metric failed).
     Fail,
+    /// No failure, but a metric that counts could not be judged: hold, never pass.
+    InsufficientData,
 }
 
-/// The judge's verdict: per-metric classes and the 0–100 score.
+/// How the judge saw one metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricJudgement {
+    /// The metric's name.
+    pub name: String,
+    /// Its class.
+    pub class: MetricClass,
+    /// The Mann-Whitney test (for a zero-heavy metric: of its non-zero values); `None` when
+    /// there was too little data.
+    pub shift: Option<MannWhitney>,
+    /// The Brown-Forsythe spread test (of the non-zero values of a zero-heavy metric);
+    /// `None` when off or with too little data.
+    pub spread: Option<SpreadTest>,
+    /// For a zero-heavy metric: the test of the share of non-zero values.
+    pub nonzero: Option<ProportionTest>,
+    /// Whether the metric was dry-run (reported, not counted).
+    pub dry_run: bool,
+}
+
+/// The judge's verdict: per-metric judgements and the 0–100 score.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[must_use]
 pub struct JudgeReport {
-    /// Weighted share of passing metrics, 0–100.
+    /// Weighted share of passing metrics among those judged and not dry-run, 0–100 (100
+    /// when none was).
     pub score: f64,
-    /// Pass / marginal / fail from the score.
+    /// Pass / marginal / fail from the score; insufficient data when a counting metric
+    /// could not be judged and none failed.
     pub class: ScoreClass,
-    /// Per metric: name, test result and class.
-    pub metrics: Vec<(String, MannWhitney, MetricClass)>,
+    /// Per metric, in input order (dry-run ones included).
+    pub metrics: Vec<MetricJudgement>,
 }
 
-/// A Kayenta-style judge: each metric passes unless a Mann-Whitney U test finds a
-/// significant shift in its bad direction; the score is the weighted share of passing
-/// metrics (0 if a critical metric fails); pass at ≥ 95, marginal at ≥ 75 by default.
+impl JudgeReport {
+    /// Whether a metric that counts (not dry-run) failed while critical.
+    #[must_use]
+    pub fn critical_failed(&self, samples: &[MetricSamples]) -> bool {
+        self.metrics.iter().zip(samples).any(|(j, s)| {
+            s.critical
+                && !j.dry_run
+                && !matches!(j.class, MetricClass::Pass | MetricClass::InsufficientData)
+        })
+    }
+}
+
+/// A Kayenta-style judge, with what Kayenta misses. Each metric gets a two-sided
+/// Mann-Whitney U test (a shift in its bad direction fails it) and a one-sided
+/// Brown-Forsythe test (a larger spread fails it, whatever the median does). A metric with
+/// fewer than `min_samples` values in an arm is *insufficient data*. A zero-heavy metric (at
+/// least `zero_share` of its pooled values exactly 0) is judged in two parts, each at α/2:
+/// the share of non-zero values (two-proportion test) and the non-zero values themselves
+/// (Mann-Whitney, and the spread test once each arm has `min_samples` of them); with fewer
+/// than `min_samples` non-zero values in both arms together it is insufficient data. The score is the
+/// weighted share of passing metrics among those judged (dry-run metrics excluded; 0 if a
+/// critical metric fails); pass at ≥ 95, marginal at ≥ 75 by default.
 ///
 /// ```
-/// use canary::{MannWhitneyJudge, MetricSamples, ScoreClass};
+/// use canary::{MannWhitneyJudge, MetricClass, MetricSamples, ScoreClass};
 ///
 /// let judge = MannWhitneyJudge::new(0.01, 95.0, 75.0)?;
 /// let base: Vec<f64> = (0..300).map(|i| f64::from(i % 97)).collect();
@@ -199,6 +261,16 @@ pub struct JudgeReport {
 /// ])?;
 /// assert_eq!(report.score, 50.0);
 /// assert_eq!(report.class, ScoreClass::Fail);
+///
+/// // The same median, twice the spread: Mann-Whitney alone passes it, the spread test does not.
+/// let wide: Vec<f64> = base.iter().map(|x| 48.0 + 2.0 * (x - 48.0)).collect();
+/// let report = judge.judge(&[MetricSamples::new("latency", base.clone(), wide)])?;
+/// assert_eq!(report.metrics[0].class, MetricClass::Spread);
+/// assert!(report.metrics[0].shift.unwrap().p_value > 0.5);
+///
+/// // Three samples are not evidence of health.
+/// let report = judge.judge(&[MetricSamples::new("latency", vec![1.0; 3], vec![1.0; 3])])?;
+/// assert_eq!(report.class, ScoreClass::InsufficientData);
 /// # Ok::<(), canary::CanaryError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -206,32 +278,38 @@ pub struct MannWhitneyJudge {
     alpha: f64,
     pass_score: f64,
     marginal_score: f64,
+    spread_alpha: Option<f64>,
+    min_samples: usize,
+    zero_share: f64,
 }
 
+/// Fewest samples per arm (by default) before the judge judges a metric.
+pub const JUDGE_MIN_SAMPLES_DEFAULT: usize = 20;
+
 impl Default for MannWhitneyJudge {
-    /// α = 0.05, pass ≥ 95, marginal ≥ 75.
+    /// α = 0.05 for both the shift and the spread test, pass ≥ 95, marginal ≥ 75, at least
+    /// [`JUDGE_MIN_SAMPLES_DEFAULT`] samples per arm, zero-heavy from half zeros.
     fn default() -> Self {
         MannWhitneyJudge {
             alpha: 0.05,
             pass_score: 95.0,
             marginal_score: 75.0,
+            spread_alpha: Some(0.05),
+            min_samples: JUDGE_MIN_SAMPLES_DEFAULT,
+            zero_share: 0.5,
         }
     }
 }
 
 impl MannWhitneyJudge {
-    /// A judge with significance level `alpha` and the two score thresholds.
+    /// A judge with significance level `alpha` (for the shift and the spread test) and the
+    /// two score thresholds.
     ///
     /// # Errors
     /// [`CanaryError::InvalidPolicy`] unless `0 < alpha < 1` and
     /// `0 ≤ marginal_score ≤ pass_score ≤ 100`.
     pub fn new(alpha: f64, pass_score: f64, marginal_score: f64) -> Result<Self> {
-        if !(alpha > 0.0 && alpha < 1.0) {
-            return Err(CanaryError::InvalidPolicy {
-                field: "mann_whitney.alpha",
-                reason: format!("must be strictly between 0 and 1, got {alpha}"),
-            });
-        }
+        check_alpha("mann_whitney.alpha", alpha)?;
         if !(0.0..=100.0).contains(&pass_score)
             || !(0.0..=100.0).contains(&marginal_score)
             || marginal_score > pass_score
@@ -247,20 +325,69 @@ impl MannWhitneyJudge {
             alpha,
             pass_score,
             marginal_score,
+            spread_alpha: Some(alpha),
+            ..MannWhitneyJudge::default()
         })
     }
 
-    /// Significance level of each metric's test.
+    /// Sets the spread test's significance level (`None`: no spread test, Kayenta's judge).
+    ///
+    /// # Errors
+    /// [`CanaryError::InvalidPolicy`] unless `0 < alpha < 1`.
+    pub fn with_spread_alpha(mut self, alpha: Option<f64>) -> Result<Self> {
+        if let Some(a) = alpha {
+            check_alpha("mann_whitney.spread_alpha", a)?;
+        }
+        self.spread_alpha = alpha;
+        Ok(self)
+    }
+
+    /// Sets the fewest samples per arm before a metric is judged, and the pooled share of
+    /// zeros from which a metric is judged as zero-heavy.
+    ///
+    /// # Errors
+    /// [`CanaryError::InvalidPolicy`] unless `min_samples ≥ 2` and `0 < zero_share ≤ 1`.
+    pub fn with_data_limits(mut self, min_samples: usize, zero_share: f64) -> Result<Self> {
+        if min_samples < 2 {
+            return Err(CanaryError::InvalidPolicy {
+                field: "mann_whitney.min_samples",
+                reason: format!("must be at least 2, got {min_samples}"),
+            });
+        }
+        if !(zero_share > 0.0 && zero_share <= 1.0) {
+            return Err(CanaryError::InvalidPolicy {
+                field: "mann_whitney.zero_share",
+                reason: format!("must be within (0, 1], got {zero_share}"),
+            });
+        }
+        self.min_samples = min_samples;
+        self.zero_share = zero_share;
+        Ok(self)
+    }
+
+    /// Significance level of each metric's shift test.
     #[must_use]
     pub fn alpha(&self) -> f64 {
         self.alpha
+    }
+
+    /// Significance level of the spread test, if it runs.
+    #[must_use]
+    pub fn spread_alpha(&self) -> Option<f64> {
+        self.spread_alpha
+    }
+
+    /// Fewest samples per arm before a metric is judged.
+    #[must_use]
+    pub fn min_samples(&self) -> usize {
+        self.min_samples
     }
 
     /// Judges every metric and scores the comparison.
     ///
     /// # Errors
     /// [`CanaryError::InvalidObservation`] for no metrics, a weight that is not finite and
-    /// positive, or samples [`mann_whitney_u`] refuses.
+    /// positive, an arm longer than [`SAMPLES_MAX`], or a sample that is not finite.
     pub fn judge(&self, metrics: &[MetricSamples]) -> Result<JudgeReport> {
         if metrics.is_empty() {
             return Err(CanaryError::InvalidObservation {
@@ -270,6 +397,7 @@ impl MannWhitneyJudge {
         let mut total = 0.0;
         let mut passed = 0.0;
         let mut critical_failed = false;
+        let mut insufficient = false;
         let mut out = Vec::with_capacity(metrics.len());
         for m in metrics {
             if !(m.weight.is_finite() && m.weight > 0.0) {
@@ -277,38 +405,139 @@ impl MannWhitneyJudge {
                     reason: format!("metric {:?}: weight must be finite and > 0", m.name),
                 });
             }
-            let t = mann_whitney_u(&m.baseline, &m.canary)?;
-            let significant = t.p_value < self.alpha;
-            let class = match (significant, m.direction, t.z > 0.0) {
-                (false, _, _) => MetricClass::Pass,
-                (true, Direction::Increase | Direction::Either, true) => MetricClass::High,
-                (true, Direction::Decrease | Direction::Either, false) => MetricClass::Low,
-                (true, _, _) => MetricClass::Pass,
-            };
-            total += m.weight;
-            if class == MetricClass::Pass {
-                passed += m.weight;
-            } else if m.critical {
-                critical_failed = true;
+            let judged = self.judge_metric(m)?;
+            if !m.dry_run {
+                match judged.class {
+                    MetricClass::InsufficientData => insufficient = true,
+                    MetricClass::Pass => {
+                        total += m.weight;
+                        passed += m.weight;
+                    }
+                    _ => {
+                        total += m.weight;
+                        critical_failed |= m.critical;
+                    }
+                }
             }
-            out.push((m.name.clone(), t, class));
+            out.push(judged);
         }
         let score = if critical_failed {
             0.0
-        } else {
+        } else if total > 0.0 {
             100.0 * passed / total
-        };
-        let class = if score >= self.pass_score {
-            ScoreClass::Pass
-        } else if score >= self.marginal_score {
-            ScoreClass::Marginal
         } else {
+            100.0
+        };
+        let class = if score < self.marginal_score {
             ScoreClass::Fail
+        } else if insufficient {
+            ScoreClass::InsufficientData
+        } else if score >= self.pass_score {
+            ScoreClass::Pass
+        } else {
+            ScoreClass::Marginal
         };
         Ok(JudgeReport {
             score,
             class,
             metrics: out,
+        })
+    }
+
+    fn judge_metric(&self, m: &MetricSamples) -> Result<MetricJudgement> {
+        let (b, c) = (&m.baseline, &m.canary);
+        if b.len() > SAMPLES_MAX || c.len() > SAMPLES_MAX {
+            return Err(CanaryError::InvalidObservation {
+                reason: format!("metric {:?}: more than {SAMPLES_MAX} samples", m.name),
+            });
+        }
+        if b.iter().chain(c).any(|x| !x.is_finite()) {
+            return Err(CanaryError::InvalidObservation {
+                reason: format!("metric {:?}: a sample is not finite", m.name),
+            });
+        }
+        let mut judged = MetricJudgement {
+            name: m.name.clone(),
+            class: MetricClass::InsufficientData,
+            shift: None,
+            spread: None,
+            nonzero: None,
+            dry_run: m.dry_run,
+        };
+        if b.len() < self.min_samples || c.len() < self.min_samples {
+            return Ok(judged);
+        }
+        let zeros = b.iter().chain(c).filter(|x| **x == 0.0).count();
+        #[allow(clippy::cast_precision_loss)] // bounded by SAMPLES_MAX
+        let zero_heavy = zeros as f64 >= self.zero_share * (b.len() + c.len()) as f64;
+        let shift_class = |t: &MannWhitney, alpha: f64| {
+            shift_class_p(t.p_value < alpha, t.z > 0.0, m.direction)
+        };
+        if !zero_heavy {
+            let t = mann_whitney_u(b, c)?;
+            let spread = match self.spread_alpha {
+                Some(_) => Some(brown_forsythe(b, c)?),
+                None => None,
+            };
+            judged.class = shift_class(&t, self.alpha);
+            if judged.class == MetricClass::Pass
+                && let (Some(s), Some(a)) = (&spread, self.spread_alpha)
+                && s.p_value < a
+            {
+                judged.class = MetricClass::Spread;
+            }
+            judged.shift = Some(t);
+            judged.spread = spread;
+            return Ok(judged);
+        }
+        // Zero-heavy: the share of non-zero values, then the non-zero values themselves.
+        let nz = |xs: &[f64]| xs.iter().copied().filter(|x| *x != 0.0).collect::<Vec<_>>();
+        let (nb, nc) = (nz(b), nz(c));
+        if nb.len() + nc.len() < self.min_samples {
+            return Ok(judged);
+        }
+        let (alpha, spread_alpha) = (self.alpha / 2.0, self.spread_alpha.map(|a| a / 2.0));
+        let share = nonzero_shares(b, c)?;
+        judged.class = shift_class_p(share.p_value < alpha, share.z > 0.0, m.direction);
+        judged.nonzero = Some(share);
+        if !nb.is_empty() && !nc.is_empty() {
+            let t = mann_whitney_u(&nb, &nc)?;
+            if judged.class == MetricClass::Pass {
+                judged.class = shift_class(&t, alpha);
+            }
+            judged.shift = Some(t);
+        }
+        if nb.len() >= self.min_samples
+            && nc.len() >= self.min_samples
+            && let Some(a) = spread_alpha
+        {
+            let s = brown_forsythe(&nb, &nc)?;
+            if judged.class == MetricClass::Pass && s.p_value < a {
+                judged.class = MetricClass::Spread;
+            }
+            judged.spread = Some(s);
+        }
+        Ok(judged)
+    }
+}
+
+/// The class of a significant (or not) change up or down for a metric of `direction`.
+fn shift_class_p(significant: bool, higher: bool, direction: Direction) -> MetricClass {
+    match (significant, direction, higher) {
+        (false, _, _) => MetricClass::Pass,
+        (true, Direction::Increase | Direction::Either, true) => MetricClass::High,
+        (true, Direction::Decrease | Direction::Either, false) => MetricClass::Low,
+        (true, _, _) => MetricClass::Pass,
+    }
+}
+
+fn check_alpha(field: &'static str, alpha: f64) -> Result<()> {
+    if alpha > 0.0 && alpha < 1.0 {
+        Ok(())
+    } else {
+        Err(CanaryError::InvalidPolicy {
+            field,
+            reason: format!("must be strictly between 0 and 1, got {alpha}"),
         })
     }
 }

@@ -75,12 +75,31 @@ pub fn to_audit_entry(id: &str, event: &Event) -> AuditEntry {
             if let Some(b) = report.baseline_requests {
                 e = e.with_metadata("baseline_requests", b.to_string());
             }
+            if let Some(b) = report.fresh_baseline_requests {
+                e = e.with_metadata("fresh_baseline_requests", b.to_string());
+            }
             if let Some(p) = report.srm_p_value {
                 e = e.with_metadata("srm_p_value", p.to_string());
             }
             if let Some(j) = &report.judge {
                 e = e.with_metadata("judge_score", j.score.to_string());
                 e = e.with_metadata("judge_class", format!("{:?}", j.class));
+                // For people (not parsed back): class, dry run, p-values, name.
+                let p = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |p| p.to_string());
+                for (i, m) in j.metrics.iter().enumerate() {
+                    e = e.with_metadata(
+                        format!("judge.{i:02}"),
+                        format!(
+                            "{:?}|{}|{}|{}|{}|{}",
+                            m.class,
+                            m.dry_run,
+                            p(m.shift.map(|t| t.p_value)),
+                            p(m.spread.map(|t| t.p_value)),
+                            p(m.nonzero.map(|t| t.p_value)),
+                            m.name
+                        ),
+                    );
+                }
             }
             for (i, m) in report.metrics.iter().enumerate() {
                 e = e.with_metadata(
@@ -95,6 +114,9 @@ pub fn to_audit_entry(id: &str, event: &Event) -> AuditEntry {
                         m.name
                     ),
                 );
+                if m.dry_run {
+                    e = e.with_metadata(format!("metric.{i:02}.dry_run"), "true");
+                }
             }
             e
         }
@@ -137,7 +159,8 @@ pub fn to_audit_entry(id: &str, event: &Event) -> AuditEntry {
 }
 
 /// Parses an entry written by [`to_audit_entry`] back into its event. The report of a check
-/// comes back with every figure except the Mann-Whitney judge's per-metric details.
+/// comes back with every figure except the Mann-Whitney judge's (its score, class and
+/// per-metric lines `judge.NN` are written for people and not parsed back).
 ///
 /// # Errors
 /// [`CanaryError::TrailDecode`] (naming `index`) for an entry of another type or with a
@@ -173,10 +196,19 @@ pub fn from_audit_entry(entry: &AuditEntry, index: usize) -> Result<Event> {
                 let Some(v) = entry.metadata.get(&format!("metric.{i:02}")) else {
                     break;
                 };
-                metrics.push(parse_metric(v).ok_or_else(|| bad(format!("metric {i}: {v:?}")))?);
+                let mut m = parse_metric(v).ok_or_else(|| bad(format!("metric {i}: {v:?}")))?;
+                m.dry_run = entry
+                    .metadata
+                    .get(&format!("metric.{i:02}.dry_run"))
+                    .is_some_and(|v| v == "true");
+                metrics.push(m);
             }
             let baseline_requests = match entry.metadata.get("baseline_requests") {
                 Some(_) => Some(parse_u64("baseline_requests")?),
+                None => None,
+            };
+            let fresh_baseline_requests = match entry.metadata.get("fresh_baseline_requests") {
+                Some(_) => Some(parse_u64("fresh_baseline_requests")?),
                 None => None,
             };
             let srm_p_value = match entry.metadata.get("srm_p_value") {
@@ -193,6 +225,7 @@ pub fn from_audit_entry(entry: &AuditEntry, index: usize) -> Result<Event> {
                     verdict,
                     canary_requests: parse_u64("canary_requests")?,
                     baseline_requests,
+                    fresh_baseline_requests,
                     metrics,
                     srm_p_value,
                     sample_ratio_mismatch: get("sample_ratio_mismatch")? == "true",
@@ -331,6 +364,7 @@ fn parse_metric(s: &str) -> Option<MetricResult> {
         name,
         verdict,
         critical,
+        dry_run: false,
         observed,
         threshold,
         statistic,

@@ -50,6 +50,7 @@ fn metric(name: &str, verdict: CheckVerdict, critical: bool, figures: [f64; 3]) 
         name: Arc::from(name),
         verdict,
         critical,
+        dry_run: false,
         observed: figures[0],
         threshold: figures[1],
         statistic: figures[2],
@@ -66,6 +67,7 @@ fn every_kind_of_event_has_a_pinned_audit_entry() {
             verdict: Verdict::Unhealthy,
             canary_requests: 1_200,
             baseline_requests: Some(22_800),
+            fresh_baseline_requests: None,
             metrics: vec![
                 metric("error_rate", CheckVerdict::Pass, true, [0.0125, 0.05, 0.5]),
                 metric(

@@ -35,6 +35,21 @@ pub enum Limit {
     RelativeToBaseline(f64),
 }
 
+/// Which baseline a relative limit compares the canary with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Baseline {
+    /// The running stable version ([`Observations::baseline`](crate::Observations::baseline)):
+    /// most traffic, but older and warmer than the canary.
+    #[default]
+    Stable,
+    /// A freshly started baseline
+    /// ([`Observations::fresh_baseline`](crate::Observations::fresh_baseline)): the stable
+    /// version deployed anew at the canary's size, so start-up effects (cold caches, JIT,
+    /// connection pools) are on both sides of the comparison.
+    Fresh,
+}
+
 /// One health check: a metric, its limit, and whether failing it rolls back at once.
 ///
 /// ```
@@ -47,6 +62,12 @@ pub enum Limit {
 ///     MetricCheck::latency_relative(0.95, 0.10),         // p95 at most 10 % worse than stable
 /// ];
 /// assert!(checks[0].is_critical());
+///
+/// // Against a freshly started baseline; and a dry-run check, recorded but never acted on.
+/// use canary::Baseline;
+/// let fresh = MetricCheck::error_rate_relative(0.25).against(Baseline::Fresh);
+/// assert_eq!(fresh.name(), "error_rate_vs_fresh_baseline");
+/// assert!(MetricCheck::latency_max(0.99, 500_000.0).dry_run().is_dry_run());
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricCheck {
@@ -54,6 +75,8 @@ pub struct MetricCheck {
     pub(super) kind: MetricKind,
     pub(super) limit: Limit,
     pub(super) critical: bool,
+    pub(super) dry_run: bool,
+    pub(super) baseline: Baseline,
 }
 
 impl MetricCheck {
@@ -65,6 +88,8 @@ impl MetricCheck {
             kind,
             limit,
             critical: false,
+            dry_run: false,
+            baseline: Baseline::Stable,
         }
     }
 
@@ -114,6 +139,41 @@ impl MetricCheck {
     pub fn critical(mut self) -> Self {
         self.critical = true;
         self
+    }
+
+    /// Makes the check dry-run: judged, reported and written to the trail like any other,
+    /// but its verdict never counts (it cannot fail, hold or pause the rollout). For trying
+    /// a new limit on real rollouts before enforcing it.
+    #[must_use]
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
+    }
+
+    /// Compares a relative limit with `baseline` (default [`Baseline::Stable`]). A check
+    /// against [`Baseline::Fresh`] named `…_vs_baseline` is renamed `…_vs_fresh_baseline`,
+    /// so both comparisons can run side by side.
+    #[must_use]
+    pub fn against(mut self, baseline: Baseline) -> Self {
+        if baseline == Baseline::Fresh
+            && let Some(stem) = self.name.strip_suffix("_vs_baseline")
+        {
+            self.name = format!("{stem}_vs_fresh_baseline").into();
+        }
+        self.baseline = baseline;
+        self
+    }
+
+    /// Whether the check is dry-run.
+    #[must_use]
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// The baseline a relative limit compares with.
+    #[must_use]
+    pub fn baseline(&self) -> Baseline {
+        self.baseline
     }
 
     /// The check's name.

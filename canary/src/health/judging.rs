@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use bayes_ab::{Beta, Counts, LatencySketch, TrafficSplit, srm_check};
 
-use super::check::{Limit, MetricCheck, MetricKind};
+use super::check::{Baseline, Limit, MetricCheck, MetricKind};
 use super::observations::{ArmObservation, Observations};
 use super::policy::HealthPolicy;
 use super::report::{CheckVerdict, HealthReport, MetricResult, Verdict};
 #[cfg(doc)]
 use crate::CanaryError;
 use crate::error::Result;
-use crate::mann_whitney::{MetricClass, ScoreClass};
+use crate::mann_whitney::ScoreClass;
 use crate::plan::Step;
 use crate::stats::prob_relative_breach;
 
@@ -65,22 +65,22 @@ impl HealthPolicy {
             _ => None,
         };
 
-        let any = |v: CheckVerdict| metrics.iter().any(|m| m.verdict == v);
-        let critical_fail = metrics
-            .iter()
-            .any(|m| m.critical && m.verdict == CheckVerdict::Fail)
-            || judge.as_ref().is_some_and(|j| {
-                j.metrics
-                    .iter()
-                    .zip(&obs.samples)
-                    .any(|((_, _, class), s)| s.critical && *class != MetricClass::Pass)
-            });
+        // Dry-run checks are reported, never counted.
+        let counted = || metrics.iter().filter(|m| !m.dry_run);
+        let any = |v: CheckVerdict| counted().any(|m| m.verdict == v);
+        let critical_fail = counted().any(|m| m.critical && m.verdict == CheckVerdict::Fail)
+            || judge
+                .as_ref()
+                .is_some_and(|j| j.critical_failed(&obs.samples));
         let judge_class = judge.as_ref().map(|j| j.class);
         let verdict = if critical_fail {
             Verdict::Critical
         } else if any(CheckVerdict::Fail) || judge_class == Some(ScoreClass::Fail) {
             Verdict::Unhealthy
-        } else if !enough || any(CheckVerdict::NoData) {
+        } else if !enough
+            || any(CheckVerdict::NoData)
+            || judge_class == Some(ScoreClass::InsufficientData)
+        {
             Verdict::InsufficientData
         } else if srm
             || any(CheckVerdict::Inconclusive)
@@ -94,6 +94,7 @@ impl HealthPolicy {
             verdict,
             canary_requests: canary_n,
             baseline_requests: baseline_n,
+            fresh_baseline_requests: obs.fresh_baseline.as_ref().map(|b| b.requests),
             metrics,
             srm_p_value,
             sample_ratio_mismatch: srm,
@@ -111,7 +112,7 @@ impl HealthPolicy {
     /// An error-rate check: P(breach) on the canary's Beta posterior against the limit (or
     /// against the baseline's posterior, for a relative limit).
     fn judge_error_rate(&self, check: &MetricCheck, obs: &Observations) -> MetricResult {
-        let base = obs.baseline.as_ref();
+        let base = baseline_of(check, obs);
         let limit = check.limit;
         let canary = self.posterior(&obs.canary);
         let observed = obs.canary.error_rate();
@@ -141,6 +142,7 @@ impl HealthPolicy {
             name: Arc::clone(&check.name),
             verdict,
             critical: check.critical,
+            dry_run: check.dry_run,
             observed,
             threshold,
             statistic: p_breach,
@@ -155,7 +157,7 @@ impl HealthPolicy {
         quantile: f64,
         obs: &Observations,
     ) -> MetricResult {
-        let base = obs.baseline.as_ref();
+        let base = baseline_of(check, obs);
         let limit = check.limit;
         let Some(canary) = obs
             .canary
@@ -203,6 +205,7 @@ impl HealthPolicy {
             name: Arc::clone(&check.name),
             verdict,
             critical: check.critical,
+            dry_run: check.dry_run,
             observed: canary.estimate,
             threshold,
             statistic,
@@ -242,6 +245,14 @@ impl HealthPolicy {
         // `validate` guarantees errors <= requests.
         let counts = Counts::new(arm.errors, arm.requests).unwrap_or(Counts::ZERO);
         self.prior.update(counts)
+    }
+}
+
+/// The baseline arm a check compares with.
+fn baseline_of<'a>(check: &MetricCheck, obs: &'a Observations) -> Option<&'a ArmObservation> {
+    match check.baseline {
+        Baseline::Stable => obs.baseline.as_ref(),
+        Baseline::Fresh => obs.fresh_baseline.as_ref(),
     }
 }
 

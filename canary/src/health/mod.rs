@@ -13,7 +13,7 @@ mod observations;
 mod policy;
 mod report;
 
-pub use check::{CHECK_NAME_LEN_MAX, Limit, MetricCheck, MetricKind};
+pub use check::{Baseline, CHECK_NAME_LEN_MAX, Limit, MetricCheck, MetricKind};
 pub use judging::srm_p_value;
 pub use observations::{ArmObservation, Observations};
 pub use policy::{CHECKS_MAX, HealthPolicy, HealthPolicyBuilder, LimitAction};

@@ -56,6 +56,10 @@ pub struct Observations {
     pub canary: ArmObservation,
     /// The baseline (stable) arm; needed by relative limits and the SRM check.
     pub baseline: Option<ArmObservation>,
+    /// A freshly started baseline: the stable version deployed anew beside the canary, as
+    /// young and as warm as it; needed by checks [`against`](crate::MetricCheck::against)
+    /// [`Baseline::Fresh`](crate::Baseline::Fresh).
+    pub fresh_baseline: Option<ArmObservation>,
     /// Raw samples for the Mann-Whitney judge, if one is configured.
     pub samples: Vec<MetricSamples>,
 }
@@ -67,6 +71,7 @@ impl Observations {
         Observations {
             canary,
             baseline: Some(baseline),
+            fresh_baseline: None,
             samples: Vec::new(),
         }
     }
@@ -77,8 +82,16 @@ impl Observations {
         Observations {
             canary,
             baseline: None,
+            fresh_baseline: None,
             samples: Vec::new(),
         }
+    }
+
+    /// Adds a freshly started baseline's traffic.
+    #[must_use]
+    pub fn with_fresh_baseline(mut self, fresh: ArmObservation) -> Self {
+        self.fresh_baseline = Some(fresh);
+        self
     }
 
     /// Adds raw samples for the Mann-Whitney judge.
@@ -93,6 +106,7 @@ impl Observations {
         for (arm, o) in [
             ("canary", Some(&self.canary)),
             ("baseline", self.baseline.as_ref()),
+            ("fresh baseline", self.fresh_baseline.as_ref()),
         ] {
             if let Some(o) = o
                 && o.errors > o.requests

@@ -31,6 +31,8 @@ pub struct MetricResult {
     pub verdict: CheckVerdict,
     /// Whether the check is critical.
     pub critical: bool,
+    /// Whether the check is dry-run: measured and recorded, its verdict never counted.
+    pub dry_run: bool,
     /// The canary's observed value (error rate, or the latency quantile in µs).
     pub observed: f64,
     /// The limit the value was held to (for relative limits: the baseline's value times
@@ -48,6 +50,7 @@ impl MetricResult {
             name: Arc::clone(&check.name),
             verdict: CheckVerdict::NoData,
             critical: check.critical,
+            dry_run: check.dry_run,
             observed: f64::NAN,
             threshold: f64::NAN,
             statistic: f64::NAN,
@@ -114,6 +117,8 @@ pub struct HealthReport {
     pub canary_requests: u64,
     /// Baseline requests judged, if a baseline was observed.
     pub baseline_requests: Option<u64>,
+    /// Requests of the freshly started baseline, if one was observed.
+    pub fresh_baseline_requests: Option<u64>,
     /// Per-check results, in policy order.
     pub metrics: Vec<MetricResult>,
     /// P-value of the traffic split, when checked.
@@ -139,7 +144,11 @@ impl HealthReport {
         if self.verdict == Verdict::InsufficientData {
             let _ = write!(out, "{} canary requests", self.canary_requests);
         }
-        for m in self.metrics.iter().filter(|m| m.verdict == wanted) {
+        for m in self
+            .metrics
+            .iter()
+            .filter(|m| m.verdict == wanted && !m.dry_run)
+        {
             if !out.is_empty() {
                 out.push_str("; ");
             }
@@ -168,6 +177,18 @@ impl HealthReport {
                 out.push_str("; ");
             }
             let _ = write!(out, "judge score {:.1} ({:?})", j.score, j.class);
+        }
+        let dry_failed: Vec<&str> = self
+            .metrics
+            .iter()
+            .filter(|m| m.dry_run && m.verdict == CheckVerdict::Fail)
+            .map(|m| &*m.name)
+            .collect();
+        if !dry_failed.is_empty() {
+            if !out.is_empty() {
+                out.push_str("; ");
+            }
+            let _ = write!(out, "dry run failed (not acted on): {}", dry_failed.join(", "));
         }
         if out.is_empty() {
             let _ = write!(
