@@ -58,6 +58,7 @@ checks!(
     prepared_holds_answer_only_to_their_branch,
     transactions_recover_after_forgotten_keys_and_activity,
     branches_of_one_participant_never_share_keys,
+    values_past_the_backend_limit_are_refused,
 );
 
 /// Runs every check in [`CHECKS`], each on a fresh store from `make_store`.
@@ -987,6 +988,96 @@ pub async fn bad_input_changes_nothing(store: Arc<dyn LedgerStore>) {
         (ledger.balance(t).await, all_entries(&ledger, t).await),
         snapshot,
         "nothing changed"
+    );
+    conserved(&ledger, Some(t)).await;
+}
+
+/// Amounts, counters and expiries past what the backend stores
+/// ([`LedgerStore::value_limit`]) are refused with [`LedgerError::AmountOverflow`], a domain
+/// answer recorded under the key, before anything reaches storage: nothing changes, and the
+/// same request alone or in a batch gets the same answer.
+pub async fn values_past_the_backend_limit_are_refused(store: Arc<dyn LedgerStore>) {
+    let limit = store.value_limit();
+    let (ledger, _clock, ids) = setup(store, &["limit"]).await;
+    let t = &ids[0];
+    let grant = |units: u64, expires_at: Option<Timestamp>| Command::Grant {
+        amount: amt(units),
+        expires_at,
+        priority: 0,
+    };
+    let apply = |k: &str, command: Command| {
+        let request = Request::new(t.clone(), key(k), command);
+        let ledger = &ledger;
+        async move { ledger.apply(&request).await }
+    };
+    // Exactly the limit fits.
+    apply("fill", grant(limit - 10, None))
+        .await
+        .expect("a grant up to the limit");
+    let snapshot = (ledger.balance(t).await, all_entries(&ledger, t).await);
+    let mut refused = vec![("past", grant(11, None))];
+    if limit < u64::MAX {
+        refused.push(("one-past", grant(limit.saturating_add(1), None)));
+    }
+    // An expiry the backend cannot store ("never" is not a stored time).
+    if limit < u64::MAX - 1 {
+        let far = Timestamp::from_unix_millis(limit + 1);
+        refused.push(("far-expiry", grant(1, Some(far))));
+        let ttl = Duration::from_millis(limit - START.as_unix_millis() + 1);
+        refused.push((
+            "far-hold",
+            Command::Reserve {
+                amount: amt(1),
+                ttl,
+            },
+        ));
+    }
+    for (k, command) in &refused {
+        assert_eq!(
+            apply(k, command.clone()).await,
+            Err(LedgerError::AmountOverflow),
+            "{k}: {command:?}"
+        );
+        assert_eq!(
+            apply(k, command.clone()).await,
+            Err(LedgerError::AmountOverflow),
+            "{k} replayed"
+        );
+    }
+    let batch = [
+        Request::new(t.clone(), key("batch-ok"), grant(1, None)),
+        Request::new(t.clone(), key("batch-past"), grant(limit, None)),
+    ];
+    assert!(
+        matches!(
+            ledger.batch(&batch).await,
+            Err(LedgerError::BatchRejected { ref source, .. }) if **source == LedgerError::AmountOverflow
+        ),
+        "a batch with one value past the limit is refused as a whole"
+    );
+    assert_eq!(
+        (ledger.balance(t).await, all_entries(&ledger, t).await),
+        snapshot,
+        "nothing changed"
+    );
+    // Spending and refunding stay within the limit: a refund that would push the inflow
+    // past it is refused too.
+    let c = apply("spend", Command::Consume { amount: amt(10) })
+        .await
+        .expect("consume");
+    apply("top-up", grant(10, None))
+        .await
+        .expect("refill to the limit");
+    assert_eq!(
+        apply(
+            "refund",
+            Command::Refund {
+                entry: c.entry,
+                amount: amt(1)
+            }
+        )
+        .await,
+        Err(LedgerError::AmountOverflow)
     );
     conserved(&ledger, Some(t)).await;
 }

@@ -267,6 +267,27 @@ impl LedgerError {
         }
     }
 
+    /// Whether the backend was unavailable: a storage failure that a retry may cure (a
+    /// dropped connection, a timeout, a database that is down). What a circuit breaker in
+    /// front of the store counts as a failure; a domain answer, a refused value or a corrupt
+    /// row is the backend answering, not an outage.
+    ///
+    /// ```
+    /// use credits_core::{LedgerError, StorageError};
+    ///
+    /// assert!(LedgerError::Storage(StorageError::retryable("connection reset")).is_unavailable());
+    /// assert!(!LedgerError::Storage(StorageError::permanent("corrupt row")).is_unavailable());
+    /// assert!(!LedgerError::AmountOverflow.is_unavailable());
+    /// ```
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            LedgerError::Storage(e) => e.retryable,
+            LedgerError::BatchRejected { source, .. } => source.is_unavailable(),
+            _ => false,
+        }
+    }
+
     /// Whether this is a storage failure (as opposed to a definite domain answer).
     #[must_use]
     pub fn is_storage(&self) -> bool {

@@ -27,6 +27,7 @@ pub struct MemoryLedgerStoreBuilder {
     shards: usize,
     idempotency_window: Duration,
     idempotency_keys_max: usize,
+    value_limit: u64,
     audit: Option<Audit>,
 }
 
@@ -120,6 +121,16 @@ impl MemoryLedgerStoreBuilder {
         self
     }
 
+    /// The largest value a counter, an amount or an expiry (Unix milliseconds) may take
+    /// (default `u64::MAX`). A change that would pass it is refused with
+    /// [`LedgerError::AmountOverflow`] and changes nothing
+    /// ([`Account::with_value_limit`]). Set `i64::MAX as u64` to refuse in memory exactly
+    /// what a PostgreSQL store refuses.
+    pub fn value_limit(mut self, limit: u64) -> Self {
+        self.value_limit = limit;
+        self
+    }
+
     /// Builds the store.
     pub fn build(self) -> MemoryLedgerStore {
         MemoryLedgerStore {
@@ -132,6 +143,7 @@ impl MemoryLedgerStoreBuilder {
             hasher: FixedState::with_seed(0x6372_6564_6974_7331),
             idempotency_window: self.idempotency_window,
             idempotency_keys_max: self.idempotency_keys_max,
+            value_limit: self.value_limit,
             audit: self.audit,
         }
     }
@@ -163,6 +175,7 @@ pub struct MemoryLedgerStore {
     hasher: FixedState,
     idempotency_window: Duration,
     idempotency_keys_max: usize,
+    value_limit: u64,
     audit: Option<Audit>,
 }
 
@@ -207,6 +220,7 @@ impl MemoryLedgerStore {
             shards: 64,
             idempotency_window: Duration::from_secs(24 * 60 * 60),
             idempotency_keys_max: 1_000_000,
+            value_limit: u64::MAX,
             audit: None,
         }
     }
@@ -392,7 +406,8 @@ impl LedgerStore for MemoryLedgerStore {
         shard.tenants.insert(
             tenant.clone(),
             Tenant {
-                account: Account::new(tenant.clone(), settings, now),
+                account: Account::new(tenant.clone(), settings, now)
+                    .with_value_limit(self.value_limit),
                 journal: Vec::new(),
                 keys: HashMap::new(),
                 key_order: VecDeque::new(),
@@ -726,5 +741,9 @@ impl LedgerStore for MemoryLedgerStore {
         found.sort_unstable_by_key(|h| h.branch);
         found.truncate(limit);
         Ok(found)
+    }
+
+    fn value_limit(&self) -> u64 {
+        self.value_limit
     }
 }

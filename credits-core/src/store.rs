@@ -203,4 +203,12 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
         after: Option<BranchId>,
         limit: usize,
     ) -> Result<Vec<PreparedHold>, LedgerError>;
+
+    /// The largest value this backend stores in a counter, an amount or an expiry (Unix
+    /// milliseconds): `u64::MAX` unless it says otherwise (PostgreSQL's `bigint`:
+    /// `i64::MAX`). A change that would pass it is refused with
+    /// [`LedgerError::AmountOverflow`] before it reaches storage, like an overflow.
+    fn value_limit(&self) -> u64 {
+        u64::MAX
+    }
 }

@@ -56,6 +56,17 @@ async fn a_group_keeps_each_result_and_commits_once() {
         req(&a, "c", consume(5)),
         req(&ghost, "x", consume(1)),
         req(&b, "g", grant.clone()),
+        // Past a bigint: refused alone, as a domain answer, before it reaches SQL.
+        req(
+            &b,
+            "huge",
+            Command::Grant {
+                amount: Amount::new(1 << 63),
+                expires_at: None,
+                priority: 0,
+            },
+        ),
+        req(&a, "after-huge", consume(1)),
     ];
     let results = store.apply_group(&group, now).await.expect("group");
     assert_eq!(results.len(), group.len());
@@ -84,6 +95,8 @@ async fn a_group_keeps_each_result_and_commits_once() {
         results[6].is_ok(),
         "a failure earlier in the group changes nothing for later ones"
     );
+    assert_eq!(results[7], Err(LedgerError::AmountOverflow));
+    assert!(results[8].is_ok(), "a value past a bigint fails alone");
     // The failure was recorded under its key, as a single apply would have.
     let record = store
         .idempotency_record(&b, &IdempotencyKey::new("c-too-much").expect("key"))

@@ -125,7 +125,7 @@ pub(crate) struct AppState {
 
 fn classify<T>(result: &Result<T, LedgerError>) -> CallOutcome {
     match result {
-        Err(e) if e.is_storage() => CallOutcome::Failure,
+        Err(e) if e.is_unavailable() => CallOutcome::Failure,
         _ => CallOutcome::Success,
     }
 }
@@ -159,9 +159,11 @@ impl AppState {
         Ok(tenant)
     }
 
-    /// Runs a ledger call through the circuit breaker. Storage failures count as failures;
-    /// domain answers (insufficient credits, unknown hold, …) count as successes, because
-    /// the store answered.
+    /// Runs a ledger call through the circuit breaker. Only availability failures (a
+    /// connection, a timeout, a database that is down: [`LedgerError::is_unavailable`])
+    /// count as failures; domain answers (insufficient credits, unknown hold, an amount
+    /// past what the backend stores, …) and permanent storage errors count as successes,
+    /// because the store answered.
     ///
     /// # Errors
     /// 503 `circuit_open` while the breaker rejects calls; the call's own error otherwise.

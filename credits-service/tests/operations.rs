@@ -59,6 +59,42 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
 }
 
 #[tokio::test]
+async fn values_the_store_cannot_hold_are_refused_and_never_open_the_breaker() {
+    let s = TestService::start(&[
+        ("CREDITS_BREAKER_WINDOW_CALLS", "10"),
+        ("CREDITS_BREAKER_MINIMUM_CALLS", "4"),
+        ("CREDITS_BREAKER_FAILURE_RATE_PERCENT", "50"),
+    ])
+    .await;
+    s.tenant_with("acme", 1_000).await;
+    let r = s
+        .call(Req::post("/circuit-breaker/reset", "").auth(ADMIN))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Past a u64 in memory, past a bigint on PostgreSQL: a definite answer from the
+    // ledger, before storage, never a storage failure.
+    let huge = u64::MAX - 500;
+    for i in 0..14 {
+        let r = s
+            .call(
+                Req::post(
+                    "/v1/tenants/acme/grants",
+                    &format!(r#"{{"amount":{huge}}}"#),
+                )
+                .auth(ADMIN)
+                .key(&format!("huge-{i}")),
+            )
+            .await;
+        assert_eq!((r.status, r.code()), (422, "amount_overflow"), "{}", r.text);
+    }
+    let stats = s.call(Req::get("/circuit-breaker/stats")).await;
+    assert_eq!(stats.json["state"], "closed", "{}", stats.text);
+    assert_eq!(stats.json["failed_calls"], 0, "{}", stats.text);
+    assert_eq!(s.balance("acme").await, (1_000, 0, 0), "nothing changed");
+    s.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_breaker_opens_when_the_store_fails_and_closes_after_it_recovers() {
     let s = TestService::start(&[
         ("CREDITS_BREAKER_WINDOW_CALLS", "10"),

@@ -239,6 +239,9 @@ pub struct Account {
     /// Owners of resolved holds that a transaction branch owned.
     owners: HashMap<HoldId, BranchId>,
     refunded: HashMap<EntrySeq, Amount>,
+    /// The largest value a counter, an amount or an expiry (Unix milliseconds) may take:
+    /// what the backend can store ([`Account::with_value_limit`]).
+    limit: u64,
 }
 
 impl Account {
@@ -261,7 +264,29 @@ impl Account {
             resolved: HashMap::new(),
             owners: HashMap::new(),
             refunded: HashMap::new(),
+            limit: u64::MAX,
         }
+    }
+
+    /// The same account, refusing every change that would take a counter, an amount or an
+    /// expiry above `limit` (PostgreSQL stores `bigint`: `i64::MAX`). The change is refused
+    /// with [`LedgerError::AmountOverflow`] before anything moves, exactly as an overflow of
+    /// a `u64` is; an expiry of [`Timestamp::MAX`] ("never") is not a stored time and stays
+    /// allowed. The default is `u64::MAX`.
+    ///
+    /// Every stock (available, held, consumed, expired) is part of the inflow side of the
+    /// conservation equation (granted + refunded + overdrawn), so bounding that sum bounds
+    /// every counter.
+    #[must_use]
+    pub fn with_value_limit(mut self, limit: u64) -> Account {
+        self.limit = limit;
+        self
+    }
+
+    /// The limit set by [`with_value_limit`](Self::with_value_limit).
+    #[must_use]
+    pub fn value_limit(&self) -> u64 {
+        self.limit
     }
 
     /// Rebuilds an account from what a backend stored, checking that the counters agree with
@@ -284,6 +309,7 @@ impl Account {
             resolved: parts.resolved.iter().copied().collect(),
             owners: parts.owners.iter().copied().collect(),
             refunded: parts.refunded.iter().copied().collect(),
+            limit: u64::MAX,
         };
         let mut lots = Amount::ZERO;
         for lot in &parts.lots {
@@ -534,14 +560,27 @@ impl Account {
         seq
     }
 
-    /// Checks that the inflow side of the conservation equation still fits in a `u64`; then
-    /// every stock (available, held, consumed, expired) and every sum of them fits too.
+    /// Checks that the inflow side of the conservation equation still fits in a `u64` and
+    /// under the account's [value limit](Self::with_value_limit); then every stock
+    /// (available, held, consumed, expired) and every sum of them fits too.
     fn check_inflow(
+        &self,
         granted: Amount,
         refunded: Amount,
         overdrawn: Amount,
     ) -> Result<(), LedgerError> {
-        granted.checked_add(refunded)?.checked_add(overdrawn)?;
+        let inflow = granted.checked_add(refunded)?.checked_add(overdrawn)?;
+        if inflow.units() > self.limit {
+            return Err(LedgerError::AmountOverflow);
+        }
+        Ok(())
+    }
+
+    /// Checks that an expiry is "never" or a time the backend can store.
+    fn check_expiry(&self, t: Timestamp) -> Result<(), LedgerError> {
+        if t != Timestamp::MAX && t.as_unix_millis() > self.limit {
+            return Err(LedgerError::AmountOverflow);
+        }
         Ok(())
     }
 
@@ -600,9 +639,10 @@ impl Account {
             Some(t) => t,
             None => Timestamp::MAX,
         };
+        self.check_expiry(expires_at)?;
         let t = self.header.totals;
         let granted = t.granted.checked_add(amount)?;
-        Self::check_inflow(granted, t.refunded, t.overdrawn)?;
+        self.check_inflow(granted, t.refunded, t.overdrawn)?;
         let before = self.balance();
         self.header.totals.granted = granted;
         let lot = self.credit(fx, amount, expires_at, priority);
@@ -668,7 +708,7 @@ impl Account {
         let from_lots = amount.min(t.available);
         let debt = amount.saturating_sub(from_lots);
         let overdrawn = t.overdrawn.checked_add(debt)?;
-        Self::check_inflow(t.granted, t.refunded, overdrawn)?;
+        self.check_inflow(t.granted, t.refunded, overdrawn)?;
         let before = self.balance();
         self.take_from_lots(fx, from_lots, None);
         self.header.totals.overdrawn = overdrawn;
@@ -708,6 +748,7 @@ impl Account {
             .checked_add(Duration::from_millis(ttl_ms))
             .filter(|t| *t != Timestamp::MAX)
             .ok_or(LedgerError::AmountOverflow)?;
+        self.check_expiry(expires_at)?;
         self.take_hold(fx, at, key, amount, expires_at, None)
     }
 
@@ -974,7 +1015,7 @@ impl Account {
         }
         let t = self.header.totals;
         let refunded = t.refunded.checked_add(amount)?;
-        Self::check_inflow(t.granted, refunded, t.overdrawn)?;
+        self.check_inflow(t.granted, refunded, t.overdrawn)?;
         let before = self.balance();
         self.header.totals.refunded = refunded;
         self.refunded.insert(

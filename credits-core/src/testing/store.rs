@@ -138,4 +138,8 @@ impl<S: LedgerStore + ?Sized> LedgerStore for FaultyStore<S> {
             .run_read(self.inner.prepared_holds(after, limit))
             .await
     }
+
+    fn value_limit(&self) -> u64 {
+        self.inner.value_limit()
+    }
 }

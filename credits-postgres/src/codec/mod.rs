@@ -26,6 +26,11 @@ pub(crate) use json::{branches_of, branches_text, draws_of, draws_text, record_o
 
 use crate::PgError;
 
+/// The largest value a `bigint` column stores: what the store tells the ledger
+/// ([`LedgerStore::value_limit`](credits_core::LedgerStore::value_limit)), so that a larger
+/// amount, counter or expiry is refused as a domain error before it reaches SQL.
+pub(crate) const BIGINT_MAX: u64 = i64::MAX.unsigned_abs();
+
 /// `v` as a `bigint`.
 pub(crate) fn i(v: u64, what: &'static str) -> Result<i64, PgError> {
     i64::try_from(v).map_err(|_| PgError::OutOfRange { what, value: v })

@@ -497,6 +497,10 @@ impl LedgerStore for PgLedgerStore {
         Ok(removed)
     }
 
+    fn value_limit(&self) -> u64 {
+        crate::codec::BIGINT_MAX
+    }
+
     async fn prepared_holds(
         &self,
         after: Option<BranchId>,

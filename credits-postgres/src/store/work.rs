@@ -54,7 +54,9 @@ impl Work {
     ) -> Result<Self, PgError> {
         let hold_details = parts.holds.iter().map(|h| (h.id(), h.clone())).collect();
         let before = parts.header.clone();
-        let account = Account::from_parts(parts).map_err(PgError::corrupt)?;
+        let account = Account::from_parts(parts)
+            .map_err(PgError::corrupt)?
+            .with_value_limit(crate::codec::BIGINT_MAX);
         Ok(Work {
             account,
             before,
