@@ -136,6 +136,8 @@ pub use phase::{PauseReason, Phase, PhaseKind};
 pub use plan::{CHECK_INTERVAL_MAX, Plan, STEPS_MAX, Step};
 pub use rollout::{EVENTS_PENDING_MAX, ID_LEN_MAX, Rollout};
 pub use routing::{Arm, Router};
+pub use sim::{
+    SIM_ROLLOUTS_MAX, SIM_SAMPLES_WINDOW_MAX, SimConfig, SimLatency, SimReport, simulate,
+};
 pub use spread::{ProportionTest, SpreadTest, brown_forsythe};
-pub use sim::{SIM_ROLLOUTS_MAX, SimConfig, SimReport, simulate};
 pub use state::{Counters, RolloutState};

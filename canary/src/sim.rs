@@ -7,17 +7,53 @@ use std::time::Duration;
 use metered_clock::Timestamp;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_distr::{Binomial, Distribution, Poisson};
+use rand_distr::{Binomial, Distribution, Normal, Poisson};
 
 use crate::command::Actor;
 use crate::error::{CanaryError, Result};
 use crate::health::{ArmObservation, HealthPolicy, Observations};
+use crate::mann_whitney::MetricSamples;
 use crate::phase::PhaseKind;
 use crate::plan::Plan;
 use crate::rollout::Rollout;
 
 /// Most rollouts one simulation runs.
 pub const SIM_ROLLOUTS_MAX: u32 = 1_000_000;
+
+/// Most latency samples one arm's window holds in a simulation (older ones are dropped).
+pub const SIM_SAMPLES_WINDOW_MAX: usize = 10_000;
+
+/// A latency metric for the simulated judge: every interval each arm adds
+/// `samples_per_interval` values (as a metrics backend's `query_range` gives one point per
+/// pod and step), drawn from a normal distribution; the rollout's policy judges them with
+/// its [`MannWhitneyJudge`](crate::MannWhitneyJudge) as the metric `latency`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SimLatency {
+    /// Values per arm and interval (1..=1,000).
+    pub samples_per_interval: u32,
+    /// The baseline's median (and mean).
+    pub median: f64,
+    /// The baseline's standard deviation (> 0).
+    pub sd: f64,
+    /// The canary's median over the baseline's (1: the same).
+    pub canary_median_factor: f64,
+    /// The canary's variance over the baseline's (1: the same; 2: twice the variance).
+    pub canary_variance_factor: f64,
+}
+
+impl SimLatency {
+    /// Canary and baseline alike: 10 values per interval, median 100, standard deviation 10.
+    #[must_use]
+    pub fn aa() -> Self {
+        SimLatency {
+            samples_per_interval: 10,
+            median: 100.0,
+            sd: 10.0,
+            canary_median_factor: 1.0,
+            canary_variance_factor: 1.0,
+        }
+    }
+}
 
 /// The traffic a simulation generates.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -35,6 +71,8 @@ pub struct SimConfig {
     pub horizon: Duration,
     /// Seed of the random generator (same seed, same report).
     pub seed: u64,
+    /// A latency metric for the policy's judge (`None`: counts only).
+    pub latency: Option<SimLatency>,
 }
 
 impl SimConfig {
@@ -49,7 +87,15 @@ impl SimConfig {
             canary_error_rate: 0.01,
             horizon: Duration::from_secs(24 * 3600),
             seed,
+            latency: None,
         }
+    }
+
+    /// Adds a latency metric for the policy's judge.
+    #[must_use]
+    pub fn with_latency(mut self, latency: SimLatency) -> Self {
+        self.latency = Some(latency);
+        self
     }
 }
 
@@ -112,7 +158,9 @@ impl SimReport {
 ///
 /// # Errors
 /// [`CanaryError::InvalidPolicy`] for more than [`SIM_ROLLOUTS_MAX`] rollouts, error rates
-/// outside `[0, 1]`, or a traffic rate that is not finite and positive.
+/// outside `[0, 1]`, a traffic rate that is not finite and positive, or a latency metric
+/// with no samples, more than 1,000 per interval, or a median, deviation or factor that is
+/// not finite and positive.
 pub fn simulate(plan: &Plan, policy: &HealthPolicy, config: &SimConfig) -> Result<SimReport> {
     let bad = |field: &'static str, reason: &str| {
         Err(CanaryError::InvalidPolicy {
@@ -134,6 +182,39 @@ pub fn simulate(plan: &Plan, policy: &HealthPolicy, config: &SimConfig) -> Resul
     if !(config.requests_per_minute.is_finite() && config.requests_per_minute > 0.0) {
         return bad("requests_per_minute", "must be finite and positive");
     }
+    let latency = match config.latency {
+        None => None,
+        Some(l) => {
+            if !(1..=1_000).contains(&l.samples_per_interval) {
+                return bad("latency.samples_per_interval", "must be within 1..=1000");
+            }
+            let positive = |x: f64| x.is_finite() && x > 0.0;
+            if !(positive(l.median)
+                && positive(l.sd)
+                && positive(l.canary_median_factor)
+                && positive(l.canary_variance_factor))
+            {
+                return bad(
+                    "latency",
+                    "median, sd and canary factors must be finite and positive",
+                );
+            }
+            let arm = |median: f64, sd: f64| {
+                Normal::new(median, sd).map_err(|e| CanaryError::InvalidPolicy {
+                    field: "latency",
+                    reason: e.to_string(),
+                })
+            };
+            Some((
+                arm(l.median, l.sd)?,
+                arm(
+                    l.median * l.canary_median_factor,
+                    l.sd * l.canary_variance_factor.sqrt(),
+                )?,
+                l.samples_per_interval,
+            ))
+        }
+    };
     let mut rng = StdRng::seed_from_u64(config.seed);
     let plan = std::sync::Arc::new(plan.clone());
     let policy = std::sync::Arc::new(policy.clone());
@@ -152,6 +233,7 @@ pub fn simulate(plan: &Plan, policy: &HealthPolicy, config: &SimConfig) -> Resul
         let _ = rollout.start(start, Actor::System)?;
         let mut now = start;
         let mut window = [0u64; 4];
+        let (mut base_samples, mut canary_samples) = (Vec::new(), Vec::new());
         let mut step_started = rollout.step_started_at();
         let mut paused = false;
         let end = start.saturating_add(config.horizon);
@@ -170,10 +252,19 @@ pub fn simulate(plan: &Plan, policy: &HealthPolicy, config: &SimConfig) -> Resul
             window[1] += draw_binomial(&mut rng, canary, config.canary_error_rate);
             window[2] += baseline;
             window[3] += draw_binomial(&mut rng, baseline, config.baseline_error_rate);
-            let obs = Observations::new(
+            let mut obs = Observations::new(
                 ArmObservation::counts(window[0], window[1]),
                 ArmObservation::counts(window[2], window[3]),
             );
+            if let Some((base, canary, n)) = &latency {
+                draw_samples(&mut rng, base, *n, &mut base_samples);
+                draw_samples(&mut rng, canary, *n, &mut canary_samples);
+                obs = obs.with_samples(vec![MetricSamples::new(
+                    "latency",
+                    base_samples.clone(),
+                    canary_samples.clone(),
+                )]);
+            }
             let d = rollout.tick(now, &obs)?;
             if d.report.is_some() {
                 report.checks += 1;
@@ -185,6 +276,8 @@ pub fn simulate(plan: &Plan, policy: &HealthPolicy, config: &SimConfig) -> Resul
             if rollout.step_started_at() != step_started {
                 step_started = rollout.step_started_at();
                 window = [0; 4];
+                base_samples.clear();
+                canary_samples.clear();
             }
             match d.phase {
                 PhaseKind::Promoting | PhaseKind::Succeeded => break Some(true),
@@ -216,6 +309,14 @@ pub fn simulate(plan: &Plan, policy: &HealthPolicy, config: &SimConfig) -> Resul
         report.mean_seconds_to_rollback = rollback_secs / f64::from(report.rolled_back);
     }
     Ok(report)
+}
+
+fn draw_samples(rng: &mut StdRng, d: &Normal<f64>, n: u32, window: &mut Vec<f64>) {
+    window.extend((0..n).map(|_| d.sample(rng)));
+    if window.len() > SIM_SAMPLES_WINDOW_MAX {
+        let excess = window.len() - SIM_SAMPLES_WINDOW_MAX;
+        window.drain(..excess);
+    }
 }
 
 fn draw_poisson(rng: &mut StdRng, lambda: f64) -> u64 {
