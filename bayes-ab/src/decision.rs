@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::anytime;
 use crate::beta::{Beta, Counts, Interval};
+use crate::cuped::{
+    CupedComparison, CupedPair, EffectPrior, cuped_compare_with_prior, cuped_confidence_sequence,
+};
 use crate::error::{BayesError, Result, check_probability};
 use crate::guardrail::GuardrailVerdict;
 use crate::two_arm::{CompareConfig, TwoArmSummary, compare};
@@ -215,18 +218,13 @@ pub(crate) fn judge(
             let Some(summary) = summary else {
                 return Verdict::Undecided;
             };
-            let p = summary.prob_b_beats_a;
-            if p >= prob_threshold && summary.expected_loss_b <= loss_threshold {
-                Verdict::ChallengerBetter
-            } else if 1.0 - p >= prob_threshold && summary.expected_loss_a <= loss_threshold {
-                Verdict::ChallengerWorse
-            } else if summary.expected_loss_a <= loss_threshold
-                && summary.expected_loss_b <= loss_threshold
-            {
-                Verdict::Equivalent
-            } else {
-                Verdict::Undecided
-            }
+            bayesian_verdict(
+                summary.prob_b_beats_a,
+                summary.expected_loss_a,
+                summary.expected_loss_b,
+                prob_threshold,
+                loss_threshold,
+            )
         }
         StoppingMode::Sequential {
             alpha,
@@ -235,6 +233,25 @@ pub(crate) fn judge(
         StoppingMode::AnytimeValid { alpha } => {
             verdict_of(anytime::difference_unchecked(a.into(), b.into(), alpha))
         }
+    }
+}
+
+/// The Bayesian mode's verdict from P(B > A) and the two expected losses.
+fn bayesian_verdict(
+    p: f64,
+    loss_a: f64,
+    loss_b: f64,
+    prob_threshold: f64,
+    loss_threshold: f64,
+) -> Verdict {
+    if p >= prob_threshold && loss_b <= loss_threshold {
+        Verdict::ChallengerBetter
+    } else if 1.0 - p >= prob_threshold && loss_a <= loss_threshold {
+        Verdict::ChallengerWorse
+    } else if loss_a <= loss_threshold && loss_b <= loss_threshold {
+        Verdict::Equivalent
+    } else {
+        Verdict::Undecided
     }
 }
 
@@ -270,6 +287,11 @@ pub enum InconclusiveReason {
     /// The observed traffic does not match the split (χ² p < 0.001): the data cannot be
     /// trusted. Keep the champion and find the cause.
     SampleRatioMismatch,
+    /// The pre-exposure covariate differs between the arms (p < 0.001,
+    /// [`covariate_balance_check`](crate::covariate_balance_check)): assignment or logging is
+    /// broken, or the covariate was measured after exposure. Keep the champion and find the
+    /// cause.
+    CovariateImbalance,
 }
 
 /// Why the challenger must be rolled back.
@@ -337,8 +359,15 @@ pub struct Evaluation {
     pub decision: Recommendation,
     /// The posterior comparison of champion (A) and challenger (B).
     pub summary: TwoArmSummary,
-    /// The confidence sequence on `p_b − p_a`, in the sequential and anytime-valid modes.
+    /// The confidence sequence on `p_b − p_a`, in the sequential and anytime-valid modes
+    /// (after CUPED, of the adjusted difference, when the evaluation used it).
     pub confidence_sequence: Option<Interval>,
+    /// The CUPED-adjusted comparison the decision used
+    /// ([`DecisionRule::evaluate_cuped`]), under the rule's
+    /// [effect prior](DecisionRuleBuilder::effect_prior); `None` without CUPED, and while a
+    /// guardrail or the minimum sample decides before the adjustment can be computed.
+    #[serde(default)]
+    pub adjusted: Option<CupedComparison>,
 }
 
 /// When a champion/challenger experiment stops and what it concludes (the seed's
@@ -367,10 +396,15 @@ pub struct DecisionRule {
     min_trials_per_arm: u64,
     max_duration: Duration,
     compare: CompareConfig,
+    #[serde(default)]
+    cuped: bool,
+    #[serde(default)]
+    effect_prior: Option<EffectPrior>,
 }
 
 /// Builder for [`DecisionRule`]. Defaults: uniform prior, sequential mode at α = 0.05 tuned
-/// for 10,000 observations, 100 trials per arm minimum, 30 days maximum.
+/// for 10,000 observations, 100 trials per arm minimum, 30 days maximum, no CUPED, a flat
+/// effect prior.
 #[derive(Clone, Copy, Debug)]
 #[must_use]
 pub struct DecisionRuleBuilder {
@@ -389,6 +423,8 @@ impl Default for DecisionRuleBuilder {
                 min_trials_per_arm: 100,
                 max_duration: Duration::from_secs(30 * 86_400),
                 compare: CompareConfig::default(),
+                cuped: false,
+                effect_prior: None,
             },
         }
     }
@@ -420,9 +456,27 @@ impl DecisionRuleBuilder {
         self
     }
 
-    /// Interval level and normal-approximation size of the reported summary.
+    /// Interval level and normal-approximation size of the reported summary (the level is
+    /// also that of the CUPED comparison's interval).
     pub fn compare(mut self, config: CompareConfig) -> Self {
         self.rule.compare = config;
+        self
+    }
+
+    /// Whether an [`Experiment`](crate::Experiment) judges its primary conversion metric
+    /// after CUPED / CUPAC regression adjustment on each unit's
+    /// [`covariate`](crate::UnitOutcome::covariate), through
+    /// [`DecisionRule::evaluate_cuped`], in every stopping mode.
+    pub fn cuped(mut self, enabled: bool) -> Self {
+        self.rule.cuped = enabled;
+        self
+    }
+
+    /// An informative Gaussian prior on the adjusted difference `p_b − p_a`, used by the
+    /// Bayesian mode after CUPED (the unadjusted Bayesian comparison uses the Beta
+    /// [`prior`](Self::prior) of each arm). The sequential modes ignore priors.
+    pub fn effect_prior(mut self, prior: EffectPrior) -> Self {
+        self.rule.effect_prior = Some(prior);
         self
     }
 
@@ -473,6 +527,18 @@ impl DecisionRule {
         self.max_duration
     }
 
+    /// Whether the rule asks for CUPED ([`DecisionRuleBuilder::cuped`]).
+    #[must_use]
+    pub fn cuped(&self) -> bool {
+        self.cuped
+    }
+
+    /// The effect prior of the adjusted comparison, if any.
+    #[must_use]
+    pub fn effect_prior(&self) -> Option<EffectPrior> {
+        self.effect_prior
+    }
+
     /// Decides from the champion's and challenger's counts, the start time and the current
     /// time (from the caller's [`metered_clock::Clock`]), and any guardrail verdicts.
     ///
@@ -502,26 +568,150 @@ impl DecisionRule {
             )),
             StoppingMode::Bayesian { .. } => None,
         };
-        let decision = self.decide(champion, challenger, &summary, started_at, now, guardrails);
-        tracing::debug!(
-            ?decision,
-            prob_b_beats_a = summary.prob_b_beats_a,
-            "experiment evaluated"
-        );
-        metrics::counter!("bayes_ab_evaluations_total", "decision" => decision.label())
-            .increment(1);
+        let verdict = judge(self.stopping, Some(&summary), champion, challenger);
+        let decision = self.decide(champion, challenger, verdict, started_at, now, guardrails);
+        Self::record_evaluation(&decision, summary.prob_b_beats_a);
         Evaluation {
             decision,
             summary,
             confidence_sequence,
+            adjusted: None,
         }
+    }
+
+    /// [`DecisionRule::evaluate`] after CUPED / CUPAC: the decision is made on the
+    /// regression-adjusted difference of `pair` (the same units as the counts, with each
+    /// unit's covariate), in the rule's stopping mode:
+    ///
+    /// - **Bayesian**: P(B > A) and both expected losses of the adjusted difference's
+    ///   Gaussian posterior ([`cuped_compare_with_prior`] under the rule's
+    ///   [effect prior](DecisionRuleBuilder::effect_prior)) against the thresholds;
+    /// - **sequential**: [`cuped_confidence_sequence`], GrowthBook's asymptotic sequence on
+    ///   the adjusted difference (asymptotic validity, as without CUPED);
+    /// - **anytime-valid**: the pair's
+    ///   [anytime-valid sequence](CupedPair::anytime_confidence_sequence), valid at every look
+    ///   from the first unit.
+    ///
+    /// The exact, unadjusted [`TwoArmSummary`] of the counts is still reported; the adjusted
+    /// comparison is in [`Evaluation::adjusted`]. Guardrails and the minimum sample (of the
+    /// counts) come first, as in [`DecisionRule::evaluate`].
+    ///
+    /// ```
+    /// use bayes_ab::{Counts, CupedPair, DecisionRule, PairArm, Recommendation, StoppingMode};
+    /// use metered_clock::Timestamp;
+    ///
+    /// let rule = DecisionRule::builder()
+    ///     .stopping(StoppingMode::anytime_valid(0.05)?)
+    ///     .cuped(true)
+    ///     .build()?;
+    /// let (mut pair, mut a, mut b) = (CupedPair::conversion(0.5)?, Counts::default(), Counts::default());
+    /// let mut seed = 7u64;
+    /// for i in 0..20_000 {
+    ///     seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    ///     let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
+    ///     let loyal = f64::from(u8::from(i % 3 == 0)); // pre-period: a returning customer
+    ///     let challenger = i % 2 == 1;
+    ///     let rate = 0.1 + 0.5 * loyal + if challenger { 0.04 } else { 0.0 };
+    ///     let converted = u < rate;
+    ///     let arm = if challenger { PairArm::Challenger } else { PairArm::Champion };
+    ///     pair.record(arm, f64::from(u8::from(converted)), loyal)?;
+    ///     if challenger { b = b.record(converted)? } else { a = a.record(converted)? }
+    /// }
+    /// let (t0, t1) = (Timestamp::from_unix_millis(0), Timestamp::from_unix_millis(1));
+    /// let e = rule.evaluate_cuped(a, b, &pair, t0, t1, &[])?;
+    /// assert_eq!(e.decision, Recommendation::Winner);
+    /// let c = e.adjusted.expect("CUPED used");
+    /// assert!(c.variance_ratio < 0.8); // loyalty explains a quarter of the variance
+    /// # Ok::<(), bayes_ab::BayesError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`BayesError::InsufficientData`] when the adjustment is needed and cannot be computed
+    /// (fewer than three units per arm, a covariate without variance);
+    /// [`BayesError::InvalidParameter`] in the anytime-valid mode for a pair without bounds.
+    pub fn evaluate_cuped(
+        &self,
+        champion: Counts,
+        challenger: Counts,
+        pair: &CupedPair,
+        started_at: Timestamp,
+        now: Timestamp,
+        guardrails: &[GuardrailVerdict],
+    ) -> Result<Evaluation> {
+        let summary = compare(
+            self.prior.update(champion),
+            self.prior.update(challenger),
+            &self.compare,
+        );
+        let decided_before = guardrails.iter().any(|g| g.breached)
+            || champion.trials().min(challenger.trials()) < self.min_trials_per_arm;
+        let adjusted = match cuped_compare_with_prior(
+            *pair.champion(),
+            *pair.challenger(),
+            self.compare.level(),
+            self.effect_prior,
+        ) {
+            Ok(c) => Some(c),
+            Err(BayesError::InsufficientData { .. }) if decided_before => None,
+            Err(e) => return Err(e),
+        };
+        let confidence_sequence = match self.stopping {
+            StoppingMode::Sequential {
+                alpha,
+                tuning_sample,
+            } if adjusted.is_some() => Some(cuped_confidence_sequence(
+                *pair.champion(),
+                *pair.challenger(),
+                alpha,
+                tuning_sample,
+            )?),
+            StoppingMode::AnytimeValid { alpha } => Some(pair.anytime_confidence_sequence(alpha)?),
+            _ => None,
+        };
+        let verdict = match (self.stopping, adjusted, confidence_sequence) {
+            (
+                StoppingMode::Bayesian {
+                    prob_threshold,
+                    loss_threshold,
+                },
+                Some(c),
+                _,
+            ) => bayesian_verdict(
+                c.prob_b_beats_a,
+                c.expected_loss_a,
+                c.expected_loss_b,
+                prob_threshold,
+                loss_threshold,
+            ),
+            (StoppingMode::Sequential { .. } | StoppingMode::AnytimeValid { .. }, _, Some(cs)) => {
+                verdict_of(cs)
+            }
+            _ => Verdict::Undecided,
+        };
+        let decision = self.decide(champion, challenger, verdict, started_at, now, guardrails);
+        Self::record_evaluation(
+            &decision,
+            adjusted.map_or(summary.prob_b_beats_a, |c| c.prob_b_beats_a),
+        );
+        Ok(Evaluation {
+            decision,
+            summary,
+            confidence_sequence,
+            adjusted,
+        })
+    }
+
+    fn record_evaluation(decision: &Recommendation, prob_b_beats_a: f64) {
+        tracing::debug!(?decision, prob_b_beats_a, "experiment evaluated");
+        metrics::counter!("bayes_ab_evaluations_total", "decision" => decision.label())
+            .increment(1);
     }
 
     fn decide(
         &self,
         champion: Counts,
         challenger: Counts,
-        summary: &TwoArmSummary,
+        verdict: Verdict,
         started_at: Timestamp,
         now: Timestamp,
         guardrails: &[GuardrailVerdict],
@@ -543,7 +733,7 @@ impl DecisionRule {
                 }
             };
         }
-        match judge(self.stopping, Some(summary), champion, challenger) {
+        match verdict {
             Verdict::ChallengerBetter => Recommendation::Winner,
             Verdict::ChallengerWorse => Recommendation::Rollback {
                 reason: RollbackReason::ChallengerWorse,

@@ -12,11 +12,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::beta::Counts;
 use crate::continuous::MeanStats;
+use crate::cuped::{CupedPair, PairArm};
 use crate::decision::{DecisionRule, Evaluation, InconclusiveReason, Recommendation};
 use crate::error::{BayesError, Result};
 use crate::guardrail::{ErrorRateGuardrail, GuardrailVerdict, LatencyGuardrail, LatencySketch};
+use crate::metric::{MetricSet, MetricStats, MetricsEvaluation, evaluate_metrics};
 use crate::multi::ARMS_MAX;
-use crate::traffic::{SrmCheck, TrafficSplit, srm_check};
+use crate::traffic::{
+    CovariateBalance, SrmCheck, TrafficSplit, covariate_balance_check, srm_check,
+};
 
 impl Serialize for LatencySketch {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
@@ -69,6 +73,9 @@ pub struct ArmState {
     pub latency: LatencySketch,
     /// A continuous metric.
     pub value: MeanStats,
+    /// The declared metrics of a [`MetricSet`], in its order (empty without one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricStats>,
 }
 
 impl ArmState {
@@ -101,6 +108,17 @@ impl ArmState {
         let conversions = self.conversions.merge(other.conversions)?;
         let errors = self.errors.merge(other.errors)?;
         let value = self.value.merge(other.value)?;
+        if self.metrics.len() != other.metrics.len() {
+            return Err(BayesError::Incompatible {
+                reason: "arms with different metrics",
+            });
+        }
+        let metrics = self
+            .metrics
+            .iter()
+            .zip(&other.metrics)
+            .map(|(mine, theirs)| mine.merge(*theirs))
+            .collect::<Result<Vec<_>>>()?;
         let mut latency = self.latency.clone();
         latency.merge(&other.latency)?;
         *self = ArmState {
@@ -108,6 +126,7 @@ impl ArmState {
             errors,
             latency,
             value,
+            metrics,
         };
         Ok(())
     }
@@ -135,6 +154,23 @@ pub struct ExperimentState {
     split: TrafficSplit,
     started_at: Timestamp,
     arms: Vec<ArmState>,
+    /// The primary conversion of the champion and each challenger with every unit's
+    /// covariate, in arrival order (one pair per challenger): CUPED's statistics.
+    #[serde(default)]
+    cuped: Vec<CupedPair>,
+    /// The declared metrics, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics: Option<MetricSet>,
+}
+
+/// The challenger's share of the units of champion and challenger `weights`; an even share
+/// when either has no traffic (no unit can then be recorded in it).
+fn pair_share(champion: u32, challenger: u32) -> f64 {
+    if champion == 0 || challenger == 0 {
+        0.5
+    } else {
+        f64::from(challenger) / (f64::from(champion) + f64::from(challenger))
+    }
 }
 
 impl ExperimentState {
@@ -161,12 +197,57 @@ impl ExperimentState {
                 max: ARMS_MAX,
             });
         }
+        let weights = split.weights();
+        let cuped = weights[1..]
+            .iter()
+            .map(|&w| CupedPair::conversion(pair_share(weights[0], w)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             id,
             arms: vec![ArmState::default(); arms],
             split,
             started_at,
+            cuped,
+            metrics: None,
         })
+    }
+
+    /// Declares the metrics this experiment tracks beside its primary conversion (recorded
+    /// with [`ExperimentState::record_metric`], judged as one corrected family by
+    /// [`ExperimentState::evaluate`]).
+    ///
+    /// # Errors
+    /// [`BayesError::Incompatible`] once any metric value was recorded (the statistics would
+    /// no longer match the declarations).
+    pub fn with_metrics(mut self, metrics: MetricSet) -> Result<Self> {
+        if self
+            .arms
+            .iter()
+            .any(|a| a.metrics.iter().any(|m| m.stats().count() > 0))
+        {
+            return Err(BayesError::Incompatible {
+                reason: "metrics cannot change after values were recorded",
+            });
+        }
+        let count = metrics.metrics().len();
+        for arm in &mut self.arms {
+            arm.metrics = vec![MetricStats::default(); count];
+        }
+        self.metrics = Some(metrics);
+        Ok(self)
+    }
+
+    /// The declared metrics, if any.
+    #[must_use]
+    pub fn metrics(&self) -> Option<&MetricSet> {
+        self.metrics.as_ref()
+    }
+
+    /// The CUPED statistics of the primary conversion, one [`CupedPair`] per challenger
+    /// (champion and that challenger, in arrival order).
+    #[must_use]
+    pub fn cuped_pairs(&self) -> &[CupedPair] {
+        &self.cuped
     }
 
     /// The experiment id.
@@ -199,16 +280,100 @@ impl ExperimentState {
         self.split.assign(&self.id, unit_id)
     }
 
-    /// Records one outcome in `arm`.
+    /// Records one outcome in `arm`, without a covariate (as covariate 0 in the CUPED
+    /// statistics: see [`ExperimentState::record_with_covariate`]).
     ///
     /// # Errors
     /// [`BayesError::UnknownArm`], and [`ArmState::record`]'s errors; nothing changes on error.
     pub fn record(&mut self, arm: usize, outcome: UnitOutcome) -> Result<()> {
+        self.record_with_covariate(arm, outcome, None)
+    }
+
+    /// Records one outcome in `arm` with the unit's pre-exposure covariate (last month's
+    /// conversions or spend; for CUPAC, a model's prediction of the conversion made before
+    /// exposure), for a rule with [CUPED](crate::DecisionRuleBuilder::cuped) and the
+    /// covariate balance check. A unit without one counts as covariate 0: the adjustment
+    /// stays unbiased (the value is still fixed before exposure) and only explains less.
+    ///
+    /// # Errors
+    /// [`BayesError::UnknownArm`]; [`BayesError::InvalidParameter`] for a non-finite
+    /// covariate; [`ArmState::record`]'s errors. Nothing changes on error.
+    pub fn record_with_covariate(
+        &mut self,
+        arm: usize,
+        outcome: UnitOutcome,
+        covariate: Option<f64>,
+    ) -> Result<()> {
         let arms = self.arms.len();
-        self.arms
+        if arm >= arms {
+            return Err(BayesError::UnknownArm { index: arm, arms });
+        }
+        let x = covariate.unwrap_or(0.0);
+        if !x.is_finite() {
+            return Err(BayesError::InvalidParameter {
+                name: "covariate",
+                reason: "must be finite",
+            });
+        }
+        let y = f64::from(u8::from(outcome.converted));
+        if self.cuped.len() + 1 != arms {
+            // A state stored before CUPED statistics were kept: evaluation with CUPED refuses
+            // it (the pairs would not cover every unit).
+            return self.arms[arm].record(outcome);
+        }
+        // The pairs first, into copies: a failure leaves everything as it was.
+        if arm == 0 {
+            let mut pairs = self.cuped.clone();
+            for pair in &mut pairs {
+                pair.record(PairArm::Champion, y, x)?;
+            }
+            self.arms[0].record(outcome)?;
+            self.cuped = pairs;
+        } else {
+            let mut pair = self.cuped[arm - 1];
+            pair.record(PairArm::Challenger, y, x)?;
+            self.arms[arm].record(outcome)?;
+            self.cuped[arm - 1] = pair;
+        }
+        Ok(())
+    }
+
+    /// Records one value of declared metric `metric` (its index in the [`MetricSet`]) for a
+    /// unit in `arm`, with the unit's covariate for CUPED (0 when `None`). A conversion
+    /// metric takes 0 or 1.
+    ///
+    /// # Errors
+    /// [`BayesError::UnknownArm`]; [`BayesError::InvalidParameter`] for an undeclared
+    /// metric, a non-finite value or covariate, or a conversion value other than 0 and 1;
+    /// [`BayesError::CountOverflow`]. Nothing changes on error.
+    pub fn record_metric(
+        &mut self,
+        arm: usize,
+        metric: usize,
+        value: f64,
+        covariate: Option<f64>,
+    ) -> Result<()> {
+        let arms = self.arms.len();
+        let state = self
+            .arms
             .get_mut(arm)
-            .ok_or(BayesError::UnknownArm { index: arm, arms })?
-            .record(outcome)
+            .ok_or(BayesError::UnknownArm { index: arm, arms })?;
+        let kind = self
+            .metrics
+            .as_ref()
+            .and_then(|set| set.metrics().get(metric))
+            .map(crate::Metric::kind)
+            .ok_or(BayesError::InvalidParameter {
+                name: "metric",
+                reason: "no such metric is declared (ExperimentState::with_metrics)",
+            })?;
+        let stats = state
+            .metrics
+            .get_mut(metric)
+            .ok_or(BayesError::Incompatible {
+                reason: "the arm has no statistics for this metric",
+            })?;
+        stats.record(kind, value, covariate.unwrap_or(0.0))
     }
 
     /// Adds the counts of another partial state of the same experiment (for example from
@@ -223,11 +388,21 @@ impl ExperimentState {
                 reason: "different experiments or splits",
             });
         }
+        if self.metrics != other.metrics || self.cuped.len() != other.cuped.len() {
+            return Err(BayesError::Incompatible {
+                reason: "different metrics, or CUPED statistics in only one state",
+            });
+        }
         let mut arms = self.arms.clone();
         for (mine, theirs) in arms.iter_mut().zip(&other.arms) {
             mine.merge(theirs)?;
         }
+        let mut cuped = self.cuped.clone();
+        for (mine, theirs) in cuped.iter_mut().zip(&other.cuped) {
+            mine.merge(theirs)?;
+        }
         self.arms = arms;
+        self.cuped = cuped;
         self.started_at = self.started_at.min(other.started_at);
         Ok(())
     }
@@ -280,29 +455,78 @@ impl ExperimentState {
             {
                 verdicts.push(g.check(&challenger.latency, Some(&champion.latency))?);
             }
-            let mut evaluation = rule.evaluate(
-                champion.conversions,
-                challenger.conversions,
-                self.started_at,
-                now,
-                &verdicts,
-            );
-            if mismatch && !matches!(evaluation.decision, Recommendation::Rollback { .. }) {
-                evaluation.decision = Recommendation::Inconclusive {
-                    reason: InconclusiveReason::SampleRatioMismatch,
-                };
+            let pair = self.cuped.get(arm - 1);
+            let mut evaluation = if rule.cuped() {
+                let pair = pair
+                    .filter(|p| {
+                        p.champion().count() == champion.conversions.trials()
+                            && p.challenger().count() == challenger.conversions.trials()
+                    })
+                    .ok_or(BayesError::Incompatible {
+                        reason: "CUPED needs every unit's covariate statistics, and this state \
+                                 has units recorded before they were kept",
+                    })?;
+                rule.evaluate_cuped(
+                    champion.conversions,
+                    challenger.conversions,
+                    pair,
+                    self.started_at,
+                    now,
+                    &verdicts,
+                )?
+            } else {
+                rule.evaluate(
+                    champion.conversions,
+                    challenger.conversions,
+                    self.started_at,
+                    now,
+                    &verdicts,
+                )
+            };
+            let covariate_balance = pair.and_then(|p| {
+                let (a, b) = (
+                    p.champion().covariate_stats(),
+                    p.challenger().covariate_stats(),
+                );
+                covariate_balance_check(a.ok()?, b.ok()?).ok()
+            });
+            let imbalanced = covariate_balance.is_some_and(|c| c.imbalanced);
+            if imbalanced {
+                tracing::warn!(arm, "pre-exposure covariate imbalance");
+                metrics::counter!("bayes_ab_covariate_imbalances_total").increment(1);
+            }
+            if !matches!(evaluation.decision, Recommendation::Rollback { .. }) {
+                if mismatch {
+                    evaluation.decision = Recommendation::Inconclusive {
+                        reason: InconclusiveReason::SampleRatioMismatch,
+                    };
+                } else if imbalanced {
+                    evaluation.decision = Recommendation::Inconclusive {
+                        reason: InconclusiveReason::CovariateImbalance,
+                    };
+                }
             }
             challengers.push(ChallengerEvaluation {
                 arm,
                 evaluation,
                 guardrails: verdicts,
+                covariate_balance,
             });
         }
+        let metrics = match &self.metrics {
+            Some(set) => {
+                let arms: Vec<&[MetricStats]> =
+                    self.arms.iter().map(|a| a.metrics.as_slice()).collect();
+                evaluate_metrics(set, &arms)?
+            }
+            None => None,
+        };
         let lead = lead_challenger(&challengers);
         let ChallengerEvaluation {
             arm,
             evaluation,
             guardrails: verdicts,
+            ..
         } = challengers[lead].clone();
         Ok(ExperimentEvaluation {
             evaluation,
@@ -310,6 +534,7 @@ impl ExperimentState {
             srm,
             lead: arm,
             challengers,
+            metrics,
         })
     }
 }
@@ -351,6 +576,14 @@ pub struct ChallengerEvaluation {
     pub evaluation: Evaluation,
     /// This challenger's guardrails (breached or not).
     pub guardrails: Vec<GuardrailVerdict>,
+    /// The pre-exposure balance of the covariate between champion and this challenger
+    /// (the units' covariates given to
+    /// [`record_with_covariate`](ExperimentState::record_with_covariate)); `None` until both
+    /// arms have two units and the covariate varies. An imbalance (p < 0.001) ends the
+    /// challenger's evaluation as [`InconclusiveReason::CovariateImbalance`], unless a
+    /// rollback is due.
+    #[serde(default)]
+    pub covariate_balance: Option<CovariateBalance>,
 }
 
 /// The guardrails an [`Experiment`] checks on every evaluation (challenger against champion).
@@ -381,6 +614,11 @@ pub struct ExperimentEvaluation {
     /// Every challenger's evaluation, in arm order (one entry with two arms).
     #[serde(default)]
     pub challengers: Vec<ChallengerEvaluation>,
+    /// The declared metrics × challengers as one corrected family
+    /// ([`ExperimentState::with_metrics`]); `None` without declared metrics or before any
+    /// member has enough data.
+    #[serde(default)]
+    pub metrics: Option<MetricsEvaluation>,
 }
 
 /// The lead of evaluations serialized before there could be several challengers.
@@ -468,6 +706,42 @@ impl Experiment {
     /// As [`ExperimentState::record`].
     pub fn record(&mut self, arm: usize, outcome: UnitOutcome) -> Result<()> {
         self.state.record(arm, outcome)
+    }
+
+    /// Records one outcome with the unit's pre-exposure covariate.
+    ///
+    /// # Errors
+    /// As [`ExperimentState::record_with_covariate`].
+    pub fn record_with_covariate(
+        &mut self,
+        arm: usize,
+        outcome: UnitOutcome,
+        covariate: Option<f64>,
+    ) -> Result<()> {
+        self.state.record_with_covariate(arm, outcome, covariate)
+    }
+
+    /// Records one value of a declared metric.
+    ///
+    /// # Errors
+    /// As [`ExperimentState::record_metric`].
+    pub fn record_metric(
+        &mut self,
+        arm: usize,
+        metric: usize,
+        value: f64,
+        covariate: Option<f64>,
+    ) -> Result<()> {
+        self.state.record_metric(arm, metric, value, covariate)
+    }
+
+    /// Declares the metrics tracked beside the primary conversion.
+    ///
+    /// # Errors
+    /// As [`ExperimentState::with_metrics`].
+    pub fn with_metrics(mut self, metrics: MetricSet) -> Result<Self> {
+        self.state = self.state.with_metrics(metrics)?;
+        Ok(self)
     }
 
     /// Evaluates at the clock's current time.

@@ -94,6 +94,7 @@ mod decision;
 mod error;
 mod experiment;
 mod guardrail;
+mod metric;
 mod multi;
 mod multiple;
 mod quadrature;
@@ -110,7 +111,8 @@ pub use bandit::{ThompsonBandit, ThompsonBanditBuilder};
 pub use beta::{Beta, Counts, Interval};
 pub use continuous::{MeanComparison, MeanStats, compare_means};
 pub use cuped::{
-    CovariateStats, CupedComparison, compare_ratios, cuped_compare, cuped_confidence_sequence,
+    CovariateStats, CupedComparison, CupedPair, EffectPrior, PairArm, compare_ratios,
+    cuped_compare, cuped_compare_with_prior, cuped_confidence_sequence,
 };
 pub use decision::{
     ContinueReason, DecisionRule, DecisionRuleBuilder, Evaluation, InconclusiveReason,
@@ -125,6 +127,10 @@ pub use guardrail::{
     ERROR_GUARDRAIL_MIN_REQUESTS, ErrorRateGuardrail, ErrorRateLimit, GuardrailKind,
     GuardrailVerdict, LATENCY_MAX_MICROS, LatencyGuardrail, LatencyLimit, LatencySketch,
     QuantileInterval,
+};
+pub use metric::{
+    METRIC_NAME_MAX, METRICS_MAX, Metric, MetricKind, MetricResult, MetricSet, MetricStats,
+    MetricsEvaluation, PendingMetric,
 };
 pub use multi::{ARMS_MAX, DRAWS_MAX, MultiArmSummary, best_arm, best_arm_monte_carlo};
 pub use multiple::{

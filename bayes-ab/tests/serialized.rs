@@ -8,8 +8,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use bayes_ab::{
-    ContinueReason, ExperimentState, GuardrailKind, GuardrailVerdict, InconclusiveReason,
-    Recommendation, RollbackReason, TrafficSplit, UnitOutcome,
+    BayesError, ContinueReason, DecisionRule, ExperimentState, GuardrailKind, GuardrailVerdict,
+    Guardrails, InconclusiveReason, Recommendation, RollbackReason, TrafficSplit, UnitOutcome,
 };
 use metered_clock::Timestamp;
 use serde::Serialize;
@@ -53,9 +53,45 @@ fn experiment_state_is_pinned() {
             r#""value":{"count":1,"mean":20.0,"m2":0.0}},"#,
             r#"{"conversions":{"successes":0,"trials":1},"errors":{"successes":1,"trials":1},"#,
             r#""latency":[28,132,147,19,0,0,0,3,0,0,0,0,0,0,0,3,0,0,0,0,0,0,0,1,0,0,0,0,214,147,164,0,63,240,0,0,0,0,0,0,183,71,2],"#,
-            r#""value":{"count":0,"mean":0.0,"m2":0.0}}]}"#,
+            r#""value":{"count":0,"mean":0.0,"m2":0.0}}],"#,
+            // CUPED's statistics of the primary conversion: one pair per challenger.
+            r#""cuped":[{"challenger_share":0.5,"bounds":[0.0,1.0],"#,
+            r#""champion":{"count":1,"mean_x":0.0,"mean_y":1.0,"m2_x":0.0,"m2_y":0.0,"c_xy":0.0},"#,
+            r#""challenger":{"count":1,"mean_x":0.0,"mean_y":0.0,"m2_x":0.0,"m2_y":0.0,"c_xy":0.0},"#,
+            r#""betting":{"count":2,"sum":0.25,"sum_squared_deviations":0.078125,"sum_lambda":1.0,"#,
+            r#""sum_lambda_z":0.125,"sum_penalty":0.03923302105123889}}]}"#,
         ),
     );
+}
+
+#[test]
+fn a_state_stored_before_cuped_still_reads_and_refuses_cuped() {
+    let old = concat!(
+        r#"{"id":"checkout-v2","split":[5000,5000],"started_at":1700000000000,"arms":["#,
+        r#"{"conversions":{"successes":1,"trials":1},"errors":{"successes":0,"trials":0},"#,
+        r#""latency":[28,132,147,19,0,0,0,1,0,0,0,0,0,0,0,3,0,0,0,0,0,0,0,1,0,0,0,0,214,147,164,0,63,240,0,0,0,0,0,0,0],"#,
+        r#""value":{"count":0,"mean":0.0,"m2":0.0}},"#,
+        r#"{"conversions":{"successes":0,"trials":1},"errors":{"successes":0,"trials":0},"#,
+        r#""latency":[28,132,147,19,0,0,0,1,0,0,0,0,0,0,0,3,0,0,0,0,0,0,0,1,0,0,0,0,214,147,164,0,63,240,0,0,0,0,0,0,0],"#,
+        r#""value":{"count":0,"mean":0.0,"m2":0.0}}]}"#,
+    );
+    let state: ExperimentState = serde_json::from_str(old).unwrap();
+    assert!(state.cuped_pairs().is_empty());
+    let now = Timestamp::from_unix_millis(1_700_000_000_001);
+    let plain = DecisionRule::builder()
+        .min_trials_per_arm(1)
+        .build()
+        .unwrap();
+    assert!(state.evaluate(&plain, &Guardrails::default(), now).is_ok());
+    let cuped = DecisionRule::builder()
+        .min_trials_per_arm(1)
+        .cuped(true)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        state.evaluate(&cuped, &Guardrails::default(), now),
+        Err(BayesError::Incompatible { .. })
+    ));
 }
 
 #[test]
@@ -112,6 +148,12 @@ fn every_recommendation_is_pinned() {
                 reason: InconclusiveReason::SampleRatioMismatch,
             },
             r#"{"Inconclusive":{"reason":"SampleRatioMismatch"}}"#,
+        ),
+        (
+            Recommendation::Inconclusive {
+                reason: InconclusiveReason::CovariateImbalance,
+            },
+            r#"{"Inconclusive":{"reason":"CovariateImbalance"}}"#,
         ),
         (
             Recommendation::Rollback {
