@@ -181,9 +181,7 @@ impl CanaryError {
             Self::Audit(e) => e.is_retryable(),
             Self::MetricsSource { retryable, .. } => *retryable,
             Self::MetricsHttp { status, .. } => *status == 429 || *status >= 500,
-            Self::NoData { .. } | Self::MetricsTimeout(_) | Self::MetricsUnavailable { .. } => {
-                true
-            }
+            Self::NoData { .. } | Self::MetricsTimeout(_) | Self::MetricsUnavailable { .. } => true,
             _ => false,
         }
     }

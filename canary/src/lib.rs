@@ -119,7 +119,7 @@ pub use bayes_ab::{LatencySketch, QuantileInterval};
 pub use command::{Actor, COMMAND_TEXT_LEN_MAX, RolloutCommand};
 pub use directive::{Action, Directive};
 #[cfg(feature = "tokio")]
-pub use driver::{Actuator, Driver, MetricsSource, source_error};
+pub use driver::{Actuator, Driver, MetricsSource, RollbackHandle, source_error};
 pub use error::{CanaryError, NoDataReason};
 pub use event::Event;
 pub use health::{

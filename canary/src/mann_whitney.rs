@@ -470,9 +470,8 @@ impl MannWhitneyJudge {
         let zeros = b.iter().chain(c).filter(|x| **x == 0.0).count();
         #[allow(clippy::cast_precision_loss)] // bounded by SAMPLES_MAX
         let zero_heavy = zeros as f64 >= self.zero_share * (b.len() + c.len()) as f64;
-        let shift_class = |t: &MannWhitney, alpha: f64| {
-            shift_class_p(t.p_value < alpha, t.z > 0.0, m.direction)
-        };
+        let shift_class =
+            |t: &MannWhitney, alpha: f64| shift_class_p(t.p_value < alpha, t.z > 0.0, m.direction);
         if !zero_heavy {
             let t = mann_whitney_u(b, c)?;
             let spread = match self.spread_alpha {

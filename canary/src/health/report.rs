@@ -188,7 +188,11 @@ impl HealthReport {
             if !out.is_empty() {
                 out.push_str("; ");
             }
-            let _ = write!(out, "dry run failed (not acted on): {}", dry_failed.join(", "));
+            let _ = write!(
+                out,
+                "dry run failed (not acted on): {}",
+                dry_failed.join(", ")
+            );
         }
         if out.is_empty() {
             let _ = write!(
