@@ -33,7 +33,13 @@ impl Isolation {
     pub(crate) fn begin_sql(self) -> &'static str {
         match self {
             Isolation::ReadCommitted => "BEGIN ISOLATION LEVEL READ COMMITTED",
-            Isolation::Serializable => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            // A sequential scan takes a predicate lock on the whole relation, which makes
+            // every concurrent transaction a conflict (PostgreSQL's docs on serializable
+            // isolation advise steering the planner to index scans): with them off for the
+            // transaction, predicate locks stay on the pages and rows of its own tenants.
+            Isolation::Serializable => {
+                "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+            }
         }
     }
 }

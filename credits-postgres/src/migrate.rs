@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "one_audit_log",
         sql: include_str!("migrations/0004_one_audit_log.sql"),
     },
+    Migration {
+        version: 5,
+        name: "room_for_hot_updates",
+        sql: include_str!("migrations/0005_room_for_hot_updates.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (`'credits-postgres'` as bytes).

@@ -20,6 +20,9 @@ pub(crate) struct Db {
     pub(crate) isolation: Isolation,
     breaker: CircuitBreaker<Arc<dyn Clock>>,
     retry: Retry<TokioSleeper, Arc<dyn Clock>>,
+    /// Retries since the pool was built (beside the `credits_postgres_retries_total`
+    /// counter, for a caller that reads it without a metrics recorder).
+    retries: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Db {
@@ -75,7 +78,13 @@ impl Db {
             isolation: config.isolation,
             breaker: CircuitBreaker::with_clock(config.breaker.clone(), Arc::clone(&clock)),
             retry: Retry::new(config.backoff, TokioSleeper, clock),
+            retries: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Attempts retried since the pool was built.
+    pub(crate) fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `op` with a pooled connection, through the breaker, retrying serialization
@@ -89,12 +98,14 @@ impl Db {
         let op = &op;
         let breaker = &self.breaker;
         let pool = &self.pool;
+        let retries = &self.retries;
         self.retry
             .run(
                 move |attempt| {
                     if attempt > 0 {
                         metrics::counter!("credits_postgres_retries_total", "op" => what)
                             .increment(1);
+                        retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     async move {
                         let permit = breaker.try_acquire();

@@ -162,9 +162,13 @@ pub(crate) const TOTALS_ALL: &str = "SELECT \
 pub(crate) const AUDIT_STREAM: &str = "SELECT record FROM audit_log \
      WHERE stream = $1 AND stream_seq >= $2 ORDER BY stream_seq LIMIT $3";
 
-/// A session advisory lock on a tenant (serializable mode), released by
-/// `pg_advisory_unlock_all()` after the transaction ends.
-pub(crate) const ADVISORY_LOCK: &str = "SELECT pg_advisory_lock(hashtextextended($1, 0))";
+/// Session advisory locks on every tenant of a change (serializable mode), in the order of
+/// the array (ascending tenant order: the same global order for every change, so two
+/// changes never deadlock), all in one statement: it returns only once every lock is held,
+/// so a `BEGIN` pipelined after it takes its snapshot after the previous holders committed.
+/// Released by `pg_advisory_unlock_all()` after the transaction ends.
+pub(crate) const ADVISORY_LOCKS: &str = "SELECT count(pg_advisory_lock(hashtextextended(t, 0))) \
+     FROM unnest($1::text[]) AS u(t)";
 
 /// Active holds owned by transaction branches, in branch order, after ($1, $2).
 pub(crate) const PREPARED_HOLDS: &str = "SELECT tenant, hold_id, amount, owner_tx, owner_branch \

@@ -126,34 +126,44 @@ impl PgLedgerStore {
         let by_key: [&(dyn ToSql + Sync); 2] = [&l.keys.0, &l.keys.1];
         let by_target: [&(dyn ToSql + Sync); 2] = [&l.targets.0, &l.targets.1];
         // Under SERIALIZABLE, a row lock waited for inside the transaction fails with 40001
-        // once the holder commits (the row changed after our snapshot). So the tenants are
-        // first locked with session advisory locks, in ascending tenant order and outside
-        // the transaction (each lock statement is its own implicit transaction); the
-        // snapshot is then taken after the previous holder committed. They are released
-        // after COMMIT or ROLLBACK (or with the connection).
+        // once the holder commits (the row changed after our snapshot). So every tenant is
+        // first locked with a session advisory lock, in ascending tenant order, in one
+        // statement outside the transaction (its own implicit transaction): the `BEGIN`
+        // pipelined behind it runs, and takes its snapshot, only once every lock is held
+        // and the previous holders committed. They are released after COMMIT or ROLLBACK
+        // (or with the connection).
         let s_advisory = if self.db.isolation == Isolation::Serializable {
-            Some(c.prepare_cached(sql::ADVISORY_LOCK).await?)
+            Some(c.prepare_cached(sql::ADVISORY_LOCKS).await?)
         } else {
             None
         };
         let advisory = async {
             if let Some(st) = &s_advisory {
-                for t in &l.tenants {
-                    c.execute(st, &[t]).await?;
-                }
+                c.query_one(st, &by_tenant).await?;
             }
             Ok::<_, tokio_postgres::Error>(())
         };
-        let (_, _, accounts, lots, holds, resolved, records, targets) = futures::try_join!(
+        // Under SERIALIZABLE the idempotency records are read once the advisory locks are
+        // held but before the snapshot: a tenant's record is only written under its lock,
+        // and a record written by anyone else meanwhile would make this transaction's
+        // insert of the same key fail on the primary key, never apply twice. Read inside
+        // the snapshot, every lookup would take a predicate lock on an index page that
+        // other tenants' new keys go into: a serialization failure between transactions
+        // that share no tenant.
+        let early = s_advisory.is_some();
+        let no_keys = l.keys.0.is_empty();
+        let (_, records_early, _, accounts, lots, holds, resolved, records, targets) = futures::try_join!(
             advisory,
+            query_unless(c, &s_records, &by_key, no_keys || !early),
             c.batch_execute(self.db.isolation.begin_sql()),
             c.query(&s_lock, &by_tenant),
             c.query(&s_lots, &by_tenant),
             c.query(&s_holds, &by_tenant),
             query_unless(c, &s_resolved, &by_hold, l.holds.0.is_empty()),
-            query_unless(c, &s_records, &by_key, l.keys.0.is_empty()),
+            query_unless(c, &s_records, &by_key, no_keys || early),
             query_unless(c, &s_targets, &by_target, l.targets.0.is_empty()),
         )?;
+        let records = if early { records_early } else { records };
         Ok(Loaded {
             accounts,
             lots,

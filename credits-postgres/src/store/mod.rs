@@ -173,6 +173,14 @@ impl PgLedgerStore {
         self.db.breaker_state()
     }
 
+    /// How many attempts this store retried (serialization failures, deadlocks, lost
+    /// connections) since it was built: the `credits_postgres_retries_total` counter,
+    /// readable without a metrics recorder.
+    #[must_use]
+    pub fn retries(&self) -> u64 {
+        self.db.retries()
+    }
+
     /// Applies the embedded migrations (idempotent; safe to run from several processes).
     ///
     /// # Errors
