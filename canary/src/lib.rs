@@ -98,6 +98,8 @@ mod error;
 mod manager;
 mod mann_whitney;
 mod plan;
+#[cfg(feature = "tokio")]
+mod provider;
 mod routing;
 mod sim;
 mod spread;
@@ -134,6 +136,17 @@ pub use mann_whitney::{
 };
 pub use phase::{PauseReason, Phase, PhaseKind};
 pub use plan::{CHECK_INTERVAL_MAX, Plan, STEPS_MAX, Step};
+#[cfg(feature = "prometheus")]
+pub use provider::prometheus::{
+    PROMETHEUS_BODY_MAX_DEFAULT, PrometheusBuilder, PrometheusProvider, RANGE_POINTS_MAX,
+};
+#[cfg(feature = "tokio")]
+pub use provider::template::{LABEL_VALUE_LEN_MAX, QueryTemplate, TEMPLATE_LEN_MAX};
+#[cfg(feature = "tokio")]
+pub use provider::{
+    ArmData, ArmLabels, MetricData, MetricQuery, MetricsProvider, ProviderSource, QueryShape,
+    SAMPLE_METRICS_MAX, SampleMetric, Window, finite_values,
+};
 pub use rollout::{EVENTS_PENDING_MAX, ID_LEN_MAX, Rollout};
 pub use routing::{Arm, Router};
 pub use sim::{
