@@ -17,13 +17,14 @@ use bayes_ab::{
 use metered_clock::Timestamp;
 use proptest::prelude::*;
 
+#[allow(clippy::type_complexity)] // one tuple per reference row
 mod reference {
     include!("data/experiment_metrics.rs");
 }
 
 const UNITS: u32 = 3_000;
 
-fn arm_of(i: u32) -> usize {
+fn arm_of(i: u32) -> u32 {
     match i % 10 {
         0..=3 => 0,
         4..=6 => 1,
@@ -33,11 +34,11 @@ fn arm_of(i: u32) -> usize {
 
 /// The same integer formulas and float operations as `unit` in the script.
 fn unit(i: u32) -> (usize, f64, bool, [f64; 4]) {
-    let arm = arm_of(i);
-    let a = arm as u32;
+    let a = arm_of(i);
+    let arm = usize::from(a > 0) + usize::from(a > 1);
     let x = f64::from((i * 7919) % 1000) / 100.0;
     let h = (i * 104_729 + a * 17) % 1000;
-    let bucket = x as u32; // int(x)
+    let bucket = (i * 7919) % 1000 / 100; // int(x), exactly
     let converted = h < 100 + 40 * bucket + 25 * a;
     let signup = f64::from(u8::from((i * 31_337 + a * 7) % 100 < 10 + 3 * a));
     let revenue = 5.0 + 0.9 * x + f64::from((i * 4099) % 101) / 10.0 - 5.0 + 0.4 * f64::from(a);
