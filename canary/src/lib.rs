@@ -58,8 +58,16 @@
 //!   *insufficient data*: it holds and never fails. Critical checks roll back at once; others
 //!   after `failure_limit` consecutive or `total_failure_limit` total failures; consecutive
 //!   successes can complete a step early; inconclusive checks pause, and a pause ends at
-//!   `max_pause` with a configured [`LimitAction`]; metric-source errors have their own limit. An
-//!   optional Kayenta-style [`MannWhitneyJudge`] scores raw samples (pass ≥ 95, marginal ≥ 75).
+//!   `max_pause` with a configured [`LimitAction`]; metric-source errors have their own limit.
+//!   Relative limits compare with the running stable version or, with
+//!   [`MetricCheck::against`]`(`[`Baseline::Fresh`]`)`, with a freshly started baseline. A
+//!   [`MetricCheck::dry_run`] check is judged and recorded in the trail but never acted on.
+//! * **Judges beyond the Beta posterior**: an optional Kayenta-style [`MannWhitneyJudge`]
+//!   scores raw samples (pass ≥ 95, marginal ≥ 75), with what Kayenta misses: a
+//!   Brown-Forsythe spread test ([`brown_forsythe`]; the same median with twice the spread
+//!   fails), zero-heavy metrics judged as their share of non-zero values plus the non-zero
+//!   values, and too few samples reported as *insufficient data*, never a pass. Dry-run
+//!   metrics ([`MetricSamples::dry_run`]) are scored and recorded, never counted.
 //! * **Traffic**: [`Router`] routes request keys stickily (raising the weight never moves a
 //!   canary user back to stable); every check tests the observed split for a sample-ratio
 //!   mismatch ([`srm_p_value`]).
@@ -68,22 +76,37 @@
 //!   and [`Rollout::replay`] rebuilds the same [`RolloutState`] from them.
 //! * **[`RolloutManager`]**: many rollouts by id, with `tick_all`, `auto_promote_canary` and
 //!   `auto_rollback_unhealthy_canaries`.
-//! * **[`simulate`]**: many rollouts on synthetic traffic, to measure false rollbacks and
-//!   detection for a policy.
+//! * **[`simulate`]**: many rollouts on synthetic traffic (counts, and optionally a latency
+//!   metric for the judge, [`SimLatency`]), to measure false rollbacks and detection for a
+//!   policy.
+//! * **Metrics from a backend** (feature `tokio`): a `MetricsProvider` answers templated
+//!   queries (`QueryTemplate`: `{{arm}}` escaped, `{{window}}`) per arm over a window, as
+//!   aggregates or samples; `ProviderSource` turns one into the driver's `MetricsSource`.
+//!   With feature `prometheus`, `PrometheusProvider` queries Prometheus's HTTP API with
+//!   timeouts, retries and a circuit breaker from `resilience`. An empty result, NaN, a
+//!   refused query or an HTTP error is a typed error, and no data is never healthy.
 //!
 //! # What it does not do
 //!
 //! * It does not move traffic, deploy or scale anything: decisions say what to do; your
 //!   mesh, load balancer or flag system does it (with the `tokio` feature, through an
 //!   `Actuator`).
-//! * It does not query metrics: you (or a `MetricsSource`) supply counts and latency
-//!   sketches for the window since the step began.
-//! * It reads no clock and never sleeps (except the optional driver); time comes in as `now`.
+//! * Without a provider it does not query metrics: you (or a `MetricsSource`) supply counts
+//!   and latency sketches for the window since the step began. Providers give counts and
+//!   samples, not latency sketches (Prometheus keeps histograms, not requests): judge
+//!   latency from a provider with the `MannWhitneyJudge` on samples.
+//! * It speaks plain http only (no TLS client): reach a TLS-only Prometheus through a
+//!   sidecar or proxy.
+//! * It reads no clock and never sleeps (except the optional driver and provider); time
+//!   comes in as `now`.
 //!
 //! # Crate features
 //!
 //! * `tokio`: `Driver`, which runs a rollout on its schedule against a `MetricsSource` and
-//!   an `Actuator`, writing the trail to an `AuditTrail`.
+//!   an `Actuator`, writing the trail, with a `RollbackHandle` that rolls back at once
+//!   without waiting for the analysis in flight; the `MetricsProvider` trait and
+//!   `ProviderSource`.
+//! * `prometheus` (implies `tokio`): `PrometheusProvider`, over hyper 1 and `resilience`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
