@@ -209,6 +209,9 @@ pub struct MetricJudgement {
     pub spread: Option<SpreadTest>,
     /// For a zero-heavy metric: the test of the share of non-zero values.
     pub nonzero: Option<ProportionTest>,
+    /// Whether the metric is critical.
+    #[serde(default)]
+    pub critical: bool,
     /// Whether the metric was dry-run (reported, not counted).
     pub dry_run: bool,
 }
@@ -228,11 +231,11 @@ pub struct JudgeReport {
 }
 
 impl JudgeReport {
-    /// Whether a metric that counts (not dry-run) failed while critical.
+    /// Whether a critical metric that counts (not dry-run) failed.
     #[must_use]
-    pub fn critical_failed(&self, samples: &[MetricSamples]) -> bool {
-        self.metrics.iter().zip(samples).any(|(j, s)| {
-            s.critical
+    pub fn critical_failed(&self) -> bool {
+        self.metrics.iter().any(|j| {
+            j.critical
                 && !j.dry_run
                 && !matches!(j.class, MetricClass::Pass | MetricClass::InsufficientData)
         })
@@ -278,9 +281,25 @@ pub struct MannWhitneyJudge {
     alpha: f64,
     pass_score: f64,
     marginal_score: f64,
+    // Judges serialized before these settings existed get the defaults.
+    #[serde(default = "default_spread_alpha")]
     spread_alpha: Option<f64>,
+    #[serde(default = "default_min_samples")]
     min_samples: usize,
+    #[serde(default = "default_zero_share")]
     zero_share: f64,
+}
+
+fn default_spread_alpha() -> Option<f64> {
+    MannWhitneyJudge::default().spread_alpha
+}
+
+fn default_min_samples() -> usize {
+    JUDGE_MIN_SAMPLES_DEFAULT
+}
+
+fn default_zero_share() -> f64 {
+    MannWhitneyJudge::default().zero_share
 }
 
 /// Fewest samples per arm (by default) before the judge judges a metric.
@@ -462,6 +481,7 @@ impl MannWhitneyJudge {
             shift: None,
             spread: None,
             nonzero: None,
+            critical: m.critical,
             dry_run: m.dry_run,
         };
         if b.len() < self.min_samples || c.len() < self.min_samples {

@@ -13,7 +13,7 @@ use super::report::{CheckVerdict, HealthReport, MetricResult, Verdict};
 #[cfg(doc)]
 use crate::CanaryError;
 use crate::error::Result;
-use crate::mann_whitney::ScoreClass;
+use crate::mann_whitney::{JudgeReport, ScoreClass};
 use crate::plan::Step;
 use crate::stats::prob_relative_breach;
 
@@ -69,9 +69,7 @@ impl HealthPolicy {
         let counted = || metrics.iter().filter(|m| !m.dry_run);
         let any = |v: CheckVerdict| counted().any(|m| m.verdict == v);
         let critical_fail = counted().any(|m| m.critical && m.verdict == CheckVerdict::Fail)
-            || judge
-                .as_ref()
-                .is_some_and(|j| j.critical_failed(&obs.samples));
+            || judge.as_ref().is_some_and(JudgeReport::critical_failed);
         let judge_class = judge.as_ref().map(|j| j.class);
         let verdict = if critical_fail {
             Verdict::Critical
