@@ -1,8 +1,11 @@
 //! bayes-ab: exact two-arm evaluation against the common approach, a Monte Carlo estimate
 //! with 20,000 draws, on speed and on error; the normal-approximation regime; k-arm
 //! quadrature; a 10-arm Thompson allocation; exact evaluation at a million and a billion
-//! trials; a full two-arm evaluation with CUPED; a 10-arm, 5-metric evaluation with Holm and
-//! Benjamini–Hochberg corrections; one anytime-valid update.
+//! trials; a full two-arm evaluation with CUPED, as free functions and through
+//! `ExperimentState::evaluate` with a CUPED rule in each stopping mode; a 10-arm, 5-metric
+//! evaluation with Holm and Benjamini–Hochberg corrections, as free functions and through
+//! `ExperimentState::evaluate` with declared metrics; one anytime-valid update, with and
+//! without CUPED.
 //!
 //! `cargo bench --bench bayes-ab -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -18,10 +21,12 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use metered_suite::bayes_ab::{
-    Beta, BoundedStats, CompareConfig, Correction, Counts, CovariateStats, Hypothesis,
-    ThompsonBandit, anytime_bounded_difference, anytime_confidence_sequence, best_arm,
-    best_arm_monte_carlo, compare, correct, cuped_compare,
+    Beta, BoundedStats, CompareConfig, Correction, Counts, CovariateStats, CupedPair, DecisionRule,
+    EffectPrior, ExperimentState, Guardrails, Hypothesis, Metric, MetricSet, PairArm, StoppingMode,
+    ThompsonBandit, TrafficSplit, UnitOutcome, anytime_bounded_difference,
+    anytime_confidence_sequence, best_arm, best_arm_monte_carlo, compare, correct, cuped_compare,
 };
+use metered_suite::clock::Timestamp;
 use rand::{SeedableRng, rngs::StdRng};
 
 const MC_DRAWS: u32 = 20_000;
@@ -187,6 +192,103 @@ fn two_arm_with_cuped(c: &mut Criterion) {
     group.finish();
 }
 
+/// The pre-period covariate of unit `unit` that converted or not (as in `covariate_stats`).
+#[allow(clippy::cast_precision_loss)]
+fn pre_period(unit: u64, converted: bool) -> f64 {
+    (unit % 7) as f64 + if converted { 3.0 } else { 0.0 }
+}
+
+/// An experiment state with `arms[i] = (conversions, units)` recorded unit by unit with a
+/// covariate (the primary conversion's CUPED pairs), and, with `metrics`, five declared
+/// metrics recorded for every unit.
+fn experiment(arms: &[(u64, u64)], metrics: Option<MetricSet>) -> ExperimentState {
+    let split = TrafficSplit::even(arms.len()).expect("split");
+    let mut state =
+        ExperimentState::new("bench", split, Timestamp::from_unix_millis(0)).expect("state");
+    if let Some(set) = metrics {
+        state = state.with_metrics(set).expect("metrics");
+    }
+    let declared = state.metrics().map_or(0, |m| m.metrics().len());
+    let units_max = arms.iter().map(|&(_, n)| n).max().unwrap_or(0);
+    // Interleave the arms, as traffic arrives.
+    for unit in 0..units_max {
+        for (arm, &(successes, trials)) in arms.iter().enumerate() {
+            if unit >= trials {
+                continue;
+            }
+            let converted = unit * successes / trials != (unit + 1) * successes / trials;
+            let x = pre_period(unit, converted);
+            let outcome = UnitOutcome {
+                converted,
+                ..UnitOutcome::default()
+            };
+            state
+                .record_with_covariate(arm, outcome, Some(x))
+                .expect("record");
+            for metric in 0..declared {
+                #[allow(clippy::cast_precision_loss)]
+                let value = match metric {
+                    // signup, retained, upgrade: conversions
+                    0 | 2 | 4 => f64::from(u8::from(
+                        (unit + metric as u64 + arm as u64).is_multiple_of(9),
+                    )),
+                    _ => x + ((unit * 31 + arm as u64) % 17) as f64,
+                };
+                state
+                    .record_metric(arm, metric, value, Some(x))
+                    .expect("metric");
+            }
+        }
+    }
+    state
+}
+
+/// A full two-arm evaluation with CUPED through the high-level API: `ExperimentState::evaluate`
+/// with a rule that asks for CUPED (SRM, covariate balance, the exact summary, the adjusted
+/// comparison and the mode's sequence), in each stopping mode.
+fn experiment_with_cuped(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bayes-ab/experiment_with_cuped");
+    let modes = [
+        (
+            "sequential",
+            StoppingMode::sequential(0.05, 100_000.0).expect("mode"),
+        ),
+        (
+            "anytime_valid",
+            StoppingMode::anytime_valid(0.05).expect("mode"),
+        ),
+        (
+            "bayesian",
+            StoppingMode::bayesian(0.95, 0.001).expect("mode"),
+        ),
+    ];
+    let now = Timestamp::from_unix_millis(1);
+    for (label, arms) in [
+        ("1000of10k_vs_1100of10k", [(1_000, 10_000), (1_100, 10_000)]),
+        (
+            "10000of100k_vs_10100of100k",
+            [(10_000, 100_000), (10_100, 100_000)],
+        ),
+    ] {
+        let state = experiment(&arms, None);
+        for (mode, stopping) in modes {
+            let rule = DecisionRule::builder()
+                .stopping(stopping)
+                .cuped(true)
+                .build()
+                .expect("rule");
+            group.bench_function(BenchmarkId::new(mode, label), |bench| {
+                bench.iter(|| {
+                    black_box(&state)
+                        .evaluate(&rule, &Guardrails::default(), now)
+                        .expect("evaluation")
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
 /// One anytime-valid update: record one observation per arm's counts and recompute the
 /// confidence sequence of the difference (what a look after every observation costs).
 fn anytime(c: &mut Criterion) {
@@ -212,6 +314,41 @@ fn anytime(c: &mut Criterion) {
         bench.iter(|| {
             sb.record(black_box(42.0)).expect("in range");
             anytime_bounded_difference(black_box(&sa), black_box(&sb), 0.05)
+        });
+    });
+    // With CUPED: one unit into the pair (prediction, bet, moments) and the sequence.
+    let mut pair = CupedPair::conversion(0.5).expect("pair");
+    for unit in 0..20_000u64 {
+        let converted = unit.is_multiple_of(10);
+        let arm = if unit.is_multiple_of(2) {
+            PairArm::Champion
+        } else {
+            PairArm::Challenger
+        };
+        pair.record(
+            arm,
+            f64::from(u8::from(converted)),
+            pre_period(unit, converted),
+        )
+        .expect("record");
+    }
+    group.bench_function("cuped_update_and_sequence", |bench| {
+        let mut unit = 20_000u64;
+        bench.iter(|| {
+            unit += 1;
+            let converted = unit.is_multiple_of(10);
+            let arm = if unit.is_multiple_of(2) {
+                PairArm::Champion
+            } else {
+                PairArm::Challenger
+            };
+            pair.record(
+                arm,
+                f64::from(u8::from(converted)),
+                pre_period(unit, converted),
+            )
+            .expect("record");
+            black_box(&pair).anytime_confidence_sequence(0.05)
         });
     });
     group.finish();
@@ -243,6 +380,44 @@ fn ten_arms_five_metrics(c: &mut Criterion) {
             let holm = correct(&family, 0.05, Correction::Holm).expect("valid family");
             let bh = correct(&family, 0.05, Correction::BenjaminiHochberg).expect("valid family");
             (holm, bh)
+        });
+    });
+    // The same through the high-level API: a champion and nine challengers at 10,000 units
+    // each, five declared metrics (two conversions with their own Beta priors, one conversion
+    // and one revenue metric with CUPED, one continuous metric with an effect prior), Holm
+    // across the 45 metric × challenger comparisons, beside the primary conversion's
+    // evaluation with CUPED for each challenger (sequential mode), SRM and covariate balance.
+    let set = MetricSet::new(
+        vec![
+            Metric::conversion("signup")
+                .and_then(|m| m.with_rate_prior(Beta::new(2.0, 18.0)?))
+                .expect("metric"),
+            Metric::continuous("revenue")
+                .expect("metric")
+                .with_cuped(true),
+            Metric::conversion("retained")
+                .expect("metric")
+                .with_cuped(true),
+            Metric::continuous("pages")
+                .expect("metric")
+                .with_effect_prior(EffectPrior::normal(0.0, 0.5).expect("prior")),
+            Metric::conversion("upgrade")
+                .and_then(|m| m.with_rate_prior(Beta::new(1.0, 30.0)?))
+                .expect("metric"),
+        ],
+        Correction::Holm,
+        0.05,
+    )
+    .expect("metric set");
+    let arms: Vec<(u64, u64)> = (0..10u64).map(|arm| (1_000 + 15 * arm, 10_000)).collect();
+    let state = experiment(&arms, Some(set));
+    let rule = DecisionRule::builder().cuped(true).build().expect("rule");
+    let now = Timestamp::from_unix_millis(1);
+    group.bench_function("experiment_evaluate", |bench| {
+        bench.iter(|| {
+            black_box(&state)
+                .evaluate(&rule, &Guardrails::default(), now)
+                .expect("evaluation")
         });
     });
     group.finish();
@@ -282,6 +457,6 @@ fn many_arms(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = two_arm, two_arm_with_cuped, ten_arms_five_metrics, anytime, many_arms
+    targets = two_arm, two_arm_with_cuped, experiment_with_cuped, ten_arms_five_metrics, anytime, many_arms
 }
 criterion_main!(benches);
