@@ -271,4 +271,64 @@ mod tests {
             .is_err()
         );
     }
+
+    /// Reads a PromQL string literal's body (quoted with `quote`) back as PromQL's lexer
+    /// does; `None` for an unescaped quote or an unknown escape.
+    fn unescape(body: &str, quote: char) -> Option<String> {
+        let mut out = String::new();
+        let mut chars = body.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next()? {
+                    '\\' => out.push('\\'),
+                    'n' => out.push('\n'),
+                    'r' => out.push('\r'),
+                    't' => out.push('\t'),
+                    'u' => {
+                        let hex: String = chars.by_ref().take(4).collect();
+                        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                    }
+                    c if c == quote => out.push(c),
+                    _ => return None,
+                },
+                c if c == quote => return None,
+                c => out.push(c),
+            }
+        }
+        Some(out)
+    }
+
+    const META: &str = "\\.+*?()|[]{}^$";
+
+    proptest::proptest! {
+        /// Any label value renders into a literal that reads back as itself, and as a
+        /// regular expression matches only itself.
+        #[test]
+        fn every_value_reads_back(value in "\\PC{0,40}|[\\\\\"'.*+?()|\\[\\]{}^$\n\t\u{1}a-z]{0,20}") {
+            for quote in ['"', '\''] {
+                let t = QueryTemplate::new(&format!("up{{v={quote}{{{{arm}}}}{quote}}}")).unwrap();
+                let out = t.render(&value, Duration::from_secs(1));
+                let body = &out["up{v=\"".len()..out.len() - 2];
+                let read = unescape(body, quote);
+                proptest::prop_assert_eq!(read.as_deref(), Some(value.as_str()));
+                let t = QueryTemplate::new(&format!("up{{v=~{quote}{{{{arm}}}}{quote}}}")).unwrap();
+                let out = t.render(&value, Duration::from_secs(1));
+                let pattern = unescape(&out["up{v=~\"".len()..out.len() - 2], quote).unwrap();
+                // Every metacharacter is escaped: removing the escapes gives the value back.
+                let mut literal = String::new();
+                let mut chars = pattern.chars();
+                while let Some(c) = chars.next() {
+                    if c == '\\' {
+                        let next = chars.next().unwrap();
+                        proptest::prop_assert!(META.contains(next), "{next:?} escaped");
+                        literal.push(next);
+                    } else {
+                        proptest::prop_assert!(!META.contains(c), "{c:?} unescaped");
+                        literal.push(c);
+                    }
+                }
+                proptest::prop_assert_eq!(literal, value.clone());
+            }
+        }
+    }
 }
