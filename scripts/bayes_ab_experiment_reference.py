@@ -141,7 +141,8 @@ def anytime_cuped(stream, share, alphas):
         sy += y
         sxx += x * x
         sxy += x * y
-    out = []
+    p_value = min(mp.mpf(1), 2 * mp.exp(pen - abs(lam_z - lam_sum / 2)))
+    out = [float(p_value)]
     for alpha in alphas:
         centre = lam_z / lam_sum
         half = (mp.log(2 / mp.mpf(alpha)) + pen) / lam_sum
@@ -204,10 +205,19 @@ def main():
         if arm in (0, 1):
             stream.append((arm == 1, c, x))
     share = WEIGHTS[1] / (WEIGHTS[0] + WEIGHTS[1])
-    (lo05, hi05), (lo01, hi01) = anytime_cuped(stream, share, ["0.05", "0.01"])
+    p_value, (lo05, hi05), (lo01, hi01) = anytime_cuped(stream, share, ["0.05", "0.01"])
     print("// The anytime-valid CUPED sequence of champion and challenger 1 after every unit,")
     print("// at alpha 0.05 and 0.01 (mpmath at 50 digits).")
     print(f"pub(crate) const ANYTIME: [(f64, f64, f64); 2] = [(0.05, {lo05!r}, {hi05!r}), (0.01, {lo01!r}, {hi01!r})];")
+    stream2 = []
+    for i in range(UNITS):
+        arm, x, c, _ = unit(i)
+        if arm in (0, 2):
+            stream2.append((arm == 2, c, x))
+    p2, _ = anytime_cuped(stream2, WEIGHTS[2] / (WEIGHTS[0] + WEIGHTS[2]), ["0.05"])
+    print("// (challenger, anytime-valid p-value): the smallest alpha at which the sequence")
+    print("// excludes zero (mpmath).")
+    print(f"pub(crate) const ANYTIME_P: [(usize, f64); 2] = [(1, {p_value!r}), (2, {p2!r})];")
 
 
 if __name__ == "__main__":

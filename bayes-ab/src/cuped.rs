@@ -775,6 +775,42 @@ impl CupedPair {
         Ok(self.anytime_unchecked(alpha, upper - lower))
     }
 
+    /// The anytime-valid p-value of "no difference": the smallest α at which the
+    /// [sequence](Self::anytime_confidence_sequence) excludes zero,
+    /// `min(1, 2·exp(Σ v ψ(λ) − |Σ λ (z − ½)|))`. Valid at any stopping time (however often
+    /// one looked), so it may enter a Holm or Benjamini–Hochberg family
+    /// ([`adjust_p_values`](crate::adjust_p_values)).
+    ///
+    /// ```
+    /// use bayes_ab::{CupedPair, PairArm};
+    ///
+    /// let mut pair = CupedPair::conversion(0.5)?;
+    /// for i in 0..4_000u32 {
+    ///     let (arm, y) = if i % 2 == 0 { (PairArm::Champion, i % 10 == 0) } else { (PairArm::Challenger, i % 4 == 1) };
+    ///     pair.record(arm, f64::from(u8::from(y)), 0.0)?;
+    /// }
+    /// let p = pair.anytime_p_value()?;
+    /// assert!(p < 0.01);
+    /// // The sequence excludes zero exactly at the levels above p.
+    /// assert!(!pair.anytime_confidence_sequence(p * 1.01)?.contains(0.0));
+    /// assert!(pair.anytime_confidence_sequence(p * 0.99)?.contains(0.0));
+    /// # Ok::<(), bayes_ab::BayesError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`BayesError::InvalidParameter`] for a pair built [`unbounded`](Self::unbounded).
+    pub fn anytime_p_value(&self) -> Result<f64> {
+        if self.bounds.is_none() {
+            return Err(BayesError::InvalidParameter {
+                name: "bounds",
+                reason: "the anytime-valid p-value needs a bounded metric (CupedPair::bounded)",
+            });
+        }
+        let b = &self.betting;
+        let evidence = (b.sum_lambda_z - 0.5 * b.sum_lambda).abs() - b.sum_penalty;
+        Ok((2.0 * (-evidence).exp()).min(1.0))
+    }
+
     fn anytime_unchecked(&self, alpha: f64, range: f64) -> Interval {
         let reach = self.reach(range);
         let z = self.betting.interval(alpha);

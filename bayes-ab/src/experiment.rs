@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::beta::Counts;
 use crate::continuous::MeanStats;
 use crate::cuped::{CupedPair, PairArm};
-use crate::decision::{DecisionRule, Evaluation, InconclusiveReason, Recommendation};
+use crate::decision::{DecisionRule, Evaluation, InconclusiveReason, Recommendation, StoppingMode};
 use crate::error::{BayesError, Result};
 use crate::guardrail::{ErrorRateGuardrail, GuardrailVerdict, LatencyGuardrail, LatencySketch};
 use crate::metric::{MetricSet, MetricStats, MetricsEvaluation, evaluate_metrics};
@@ -161,6 +161,10 @@ pub struct ExperimentState {
     /// The declared metrics, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     metrics: Option<MetricSet>,
+    /// Each declared metric's [`CupedPair`] per challenger, metric-major: the anytime-valid
+    /// sequences of the family.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    metric_pairs: Vec<CupedPair>,
 }
 
 /// The challenger's share of the units of champion and challenger `weights`; an even share
@@ -209,6 +213,7 @@ impl ExperimentState {
             started_at,
             cuped,
             metrics: None,
+            metric_pairs: Vec::new(),
         })
     }
 
@@ -230,10 +235,18 @@ impl ExperimentState {
             });
         }
         let count = metrics.metrics().len();
+        let weights = self.split.weights();
+        let mut pairs = Vec::with_capacity(count * (weights.len() - 1));
+        for metric in metrics.metrics() {
+            for &w in &weights[1..] {
+                pairs.push(metric.pair(pair_share(weights[0], w))?);
+            }
+        }
         for arm in &mut self.arms {
             arm.metrics = vec![MetricStats::default(); count];
         }
         self.metrics = Some(metrics);
+        self.metric_pairs = pairs;
         Ok(self)
     }
 
@@ -241,6 +254,17 @@ impl ExperimentState {
     #[must_use]
     pub fn metrics(&self) -> Option<&MetricSet> {
         self.metrics.as_ref()
+    }
+
+    /// The [`CupedPair`] of declared metric `metric` (its index in the [`MetricSet`]) between
+    /// the champion and challenger `arm` (1, 2, …): its anytime-valid sequence and p-value.
+    #[must_use]
+    pub fn metric_pair(&self, metric: usize, arm: usize) -> Option<&CupedPair> {
+        let challengers = self.arms.len() - 1;
+        if arm == 0 || arm > challengers {
+            return None;
+        }
+        self.metric_pairs.get(metric * challengers + arm - 1)
     }
 
     /// The CUPED statistics of the primary conversion, one [`CupedPair`] per challenger
@@ -354,26 +378,49 @@ impl ExperimentState {
         covariate: Option<f64>,
     ) -> Result<()> {
         let arms = self.arms.len();
-        let state = self
-            .arms
-            .get_mut(arm)
-            .ok_or(BayesError::UnknownArm { index: arm, arms })?;
-        let kind = self
+        if arm >= arms {
+            return Err(BayesError::UnknownArm { index: arm, arms });
+        }
+        let declared = self
             .metrics
             .as_ref()
             .and_then(|set| set.metrics().get(metric))
-            .map(crate::Metric::kind)
             .ok_or(BayesError::InvalidParameter {
                 name: "metric",
                 reason: "no such metric is declared (ExperimentState::with_metrics)",
             })?;
-        let stats = state
-            .metrics
-            .get_mut(metric)
-            .ok_or(BayesError::Incompatible {
-                reason: "the arm has no statistics for this metric",
-            })?;
-        stats.record(kind, value, covariate.unwrap_or(0.0))
+        let x = covariate.unwrap_or(0.0);
+        let mut stats =
+            self.arms[arm]
+                .metrics
+                .get(metric)
+                .copied()
+                .ok_or(BayesError::Incompatible {
+                    reason: "the arm has no statistics for this metric",
+                })?;
+        stats.record(declared, value, x)?;
+        // The metric's pairs: every challenger's for a champion unit, one otherwise; into
+        // copies first, so a failure changes nothing.
+        let challengers = arms - 1;
+        let first = metric * challengers;
+        let mut pairs: Vec<(usize, CupedPair)> = Vec::new();
+        if self.metric_pairs.len() == challengers * self.arms[0].metrics.len() {
+            let (range, side) = if arm == 0 {
+                (first..first + challengers, PairArm::Champion)
+            } else {
+                (first + arm - 1..first + arm, PairArm::Challenger)
+            };
+            for i in range {
+                let mut pair = self.metric_pairs[i];
+                pair.record(side, value, x)?;
+                pairs.push((i, pair));
+            }
+        }
+        self.arms[arm].metrics[metric] = stats;
+        for (i, pair) in pairs {
+            self.metric_pairs[i] = pair;
+        }
+        Ok(())
     }
 
     /// Adds the counts of another partial state of the same experiment (for example from
@@ -401,8 +448,18 @@ impl ExperimentState {
         for (mine, theirs) in cuped.iter_mut().zip(&other.cuped) {
             mine.merge(theirs)?;
         }
+        if self.metric_pairs.len() != other.metric_pairs.len() {
+            return Err(BayesError::Incompatible {
+                reason: "metric pairs in only one state",
+            });
+        }
+        let mut metric_pairs = self.metric_pairs.clone();
+        for (mine, theirs) in metric_pairs.iter_mut().zip(&other.metric_pairs) {
+            mine.merge(theirs)?;
+        }
         self.arms = arms;
         self.cuped = cuped;
+        self.metric_pairs = metric_pairs;
         self.started_at = self.started_at.min(other.started_at);
         Ok(())
     }
@@ -517,7 +574,8 @@ impl ExperimentState {
             Some(set) => {
                 let arms: Vec<&[MetricStats]> =
                     self.arms.iter().map(|a| a.metrics.as_slice()).collect();
-                evaluate_metrics(set, &arms)?
+                let anytime = matches!(rule.stopping(), StoppingMode::AnytimeValid { .. });
+                evaluate_metrics(set, &arms, &self.metric_pairs, anytime)?
             }
             None => None,
         };

@@ -4,11 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::beta::{Beta, Counts};
-use crate::cuped::{CovariateStats, EffectPrior, cuped_compare_with_prior, effect_posterior};
+use crate::beta::{Beta, Counts, Interval};
+use crate::cuped::{
+    CovariateStats, CupedPair, EffectPrior, cuped_compare_with_prior, effect_posterior,
+};
 use crate::error::{BayesError, Result, check_probability};
-use crate::multiple::{CorrectedHypothesis, Correction, Hypothesis, correct};
-use crate::special::normal_cdf;
+use crate::multiple::{
+    CorrectedHypothesis, Correction, Hypothesis, adjust_p_values, agreeing_interval,
+    interval_level, reject,
+};
+use crate::special::{normal_cdf, normal_quantile};
 use crate::two_arm::{CompareConfig, compare, normal_losses};
 
 /// Most metrics one [`MetricSet`] declares.
@@ -56,6 +61,8 @@ pub struct Metric {
     rate_prior: Beta,
     effect_prior: Option<EffectPrior>,
     cuped: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bounds: Option<(f64, f64)>,
 }
 
 impl Metric {
@@ -89,7 +96,52 @@ impl Metric {
             rate_prior: Beta::UNIFORM,
             effect_prior: None,
             cuped: false,
+            bounds: None,
         })
+    }
+
+    /// Declares that every value of this continuous metric lies in `[lower, upper]` (a
+    /// capped revenue, a score): values outside are refused, and in the anytime-valid mode
+    /// the metric is judged by its anytime-valid CUPED sequence ([`CupedPair`]) instead of
+    /// the fixed-horizon Gaussian test. A conversion metric is bounded by 0 and 1 already.
+    ///
+    /// # Errors
+    /// [`BayesError::InvalidParameter`] for a conversion metric, or unless both bounds are
+    /// finite with `lower < upper`.
+    pub fn with_bounds(mut self, lower: f64, upper: f64) -> Result<Self> {
+        if self.kind != MetricKind::Continuous {
+            return Err(BayesError::InvalidParameter {
+                name: "metric bounds",
+                reason: "a conversion metric is bounded by 0 and 1 already",
+            });
+        }
+        if !(lower.is_finite() && upper.is_finite() && lower < upper) {
+            return Err(BayesError::InvalidParameter {
+                name: "metric bounds",
+                reason: "must be finite with lower < upper",
+            });
+        }
+        self.bounds = Some((lower, upper));
+        Ok(self)
+    }
+
+    /// The bounds of the metric's values: `(0, 1)` for a conversion, the declared ones for a
+    /// continuous metric, `None` for an unbounded one.
+    #[must_use]
+    pub fn bounds(&self) -> Option<(f64, f64)> {
+        match self.kind {
+            MetricKind::Conversion => Some((0.0, 1.0)),
+            MetricKind::Continuous => self.bounds,
+        }
+    }
+
+    /// A fresh [`CupedPair`] of this metric for a challenger with `share` of the pair's
+    /// units.
+    pub(crate) fn pair(&self, share: f64) -> Result<CupedPair> {
+        match self.bounds() {
+            Some((lower, upper)) => CupedPair::bounded(share, lower, upper),
+            None => CupedPair::unbounded(share),
+        }
     }
 
     /// The Beta prior of each arm's rate (a conversion metric compared without CUPED).
@@ -241,10 +293,18 @@ pub struct MetricStats {
 }
 
 impl MetricStats {
-    /// Adds one value `y` with covariate `x` (0 when the unit has none).
-    pub(crate) fn record(&mut self, kind: MetricKind, y: f64, x: f64) -> Result<()> {
+    /// Adds one value `y` of `metric` with covariate `x` (0 when the unit has none).
+    pub(crate) fn record(&mut self, metric: &Metric, y: f64, x: f64) -> Result<()> {
         let mut successes = self.successes;
-        if kind == MetricKind::Conversion {
+        if let Some((lower, upper)) = metric.bounds
+            && !(y >= lower && y <= upper)
+        {
+            return Err(BayesError::InvalidParameter {
+                name: "metric value",
+                reason: "must lie within the metric's declared bounds",
+            });
+        }
+        if metric.kind == MetricKind::Conversion {
             if y == 1.0 {
                 successes = successes.checked_add(1).ok_or(BayesError::CountOverflow)?;
             } else if y != 0.0 {
@@ -303,6 +363,13 @@ pub struct MetricResult {
     pub expected_loss_b: f64,
     /// CUPED's `Var(adjusted) / Var(unadjusted)` (about `1 − ρ²`), when adjusted.
     pub variance_ratio: Option<f64>,
+    /// Whether the member was judged by its anytime-valid CUPED sequence (the rule's
+    /// anytime-valid mode and a bounded metric): then `corrected.p_value` is the sequence's
+    /// anytime-valid p-value ([`CupedPair::anytime_p_value`]) and `corrected.interval` the
+    /// sequence at the family's level, while `corrected.hypothesis` keeps the Gaussian
+    /// estimate for reference. Otherwise the test is the fixed-horizon Gaussian one.
+    #[serde(default)]
+    pub anytime_valid: bool,
     /// The family-corrected test: the hypothesis (posterior mean and standard deviation of
     /// the difference), its p-value and adjusted p-value, whether it is rejected, and an
     /// interval that excludes zero exactly when it is.
@@ -403,10 +470,14 @@ fn compare_metric(metric: &Metric, a: &MetricStats, b: &MetricStats) -> Result<M
 }
 
 /// The family of `set` over `arms` (each arm's statistics per metric, arm 0 the champion).
-/// `None` when no member has enough data.
+/// `pairs` holds each metric's [`CupedPair`] per challenger, metric-major (may be empty for
+/// states stored before pairs were kept); with `anytime`, members with a bounded pair are
+/// judged by its anytime-valid sequence. `None` when no member has enough data.
 pub(crate) fn evaluate_metrics(
     set: &MetricSet,
     arms: &[&[MetricStats]],
+    pairs: &[CupedPair],
+    anytime: bool,
 ) -> Result<Option<MetricsEvaluation>> {
     let mut members = Vec::new();
     let mut pending = Vec::new();
@@ -417,8 +488,11 @@ pub(crate) fn evaluate_metrics(
         let a = champion.get(index).copied().unwrap_or_default();
         for (offset, challenger) in challengers.iter().enumerate() {
             let b = challenger.get(index).copied().unwrap_or_default();
+            let pair = pairs
+                .get(index * challengers.len() + offset)
+                .filter(|p| anytime && p.bounds().is_some());
             match compare_metric(metric, &a, &b) {
-                Ok(member) => members.push((index, offset + 1, member)),
+                Ok(member) => members.push((index, offset + 1, member, pair)),
                 Err(BayesError::InsufficientData { what }) => pending.push(PendingMetric {
                     metric: metric.name.clone(),
                     arm: offset + 1,
@@ -431,12 +505,32 @@ pub(crate) fn evaluate_metrics(
     if members.is_empty() {
         return Ok(None);
     }
-    let hypotheses: Vec<Hypothesis> = members.iter().map(|(_, _, m)| m.hypothesis).collect();
-    let family = correct(&hypotheses, set.alpha, set.correction)?;
-    let results = members
+    let p_values = members
+        .iter()
+        .map(|(_, _, m, pair)| match pair {
+            Some(pair) => pair.anytime_p_value(),
+            None => Ok(m.hypothesis.p_value()),
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    let adjusted = adjust_p_values(&p_values, set.correction)?;
+    let rejected = reject(&p_values, set.alpha, set.correction)?;
+    let rejections = rejected.iter().filter(|&&r| r).count();
+    let interval_alpha = interval_level(set.correction, set.alpha, members.len(), rejections);
+    let z = normal_quantile(1.0 - 0.5 * interval_alpha);
+    let mut results = Vec::with_capacity(members.len());
+    for ((((index, arm, m, pair), p_value), adjusted_p_value), rejected) in members
         .into_iter()
-        .zip(family.hypotheses)
-        .map(|((index, arm, m), corrected)| MetricResult {
+        .zip(p_values)
+        .zip(adjusted)
+        .zip(rejected)
+    {
+        let interval = match pair {
+            Some(pair) => {
+                agreeing_sequence(pair.anytime_confidence_sequence(interval_alpha)?, rejected)
+            }
+            None => agreeing_interval(m.hypothesis, z, rejected),
+        };
+        results.push(MetricResult {
             metric: set.metrics[index].name.clone(),
             arm,
             cuped: set.metrics[index].cuped,
@@ -444,15 +538,43 @@ pub(crate) fn evaluate_metrics(
             expected_loss_a: m.expected_loss_a,
             expected_loss_b: m.expected_loss_b,
             variance_ratio: m.variance_ratio,
-            corrected,
-        })
-        .collect();
+            anytime_valid: pair.is_some(),
+            corrected: CorrectedHypothesis {
+                hypothesis: m.hypothesis,
+                p_value,
+                adjusted_p_value,
+                rejected,
+                interval,
+            },
+        });
+    }
     Ok(Some(MetricsEvaluation {
-        correction: family.correction,
-        alpha: family.alpha,
-        interval_alpha: family.interval_alpha,
-        rejections: family.rejections,
+        correction: set.correction,
+        alpha: set.alpha,
+        interval_alpha,
+        rejections,
         results,
         pending,
     }))
+}
+
+/// An anytime-valid sequence made to exclude zero exactly when `rejected`. The sequence at
+/// the family's level excludes zero exactly when the p-value is below that level, which is
+/// what the correction decides; this only settles roundings at the boundary.
+fn agreeing_sequence(cs: Interval, rejected: bool) -> Interval {
+    match (rejected, cs.contains(0.0)) {
+        (true, true) if cs.upper + cs.lower >= 0.0 => Interval {
+            lower: f64::MIN_POSITIVE,
+            upper: cs.upper.max(f64::MIN_POSITIVE),
+        },
+        (true, true) => Interval {
+            lower: cs.lower.min(-f64::MIN_POSITIVE),
+            upper: -f64::MIN_POSITIVE,
+        },
+        (false, false) => Interval {
+            lower: cs.lower.min(0.0),
+            upper: cs.upper.max(0.0),
+        },
+        _ => cs,
+    }
 }

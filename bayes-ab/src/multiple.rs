@@ -234,41 +234,23 @@ pub fn correct(
     let p_values: Vec<f64> = hypotheses.iter().map(Hypothesis::p_value).collect();
     let (adjusted, rejected) = step(&p_values, correction, Some(alpha))?;
     let rejected = rejected.unwrap_or_default();
-    let m = hypotheses.len();
     let rejections = rejected.iter().filter(|&&r| r).count();
-    #[allow(clippy::cast_precision_loss)]
-    let interval_alpha = match correction {
-        Correction::Holm if rejections == m => alpha,
-        Correction::Holm => alpha / (m - rejections) as f64,
-        Correction::BenjaminiHochberg => rejections.max(1) as f64 * alpha / m as f64,
-    };
+    let interval_alpha = interval_level(correction, alpha, hypotheses.len(), rejections);
     let z = normal_quantile(1.0 - 0.5 * interval_alpha);
     let hypotheses = hypotheses
         .iter()
         .zip(p_values)
         .zip(adjusted)
         .zip(rejected)
-        .map(|(((&hypothesis, p_value), adjusted_p_value), rejected)| {
-            let distance = hypothesis.estimate.abs();
-            let mut half = z * hypothesis.standard_error;
-            // The decision comes from the p-values and the interval from the quantile; at the
-            // boundary their roundings could disagree by an ulp, so the interval yields.
-            if rejected && half >= distance {
-                half = distance * (1.0 - f64::EPSILON);
-            } else if !rejected && half < distance {
-                half = distance;
-            }
-            CorrectedHypothesis {
+        .map(
+            |(((&hypothesis, p_value), adjusted_p_value), rejected)| CorrectedHypothesis {
                 hypothesis,
                 p_value,
                 adjusted_p_value,
                 rejected,
-                interval: Interval {
-                    lower: hypothesis.estimate - half,
-                    upper: hypothesis.estimate + half,
-                },
-            }
-        })
+                interval: agreeing_interval(hypothesis, z, rejected),
+            },
+        )
         .collect();
     Ok(CorrectedFamily {
         correction,
@@ -277,6 +259,39 @@ pub fn correct(
         rejections,
         interval_alpha,
     })
+}
+
+/// The one level at which a family's intervals agree with its decisions
+/// ([`CorrectedFamily::interval_alpha`]).
+#[allow(clippy::cast_precision_loss)]
+pub(crate) fn interval_level(
+    correction: Correction,
+    alpha: f64,
+    m: usize,
+    rejections: usize,
+) -> f64 {
+    match correction {
+        Correction::Holm if rejections == m => alpha,
+        Correction::Holm => alpha / (m - rejections) as f64,
+        Correction::BenjaminiHochberg => rejections.max(1) as f64 * alpha / m as f64,
+    }
+}
+
+/// `estimate ± z·standard_error`, made to exclude zero exactly when `rejected`.
+pub(crate) fn agreeing_interval(hypothesis: Hypothesis, z: f64, rejected: bool) -> Interval {
+    let distance = hypothesis.estimate.abs();
+    let mut half = z * hypothesis.standard_error;
+    // The decision comes from the p-values and the interval from the quantile; at the
+    // boundary their roundings could disagree by an ulp, so the interval yields.
+    if rejected && half >= distance {
+        half = distance * (1.0 - f64::EPSILON);
+    } else if !rejected && half < distance {
+        half = distance;
+    }
+    Interval {
+        lower: hypothesis.estimate - half,
+        upper: hypothesis.estimate + half,
+    }
 }
 
 /// Adjusted p-values in input order, and with `alpha` the decisions, computed the way

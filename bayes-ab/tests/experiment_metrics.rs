@@ -200,6 +200,155 @@ fn the_anytime_cuped_sequence_matches_mpmath() {
             assert_eq!(e.challengers[0].evaluation.confidence_sequence, Some(cs));
         }
     }
+    for (arm, p) in reference::ANYTIME_P {
+        let got = s.cuped_pairs()[arm - 1].anytime_p_value().unwrap();
+        assert!(close(got, p, 1e-12, 1e-9), "{arm}: {got} vs {p}");
+    }
+}
+
+#[test]
+fn in_the_anytime_valid_mode_bounded_metrics_use_their_sequences() {
+    let s = state(metrics(Correction::Holm, Beta::UNIFORM), 0..UNITS);
+    let e = evaluate(&s, &rule(StoppingMode::anytime_valid(0.05).unwrap()));
+    let family = e.metrics.unwrap();
+    let mut p_values = Vec::new();
+    for r in &family.results {
+        let index = ["signup", "revenue", "pages", "retained"]
+            .iter()
+            .position(|&n| n == r.metric)
+            .unwrap();
+        // The conversions are bounded; revenue and pages declare no bounds.
+        assert_eq!(r.anytime_valid, index == 0 || index == 3, "{r:?}");
+        let h = &r.corrected;
+        if r.anytime_valid {
+            let pair = s.metric_pair(index, r.arm).unwrap();
+            assert_eq!(h.p_value, pair.anytime_p_value().unwrap());
+            let cs = pair
+                .anytime_confidence_sequence(family.interval_alpha)
+                .unwrap();
+            assert!(
+                close(h.interval.lower, cs.lower, 1e-300, 1e-12),
+                "{r:?} {cs:?}"
+            );
+        } else {
+            assert_eq!(h.p_value, h.hypothesis.p_value());
+        }
+        assert_eq!(h.interval.contains(0.0), !h.rejected, "{r:?}");
+        p_values.push(h.p_value);
+    }
+    let adjusted = bayes_ab::adjust_p_values(&p_values, Correction::Holm).unwrap();
+    let rejected = bayes_ab::reject(&p_values, 0.05, Correction::Holm).unwrap();
+    for ((r, a), rej) in family.results.iter().zip(adjusted).zip(rejected) {
+        assert_eq!(
+            (r.corrected.adjusted_p_value, r.corrected.rejected),
+            (a, rej)
+        );
+    }
+    // Revenue with bounds joins the anytime-valid members.
+    let bounded = MetricSet::new(
+        vec![
+            Metric::continuous("revenue")
+                .unwrap()
+                .with_cuped(true)
+                .with_bounds(0.0, 25.0)
+                .unwrap(),
+        ],
+        Correction::Holm,
+        0.05,
+    )
+    .unwrap();
+    let mut s = ExperimentState::new("bounded", split(), Timestamp::from_unix_millis(0))
+        .unwrap()
+        .with_metrics(bounded)
+        .unwrap();
+    for i in 0..UNITS {
+        let (arm, x, _, values) = unit(i);
+        s.record_metric(arm, 0, values[1], Some(x)).unwrap();
+    }
+    assert!(s.record_metric(0, 0, 26.0, None).is_err()); // outside the declared bounds
+    let e = evaluate(&s, &rule(StoppingMode::anytime_valid(0.05).unwrap()));
+    assert!(e.metrics.unwrap().results.iter().all(|r| r.anytime_valid));
+    assert!(
+        Metric::conversion("c")
+            .unwrap()
+            .with_bounds(0.0, 1.0)
+            .is_err()
+    );
+    assert!(
+        Metric::continuous("c")
+            .unwrap()
+            .with_bounds(1.0, 0.0)
+            .is_err()
+    );
+}
+
+/// Whether an A/A experiment with two bounded metrics and two challengers ever rejects a
+/// member of the Holm family when evaluated after every 20 units, in `stopping`'s mode.
+fn family_ever_rejects(seed: u64, stopping: StoppingMode) -> bool {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let set = MetricSet::new(
+        vec![
+            Metric::conversion("click").unwrap().with_cuped(true),
+            Metric::continuous("score")
+                .unwrap()
+                .with_cuped(true)
+                .with_bounds(0.0, 10.0)
+                .unwrap(),
+        ],
+        Correction::Holm,
+        0.05,
+    )
+    .unwrap();
+    let mut s = ExperimentState::new(
+        "aa",
+        TrafficSplit::even(3).unwrap(),
+        Timestamp::from_unix_millis(0),
+    )
+    .unwrap()
+    .with_metrics(set)
+    .unwrap();
+    let rule = DecisionRule::builder()
+        .stopping(stopping)
+        .min_trials_per_arm(1)
+        .build()
+        .unwrap();
+    for n in 1..=900u32 {
+        let arm = rng.random_range(0..3usize);
+        let x: f64 = rng.random();
+        let click = f64::from(u8::from(rng.random::<f64>() < 0.1 + 0.3 * x));
+        let score = (10.0 * x * rng.random::<f64>()).min(10.0);
+        s.record_metric(arm, 0, click, Some(x)).unwrap();
+        s.record_metric(arm, 1, score, Some(x)).unwrap();
+        if n % 20 == 0 {
+            let e = evaluate(&s, &rule);
+            if e.metrics.is_some_and(|f| f.rejections > 0) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn the_anytime_family_holds_alpha_under_peeking() {
+    // 150 A/A experiments, 45 looks each: the anytime-valid family rejects anything in at
+    // most α of them (about 7.5); the fixed-horizon Gaussian family, read at every look,
+    // does not keep that promise.
+    let anytime = (0..150)
+        .filter(|&seed| family_ever_rejects(seed, StoppingMode::anytime_valid(0.05).unwrap()))
+        .count();
+    let fixed = (0..150)
+        .filter(|&seed| family_ever_rejects(seed, StoppingMode::bayesian(0.95, 0.001).unwrap()))
+        .count();
+    assert!(
+        anytime <= 12,
+        "anytime-valid family: {anytime} of 150 rejected"
+    );
+    assert!(
+        fixed > anytime,
+        "fixed-horizon {fixed} vs anytime-valid {anytime}"
+    );
 }
 
 #[test]

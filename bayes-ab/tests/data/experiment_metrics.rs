@@ -24,3 +24,6 @@ pub(crate) const FAMILY: [(usize, usize, f64, f64, f64, f64, bool, f64, bool); 8
 // The anytime-valid CUPED sequence of champion and challenger 1 after every unit,
 // at alpha 0.05 and 0.01 (mpmath at 50 digits).
 pub(crate) const ANYTIME: [(f64, f64, f64); 2] = [(0.05, -0.04183759704619347, 0.10005611915128149), (0.01, -0.058710386110584975, 0.11692890821567299)];
+// (challenger, anytime-valid p-value): the smallest alpha at which the sequence
+// excludes zero (mpmath).
+pub(crate) const ANYTIME_P: [(usize, f64); 2] = [(1, 1.0), (2, 0.21041754180924732)];
