@@ -201,12 +201,15 @@ impl<S: LedgerStore + ?Sized> LedgerHolds<S> {
 
     fn key(&self, branch: BranchId, step: &str) -> Result<IdempotencyKey, LedgerError> {
         // `tx-<id>/<index>/<participant>/<step>`, as `BranchId` displays, in one format.
-        IdempotencyKey::new(format!(
-            "tx-{}/{}/{}/{step}",
-            branch.tx.get(),
-            branch.index,
-            self.name
-        ))
+        // Built by hand into one exact allocation: `format!` was a fifth of a transaction.
+        let (mut tx, mut index) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (tx, index) = (tx.format(branch.tx.get()), index.format(branch.index));
+        let parts = ["tx-", tx, "/", index, "/", &self.name, "/", step];
+        let mut key = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            key.push_str(part);
+        }
+        IdempotencyKey::new(key)
     }
 
     async fn run(
