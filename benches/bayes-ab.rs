@@ -411,15 +411,32 @@ fn ten_arms_five_metrics(c: &mut Criterion) {
     .expect("metric set");
     let arms: Vec<(u64, u64)> = (0..10u64).map(|arm| (1_000 + 15 * arm, 10_000)).collect();
     let state = experiment(&arms, Some(set));
-    let rule = DecisionRule::builder().cuped(true).build().expect("rule");
     let now = Timestamp::from_unix_millis(1);
-    group.bench_function("experiment_evaluate", |bench| {
-        bench.iter(|| {
-            black_box(&state)
-                .evaluate(&rule, &Guardrails::default(), now)
-                .expect("evaluation")
+    // Sequential: the family's tests are the fixed-horizon Gaussian ones; anytime-valid: the
+    // three conversion metrics are judged by their anytime-valid CUPED sequences.
+    for (label, stopping) in [
+        (
+            "experiment_evaluate",
+            StoppingMode::sequential(0.05, 100_000.0).expect("mode"),
+        ),
+        (
+            "experiment_evaluate_anytime",
+            StoppingMode::anytime_valid(0.05).expect("mode"),
+        ),
+    ] {
+        let rule = DecisionRule::builder()
+            .stopping(stopping)
+            .cuped(true)
+            .build()
+            .expect("rule");
+        group.bench_function(label, |bench| {
+            bench.iter(|| {
+                black_box(&state)
+                    .evaluate(&rule, &Guardrails::default(), now)
+                    .expect("evaluation")
+            });
         });
-    });
+    }
     group.finish();
 }
 
