@@ -464,9 +464,9 @@ impl DecisionRuleBuilder {
     }
 
     /// Whether an [`Experiment`](crate::Experiment) judges its primary conversion metric
-    /// after CUPED / CUPAC regression adjustment on each unit's
-    /// [`covariate`](crate::UnitOutcome::covariate), through
-    /// [`DecisionRule::evaluate_cuped`], in every stopping mode.
+    /// after CUPED / CUPAC regression adjustment on each unit's covariate (given to
+    /// [`ExperimentState::record_with_covariate`](crate::ExperimentState::record_with_covariate)),
+    /// through [`DecisionRule::evaluate_cuped`], in every stopping mode.
     pub fn cuped(mut self, enabled: bool) -> Self {
         self.rule.cuped = enabled;
         self

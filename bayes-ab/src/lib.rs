@@ -35,8 +35,10 @@
 //!   [`best_arm_monte_carlo`] with a seeded generator for cross-checks.
 //! - **Continuous metrics** — [`MeanStats`] (n, mean and M₂ by Welford's update) and
 //!   [`compare_means`]; CUPED/CUPAC regression adjustment on a pre-period covariate or a
-//!   prediction with [`CovariateStats`], [`cuped_compare`] and, for peeking,
-//!   [`cuped_confidence_sequence`]; ratio metrics (revenue per
+//!   prediction with [`CovariateStats`], [`cuped_compare`] (or [`cuped_compare_with_prior`]
+//!   under an [`EffectPrior`]) and, for peeking, [`cuped_confidence_sequence`] (asymptotic) or
+//!   a [`CupedPair`]'s anytime-valid sequence (valid from the first unit, for bounded
+//!   metrics); ratio metrics (revenue per
 //!   session) by the delta method with [`compare_ratios`]; quantile metrics (the difference
 //!   in p50 / p95 / p99 with a distribution-free interval) with [`quantile_difference`].
 //! - **Decisions** — [`DecisionRule`] with [`StoppingMode::Bayesian`] (probability and
@@ -44,17 +46,24 @@
 //!   confidence sequence, [`confidence_sequence`]: safe to peek after a minimum sample) or
 //!   [`StoppingMode::AnytimeValid`] (a mixture-martingale confidence sequence,
 //!   [`anytime_confidence_sequence`], also for bounded metrics with [`BoundedStats`]: valid
-//!   at every look from the first observation); [`simulate_aa`] measures the false-positive
-//!   rate of any mode.
+//!   at every look from the first observation); with [`DecisionRuleBuilder::cuped`], every
+//!   mode decides on the CUPED-adjusted difference ([`DecisionRule::evaluate_cuped`]);
+//!   [`simulate_aa`] measures the false-positive rate of any mode.
 //! - **Guardrails** — [`ErrorRateGuardrail`] (posterior P(rate > limit), absolute or relative
 //!   to a baseline), [`LatencyGuardrail`] on a [`LatencySketch`] quantile with an
 //!   order-statistic interval; a breach is an explicit [`RollbackReason`].
 //! - **Traffic** — [`TrafficSplit::assign`] (sticky, salted SHA-256 buckets) and
 //!   [`srm_check`] (χ², alert at p < 0.001); [`covariate_balance_check`] for pre-exposure
-//!   bias on a pre-period covariate.
+//!   bias on a pre-period covariate, run by [`ExperimentState::evaluate`] for every
+//!   challenger ([`InconclusiveReason::CovariateImbalance`]).
 //! - **Many comparisons** — [`correct`]: Holm or Benjamini–Hochberg across metrics × arms
 //!   ([`Hypothesis`] per comparison), adjusted p-values as statsmodels' `multipletests`, and
 //!   intervals that agree with the corrected decisions; [`adjust_p_values`], [`reject`].
+//!   Inside an experiment: declared [`Metric`]s (conversion or continuous, each with its own
+//!   Beta or [`EffectPrior`] and CUPED setting) in a [`MetricSet`], recorded with
+//!   [`ExperimentState::record_metric`] and judged as one corrected family across metrics ×
+//!   challengers ([`MetricsEvaluation`]); in the anytime-valid mode bounded metrics enter it
+//!   with their anytime-valid p-values ([`CupedPair::anytime_p_value`]).
 //! - **Bandits** — [`ThompsonBandit`]: seeded, optional top-two, minimum share per arm.
 //! - **State** — [`ExperimentState`] (serde, mergeable) behind [`ExperimentStore`], with
 //!   [`InMemoryExperimentStore`].
@@ -62,20 +71,23 @@
 //! Every function is pure over counts (sans-IO); the only time source is the caller's
 //! [`metered_clock::Clock`], used by [`Experiment`] for the maximum duration. Decisions log
 //! with `tracing` and count with the `metrics` facade: `bayes_ab_evaluations_total`
-//! (label `decision`), `bayes_ab_guardrail_breaches_total` (label `kind`) and
-//! `bayes_ab_srm_mismatches_total`.
+//! (label `decision`), `bayes_ab_guardrail_breaches_total` (label `kind`),
+//! `bayes_ab_srm_mismatches_total` and `bayes_ab_covariate_imbalances_total`.
 //!
 //! # What it does not do
 //!
 //! - No peeking protection in [`StoppingMode::Bayesian`]: reading it at every look inflates
 //!   false positives (42 % instead of 10 % over 20 looks; see `docs/bayes-ab.md`). Use
 //!   [`StoppingMode::Sequential`] when you look before the planned end.
-//! - No hierarchical or informative priors beyond a Beta prior you choose; CUPED in the
-//!   Gaussian comparison and the asymptotic sequence ([`cuped_confidence_sequence`]), not in
-//!   the anytime-valid mode nor inside [`DecisionRule`].
-//! - [`Experiment`] judges each challenger against the champion at the rule's own error
-//!   rate; with `k` challengers, tighten the rule by `k` (Bonferroni) to keep the family-wise
-//!   rate, or use [`correct`] on fixed-horizon comparisons.
+//! - No hierarchical priors: a Beta prior per conversion metric and a Gaussian
+//!   [`EffectPrior`] per continuous or CUPED-adjusted metric, chosen by you.
+//! - The anytime-valid CUPED sequence needs bounded metrics; an unbounded continuous metric
+//!   has CUPED only in the Gaussian comparison and the asymptotic sequence, and stays a
+//!   fixed-horizon member of a [`MetricSet`]'s family.
+//! - [`Experiment`] judges each challenger's primary conversion against the champion at the
+//!   rule's own error rate; with `k` challengers, tighten the rule by `k` (Bonferroni), or
+//!   declare the conversion in a [`MetricSet`], whose family is corrected across metrics ×
+//!   challengers.
 //! - No network or database storage: implement [`ExperimentStore`] for your backend.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -395,8 +395,9 @@ pub struct MetricsEvaluation {
     pub correction: Correction,
     /// The family's α.
     pub alpha: f64,
-    /// The per-comparison level of the intervals ([`CorrectedFamily::interval_alpha`]
-    /// (crate::CorrectedFamily::interval_alpha)): each interval agrees with its decision.
+    /// The per-comparison level of the intervals (as
+    /// [`CorrectedFamily::interval_alpha`](crate::CorrectedFamily::interval_alpha)): each
+    /// interval agrees with its decision.
     pub interval_alpha: f64,
     /// Rejections in the family.
     pub rejections: usize,
