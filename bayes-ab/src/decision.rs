@@ -568,7 +568,11 @@ impl DecisionRule {
             )),
             StoppingMode::Bayesian { .. } => None,
         };
-        let verdict = judge(self.stopping, Some(&summary), champion, challenger);
+        // The sequential modes' verdict is the sequence just computed.
+        let verdict = match confidence_sequence {
+            Some(cs) => verdict_of(cs),
+            None => judge(self.stopping, Some(&summary), champion, challenger),
+        };
         let decision = self.decide(champion, challenger, verdict, started_at, now, guardrails);
         Self::record_evaluation(&decision, summary.prob_b_beats_a);
         Evaluation {

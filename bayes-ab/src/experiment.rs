@@ -424,7 +424,9 @@ impl ExperimentState {
     }
 
     /// Adds the counts of another partial state of the same experiment (for example from
-    /// another process). The start time becomes the earlier of the two.
+    /// another process). The start time becomes the earlier of the two. When only one of
+    /// the two has CUPED statistics (a state stored before they were kept), the merged state
+    /// has none: it evaluates as before, and refuses a rule with CUPED.
     ///
     /// # Errors
     /// [`BayesError::Incompatible`] for a different id or split; [`BayesError::CountOverflow`]. Nothing
@@ -435,16 +437,23 @@ impl ExperimentState {
                 reason: "different experiments or splits",
             });
         }
-        if self.metrics != other.metrics || self.cuped.len() != other.cuped.len() {
+        if self.metrics != other.metrics {
             return Err(BayesError::Incompatible {
-                reason: "different metrics, or CUPED statistics in only one state",
+                reason: "different metrics",
             });
         }
         let mut arms = self.arms.clone();
         for (mine, theirs) in arms.iter_mut().zip(&other.arms) {
             mine.merge(theirs)?;
         }
-        let mut cuped = self.cuped.clone();
+        // A state stored before CUPED statistics were kept has none: the merged state then
+        // has none either (evaluation with CUPED refuses it; without CUPED it is unaffected).
+        let mut cuped = if self.cuped.len() == other.cuped.len() {
+            self.cuped.clone()
+        } else {
+            tracing::warn!(id = %self.id, "merging a state without CUPED statistics: dropping them");
+            Vec::new()
+        };
         for (mine, theirs) in cuped.iter_mut().zip(&other.cuped) {
             mine.merge(theirs)?;
         }

@@ -92,6 +92,25 @@ fn a_state_stored_before_cuped_still_reads_and_refuses_cuped() {
         state.evaluate(&cuped, &Guardrails::default(), now),
         Err(BayesError::Incompatible { .. })
     ));
+    // A new delta (with CUPED statistics) still merges into it, as a service's recorder
+    // does; the merged state has no CUPED statistics, and says so when asked for CUPED.
+    let mut merged = state.clone();
+    let mut delta = ExperimentState::new(
+        "checkout-v2",
+        TrafficSplit::new(vec![5_000, 5_000]).unwrap(),
+        Timestamp::from_unix_millis(1_700_000_000_000),
+    )
+    .unwrap();
+    delta.record(1, UnitOutcome::default()).unwrap();
+    merged.merge(&delta).unwrap();
+    assert_eq!(merged.arms()[1].conversions.trials(), 2);
+    assert!(merged.cuped_pairs().is_empty());
+    assert!(merged.evaluate(&plain, &Guardrails::default(), now).is_ok());
+    assert!(
+        merged
+            .evaluate(&cuped, &Guardrails::default(), now)
+            .is_err()
+    );
 }
 
 #[test]
