@@ -132,9 +132,24 @@ impl CovariateStats {
 /// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawEffectPrior")]
 pub struct EffectPrior {
     mean: f64,
     sd: f64,
+}
+
+/// The serialized form of an [`EffectPrior`], validated on the way in.
+#[derive(Deserialize)]
+struct RawEffectPrior {
+    mean: f64,
+    sd: f64,
+}
+
+impl TryFrom<RawEffectPrior> for EffectPrior {
+    type Error = BayesError;
+    fn try_from(raw: RawEffectPrior) -> Result<Self> {
+        Self::normal(raw.mean, raw.sd)
+    }
 }
 
 impl EffectPrior {
@@ -517,12 +532,39 @@ const BETTING_FRACTION_MAX: f64 = 0.5;
 /// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawCupedPair")]
 pub struct CupedPair {
     challenger_share: f64,
     bounds: Option<(f64, f64)>,
     champion: CovariateStats,
     challenger: CovariateStats,
     betting: Betting,
+}
+
+/// The serialized form of a [`CupedPair`]: the share and bounds are validated on the way in.
+#[derive(Deserialize)]
+struct RawCupedPair {
+    challenger_share: f64,
+    bounds: Option<(f64, f64)>,
+    champion: CovariateStats,
+    challenger: CovariateStats,
+    betting: Betting,
+}
+
+impl TryFrom<RawCupedPair> for CupedPair {
+    type Error = BayesError;
+    fn try_from(raw: RawCupedPair) -> Result<Self> {
+        let empty = match raw.bounds {
+            Some((lower, upper)) => CupedPair::bounded(raw.challenger_share, lower, upper)?,
+            None => CupedPair::unbounded(raw.challenger_share)?,
+        };
+        Ok(CupedPair {
+            champion: raw.champion,
+            challenger: raw.challenger,
+            betting: raw.betting,
+            ..empty
+        })
+    }
 }
 
 /// Running sums of the predictable plug-in empirical-Bernstein sequence on `z ∈ [0, 1]`.

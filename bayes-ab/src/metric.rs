@@ -55,6 +55,7 @@ pub enum MetricKind {
 /// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawMetric")]
 pub struct Metric {
     name: String,
     kind: MetricKind,
@@ -63,6 +64,34 @@ pub struct Metric {
     cuped: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bounds: Option<(f64, f64)>,
+}
+
+/// The serialized form of a [`Metric`], validated on the way in.
+#[derive(Deserialize)]
+struct RawMetric {
+    name: String,
+    kind: MetricKind,
+    rate_prior: Beta,
+    effect_prior: Option<EffectPrior>,
+    cuped: bool,
+    #[serde(default)]
+    bounds: Option<(f64, f64)>,
+}
+
+impl TryFrom<RawMetric> for Metric {
+    type Error = BayesError;
+    fn try_from(raw: RawMetric) -> Result<Self> {
+        let mut metric = Metric::new(raw.name, raw.kind)?;
+        if raw.kind == MetricKind::Conversion {
+            metric = metric.with_rate_prior(raw.rate_prior)?;
+        }
+        if let Some((lower, upper)) = raw.bounds {
+            metric = metric.with_bounds(lower, upper)?;
+        }
+        metric.effect_prior = raw.effect_prior;
+        metric.cuped = raw.cuped;
+        Ok(metric)
+    }
 }
 
 impl Metric {
@@ -224,10 +253,26 @@ impl Metric {
 /// # Ok::<(), bayes_ab::BayesError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawMetricSet")]
 pub struct MetricSet {
     metrics: Vec<Metric>,
     correction: Correction,
     alpha: f64,
+}
+
+/// The serialized form of a [`MetricSet`], validated on the way in.
+#[derive(Deserialize)]
+struct RawMetricSet {
+    metrics: Vec<Metric>,
+    correction: Correction,
+    alpha: f64,
+}
+
+impl TryFrom<RawMetricSet> for MetricSet {
+    type Error = BayesError;
+    fn try_from(raw: RawMetricSet) -> Result<Self> {
+        MetricSet::new(raw.metrics, raw.correction, raw.alpha)
+    }
 }
 
 impl MetricSet {

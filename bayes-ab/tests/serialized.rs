@@ -194,3 +194,68 @@ fn every_recommendation_is_pinned() {
         check(value, expect);
     }
 }
+
+#[test]
+fn states_with_metrics_round_trip_and_invalid_declarations_do_not_read() {
+    use bayes_ab::{Correction, EffectPrior, Metric, MetricSet};
+    let set = MetricSet::new(
+        vec![
+            Metric::conversion("signup").unwrap(),
+            Metric::continuous("revenue")
+                .unwrap()
+                .with_cuped(true)
+                .with_bounds(0.0, 100.0)
+                .unwrap()
+                .with_effect_prior(EffectPrior::normal(0.0, 2.0).unwrap()),
+        ],
+        Correction::BenjaminiHochberg,
+        0.05,
+    )
+    .unwrap();
+    let mut s = ExperimentState::new(
+        "metrics",
+        TrafficSplit::new(vec![5_000, 5_000]).unwrap(),
+        Timestamp::from_unix_millis(0),
+    )
+    .unwrap()
+    .with_metrics(set)
+    .unwrap();
+    for i in 0..20u32 {
+        let arm = (i % 2) as usize;
+        let x = f64::from(i);
+        s.record_with_covariate(arm, UnitOutcome::default(), Some(x))
+            .unwrap();
+        s.record_metric(arm, 0, f64::from(i % 3 == 0), None)
+            .unwrap();
+        s.record_metric(arm, 1, 2.0 * x, Some(x)).unwrap();
+    }
+    let json = serde_json::to_string(&s).unwrap();
+    let back: ExperimentState = serde_json::from_str(&json).unwrap();
+    // (serde_json may read a float back an ulp off, so compare what is exact.)
+    assert_eq!(back.metrics(), s.metrics());
+    let counts = |state: &ExperimentState| -> Vec<u64> {
+        let pairs = state.cuped_pairs().iter();
+        let metric_pairs = (0..2).filter_map(|m| state.metric_pair(m, 1));
+        pairs
+            .chain(metric_pairs)
+            .flat_map(|p| [p.champion().count(), p.challenger().count()])
+            .collect()
+    };
+    assert_eq!(counts(&back), counts(&s));
+    assert_eq!(counts(&s), [10, 10, 10, 10, 10, 10]);
+    // Tampered declarations and statistics are refused on the way in.
+    for (from, to) in [
+        (r#""challenger_share":0.5"#, r#""challenger_share":1.5"#),
+        (r#""sd":2.0"#, r#""sd":0.0"#),
+        (r#""alpha":0.05"#, r#""alpha":1.0"#),
+        (r#""name":"revenue""#, r#""name":"signup""#),
+        (r#""bounds":[0.0,100.0]"#, r#""bounds":[100.0,0.0]"#),
+    ] {
+        assert!(json.contains(from), "{from} not in {json}");
+        let bad = json.replacen(from, to, 1);
+        assert!(
+            serde_json::from_str::<ExperimentState>(&bad).is_err(),
+            "{to} was accepted"
+        );
+    }
+}
