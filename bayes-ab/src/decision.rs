@@ -159,11 +159,31 @@ pub fn confidence_sequence(
 /// `ρ² = (ℓ + ln(ℓ + 1))/tuning_sample`, `ℓ = −2 ln α` (Waudby-Smith et al., 2023). Shared
 /// by the conversion sequence and the CUPED one.
 pub(crate) fn asymptotic_half_width(variance: f64, n: f64, alpha: f64, tuning_sample: f64) -> f64 {
-    let s2 = variance * n;
+    half_width_with_mixing(variance, n, alpha, mixing(alpha, tuning_sample))
+}
+
+/// The mixing parameter `ρ²` that makes the asymptotic sequence at `alpha` tightest at
+/// `tuning_sample` observations.
+pub(crate) fn mixing(alpha: f64, tuning_sample: f64) -> f64 {
     let l = -2.0 * alpha.ln();
-    let rho2 = (l + (l + 1.0).ln()) / tuning_sample;
+    (l + (l + 1.0).ln()) / tuning_sample
+}
+
+/// The asymptotic sequence's half-width at `alpha` with a given mixing parameter `rho2`
+/// (any fixed `ρ² > 0` gives a valid sequence; [`mixing`] only tunes it).
+pub(crate) fn half_width_with_mixing(variance: f64, n: f64, alpha: f64, rho2: f64) -> f64 {
     let nr = n * rho2;
-    (s2 * (2.0 * (nr + 1.0) / (n * n * rho2)) * ((nr + 1.0).sqrt() / alpha).ln()).sqrt()
+    (variance * n * (2.0 * (nr + 1.0) / (n * n * rho2)) * ((nr + 1.0).sqrt() / alpha).ln()).sqrt()
+}
+
+/// The asymptotic sequence's p-value of "no difference" for an estimate `difference` with
+/// variance `variance` after `n` observations, mixing `rho2`: the smallest α at which
+/// [`half_width_with_mixing`] falls below `|difference|`,
+/// `min(1, √(nρ² + 1)·exp(−d² nρ² / (2 V (nρ² + 1))))`.
+pub(crate) fn asymptotic_p_value(difference: f64, variance: f64, n: f64, rho2: f64) -> f64 {
+    let nr = n * rho2;
+    ((nr + 1.0).sqrt() * (-difference * difference * nr / (2.0 * variance * (nr + 1.0))).exp())
+        .min(1.0)
 }
 
 #[allow(clippy::cast_precision_loss)]

@@ -13,10 +13,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::beta::Counts;
 use crate::continuous::MeanStats;
 use crate::cuped::{CupedPair, PairArm};
-use crate::decision::{DecisionRule, Evaluation, InconclusiveReason, Recommendation, StoppingMode};
+use crate::decision::{DecisionRule, Evaluation, InconclusiveReason, Recommendation};
 use crate::error::{BayesError, Result};
 use crate::guardrail::{ErrorRateGuardrail, GuardrailVerdict, LatencyGuardrail, LatencySketch};
-use crate::metric::{MetricSet, MetricStats, MetricsEvaluation, evaluate_metrics};
+use crate::metric::{FamilyMode, MetricSet, MetricStats, MetricsEvaluation, evaluate_metrics};
 use crate::multi::ARMS_MAX;
 use crate::traffic::{
     CovariateBalance, SrmCheck, TrafficSplit, covariate_balance_check, srm_check,
@@ -583,8 +583,8 @@ impl ExperimentState {
             Some(set) => {
                 let arms: Vec<&[MetricStats]> =
                     self.arms.iter().map(|a| a.metrics.as_slice()).collect();
-                let anytime = matches!(rule.stopping(), StoppingMode::AnytimeValid { .. });
-                evaluate_metrics(set, &arms, &self.metric_pairs, anytime)?
+                let mode = FamilyMode::of(rule.stopping());
+                evaluate_metrics(set, &arms, &self.metric_pairs, mode)?
             }
             None => None,
         };

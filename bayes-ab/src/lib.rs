@@ -62,8 +62,9 @@
 //!   Inside an experiment: declared [`Metric`]s (conversion or continuous, each with its own
 //!   Beta or [`EffectPrior`] and CUPED setting) in a [`MetricSet`], recorded with
 //!   [`ExperimentState::record_metric`] and judged as one corrected family across metrics ×
-//!   challengers ([`MetricsEvaluation`]); in the anytime-valid mode bounded metrics enter it
-//!   with their anytime-valid p-values ([`CupedPair::anytime_p_value`]).
+//!   challengers ([`MetricsEvaluation`]); each member is tested as the rule's mode reads it
+//!   ([`MemberTest`]: fixed-horizon, the asymptotic sequence, or for bounded metrics the
+//!   anytime-valid one with [`CupedPair::anytime_p_value`]).
 //! - **Bandits** — [`ThompsonBandit`]: seeded, optional top-two, minimum share per arm.
 //! - **State** — [`ExperimentState`] (serde, mergeable) behind [`ExperimentStore`], with
 //!   [`InMemoryExperimentStore`].
@@ -141,8 +142,8 @@ pub use guardrail::{
     QuantileInterval,
 };
 pub use metric::{
-    METRIC_NAME_MAX, METRICS_MAX, Metric, MetricKind, MetricResult, MetricSet, MetricStats,
-    MetricsEvaluation, PendingMetric,
+    METRIC_NAME_MAX, METRICS_MAX, MemberTest, Metric, MetricKind, MetricResult, MetricSet,
+    MetricStats, MetricsEvaluation, PendingMetric,
 };
 pub use multi::{ARMS_MAX, DRAWS_MAX, MultiArmSummary, best_arm, best_arm_monte_carlo};
 pub use multiple::{

@@ -8,6 +8,7 @@ use crate::beta::{Beta, Counts, Interval};
 use crate::cuped::{
     CovariateStats, CupedPair, EffectPrior, cuped_compare_with_prior, effect_posterior,
 };
+use crate::decision::{asymptotic_p_value, half_width_with_mixing};
 use crate::error::{BayesError, Result, check_probability};
 use crate::multiple::{
     CorrectedHypothesis, Correction, Hypothesis, adjust_p_values, agreeing_interval,
@@ -408,17 +409,60 @@ pub struct MetricResult {
     pub expected_loss_b: f64,
     /// CUPED's `Var(adjusted) / Var(unadjusted)` (about `1 − ρ²`), when adjusted.
     pub variance_ratio: Option<f64>,
-    /// Whether the member was judged by its anytime-valid CUPED sequence (the rule's
-    /// anytime-valid mode and a bounded metric): then `corrected.p_value` is the sequence's
-    /// anytime-valid p-value ([`CupedPair::anytime_p_value`]) and `corrected.interval` the
-    /// sequence at the family's level, while `corrected.hypothesis` keeps the Gaussian
-    /// estimate for reference. Otherwise the test is the fixed-horizon Gaussian one.
+    /// Which test judged the member (it follows the rule's stopping mode): see
+    /// [`MemberTest`]. `corrected.hypothesis` always holds the Gaussian estimate and its
+    /// standard error; `corrected.p_value` and `corrected.interval` are those of the test.
     #[serde(default)]
-    pub anytime_valid: bool,
+    pub test: MemberTest,
     /// The family-corrected test: the hypothesis (posterior mean and standard deviation of
     /// the difference), its p-value and adjusted p-value, whether it is rejected, and an
     /// interval that excludes zero exactly when it is.
     pub corrected: CorrectedHypothesis,
+}
+
+/// The test a member of the metric family gets, following the rule's stopping mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MemberTest {
+    /// The two-sided Gaussian test of the member's posterior, read once at a planned
+    /// horizon ([`StoppingMode::Bayesian`](crate::StoppingMode::Bayesian); and, in the
+    /// anytime-valid mode, unbounded continuous metrics).
+    #[default]
+    FixedHorizon,
+    /// The asymptotic confidence sequence of the sequential mode on the member's estimate and
+    /// variance (mixing tuned by the rule's α and tuning sample): its p-value is the smallest
+    /// α at which the sequence excludes zero, and the interval the sequence at the family's
+    /// level. Valid under peeking as the sequential mode is: asymptotically.
+    /// ([`StoppingMode::Sequential`](crate::StoppingMode::Sequential).)
+    Asymptotic,
+    /// The member's anytime-valid CUPED sequence ([`CupedPair`]): its p-value
+    /// ([`CupedPair::anytime_p_value`]) and the sequence at the family's level. Valid at every
+    /// look from the first unit.
+    /// ([`StoppingMode::AnytimeValid`](crate::StoppingMode::AnytimeValid), bounded metrics.)
+    AnytimeValid,
+}
+
+/// How the family of an evaluation tests its members, from the rule's stopping mode.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FamilyMode {
+    FixedHorizon,
+    Asymptotic { rho2: f64 },
+    Anytime,
+}
+
+impl FamilyMode {
+    pub(crate) fn of(mode: crate::StoppingMode) -> Self {
+        match mode {
+            crate::StoppingMode::Sequential {
+                alpha,
+                tuning_sample,
+            } => Self::Asymptotic {
+                rho2: crate::decision::mixing(alpha, tuning_sample),
+            },
+            crate::StoppingMode::AnytimeValid { .. } => Self::Anytime,
+            crate::StoppingMode::Bayesian { .. } => Self::FixedHorizon,
+        }
+    }
 }
 
 /// A metric of a challenger left out of the family: not enough data yet.
@@ -517,13 +561,13 @@ fn compare_metric(metric: &Metric, a: &MetricStats, b: &MetricStats) -> Result<M
 
 /// The family of `set` over `arms` (each arm's statistics per metric, arm 0 the champion).
 /// `pairs` holds each metric's [`CupedPair`] per challenger, metric-major (may be empty for
-/// states stored before pairs were kept); with `anytime`, members with a bounded pair are
-/// judged by its anytime-valid sequence. `None` when no member has enough data.
+/// states stored before pairs were kept); `mode` says how members are tested
+/// ([`MemberTest`]). `None` when no member has enough data.
 pub(crate) fn evaluate_metrics(
     set: &MetricSet,
     arms: &[&[MetricStats]],
     pairs: &[CupedPair],
-    anytime: bool,
+    mode: FamilyMode,
 ) -> Result<Option<MetricsEvaluation>> {
     let mut members = Vec::new();
     let mut pending = Vec::new();
@@ -534,11 +578,19 @@ pub(crate) fn evaluate_metrics(
         let a = champion.get(index).copied().unwrap_or_default();
         for (offset, challenger) in challengers.iter().enumerate() {
             let b = challenger.get(index).copied().unwrap_or_default();
-            let pair = pairs
-                .get(index * challengers.len() + offset)
-                .filter(|p| anytime && p.bounds().is_some());
+            let pair = pairs.get(index * challengers.len() + offset);
+            #[allow(clippy::cast_precision_loss)]
+            let units = a.stats.count().saturating_add(b.stats.count()) as f64;
+            let test = match mode {
+                FamilyMode::Anytime => match pair {
+                    Some(p) if p.bounds().is_some() => Test::Anytime(p),
+                    _ => Test::FixedHorizon,
+                },
+                FamilyMode::Asymptotic { rho2 } => Test::Asymptotic { rho2, units },
+                FamilyMode::FixedHorizon => Test::FixedHorizon,
+            };
             match compare_metric(metric, &a, &b) {
-                Ok(member) => members.push((index, offset + 1, member, pair)),
+                Ok(member) => members.push((index, offset + 1, member, test)),
                 Err(BayesError::InsufficientData { what }) => pending.push(PendingMetric {
                     metric: metric.name.clone(),
                     arm: offset + 1,
@@ -553,10 +605,7 @@ pub(crate) fn evaluate_metrics(
     }
     let p_values = members
         .iter()
-        .map(|(_, _, m, pair)| match pair {
-            Some(pair) => pair.anytime_p_value(),
-            None => Ok(m.hypothesis.p_value()),
-        })
+        .map(|(_, _, m, test)| test.p_value(&m.hypothesis))
         .collect::<Result<Vec<f64>>>()?;
     let adjusted = adjust_p_values(&p_values, set.correction)?;
     let rejected = reject(&p_values, set.alpha, set.correction)?;
@@ -564,17 +613,29 @@ pub(crate) fn evaluate_metrics(
     let interval_alpha = interval_level(set.correction, set.alpha, members.len(), rejections);
     let z = normal_quantile(1.0 - 0.5 * interval_alpha);
     let mut results = Vec::with_capacity(members.len());
-    for ((((index, arm, m, pair), p_value), adjusted_p_value), rejected) in members
+    for ((((index, arm, m, test), p_value), adjusted_p_value), rejected) in members
         .into_iter()
         .zip(p_values)
         .zip(adjusted)
         .zip(rejected)
     {
-        let interval = match pair {
-            Some(pair) => {
+        let h = m.hypothesis;
+        let interval = match test {
+            Test::Anytime(pair) => {
                 agreeing_sequence(pair.anytime_confidence_sequence(interval_alpha)?, rejected)
             }
-            None => agreeing_interval(m.hypothesis, z, rejected),
+            Test::Asymptotic { rho2, units } => {
+                let sd = h.standard_error();
+                let half = half_width_with_mixing(sd * sd, units, interval_alpha, rho2);
+                agreeing_sequence(
+                    Interval {
+                        lower: h.estimate() - half,
+                        upper: h.estimate() + half,
+                    },
+                    rejected,
+                )
+            }
+            Test::FixedHorizon => agreeing_interval(h, z, rejected),
         };
         results.push(MetricResult {
             metric: set.metrics[index].name.clone(),
@@ -584,7 +645,7 @@ pub(crate) fn evaluate_metrics(
             expected_loss_a: m.expected_loss_a,
             expected_loss_b: m.expected_loss_b,
             variance_ratio: m.variance_ratio,
-            anytime_valid: pair.is_some(),
+            test: test.kind(),
             corrected: CorrectedHypothesis {
                 hypothesis: m.hypothesis,
                 p_value,
@@ -604,7 +665,36 @@ pub(crate) fn evaluate_metrics(
     }))
 }
 
-/// An anytime-valid sequence made to exclude zero exactly when `rejected`. The sequence at
+/// The test of one member.
+#[derive(Clone, Copy)]
+enum Test<'a> {
+    FixedHorizon,
+    Asymptotic { rho2: f64, units: f64 },
+    Anytime(&'a CupedPair),
+}
+
+impl Test<'_> {
+    fn p_value(&self, h: &Hypothesis) -> Result<f64> {
+        match *self {
+            Test::FixedHorizon => Ok(h.p_value()),
+            Test::Asymptotic { rho2, units } => {
+                let sd = h.standard_error();
+                Ok(asymptotic_p_value(h.estimate(), sd * sd, units, rho2))
+            }
+            Test::Anytime(pair) => pair.anytime_p_value(),
+        }
+    }
+
+    fn kind(&self) -> MemberTest {
+        match self {
+            Test::FixedHorizon => MemberTest::FixedHorizon,
+            Test::Asymptotic { .. } => MemberTest::Asymptotic,
+            Test::Anytime(_) => MemberTest::AnytimeValid,
+        }
+    }
+}
+
+/// A sequence made to exclude zero exactly when `rejected`. The sequence at
 /// the family's level excludes zero exactly when the p-value is below that level, which is
 /// what the correction decides; this only settles roundings at the boundary.
 fn agreeing_sequence(cs: Interval, rejected: bool) -> Interval {

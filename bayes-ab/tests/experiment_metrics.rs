@@ -11,8 +11,8 @@
 
 use bayes_ab::{
     BayesError, Beta, CompareConfig, Correction, Counts, DecisionRule, EffectPrior,
-    ExperimentEvaluation, ExperimentState, Guardrails, InconclusiveReason, Metric, MetricSet,
-    Recommendation, StoppingMode, TrafficSplit, UnitOutcome, compare,
+    ExperimentEvaluation, ExperimentState, Guardrails, InconclusiveReason, MemberTest, Metric,
+    MetricSet, Recommendation, StoppingMode, TrafficSplit, UnitOutcome, compare,
 };
 use metered_clock::Timestamp;
 use proptest::prelude::*;
@@ -154,10 +154,17 @@ fn primary_cuped_and_covariate_balance_match_statsmodels() {
 fn the_family_matches_statsmodels_multipletests() {
     for correction in [Correction::Holm, Correction::BenjaminiHochberg] {
         let s = state(metrics(correction, Beta::new(2.0, 18.0).unwrap()), 0..UNITS);
-        let e = evaluate(&s, &rule(StoppingMode::sequential(0.05, 10_000.0).unwrap()));
+        let e = evaluate(&s, &rule(StoppingMode::bayesian(0.95, 0.001).unwrap()));
         let family = e.metrics.expect("declared metrics");
         assert!(family.pending.is_empty());
         assert_eq!(family.results.len(), reference::FAMILY.len());
+        // The Bayesian mode reads the family once: the fixed-horizon Gaussian tests.
+        assert!(
+            family
+                .results
+                .iter()
+                .all(|r| r.test == MemberTest::FixedHorizon)
+        );
         let names = ["signup", "revenue", "pages", "retained"];
         for (r, want) in family.results.iter().zip(reference::FAMILY) {
             let (metric, arm, estimate, sd, p, holm_p, holm, bh_p, bh) = want;
@@ -218,9 +225,15 @@ fn in_the_anytime_valid_mode_bounded_metrics_use_their_sequences() {
             .position(|&n| n == r.metric)
             .unwrap();
         // The conversions are bounded; revenue and pages declare no bounds.
-        assert_eq!(r.anytime_valid, index == 0 || index == 3, "{r:?}");
+        let anytime = index == 0 || index == 3;
+        let want = if anytime {
+            MemberTest::AnytimeValid
+        } else {
+            MemberTest::FixedHorizon
+        };
+        assert_eq!(r.test, want, "{r:?}");
         let h = &r.corrected;
-        if r.anytime_valid {
+        if anytime {
             let pair = s.metric_pair(index, r.arm).unwrap();
             assert_eq!(h.p_value, pair.anytime_p_value().unwrap());
             let cs = pair
@@ -267,7 +280,13 @@ fn in_the_anytime_valid_mode_bounded_metrics_use_their_sequences() {
     }
     assert!(s.record_metric(0, 0, 26.0, None).is_err()); // outside the declared bounds
     let e = evaluate(&s, &rule(StoppingMode::anytime_valid(0.05).unwrap()));
-    assert!(e.metrics.unwrap().results.iter().all(|r| r.anytime_valid));
+    assert!(
+        e.metrics
+            .unwrap()
+            .results
+            .iter()
+            .all(|r| r.test == MemberTest::AnytimeValid)
+    );
     assert!(
         Metric::conversion("c")
             .unwrap()
@@ -280,6 +299,48 @@ fn in_the_anytime_valid_mode_bounded_metrics_use_their_sequences() {
             .with_bounds(1.0, 0.0)
             .is_err()
     );
+}
+
+#[test]
+fn in_the_sequential_mode_members_use_the_asymptotic_sequence() {
+    let (alpha, tuning) = (0.05, 2_000.0);
+    let s = state(metrics(Correction::Holm, Beta::UNIFORM), 0..UNITS);
+    let e = evaluate(&s, &rule(StoppingMode::sequential(alpha, tuning).unwrap()));
+    let family = e.metrics.unwrap();
+    // The sequence's mixing, tuned by the rule (Waudby-Smith et al.'s formula, written out).
+    let l = -2.0 * f64::ln(alpha);
+    let rho2 = (l + (l + 1.0).ln()) / tuning;
+    let arms = s.arms();
+    for r in &family.results {
+        assert_eq!(r.test, MemberTest::Asymptotic);
+        let h = &r.corrected;
+        let index = ["signup", "revenue", "pages", "retained"]
+            .iter()
+            .position(|&n| n == r.metric)
+            .unwrap();
+        let n = (arms[0].metrics[index].stats().count()
+            + arms[r.arm].metrics[index].stats().count()) as f64;
+        let (d, v) = (
+            h.hypothesis.estimate(),
+            h.hypothesis.standard_error().powi(2),
+        );
+        let nr = n * rho2;
+        let p = ((nr + 1.0).sqrt() * (-d * d * nr / (2.0 * v * (nr + 1.0))).exp()).min(1.0);
+        assert!(close(h.p_value, p, 1e-15, 1e-12), "{r:?} vs {p}");
+        // Wider than the fixed-horizon test: the price of peeking.
+        assert!(h.p_value >= h.hypothesis.p_value(), "{r:?}");
+        // The interval is the sequence at the family's level, and agrees with the decision.
+        let half = (v * n * 2.0 * (nr + 1.0) / (n * n * rho2)
+            * ((nr + 1.0).sqrt() / family.interval_alpha).ln())
+        .sqrt();
+        let raw_contains = d - half <= 0.0 && 0.0 <= d + half;
+        if raw_contains != h.rejected {
+            // No rounding at the boundary to settle: the interval is the sequence itself.
+            assert!(close(h.interval.lower, d - half, 1e-15, 1e-12), "{r:?}");
+            assert!(close(h.interval.upper, d + half, 1e-15, 1e-12), "{r:?}");
+        }
+        assert_eq!(h.interval.contains(0.0), !h.rejected, "{r:?}");
+    }
 }
 
 /// Whether an A/A experiment with two bounded metrics and two challengers ever rejects a
@@ -332,22 +393,29 @@ fn family_ever_rejects(seed: u64, stopping: StoppingMode) -> bool {
 
 #[test]
 fn the_anytime_family_holds_alpha_under_peeking() {
-    // 150 A/A experiments, 45 looks each: the anytime-valid family rejects anything in at
-    // most α of them (about 7.5); the fixed-horizon Gaussian family, read at every look,
-    // does not keep that promise.
+    // 150 A/A experiments, 45 looks each: the anytime-valid family (and the asymptotic one of
+    // the sequential mode) rejects anything in at most α of them (about 7.5); the
+    // fixed-horizon Gaussian family, read at every look, does not keep that promise.
     let anytime = (0..150)
         .filter(|&seed| family_ever_rejects(seed, StoppingMode::anytime_valid(0.05).unwrap()))
         .count();
     let fixed = (0..150)
         .filter(|&seed| family_ever_rejects(seed, StoppingMode::bayesian(0.95, 0.001).unwrap()))
         .count();
+    let asymptotic = (0..150)
+        .filter(|&seed| family_ever_rejects(seed, StoppingMode::sequential(0.05, 1_000.0).unwrap()))
+        .count();
     assert!(
         anytime <= 12,
         "anytime-valid family: {anytime} of 150 rejected"
     );
     assert!(
-        fixed > anytime,
-        "fixed-horizon {fixed} vs anytime-valid {anytime}"
+        asymptotic <= 12,
+        "asymptotic family: {asymptotic} of 150 rejected"
+    );
+    assert!(
+        fixed > anytime.max(asymptotic),
+        "fixed-horizon {fixed} vs anytime-valid {anytime}, asymptotic {asymptotic}"
     );
 }
 
