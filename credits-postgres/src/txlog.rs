@@ -200,7 +200,7 @@ impl TxLog for PgTxLog {
         }
     }
 
-    async fn mark_prepared(&self, tx: TxId, prepared: Vec<String>) -> Result<(), LedgerError> {
+    async fn mark_prepared(&self, tx: TxId, prepared: Vec<Arc<str>>) -> Result<(), LedgerError> {
         let answers = serde_json::to_string(&prepared)
             .map_err(|e| PgError::corrupt(format_args!("prepared answers: {e}")))?;
         // Each branch gets its answer, for exactly the branch set that prepared.
@@ -231,7 +231,7 @@ impl TxLog for PgTxLog {
             && r.branches
                 .iter()
                 .zip(&prepared)
-                .all(|(b, p)| b.prepared.as_deref() == Some(p.as_str()))
+                .all(|(b, p)| b.prepared.as_deref() == Some(&**p))
         {
             return Ok(());
         }

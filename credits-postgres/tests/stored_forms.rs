@@ -173,7 +173,7 @@ async fn transaction_rows_hold_the_pinned_forms() {
     assert_eq!(log.enlist(tx, branch.clone()).await, Ok(0));
     assert_eq!(row(&db).await, ("active".to_owned(), enlisted.to_owned()));
     let answer = r#"{"tenant":"acme","hold":7}"#.to_owned();
-    log.mark_prepared(tx, vec![answer.clone()])
+    log.mark_prepared(tx, vec![answer.clone().into()])
         .await
         .expect("prepared");
     assert_eq!(row(&db).await, ("prepared".to_owned(), branches.to_owned()));
@@ -191,7 +191,7 @@ async fn transaction_rows_hold_the_pinned_forms() {
     let record = log.get(tx).await.expect("get").expect("known");
     assert_eq!(record.phase, TxPhase::Finished(TxDecision::Commit));
     let prepared = Branch {
-        prepared: Some(answer),
+        prepared: Some(answer.into()),
         ..branch
     };
     assert_eq!(record.branches, [prepared]);

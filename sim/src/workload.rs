@@ -436,7 +436,8 @@ impl Sim {
                             Ok(record) => record,
                             Err(e) => return Err(self.unexpected(format!("reading {tx}"), e)),
                         };
-                        if record.is_some_and(|r| r.branches.iter().any(|b| b.participant == *name))
+                        if record
+                            .is_some_and(|r| r.branches.iter().any(|b| &*b.participant == *name))
                         {
                             break;
                         }

@@ -32,7 +32,7 @@ impl<L: TxLog + ?Sized> TxLog for FaultyTxLog<L> {
     async fn enlist(&self, tx: TxId, branch: Branch) -> Result<u32, LedgerError> {
         self.faults.run(self.inner.enlist(tx, branch)).await
     }
-    async fn mark_prepared(&self, tx: TxId, prepared: Vec<String>) -> Result<(), LedgerError> {
+    async fn mark_prepared(&self, tx: TxId, prepared: Vec<Arc<str>>) -> Result<(), LedgerError> {
         self.faults
             .run(self.inner.mark_prepared(tx, prepared))
             .await

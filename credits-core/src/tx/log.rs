@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use hashbrown::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use metered_clock::Timestamp;
@@ -25,7 +26,7 @@ pub trait TxLog: Send + Sync + fmt::Debug {
     /// [`LedgerError::TransactionState`] if the transaction now has another number of
     /// branches (one was enlisted while the others prepared). Repeating it with the same
     /// answers once `Prepared` succeeds.
-    async fn mark_prepared(&self, tx: TxId, prepared: Vec<String>) -> Result<(), LedgerError>;
+    async fn mark_prepared(&self, tx: TxId, prepared: Vec<Arc<str>>) -> Result<(), LedgerError>;
     /// Records a decision. The first decision wins: returns the decision now on record
     /// (which differs from `decision` if another one was recorded first). A commit needs
     /// the `Prepared` phase ([`LedgerError::TransactionState`] otherwise).
@@ -148,7 +149,7 @@ impl TxLog for MemoryTxLog {
         })
     }
 
-    async fn mark_prepared(&self, tx: TxId, prepared: Vec<String>) -> Result<(), LedgerError> {
+    async fn mark_prepared(&self, tx: TxId, prepared: Vec<Arc<str>>) -> Result<(), LedgerError> {
         self.with(tx, |r| match r.phase {
             TxPhase::Active if r.branches.len() == prepared.len() => {
                 for (branch, answer) in r.branches.iter_mut().zip(prepared) {
@@ -162,7 +163,7 @@ impl TxLog for MemoryTxLog {
                     && r.branches
                         .iter()
                         .zip(&prepared)
-                        .all(|(b, p)| b.prepared.as_deref() == Some(p.as_str())) =>
+                        .all(|(b, p)| b.prepared.as_deref() == Some(&**p)) =>
             {
                 Ok(())
             }

@@ -107,7 +107,7 @@ impl TransactionManager {
         &self,
         tx: TxId,
         participant: &str,
-        payload: impl Into<String>,
+        payload: impl Into<Arc<str>>,
     ) -> Result<BranchId, LedgerError> {
         if !self.participants.contains_key(participant) {
             return Err(LedgerError::UnknownParticipant(participant.to_owned()));
@@ -157,7 +157,7 @@ impl TransactionManager {
                 Err(e) => Err(e),
             };
             match answer {
-                Ok(answer) => answers.push(answer),
+                Ok(answer) => answers.push(Arc::<str>::from(answer)),
                 Err(reason) => {
                     tracing::info!(branch = %id, participant = %branch.participant, %reason, "prepare refused; aborting");
                     return Err(self
@@ -372,11 +372,11 @@ impl TransactionManager {
                 let Some(branch) = usize::try_from(work.branch.index)
                     .ok()
                     .and_then(|i| record.branches.get(i))
-                    .filter(|b| b.participant == name)
+                    .filter(|b| &*b.participant == name)
                 else {
                     continue; // another participant's branch
                 };
-                let payload = branch.payload.as_str();
+                let payload = &*branch.payload;
                 // The logged answer, when there is one, says what phase two must do.
                 let prepared = branch.prepared.as_deref().unwrap_or(&work.prepared);
                 let done = match decision {

@@ -3,6 +3,7 @@
 //! types.
 
 use std::fmt;
+use std::sync::Arc;
 
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -69,19 +70,19 @@ pub enum TxDecision {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Branch {
     /// The participant's registered name.
-    pub participant: String,
+    pub participant: Arc<str>,
     /// What the participant should do, in its own format.
-    pub payload: String,
+    pub payload: Arc<str>,
     /// What the participant answered to phase one (its record of the prepared work, e.g.
     /// the hold it took), logged with the transaction's `Prepared` phase; `None` before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prepared: Option<String>,
+    pub prepared: Option<Arc<str>>,
 }
 
 impl Branch {
     /// A branch not yet prepared.
     #[must_use]
-    pub fn new(participant: impl Into<String>, payload: impl Into<String>) -> Self {
+    pub fn new(participant: impl Into<Arc<str>>, payload: impl Into<Arc<str>>) -> Self {
         Branch {
             participant: participant.into(),
             payload: payload.into(),
