@@ -115,6 +115,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ),
     ("CREDITS_LOG_FORMAT", "json or text (default json)"),
     (
+        "CREDITS_FAULT_ERROR_PERCENT",
+        "TEST ONLY: answer this percentage (0 to 100) of API requests with 500 fault_injected (default 0, off)",
+    ),
+    (
+        "CREDITS_FAULT_LATENCY_MS",
+        "TEST ONLY: delay every API request by this many milliseconds, at most 10000 (default 0, off)",
+    ),
+    (
         "DATABASE_URL",
         "PostgreSQL URL; unset: the in-memory backend",
     ),
@@ -251,6 +259,30 @@ pub struct Config {
     pub database_group_commit_workers: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// Fault injection, **for tests only** (off by default).
+    pub faults: FaultSettings,
+}
+
+/// Fault injection **for tests only**: makes an instance (a deliberately broken canary in an
+/// end-to-end rollout test) answer some API requests with 500 or answer them later. Both
+/// are off by default; never set them in production. `/health`, `/ready`, `/metrics` and the
+/// other operations endpoints are never affected, so the instance stays scrapeable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultSettings {
+    /// Percentage (0 to 100) of API requests answered with 500 `fault_injected` instead of
+    /// being handled (`CREDITS_FAULT_ERROR_PERCENT`).
+    pub error_percent: u8,
+    /// Delay added before every API request is handled (`CREDITS_FAULT_LATENCY_MS`, at
+    /// most 10 s).
+    pub latency: Duration,
+}
+
+impl FaultSettings {
+    /// Whether any fault is configured.
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        self.error_percent > 0 || !self.latency.is_zero()
+    }
 }
 
 impl Default for Config {
@@ -288,6 +320,7 @@ impl Default for Config {
             database_pool_max: 32,
             database_group_commit_workers: 4,
             log_format: LogFormat::Json,
+            faults: FaultSettings::default(),
         }
     }
 }
@@ -459,6 +492,10 @@ impl Config {
                 "CREDITS_DATABASE_GROUP_COMMIT_WORKERS" => {
                     c.database_group_commit_workers = parse_num(k, v, 0, 1_000)?;
                 }
+                "CREDITS_FAULT_ERROR_PERCENT" => {
+                    c.faults.error_percent = parse_num(k, v, 0, 100)?;
+                }
+                "CREDITS_FAULT_LATENCY_MS" => c.faults.latency = parse_ms(k, v, 0, 10_000)?,
                 "CREDITS_LOG_FORMAT" => {
                     c.log_format = match v.trim() {
                         "json" => LogFormat::Json,
@@ -656,6 +693,10 @@ mod tests {
         check(&[("CREDITS_DATABASE_SCHEMA", "2x")], Some("a-z"));
         check(&[("CREDITS_DATABASE_POOL_MAX", "0")], Some("outside"));
         check(&[("CREDITS_LOG_FORMAT", "xml")], Some("json or text"));
+        check(&[("CREDITS_FAULT_ERROR_PERCENT", "30")], None);
+        check(&[("CREDITS_FAULT_ERROR_PERCENT", "101")], Some("outside"));
+        check(&[("CREDITS_FAULT_LATENCY_MS", "250")], None);
+        check(&[("CREDITS_FAULT_LATENCY_MS", "10001")], Some("outside"));
         check(&[("CREDITS_NOPE", "1")], Some("unknown setting"));
         check(
             &[("CREDITS_MIGRATE", "true"), ("CREDITS_MIGRATE", "true")],
@@ -674,6 +715,7 @@ mod tests {
         assert!(!format!("{c:?}").contains("admin-0123456789abcdef"));
         let c = Config::from_vars([("CREDITS_RATE_LIMIT_BURST", "3")]).unwrap();
         assert_eq!((c.rate_limit.per_second, c.rate_limit.burst), (1_000, 3));
+        assert!(!c.faults.is_active(), "fault injection is off by default");
     }
 
     #[test]

@@ -138,7 +138,12 @@ impl ApiError {
     }
 
     pub(crate) fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::internal_code("internal", message)
+    }
+
+    /// 500 with `code`.
+    pub(crate) fn internal_code(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)
     }
 }
 
@@ -287,7 +292,23 @@ impl From<canary::CanaryError> for ApiError {
             | C::InvalidCommand { .. } => StatusCode::BAD_REQUEST,
             C::IllegalTransition { .. } | C::DuplicateRollout { .. } => StatusCode::CONFLICT,
             C::UnknownRollout { .. } => StatusCode::NOT_FOUND,
-            // The audit trail or the metrics source failed, or a trail does not replay.
+            // The metrics backend answered, but not with something usable: a refused query,
+            // an HTTP error or an undecodable answer is the upstream's fault (502).
+            C::MetricsQuery { .. } | C::MetricsHttp { .. } | C::MetricsDecode { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            // No answer in time from the metrics backend.
+            C::MetricsTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            // Unreachable backend or open breaker, or nothing to judge yet: ask again later.
+            C::MetricsUnavailable { .. } | C::NoData { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            C::MetricsSource { retryable, .. } => {
+                if *retryable {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::BAD_GATEWAY
+                }
+            }
+            // The audit trail failed, or a trail does not replay.
             _ => unavailable_or_internal(e.is_retryable()),
         };
         ApiError::from_library(status, e.code(), e.to_string(), e.is_retryable())

@@ -25,7 +25,8 @@
 //!   and appended to one Merkle log; operators verify ranges, read checkpoints and get
 //!   inclusion proofs.
 //! * **Experiments** ([`bayes_ab`]) and **rollouts** ([`canary`]), whose trails go to the
-//!   same audit log.
+//!   same audit log. A rollout is judged on observations pushed to it, or, created with a
+//!   `provider`, on Prometheus, which the service queries at each check.
 //! * **Resilience** ([`resilience`]): a circuit breaker around the store, a per-tenant rate
 //!   limiter (429 with `Retry-After`), request time limits and body size limits, and
 //!   connection limits (a header-read timeout, an idle keep-alive timeout and a cap on
@@ -46,6 +47,10 @@
 //! * Experiments and rollouts are kept in process memory with either backend.
 //! * No TLS: terminate it at the ingress or a sidecar.
 //! * Rate limits and breakers are per replica, not shared across replicas.
+//! * Route traffic: a rollout's weight is a decision for your router or mesh to follow.
+//!
+//! `CREDITS_FAULT_ERROR_PERCENT` and `CREDITS_FAULT_LATENCY_MS` ([`FaultSettings`]) are for
+//! tests only: they make an instance fail or slow its API requests on purpose.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -59,7 +64,7 @@ mod server;
 mod service;
 mod state;
 
-pub use config::{BreakerSettings, Config, LogFormat, RateLimitSettings, Secret};
+pub use config::{BreakerSettings, Config, FaultSettings, LogFormat, RateLimitSettings, Secret};
 pub use error::{ApiError, ErrorBody, ServiceError};
 pub use routes::credits::IDEMPOTENCY_KEY;
 pub use service::{

@@ -44,6 +44,10 @@ use crate::state::{AppState, AuditState, Backend};
 /// lock.
 const SEQUENCER_RETRY: Duration = Duration::from_secs(1);
 
+/// How often provider-driven rollouts are looked at (checks fall due on their own schedule;
+/// this bounds how late one runs).
+const ROLLOUT_TICK: Duration = Duration::from_millis(250);
+
 /// Latency buckets (seconds) of every `*_seconds` histogram.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -347,7 +351,15 @@ impl ServiceBuilder {
             clock,
             request_timeout: config.request_timeout,
             body_limit_bytes: config.body_limit_bytes,
+            faults: config.faults,
         });
+        if config.faults.is_active() {
+            tracing::warn!(
+                error_percent = config.faults.error_percent,
+                latency_ms = u64::try_from(config.faults.latency.as_millis()).unwrap_or(u64::MAX),
+                "FAULT INJECTION IS ON (CREDITS_FAULT_*): for tests only"
+            );
+        }
         if config.admin_token.is_none() {
             tracing::warn!("CREDITS_ADMIN_TOKEN is not set: operator endpoints refuse everyone");
         }
@@ -462,6 +474,7 @@ impl Service {
         let background = vec![
             tokio::spawn(sweeper(Arc::clone(&state), self.config.sweep_interval)),
             tokio::spawn(upkeep(state.metrics.clone())),
+            tokio::spawn(rollout_ticker(Arc::clone(&state))),
         ];
         tracing::info!(addr = %local, backend = state.backend.name(), "credits service listening");
         Ok(RunningService {
@@ -597,6 +610,17 @@ async fn sweeper(state: Arc<AppState>, interval: Duration) {
     }
 }
 
+/// Runs the provider-driven rollouts ([`Rollouts::observe_due`]) every
+/// [`ROLLOUT_TICK`]: a check is late by at most that much.
+async fn rollout_ticker(state: Arc<AppState>) {
+    let mut ticker = tokio::time::interval(ROLLOUT_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        state.rollouts.observe_due(&state.clock).await;
+    }
+}
+
 async fn upkeep(handle: PrometheusHandle) {
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -611,6 +635,10 @@ fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .merge(audit::router())
         .merge(experiments::router())
         .merge(rollouts::router())
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            inject_faults,
+        ))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), gate))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), track))
         .merge(ops::router())
@@ -679,6 +707,29 @@ async fn track(
         tracing::debug!(%method, route, status, latency_us, "request");
     }
     response
+}
+
+/// Fault injection for tests (`CREDITS_FAULT_*`, off by default): delays an API request,
+/// then answers a share of them with 500 `fault_injected` instead of handling them. Runs
+/// inside `track`, so injected answers are counted in `http_requests_total` like real ones;
+/// the operations endpoints (`/health`, `/metrics`, …) are never affected.
+async fn inject_faults(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let faults = state.faults;
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
+    }
+    if faults.error_percent > 0 && rand::random_range(0..100u8) < faults.error_percent {
+        return ApiError::internal_code(
+            "fault_injected",
+            "injected fault (CREDITS_FAULT_ERROR_PERCENT)",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Refuses what can be refused before the body is read: a declared `Content-Length` over the

@@ -121,6 +121,8 @@ pub(crate) struct AppState {
     pub(crate) request_timeout: Duration,
     /// Largest request body in bytes.
     pub(crate) body_limit_bytes: usize,
+    /// Fault injection (tests only; off by default).
+    pub(crate) faults: crate::config::FaultSettings,
 }
 
 fn classify<T>(result: &Result<T, LedgerError>) -> CallOutcome {

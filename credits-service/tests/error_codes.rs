@@ -311,6 +311,64 @@ async fn canary_and_audit_errors_answer_with_the_crate_code() {
         ),
         (C::Audit(A::Backpressure { capacity: 8 }), 503),
         (C::Audit(A::Closed), 500),
+        // The metrics backend: its refusals and bad answers are the upstream's (502), no
+        // answer in time 504, unreachable or nothing to judge yet 503; never a 500.
+        (
+            C::NoData {
+                metric: "errors".to_owned(),
+                reason: canary::NoDataReason::Empty,
+            },
+            503,
+        ),
+        (
+            C::MetricsQuery {
+                metric: "errors".to_owned(),
+                error_type: "bad_data".to_owned(),
+                message: "parse error".to_owned(),
+            },
+            502,
+        ),
+        (
+            C::MetricsHttp {
+                status: 503,
+                message: "overloaded".to_owned(),
+            },
+            502,
+        ),
+        (
+            C::MetricsHttp {
+                status: 401,
+                message: "unauthorized".to_owned(),
+            },
+            502,
+        ),
+        (C::MetricsTimeout(Duration::from_secs(5)), 504),
+        (
+            C::MetricsUnavailable {
+                message: "connection refused".to_owned(),
+            },
+            503,
+        ),
+        (
+            C::MetricsDecode {
+                message: "not JSON".to_owned(),
+            },
+            502,
+        ),
+        (
+            C::MetricsSource {
+                message: "down".to_owned(),
+                retryable: true,
+            },
+            503,
+        ),
+        (
+            C::MetricsSource {
+                message: "bad query".to_owned(),
+                retryable: false,
+            },
+            502,
+        ),
     ];
     for (error, status) in canary {
         let (code, retryable) = (error.code(), error.is_retryable());

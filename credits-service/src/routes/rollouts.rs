@@ -1,6 +1,10 @@
-//! Rollouts (operator only): create a canary rollout, read its status, feed it observations,
-//! and promote, pause, resume, roll back or abort it. Every transition and check is written
-//! to the audit log (stream `canary/<id>`).
+//! Rollouts (operator only): create a canary rollout, read its status and trail, feed it
+//! observations, and promote, pause, resume, roll back or abort it. Every transition and
+//! check is written to the audit log (stream `canary/<id>`).
+//!
+//! A rollout is judged either on observations the operator pushes
+//! (`POST /v1/rollouts/{id}/observations`) or, when created with a `provider`, on Prometheus:
+//! the service then queries it at every check ([`Rollouts::observe_due`](crate::registry::Rollouts)).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,19 +15,22 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use canary::{
-    Action, Actor, ArmObservation, Directive, HealthPolicy, MetricCheck, Observations, Plan,
-    Rollout, Step,
+    Action, Actor, ArmLabels, ArmObservation, Direction, Directive, Event, HealthPolicy,
+    LimitAction, MannWhitneyJudge, MetricCheck, MetricQuery, Observations, Plan,
+    PrometheusProvider, ProviderSource, Rollout, SampleMetric, Step,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::json::{ApiJson, ApiPath};
+use crate::registry::rollouts::Entry;
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/rollouts", post(create))
         .route("/v1/rollouts/{id}", get(status))
+        .route("/v1/rollouts/{id}/trail", get(trail))
         .route("/v1/rollouts/{id}/observations", post(observe))
         .route("/v1/rollouts/{id}/{command}", post(command))
 }
@@ -50,9 +57,98 @@ struct CreateRollout {
     check_interval_ms: Option<u64>,
     /// Largest healthy canary error rate (default 0.05).
     error_rate_max: Option<f64>,
+    /// Flag a canary/baseline traffic split that does not match the step's weight as
+    /// inconclusive (default true; turn it off when the traffic is not split by weight).
+    srm_check: Option<bool>,
+    /// Consecutive metric-source errors (no data, failed queries) that roll back
+    /// (default 4).
+    source_error_limit: Option<u32>,
+    /// Judge the rollout on Prometheus instead of pushed observations.
+    provider: Option<ProviderDto>,
     /// Start at once (default true).
     #[serde(default = "yes")]
     start: bool,
+}
+
+/// Where a provider-driven rollout's metrics come from: Prometheus, with PromQL templates in
+/// which `{{arm}}` becomes the arm's label value and `{{window}}` the window since the step
+/// began (e.g. `15s`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderDto {
+    /// Prometheus's base URL, `http://host[:port][/prefix]`.
+    prometheus_url: String,
+    /// Time limit of one query attempt (default 5000 ms).
+    timeout_ms: Option<u64>,
+    /// The label value that selects the canary.
+    canary: String,
+    /// The label value that selects the stable version.
+    baseline: String,
+    /// The label value of a freshly started baseline, if any.
+    fresh_baseline: Option<String>,
+    /// An aggregate query: the arm's request count over the window.
+    requests: String,
+    /// An aggregate query: the arm's error count over the window.
+    errors: String,
+    /// A samples query (e.g. a latency quantile) compared between the arms by the
+    /// Mann-Whitney, spread and sparse-data judges.
+    latency: Option<LatencyDto>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatencyDto {
+    /// A samples (range) query.
+    query: String,
+    /// Distance between points (default 1000 ms, at least 1000).
+    step_ms: Option<u64>,
+    /// A failure rolls back at once (default false).
+    #[serde(default)]
+    critical: bool,
+    /// Judged and recorded, never acted on (default false).
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Longest per-attempt query timeout a rollout may set.
+const PROVIDER_TIMEOUT_MAX_MS: u64 = 60_000;
+
+/// The metrics source `dto` describes, and whether it brings samples for the judge.
+fn provider_source(
+    dto: ProviderDto,
+    clock: &Arc<dyn metered_clock::Clock>,
+) -> Result<(ProviderSource<PrometheusProvider>, bool), ApiError> {
+    let timeout_ms = dto.timeout_ms.unwrap_or(5_000);
+    if !(1..=PROVIDER_TIMEOUT_MAX_MS).contains(&timeout_ms) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("provider.timeout_ms must be 1..={PROVIDER_TIMEOUT_MAX_MS}"),
+        ));
+    }
+    let prometheus = PrometheusProvider::builder(dto.prometheus_url.as_str())
+        .timeout(Duration::from_millis(timeout_ms))
+        .clock(Arc::clone(clock))
+        .build()?;
+    let mut arms = ArmLabels::new(&dto.canary, &dto.baseline)?;
+    if let Some(fresh) = &dto.fresh_baseline {
+        arms = arms.with_fresh_baseline(fresh)?;
+    }
+    let mut source = ProviderSource::new(
+        prometheus,
+        arms,
+        MetricQuery::aggregate("requests", &dto.requests)?,
+        MetricQuery::aggregate("errors", &dto.errors)?,
+    )?;
+    let samples = dto.latency.is_some();
+    if let Some(l) = dto.latency {
+        let step = Duration::from_millis(l.step_ms.unwrap_or(1_000));
+        let mut metric = SampleMetric::new(MetricQuery::samples("latency", &l.query, step)?);
+        metric.direction = Direction::Increase;
+        metric.critical = l.critical;
+        metric.dry_run = l.dry_run;
+        source = source.with_samples(metric)?;
+    }
+    Ok((source, samples))
 }
 
 fn yes() -> bool {
@@ -62,6 +158,8 @@ fn yes() -> bool {
 #[derive(Debug, Serialize)]
 struct StatusDto {
     id: String,
+    /// `prometheus` (the service queries it) or `pushed` (observations are posted).
+    metrics: &'static str,
     phase: &'static str,
     step: usize,
     steps: usize,
@@ -71,10 +169,16 @@ struct StatusDto {
     last_verdict: Option<&'static str>,
 }
 
-fn status_dto(r: &Rollout) -> StatusDto {
+fn status_dto(entry: &Entry) -> StatusDto {
+    let r = &entry.rollout;
     let s = r.state();
     StatusDto {
         id: r.id().to_owned(),
+        metrics: if entry.source.is_some() {
+            "prometheus"
+        } else {
+            "pushed"
+        },
         phase: s.phase.kind().as_str(),
         step: s.step,
         steps: r.plan().steps().len(),
@@ -145,21 +249,32 @@ async fn create(
             interval,
         )?,
     };
-    let policy = HealthPolicy::builder()
-        .check(MetricCheck::error_rate_max(
-            body.error_rate_max.unwrap_or(0.05),
-        ))
-        .build()?;
-    let mut rollout = Rollout::new(body.id.as_str(), plan, policy)?;
+    let source = match body.provider {
+        Some(p) => Some(provider_source(p, &state.clock)?),
+        None => None,
+    };
+    let mut policy = HealthPolicy::builder().check(MetricCheck::error_rate_max(
+        body.error_rate_max.unwrap_or(0.05),
+    ));
+    if body.srm_check == Some(false) {
+        policy = policy.srm_p_value(None);
+    }
+    if let Some(n) = body.source_error_limit {
+        policy = policy.source_error_limit(n, LimitAction::RollBack);
+    }
+    if source.as_ref().is_some_and(|(_, samples)| *samples) {
+        policy = policy.mann_whitney(MannWhitneyJudge::default());
+    }
+    let mut rollout = Rollout::new(body.id.as_str(), plan, policy.build()?)?;
     if body.start {
         let _ = rollout.start(state.clock.now(), Actor::operator("admin"))?;
     }
     let rollouts = &state.rollouts;
-    let cell = rollouts.insert(body.id.clone(), rollout)?;
+    let cell = rollouts.insert(body.id.clone(), rollout, source.map(|(s, _)| s))?;
     let mut entry = cell.lock().await;
     rollouts.write_trail(&body.id, &mut entry).await;
-    tracing::info!(rollout = %body.id, "rollout created");
-    Ok((StatusCode::CREATED, Json(status_dto(&entry.rollout))))
+    tracing::info!(rollout = %body.id, metrics = status_dto(&entry).metrics, "rollout created");
+    Ok((StatusCode::CREATED, Json(status_dto(&entry))))
 }
 
 async fn status(
@@ -170,7 +285,100 @@ async fn status(
     state.auth.admin(&headers)?;
     let cell = state.rollouts.get(&id)?;
     let entry = cell.lock().await;
-    Ok(Json(status_dto(&entry.rollout)))
+    Ok(Json(status_dto(&entry)))
+}
+
+/// Most trail events one answer lists (the newest are kept).
+const TRAIL_EVENTS_MAX: usize = 1_000;
+
+#[derive(Debug, Serialize)]
+struct TrailEventDto {
+    /// `checked`, `source_error` or `transition`.
+    kind: &'static str,
+    at_ms: u64,
+    step: usize,
+    /// Check: the verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verdict: Option<&'static str>,
+    /// Transition: phase before and after, weight after, who.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight_percent: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    /// Why: a check's reason, a source error's message, a transition's reason.
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct TrailDto {
+    id: String,
+    /// Events in the trail in all (`events` holds the newest [`TRAIL_EVENTS_MAX`]).
+    total: usize,
+    events: Vec<TrailEventDto>,
+}
+
+/// The rollout's decisions as the audit log holds them (events not yet integrated into the
+/// log appear once they are).
+async fn trail(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<TrailDto>, ApiError> {
+    state.auth.admin(&headers)?;
+    // 404 for an unknown rollout, before reading the log.
+    drop(state.rollouts.get(&id)?);
+    let events = canary::trail::load_events(state.audit.sink.as_ref(), &id).await?;
+    let total = events.len();
+    let events = events
+        .iter()
+        .skip(total.saturating_sub(TRAIL_EVENTS_MAX))
+        .filter_map(trail_event_dto)
+        .collect();
+    Ok(Json(TrailDto { id, total, events }))
+}
+
+fn trail_event_dto(e: &Event) -> Option<TrailEventDto> {
+    let base = |kind, at: metered_clock::Timestamp, step, reason| TrailEventDto {
+        kind,
+        at_ms: at.as_unix_millis(),
+        step,
+        verdict: None,
+        from: None,
+        to: None,
+        weight_percent: None,
+        actor: None,
+        reason,
+    };
+    Some(match e {
+        Event::Checked { at, step, report } => TrailEventDto {
+            verdict: Some(report.verdict.as_str()),
+            ..base("checked", *at, *step, report.reason())
+        },
+        Event::SourceError { at, step, message } => {
+            base("source_error", *at, *step, message.clone())
+        }
+        Event::Transition {
+            at,
+            actor,
+            from,
+            to,
+            step,
+            weight_percent,
+            reason,
+            ..
+        } => TrailEventDto {
+            from: Some(from.as_str()),
+            to: Some(to.kind().as_str()),
+            weight_percent: Some(*weight_percent),
+            actor: Some(actor.to_string()),
+            ..base("transition", *at, *step, reason.clone())
+        },
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +411,13 @@ async fn observe(
     };
     let cell = state.rollouts.get(&id)?;
     let mut entry = cell.lock().await;
+    if entry.source.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "provider_driven",
+            "this rollout is judged on its metrics provider; observations cannot be pushed",
+        ));
+    }
     let decision = entry.rollout.tick(state.clock.now(), &obs)?;
     state.rollouts.write_trail(&id, &mut entry).await;
     Ok(Json(decision_dto(&decision)))
