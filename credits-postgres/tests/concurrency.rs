@@ -169,16 +169,12 @@ async fn concurrent_consumers_serializable() {
 /// Serializable batches of 8 tenants each, from concurrent tasks over 4,096 tenants (as the
 /// benchmark's batches draw them): every tenant's advisory lock is held before the snapshot
 /// (one statement), so overlapping batches wait for each other instead of failing with
-/// serialization errors, and every batch succeeds. Retries: 0.3–2.5% of the batches here
-/// (page-level predicate locks on small indexes between batches that share no tenant),
-/// against 40–60% with the locks taken one by one or at `max_pred_locks_per_page = 2`; the
-/// bound is 5% so that a loaded machine does not make it flaky.
+/// serialization errors, and every batch succeeds; at most 1% are retried (none in five
+/// runs here; 0.3–2.2% over 512 tenants, where page-level predicate locks on small indexes
+/// are shared by batches with no tenant in common; 40–60% at `max_pred_locks_per_page = 2`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serializable_batches_of_eight_tenants_rarely_retry() {
-    let TENANTS: usize = std::env::var("SER_TENANTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
+    const TENANTS: usize = 4_096;
     const TASKS: usize = 8;
     const BATCHES: usize = 40;
     let Some(db) = common::test_db("ser_batches").await else {
@@ -258,10 +254,9 @@ async fn serializable_batches_of_eight_tenants_rarely_retry() {
     }
     let retries = store.retries() - before;
     let batches = (TASKS * BATCHES) as u64;
-    println!("{retries} retries for {batches} serializable batches of 8 tenants");
     assert!(
-        retries * 20 <= batches,
-        "{retries} retries for {batches} serializable batches (more than 5%)"
+        retries * 100 <= batches,
+        "{retries} retries for {batches} serializable batches (more than 1%)"
     );
     ledger
         .check_conservation(None)
