@@ -260,11 +260,12 @@ impl ExperimentState {
     /// the champion and challenger `arm` (1, 2, …): its anytime-valid sequence and p-value.
     #[must_use]
     pub fn metric_pair(&self, metric: usize, arm: usize) -> Option<&CupedPair> {
-        let challengers = self.arms.len() - 1;
+        let challengers = self.arms.len().checked_sub(1)?;
         if arm == 0 || arm > challengers {
             return None;
         }
-        self.metric_pairs.get(metric * challengers + arm - 1)
+        self.metric_pairs
+            .get(metric.checked_mul(challengers)? + arm - 1)
     }
 
     /// The CUPED statistics of the primary conversion, one [`CupedPair`] per challenger
