@@ -475,9 +475,14 @@ impl ExperimentState {
     }
 
     /// Evaluates the experiment at `now`: SRM check across all arms, then for each challenger
-    /// its guardrails and the decision rule against the champion. A sample-ratio mismatch
-    /// ends every challenger's evaluation as [`InconclusiveReason::SampleRatioMismatch`],
-    /// unless a guardrail demands that challenger's rollback.
+    /// its guardrails, the decision rule against the champion (on the CUPED-adjusted
+    /// difference when the rule asks for [CUPED](crate::DecisionRuleBuilder::cuped), through
+    /// [`DecisionRule::evaluate_cuped`]) and the pre-exposure covariate balance check; then
+    /// the declared metrics' corrected family ([`ExperimentState::with_metrics`]). A
+    /// sample-ratio mismatch ends every challenger's evaluation as
+    /// [`InconclusiveReason::SampleRatioMismatch`], a covariate imbalance that challenger's as
+    /// [`InconclusiveReason::CovariateImbalance`], unless a guardrail or the rule demands
+    /// that challenger's rollback.
     ///
     /// Guardrails are checked challenger against champion and skipped while either arm has no
     /// data for them (no requests, no latencies).
@@ -492,7 +497,9 @@ impl ExperimentState {
     ///
     /// # Errors
     /// [`BayesError::InvalidWeights`] when an arm with zero weight has recorded units (the SRM
-    /// check is undefined: record only in arms the split sends traffic to).
+    /// check is undefined: record only in arms the split sends traffic to);
+    /// [`BayesError::Incompatible`] for a rule with CUPED on a state whose units were
+    /// recorded before CUPED statistics were kept; [`DecisionRule::evaluate_cuped`]'s errors.
     pub fn evaluate(
         &self,
         rule: &DecisionRule,
