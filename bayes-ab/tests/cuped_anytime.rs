@@ -371,3 +371,74 @@ fn guardrails_and_the_minimum_sample_come_first() {
         Err(BayesError::InvalidParameter { .. })
     ));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// For any units, `evaluate_cuped` returns a typed result and never contradicts its own
+    /// figures: below the minimum sample it continues; a winner in a sequential mode has a
+    /// sequence above zero, a rollback one below; a Bayesian winner has P(B > A) at the
+    /// threshold and the loss within it.
+    #[test]
+    fn cuped_decisions_agree_with_their_figures(
+        units in prop::collection::vec((any::<bool>(), any::<bool>(), 0.0f64..5.0), 0..600),
+        min_trials in 0u64..200,
+        mode in 0usize..3,
+    ) {
+        let (mut pair, mut a, mut b) = (
+            CupedPair::conversion(0.5).unwrap(),
+            Counts::default(),
+            Counts::default(),
+        );
+        for &(challenger, converted, x) in &units {
+            let y = f64::from(u8::from(converted));
+            if challenger {
+                pair.record(PairArm::Challenger, y, x).unwrap();
+                b = b.record(converted).unwrap();
+            } else {
+                pair.record(PairArm::Champion, y, x).unwrap();
+                a = a.record(converted).unwrap();
+            }
+        }
+        let stopping = [
+            StoppingMode::bayesian(0.95, 0.01).unwrap(),
+            StoppingMode::sequential(0.05, 1_000.0).unwrap(),
+            StoppingMode::anytime_valid(0.05).unwrap(),
+        ][mode];
+        let rule = DecisionRule::builder()
+            .stopping(stopping)
+            .min_trials_per_arm(min_trials)
+            .cuped(true)
+            .build()
+            .unwrap();
+        match rule.evaluate_cuped(a, b, &pair, T0, T1, &[]) {
+            Ok(e) => {
+                if a.trials().min(b.trials()) < min_trials {
+                    let continues = matches!(e.decision, Recommendation::Continue { .. });
+                    prop_assert!(continues);
+                }
+                let winner = e.decision == Recommendation::Winner;
+                let rollback = matches!(e.decision, Recommendation::Rollback { .. });
+                match (stopping, e.confidence_sequence, e.adjusted) {
+                    (StoppingMode::Bayesian { .. }, _, Some(c)) if winner => {
+                        prop_assert!(c.prob_b_beats_a >= 0.95 && c.expected_loss_b <= 0.01);
+                    }
+                    (StoppingMode::Bayesian { .. }, _, None) => {
+                        prop_assert!(!winner && !rollback);
+                    }
+                    (_, Some(cs), _) => {
+                        prop_assert!(!winner || cs.lower > 0.0);
+                        prop_assert!(!rollback || cs.upper < 0.0);
+                    }
+                    _ => {}
+                }
+            }
+            // Only a covariate or metric without variance past the minimum sample (or too
+            // few units for the adjustment) is refused.
+            Err(e) => {
+                let insufficient = matches!(e, BayesError::InsufficientData { .. });
+                prop_assert!(insufficient, "{:?}", e);
+            }
+        }
+    }
+}
