@@ -442,3 +442,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn through_an_experiment_the_variance_falls_by_rho_squared_for_conversions() {
+    use bayes_ab::{ExperimentState, Guardrails, TrafficSplit, UnitOutcome};
+    // The covariate is each unit's own conversion probability q = u² (a perfect CUPAC
+    // prediction): ρ² = Var(q) / Var(y) = (4/45) / (2/9) = 0.4.
+    let mut rng = StdRng::seed_from_u64(43);
+    let mut s = ExperimentState::new("rho", TrafficSplit::even(2).unwrap(), T0).unwrap();
+    for _ in 0..60_000 {
+        let (arm, y, q) = unit(&mut rng, 0.5, 1.0 / 3.0, 0.0, true);
+        let arm = usize::from(arm == PairArm::Challenger);
+        let outcome = UnitOutcome {
+            converted: y > 0.5,
+            ..UnitOutcome::default()
+        };
+        s.record_with_covariate(arm, outcome, Some(q)).unwrap();
+    }
+    let e = s
+        .evaluate(
+            &rule(StoppingMode::sequential(0.05, 60_000.0).unwrap()),
+            &Guardrails::default(),
+            T1,
+        )
+        .unwrap();
+    let c = e.evaluation.adjusted.unwrap();
+    assert!(
+        (c.variance_ratio - 0.6).abs() < 0.02,
+        "variance ratio {}",
+        c.variance_ratio
+    );
+    assert!(!e.challengers[0].covariate_balance.unwrap().imbalanced);
+}
