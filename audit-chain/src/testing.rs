@@ -35,6 +35,7 @@ pub struct SinkFaults {
     down: AtomicBool,
     fail_next: AtomicUsize,
     die_after_write: AtomicBool,
+    lose_next: AtomicBool,
     failures: AtomicUsize,
 }
 
@@ -60,6 +61,12 @@ impl SinkFaults {
     /// that it did): a crash between writing entries and taking them off their queue.
     pub fn arm_death(&self) {
         self.die_after_write.store(true, Ordering::SeqCst);
+    }
+
+    /// A broken disk, for checking a checker: the next append acknowledges every record
+    /// but writes all except its last one (an acknowledged audit entry is lost).
+    pub fn lose_next(&self) {
+        self.lose_next.store(true, Ordering::SeqCst);
     }
 
     /// Whether a death is armed.
@@ -167,7 +174,16 @@ impl FaultySink {
 #[async_trait]
 impl AuditSink for FaultySink {
     async fn append(&self, records: &[LogRecord]) -> Result<(), AuditError> {
-        self.write(self.inner.append(records)).await
+        let kept = match records.split_last() {
+            Some((_, rest)) if self.faults.lose_next.swap(false, Ordering::SeqCst) => rest,
+            _ => records,
+        };
+        if kept.is_empty() && !records.is_empty() {
+            // Nothing left to write: acknowledged all the same.
+            let _shared = self.gate.read().await;
+            return self.alive();
+        }
+        self.write(self.inner.append(kept)).await
     }
 
     async fn read(&self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {

@@ -57,6 +57,14 @@ enum Op {
     },
 }
 
+/// `PROPTEST_CASES` when set (a soak runs far more), else 96 in debug builds, 512 in release.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 96 } else { 512 })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..120u64, proptest::option::of((1..4u64).prop_map(|x| x * 10)), 0..3u16)
@@ -534,7 +542,7 @@ fn run(limit: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: if cfg!(debug_assertions) { 96 } else { 512 }, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn ledger_matches_reference_model(limit in prop_oneof![3 => Just(0u64), 1 => 1..50u64], ops in proptest::collection::vec(op(), 1..60)) {

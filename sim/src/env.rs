@@ -55,6 +55,10 @@ impl Env {
             match &cfg.postgres {
                 None => {
                     let audit = SimAudit::open(dir, Arc::new(clock.clone())).await?;
+                    if cfg.bug == Some(Bug::LoseAuditEntry) {
+                        // The broken disk this bug stands for (see `Bug::LoseAuditEntry`).
+                        audit.faults().lose_next();
+                    }
                     let memory = MemoryLedgerStore::builder()
                         .shards(8)
                         .idempotency_window(if cfg.short_retention {

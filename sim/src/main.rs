@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use sim::{Bug, Config, run};
 
 const USAGE: &str = "usage: sim [--seed N | --seeds A..B] [--ops M] [--tenants T] \
-[--faults P] [--crashes P] [--bug skip-hold-expiry|double-apply-retry] [--long-outages] [--short-retention] \
+[--faults P] [--crashes P] [--bug skip-hold-expiry|double-apply-retry|drop-journal-row|lose-audit-entry] [--long-outages] [--short-retention] \
 [--postgres (uses DATABASE_URL)] [--trace]";
 
 struct Args {

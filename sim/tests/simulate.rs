@@ -143,3 +143,15 @@ fn postgres_run_is_clean() {
     assert_eq!(report.trace_hash, memory.trace_hash);
     assert_eq!(report.journal_entries, memory.journal_entries);
 }
+
+#[test]
+fn a_store_losing_a_journal_row_is_caught() {
+    let found = caught(Bug::DropJournalRow);
+    assert!(found.iter().all(|v| v.contains("journal")), "{found:?}");
+}
+
+#[test]
+fn an_audit_entry_lost_after_its_commit_is_caught() {
+    let found = caught(Bug::LoseAuditEntry);
+    assert!(found.iter().all(|v| v.contains("audit")), "{found:?}");
+}

@@ -20,18 +20,36 @@ pub enum Bug {
     /// A request whose key was seen before is applied again under a fresh key instead of
     /// being replayed: a retry double-applies.
     DoubleApplyRetry,
+    /// Every tenant's third journal row is lost (reads of the history never return it),
+    /// while the counters keep its effect: a lost journal insert.
+    DropJournalRow,
+    /// One committed change's audit entry is lost after its commit: the audit disk
+    /// acknowledges a write it dropped the last entry of (the simulator arms it on its
+    /// audit sink: `audit_chain::testing::SinkFaults::lose_next`; a store ignores it).
+    LoseAuditEntry,
 }
 
 impl Bug {
     /// Every bug, for loops over them.
-    pub const ALL: [Bug; 2] = [Bug::SkipHoldExpiry, Bug::DoubleApplyRetry];
+    pub const ALL: [Bug; 4] = [
+        Bug::SkipHoldExpiry,
+        Bug::DoubleApplyRetry,
+        Bug::DropJournalRow,
+        Bug::LoseAuditEntry,
+    ];
 
-    /// The bug's name on a command line (`skip-hold-expiry`, `double-apply-retry`).
+    /// The journal row [`Bug::DropJournalRow`] loses, in every tenant.
+    pub const DROPPED_ROW: u64 = 3;
+
+    /// The bug's name on a command line (`skip-hold-expiry`, `double-apply-retry`,
+    /// `drop-journal-row`, `lose-audit-entry`).
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Bug::SkipHoldExpiry => "skip-hold-expiry",
             Bug::DoubleApplyRetry => "double-apply-retry",
+            Bug::DropJournalRow => "drop-journal-row",
+            Bug::LoseAuditEntry => "lose-audit-entry",
         }
     }
 
@@ -73,6 +91,8 @@ impl BugState {
                     _ => Ok((request.clone(), now)),
                 }
             }
+            // A read-side defect: see `FaultyStore::history`.
+            Bug::DropJournalRow | Bug::LoseAuditEntry => Ok((request.clone(), now)),
             Bug::DoubleApplyRetry => {
                 let id = (request.tenant.clone(), request.key.clone());
                 let again = !self.seen.lock().insert(id);

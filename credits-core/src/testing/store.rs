@@ -106,7 +106,14 @@ impl<S: LedgerStore + ?Sized> LedgerStore for FaultyStore<S> {
     }
 
     async fn history(&self, tenant: &TenantId, page: PageRequest) -> Result<Page, LedgerError> {
-        self.faults.run_read(self.inner.history(tenant, page)).await
+        let mut page = self
+            .faults
+            .run_read(self.inner.history(tenant, page))
+            .await?;
+        if matches!(self.bug, Some((Bug::DropJournalRow, _))) {
+            page.entries.retain(|e| e.seq.get() != Bug::DROPPED_ROW);
+        }
+        Ok(page)
     }
 
     async fn hold(&self, tenant: &TenantId, hold: HoldId) -> Result<HoldState, LedgerError> {
