@@ -39,8 +39,9 @@
 //! # What it does not do
 //!
 //! No background threads or timers (an open breaker becomes half-open on the next call), no
-//! distributed state (every limiter and breaker is per process), no fallback values (the
-//! caller decides what to do with a rejection).
+//! distributed state (every limiter and breaker is per process; the one opt-in exception is
+//! `RedisRateLimiter`, feature `redis`), no fallback values (the caller decides what to do
+//! with a rejection).
 //!
 //! # Features
 //!
@@ -52,6 +53,8 @@
 //! * `quanta`: `QuantaClock`, a `Clock` whose monotonic reads cost a few nanoseconds
 //!   (the time-stamp counter) instead of a system call; for the hottest limiters and
 //!   breakers.
+//! * `redis`: `RedisRateLimiter`, a GCRA limiter per key shared by every replica through
+//!   Redis (one atomic script per decision), with a local fallback behind a breaker.
 //! * `sim`: the `sim` module, a deterministic simulation harness (a simulated backend with a
 //!   capacity, a latency curve and capacity changes; seeded traffic on a manual clock).
 #![forbid(unsafe_code)]
@@ -108,6 +111,11 @@ pub use future::{NoGuard, ResponseFuture};
 pub use hedge::{Hedge, HedgeConfig, HedgeConfigBuilder};
 #[cfg(feature = "tower")]
 pub use hedge::{HedgeLayer, HedgeService};
+#[cfg(feature = "redis")]
+pub use limiter::{
+    Decision, DecisionPath, REDIS_PREFIX_LEN_MAX, REDIS_TIMEOUT_MAX, RedisRateLimiter,
+    RedisRateLimiterBuilder, RedisTime,
+};
 #[cfg(feature = "tower")]
 pub use limiter::{KeyedRateLimitLayer, KeyedRateLimitService, RateLimitLayer, RateLimitService};
 pub use limiter::{KeyedRateLimiter, Quota, RateLimiter};

@@ -10,6 +10,8 @@
 mod keyed;
 #[cfg(feature = "tower")]
 mod layer;
+#[cfg(feature = "redis")]
+mod shared;
 
 use std::time::Duration;
 
@@ -20,6 +22,11 @@ pub use self::keyed::KeyedRateLimiter;
 #[cfg(feature = "tower")]
 pub use self::layer::{
     KeyedRateLimitLayer, KeyedRateLimitService, RateLimitLayer, RateLimitService,
+};
+#[cfg(feature = "redis")]
+pub use self::shared::{
+    Decision, DecisionPath, REDIS_PREFIX_LEN_MAX, REDIS_TIMEOUT_MAX, RedisRateLimiter,
+    RedisRateLimiterBuilder, RedisTime,
 };
 use crate::error::ResilienceError;
 use crate::sleep::Sleeper;
