@@ -666,5 +666,69 @@ mod peers {
     }
 }
 
-criterion_group!(benches, ours, peers::bench, sweep, latency);
+/// A batch of 8 consumes on one tenant, fresh or with 100,000 resolved holds in its history:
+/// what a batch costs must not grow with the tenant's history (it takes a savepoint of the
+/// live state, not a copy of the account).
+fn history(c: &mut Criterion) {
+    const RESOLVED: usize = 100_000;
+    let mut g = c.benchmark_group("credits-history");
+    g.throughput(Throughput::Elements(1));
+    for resolved in [0, RESOLVED] {
+        let f = fixture(1);
+        let t = f.tenants[0].clone();
+        block_on(async {
+            for i in 0..resolved {
+                let r = f
+                    .ledger
+                    .reserve(
+                        &t,
+                        IdempotencyKey::new(format!("h{i}")).unwrap(),
+                        Amount::new(1),
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .unwrap();
+                f.ledger
+                    .cancel(&t, IdempotencyKey::new(format!("x{i}")).unwrap(), r.hold)
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut next = 0u64;
+        g.bench_function(
+            BenchmarkId::new("batch-of-8/1-tenant", format!("{resolved}-resolved-holds")),
+            |b| {
+                b.iter_custom(|iters| {
+                    let batches: Vec<Vec<Request>> = (0..iters)
+                        .map(|_| {
+                            (0..8)
+                                .map(|_| {
+                                    next += 1;
+                                    Request::new(
+                                        t.clone(),
+                                        IdempotencyKey::new(format!("b{next}")).unwrap(),
+                                        Command::Consume {
+                                            amount: Amount::new(1),
+                                        },
+                                    )
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    let clock = timer();
+                    let start = clock.monotonic();
+                    block_on(async {
+                        for batch in &batches {
+                            black_box(f.ledger.batch(batch).await.unwrap());
+                        }
+                    });
+                    clock.monotonic().saturating_duration_since(start)
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ours, peers::bench, sweep, latency, history);
 criterion_main!(benches);

@@ -59,6 +59,7 @@ checks!(
     transactions_recover_after_forgotten_keys_and_activity,
     branches_of_one_participant_never_share_keys,
     values_past_the_backend_limit_are_refused,
+    a_refused_batch_leaves_holds_and_refunds_as_they_were,
 );
 
 /// Runs every check in [`CHECKS`], each on a fresh store from `make_store`.
@@ -1079,6 +1080,85 @@ pub async fn values_past_the_backend_limit_are_refused(store: Arc<dyn LedgerStor
         .await,
         Err(LedgerError::AmountOverflow)
     );
+    conserved(&ledger, Some(t)).await;
+}
+
+/// A batch that resolves a hold, expires another and refunds an entry, then fails, leaves
+/// all of it as it was: the holds active, the refund tally unchanged (a backend that undoes
+/// a batch by savepoint must undo its history too).
+pub async fn a_refused_batch_leaves_holds_and_refunds_as_they_were(store: Arc<dyn LedgerStore>) {
+    let (ledger, clock, ids) = setup(store, &["undo"]).await;
+    let t = &ids[0];
+    ledger
+        .grant(t, key("g"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    let h = ledger
+        .reserve(t, key("r"), amt(10), Duration::from_secs(60))
+        .await
+        .expect("reserve")
+        .hold;
+    let short = ledger
+        .reserve(t, key("r-short"), amt(5), Duration::from_secs(1))
+        .await
+        .expect("reserve")
+        .hold;
+    let c = ledger.consume(t, key("c"), amt(20)).await.expect("consume");
+    clock.advance(Duration::from_secs(2)); // `short` is due: the batch's first step expires it
+    let snapshot = all_entries(&ledger, t).await;
+    let batch = [
+        Request::new(
+            t.clone(),
+            key("b-commit"),
+            Command::Commit {
+                hold: h,
+                amount: amt(4),
+            },
+        ),
+        Request::new(
+            t.clone(),
+            key("b-refund"),
+            Command::Refund {
+                entry: c.entry,
+                amount: amt(15),
+            },
+        ),
+        Request::new(
+            t.clone(),
+            key("b-too-much"),
+            Command::Consume { amount: amt(1_000) },
+        ),
+    ];
+    assert!(
+        matches!(
+            ledger.batch(&batch).await,
+            Err(LedgerError::BatchRejected { index: 2, .. })
+        ),
+        "the third request is refused"
+    );
+    assert_eq!(
+        all_entries(&ledger, t).await,
+        snapshot,
+        "no entry of the batch remains"
+    );
+    assert!(
+        matches!(ledger.hold(t, h).await, Ok(HoldState::Active { .. })),
+        "the committed hold is active again"
+    );
+    // The whole consumed amount is still refundable: the batch's refund left no tally.
+    ledger
+        .refund(t, key("refund-all"), c.entry, amt(20))
+        .await
+        .expect("a refund of everything consumed");
+    // And the hold commits for real, once.
+    ledger
+        .commit(t, key("commit"), h, amt(4))
+        .await
+        .expect("commit");
+    assert!(matches!(
+        ledger.hold(t, short).await,
+        Ok(HoldState::Resolved(HoldResolution::Expired))
+    ));
     conserved(&ledger, Some(t)).await;
 }
 

@@ -12,7 +12,7 @@ use metered_clock::Timestamp;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::Batch;
-use crate::backend::{Account, Applied};
+use crate::backend::{Account, Applied, Savepoint};
 use crate::store::{LedgerStore, PAGE_LEN_MAX, Page, PageRequest, PreparedHold, SweepReport};
 use crate::tx::BranchId;
 use crate::{
@@ -43,6 +43,12 @@ enum Audit {}
 type ChainHead = audit_chain::StreamHead;
 #[cfg(not(feature = "audit"))]
 type ChainHead = ();
+
+/// A sealed audit entry (nothing without the feature).
+#[cfg(feature = "audit")]
+type Sealed = audit_chain::SealedEntry;
+#[cfg(not(feature = "audit"))]
+type Sealed = ();
 
 #[cfg(feature = "audit")]
 impl MemoryLedgerStoreBuilder {
@@ -241,6 +247,83 @@ impl MemoryLedgerStore {
     pub fn tenant_count(&self) -> usize {
         self.shards.iter().map(|s| s.lock().tenants.len()).sum()
     }
+
+    /// A batch's requests applied in place, each touched tenant under a savepoint recorded
+    /// in `work` (the caller rolls them all back on `Err`), then every tenant's new entries
+    /// sealed (nothing is visible yet, so a failure refuses the whole batch). Returns the
+    /// outcomes, the sealed entries and the tenants' new chain heads (in tenant order).
+    #[allow(clippy::type_complexity)]
+    fn batch_in_place(
+        &self,
+        guards: &mut [MutexGuard<'_, Shard>],
+        shard_ids: &[usize],
+        requests: &[Request],
+        now: Timestamp,
+        work: &mut HashMap<TenantId, Work>,
+    ) -> Result<(Vec<Receipt>, Vec<Sealed>, Vec<ChainHead>), LedgerError> {
+        let slot = |shard: usize| shard_ids.binary_search(&shard).unwrap_or(0);
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            let reject = |source| LedgerError::BatchRejected {
+                index,
+                source: Box::new(source),
+            };
+            let shard = slot(self.shard_index(&request.tenant));
+            let Some(tenant) = guards[shard].tenants.get_mut(&request.tenant) else {
+                return Err(reject(LedgerError::UnknownTenant(request.tenant.clone())));
+            };
+            if let Some(record) = tenant.keys.get(&request.key) {
+                outcomes.push(record.replay(request).map_err(reject)?);
+                continue;
+            }
+            let w = match work.entry(request.tenant.clone()) {
+                hashbrown::hash_map::Entry::Occupied(w) => w.into_mut(),
+                hashbrown::hash_map::Entry::Vacant(v) => v.insert(Work {
+                    shard,
+                    savepoint: tenant.account.savepoint(),
+                    entries: Vec::new(),
+                    records: Vec::new(),
+                }),
+            };
+            let target = request.command.refers_to().and_then(|seq| {
+                tenant
+                    .entry(seq)
+                    .or_else(|| w.entries.iter().find(|e| e.seq == seq))
+                    .cloned()
+            });
+            let applied = tenant.account.apply(request, now, target.as_ref());
+            let outcome = unwrap_outcome(applied.result).map_err(reject)?;
+            w.entries.extend(applied.entries);
+            w.records.push((
+                request.key.clone(),
+                IdempotencyRecord {
+                    command: request.command.clone(),
+                    result: Ok(outcome),
+                    at: outcome.at,
+                },
+            ));
+            outcomes.push(outcome);
+        }
+        let mut ids: Vec<&TenantId> = work.keys().collect();
+        ids.sort();
+        let mut sealed = Vec::new();
+        let mut heads = Vec::with_capacity(ids.len());
+        for id in ids {
+            let w = &work[id];
+            let Some(tenant) = guards[w.shard].tenants.get(id) else {
+                return Err(internal("tenant vanished while its shard was locked"));
+            };
+            match &self.audit {
+                Some(audit) if !w.entries.is_empty() => {
+                    let (s, head) = audit.seal_entries(id, tenant.audit_head, &w.entries)?;
+                    sealed.extend(s);
+                    heads.push(head);
+                }
+                _ => heads.push(tenant.audit_head),
+            }
+        }
+        Ok((outcomes, sealed, heads))
+    }
 }
 
 fn internal(what: &str) -> LedgerError {
@@ -383,10 +466,12 @@ fn journal_entry(journal: &[JournalEntry], seq: EntrySeq) -> Option<&JournalEntr
     journal.get(index)
 }
 
-/// A batch's private copy of one tenant, committed only if every request succeeds.
+/// What a batch did to one tenant: its account is changed in place under a savepoint
+/// (rolled back unless every request succeeds); the journal entries and idempotency records
+/// wait here until then.
 struct Work {
     shard: usize,
-    account: Account,
+    savepoint: Savepoint,
     entries: Vec<JournalEntry>,
     records: Vec<(IdempotencyKey, IdempotencyRecord)>,
 }
@@ -481,77 +566,31 @@ impl LedgerStore for MemoryLedgerStore {
         shard_ids.dedup();
         let mut guards: Vec<MutexGuard<'_, Shard>> =
             shard_ids.iter().map(|&i| self.shards[i].lock()).collect();
-        let slot = |shard: usize| shard_ids.binary_search(&shard).unwrap_or(0);
-
         let mut work: HashMap<TenantId, Work> = HashMap::new();
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for (index, request) in requests.iter().enumerate() {
-            let reject = |source| LedgerError::BatchRejected {
-                index,
-                source: Box::new(source),
-            };
-            let shard = slot(self.shard_index(&request.tenant));
-            let Some(tenant) = guards[shard].tenants.get(&request.tenant) else {
-                return Err(reject(LedgerError::UnknownTenant(request.tenant.clone())));
-            };
-            if let Some(record) = tenant.keys.get(&request.key) {
-                outcomes.push(record.replay(request).map_err(reject)?);
-                continue;
-            }
-            let w = work.entry(request.tenant.clone()).or_insert_with(|| Work {
-                shard,
-                account: tenant.account.clone(),
-                entries: Vec::new(),
-                records: Vec::new(),
-            });
-            let target = request.command.refers_to().and_then(|seq| {
-                tenant
-                    .entry(seq)
-                    .or_else(|| w.entries.iter().find(|e| e.seq == seq))
-            });
-            let target = target.cloned();
-            let applied = w.account.apply(request, now, target.as_ref());
-            let outcome = unwrap_outcome(applied.result).map_err(reject)?;
-            w.entries.extend(applied.entries);
-            w.records.push((
-                request.key.clone(),
-                IdempotencyRecord {
-                    command: request.command.clone(),
-                    result: Ok(outcome),
-                    at: outcome.at,
-                },
-            ));
-            outcomes.push(outcome);
-        }
-        // Every request succeeded: seal every tenant's entries (nothing is visible yet, so a
-        // failure refuses the whole batch), then publish all private copies and queue all
-        // the sealed entries together.
-        let mut work: Vec<(TenantId, Work)> = work.into_iter().collect();
-        work.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut sealed = Vec::new();
-        let mut heads = Vec::with_capacity(work.len());
-        for (id, w) in &work {
-            let Some(tenant) = guards[w.shard].tenants.get(id) else {
-                return Err(internal("tenant vanished while its shard was locked"));
-            };
-            match &self.audit {
-                Some(audit) if !w.entries.is_empty() => {
-                    let (s, head) = audit.seal_entries(id, tenant.audit_head, &w.entries)?;
-                    sealed.extend(s);
-                    heads.push(head);
+        let outcome = self.batch_in_place(&mut guards, &shard_ids, requests, now, &mut work);
+        let (outcomes, sealed, heads) = match outcome {
+            Ok(done) => done,
+            Err(e) => {
+                // Undo every tenant the batch touched: nothing of it remains.
+                for (id, w) in work {
+                    if let Some(tenant) = guards[w.shard].tenants.get_mut(&id) {
+                        tenant.account.rollback(w.savepoint);
+                    }
                 }
-                _ => heads.push(tenant.audit_head),
+                return Err(e);
             }
-        }
+        };
         if let Some(audit) = &self.audit {
             audit.commit(sealed);
         }
+        let mut work: Vec<(TenantId, Work)> = work.into_iter().collect();
+        work.sort_by(|a, b| a.0.cmp(&b.0));
         for ((id, w), head) in work.into_iter().zip(heads) {
             let shard = &mut *guards[w.shard];
             let Some(tenant) = shard.tenants.get_mut(&id) else {
                 return Err(internal("tenant vanished while its shard was locked"));
             };
-            tenant.account = w.account;
+            tenant.account.release(w.savepoint);
             tenant.audit_head = head;
             tenant.journal.extend(w.entries);
             Shard::reindex(&mut shard.deadlines, tenant);

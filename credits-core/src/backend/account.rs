@@ -242,6 +242,31 @@ pub struct Account {
     /// The largest value a counter, an amount or an expiry (Unix milliseconds) may take:
     /// what the backend can store ([`Account::with_value_limit`]).
     limit: u64,
+    /// While a [`Savepoint`] is open: how to undo each change to the history maps
+    /// (`resolved`, `owners`, `refunded`), newest last.
+    undo: Option<Vec<Undo>>,
+}
+
+/// One change to an account's history maps, as [`Account::rollback`] undoes it: the key
+/// and the value it had before (`None`: absent).
+#[derive(Clone, Debug)]
+enum Undo {
+    Resolved(HoldId, Option<HoldResolution>),
+    Owner(HoldId, Option<BranchId>),
+    Refunded(EntrySeq, Option<Amount>),
+}
+
+/// The state an account returns to on [`Account::rollback`]: a copy of its live parts
+/// (counters, lots, active holds), not of its history, so a savepoint costs the same on a
+/// tenant with a million resolved holds as on a new one. Take it with
+/// [`Account::savepoint`].
+#[derive(Clone, Debug)]
+#[must_use = "a savepoint is either rolled back to or released"]
+pub struct Savepoint {
+    header: AccountHeader,
+    lots: BTreeMap<LotKey, Amount>,
+    holds: HashMap<HoldId, Hold>,
+    deadlines: BTreeSet<(Timestamp, HoldId)>,
 }
 
 impl Account {
@@ -265,6 +290,7 @@ impl Account {
             owners: HashMap::new(),
             refunded: HashMap::new(),
             limit: u64::MAX,
+            undo: None,
         }
     }
 
@@ -289,6 +315,70 @@ impl Account {
         self.limit
     }
 
+    /// Opens a savepoint: changes from now on can be undone with
+    /// [`rollback`](Self::rollback), or kept with [`release`](Self::release). What a backend
+    /// applying several requests all or nothing uses instead of a copy of the account: it
+    /// copies the live parts only (counters, lots, active holds) and logs how to undo each
+    /// change to the history (resolved holds, refund tallies), so its cost does not grow
+    /// with the tenant's history. One savepoint at a time: opening another replaces it.
+    pub fn savepoint(&mut self) -> Savepoint {
+        self.undo = Some(Vec::new());
+        Savepoint {
+            header: self.header.clone(),
+            lots: self.lots.clone(),
+            holds: self.holds.clone(),
+            deadlines: self.deadlines.clone(),
+        }
+    }
+
+    /// Returns the account to `savepoint`: every change since is undone.
+    pub fn rollback(&mut self, savepoint: Savepoint) {
+        for undo in self.undo.take().unwrap_or_default().into_iter().rev() {
+            match undo {
+                Undo::Resolved(id, before) => restore(&mut self.resolved, id, before),
+                Undo::Owner(id, before) => restore(&mut self.owners, id, before),
+                Undo::Refunded(entry, before) => restore(&mut self.refunded, entry, before),
+            }
+        }
+        let Savepoint {
+            header,
+            lots,
+            holds,
+            deadlines,
+        } = savepoint;
+        self.header = header;
+        self.lots = lots;
+        self.holds = holds;
+        self.deadlines = deadlines;
+    }
+
+    /// Keeps every change since the savepoint (closes it).
+    pub fn release(&mut self, savepoint: Savepoint) {
+        drop(savepoint);
+        self.undo = None;
+    }
+
+    fn set_resolved(&mut self, id: HoldId, resolution: HoldResolution) {
+        let before = self.resolved.insert(id, resolution);
+        if let Some(undo) = &mut self.undo {
+            undo.push(Undo::Resolved(id, before));
+        }
+    }
+
+    fn set_owner(&mut self, id: HoldId, owner: BranchId) {
+        let before = self.owners.insert(id, owner);
+        if let Some(undo) = &mut self.undo {
+            undo.push(Undo::Owner(id, before));
+        }
+    }
+
+    fn set_refunded(&mut self, entry: EntrySeq, amount: Amount) {
+        let before = self.refunded.insert(entry, amount);
+        if let Some(undo) = &mut self.undo {
+            undo.push(Undo::Refunded(entry, before));
+        }
+    }
+
     /// Rebuilds an account from what a backend stored, checking that the counters agree with
     /// the lots and holds.
     ///
@@ -310,6 +400,7 @@ impl Account {
             owners: parts.owners.iter().copied().collect(),
             refunded: parts.refunded.iter().copied().collect(),
             limit: u64::MAX,
+            undo: None,
         };
         let mut lots = Amount::ZERO;
         for lot in &parts.lots {
@@ -907,12 +998,11 @@ impl Account {
         };
         self.deadlines.remove(&(hold.expires_at, id));
         if let Some(owner) = hold.owner {
-            self.owners.insert(id, owner);
+            self.set_owner(id, owner);
         }
         fx.holds_changed.push(id);
         let (seq, effect) = if commit.is_some() {
-            self.resolved
-                .insert(id, HoldResolution::Committed { committed: spend });
+            self.set_resolved(id, HoldResolution::Committed { committed: spend });
             let before = self.balance();
             self.header.totals.held = t.held.saturating_sub(spend);
             self.header.totals.consumed = consumed;
@@ -950,7 +1040,7 @@ impl Account {
             };
             (seq, effect)
         } else {
-            self.resolved.insert(id, HoldResolution::Cancelled);
+            self.set_resolved(id, HoldResolution::Cancelled);
             let before = self.balance();
             self.release_draws(fx, &hold.draws, Amount::ZERO);
             let seq = self.push(
@@ -1018,7 +1108,7 @@ impl Account {
         self.check_inflow(t.granted, refunded, t.overdrawn)?;
         let before = self.balance();
         self.header.totals.refunded = refunded;
-        self.refunded.insert(
+        self.set_refunded(
             entry,
             Amount::new(already.units().saturating_add(amount.units())),
         );
@@ -1047,7 +1137,7 @@ impl Account {
             let Some(hold) = self.holds.remove(&id) else {
                 continue;
             };
-            self.resolved.insert(id, HoldResolution::Expired);
+            self.set_resolved(id, HoldResolution::Expired);
             fx.holds_changed.push(id);
             let before = self.balance();
             self.release_draws(fx, &hold.draws, Amount::ZERO);
@@ -1087,6 +1177,18 @@ impl Account {
                 None,
                 None,
             );
+        }
+    }
+}
+
+/// Puts `before` back under `key` (removes the key when it was absent).
+fn restore<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, before: Option<V>) {
+    match before {
+        Some(v) => {
+            map.insert(key, v);
+        }
+        None => {
+            map.remove(&key);
         }
     }
 }

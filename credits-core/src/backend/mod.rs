@@ -10,4 +10,6 @@
 
 mod account;
 
-pub use account::{Account, AccountHeader, AccountParts, Applied, Draw, Hold, Lot, LotKey};
+pub use account::{
+    Account, AccountHeader, AccountParts, Applied, Draw, Hold, Lot, LotKey, Savepoint,
+};
