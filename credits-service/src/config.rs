@@ -70,6 +70,26 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "most tenants tracked by the limiter (default 100000)",
     ),
     (
+        "CREDITS_REDIS_URL",
+        "redis://host:port: share each tenant's rate limit across replicas through Redis; unset: per replica",
+    ),
+    (
+        "CREDITS_REDIS_KEY_PREFIX",
+        "prefix of the limiter's Redis keys (default credits:rl:)",
+    ),
+    (
+        "CREDITS_REDIS_TIMEOUT_MS",
+        "how long a limit decision waits for Redis before the local limiter decides (default 50)",
+    ),
+    (
+        "CREDITS_AUTH_FAILURES_MAX",
+        "failed authentications a client address may make per window before 429 (default 20)",
+    ),
+    (
+        "CREDITS_AUTH_FAILURE_WINDOW_MS",
+        "the window of CREDITS_AUTH_FAILURES_MAX (default 60000)",
+    ),
+    (
         "CREDITS_BREAKER_FAILURE_RATE_PERCENT",
         "store failure rate that opens the breaker (default 50)",
     ),
@@ -187,6 +207,28 @@ pub struct RateLimitSettings {
     pub tenants_max: usize,
 }
 
+/// Where the per-tenant rate limit is kept.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// The Redis URL (`redis://host:port/db`; it may carry a password).
+    pub url: Secret,
+    /// Prefix of every limiter key (the tenant id follows).
+    pub key_prefix: String,
+    /// How long a decision waits for Redis before the local limiter decides.
+    pub timeout: Duration,
+}
+
+/// Throttling of failed authentication per client address: after `failures_max` failures
+/// within `window`, a client address's further failures answer 429 with `Retry-After`
+/// instead of 401. Requests with a valid token are never throttled by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthThrottleSettings {
+    /// Failures allowed per window (and at once).
+    pub failures_max: u32,
+    /// The window: one more failure is allowed every `window / failures_max`.
+    pub window: Duration,
+}
+
 /// The service's configuration. Build it from the environment with [`Config::from_env`], or
 /// from any list of variables with [`Config::from_vars`] (tests); start from
 /// [`Config::default`] to set fields in code.
@@ -235,6 +277,10 @@ pub struct Config {
     pub connections_max: usize,
     /// Per-tenant rate limit.
     pub rate_limit: RateLimitSettings,
+    /// Redis for the per-tenant rate limit, shared across replicas (`None`: per replica).
+    pub redis: Option<RedisSettings>,
+    /// Throttling of failed authentication per client address.
+    pub auth_throttle: AuthThrottleSettings,
     /// Breaker around the store.
     pub breaker: BreakerSettings,
     /// Interval of the expiry sweeper.
@@ -301,6 +347,11 @@ impl Default for Config {
                 per_second: 1_000,
                 burst: 1_000,
                 tenants_max: 100_000,
+            },
+            redis: None,
+            auth_throttle: AuthThrottleSettings {
+                failures_max: 20,
+                window: Duration::from_secs(60),
             },
             breaker: BreakerSettings {
                 failure_rate_percent: 50,
@@ -390,6 +441,9 @@ impl Config {
     {
         let mut c = Config::default();
         let mut burst: Option<u32> = None;
+        let mut redis_url: Option<Secret> = None;
+        let mut redis_key_prefix = "credits:rl:".to_owned();
+        let mut redis_timeout = Duration::from_millis(50);
         let mut seen = HashSet::new();
         for (k, v) in vars {
             let (k, v) = (k.as_ref(), v.as_ref());
@@ -423,6 +477,26 @@ impl Config {
                 "CREDITS_RATE_LIMIT_BURST" => burst = Some(parse_num(k, v, 1, 10_000_000)?),
                 "CREDITS_RATE_LIMIT_TENANTS_MAX" => {
                     c.rate_limit.tenants_max = parse_num(k, v, 1, 100_000_000)?;
+                }
+                "CREDITS_REDIS_URL" => {
+                    let v = v.trim();
+                    if !v.starts_with("redis://") {
+                        return Err(bad(k, "must start with redis://"));
+                    }
+                    redis_url = Some(Secret::new(v));
+                }
+                "CREDITS_REDIS_KEY_PREFIX" => {
+                    if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(bad(k, "must be 1 to 64 printable ASCII bytes"));
+                    }
+                    v.clone_into(&mut redis_key_prefix);
+                }
+                "CREDITS_REDIS_TIMEOUT_MS" => redis_timeout = parse_ms(k, v, 1, 10_000)?,
+                "CREDITS_AUTH_FAILURES_MAX" => {
+                    c.auth_throttle.failures_max = parse_num(k, v, 1, 1_000_000)?;
+                }
+                "CREDITS_AUTH_FAILURE_WINDOW_MS" => {
+                    c.auth_throttle.window = parse_ms(k, v, 1_000, 86_400_000)?;
                 }
                 "CREDITS_BREAKER_FAILURE_RATE_PERCENT" => {
                     c.breaker.failure_rate_percent = parse_num(k, v, 1, 100)?;
@@ -512,6 +586,11 @@ impl Config {
             }
         }
         c.rate_limit.burst = burst.unwrap_or(c.rate_limit.per_second);
+        c.redis = redis_url.map(|url| RedisSettings {
+            url,
+            key_prefix: redis_key_prefix,
+            timeout: redis_timeout,
+        });
         if c.breaker.minimum_calls > c.breaker.window_calls {
             return Err(bad(
                 "CREDITS_BREAKER_MINIMUM_CALLS",
@@ -647,6 +726,16 @@ mod tests {
         check(&[("CREDITS_REQUEST_TIMEOUT_MS", "0")], Some("outside"));
         check(&[("CREDITS_RATE_LIMIT_PER_SECOND", "0")], Some("outside"));
         check(
+            &[("CREDITS_REDIS_URL", "http://127.0.0.1:6379")],
+            Some("redis://"),
+        );
+        check(&[("CREDITS_REDIS_URL", "redis://127.0.0.1:6379")], None);
+        check(&[("CREDITS_REDIS_KEY_PREFIX", "")], Some("printable"));
+        check(&[("CREDITS_REDIS_KEY_PREFIX", "a b")], Some("printable"));
+        check(&[("CREDITS_REDIS_TIMEOUT_MS", "0")], Some("outside"));
+        check(&[("CREDITS_AUTH_FAILURES_MAX", "0")], Some("outside"));
+        check(&[("CREDITS_AUTH_FAILURE_WINDOW_MS", "10")], Some("outside"));
+        check(
             &[("CREDITS_BREAKER_FAILURE_RATE_PERCENT", "101")],
             Some("outside"),
         );
@@ -713,6 +802,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.rate_limit.burst, 7);
         assert!(!format!("{c:?}").contains("admin-0123456789abcdef"));
+        let c = Config::from_vars([
+            ("CREDITS_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("CREDITS_REDIS_TIMEOUT_MS", "20"),
+        ])
+        .unwrap();
+        let redis = c.redis.expect("redis settings");
+        assert_eq!(redis.key_prefix, "credits:rl:");
+        assert_eq!(redis.timeout, Duration::from_millis(20));
+        assert!(
+            Config::default().redis.is_none(),
+            "per replica unless configured"
+        );
         let c = Config::from_vars([("CREDITS_RATE_LIMIT_BURST", "3")]).unwrap();
         assert_eq!((c.rate_limit.per_second, c.rate_limit.burst), (1_000, 3));
         assert!(!c.faults.is_active(), "fault injection is off by default");

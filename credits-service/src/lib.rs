@@ -28,7 +28,9 @@
 //!   same audit log. A rollout is judged on observations pushed to it, or, created with a
 //!   `provider`, on Prometheus, which the service queries at each check.
 //! * **Resilience** ([`resilience`]): a circuit breaker around the store, a per-tenant rate
-//!   limiter (429 with `Retry-After`), request time limits and body size limits, and
+//!   limiter (429 with `Retry-After`; shared by every replica through Redis when
+//!   `CREDITS_REDIS_URL` is set, [`Config::redis`]), throttling of failed authentication per
+//!   client address ([`Config::auth_throttle`]), request time limits and body size limits, and
 //!   connection limits (a header-read timeout, an idle keep-alive timeout and a cap on
 //!   concurrent connections: [`Config::header_read_timeout`], [`Config::idle_timeout`],
 //!   [`Config::connections_max`]).
@@ -46,7 +48,9 @@
 //!   audit log: a restart starts empty. Set `DATABASE_URL` for the PostgreSQL ledger store.
 //! * Experiments and rollouts are kept in process memory with either backend.
 //! * No TLS: terminate it at the ingress or a sidecar.
-//! * Rate limits and breakers are per replica, not shared across replicas.
+//! * Breakers are per replica, and so are rate limits unless `CREDITS_REDIS_URL` is set (then
+//!   only while Redis is unreachable: each replica's own limiter decides meanwhile). The
+//!   failed-authentication throttle is always per replica.
 //! * Route traffic: a rollout's weight is a decision for your router or mesh to follow.
 //!
 //! `CREDITS_FAULT_ERROR_PERCENT` and `CREDITS_FAULT_LATENCY_MS` ([`FaultSettings`]) are for
@@ -64,7 +68,10 @@ mod server;
 mod service;
 mod state;
 
-pub use config::{BreakerSettings, Config, FaultSettings, LogFormat, RateLimitSettings, Secret};
+pub use config::{
+    AuthThrottleSettings, BreakerSettings, Config, FaultSettings, LogFormat, RateLimitSettings,
+    RedisSettings, Secret,
+};
 pub use error::{ApiError, ErrorBody, ServiceError};
 pub use routes::credits::IDEMPOTENCY_KEY;
 pub use service::{

@@ -20,6 +20,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,6 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -69,10 +71,10 @@ pub(crate) async fn serve(
                 Err(_) => break,
             },
         };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => tcp,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accepting a connection failed");
                     tokio::time::sleep(ACCEPT_RETRY).await;
@@ -83,6 +85,7 @@ pub(crate) async fn serve(
         let _ = tcp.set_nodelay(true);
         connections.spawn(connection(
             tcp,
+            peer,
             app.clone(),
             limits,
             closing_rx.clone(),
@@ -198,9 +201,11 @@ impl AsyncWrite for Watched {
 }
 
 /// Serves one connection (HTTP/1.1 with keep-alive) under its phase's time limit; holds
-/// `_permit` (one of the `connections_max`) until it closes.
+/// `_permit` (one of the `connections_max`) until it closes. Each request carries the
+/// peer's address as `ConnectInfo<SocketAddr>` (failed authentication is throttled by it).
 async fn connection(
     tcp: TcpStream,
+    peer: SocketAddr,
     app: Router,
     limits: ConnectionLimits,
     mut closing: watch::Receiver<bool>,
@@ -212,7 +217,8 @@ async fn connection(
         activity: Arc::clone(&activity),
     });
     let reporter = Arc::clone(&activity);
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
         let in_flight = InFlight::begin(Arc::clone(&reporter));
         let app = app.clone();
         async move {

@@ -25,7 +25,9 @@ use metered_clock::{Clock, SystemClock};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::RwLock;
 use rand::RngCore;
-use resilience::{BreakerConfig, CircuitBreaker, KeyedRateLimiter, OpenWait, Quota};
+use resilience::{
+    BreakerConfig, CircuitBreaker, KeyedRateLimiter, OpenWait, Quota, RedisRateLimiter,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -38,7 +40,7 @@ use crate::json::body_too_large;
 use crate::registry::{Experiments, GrantKeys, Rollouts, grants::GRANT_KEYS_MAX};
 use crate::routes::{audit, credits, experiments, ops, rollouts};
 use crate::server::{self, ConnectionLimits};
-use crate::state::{AppState, AuditState, Backend};
+use crate::state::{AppState, AuditState, Backend, TenantLimiter};
 
 /// How often a replica that does not lead the audit log tries to, and a leader checks its
 /// lock.
@@ -321,8 +323,32 @@ impl ServiceBuilder {
         let quota = Quota::per_second(r.per_second)
             .and_then(|q| q.with_burst(r.burst))
             .map_err(limit_err)?;
-        let limiter = KeyedRateLimiter::with_clock(quota, r.tenants_max, Arc::clone(&clock))
-            .map_err(limit_err)?;
+        let limiter = match &config.redis {
+            None => TenantLimiter::Local(
+                KeyedRateLimiter::with_clock(quota, r.tenants_max, Arc::clone(&clock))
+                    .map_err(limit_err)?,
+            ),
+            // Redis's own clock decides (one clock for every replica); the service's clock
+            // drives the breaker around Redis and the per-replica fallback.
+            Some(redis) => TenantLimiter::Redis(
+                RedisRateLimiter::builder(redis.url.expose(), quota)
+                    .prefix(redis.key_prefix.as_str())
+                    .timeout(redis.timeout)
+                    .fallback_keys_max(r.tenants_max)
+                    .build_with_clock(Arc::clone(&clock))
+                    .map_err(|e| ServiceError::Config {
+                        var: "CREDITS_REDIS_*".to_owned(),
+                        reason: e.to_string(),
+                    })?,
+            ),
+        };
+        let a = config.auth_throttle;
+        let auth_failures = Quota::per(a.window, a.failures_max)
+            .and_then(|q| KeyedRateLimiter::with_clock(q, 100_000, Arc::clone(&clock)))
+            .map_err(|e| ServiceError::Config {
+                var: "CREDITS_AUTH_FAILURE*".to_owned(),
+                reason: e.to_string(),
+            })?;
 
         let BuiltLog {
             sink,
@@ -336,6 +362,7 @@ impl ServiceBuilder {
             backend,
             breaker,
             limiter,
+            auth_failures,
             auth: Authenticator::new(&config),
             audit: AuditState {
                 sink,
@@ -645,6 +672,10 @@ fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            throttle_failed_auth,
+        ))
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
@@ -730,6 +761,48 @@ async fn inject_faults(
         .into_response();
     }
     next.run(request).await
+}
+
+/// Throttles failed authentication per client address: every 401 (a missing, malformed or
+/// unknown token, on any endpoint) takes one permit of the address's
+/// `CREDITS_AUTH_FAILURES_MAX` per `CREDITS_AUTH_FAILURE_WINDOW_MS`; past them the answer is
+/// 429 `rate_limited` with `Retry-After` instead. A request with a valid token is never
+/// counted or refused here, so a client behind the same address as a prober keeps working;
+/// what stops guessing is the tokens' length (at least 16 bytes), what this stops is the
+/// flood. Requests without a peer address ([`Service::router`] without a socket) pass.
+async fn throttle_failed_auth(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let response = next.run(request).await;
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return response;
+    }
+    let Some(peer) = peer else {
+        return response;
+    };
+    match state.auth_failures.try_acquire(&peer, 1) {
+        Ok(()) => response,
+        Err(e) => {
+            metrics::counter!("auth_failures_throttled_total").increment(1);
+            // A full table of failing addresses throttles too, for one permit's time.
+            let after = e
+                .retry_after()
+                .unwrap_or_else(|| state.auth_failures.quota().interval());
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed authentications from this address",
+            )
+            .retry_after(Some(after))
+            .into_response()
+        }
+    }
 }
 
 /// Refuses what can be refused before the body is read: a declared `Content-Length` over the

@@ -10,7 +10,9 @@ use credits_core::{Ledger, LedgerError, TenantId};
 use metered_clock::Clock;
 use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::RwLock;
-use resilience::{CallError, CallOutcome, CircuitBreaker, KeyedRateLimiter};
+use resilience::{
+    CallError, CallOutcome, CircuitBreaker, KeyedRateLimiter, RedisRateLimiter, ResilienceError,
+};
 
 use crate::auth::{Authenticator, Caller};
 use crate::error::ApiError;
@@ -101,6 +103,35 @@ impl AuditState {
     }
 }
 
+/// The per-tenant rate limiter: per replica, or shared through Redis (`CREDITS_REDIS_URL`)
+/// with the per-replica one as its fallback.
+#[derive(Debug)]
+pub(crate) enum TenantLimiter {
+    /// Per replica.
+    Local(KeyedRateLimiter<TenantId, Arc<dyn Clock>>),
+    /// Shared through Redis.
+    Redis(RedisRateLimiter<Arc<dyn Clock>>),
+}
+
+impl TenantLimiter {
+    /// Takes one permit of `tenant`'s limit and counts the decision in
+    /// `rate_limit_decisions_total` by `path` (`local`, `redis`, `local_fallback`: a bounded
+    /// label) and `outcome` (`granted`, `limited`).
+    pub(crate) async fn acquire(&self, tenant: &TenantId) -> Result<(), ResilienceError> {
+        let (result, path) = match self {
+            TenantLimiter::Local(l) => (l.try_acquire(tenant, 1), "local"),
+            TenantLimiter::Redis(l) => {
+                let d = l.decide(tenant.as_str(), 1).await;
+                (d.result, d.path.as_str())
+            }
+        };
+        let outcome = if result.is_ok() { "granted" } else { "limited" };
+        metrics::counter!("rate_limit_decisions_total", "path" => path, "outcome" => outcome)
+            .increment(1);
+        result
+    }
+}
+
 /// Everything a handler needs. Shared as `Arc<AppState>`.
 #[derive(Debug)]
 pub(crate) struct AppState {
@@ -109,7 +140,9 @@ pub(crate) struct AppState {
     pub(crate) recovery: credits_core::tx::TransactionManager,
     pub(crate) backend: Backend,
     pub(crate) breaker: CircuitBreaker<Arc<dyn Clock>>,
-    pub(crate) limiter: KeyedRateLimiter<TenantId, Arc<dyn Clock>>,
+    pub(crate) limiter: TenantLimiter,
+    /// Failed authentications per client address (`CREDITS_AUTH_FAILURE*`).
+    pub(crate) auth_failures: KeyedRateLimiter<std::net::IpAddr, Arc<dyn Clock>>,
     pub(crate) auth: Authenticator,
     pub(crate) audit: AuditState,
     pub(crate) experiments: Experiments,
@@ -139,7 +172,7 @@ impl AppState {
     /// # Errors
     /// 401 without a valid token; 400 for a malformed tenant id; 403 when the token belongs
     /// to another tenant; 429 when the tenant is over its rate.
-    pub(crate) fn tenant_access(
+    pub(crate) async fn tenant_access(
         &self,
         headers: &HeaderMap,
         tenant: &str,
@@ -157,7 +190,7 @@ impl AppState {
                 ));
             }
         }
-        self.limiter.try_acquire(&tenant, 1)?;
+        self.limiter.acquire(&tenant).await?;
         Ok(tenant)
     }
 

@@ -199,7 +199,7 @@ async fn balance(
     ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Json<BalanceDto>, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let b = state.guarded(state.ledger.balance(&tenant)).await?;
     Ok(Json(b.into()))
 }
@@ -223,7 +223,7 @@ async fn grant(
     ApiJson(body): ApiJson<Grant>,
 ) -> Result<Json<OutcomeDto>, ApiError> {
     state.auth.admin(&headers)?;
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = idempotency_key(&headers)?;
     let amount = amount(body.amount)?;
     if body.metadata.len() > METADATA_PAIRS_MAX
@@ -271,7 +271,7 @@ async fn consume(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Consume>,
 ) -> Result<Json<OutcomeDto>, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = idempotency_key(&headers)?;
     let amount = amount(body.amount)?;
     let o = state
@@ -293,7 +293,7 @@ async fn reserve(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Reserve>,
 ) -> Result<Json<OutcomeDto>, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = idempotency_key(&headers)?;
     let amount = amount(body.amount)?;
     let ttl = Duration::from_millis(body.ttl_ms);
@@ -324,7 +324,7 @@ async fn hold(
     ApiPath((tenant, hold)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<HoldDto>, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let hold = parse_hold(&hold)?;
     let h = state.guarded(state.ledger.hold(&tenant, hold)).await?;
     Ok(Json(match h {
@@ -354,7 +354,7 @@ async fn commit(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Commit>,
 ) -> Result<Json<OutcomeDto>, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let hold = parse_hold(&hold)?;
     let key = idempotency_key(&headers)?;
     let amount = amount(body.amount)?;
@@ -369,7 +369,7 @@ async fn cancel(
     ApiPath((tenant, hold)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<OutcomeDto>, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let hold = parse_hold(&hold)?;
     let key = idempotency_key(&headers)?;
     let o = state
@@ -392,7 +392,7 @@ async fn refund(
     ApiJson(body): ApiJson<Refund>,
 ) -> Result<Json<OutcomeDto>, ApiError> {
     state.auth.admin(&headers)?;
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = idempotency_key(&headers)?;
     let amount = amount(body.amount)?;
     let o = state
@@ -456,7 +456,7 @@ async fn history(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryDto>, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=PAGE_LEN_MAX).contains(&limit) {
         return Err(ApiError::bad_request(

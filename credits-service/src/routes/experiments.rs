@@ -92,7 +92,7 @@ async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateExperiment>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = key(&tenant, &body.id)?;
     let split = TrafficSplit::new(body.weights.unwrap_or_else(|| vec![5_000, 5_000]))?;
     let mut rule = DecisionRule::builder();
@@ -160,7 +160,7 @@ async fn assign(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Assign>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = key(&tenant, &id)?;
     if body.unit.is_empty() || body.unit.len() > 256 {
         return Err(ApiError::bad_request(
@@ -194,7 +194,7 @@ async fn record(
     headers: HeaderMap,
     ApiJson(body): ApiJson<RecordResult>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = key(&tenant, &id)?;
     let spec = state.experiments.spec(&key)?;
     let latency = match body.latency_ms {
@@ -229,7 +229,7 @@ async fn evaluate(
     ApiPath((tenant, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<ExperimentEvaluation>, ApiError> {
-    let tenant = state.tenant_access(&headers, &tenant)?;
+    let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = key(&tenant, &id)?;
     let spec = state.experiments.spec(&key)?;
     let experiment = state.experiments.load(&key).await?;

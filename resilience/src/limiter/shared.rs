@@ -69,7 +69,7 @@ redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
 return {1, 0}
 ";
 
-/// Where the script's time comes from. See the [module docs](self#time).
+/// Where the script's time comes from. See [`RedisRateLimiter`]'s *Time* section.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RedisTime {
@@ -252,8 +252,26 @@ impl RedisRateLimiterBuilder {
     }
 }
 
-/// A GCRA limiter per key, shared through Redis, with a local fallback. See the
-/// [module docs](self) and `docs/resilience.md`.
+/// A GCRA limiter per key, shared through Redis, with a local fallback (`docs/resilience.md`).
+///
+/// One decision is one round trip: an `EVALSHA` of a small Lua script that reads the key's
+/// TAT, applies the same GCRA step as [`KeyedRateLimiter`] and writes the new TAT back with
+/// a TTL (its debt plus one second, so an idle key vanishes), atomically on the server
+/// (`EVAL` once, if the server answers `NOSCRIPT`). Keys are the prefix followed by the
+/// caller's key. When Redis fails or answers later than the timeout, a local
+/// [`KeyedRateLimiter`] decides instead, and a [`CircuitBreaker`] around Redis stops asking
+/// a dead server: it costs one failed call per open wait, not one per request.
+/// [`decide`](Self::decide) says which path decided.
+///
+/// # Time
+///
+/// By default the script reads the time from Redis (`TIME`, [`RedisTime::Server`]): every
+/// replica's decisions are on one clock, so clock skew between replicas can neither hand
+/// out extra permits nor refuse due ones. [`RedisTime::Caller`] passes the limiter's
+/// [`Clock::now`] instead (whole milliseconds): tests drive it with a manual clock; in
+/// production it is only right when every replica's wall clock is synchronised. The script
+/// counts microseconds, so the quota's interval is rounded up to a whole microsecond (the
+/// limiter never grants more than the quota).
 ///
 /// ```no_run
 /// use resilience::{Quota, RedisRateLimiter};
