@@ -121,6 +121,82 @@ async fn two_instances_share_one_tenant_limit_through_redis() {
     b.shutdown().await;
 }
 
+/// A loopback TCP proxy to the real Redis that the test can cut (Redis stopped mid-run, as
+/// far as the service can tell).
+struct Proxy {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let task = tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) closes every proxied connection.
+            let mut links = tokio::task::JoinSet::new();
+            for _ in 0..64 {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    break;
+                };
+                links.spawn(async move {
+                    if let Ok(mut redis) = tokio::net::TcpStream::connect("127.0.0.1:6379").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut redis).await;
+                    }
+                });
+            }
+            std::future::pending::<()>().await;
+        });
+        Proxy { addr, task }
+    }
+
+    /// Closes the listener and every connection through it.
+    async fn cut(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_run_leaves_the_service_serving_under_the_fallback() {
+    if !redis_available("redis_stopped_mid_run_leaves_the_service_serving_under_the_fallback") {
+        return;
+    }
+    let proxy = Proxy::start().await;
+    let url = format!("redis://{}", proxy.addr);
+    let prefix = prefix("cut");
+    let s = TestService::start(&[
+        ("CREDITS_REDIS_URL", url.as_str()),
+        ("CREDITS_REDIS_KEY_PREFIX", prefix.as_str()),
+        ("CREDITS_RATE_LIMIT_PER_SECOND", "5"),
+        ("CREDITS_RATE_LIMIT_BURST", "5"),
+    ])
+    .await;
+    let burst = || async {
+        let mut statuses = Vec::new();
+        for _ in 0..8 {
+            let r = s
+                .call(Req::get("/v1/tenants/acme/balance").auth(ACME))
+                .await;
+            statuses.push(r.status);
+        }
+        statuses
+    };
+    // Redis decides: its bucket of 5 (on Redis's clock) empties.
+    let before = burst().await;
+    assert!(before[..5].iter().all(|s| passed(*s)), "{before:?}");
+    assert!(before[5..].iter().all(|s| *s == 429), "{before:?}");
+    proxy.cut().await;
+    // Redis is gone: the replica's own bucket (on the service's frozen manual clock) decides,
+    // a fresh 5 and then 429, and nothing fails.
+    let after = burst().await;
+    assert!(after[..5].iter().all(|s| passed(*s)), "{after:?}");
+    assert!(after[5..].iter().all(|s| *s == 429), "{after:?}");
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_leaves_the_local_fallback_deciding() {
     let s = TestService::start(&[
