@@ -28,6 +28,16 @@ pub enum Command {
         /// How much (> 0).
         amount: Amount,
     },
+    /// Spend as much as there is, up to `max`: `min(max, spendable)` where spendable counts
+    /// the overdraft allowance, like [`Consume`](Self::Consume) (TigerBeetle's "balancing"
+    /// transfer: metered work already done is charged for whatever is left). The receipt's
+    /// [`Effect::Taken`] says how much. Refused with
+    /// [`LedgerError::InsufficientCredits`](crate::LedgerError::InsufficientCredits) only
+    /// when nothing at all is spendable.
+    ConsumeUpTo {
+        /// The most to spend (> 0).
+        max: Amount,
+    },
     /// Set credits aside in a hold that must be committed or cancelled before `ttl` passes,
     /// or it expires and the credits return. Holds are backed by credits only, never by the
     /// overdraft allowance.
@@ -43,6 +53,14 @@ pub enum Command {
         hold: HoldId,
         /// How much to spend (> 0).
         amount: Amount,
+    },
+    /// Spend `min(max, held)` of an active hold; the rest is released (a commit that can
+    /// never exceed its hold).
+    CommitUpTo {
+        /// The hold.
+        hold: HoldId,
+        /// The most to spend (> 0).
+        max: Amount,
     },
     /// Release an active hold entirely.
     Cancel {
@@ -106,6 +124,7 @@ impl Command {
     pub fn hold(&self) -> Option<HoldId> {
         match self {
             Command::Commit { hold, .. }
+            | Command::CommitUpTo { hold, .. }
             | Command::Cancel { hold }
             | Command::CommitPrepared { hold, .. }
             | Command::AbortPrepared {
@@ -121,8 +140,10 @@ impl Command {
         match self {
             Command::Grant { .. } => "grant",
             Command::Consume { .. } => "consume",
+            Command::ConsumeUpTo { .. } => "consume_up_to",
             Command::Reserve { .. } => "reserve",
             Command::Commit { .. } => "commit",
+            Command::CommitUpTo { .. } => "commit_up_to",
             Command::Cancel { .. } => "cancel",
             Command::Refund { .. } => "refund",
             Command::Prepare { .. } => "prepare",
@@ -204,6 +225,11 @@ pub enum Effect {
     },
     /// Credits were consumed.
     Consumed,
+    /// A [`Command::ConsumeUpTo`] consumed `amount` (at most what it asked for).
+    Taken {
+        /// How much was spent.
+        amount: Amount,
+    },
     /// A hold was created.
     Reserved {
         /// The hold (pass it to commit or cancel).

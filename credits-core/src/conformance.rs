@@ -60,6 +60,7 @@ checks!(
     branches_of_one_participant_never_share_keys,
     values_past_the_backend_limit_are_refused,
     a_refused_batch_leaves_holds_and_refunds_as_they_were,
+    take_what_is_left,
 );
 
 /// Runs every check in [`CHECKS`], each on a fresh store from `make_store`.
@@ -1160,6 +1161,113 @@ pub async fn a_refused_batch_leaves_holds_and_refunds_as_they_were(store: Arc<dy
         Ok(HoldState::Resolved(HoldResolution::Expired))
     ));
     conserved(&ledger, Some(t)).await;
+}
+
+/// `ConsumeUpTo` spends `min(max, spendable)` (the overdraft allowance included) and says
+/// how much; `CommitUpTo` spends `min(max, held)`; neither ever overdraws, and both replay.
+pub async fn take_what_is_left(store: Arc<dyn LedgerStore>) {
+    let (ledger, _clock, ids) = setup(store, &["left", "debt"]).await;
+    let (t, d) = (&ids[0], &ids[1]);
+    let apply = |t: &TenantId, k: &str, command: Command| {
+        let request = Request::new(t.clone(), key(k), command);
+        let ledger = &ledger;
+        async move { ledger.apply(&request).await }
+    };
+    ledger
+        .grant(t, key("g"), amt(30), GrantOptions::default())
+        .await
+        .expect("grant");
+    let up_to = |max: u64| Command::ConsumeUpTo { max: amt(max) };
+    // Enough: exactly what was asked.
+    let r = apply(t, "u1", up_to(10)).await.expect("up to 10");
+    assert_eq!(r.effect, Effect::Taken { amount: amt(10) });
+    // Not enough: whatever is left.
+    let r = apply(t, "u2", up_to(50)).await.expect("up to 50");
+    assert_eq!(r.effect, Effect::Taken { amount: amt(20) });
+    assert_eq!(r.balance, bal(0, 0, 0));
+    assert_eq!(apply(t, "u2", up_to(50)).await, Ok(r), "a replay");
+    // Nothing left: refused, changing nothing.
+    assert_eq!(
+        apply(t, "u3", up_to(5)).await,
+        Err(LedgerError::InsufficientCredits {
+            requested: amt(5),
+            spendable: Amount::ZERO
+        })
+    );
+    assert_eq!(apply(t, "u0", up_to(0)).await, Err(LedgerError::ZeroAmount));
+    // The overdraft allowance counts, and is never passed.
+    let a = tenant("allowance");
+    ledger
+        .create_tenant(
+            &a,
+            TenantSettings {
+                overdraft_limit: amt(7),
+            },
+        )
+        .await
+        .expect("create");
+    ledger
+        .grant(&a, key("g"), amt(3), GrantOptions::default())
+        .await
+        .expect("grant");
+    let r = apply(&a, "u", up_to(100)).await.expect("up to 100");
+    assert_eq!(r.effect, Effect::Taken { amount: amt(10) });
+    assert_eq!(r.balance, bal(0, 0, 7));
+    // CommitUpTo: never more than held; the rest released.
+    ledger
+        .grant(d, key("g"), amt(40), GrantOptions::default())
+        .await
+        .expect("grant");
+    let h = ledger
+        .reserve(d, key("r"), amt(25), Duration::from_secs(60))
+        .await
+        .expect("reserve")
+        .hold;
+    let r = apply(
+        d,
+        "c",
+        Command::CommitUpTo {
+            hold: h,
+            max: amt(100),
+        },
+    )
+    .await
+    .expect("commit up to");
+    assert_eq!(
+        r.effect,
+        Effect::Committed {
+            hold: h,
+            committed: amt(25),
+            released: Amount::ZERO
+        }
+    );
+    let h2 = ledger
+        .reserve(d, key("r2"), amt(10), Duration::from_secs(60))
+        .await
+        .expect("reserve")
+        .hold;
+    let r = apply(
+        d,
+        "c2",
+        Command::CommitUpTo {
+            hold: h2,
+            max: amt(4),
+        },
+    )
+    .await
+    .expect("commit up to 4");
+    assert_eq!(
+        r.effect,
+        Effect::Committed {
+            hold: h2,
+            committed: amt(4),
+            released: amt(6)
+        }
+    );
+    assert_eq!(r.balance, bal(11, 0, 0));
+    for t in [t, d, &a] {
+        conserved(&ledger, Some(t)).await;
+    }
 }
 
 /// Many concurrent requests on one tenant: no lost update, never negative, conserved.

@@ -414,8 +414,10 @@ fn record_metrics(op: &'static str, result: &Result<Receipt, LedgerError>) {
             match op {
                 "grant" => metrics::counter!("credits_operations_total", "op" => "grant", "result" => $result).increment(1),
                 "consume" => metrics::counter!("credits_operations_total", "op" => "consume", "result" => $result).increment(1),
+                "consume_up_to" => metrics::counter!("credits_operations_total", "op" => "consume_up_to", "result" => $result).increment(1),
                 "reserve" => metrics::counter!("credits_operations_total", "op" => "reserve", "result" => $result).increment(1),
                 "commit" => metrics::counter!("credits_operations_total", "op" => "commit", "result" => $result).increment(1),
+                "commit_up_to" => metrics::counter!("credits_operations_total", "op" => "commit_up_to", "result" => $result).increment(1),
                 "cancel" => metrics::counter!("credits_operations_total", "op" => "cancel", "result" => $result).increment(1),
                 "refund" => metrics::counter!("credits_operations_total", "op" => "refund", "result" => $result).increment(1),
                 "prepare" => metrics::counter!("credits_operations_total", "op" => "prepare", "result" => $result).increment(1),

@@ -26,6 +26,9 @@ enum Op {
     Consume {
         amount: u64,
     },
+    ConsumeUpTo {
+        max: u64,
+    },
     Reserve {
         amount: u64,
         ttl_s: u64,
@@ -70,6 +73,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..120u64, proptest::option::of((1..4u64).prop_map(|x| x * 10)), 0..3u16)
             .prop_map(|(amount, expires_in_s, priority)| Op::Grant { amount, expires_in_s, priority }),
         3 => (0..80u64).prop_map(|amount| Op::Consume { amount }),
+        2 => (0..120u64).prop_map(|max| Op::ConsumeUpTo { max }),
         3 => (0..80u64, 0..40u64).prop_map(|(amount, ttl_s)| Op::Reserve { amount, ttl_s }),
         2 => (any::<usize>(), 0..60u64).prop_map(|(pick, amount)| Op::Commit { pick, amount }),
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
@@ -248,6 +252,26 @@ impl Model {
                 let seq = self.entry(at);
                 self.refundable.push((seq, amount, 0));
             }
+            Command::ConsumeUpTo { max } => {
+                let max = max.units();
+                if max == 0 {
+                    return Err(LedgerError::ZeroAmount);
+                }
+                let spendable = self.available() + (self.limit - self.overdrawn);
+                let amount = max.min(spendable);
+                if amount == 0 {
+                    return Err(LedgerError::InsufficientCredits {
+                        requested: a(max),
+                        spendable: a(0),
+                    });
+                }
+                let from_lots = amount.min(self.available());
+                self.take(from_lots);
+                self.overdrawn += amount - from_lots;
+                self.consumed += amount;
+                let seq = self.entry(at);
+                self.refundable.push((seq, amount, 0));
+            }
             Command::Reserve { amount, ttl } => {
                 let amount = amount.units();
                 if amount == 0 {
@@ -406,6 +430,9 @@ fn run(limit: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }),
             Op::Consume { amount } => Some(Command::Consume {
                 amount: Amount::new(amount),
+            }),
+            Op::ConsumeUpTo { max } => Some(Command::ConsumeUpTo {
+                max: Amount::new(max),
             }),
             Op::Reserve { amount, ttl_s } => Some(Command::Reserve {
                 amount: Amount::new(amount),

@@ -575,9 +575,39 @@ impl Account {
                 priority,
             } => self.grant(&mut fx, at, key, amount, expires_at, priority),
             Command::Consume { amount } => self.consume(&mut fx, at, key, amount),
+            Command::ConsumeUpTo { max } => {
+                if max.is_zero() {
+                    Err(LedgerError::ZeroAmount)
+                } else {
+                    let spendable = self.spendable();
+                    self.consume(&mut fx, at, key, max.min(spendable))
+                        .map_err(|e| match e {
+                            // Nothing was spendable: say what was asked for.
+                            LedgerError::ZeroAmount => LedgerError::InsufficientCredits {
+                                requested: max,
+                                spendable,
+                            },
+                            e => e,
+                        })
+                        .map(|mut receipt| {
+                            receipt.effect = Effect::Taken {
+                                amount: max.min(spendable),
+                            };
+                            receipt
+                        })
+                }
+            }
             Command::Reserve { amount, ttl } => self.reserve(&mut fx, at, key, amount, ttl),
             Command::Commit { hold, amount } => {
                 self.resolve(&mut fx, at, key, hold, Some(amount), None)
+            }
+            Command::CommitUpTo { hold, max } => {
+                if max.is_zero() {
+                    Err(LedgerError::ZeroAmount)
+                } else {
+                    let held = self.holds.get(&hold).map_or(max, |h| h.amount);
+                    self.resolve(&mut fx, at, key, hold, Some(max.min(held)), None)
+                }
             }
             Command::Cancel { hold } => self.resolve(&mut fx, at, key, hold, None, None),
             Command::Prepare { amount, branch } => self.prepare(&mut fx, at, key, amount, branch),

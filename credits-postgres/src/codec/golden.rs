@@ -176,6 +176,35 @@ fn successes() -> Vec<(IdempotencyRecord, &'static str)> {
         ),
         (
             ok(
+                Command::ConsumeUpTo {
+                    max: Amount::new(50),
+                },
+                3,
+                balance(0, 0, 0),
+                Effect::Taken {
+                    amount: Amount::new(20),
+                },
+            ),
+            r#"{"command":{"ConsumeUpTo":{"max":50}},"result":{"Ok":{"entry":3,"at":1700000000000,"balance":{"available":0,"held":0,"overdrawn":0},"effect":{"Taken":{"amount":20}}}},"at":1700000000000}"#,
+        ),
+        (
+            ok(
+                Command::CommitUpTo {
+                    hold: HoldId::new(2),
+                    max: Amount::new(100),
+                },
+                5,
+                balance(970, 0, 0),
+                Effect::Committed {
+                    hold: HoldId::new(2),
+                    committed: Amount::new(25),
+                    released: Amount::ZERO,
+                },
+            ),
+            r#"{"command":{"CommitUpTo":{"hold":2,"max":100}},"result":{"Ok":{"entry":5,"at":1700000000000,"balance":{"available":970,"held":0,"overdrawn":0},"effect":{"Committed":{"hold":2,"committed":25,"released":0}}}},"at":1700000000000}"#,
+        ),
+        (
+            ok(
                 Command::Reserve {
                     amount: Amount::new(40),
                     ttl: Duration::from_millis(30_500),
