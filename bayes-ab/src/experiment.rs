@@ -857,6 +857,12 @@ pub trait ExperimentStore: Send + Sync {
     /// # Errors
     /// [`BayesError::ExperimentNotFound`], and [`ExperimentState::merge`]'s errors.
     async fn merge(&self, delta: &ExperimentState) -> Result<u64>;
+
+    /// Removes the experiment and its counts.
+    ///
+    /// # Errors
+    /// [`BayesError::ExperimentNotFound`].
+    async fn delete(&self, id: &str) -> Result<()>;
 }
 
 /// An [`ExperimentStore`] in process memory.
@@ -923,5 +929,13 @@ impl ExperimentStore for InMemoryExperimentStore {
         stored.merge(delta)?;
         *version += 1;
         Ok(*version)
+    }
+
+    async fn delete(&self, id: &str) -> Result<()> {
+        self.experiments
+            .lock()
+            .remove(id)
+            .map(drop)
+            .ok_or_else(|| BayesError::ExperimentNotFound { id: id.to_owned() })
     }
 }

@@ -58,6 +58,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "most connections served at once; more wait to be accepted (default 1024)",
     ),
     (
+        "CREDITS_EXPERIMENTS_PER_TENANT_MAX",
+        "most experiments one tenant keeps at once (default 100)",
+    ),
+    (
         "CREDITS_RATE_LIMIT_PER_SECOND",
         "requests per second per tenant (default 1000)",
     ),
@@ -275,6 +279,8 @@ pub struct Config {
     /// Most connections served at once. Further connections wait in the listen backlog
     /// until one closes.
     pub connections_max: usize,
+    /// Most experiments one tenant keeps at once (deleting one frees its place).
+    pub experiments_per_tenant_max: usize,
     /// Per-tenant rate limit.
     pub rate_limit: RateLimitSettings,
     /// Redis for the per-tenant rate limit, shared across replicas (`None`: per replica).
@@ -343,6 +349,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             connections_max: 1_024,
+            experiments_per_tenant_max: 100,
             rate_limit: RateLimitSettings {
                 per_second: 1_000,
                 burst: 1_000,
@@ -471,6 +478,9 @@ impl Config {
                 }
                 "CREDITS_IDLE_TIMEOUT_MS" => c.idle_timeout = parse_ms(k, v, 10, 3_600_000)?,
                 "CREDITS_CONNECTIONS_MAX" => c.connections_max = parse_num(k, v, 1, 1_000_000)?,
+                "CREDITS_EXPERIMENTS_PER_TENANT_MAX" => {
+                    c.experiments_per_tenant_max = parse_num(k, v, 1, 100_000)?;
+                }
                 "CREDITS_RATE_LIMIT_PER_SECOND" => {
                     c.rate_limit.per_second = parse_num(k, v, 1, 10_000_000)?;
                 }

@@ -371,7 +371,7 @@ impl ServiceBuilder {
                 leader,
                 mirror: tokio::sync::Mutex::new(Sequencer::new()),
             },
-            experiments: Experiments::in_memory(),
+            experiments: Experiments::in_memory(config.experiments_per_tenant_max),
             rollouts: Rollouts::new(trail),
             grant_keys: GrantKeys::new(GRANT_KEYS_MAX),
             metrics,

@@ -352,6 +352,105 @@ async fn every_ledger_change_is_audited_and_provable() {
 }
 
 #[tokio::test]
+async fn one_tenant_cannot_crowd_out_the_others_and_deleting_frees_a_place() {
+    let s = TestService::start(&[("CREDITS_EXPERIMENTS_PER_TENANT_MAX", "3")]).await;
+    let create = |tenant: &str, auth, id: &str| {
+        Req::post(
+            &format!("/v1/tenants/{tenant}/experiments"),
+            &format!(r#"{{"id":"{id}"}}"#),
+        )
+        .auth(auth)
+    };
+    for i in 0..3 {
+        let r = s.call(create("acme", ACME, &format!("e{i}"))).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let r = s.call(create("acme", ACME, "e3")).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (507, "too_many_experiments"),
+        "{}",
+        r.text
+    );
+    // Another tenant has its own quota.
+    let r = s.call(create("globex", GLOBEX, "e0")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // A refused duplicate takes no place.
+    let r = s.call(create("globex", GLOBEX, "e0")).await;
+    assert_eq!((r.status, r.code()), (409, "experiment_exists"));
+    for i in 1..3 {
+        let r = s.call(create("globex", GLOBEX, &format!("e{i}"))).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // Deleting frees a place; the deleted experiment is gone, counts and all.
+    let r = s
+        .call(Req::delete("/v1/tenants/acme/experiments/e1").auth(ACME))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = s
+        .call(Req::delete("/v1/tenants/acme/experiments/e1").auth(ACME))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "experiment_not_found"));
+    let r = s
+        .call(Req::get("/v1/tenants/acme/experiments/e1/evaluation").auth(ACME))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = s
+        .call(Req::delete("/v1/tenants/acme/experiments/e0").auth(GLOBEX))
+        .await;
+    assert_eq!(
+        r.status, 403,
+        "another tenant's token deletes nothing: {}",
+        r.text
+    );
+    let r = s.call(create("acme", ACME, "e3")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn experiment_metrics_stay_bounded_whatever_tenants_create() {
+    let s = TestService::start(&[("CREDITS_EXPERIMENTS_PER_TENANT_MAX", "200")]).await;
+    for i in 0..110 {
+        let r = s
+            .call(
+                Req::post(
+                    "/v1/tenants/acme/experiments",
+                    &format!(r#"{{"id":"bounded-{i}"}}"#),
+                )
+                .auth(ACME),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let r = s
+            .call(
+                Req::get(&format!(
+                    "/v1/tenants/acme/experiments/bounded-{i}/evaluation"
+                ))
+                .auth(ACME),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let metrics = s.call(Req::get("/metrics")).await.text;
+    assert!(
+        metrics.contains(r#"ab_test_probability_beat{test_id="acme/bounded-0"}"#),
+        "the first experiments are published"
+    );
+    for i in 100..110 {
+        assert!(
+            !metrics.contains(&format!(r#"test_id="acme/bounded-{i}""#)),
+            "experiment {i} is past the bound of 100 published experiments"
+        );
+    }
+    assert!(
+        metrics.contains("ab_test_gauges_suppressed_total"),
+        "{metrics}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
 async fn experiments_assign_record_and_evaluate() {
     let s = TestService::start(&[]).await;
     let create = |body: &str| Req::post("/v1/tenants/acme/experiments", body).auth(ACME);

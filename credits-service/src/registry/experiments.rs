@@ -1,6 +1,7 @@
 //! The experiment registry: every tenant's experiments (their counts in an
-//! [`ExperimentStore`], their rule, guardrails and split here), at most
-//! [`EXPERIMENTS_MAX`] of them.
+//! [`ExperimentStore`], their rule, guardrails and split here), at most a configured number
+//! per tenant (`CREDITS_EXPERIMENTS_PER_TENANT_MAX`), so one tenant cannot crowd out the
+//! others; and the bounded set of experiments whose figures are published as metrics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +16,10 @@ use parking_lot::RwLock;
 
 use crate::error::ApiError;
 
-/// Most experiments the service keeps (all tenants together).
-pub(crate) const EXPERIMENTS_MAX: usize = 10_000;
+/// Most experiments whose figures are published on `/metrics` (labelled by experiment):
+/// a label set tenants choose must stay bounded. Later ones are evaluated as always, and
+/// counted in `ab_test_gauges_suppressed_total` instead.
+pub(crate) const PUBLISHED_MAX: usize = 100;
 
 /// The rule, guardrails and split of one experiment (the counts live in the store).
 #[derive(Debug)]
@@ -33,6 +36,11 @@ pub(crate) struct Spec {
 pub(crate) struct Experiments {
     store: Arc<dyn ExperimentStore>,
     specs: RwLock<HashMap<String, Arc<Spec>>>,
+    /// Experiments per tenant (what the quota counts).
+    per_tenant: RwLock<HashMap<String, usize>>,
+    per_tenant_max: usize,
+    /// The experiments published on `/metrics` (at most [`PUBLISHED_MAX`]).
+    published: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Experiments {
@@ -44,12 +52,48 @@ impl std::fmt::Debug for Experiments {
 }
 
 impl Experiments {
-    /// An empty registry over an in-memory store.
-    pub(crate) fn in_memory() -> Self {
+    /// An empty registry over an in-memory store, at most `per_tenant_max` experiments per
+    /// tenant.
+    pub(crate) fn in_memory(per_tenant_max: usize) -> Self {
         Experiments {
             store: Arc::new(InMemoryExperimentStore::new()),
             specs: RwLock::new(HashMap::new()),
+            per_tenant: RwLock::new(HashMap::new()),
+            per_tenant_max,
+            published: parking_lot::Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Whether the figures of experiment `key` may be published as metrics: yes if they
+    /// are already, or while fewer than [`PUBLISHED_MAX`] are.
+    pub(crate) fn publishable(&self, key: &str) -> bool {
+        let mut published = self.published.lock();
+        if published.contains(key) {
+            return true;
+        }
+        if published.len() < PUBLISHED_MAX {
+            published.insert(key.to_owned());
+            return true;
+        }
+        false
+    }
+
+    /// Deletes the experiment `key` of `tenant` (its counts too), freeing its place in the
+    /// tenant's quota. Its published figures, if any, stay at their last values.
+    ///
+    /// # Errors
+    /// 404 `experiment_not_found`.
+    pub(crate) async fn delete(&self, tenant: &str, key: &str) -> Result<(), ApiError> {
+        if self.specs.write().remove(key).is_none() {
+            return Err(ApiError::from(bayes_ab::BayesError::ExperimentNotFound {
+                id: key.to_owned(),
+            }));
+        }
+        if let Some(n) = self.per_tenant.write().get_mut(tenant) {
+            *n = n.saturating_sub(1);
+        }
+        self.store.delete(key).await?;
+        Ok(())
     }
 
     /// The spec of the experiment `key`.
@@ -62,26 +106,44 @@ impl Experiments {
         })
     }
 
-    /// Starts the experiment `key` at `now`.
+    /// Starts the experiment `key` of `tenant` at `now`.
     ///
     /// # Errors
-    /// 507 `too_many_experiments` at [`EXPERIMENTS_MAX`]; the store's errors (a duplicate
-    /// id among them).
+    /// 507 `too_many_experiments` when the tenant has its quota of experiments (other
+    /// tenants are not affected); the store's errors (a duplicate id among them).
     pub(crate) async fn create(
         &self,
+        tenant: &str,
         key: String,
         spec: Spec,
         now: Timestamp,
     ) -> Result<(), ApiError> {
-        if self.specs.read().len() >= EXPERIMENTS_MAX {
-            return Err(ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "too_many_experiments",
-                format!("the service keeps at most {EXPERIMENTS_MAX} experiments"),
-            ));
+        {
+            // Take the place first (released below if the store refuses).
+            let mut counts = self.per_tenant.write();
+            let n = counts.entry(tenant.to_owned()).or_insert(0);
+            if *n >= self.per_tenant_max {
+                return Err(ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "too_many_experiments",
+                    format!(
+                        "a tenant keeps at most {} experiments; delete one first",
+                        self.per_tenant_max
+                    ),
+                ));
+            }
+            *n += 1;
         }
-        let experiment = ExperimentState::new(key.clone(), spec.split.clone(), now)?;
-        self.store.create(experiment).await?;
+        let created = match ExperimentState::new(key.clone(), spec.split.clone(), now) {
+            Ok(experiment) => self.store.create(experiment).await.map_err(ApiError::from),
+            Err(e) => Err(ApiError::from(e)),
+        };
+        if let Err(e) = created {
+            if let Some(n) = self.per_tenant.write().get_mut(tenant) {
+                *n = n.saturating_sub(1);
+            }
+            return Err(e);
+        }
         self.specs.write().insert(key, Arc::new(spec));
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bayes_ab::{
     DecisionRule, ErrorRateGuardrail, ExperimentEvaluation, Guardrails, LatencyGuardrail,
@@ -36,6 +36,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
             "/v1/tenants/{tenant}/experiments/{id}/evaluation",
             get(evaluate),
         )
+        .route("/v1/tenants/{tenant}/experiments/{id}", delete(remove))
 }
 
 fn key(tenant: &TenantId, id: &str) -> Result<String, ApiError> {
@@ -132,7 +133,10 @@ async fn create(
         guardrails,
         split,
     };
-    state.experiments.create(key, spec, now).await?;
+    state
+        .experiments
+        .create(tenant.as_str(), key, spec, now)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(ExperimentDto {
@@ -235,11 +239,27 @@ async fn evaluate(
     let experiment = state.experiments.load(&key).await?;
     let evaluation = experiment.evaluate(&spec.rule, &spec.guardrails, state.clock.now())?;
     let summary = &evaluation.evaluation.summary;
-    metrics::gauge!("ab_test_probability_beat", "test_id" => key.clone())
-        .set(summary.prob_b_beats_a);
-    metrics::gauge!("ab_test_variants", "test_id" => key.clone(), "type" => "champion")
-        .set(summary.mean_a);
-    metrics::gauge!("ab_test_variants", "test_id" => key, "type" => "challenger")
-        .set(summary.mean_b);
+    if state.experiments.publishable(&key) {
+        metrics::gauge!("ab_test_probability_beat", "test_id" => key.clone())
+            .set(summary.prob_b_beats_a);
+        metrics::gauge!("ab_test_variants", "test_id" => key.clone(), "type" => "champion")
+            .set(summary.mean_a);
+        metrics::gauge!("ab_test_variants", "test_id" => key, "type" => "challenger")
+            .set(summary.mean_b);
+    } else {
+        metrics::counter!("ab_test_gauges_suppressed_total").increment(1);
+    }
     Ok(Json(evaluation))
+}
+
+/// Deletes an experiment and its counts (204), freeing its place in the tenant's quota.
+async fn remove(
+    State(state): State<Arc<AppState>>,
+    ApiPath((tenant, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant).await?;
+    let key = key(&tenant, &id)?;
+    state.experiments.delete(tenant.as_str(), &key).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -242,6 +242,12 @@ impl<'a> Req<'a> {
             ..Req::get(path)
         }
     }
+    pub fn delete(path: &str) -> Self {
+        Req {
+            method: "DELETE",
+            ..Req::get(path)
+        }
+    }
     pub fn auth(mut self, auth: &'a str) -> Self {
         self.auth = Some(auth);
         self
