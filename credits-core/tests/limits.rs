@@ -67,6 +67,23 @@ fn cases() -> u32 {
         .unwrap_or(64)
 }
 
+/// What a refused change must leave as it was: balance, counters, journal length.
+async fn snapshot(
+    ledger: &Ledger<MemoryLedgerStore>,
+    t: &TenantId,
+) -> (credits_core::Balance, credits_core::Totals, usize) {
+    (
+        ledger.balance(t).await.expect("balance"),
+        ledger.store().totals(t).await.expect("totals"),
+        ledger
+            .history(t, PageRequest::first(1_000))
+            .await
+            .expect("history")
+            .entries
+            .len(),
+    )
+}
+
 fn run(limit: u64, ops: &[Op]) -> Result<(), TestCaseError> {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_700_000_000_000));
     let store = MemoryLedgerStore::builder().value_limit(limit).build();
@@ -108,16 +125,7 @@ fn run(limit: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                     None => continue,
                 },
             };
-            let before = (
-                ledger.balance(&t).await.expect("balance"),
-                ledger.store().totals(&t).await.expect("totals"),
-                ledger
-                    .history(&t, PageRequest::first(1_000))
-                    .await
-                    .expect("history")
-                    .entries
-                    .len(),
-            );
+            let before = snapshot(&ledger, &t).await;
             let key = IdempotencyKey::new(format!("op-{i}")).expect("key");
             match ledger.apply(&Request::new(t.clone(), key, command)).await {
                 Ok(receipt) => {
@@ -129,16 +137,7 @@ fn run(limit: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                     }
                 }
                 Err(LedgerError::AmountOverflow) => {
-                    let after = (
-                        ledger.balance(&t).await.expect("balance"),
-                        ledger.store().totals(&t).await.expect("totals"),
-                        ledger
-                            .history(&t, PageRequest::first(1_000))
-                            .await
-                            .expect("history")
-                            .entries
-                            .len(),
-                    );
+                    let after = snapshot(&ledger, &t).await;
                     prop_assert_eq!(&after, &before, "a refused {:?} changed something", op);
                 }
                 // Other domain answers (insufficient credits, a hold already resolved …)
