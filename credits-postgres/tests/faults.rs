@@ -267,12 +267,13 @@ async fn migrations_twice_are_a_no_op() {
         .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')")
         .await
         .expect("insert");
+    let latest = credits_postgres::MIGRATIONS.last().map(|m| m.version);
     assert!(matches!(
         migrate(&mut db.admin).await,
         Err(PgError::SchemaTooNew {
             found: 99,
-            known: 4
-        })
+            known
+        }) if Some(known) == latest
     ));
     db.drop_schema().await;
 }
