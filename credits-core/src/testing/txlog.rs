@@ -40,6 +40,15 @@ impl<L: TxLog + ?Sized> TxLog for FaultyTxLog<L> {
     async fn decide(&self, tx: TxId, decision: TxDecision) -> Result<TxDecision, LedgerError> {
         self.faults.run(self.inner.decide(tx, decision)).await
     }
+    async fn prepare_and_commit(
+        &self,
+        tx: TxId,
+        prepared: Vec<Arc<str>>,
+    ) -> Result<TxDecision, LedgerError> {
+        self.faults
+            .run(self.inner.prepare_and_commit(tx, prepared))
+            .await
+    }
     async fn finish(&self, tx: TxId) -> Result<(), LedgerError> {
         self.faults.run(self.inner.finish(tx)).await
     }

@@ -31,6 +31,18 @@ pub trait TxLog: Send + Sync + fmt::Debug {
     /// (which differs from `decision` if another one was recorded first). A commit needs
     /// the `Prepared` phase ([`LedgerError::TransactionState`] otherwise).
     async fn decide(&self, tx: TxId, decision: TxDecision) -> Result<TxDecision, LedgerError>;
+    /// [`mark_prepared`](Self::mark_prepared) then [`decide`](Self::decide) to commit, as one
+    /// write where the log can (what a commit of an `Active` transaction does once every
+    /// branch prepared): the same answers and refusals as the two calls. The default makes
+    /// the two calls.
+    async fn prepare_and_commit(
+        &self,
+        tx: TxId,
+        prepared: Vec<Arc<str>>,
+    ) -> Result<TxDecision, LedgerError> {
+        self.mark_prepared(tx, prepared).await?;
+        self.decide(tx, TxDecision::Commit).await
+    }
     /// Marks phase two complete.
     async fn finish(&self, tx: TxId) -> Result<(), LedgerError>;
     /// One transaction.
@@ -150,43 +162,22 @@ impl TxLog for MemoryTxLog {
     }
 
     async fn mark_prepared(&self, tx: TxId, prepared: Vec<Arc<str>>) -> Result<(), LedgerError> {
-        self.with(tx, |r| match r.phase {
-            TxPhase::Active if r.branches.len() == prepared.len() => {
-                for (branch, answer) in r.branches.iter_mut().zip(prepared) {
-                    branch.prepared = Some(answer);
-                }
-                r.phase = TxPhase::Prepared;
-                Ok(())
-            }
-            TxPhase::Prepared
-                if r.branches.len() == prepared.len()
-                    && r.branches
-                        .iter()
-                        .zip(&prepared)
-                        .all(|(b, p)| b.prepared.as_deref() == Some(&**p)) =>
-            {
-                Ok(())
-            }
-            phase => Err(LedgerError::TransactionState {
-                tx,
-                state: phase,
-                action: TxAction::Prepare,
-            }),
-        })
+        self.with(tx, |r| mark_prepared_in(r, prepared))
     }
 
     async fn decide(&self, tx: TxId, decision: TxDecision) -> Result<TxDecision, LedgerError> {
-        self.with(tx, |r| match (r.phase, decision) {
-            (TxPhase::Prepared, _) | (TxPhase::Active, TxDecision::Abort) => {
-                r.phase = TxPhase::Decided(decision);
-                Ok(decision)
-            }
-            (TxPhase::Decided(d) | TxPhase::Finished(d), _) => Ok(d),
-            (phase @ TxPhase::Active, TxDecision::Commit) => Err(LedgerError::TransactionState {
-                tx,
-                state: phase,
-                action: TxAction::Decide,
-            }),
+        self.with(tx, |r| decide_in(r, decision))
+    }
+
+    async fn prepare_and_commit(
+        &self,
+        tx: TxId,
+        prepared: Vec<Arc<str>>,
+    ) -> Result<TxDecision, LedgerError> {
+        // One lock, one lookup: the two steps on the same record.
+        self.with(tx, |r| {
+            mark_prepared_in(r, prepared)?;
+            decide_in(r, TxDecision::Commit)
         })
     }
 
@@ -217,5 +208,48 @@ impl TxLog for MemoryTxLog {
             .iter()
             .filter_map(|id| inner.records.get(id).cloned())
             .collect())
+    }
+}
+
+/// [`TxLog::mark_prepared`] on one record.
+fn mark_prepared_in(r: &mut TxRecord, prepared: Vec<Arc<str>>) -> Result<(), LedgerError> {
+    match r.phase {
+        TxPhase::Active if r.branches.len() == prepared.len() => {
+            for (branch, answer) in r.branches.iter_mut().zip(prepared) {
+                branch.prepared = Some(answer);
+            }
+            r.phase = TxPhase::Prepared;
+            Ok(())
+        }
+        TxPhase::Prepared
+            if r.branches.len() == prepared.len()
+                && r.branches
+                    .iter()
+                    .zip(&prepared)
+                    .all(|(b, p)| b.prepared.as_deref() == Some(&**p)) =>
+        {
+            Ok(())
+        }
+        phase => Err(LedgerError::TransactionState {
+            tx: r.id,
+            state: phase,
+            action: TxAction::Prepare,
+        }),
+    }
+}
+
+/// [`TxLog::decide`] on one record.
+fn decide_in(r: &mut TxRecord, decision: TxDecision) -> Result<TxDecision, LedgerError> {
+    match (r.phase, decision) {
+        (TxPhase::Prepared, _) | (TxPhase::Active, TxDecision::Abort) => {
+            r.phase = TxPhase::Decided(decision);
+            Ok(decision)
+        }
+        (TxPhase::Decided(d) | TxPhase::Finished(d), _) => Ok(d),
+        (phase @ TxPhase::Active, TxDecision::Commit) => Err(LedgerError::TransactionState {
+            tx: r.id,
+            state: phase,
+            action: TxAction::Decide,
+        }),
     }
 }

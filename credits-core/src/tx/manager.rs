@@ -136,14 +136,19 @@ impl TransactionManager {
         let mut record = self.record(tx).await?;
         match record.phase {
             TxPhase::Prepared => Ok(()),
-            TxPhase::Active => self.prepare_record(&mut record).await,
+            TxPhase::Active => self.prepare_record(&mut record, false).await,
             phase => Err(Self::state_error(tx, phase, TxAction::Prepare)),
         }
     }
 
     /// Phase one of an `Active` transaction as read from the log; on success `record` is
-    /// what the log now holds (the answers logged, the phase `Prepared`).
-    async fn prepare_record(&self, record: &mut TxRecord) -> Result<(), LedgerError> {
+    /// what the log now holds: the answers logged and the phase `Prepared`, or with
+    /// `then_commit` the commit decided in the same write (`Decided`, as the log answered).
+    async fn prepare_record(
+        &self,
+        record: &mut TxRecord,
+        then_commit: bool,
+    ) -> Result<(), LedgerError> {
         let tx = record.id;
         if self.clock.now() > record.deadline {
             self.finish_as(record, TxDecision::Abort).await?;
@@ -170,12 +175,23 @@ impl TransactionManager {
             self.finish_as(record, TxDecision::Abort).await?;
             return Err(LedgerError::TransactionTimedOut(tx));
         }
-        match self.log.mark_prepared(tx, answers.clone()).await {
-            Ok(()) => {
+        let logged = if then_commit {
+            self.log
+                .prepare_and_commit(tx, answers.clone())
+                .await
+                .map(TxPhase::Decided)
+        } else {
+            self.log
+                .mark_prepared(tx, answers.clone())
+                .await
+                .map(|()| TxPhase::Prepared)
+        };
+        match logged {
+            Ok(phase) => {
                 for (branch, answer) in record.branches.iter_mut().zip(answers) {
                     branch.prepared = Some(answer);
                 }
-                record.phase = TxPhase::Prepared;
+                record.phase = phase;
                 Ok(())
             }
             // A branch was enlisted while the others prepared: it never prepared.
@@ -226,7 +242,8 @@ impl TransactionManager {
         let mut record = self.record(tx).await?;
         match record.phase {
             TxPhase::Finished(TxDecision::Commit) => return Ok(TxOutcome::Committed),
-            TxPhase::Active => self.prepare_record(&mut record).await?,
+            // Phase one, its answers and the commit decision logged in one write.
+            TxPhase::Active => self.prepare_record(&mut record, true).await?,
             TxPhase::Prepared | TxPhase::Decided(TxDecision::Commit) => {}
             phase => return Err(Self::state_error(tx, phase, TxAction::Commit)),
         }
