@@ -163,6 +163,27 @@ impl PgTxLog {
     }
 }
 
+/// The guarded update that records every branch's phase-one answer ($2, a JSON array) on an
+/// `Active` transaction with exactly that many branches, moving it to `$phase`.
+macro_rules! record_answers {
+    ($phase:literal) => {
+        concat!(
+            "UPDATE distributed_transactions \
+             SET phase = '",
+            $phase,
+            "', updated_at = clock_timestamp(), \
+                 branches = (SELECT coalesce(jsonb_agg(b || jsonb_build_object('prepared', a) \
+                                                       ORDER BY b_i), '[]'::jsonb) \
+                               FROM jsonb_array_elements(branches) WITH ORDINALITY AS x (b, b_i) \
+                               JOIN jsonb_array_elements_text($2::text::jsonb) \
+                                    WITH ORDINALITY AS y (a, a_i) ON a_i = b_i) \
+             WHERE id = $1 AND phase = 'active' \
+               AND jsonb_array_length(branches) = jsonb_array_length($2::text::jsonb) \
+             RETURNING id"
+        )
+    };
+}
+
 #[async_trait]
 impl TxLog for PgTxLog {
     async fn begin(&self, deadline: Timestamp) -> Result<TxId, LedgerError> {
@@ -203,20 +224,10 @@ impl TxLog for PgTxLog {
     async fn mark_prepared(&self, tx: TxId, prepared: Vec<Arc<str>>) -> Result<(), LedgerError> {
         let answers = serde_json::to_string(&prepared)
             .map_err(|e| PgError::corrupt(format_args!("prepared answers: {e}")))?;
-        // Each branch gets its answer, for exactly the branch set that prepared.
         let matched = self
             .update(
                 "tx_prepared",
-                "UPDATE distributed_transactions \
-                 SET phase = 'prepared', updated_at = clock_timestamp(), \
-                     branches = (SELECT coalesce(jsonb_agg(b || jsonb_build_object('prepared', a) \
-                                                           ORDER BY b_i), '[]'::jsonb) \
-                                   FROM jsonb_array_elements(branches) WITH ORDINALITY AS x (b, b_i) \
-                                   JOIN jsonb_array_elements_text($2::text::jsonb) \
-                                        WITH ORDINALITY AS y (a, a_i) ON a_i = b_i) \
-                 WHERE id = $1 AND phase = 'active' \
-                   AND jsonb_array_length(branches) = jsonb_array_length($2::text::jsonb) \
-                 RETURNING id",
+                record_answers!("prepared"),
                 tx,
                 Some(&answers),
             )
@@ -236,6 +247,31 @@ impl TxLog for PgTxLog {
             return Ok(());
         }
         Err(self.refused(tx, TxAction::Prepare).await)
+    }
+
+    async fn prepare_and_commit(
+        &self,
+        tx: TxId,
+        prepared: Vec<Arc<str>>,
+    ) -> Result<TxDecision, LedgerError> {
+        let answers = serde_json::to_string(&prepared)
+            .map_err(|e| PgError::corrupt(format_args!("prepared answers: {e}")))?;
+        // The answers and the commit decision in one durable write.
+        let matched = self
+            .update(
+                "tx_prepared_commit",
+                record_answers!("committing"),
+                tx,
+                Some(&answers),
+            )
+            .await?;
+        if matched {
+            return Ok(TxDecision::Commit);
+        }
+        // Not `Active` with this branch set: the two steps give the same answers and
+        // refusals as always (prepared before, decided before, a branch enlisted since).
+        self.mark_prepared(tx, prepared).await?;
+        self.decide(tx, TxDecision::Commit).await
     }
 
     async fn decide(&self, tx: TxId, decision: TxDecision) -> Result<TxDecision, LedgerError> {

@@ -29,11 +29,14 @@ pub(crate) async fn test_db(test: &str) -> Option<TestDb> {
         eprintln!("{test}: skipped (set DATABASE_URL to run it against PostgreSQL)");
         return None;
     };
-    let schema = format!(
-        "cp_test_{}_{:08x}",
-        test.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-        rand::rng().random::<u32>()
-    );
+    // PostgreSQL cuts names at 63 bytes: a long test name must not cut off the random
+    // suffix (two runs would then share a schema).
+    let name: String = test
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(40)
+        .collect();
+    let schema = format!("cp_test_{name}_{:08x}", rand::rng().random::<u32>());
     let (admin, conn) = tokio_postgres::connect(&url, NoTls)
         .await
         .unwrap_or_else(|e| panic!("{test}: cannot connect to DATABASE_URL: {e}"));
