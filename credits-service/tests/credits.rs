@@ -169,6 +169,66 @@ async fn reserve_commit_cancel_consume_and_paged_history() {
 }
 
 #[tokio::test]
+async fn up_to_takes_what_is_left_and_never_more() {
+    let s = TestService::start(&[]).await;
+    s.tenant_with("acme", 30).await;
+    let consume_up_to = |amount: u64, key: &str| {
+        Req::post(
+            "/v1/tenants/acme/consume",
+            &format!(r#"{{"amount":{amount},"up_to":true}}"#),
+        )
+        .auth(ACME)
+        .key(key)
+    };
+    let r = s.call(consume_up_to(10, "u1")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["effect"]["type"], "taken");
+    assert_eq!(r.json["effect"]["amount"], 10);
+    // More than is left: whatever is left.
+    let r = s.call(consume_up_to(50, "u2")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["effect"]["amount"], 20);
+    assert_eq!(s.balance("acme").await, (0, 0, 0));
+    let again = s.call(consume_up_to(50, "u2")).await;
+    assert_eq!(again.json, r.json, "a replay answers the same");
+    // Nothing left: refused, nothing changes.
+    let r = s.call(consume_up_to(5, "u3")).await;
+    assert_eq!(r.code(), "insufficient_credits", "{}", r.text);
+    // A commit up to more than the hold holds spends the hold.
+    let r = s
+        .call(
+            Req::post("/v1/tenants/acme/grants", r#"{"amount":40}"#)
+                .auth(ADMIN)
+                .key("g2"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s
+        .call(
+            Req::post("/v1/tenants/acme/holds", r#"{"amount":25,"ttl_ms":60000}"#)
+                .auth(ACME)
+                .key("h"),
+        )
+        .await;
+    let hold = r.json["effect"]["hold"].as_u64().unwrap();
+    let r = s
+        .call(
+            Req::post(
+                &format!("/v1/tenants/acme/holds/{hold}/commit"),
+                r#"{"amount":100,"up_to":true}"#,
+            )
+            .auth(ACME)
+            .key("c"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["effect"]["committed"], 25);
+    assert_eq!(r.json["effect"]["released"], 0);
+    assert_eq!(s.balance("acme").await, (15, 0, 0));
+    s.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_retry_with_the_same_key_is_applied_once() {
     let s = TestService::start(&[]).await;
     s.tenant_with("acme", 100).await;

@@ -12,8 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use credits_core::{
-    Amount, Balance, Effect, EntrySeq, GrantOptions, HoldId, HoldResolution, HoldState,
-    IdempotencyKey, JournalEntry, PageRequest, Receipt, TenantId, TenantSettings,
+    Amount, Balance, Command, Effect, EntrySeq, GrantOptions, HoldId, HoldResolution, HoldState,
+    IdempotencyKey, JournalEntry, PageRequest, Receipt, Request, TenantId, TenantSettings,
     store::PAGE_LEN_MAX,
 };
 use metered_clock::Timestamp;
@@ -95,6 +95,10 @@ enum EffectDto {
         lot: Option<u64>,
     },
     Consumed,
+    /// A consume with `up_to`: how much it took.
+    Taken {
+        amount: u64,
+    },
     Reserved {
         hold: u64,
         expires_at_ms: u64,
@@ -129,6 +133,9 @@ impl From<Receipt> for OutcomeDto {
                 lot: lot.map(|l| l.get()),
             },
             Effect::Consumed => EffectDto::Consumed,
+            Effect::Taken { amount } => EffectDto::Taken {
+                amount: amount.units(),
+            },
             Effect::Reserved { hold, expires_at } => EffectDto::Reserved {
                 hold: hold.get(),
                 expires_at_ms: expires_at.as_unix_millis(),
@@ -263,6 +270,9 @@ async fn grant(
 #[serde(deny_unknown_fields)]
 struct Consume {
     amount: u64,
+    /// Take whatever is spendable, up to `amount` (`Command::ConsumeUpTo`).
+    #[serde(default)]
+    up_to: bool,
 }
 
 async fn consume(
@@ -274,8 +284,13 @@ async fn consume(
     let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = idempotency_key(&headers)?;
     let amount = amount(body.amount)?;
+    let command = if body.up_to {
+        Command::ConsumeUpTo { max: amount }
+    } else {
+        Command::Consume { amount }
+    };
     let o = state
-        .guarded(state.ledger.consume(&tenant, key, amount))
+        .guarded(state.ledger.apply(&Request::new(tenant, key, command)))
         .await?;
     Ok(outcome(o))
 }
@@ -346,6 +361,9 @@ async fn hold(
 #[serde(deny_unknown_fields)]
 struct Commit {
     amount: u64,
+    /// Spend at most what the hold holds, up to `amount` (`Command::CommitUpTo`).
+    #[serde(default)]
+    up_to: bool,
 }
 
 async fn commit(
@@ -358,8 +376,13 @@ async fn commit(
     let hold = parse_hold(&hold)?;
     let key = idempotency_key(&headers)?;
     let amount = amount(body.amount)?;
+    let command = if body.up_to {
+        Command::CommitUpTo { hold, max: amount }
+    } else {
+        Command::Commit { hold, amount }
+    };
     let o = state
-        .guarded(state.ledger.commit(&tenant, key, hold, amount))
+        .guarded(state.ledger.apply(&Request::new(tenant, key, command)))
         .await?;
     Ok(outcome(o))
 }
