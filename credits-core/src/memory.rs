@@ -250,9 +250,8 @@ impl MemoryLedgerStore {
 
     /// A batch's requests applied in place, each touched tenant under a savepoint recorded
     /// in `work` (the caller rolls them all back on `Err`), then every tenant's new entries
-    /// sealed (nothing is visible yet, so a failure refuses the whole batch). Returns the
-    /// outcomes, the sealed entries and the tenants' new chain heads (in tenant order).
-    #[allow(clippy::type_complexity)]
+    /// sealed (nothing is visible yet, so a failure refuses the whole batch; each tenant's
+    /// new chain head is kept in its `Work`). Returns the outcomes and the sealed entries.
     fn batch_in_place(
         &self,
         guards: &mut [MutexGuard<'_, Shard>],
@@ -260,7 +259,7 @@ impl MemoryLedgerStore {
         requests: &[Request],
         now: Timestamp,
         work: &mut HashMap<TenantId, Work>,
-    ) -> Result<(Vec<Receipt>, Vec<Sealed>, Vec<ChainHead>), LedgerError> {
+    ) -> Result<(Vec<Receipt>, Vec<Sealed>), LedgerError> {
         let slot = |shard: usize| shard_ids.binary_search(&shard).unwrap_or(0);
         let mut outcomes = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
@@ -281,6 +280,7 @@ impl MemoryLedgerStore {
                 hashbrown::hash_map::Entry::Vacant(v) => v.insert(Work {
                     shard,
                     savepoint: tenant.account.savepoint(),
+                    head: tenant.audit_head,
                     entries: Vec::new(),
                     records: Vec::new(),
                 }),
@@ -304,25 +304,21 @@ impl MemoryLedgerStore {
             ));
             outcomes.push(outcome);
         }
-        let mut ids: Vec<&TenantId> = work.keys().collect();
-        ids.sort();
         let mut sealed = Vec::new();
-        let mut heads = Vec::with_capacity(ids.len());
-        for id in ids {
-            let w = &work[id];
-            let Some(tenant) = guards[w.shard].tenants.get(id) else {
-                return Err(internal("tenant vanished while its shard was locked"));
-            };
-            match &self.audit {
-                Some(audit) if !w.entries.is_empty() => {
-                    let (s, head) = audit.seal_entries(id, tenant.audit_head, &w.entries)?;
-                    sealed.extend(s);
-                    heads.push(head);
-                }
-                _ => heads.push(tenant.audit_head),
+        if let Some(audit) = &self.audit {
+            // In tenant order, so that the queue's order does not depend on hashing.
+            let mut ids: Vec<TenantId> = work.keys().cloned().collect();
+            ids.sort();
+            for id in ids {
+                let Some(w) = work.get_mut(&id).filter(|w| !w.entries.is_empty()) else {
+                    continue;
+                };
+                let (s, head) = audit.seal_entries(&id, w.head, &w.entries)?;
+                sealed.extend(s);
+                w.head = head;
             }
         }
-        Ok((outcomes, sealed, heads))
+        Ok((outcomes, sealed))
     }
 }
 
@@ -472,6 +468,8 @@ fn journal_entry(journal: &[JournalEntry], seq: EntrySeq) -> Option<&JournalEntr
 struct Work {
     shard: usize,
     savepoint: Savepoint,
+    /// The tenant's audit chain head once the batch's entries are sealed.
+    head: ChainHead,
     entries: Vec<JournalEntry>,
     records: Vec<(IdempotencyKey, IdempotencyRecord)>,
 }
@@ -568,7 +566,7 @@ impl LedgerStore for MemoryLedgerStore {
             shard_ids.iter().map(|&i| self.shards[i].lock()).collect();
         let mut work: HashMap<TenantId, Work> = HashMap::new();
         let outcome = self.batch_in_place(&mut guards, &shard_ids, requests, now, &mut work);
-        let (outcomes, sealed, heads) = match outcome {
+        let (outcomes, sealed) = match outcome {
             Ok(done) => done,
             Err(e) => {
                 // Undo every tenant the batch touched: nothing of it remains.
@@ -583,15 +581,13 @@ impl LedgerStore for MemoryLedgerStore {
         if let Some(audit) = &self.audit {
             audit.commit(sealed);
         }
-        let mut work: Vec<(TenantId, Work)> = work.into_iter().collect();
-        work.sort_by(|a, b| a.0.cmp(&b.0));
-        for ((id, w), head) in work.into_iter().zip(heads) {
+        for (id, w) in work {
             let shard = &mut *guards[w.shard];
             let Some(tenant) = shard.tenants.get_mut(&id) else {
                 return Err(internal("tenant vanished while its shard was locked"));
             };
             tenant.account.release(w.savepoint);
-            tenant.audit_head = head;
+            tenant.audit_head = w.head;
             tenant.journal.extend(w.entries);
             Shard::reindex(&mut shard.deadlines, tenant);
             for (_, record) in &w.records {

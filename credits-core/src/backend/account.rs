@@ -575,28 +575,7 @@ impl Account {
                 priority,
             } => self.grant(&mut fx, at, key, amount, expires_at, priority),
             Command::Consume { amount } => self.consume(&mut fx, at, key, amount),
-            Command::ConsumeUpTo { max } => {
-                if max.is_zero() {
-                    Err(LedgerError::ZeroAmount)
-                } else {
-                    let spendable = self.spendable();
-                    self.consume(&mut fx, at, key, max.min(spendable))
-                        .map_err(|e| match e {
-                            // Nothing was spendable: say what was asked for.
-                            LedgerError::ZeroAmount => LedgerError::InsufficientCredits {
-                                requested: max,
-                                spendable,
-                            },
-                            e => e,
-                        })
-                        .map(|mut receipt| {
-                            receipt.effect = Effect::Taken {
-                                amount: max.min(spendable),
-                            };
-                            receipt
-                        })
-                }
-            }
+            Command::ConsumeUpTo { max } => self.consume_up_to(&mut fx, at, key, max),
             Command::Reserve { amount, ttl } => self.reserve(&mut fx, at, key, amount, ttl),
             Command::Commit { hold, amount } => {
                 self.resolve(&mut fx, at, key, hold, Some(amount), None)
@@ -805,6 +784,31 @@ impl Account {
         }
         let t = &mut self.header.totals;
         t.available = t.available.saturating_sub(amount);
+    }
+
+    /// [`Command::ConsumeUpTo`]: a consume of `min(max, spendable)`, refused only when
+    /// nothing is spendable.
+    fn consume_up_to(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        max: Amount,
+    ) -> Result<Receipt, LedgerError> {
+        if max.is_zero() {
+            return Err(LedgerError::ZeroAmount);
+        }
+        let spendable = self.spendable();
+        let amount = max.min(spendable);
+        if amount.is_zero() {
+            return Err(LedgerError::InsufficientCredits {
+                requested: max,
+                spendable,
+            });
+        }
+        let mut receipt = self.consume(fx, at, key, amount)?;
+        receipt.effect = Effect::Taken { amount };
+        Ok(receipt)
     }
 
     fn consume(

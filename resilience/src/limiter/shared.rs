@@ -236,10 +236,9 @@ impl RedisRateLimiterBuilder {
             self.fallback_keys_max,
             clock.clone(),
         )?;
-        let script = redis::Script::new(SCRIPT);
         Ok(RedisRateLimiter {
             connection,
-            sha: script.get_hash().to_owned(),
+            script: redis::Script::new(SCRIPT),
             prefix: self.prefix,
             quota: self.quota,
             interval_us: self.quota.interval_ns.div_ceil(1_000),
@@ -287,7 +286,9 @@ impl RedisRateLimiterBuilder {
 /// ```
 pub struct RedisRateLimiter<C = SystemClock> {
     connection: ConnectionManager,
-    sha: String,
+    /// The GCRA script: `EVALSHA`, and `EVAL` once when the server answers `NOSCRIPT`
+    /// (the `redis` crate's `Script` does the fallback).
+    script: redis::Script,
     prefix: String,
     quota: Quota,
     interval_us: u64,
@@ -418,28 +419,13 @@ impl<C: Clock> RedisRateLimiter<C> {
         };
         let full_key = format!("{}{key}", self.prefix);
         let mut connection = self.connection.clone();
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(&self.sha);
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(SCRIPT);
-        for cmd in [&mut evalsha, &mut eval] {
-            cmd.arg(1)
-                .arg(&full_key)
-                .arg(self.interval_us)
-                .arg(self.quota.burst)
-                .arg(n)
-                .arg(&now);
-        }
-        let call = async {
-            match evalsha.query_async::<(i64, i64)>(&mut connection).await {
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    eval.query_async::<(i64, i64)>(&mut connection).await
-                }
-                other => other,
-            }
-        };
+        let mut invocation = self.script.key(&full_key);
+        invocation
+            .arg(self.interval_us)
+            .arg(self.quota.burst)
+            .arg(n)
+            .arg(&now);
+        let call = invocation.invoke_async::<(i64, i64)>(&mut connection);
         let (granted, retry_us) = match tokio::time::timeout(self.timeout, call).await {
             Err(_) => return Err(Failure::Timeout),
             Ok(Err(e)) => return Err(Failure::Redis(e)),
