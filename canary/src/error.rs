@@ -168,6 +168,26 @@ pub enum CanaryError {
         /// What is wrong with it.
         message: String,
     },
+    /// A [`RolloutStore`](crate::RolloutStore) backend failed; nothing was stored.
+    /// [`CanaryError::is_retryable`] says whether the same call may succeed later.
+    #[error("rollout storage: {message}")]
+    Storage {
+        /// The backend's message.
+        message: String,
+        /// Whether retrying may succeed.
+        retryable: bool,
+    },
+    /// A rollout was saved from a stale version: another writer (another replica) changed it
+    /// first, and nothing was stored. Load it again, decide again and save. Retryable.
+    #[error("rollout {id:?} changed: expected version {expected}, found {found}")]
+    VersionConflict {
+        /// The rollout.
+        id: String,
+        /// The version the write was based on.
+        expected: u64,
+        /// The version stored now.
+        found: u64,
+    },
 }
 
 impl CanaryError {
@@ -179,6 +199,8 @@ impl CanaryError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Audit(e) => e.is_retryable(),
+            Self::Storage { retryable, .. } => *retryable,
+            Self::VersionConflict { .. } => true,
             Self::MetricsSource { retryable, .. } => *retryable,
             Self::MetricsHttp { status, .. } => *status == 429 || *status >= 500,
             Self::NoData { .. } | Self::MetricsTimeout(_) | Self::MetricsUnavailable { .. } => true,
@@ -218,6 +240,8 @@ impl CanaryError {
             Self::MetricsTimeout(_) => "metrics_timeout",
             Self::MetricsUnavailable { .. } => "metrics_unavailable",
             Self::MetricsDecode { .. } => "metrics_decode",
+            Self::Storage { .. } => "storage",
+            Self::VersionConflict { .. } => "version_conflict",
         }
     }
 }
@@ -331,6 +355,21 @@ mod tests {
                 CanaryError::MetricsDecode { message: reason() },
                 "metrics_decode",
             ),
+            (
+                CanaryError::Storage {
+                    message: reason(),
+                    retryable: true,
+                },
+                "storage",
+            ),
+            (
+                CanaryError::VersionConflict {
+                    id: id(),
+                    expected: 1,
+                    found: 2,
+                },
+                "version_conflict",
+            ),
         ]
     }
 
@@ -353,6 +392,8 @@ mod tests {
             CanaryError::MetricsTimeout(_) => 14,
             CanaryError::MetricsUnavailable { .. } => 15,
             CanaryError::MetricsDecode { .. } => 16,
+            CanaryError::Storage { .. } => 17,
+            CanaryError::VersionConflict { .. } => 18,
         }
     }
 
@@ -360,7 +401,7 @@ mod tests {
     fn every_variant_has_its_pinned_code_and_codes_are_unique() {
         let table = table();
         let variants: BTreeSet<usize> = table.iter().map(|(e, _)| variant_index(e)).collect();
-        assert_eq!(variants, (0..17).collect(), "every variant, once");
+        assert_eq!(variants, (0..19).collect(), "every variant, once");
         let mut codes = BTreeSet::new();
         for (error, code) in &table {
             assert_eq!(error.code(), *code, "{error:?}");

@@ -105,7 +105,8 @@
 //! * `tokio`: `Driver`, which runs a rollout on its schedule against a `MetricsSource` and
 //!   an `Actuator`, writing the trail, with a `RollbackHandle` that rolls back at once
 //!   without waiting for the analysis in flight; the `MetricsProvider` trait and
-//!   `ProviderSource`.
+//!   `ProviderSource`; the `RolloutStore` trait (rollouts kept between processes, with
+//!   optimistic versions) and `MemoryRolloutStore`.
 //! * `prometheus` (implies `tokio`): `PrometheusProvider`, over hyper 1 and `resilience`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -127,6 +128,8 @@ mod routing;
 mod sim;
 mod spread;
 mod stats;
+#[cfg(feature = "tokio")]
+mod store;
 pub mod trail;
 
 // The rollout's vocabulary: one module per idea, none of them depending on the state machine.
@@ -177,3 +180,5 @@ pub use sim::{
 };
 pub use spread::{ProportionTest, SpreadTest, brown_forsythe};
 pub use state::{Counters, RolloutState};
+#[cfg(feature = "tokio")]
+pub use store::{Admission, MemoryRolloutStore, RolloutStore, StoredRollout};

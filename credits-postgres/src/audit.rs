@@ -570,63 +570,92 @@ impl PgAuditTrail {
         &self,
         entry: &AuditEntry,
     ) -> Result<Result<Appended, AuditError>, PgError> {
-        if entry.stream.starts_with("ledger/") {
-            return Ok(Err(AuditError::InvalidEntry {
-                field: "stream",
-                reason: "ledger/… streams are written only by the ledger".into(),
-            }));
-        }
         let conn = TxConn::new(self.db.get().await?);
         let c = conn.client();
         c.batch_execute("BEGIN").await?;
-        c.execute(
-            "SELECT pg_advisory_xact_lock(\
-                 hashtextextended('credits_audit_stream:' || current_schema() || ':' || $1, 0))",
-            &[&entry.stream],
-        )
-        .await?;
-        let last = c
-            .query_opt(
-                "SELECT record FROM audit_log WHERE stream = $1 ORDER BY stream_seq DESC LIMIT 1",
-                &[&entry.stream],
-            )
-            .await?;
-        let head = match last {
-            None => StreamHead::default(),
-            Some(row) => {
-                let e = SealedEntry::decode(row.get::<_, &[u8]>(0)).map_err(PgError::corrupt)?;
-                StreamHead {
-                    next_seq: e.seq().saturating_add(1),
-                    last_hash: *e.entry_hash(),
-                }
-            }
-        };
-        let mut chain = StreamChain::resume(entry.stream.clone(), head);
-        let sealed = match chain.seal(&self.keyring, &self.policy, entry.clone()) {
-            Ok(s) => s,
+        let appended = match seal_in_transaction(c, &self.keyring, &self.policy, entry).await? {
+            Ok(a) => a,
             Err(e) => {
                 conn.rollback().await;
                 return Ok(Err(e));
             }
         };
-        let cols = Columns::of(std::iter::once(&sealed))?;
-        c.execute(
-            "WITH sealed AS ( \
-               INSERT INTO audit_log (stream, stream_seq, at, entry_hash, record) \
-               SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[]) \
-               RETURNING stream, stream_seq) \
-             INSERT INTO audit_pending (stream, stream_seq) SELECT stream, stream_seq FROM sealed",
-            &[&cols.stream, &cols.seq, &cols.at, &cols.hash, &cols.bytes],
-        )
-        .await?;
         c.batch_execute("COMMIT").await?;
         conn.finish();
-        Ok(Ok(Appended {
-            index: None,
-            seq: sealed.seq(),
-            entry_hash: *sealed.entry_hash(),
-        }))
+        Ok(Ok(appended))
     }
+
+    /// The keyring and masking policy this trail seals with.
+    #[cfg(feature = "rollouts")]
+    pub(crate) fn sealing(&self) -> (Arc<Keyring>, Arc<MaskingPolicy>) {
+        (Arc::clone(&self.keyring), Arc::clone(&self.policy))
+    }
+
+    /// The pool this trail writes through.
+    #[cfg(feature = "rollouts")]
+    pub(crate) fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+}
+
+/// Seals `entry` (of a stream other than the ledger's) onto its stream's last stored entry
+/// and queues it for the sequencer, inside the transaction open on `c`: it joins the log if
+/// and only if that transaction commits. Takes the per-stream transaction lock first. The
+/// inner error is the entry's (nothing was written; roll back).
+pub(crate) async fn seal_in_transaction(
+    c: &tokio_postgres::Client,
+    keyring: &Keyring,
+    policy: &MaskingPolicy,
+    entry: &AuditEntry,
+) -> Result<Result<Appended, AuditError>, PgError> {
+    if entry.stream.starts_with("ledger/") {
+        return Ok(Err(AuditError::InvalidEntry {
+            field: "stream",
+            reason: "ledger/… streams are written only by the ledger".into(),
+        }));
+    }
+    c.execute(
+        "SELECT pg_advisory_xact_lock(\
+             hashtextextended('credits_audit_stream:' || current_schema() || ':' || $1, 0))",
+        &[&entry.stream],
+    )
+    .await?;
+    let last = c
+        .query_opt(
+            "SELECT record FROM audit_log WHERE stream = $1 ORDER BY stream_seq DESC LIMIT 1",
+            &[&entry.stream],
+        )
+        .await?;
+    let head = match last {
+        None => StreamHead::default(),
+        Some(row) => {
+            let e = SealedEntry::decode(row.get::<_, &[u8]>(0)).map_err(PgError::corrupt)?;
+            StreamHead {
+                next_seq: e.seq().saturating_add(1),
+                last_hash: *e.entry_hash(),
+            }
+        }
+    };
+    let mut chain = StreamChain::resume(entry.stream.clone(), head);
+    let sealed = match chain.seal(keyring, policy, entry.clone()) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    let cols = Columns::of(std::iter::once(&sealed))?;
+    c.execute(
+        "WITH sealed AS ( \
+           INSERT INTO audit_log (stream, stream_seq, at, entry_hash, record) \
+           SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[]) \
+           RETURNING stream, stream_seq) \
+         INSERT INTO audit_pending (stream, stream_seq) SELECT stream, stream_seq FROM sealed",
+        &[&cols.stream, &cols.seq, &cols.at, &cols.hash, &cols.bytes],
+    )
+    .await?;
+    Ok(Ok(Appended {
+        index: None,
+        seq: sealed.seq(),
+        entry_hash: *sealed.entry_hash(),
+    }))
 }
 
 #[async_trait]

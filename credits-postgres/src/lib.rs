@@ -68,6 +68,17 @@
 //!   (or `sweep`) rather than a SQL job for it.
 //! * Standard SQL and the wire protocol only: no extensions are needed.
 //!
+//! # Crate features
+//!
+//! * `experiments`: `PgExperimentStore`, bayes-ab's `ExperimentStore` in
+//!   `service_experiments` (optimistic versions, merges under a row lock, a per-tenant
+//!   quota counted in the database).
+//! * `rollouts`: `PgRolloutStore`, canary's `RolloutStore` in `service_rollouts`
+//!   (optimistic versions; each change's trail entries sealed into the audit log in its
+//!   transaction).
+//!
+//! The tables of both come with migration 6 whatever the features.
+//!
 //! Re-exports [`tokio_postgres`] and [`deadpool_postgres`] so you name the same versions.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -76,9 +87,13 @@ mod audit;
 mod codec;
 mod config;
 mod error;
+#[cfg(feature = "experiments")]
+mod experiments;
 mod group;
 mod migrate;
 mod pool;
+#[cfg(feature = "rollouts")]
+mod rollouts;
 mod sql;
 mod store;
 mod txlog;
@@ -95,8 +110,12 @@ pub use config::{Isolation, POOL_MAX_SIZE_LIMIT, PgConfig, PgConfigBuilder};
 /// How ledger changes are sealed (the one mapping every backend shares), re-exported.
 pub use credits_core::audit::LedgerAudit;
 pub use error::PgError;
+#[cfg(feature = "experiments")]
+pub use experiments::{ExperimentAdmission, PgExperimentStore};
 pub use group::{GROUP_LEN_MAX, GroupCommitConfig};
 pub use migrate::{MIGRATIONS, Migration, MigrationReport, migrate};
+#[cfg(feature = "rollouts")]
+pub use rollouts::PgRolloutStore;
 pub use store::{PgLedgerStore, SWEEP_CHUNK_MAX};
 pub use txlog::PgTxLog;
 

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "room_for_hot_updates",
         sql: include_str!("migrations/0005_room_for_hot_updates.sql"),
     },
+    Migration {
+        version: 6,
+        name: "service_state",
+        sql: include_str!("migrations/0006_service_state.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (`'credits-postgres'` as bytes).

@@ -295,6 +295,34 @@ impl Rollout {
         apply_event(&self.plan, &mut self.state, event, 0)
     }
 
+    /// A rollout at a stored [`RolloutState`] (as [`state`](Rollout::state) returned it, for
+    /// example from a [`RolloutStore`](crate::RolloutStore)), with this plan and policy and no
+    /// pending events.
+    ///
+    /// # Errors
+    /// [`CanaryError::TrailMismatch`] when the state's step is outside the plan; the errors of
+    /// [`Rollout::new`].
+    pub fn restore(
+        id: impl Into<Arc<str>>,
+        plan: Arc<Plan>,
+        policy: Arc<HealthPolicy>,
+        state: RolloutState,
+    ) -> Result<Self> {
+        if state.step > plan.last_index() {
+            return Err(CanaryError::TrailMismatch {
+                index: 0,
+                reason: format!(
+                    "stored step {} outside a plan of {} steps",
+                    state.step,
+                    plan.steps().len()
+                ),
+            });
+        }
+        let mut rollout = Rollout::with_shared(id, plan, policy)?;
+        rollout.state = state;
+        Ok(rollout)
+    }
+
     /// Rebuilds a rollout from its trail: a pending rollout with this plan and policy, every
     /// event applied in order. The result has the same [`RolloutState`] as the rollout that
     /// recorded the events, and no pending events.

@@ -1,0 +1,230 @@
+//! Where rollouts live between calls and between processes: the [`RolloutStore`] trait, with
+//! optimistic versions, and [`MemoryRolloutStore`]. A PostgreSQL implementation is
+//! `credits_postgres::PgRolloutStore` (feature `rollouts`).
+//!
+//! A store keeps each rollout's [`RolloutState`] beside a description of how to rebuild its
+//! plan and policy (`spec`, the caller's own text: the store never reads it), and takes the
+//! trail entries of every change with the change itself, so a decision and its trail go
+//! together.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use audit_chain::{AuditEntry, AuditTrail};
+
+use crate::error::{CanaryError, Result};
+use crate::state::RolloutState;
+
+/// One stored rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRollout {
+    /// The rollout's id (its trail is the stream [`trail::stream_name`](crate::trail::stream_name)).
+    pub id: String,
+    /// How to rebuild the rollout's plan and policy: the caller's own description (JSON, for
+    /// example). Fixed at creation; stores keep it as given.
+    pub spec: String,
+    /// Where the rollout is.
+    pub state: RolloutState,
+    /// The version this copy was read at (1 after creation, one more after every save).
+    pub version: u64,
+}
+
+impl StoredRollout {
+    /// Checks that every entry of `trail` belongs to this rollout's stream: the check every
+    /// store runs before it changes anything.
+    ///
+    /// # Errors
+    /// [`CanaryError::InvalidCommand`] naming the first entry of another stream.
+    pub fn check_trail(&self, trail: &[AuditEntry]) -> Result<()> {
+        let stream = crate::trail::stream_name(&self.id);
+        match trail.iter().position(|e| e.stream != stream) {
+            None => Ok(()),
+            Some(i) => Err(CanaryError::InvalidCommand {
+                reason: format!(
+                    "trail entry {i} is for stream {:?}, not {stream:?}",
+                    trail[i].stream
+                ),
+            }),
+        }
+    }
+}
+
+/// What [`RolloutStore::create`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Admission {
+    /// Stored, at this version (1).
+    Created {
+        /// The new rollout's version.
+        version: u64,
+    },
+    /// Not stored: the store already holds `max` rollouts.
+    Full {
+        /// The limit the call named.
+        max: usize,
+    },
+}
+
+/// Where rollouts live. Writes are optimistic: [`save`](RolloutStore::save) names the version
+/// it read and fails with [`CanaryError::VersionConflict`] if another writer got there
+/// first, so of two processes deciding the same step only one decision is kept (the other
+/// loads the new state and decides again, or drops its answer).
+///
+/// Every write takes the trail entries of the change ([`trail::to_audit_entry`](crate::trail::to_audit_entry)
+/// of the events the change recorded): a store that can (PostgreSQL) commits them with the
+/// change; [`MemoryRolloutStore`] writes them right after it and keeps those its trail
+/// refused for its next write.
+#[async_trait]
+pub trait RolloutStore: Send + Sync {
+    /// Stores a new rollout at version 1 (its `version` field is ignored) with the trail
+    /// entries of its creation, unless `max` rollouts are stored already.
+    ///
+    /// # Errors
+    /// [`CanaryError::DuplicateRollout`] if the id is taken; [`StoredRollout::check_trail`]'s
+    /// error; [`CanaryError::Storage`].
+    async fn create(
+        &self,
+        rollout: &StoredRollout,
+        trail: &[AuditEntry],
+        max: usize,
+    ) -> Result<Admission>;
+
+    /// The rollout `id` at its latest version.
+    ///
+    /// # Errors
+    /// [`CanaryError::UnknownRollout`]; [`CanaryError::Storage`].
+    async fn load(&self, id: &str) -> Result<StoredRollout>;
+
+    /// Replaces the rollout's state if its version is still `rollout.version`, with the trail
+    /// entries of the change; returns the new version.
+    ///
+    /// # Errors
+    /// [`CanaryError::UnknownRollout`]; [`CanaryError::VersionConflict`];
+    /// [`StoredRollout::check_trail`]'s error; [`CanaryError::Storage`]. Nothing changes on
+    /// error.
+    async fn save(&self, rollout: &StoredRollout, trail: &[AuditEntry]) -> Result<u64>;
+
+    /// The ids of every stored rollout, in ascending order.
+    ///
+    /// # Errors
+    /// [`CanaryError::Storage`].
+    async fn ids(&self) -> Result<Vec<String>>;
+}
+
+/// A [`RolloutStore`] in process memory. Trail entries go to the [`AuditTrail`] given at
+/// construction right after each change; entries the trail refuses stay queued (in order)
+/// and are tried again at the next write, counted in `canary_trail_write_failures_total`.
+pub struct MemoryRolloutStore {
+    inner: tokio::sync::Mutex<Inner>,
+    trail: Arc<dyn AuditTrail>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rollouts: BTreeMap<String, StoredRollout>,
+    /// Trail entries not yet durable, oldest first.
+    unwritten: Vec<AuditEntry>,
+}
+
+impl std::fmt::Debug for MemoryRolloutStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRolloutStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryRolloutStore {
+    /// An empty store writing trail entries to `trail`.
+    #[must_use]
+    pub fn new(trail: Arc<dyn AuditTrail>) -> Self {
+        MemoryRolloutStore {
+            inner: tokio::sync::Mutex::new(Inner::default()),
+            trail,
+        }
+    }
+
+    /// Trail entries waiting for the trail to take them.
+    pub async fn unwritten(&self) -> usize {
+        self.inner.lock().await.unwritten.len()
+    }
+
+    async fn write(&self, inner: &mut Inner, trail: &[AuditEntry]) {
+        inner.unwritten.extend_from_slice(trail);
+        let mut written = 0;
+        for entry in &inner.unwritten {
+            if let Err(error) = self.trail.record(entry.clone()).await {
+                metrics::counter!("canary_trail_write_failures_total").increment(1);
+                tracing::error!(stream = %entry.stream, %error, "rollout trail not written (kept for the next write)");
+                break;
+            }
+            written += 1;
+        }
+        inner.unwritten.drain(..written);
+    }
+}
+
+#[async_trait]
+impl RolloutStore for MemoryRolloutStore {
+    async fn create(
+        &self,
+        rollout: &StoredRollout,
+        trail: &[AuditEntry],
+        max: usize,
+    ) -> Result<Admission> {
+        rollout.check_trail(trail)?;
+        let mut inner = self.inner.lock().await;
+        if inner.rollouts.contains_key(&rollout.id) {
+            return Err(CanaryError::DuplicateRollout {
+                id: rollout.id.clone(),
+            });
+        }
+        if inner.rollouts.len() >= max {
+            return Ok(Admission::Full { max });
+        }
+        let stored = StoredRollout {
+            version: 1,
+            ..rollout.clone()
+        };
+        inner.rollouts.insert(rollout.id.clone(), stored);
+        self.write(&mut inner, trail).await;
+        Ok(Admission::Created { version: 1 })
+    }
+
+    async fn load(&self, id: &str) -> Result<StoredRollout> {
+        self.inner
+            .lock()
+            .await
+            .rollouts
+            .get(id)
+            .cloned()
+            .ok_or_else(|| CanaryError::UnknownRollout { id: id.to_owned() })
+    }
+
+    async fn save(&self, rollout: &StoredRollout, trail: &[AuditEntry]) -> Result<u64> {
+        rollout.check_trail(trail)?;
+        let mut inner = self.inner.lock().await;
+        let stored =
+            inner
+                .rollouts
+                .get_mut(&rollout.id)
+                .ok_or_else(|| CanaryError::UnknownRollout {
+                    id: rollout.id.clone(),
+                })?;
+        if stored.version != rollout.version {
+            return Err(CanaryError::VersionConflict {
+                id: rollout.id.clone(),
+                expected: rollout.version,
+                found: stored.version,
+            });
+        }
+        stored.state = rollout.state.clone();
+        stored.version += 1;
+        let version = stored.version;
+        self.write(&mut inner, trail).await;
+        Ok(version)
+    }
+
+    async fn ids(&self) -> Result<Vec<String>> {
+        Ok(self.inner.lock().await.rollouts.keys().cloned().collect())
+    }
+}

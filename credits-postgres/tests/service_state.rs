@@ -1,0 +1,460 @@
+//! The service's state stores: one set of checks run against the in-memory stores
+//! (`bayes_ab::InMemoryExperimentStore`, `canary::MemoryRolloutStore`) and the PostgreSQL ones
+//! (`PgExperimentStore`, `PgRolloutStore`); then what only a shared database shows: a
+//! per-tenant quota and a rollout limit that hold across two processes' pools, one of two
+//! concurrent saves of one rollout kept with its trail entries (the other's never written),
+//! and everything still there through a new pool (a restart).
+
+// Tests act as applications: they spawn tasks.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_chain::{
+    AuditEntry, AuditTrail, AuditWriter, HmacKey, Keyring, MaskingPolicy, MemorySink, WriterConfig,
+};
+use bayes_ab::{
+    BayesError, ExperimentState, ExperimentStore, InMemoryExperimentStore, TrafficSplit,
+    UnitOutcome,
+};
+use canary::{
+    Actor, Admission, ArmObservation, CanaryError, HealthPolicy, MemoryRolloutStore, MetricCheck,
+    Observations, PhaseKind, Plan, Rollout, RolloutStore, StoredRollout,
+};
+use common::START;
+use credits_postgres::{ExperimentAdmission, PgExperimentStore, PgLedgerStore, PgRolloutStore};
+use metered_clock::{ManualClock, Timestamp};
+
+fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::new(HmacKey::new(1, [7u8; 32]).expect("key")))
+}
+
+fn state(id: &str) -> ExperimentState {
+    ExperimentState::new(id, TrafficSplit::even(2).expect("split"), START).expect("state")
+}
+
+/// One unit's outcome on `arm` as a delta to merge.
+fn delta(id: &str, arm: usize, converted: bool) -> ExperimentState {
+    let mut d = state(id);
+    d.record(
+        arm,
+        UnitOutcome {
+            converted,
+            ..UnitOutcome::default()
+        },
+    )
+    .expect("record");
+    d
+}
+
+fn trials(s: &ExperimentState, arm: usize) -> (u64, u64) {
+    let c = &s.arms()[arm].conversions;
+    (c.successes(), c.trials())
+}
+
+/// What every `ExperimentStore` must do (ids under `prefix`, a tenant of their own).
+async fn check_experiment_store(store: Arc<dyn ExperimentStore>, prefix: &str) {
+    let id = format!("{prefix}/exp-1");
+    assert_eq!(store.create(state(&id)).await.expect("create"), 1);
+    assert!(matches!(
+        store.create(state(&id)).await,
+        Err(BayesError::ExperimentExists { .. })
+    ));
+    assert!(matches!(
+        store.load(&format!("{prefix}/nope")).await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+
+    // Merges add counts and bump the version.
+    assert_eq!(store.merge(&delta(&id, 0, true)).await.expect("merge"), 2);
+    assert_eq!(store.merge(&delta(&id, 1, false)).await.expect("merge"), 3);
+    let (loaded, version) = store.load(&id).await.expect("load");
+    assert_eq!(version, 3);
+    assert_eq!(trials(&loaded, 0), (1, 1));
+    assert_eq!(trials(&loaded, 1), (0, 1));
+
+    // A delta that does not fit (three arms) changes nothing.
+    let mut wrong = ExperimentState::new(&id, TrafficSplit::even(3).unwrap(), START).unwrap();
+    wrong.record(2, UnitOutcome::default()).unwrap();
+    assert!(store.merge(&wrong).await.is_err());
+    assert_eq!(store.load(&id).await.unwrap().1, 3);
+
+    // Optimistic saves: a stale version is refused with the version found, nothing changes.
+    let mut replaced = loaded.clone();
+    replaced
+        .record(
+            0,
+            UnitOutcome {
+                converted: true,
+                ..UnitOutcome::default()
+            },
+        )
+        .unwrap();
+    match store.save(&replaced, 2).await {
+        Err(BayesError::VersionConflict {
+            expected: 2,
+            found: 3,
+            ..
+        }) => {}
+        other => panic!("stale save: {other:?}"),
+    }
+    assert_eq!(store.load(&id).await.unwrap(), (loaded.clone(), 3));
+    assert_eq!(store.save(&replaced, 3).await.expect("save"), 4);
+    assert_eq!(store.load(&id).await.unwrap(), (replaced, 4));
+
+    // Concurrent merges all count.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            store.merge(&delta(&id, 1, i % 2 == 0)).await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("merge");
+    }
+    let (after, version) = store.load(&id).await.unwrap();
+    assert_eq!(version, 20);
+    assert_eq!(trials(&after, 1), (8, 17));
+
+    // Delete.
+    store.delete(&id).await.expect("delete");
+    assert!(matches!(
+        store.load(&id).await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+    assert!(matches!(
+        store.delete(&id).await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+    assert!(matches!(
+        store.save(&after, 20).await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+    assert!(matches!(
+        store.merge(&delta(&id, 0, true)).await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+}
+
+fn plan_and_policy() -> (Plan, HealthPolicy) {
+    let plan = Plan::progressive(Duration::from_secs(60), Duration::ZERO, 10).expect("plan");
+    let policy = HealthPolicy::builder()
+        .check(MetricCheck::error_rate_max(0.05))
+        .build()
+        .expect("policy");
+    (plan, policy)
+}
+
+/// A started rollout `id`, stored form and the trail entries of its start.
+fn started(id: &str) -> (Rollout, StoredRollout, Vec<AuditEntry>) {
+    let (plan, policy) = plan_and_policy();
+    let mut rollout = Rollout::new(id, plan, policy).expect("rollout");
+    let _ = rollout.start(START, Actor::operator("ana")).expect("start");
+    let trail = entries(id, &mut rollout);
+    let stored = StoredRollout {
+        id: id.to_owned(),
+        spec: r#"{"error_rate_max":0.05}"#.to_owned(),
+        state: rollout.state().clone(),
+        version: 0,
+    };
+    (rollout, stored, trail)
+}
+
+fn entries(id: &str, rollout: &mut Rollout) -> Vec<AuditEntry> {
+    rollout
+        .take_events()
+        .iter()
+        .map(|e| canary::trail::to_audit_entry(id, e))
+        .collect()
+}
+
+/// A healthy check a minute after `at`: the rollout advances one step.
+fn advance(rollout: &mut Rollout, at: Timestamp) -> Timestamp {
+    let now = at.saturating_add(Duration::from_secs(60));
+    let obs = Observations::canary_only(ArmObservation::counts(1_000, 1));
+    let _ = rollout.tick(now, &obs).expect("tick");
+    now
+}
+
+/// What every `RolloutStore` must do (ids under `prefix`; the store holds nothing else).
+/// Returns how many trail entries went with the changes it kept.
+async fn check_rollout_store(store: Arc<dyn RolloutStore>, prefix: &str) -> usize {
+    let id = format!("{prefix}-a");
+    let (mut rollout, stored, trail) = started(&id);
+    assert_eq!(
+        store.create(&stored, &trail, 2).await.expect("create"),
+        Admission::Created { version: 1 }
+    );
+    assert!(matches!(
+        store.create(&stored, &trail, 2).await,
+        Err(CanaryError::DuplicateRollout { .. })
+    ));
+    let (_, other, other_trail) = started(&format!("{prefix}-b"));
+    assert_eq!(
+        store.create(&other, &other_trail, 2).await.unwrap(),
+        Admission::Created { version: 1 }
+    );
+    let (_, third, third_trail) = started(&format!("{prefix}-c"));
+    assert_eq!(
+        store.create(&third, &third_trail, 2).await.unwrap(),
+        Admission::Full { max: 2 }
+    );
+    assert!(matches!(
+        store.load(&third.id).await,
+        Err(CanaryError::UnknownRollout { .. })
+    ));
+    assert_eq!(
+        store.ids().await.unwrap(),
+        vec![format!("{prefix}-a"), format!("{prefix}-b")]
+    );
+
+    // Loaded as stored; restored, the rollout is where it was.
+    let loaded = store.load(&id).await.expect("load");
+    assert_eq!(loaded.version, 1);
+    assert_eq!(loaded.spec, stored.spec);
+    assert_eq!(&loaded.state, rollout.state());
+    let (plan, policy) = plan_and_policy();
+    let restored = Rollout::restore(
+        id.as_str(),
+        Arc::new(plan),
+        Arc::new(policy),
+        loaded.state.clone(),
+    )
+    .expect("restore");
+    assert_eq!(restored.state(), rollout.state());
+    assert_eq!(restored.weight_percent(), 5);
+
+    // A step decided from version 1 is kept once: a second save from version 1 conflicts.
+    advance(&mut rollout, START);
+    let step_trail = entries(&id, &mut rollout);
+    let next = StoredRollout {
+        state: rollout.state().clone(),
+        ..loaded.clone()
+    };
+    assert_eq!(store.save(&next, &step_trail).await.expect("save"), 2);
+    match store.save(&next, &step_trail).await {
+        Err(CanaryError::VersionConflict {
+            expected: 1,
+            found: 2,
+            ..
+        }) => {}
+        other => panic!("stale save: {other:?}"),
+    }
+    let now = store.load(&id).await.unwrap();
+    assert_eq!((now.version, now.state.step), (2, 1));
+
+    // Trail entries of another stream are refused, and nothing changes.
+    let (_, _, foreign) = started(&format!("{prefix}-b"));
+    let at_2 = StoredRollout {
+        version: 2,
+        ..next.clone()
+    };
+    assert!(matches!(
+        store.save(&at_2, &foreign).await,
+        Err(CanaryError::InvalidCommand { .. })
+    ));
+    assert_eq!(store.load(&id).await.unwrap().version, 2);
+
+    // Unknown rollouts.
+    let ghost = StoredRollout {
+        id: format!("{prefix}-ghost"),
+        ..at_2
+    };
+    assert!(matches!(
+        store.save(&ghost, &[]).await,
+        Err(CanaryError::UnknownRollout { .. })
+    ));
+    trail.len() + other_trail.len() + step_trail.len()
+}
+
+async fn memory_trail() -> (Arc<MemorySink>, Arc<dyn AuditTrail>) {
+    let sink = Arc::new(MemorySink::new());
+    let writer = AuditWriter::open(
+        sink.clone(),
+        WriterConfig::builder("test/rollouts").build().unwrap(),
+        Arc::new(ManualClock::new(START)),
+        None,
+    )
+    .await
+    .unwrap();
+    let log = audit_chain::AuditLog::new(
+        writer,
+        Keyring::clone(&keyring()),
+        MaskingPolicy::standard(),
+    );
+    (sink, Arc::new(log))
+}
+
+#[tokio::test]
+async fn the_memory_stores_pass_the_checks() {
+    check_experiment_store(Arc::new(InMemoryExperimentStore::new()), "acme").await;
+    let (_sink, trail) = memory_trail().await;
+    let store = Arc::new(MemoryRolloutStore::new(trail));
+    let written = check_rollout_store(store.clone(), "mem").await;
+    assert!(written >= 3);
+    assert_eq!(store.unwritten().await, 0);
+}
+
+fn pg_rollouts(store: &PgLedgerStore) -> PgRolloutStore {
+    store
+        .audit_trail(keyring(), MaskingPolicy::standard())
+        .rollout_store()
+}
+
+#[tokio::test]
+async fn the_postgres_stores_pass_the_checks() {
+    let Some(db) = common::test_db("state_checks").await else {
+        return;
+    };
+    let store = db.default_store().await;
+    check_experiment_store(Arc::new(store.experiment_store()), "acme").await;
+    let written = check_rollout_store(Arc::new(pg_rollouts(&store)), "pg").await;
+    // The trail went with the changes kept (two starts and one step), queued for the
+    // sequencer; nothing of the refused ones.
+    let n = db
+        .count("SELECT count(*) FROM audit_log WHERE stream LIKE 'canary/pg-%'")
+        .await;
+    assert_eq!(usize::try_from(n).unwrap(), written);
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_pending WHERE stream LIKE 'canary/pg-%'")
+            .await,
+        n
+    );
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn quotas_hold_across_two_pools_and_a_restart_keeps_everything() {
+    let Some(db) = common::test_db("state_two_pools").await else {
+        return;
+    };
+    let a = db.default_store().await;
+    let b = db.default_store().await;
+    let (ea, eb) = (a.experiment_store(), b.experiment_store());
+
+    // Twelve creations at once for acme through two pools, at most 3 per tenant.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let store: PgExperimentStore = if i % 2 == 0 { ea.clone() } else { eb.clone() };
+        tasks.push(tokio::spawn(async move {
+            store
+                .create_within(state(&format!("acme/e{i}")), Some("{}"), 3)
+                .await
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap().expect("create") {
+            ExperimentAdmission::Created { version: 1 } => created += 1,
+            ExperimentAdmission::Full { max: 3 } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created, 3);
+    assert_eq!(ea.count("acme").await.unwrap(), 3);
+    // Another tenant is not affected, and a tenant name with '/' counts on its own.
+    assert_eq!(
+        eb.create_within(state("globex/e0"), Some(r#"{"x":1}"#), 3)
+            .await
+            .unwrap(),
+        ExperimentAdmission::Created { version: 1 }
+    );
+    assert_eq!(eb.count("globex").await.unwrap(), 1);
+
+    // Rollouts: the limit holds across both pools.
+    let (ra, rb) = (pg_rollouts(&a), pg_rollouts(&b));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = if i % 2 == 0 { ra.clone() } else { rb.clone() };
+        tasks.push(tokio::spawn(async move {
+            let (_, stored, trail) = started(&format!("r{i}"));
+            store.create(&stored, &trail, 4).await
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        if t.await.unwrap().expect("create") == (Admission::Created { version: 1 }) {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 4);
+    let id = ra.ids().await.unwrap()[0].clone();
+
+    // Both processes decide the next step from the same version: one save is kept, with its
+    // trail entries; the other's entries are never written.
+    let loaded_a = ra.load(&id).await.unwrap();
+    let loaded_b = rb.load(&id).await.unwrap();
+    assert_eq!(loaded_a, loaded_b);
+    let (plan, policy) = plan_and_policy();
+    let (plan, policy) = (Arc::new(plan), Arc::new(policy));
+    let mut saves = Vec::new();
+    let mut step_entries = 0;
+    for (store, loaded) in [(ra.clone(), loaded_a), (rb.clone(), loaded_b)] {
+        let mut r = Rollout::restore(
+            id.as_str(),
+            Arc::clone(&plan),
+            Arc::clone(&policy),
+            loaded.state.clone(),
+        )
+        .unwrap();
+        advance(&mut r, START);
+        let trail = entries(&id, &mut r);
+        assert!(!trail.is_empty());
+        step_entries = trail.len();
+        let next = StoredRollout {
+            state: r.state().clone(),
+            ..loaded
+        };
+        saves.push(tokio::spawn(async move { store.save(&next, &trail).await }));
+    }
+    let mut kept = 0;
+    let mut conflicts = 0;
+    for s in saves {
+        match s.await.unwrap() {
+            Ok(2) => kept += 1,
+            Err(CanaryError::VersionConflict { .. }) => conflicts += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((kept, conflicts), (1, 1));
+    let stream = format!("canary/{id}");
+    let entries_now: i64 = db
+        .admin
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE stream = $1",
+            &[&stream],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (_, _, start) = started(&id);
+    assert_eq!(
+        usize::try_from(entries_now).unwrap(),
+        start.len() + step_entries,
+        "the start and one step, not two"
+    );
+
+    // A restart: new pools see everything.
+    drop((ea, eb, ra, rb, a, b));
+    let c = db.default_store().await;
+    let (loaded, version) = c.experiment_store().load("globex/e0").await.unwrap();
+    assert_eq!((loaded.id(), version), ("globex/e0", 1));
+    assert_eq!(
+        c.experiment_store()
+            .spec("globex/e0")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"x":1}"#)
+    );
+    let r = pg_rollouts(&c).load(&id).await.unwrap();
+    assert_eq!((r.version, r.state.step), (2, 1));
+    assert_eq!(r.state.phase.kind(), PhaseKind::Progressing);
+    assert_eq!(pg_rollouts(&c).ids().await.unwrap().len(), 4);
+    db.drop_schema().await;
+}
