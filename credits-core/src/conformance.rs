@@ -13,6 +13,28 @@
 //!
 //! Every check is also public, so a backend can run them one by one (for example as
 //! separate `#[tokio::test]`s) with [`CHECKS`].
+//!
+//! The checks of concurrency ([`CONCURRENT_CHECKS`]) take a [`Spawner`] besides the store:
+//! each request becomes a task of the caller's runtime, and a [`Barrier`] releases them
+//! together, so that on a multi-threaded runtime they really overlap. Run them with
+//! [`run_all_spawning`] (or one by one); [`run_all`] runs them with [`inline`], every
+//! request polled on the calling task.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use credits_core::MemoryLedgerStore;
+//! use credits_core::conformance::{Spawner, Task, run_all_spawning};
+//!
+//! #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! async fn main() {
+//!     let handle = tokio::runtime::Handle::current();
+//!     let spawn: Spawner = Arc::new(move |task: Task| -> Task {
+//!         let running = handle.spawn(task);
+//!         Box::pin(async move { running.await.expect("a request task panicked") })
+//!     });
+//!     run_all_spawning(|| async { MemoryLedgerStore::new() }, spawn).await;
+//! }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,7 +76,6 @@ checks!(
     refunds,
     batches_all_or_nothing,
     bad_input_changes_nothing,
-    concurrent_requests_on_one_tenant,
     prepared_holds_answer_only_to_their_branch,
     transactions_recover_after_forgotten_keys_and_activity,
     branches_of_one_participant_never_share_keys,
@@ -63,8 +84,131 @@ checks!(
     take_what_is_left,
 );
 
-/// Runs every check in [`CHECKS`], each on a fresh store from `make_store`.
-pub async fn run_all<S, F, Fut>(mut make_store: F)
+/// A future a [`Spawner`] runs.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Starts a task on the caller's runtime and returns a future that completes when it has
+/// finished (and panics if it panicked). The suite never spawns by itself (credits-core
+/// does not depend on a runtime): a backend's tests pass one, as in the module example.
+pub type Spawner = Arc<dyn Fn(Task) -> Task + Send + Sync>;
+
+/// A concurrency check: takes a fresh, empty store and the spawner of its requests.
+pub type ConcurrentCheck =
+    fn(Arc<dyn LedgerStore>, Spawner) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+macro_rules! concurrent_checks {
+    ($($name:ident),* $(,)?) => {
+        /// Every check of concurrency, by name.
+        pub const CONCURRENT_CHECKS: &[(&str, ConcurrentCheck)] = &[
+            $((stringify!($name), |s, spawn| Box::pin($name(s, spawn)))),*
+        ];
+    };
+}
+
+concurrent_checks!(
+    concurrent_requests_on_one_tenant,
+    concurrent_resolutions_of_one_hold,
+    concurrent_retries_of_one_key,
+    concurrent_batches_in_opposite_orders,
+);
+
+/// The spawner that spawns nothing: the task runs when its future is polled, so the
+/// requests of a check interleave on the calling task (no parallelism).
+#[must_use]
+pub fn inline() -> Spawner {
+    Arc::new(|task| task)
+}
+
+/// Lets `n` tasks go on only once all `n` have arrived (the runtime-independent
+/// equivalent of `tokio::sync::Barrier`, so that requests start together).
+#[derive(Clone)]
+pub struct Barrier {
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
+    n: usize,
+    open: Arc<parking_lot::Mutex<Option<futures::channel::oneshot::Sender<()>>>>,
+    gate: futures::future::Shared<futures::channel::oneshot::Receiver<()>>,
+}
+
+impl std::fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Barrier")
+            .field("n", &self.n)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Barrier {
+    /// A barrier for `n` tasks.
+    #[must_use]
+    pub fn new(n: usize) -> Self {
+        use futures::FutureExt;
+        let (tx, rx) = futures::channel::oneshot::channel();
+        Barrier {
+            arrived: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            n,
+            open: Arc::new(parking_lot::Mutex::new(Some(tx))),
+            gate: rx.shared(),
+        }
+    }
+
+    /// Waits until `n` tasks called `wait`.
+    pub async fn wait(&self) {
+        let arrived = self
+            .arrived
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        if arrived >= self.n
+            && let Some(tx) = self.open.lock().take()
+        {
+            let _ = tx.send(());
+        }
+        let _ = self.gate.clone().await;
+    }
+}
+
+/// Runs `n` copies of `request` (given their index) as tasks through `spawn`, all released
+/// together by a [`Barrier`], and returns their results in index order.
+async fn together<T, F, Fut>(spawn: &Spawner, n: usize, request: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let barrier = Barrier::new(n);
+    let results: Arc<parking_lot::Mutex<Vec<Option<T>>>> =
+        Arc::new(parking_lot::Mutex::new((0..n).map(|_| None).collect()));
+    let running: Vec<Task> = (0..n)
+        .map(|i| {
+            let (barrier, results, work) = (barrier.clone(), Arc::clone(&results), request(i));
+            spawn(Box::pin(async move {
+                barrier.wait().await;
+                let r = work.await;
+                results.lock()[i] = Some(r);
+            }))
+        })
+        .collect();
+    futures::future::join_all(running).await;
+    let mut results = results.lock();
+    results
+        .iter_mut()
+        .map(|r| r.take().expect("every task finished"))
+        .collect()
+}
+
+/// Runs every check in [`CHECKS`] and [`CONCURRENT_CHECKS`] (the latter [`inline`]), each
+/// on a fresh store from `make_store`.
+pub async fn run_all<S, F, Fut>(make_store: F)
+where
+    S: LedgerStore + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    run_all_spawning(make_store, inline()).await;
+}
+
+/// Runs every check in [`CHECKS`] and [`CONCURRENT_CHECKS`], each on a fresh store from
+/// `make_store`, the concurrent requests as tasks of `spawn`.
+pub async fn run_all_spawning<S, F, Fut>(mut make_store: F, spawn: Spawner)
 where
     S: LedgerStore + 'static,
     F: FnMut() -> Fut,
@@ -74,6 +218,11 @@ where
         tracing::info!(check = name, "conformance check");
         let store: Arc<dyn LedgerStore> = Arc::new(make_store().await);
         check(store).await;
+    }
+    for (name, check) in CONCURRENT_CHECKS {
+        tracing::info!(check = name, "conformance check");
+        let store: Arc<dyn LedgerStore> = Arc::new(make_store().await);
+        check(store, Arc::clone(&spawn)).await;
     }
 }
 
@@ -1270,19 +1419,20 @@ pub async fn take_what_is_left(store: Arc<dyn LedgerStore>) {
     }
 }
 
-/// Many concurrent requests on one tenant: no lost update, never negative, conserved.
-pub async fn concurrent_requests_on_one_tenant(store: Arc<dyn LedgerStore>) {
+/// Many concurrent requests on one tenant (64 tasks released together): no lost update,
+/// never negative, conserved.
+pub async fn concurrent_requests_on_one_tenant(store: Arc<dyn LedgerStore>, spawn: Spawner) {
     let (ledger, _clock, ids) = setup(store, &["hot"]).await;
     let t = &ids[0];
     ledger
         .grant(t, key("g"), amt(1_000), GrantOptions::default())
         .await
         .expect("grant");
-    let tasks = (0..64).map(|i| {
+    let results = together(&spawn, 64, |i| {
         let ledger = ledger.clone();
         let t = t.clone();
         async move {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 ledger
                     .consume(&t, key(&format!("c{i}")), amt(20))
                     .await
@@ -1297,8 +1447,8 @@ pub async fn concurrent_requests_on_one_tenant(store: Arc<dyn LedgerStore>) {
                     .map(|_| 20)
             }
         }
-    });
-    let results = futures::future::join_all(tasks).await;
+    })
+    .await;
     let spent: u64 = results.iter().filter_map(|r| r.as_ref().ok()).sum();
     for r in &results {
         if let Err(e) = r {
@@ -1315,6 +1465,146 @@ pub async fn concurrent_requests_on_one_tenant(store: Arc<dyn LedgerStore>) {
     // acknowledged spend is reflected exactly once does not.
     assert!(spent > 0 && spent.is_multiple_of(20), "spent {spent}");
     conserved(&ledger, Some(t)).await;
+}
+
+/// Many tasks race to resolve one hold (half commit, half cancel, each under its own key):
+/// exactly one wins, every other is told the hold is already committed or cancelled (the
+/// winner's way), and the balance shows one resolution.
+pub async fn concurrent_resolutions_of_one_hold(store: Arc<dyn LedgerStore>, spawn: Spawner) {
+    let (ledger, _clock, ids) = setup(store, &["hot"]).await;
+    let t = &ids[0];
+    ledger
+        .grant(t, key("g"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    let hold = ledger
+        .reserve(t, key("r"), amt(40), Duration::from_secs(60))
+        .await
+        .expect("reserve")
+        .hold;
+    let results = together(&spawn, 16, |i| {
+        let (ledger, t) = (ledger.clone(), t.clone());
+        async move {
+            if i.is_multiple_of(2) {
+                ledger
+                    .commit(&t, key(&format!("m{i}")), hold, amt(15))
+                    .await
+            } else {
+                ledger.cancel(&t, key(&format!("x{i}")), hold).await
+            }
+        }
+    })
+    .await;
+    let winners: Vec<usize> = (0..results.len()).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "one resolution wins: {results:?}");
+    let committed = winners[0].is_multiple_of(2);
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(_) => {}
+            Err(LedgerError::HoldAlreadyCommitted(h)) if committed && *h == hold => {}
+            Err(LedgerError::HoldAlreadyCancelled(h)) if !committed && *h == hold => {}
+            Err(e) => panic!("request {i}: unexpected {e} (the hold was committed: {committed})"),
+        }
+    }
+    let expected = if committed {
+        bal(85, 0, 0)
+    } else {
+        bal(100, 0, 0)
+    };
+    assert_eq!(ledger.balance(t).await.expect("balance"), expected);
+    let resolutions = all_entries(&ledger, t)
+        .await
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Committed | EntryKind::Cancelled))
+        .count();
+    assert_eq!(resolutions, 1);
+    conserved(&ledger, Some(t)).await;
+}
+
+/// One request sent by many tasks at once under one key (a client retrying while its
+/// first attempt is still in flight): applied once, every task gets the same receipt.
+pub async fn concurrent_retries_of_one_key(store: Arc<dyn LedgerStore>, spawn: Spawner) {
+    let (ledger, _clock, ids) = setup(store, &["hot"]).await;
+    let t = &ids[0];
+    ledger
+        .grant(t, key("g"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    let results = together(&spawn, 16, |i| {
+        let (ledger, t) = (ledger.clone(), t.clone());
+        async move {
+            // Half consume, half reserve, each under the key of its kind.
+            if i.is_multiple_of(2) {
+                ledger.consume(&t, key("same-consume"), amt(7)).await
+            } else {
+                ledger
+                    .reserve(&t, key("same-reserve"), amt(9), Duration::from_secs(60))
+                    .await
+                    .map(|r| r.receipt)
+            }
+        }
+    })
+    .await;
+    for parity in 0..2 {
+        let first = results[parity].as_ref().expect("applied");
+        for r in results.iter().skip(parity).step_by(2) {
+            assert_eq!(r.as_ref().expect("replayed"), first, "one answer per key");
+        }
+    }
+    assert_eq!(ledger.balance(t).await.expect("balance"), bal(84, 9, 0));
+    assert_eq!(
+        all_entries(&ledger, t).await.len(),
+        3,
+        "grant, consume, reserve: once each"
+    );
+    conserved(&ledger, Some(t)).await;
+}
+
+/// Batches over the same two tenants, named in opposite orders, run at once: none
+/// deadlocks or is lost, each applies all or nothing, and both tenants end conserved.
+pub async fn concurrent_batches_in_opposite_orders(store: Arc<dyn LedgerStore>, spawn: Spawner) {
+    let (ledger, _clock, ids) = setup(store, &["east", "west"]).await;
+    for t in &ids {
+        ledger
+            .grant(t, key("g"), amt(100), GrantOptions::default())
+            .await
+            .expect("grant");
+    }
+    let consume = |t: &TenantId, k: String, n: u64| {
+        Request::new(t.clone(), key(&k), Command::Consume { amount: amt(n) })
+    };
+    let results = together(&spawn, 16, |i| {
+        let ledger = ledger.clone();
+        let (first, second) = if i.is_multiple_of(2) {
+            (&ids[0], &ids[1])
+        } else {
+            (&ids[1], &ids[0])
+        };
+        let batch = vec![
+            consume(first, format!("b{i}"), 10),
+            consume(second, format!("b{i}"), 10),
+        ];
+        async move { ledger.batch(&batch).await }
+    })
+    .await;
+    let mut applied = 0;
+    for r in &results {
+        match r {
+            Ok(receipts) => {
+                assert_eq!(receipts.len(), 2);
+                applied += 1;
+            }
+            Err(LedgerError::BatchRejected { source, .. })
+                if matches!(**source, LedgerError::InsufficientCredits { .. }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    // 100 credits per tenant, 10 per batch on each: exactly ten batches fit.
+    assert_eq!(applied, 10, "{results:?}");
+    for t in &ids {
+        assert_eq!(ledger.balance(t).await.expect("balance"), bal(0, 0, 0));
+        conserved(&ledger, Some(t)).await;
+    }
 }
 
 // ---- transactions ------------------------------------------------------------------------

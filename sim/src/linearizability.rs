@@ -1,5 +1,5 @@
-//! A small Porcupine-style linearizability checker for the ledger, and a recorder of
-//! concurrent histories on the in-memory ledger.
+//! A small Porcupine-style linearizability checker for the ledger, and recorders of
+//! concurrent histories on the in-memory ledger and on PostgreSQL.
 //!
 //! A history is a set of [`Operation`]s, each with the logical time it was invoked and the
 //! time its response arrived. It is linearizable when the operations can be put in one
@@ -9,33 +9,77 @@
 //! tenants are independent, so each tenant's sub-history is checked on its own
 //! (P-compositionality).
 //!
+//! The model covers grants, consumes, balance reads, holds (reserve, commit, cancel: a
+//! hold is named by the label its reserve was sent with) and all-or-nothing batches of
+//! grants and consumes on one tenant. Lots never expire and holds never expire (the
+//! recorders never move the clock), and no tenant has an overdraft.
+//!
 //! ```
 //! use sim::linearizability::{Call, Operation, Response, check};
 //!
 //! let op = |call, ret, c, r| Operation { tenant: 0, call, ret, input: c, output: r };
 //! // Two sequential consumes of 5 from 10 cannot both leave 5.
 //! let history = [
-//!     op(0, 1, Call::Grant(10), Response::Available(10)),
-//!     op(2, 3, Call::Consume(5), Response::Available(5)),
-//!     op(4, 5, Call::Consume(5), Response::Available(5)),
+//!     op(0, 1, Call::Grant(10), Response::Ok(10, 0)),
+//!     op(2, 3, Call::Consume(5), Response::Ok(5, 0)),
+//!     op(4, 5, Call::Consume(5), Response::Ok(5, 0)),
 //! ];
 //! assert!(!check(&history));
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod postgres;
+mod record;
 
-use credits_core::{
-    Amount, GrantOptions, IdempotencyKey, Ledger, LedgerError, MemoryLedgerStore, TenantId,
-    TenantSettings,
+use std::collections::{BTreeMap, HashSet};
+
+pub use postgres::{PgLinearizability, record_postgres};
+pub use record::{
+    ATTEMPTS_MAX, Recording, Shared, client, record, record_broken, record_with_faults,
 };
-use metered_clock::ManualClock;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 /// The most operations of one tenant a history may hold (the linearized set is a bitmask).
 pub const OPS_PER_TENANT_MAX: usize = 64;
+
+/// The most requests in one recorded batch.
+pub const BATCH_ITEMS_MAX: usize = 4;
+
+/// One request of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Item {
+    /// Grant credits (never expiring).
+    Grant(u64),
+    /// Consume credits.
+    Consume(u64),
+}
+
+/// An all-or-nothing batch of grants and consumes on one tenant, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BatchCall {
+    len: u8,
+    items: [Item; BATCH_ITEMS_MAX],
+}
+
+impl BatchCall {
+    /// A batch of `items` (1..=[`BATCH_ITEMS_MAX`] of them), or `None`.
+    #[must_use]
+    pub fn new(items: &[Item]) -> Option<Self> {
+        if items.is_empty() || items.len() > BATCH_ITEMS_MAX {
+            return None;
+        }
+        let mut all = [Item::Grant(0); BATCH_ITEMS_MAX];
+        all[..items.len()].copy_from_slice(items);
+        Some(BatchCall {
+            len: u8::try_from(items.len()).ok()?,
+            items: all,
+        })
+    }
+
+    /// The requests, in order.
+    #[must_use]
+    pub fn items(&self) -> &[Item] {
+        &self.items[..usize::from(self.len)]
+    }
+}
 
 /// What a client asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,17 +88,47 @@ pub enum Call {
     Grant(u64),
     /// Consume credits.
     Consume(u64),
-    /// Read the available balance.
+    /// Read the balance.
     Balance,
+    /// Set `amount` aside in a hold named `hold` (the client's label for it).
+    Reserve {
+        /// The label (unique in the history).
+        hold: u32,
+        /// How much.
+        amount: u64,
+    },
+    /// Spend `amount` of the hold labelled `hold` and release the rest.
+    Commit {
+        /// The label its reserve was sent with.
+        hold: u32,
+        /// How much (at most what was reserved).
+        amount: u64,
+    },
+    /// Release the whole hold labelled `hold`.
+    Cancel {
+        /// The label its reserve was sent with.
+        hold: u32,
+    },
+    /// All or nothing, in order.
+    Batch(BatchCall),
 }
 
 /// What the client was told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Response {
-    /// Success; the available balance right after (for a read: the balance).
-    Available(u64),
-    /// Refused: not enough credits.
+    /// Success: the balance right after (available, held); for a read, the balance; for a
+    /// batch, the balance after its last request.
+    Ok(u64, u64),
+    /// Refused: not enough credits (for a batch: one of its consumes).
     Insufficient,
+    /// Refused: the hold was already committed.
+    AlreadyCommitted,
+    /// Refused: the hold was already cancelled.
+    AlreadyCancelled,
+    /// Refused: no such hold (its reserve did not happen, or was refused).
+    UnknownHold,
+    /// Refused: the commit asks for more than the hold holds.
+    ExceedsHold,
 }
 
 /// One completed operation.
@@ -62,9 +136,9 @@ pub enum Response {
 pub struct Operation {
     /// Which tenant (histories of different tenants are checked separately).
     pub tenant: usize,
-    /// Logical time of the invocation.
+    /// Logical time of the invocation (the first attempt's, when it was retried).
     pub call: u64,
-    /// Logical time of the response (after `call`).
+    /// Logical time of the (definitive) response, after `call`.
     pub ret: u64,
     /// The request.
     pub input: Call,
@@ -72,32 +146,125 @@ pub struct Operation {
     pub output: Response,
 }
 
-/// The sequential model: one tenant's available credits (no overdraft, no expiry).
-/// Returns the next state and the response the model gives.
-#[must_use]
-pub fn step(available: u64, call: Call) -> (u64, Response) {
-    match call {
-        Call::Grant(n) => {
-            let next = available.saturating_add(n);
-            (next, Response::Available(next))
-        }
-        Call::Consume(n) if n <= available => (available - n, Response::Available(available - n)),
-        Call::Consume(_) => (available, Response::Insufficient),
-        Call::Balance => (available, Response::Available(available)),
+/// Where a hold stands in the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HoldStatus {
+    /// Holding this much.
+    Active(u64),
+    /// Committed (spent in part or whole, the rest released).
+    Committed,
+    /// Cancelled (all released).
+    Cancelled,
+}
+
+/// The sequential model of one tenant: available credits and its holds by label.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct State {
+    /// Credits not in holds.
+    pub available: u64,
+    /// Every hold reserved so far, by label.
+    pub holds: BTreeMap<u32, HoldStatus>,
+}
+
+impl State {
+    /// Credits in active holds.
+    #[must_use]
+    pub fn held(&self) -> u64 {
+        self.holds
+            .values()
+            .map(|h| match h {
+                HoldStatus::Active(n) => *n,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn ok(&self) -> Response {
+        Response::Ok(self.available, self.held())
     }
 }
 
-/// Whether the history is linearizable (every tenant starting at zero credits).
+/// The sequential model: the next state and the response the model gives to `call`.
+#[must_use]
+pub fn step(state: &State, call: Call) -> (State, Response) {
+    let mut next = state.clone();
+    let response = match call {
+        Call::Grant(n) => {
+            next.available = next.available.saturating_add(n);
+            next.ok()
+        }
+        Call::Consume(n) | Call::Reserve { amount: n, .. } if n > state.available => {
+            return (next, Response::Insufficient);
+        }
+        Call::Consume(n) => {
+            next.available -= n;
+            next.ok()
+        }
+        Call::Reserve { hold, amount } => {
+            if next.holds.contains_key(&hold) {
+                // A label is used once; a second reserve under it is not a valid history.
+                return (next, Response::UnknownHold);
+            }
+            next.available -= amount;
+            next.holds.insert(hold, HoldStatus::Active(amount));
+            next.ok()
+        }
+        Call::Commit { hold, amount } => match next.holds.get(&hold).copied() {
+            None => Response::UnknownHold,
+            Some(HoldStatus::Committed) => Response::AlreadyCommitted,
+            Some(HoldStatus::Cancelled) => Response::AlreadyCancelled,
+            Some(HoldStatus::Active(held)) if amount > held => Response::ExceedsHold,
+            Some(HoldStatus::Active(held)) => {
+                next.available = next.available.saturating_add(held - amount);
+                next.holds.insert(hold, HoldStatus::Committed);
+                next.ok()
+            }
+        },
+        Call::Cancel { hold } => match next.holds.get(&hold).copied() {
+            None => Response::UnknownHold,
+            Some(HoldStatus::Committed) => Response::AlreadyCommitted,
+            Some(HoldStatus::Cancelled) => Response::AlreadyCancelled,
+            Some(HoldStatus::Active(held)) => {
+                next.available = next.available.saturating_add(held);
+                next.holds.insert(hold, HoldStatus::Cancelled);
+                next.ok()
+            }
+        },
+        Call::Balance => next.ok(),
+        Call::Batch(batch) => {
+            for item in batch.items() {
+                match *item {
+                    Item::Grant(n) => next.available = next.available.saturating_add(n),
+                    Item::Consume(n) if n <= next.available => next.available -= n,
+                    Item::Consume(_) => return (state.clone(), Response::Insufficient),
+                }
+            }
+            next.ok()
+        }
+    };
+    (next, response)
+}
+
+/// Whether the history is linearizable (every tenant starting with nothing).
 ///
 /// A tenant with more than [`OPS_PER_TENANT_MAX`] operations, or an operation whose response
 /// precedes its call, makes the history unverifiable: the answer is `false`.
 #[must_use]
 pub fn check(history: &[Operation]) -> bool {
+    failing_tenant(history).is_none()
+}
+
+/// The first tenant whose sub-history is not linearizable (or cannot be checked), if any.
+#[must_use]
+pub fn failing_tenant(history: &[Operation]) -> Option<usize> {
     let mut by_tenant: BTreeMap<usize, Vec<Operation>> = BTreeMap::new();
     for op in history {
         by_tenant.entry(op.tenant).or_default().push(*op);
     }
-    by_tenant.values().all(|ops| check_one(ops))
+    by_tenant
+        .iter()
+        .find(|(_, ops)| !check_one(ops))
+        .map(|(t, _)| *t)
 }
 
 fn check_one(ops: &[Operation]) -> bool {
@@ -110,20 +277,20 @@ fn check_one(ops: &[Operation]) -> bool {
         (1u64 << ops.len()) - 1
     };
     let mut seen = HashSet::new();
-    search(ops, 0, 0, full, &mut seen)
+    search(ops, 0, &State::default(), full, &mut seen)
 }
 
 fn search(
     ops: &[Operation],
     done: u64,
-    state: u64,
+    state: &State,
     full: u64,
-    seen: &mut HashSet<(u64, u64)>,
+    seen: &mut HashSet<(u64, State)>,
 ) -> bool {
     if done == full {
         return true;
     }
-    if !seen.insert((done, state)) {
+    if !seen.insert((done, state.clone())) {
         return false;
     }
     // An operation may go next only if it was invoked before every pending one returned.
@@ -139,92 +306,9 @@ fn search(
             continue;
         }
         let (next, response) = step(state, op.input);
-        if response == op.output && search(ops, done | (1 << i), next, full, seen) {
+        if response == op.output && search(ops, done | (1 << i), &next, full, seen) {
             return true;
         }
     }
     false
-}
-
-/// Runs `threads` clients concurrently against one in-memory ledger, each doing
-/// `ops_per_thread` random operations on `tenants` tenants, and records the history.
-///
-/// # Errors
-/// Unexpected ledger errors (anything but insufficient credits), as text.
-pub fn record(
-    seed: u64,
-    threads: usize,
-    ops_per_thread: usize,
-    tenants: usize,
-) -> Result<Vec<Operation>, String> {
-    let clock = ManualClock::new(crate::START);
-    let ledger: Ledger<MemoryLedgerStore> =
-        Ledger::new(MemoryLedgerStore::builder().shards(4).build(), clock);
-    let ids: Vec<TenantId> = (0..tenants.max(1))
-        .map(|i| TenantId::new(format!("lin-{i}")).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    for t in &ids {
-        futures::executor::block_on(ledger.create_tenant(t, TenantSettings::default()))
-            .map_err(|e| e.to_string())?;
-    }
-    let time = Arc::new(AtomicU64::new(0));
-    let ids = Arc::new(ids);
-    let handles: Vec<_> = (0..threads)
-        .map(|thread| {
-            let ledger = ledger.clone();
-            let time = Arc::clone(&time);
-            let ids = Arc::clone(&ids);
-            std::thread::spawn(move || -> Result<Vec<Operation>, String> {
-                let mut rng = StdRng::seed_from_u64(seed ^ ((thread as u64 + 1) << 32));
-                let mut out = Vec::with_capacity(ops_per_thread);
-                for n in 0..ops_per_thread {
-                    let tenant = rng.random_range(0..ids.len());
-                    let t = &ids[tenant];
-                    let input = match rng.random_range(0..3) {
-                        0 => Call::Grant(rng.random_range(1..20)),
-                        1 => Call::Consume(rng.random_range(1..25)),
-                        _ => Call::Balance,
-                    };
-                    let key =
-                        IdempotencyKey::new(format!("t{thread}-{n}")).map_err(|e| e.to_string())?;
-                    let call = time.fetch_add(1, Ordering::SeqCst);
-                    let result = futures::executor::block_on(async {
-                        match input {
-                            Call::Grant(a) => ledger
-                                .grant(t, key, Amount::new(a), GrantOptions::default())
-                                .await
-                                .map(|o| o.balance.available),
-                            Call::Consume(a) => ledger
-                                .consume(t, key, Amount::new(a))
-                                .await
-                                .map(|o| o.balance.available),
-                            Call::Balance => ledger.balance(t).await.map(|b| b.available),
-                        }
-                    });
-                    let ret = time.fetch_add(1, Ordering::SeqCst);
-                    let output = match result {
-                        Ok(a) => Response::Available(a.units()),
-                        Err(LedgerError::InsufficientCredits { .. }) => Response::Insufficient,
-                        Err(e) => return Err(e.to_string()),
-                    };
-                    out.push(Operation {
-                        tenant,
-                        call,
-                        ret,
-                        input,
-                        output,
-                    });
-                }
-                Ok(out)
-            })
-        })
-        .collect();
-    let mut history = Vec::new();
-    for h in handles {
-        history.extend(
-            h.join()
-                .map_err(|_| "a client thread panicked".to_owned())??,
-        );
-    }
-    Ok(history)
 }
