@@ -2,7 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::entry::{AuditEntry, Hash, SealedEntry, body_hash};
+use std::borrow::Cow;
+
+use crate::entry::{
+    AuditEntry, EntryView, Fields, Hash, Seal, SealedEntry, encode_body, hash_body,
+    validate_metadata,
+};
 use crate::{AuditError, Keyring, MaskingPolicy};
 
 /// Where a stream's chain stands: the next sequence number and the hash of the last entry
@@ -14,6 +19,95 @@ pub struct StreamHead {
     /// Entry hash of the last entry (zeros when `next_seq` is 0).
     #[serde(with = "crate::hex::serde32")]
     pub last_hash: Hash,
+}
+
+impl StreamHead {
+    /// Seals `entry` as the next entry of its stream, whose chain stands at `self`, and
+    /// advances `self`: the same entry, hash and MAC as [`StreamChain::seal`] gives the
+    /// owned [`AuditEntry`] with the same fields, without building it. Metadata values the
+    /// policy masks are masked first.
+    ///
+    /// ```
+    /// use audit_chain::{AuditEntry, EntryView, HmacKey, Keyring, MaskingPolicy, StreamChain, StreamHead};
+    /// use metered_clock::Timestamp;
+    ///
+    /// let keyring = Keyring::new(HmacKey::new(1, [9u8; 32])?);
+    /// let policy = MaskingPolicy::standard();
+    /// let view = EntryView {
+    ///     amount: Some(5),
+    ///     metadata: &[("ip", "192.0.2.10"), ("seq", "0")],
+    ///     ..EntryView::new("t", "balance", "debit", Timestamp::EPOCH)
+    /// };
+    /// let mut head = StreamHead::default();
+    /// let fast = head.seal(&keyring, &policy, &view)?;
+    /// let owned = StreamChain::new("t").seal(&keyring, &policy, AuditEntry::from(view))?;
+    /// assert_eq!(fast, owned);
+    /// assert_eq!(fast.entry().metadata["ip"], "192.0.2.0/24");
+    /// assert_eq!(head.next_seq, 1);
+    /// # Ok::<(), audit_chain::AuditError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`AuditError::InvalidEntry`] if a field is over its limit (after masking), the
+    /// metadata keys do not ascend, or the stream's sequence numbers are exhausted. The head
+    /// does not move on error.
+    pub fn seal(
+        &mut self,
+        keyring: &Keyring,
+        policy: &MaskingPolicy,
+        entry: &EntryView<'_>,
+    ) -> Result<SealedEntry, AuditError> {
+        let fields = entry.fields();
+        fields.validate()?;
+        let pairs = entry.metadata.iter().map(|(k, v)| (*k, *v));
+        if entry.metadata.iter().any(|(k, _)| policy.masks(k)) {
+            let masked: Vec<(&str, Cow<'_, str>)> = pairs
+                .map(|(k, v)| (k, policy.mask(k, v).map_or(Cow::Borrowed(v), Cow::Owned)))
+                .collect();
+            let masked = masked.iter().map(|(k, v)| (*k, v.as_ref()));
+            validate_metadata(masked.clone())?;
+            self.seal_fields(keyring, policy.id(), &fields, masked)
+        } else {
+            validate_metadata(pairs.clone())?;
+            self.seal_fields(keyring, policy.id(), &fields, pairs)
+        }
+    }
+
+    /// Seals validated fields as the next entry; advances the head.
+    fn seal_fields<'m, M>(
+        &mut self,
+        keyring: &Keyring,
+        policy_id: &str,
+        fields: &Fields<'_>,
+        metadata: M,
+    ) -> Result<SealedEntry, AuditError>
+    where
+        M: ExactSizeIterator<Item = (&'m str, &'m str)> + Clone,
+    {
+        let next = self
+            .next_seq
+            .checked_add(1)
+            .ok_or_else(|| AuditError::InvalidEntry {
+                field: "seq",
+                reason: "stream is full (u64 sequence numbers exhausted)".into(),
+            })?;
+        let key = keyring.active();
+        let seal = Seal {
+            seq: self.next_seq,
+            prev_hash: &self.last_hash,
+            policy_id,
+            key_id: key.id(),
+        };
+        let body = encode_body(fields, metadata, &seal);
+        let entry_hash = hash_body(&body.bytes);
+        let mac = key.mac(&entry_hash);
+        let sealed = SealedEntry::sealed(body, fields, &seal, entry_hash, mac);
+        *self = StreamHead {
+            next_seq: next,
+            last_hash: entry_hash,
+        };
+        Ok(sealed)
+    }
 }
 
 /// The hash chain of one stream (one tenant).
@@ -43,8 +137,6 @@ pub struct StreamHead {
 pub struct StreamChain {
     stream: String,
     head: StreamHead,
-    /// Reused encoding buffer (not part of the chain's state).
-    scratch: Vec<u8>,
 }
 
 impl StreamChain {
@@ -61,9 +153,6 @@ impl StreamChain {
         StreamChain {
             stream: stream.into(),
             head,
-            // One entry's canonical body is a few hundred bytes: one allocation, not a
-            // series of doublings, for a chain resumed to seal one change.
-            scratch: Vec::with_capacity(512),
         }
     }
 
@@ -99,38 +188,16 @@ impl StreamChain {
         }
         policy.apply(&mut entry.metadata);
         entry.validate()?;
-        let next = self
-            .head
-            .next_seq
-            .checked_add(1)
-            .ok_or_else(|| AuditError::InvalidEntry {
-                field: "seq",
-                reason: "stream is full (u64 sequence numbers exhausted)".into(),
-            })?;
-        let key = keyring.active();
-        let seq = self.head.next_seq;
-        let prev_hash = self.head.last_hash;
-        let entry_hash = body_hash(
-            &entry,
-            seq,
-            &prev_hash,
-            policy.id(),
-            key.id(),
-            &mut self.scratch,
-        );
-        let mac = key.mac(&entry_hash);
-        self.head = StreamHead {
-            next_seq: next,
-            last_hash: entry_hash,
+        // The fields are borrowed from the entry, which then moves into the sealed entry
+        // (its decoded content): encode first, keep the entry.
+        let mut head = self.head;
+        let sealed = {
+            let fields = Fields::of(&entry);
+            let pairs = entry.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            head.seal_fields(keyring, policy.id(), &fields, pairs)?
         };
-        Ok(SealedEntry {
-            entry,
-            seq,
-            prev_hash,
-            policy_id: policy.id().to_owned(),
-            key_id: key.id(),
-            entry_hash,
-            mac,
-        })
+        sealed.keep_entry(entry);
+        self.head = head;
+        Ok(sealed)
     }
 }

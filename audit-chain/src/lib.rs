@@ -110,8 +110,8 @@ pub use audit_log::AuditLog;
 pub use chain::{StreamChain, StreamHead};
 pub use checkpoint::{Checkpoint, NoteSigner, NoteVerifier, SignedCheckpoint};
 pub use entry::{
-    AuditEntry, FORMAT_VERSION, Hash, LogRecord, METADATA_KEY_LEN_MAX, METADATA_PAIRS_MAX,
-    METADATA_VALUE_LEN_MAX, STREAM_LEN_MAX, SealedEntry, TEXT_LEN_MAX,
+    AuditEntry, EntryView, FORMAT_VERSION, Hash, LogRecord, METADATA_KEY_LEN_MAX,
+    METADATA_PAIRS_MAX, METADATA_VALUE_LEN_MAX, STREAM_LEN_MAX, SealedEntry, TEXT_LEN_MAX,
 };
 pub use error::AuditError;
 pub use file::{

@@ -214,6 +214,12 @@ impl MaskingPolicy {
         &self.id
     }
 
+    /// Whether the policy rewrites the values of `key`.
+    #[must_use]
+    pub fn masks(&self, key: &str) -> bool {
+        self.rules.contains_key(key)
+    }
+
     /// The masked value for `key`, or `None` if the policy has no rule for it.
     #[must_use]
     pub fn mask(&self, key: &str, value: &str) -> Option<String> {

@@ -277,8 +277,13 @@ impl SequencedBatch {
             };
         }
         let index = self.base + self.records.len() as u64;
-        self.heads
-            .insert(entry.stream().to_owned(), next_head(&entry));
+        match self.heads.get_mut(entry.stream()) {
+            Some(h) => *h = next_head(&entry),
+            None => {
+                self.heads
+                    .insert(entry.stream().to_owned(), next_head(&entry));
+            }
+        }
         self.records.push(LogRecord::new(index, entry));
         Admission::Admitted { index }
     }

@@ -154,7 +154,6 @@ pub struct ChainVerifier<'k> {
     checkpoint: Option<Checkpoint>,
     checkpoint_matched: bool,
     failure: Option<Failure>,
-    scratch: Vec<u8>,
 }
 
 impl<'k> ChainVerifier<'k> {
@@ -171,7 +170,6 @@ impl<'k> ChainVerifier<'k> {
             checkpoint: None,
             checkpoint_matched: false,
             failure: None,
-            scratch: Vec::with_capacity(512),
         }
     }
 
@@ -246,7 +244,7 @@ impl<'k> ChainVerifier<'k> {
             Err((check, detail)) => {
                 let f = Failure {
                     index: self.next_index,
-                    stream: Some(record.entry.entry.stream.clone()),
+                    stream: Some(record.entry.stream().to_owned()),
                     seq: Some(record.entry.seq),
                     check,
                     detail,
@@ -265,7 +263,7 @@ impl<'k> ChainVerifier<'k> {
                 format!("found index {}, expected {}", record.index, self.next_index),
             ));
         }
-        if e.compute_hash_with(&mut self.scratch) != e.entry_hash {
+        if e.compute_hash() != e.entry_hash {
             return Err((
                 IntegrityCheck::Hash,
                 "content does not match the entry hash".into(),
@@ -286,7 +284,7 @@ impl<'k> ChainVerifier<'k> {
                 ));
             }
         }
-        let stream = e.entry.stream.as_str();
+        let stream = e.stream();
         let expected = match self.heads.get(stream) {
             Some(h) => Some(*h),
             None if self.anchored => None,

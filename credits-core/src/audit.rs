@@ -59,11 +59,11 @@
 use std::sync::Arc;
 
 use audit_chain::{
-    AuditEntry, AuditError, AuditWriter, Keyring, MaskingPolicy, MemoryAuditQueue, SealedEntry,
-    StreamChain, StreamHead,
+    AuditEntry, AuditError, AuditWriter, EntryView, Keyring, MaskingPolicy, MemoryAuditQueue,
+    SealedEntry, StreamHead,
 };
 
-use crate::{JournalEntry, LedgerError, StorageError, TenantId};
+use crate::{IdempotencyKey, JournalEntry, LedgerError, StorageError, TenantId};
 
 /// The event type of every ledger audit entry.
 pub const EVENT_TYPE: &str = "credits";
@@ -111,25 +111,61 @@ pub fn stream_name(tenant: &TenantId) -> String {
 /// ```
 #[must_use]
 pub fn audit_entry(stream: &str, e: &JournalEntry) -> AuditEntry {
-    let mut entry = AuditEntry::new(stream, EVENT_TYPE, e.kind.as_str(), e.at)
-        .with_amount(e.amount.units())
-        .with_balances(e.before.available.units(), e.after.available.units())
-        .with_metadata("seq", e.seq.get().to_string())
-        .with_metadata("held_after", e.after.held.units().to_string())
-        .with_metadata("overdrawn_after", e.after.overdrawn.units().to_string());
-    if let Some(key) = &e.key {
-        entry = entry.with_transaction_id(key.as_str());
+    with_view(stream, e, |view| AuditEntry::from(*view))
+}
+
+/// The one mapping: calls `f` with the audit entry of `e` in `stream`, borrowed (numbers
+/// formatted on the stack), which [`audit_entry`] copies and [`LedgerAudit::seal`] seals
+/// without copying.
+fn with_view<R>(stream: &str, e: &JournalEntry, f: impl FnOnce(&EntryView<'_>) -> R) -> R {
+    let mut held = itoa::Buffer::new();
+    let mut hold = itoa::Buffer::new();
+    let mut lot = itoa::Buffer::new();
+    let mut overdrawn = itoa::Buffer::new();
+    let mut refers_to = itoa::Buffer::new();
+    let mut seq = itoa::Buffer::new();
+    // In ascending key order, as the audit format requires.
+    let mut pairs = [("", ""); 6];
+    let mut n = 0;
+    let mut push = |key, value| {
+        pairs[n] = (key, value);
+        n += 1;
+    };
+    push("held_after", held.format(e.after.held.units()));
+    if let Some(h) = e.hold {
+        push("hold", hold.format(h.get()));
     }
-    if let Some(hold) = e.hold {
-        entry = entry.with_metadata("hold", hold.get().to_string());
+    if let Some(l) = e.lot {
+        push("lot", lot.format(l.get()));
     }
-    if let Some(lot) = e.lot {
-        entry = entry.with_metadata("lot", lot.get().to_string());
-    }
+    push(
+        "overdrawn_after",
+        overdrawn.format(e.after.overdrawn.units()),
+    );
     if let Some(r) = e.refers_to {
-        entry = entry.with_metadata("refers_to", r.get().to_string());
+        push("refers_to", refers_to.format(r.get()));
     }
-    entry
+    push("seq", seq.format(e.seq.get()));
+    f(&EntryView {
+        amount: Some(e.amount.units()),
+        balance_before: Some(e.before.available.units()),
+        balance_after: Some(e.after.available.units()),
+        transaction_id: e.key.as_ref().map(IdempotencyKey::as_str),
+        metadata: &pairs[..n],
+        ..EntryView::new(stream, EVENT_TYPE, e.kind.as_str(), e.at)
+    })
+}
+
+/// Calls `f` with the tenant's stream name, `ledger/<tenant>`, built on the stack.
+fn with_stream<R>(tenant: &TenantId, f: impl FnOnce(&str) -> R) -> R {
+    const PREFIX: &str = "ledger/";
+    let mut buf = [0u8; PREFIX.len() + crate::ids::NAME_LEN_MAX];
+    let name = tenant.as_str().as_bytes();
+    let len = PREFIX.len() + name.len();
+    buf[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
+    buf[PREFIX.len()..len].copy_from_slice(name);
+    // Both parts are UTF-8, so the concatenation is.
+    f(std::str::from_utf8(&buf[..len]).unwrap_or_default())
 }
 
 /// How the ledger seals its audit entries: the HMAC keyring and the masking policy. Every
@@ -188,15 +224,14 @@ impl LedgerAudit {
         if entries.is_empty() {
             return Ok((Vec::new(), head));
         }
-        let mut chain = StreamChain::resume(stream_name(tenant), head);
-        let sealed = entries
-            .iter()
-            .map(|e| {
-                let entry = audit_entry(chain.stream(), e);
-                chain.seal(&self.keyring, &self.policy, entry)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((sealed, chain.head()))
+        let mut head = head;
+        let sealed = with_stream(tenant, |stream| {
+            entries
+                .iter()
+                .map(|e| with_view(stream, e, |v| head.seal(&self.keyring, &self.policy, v)))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        Ok((sealed, head))
     }
 }
 
