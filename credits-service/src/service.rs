@@ -41,6 +41,7 @@ use crate::registry::{Experiments, GrantKeys, Rollouts, grants::GRANT_KEYS_MAX};
 use crate::routes::{audit, credits, experiments, ops, rollouts};
 use crate::server::{self, ConnectionLimits};
 use crate::state::{AppState, AuditState, Backend, TenantLimiter};
+use canary::{MemoryRolloutStore, RolloutStore};
 
 /// How often a replica that does not lead the audit log tries to, and a leader checks its
 /// lock.
@@ -356,6 +357,22 @@ impl ServiceBuilder {
             trail,
             sequencer,
         } = log;
+        // Experiments and rollouts live in the database when there is one (every replica
+        // sees the same, a restart loses nothing), in this process otherwise.
+        let (experiments, rollout_store): (Experiments, Arc<dyn RolloutStore>) = match &backend {
+            Backend::Postgres(store) => (
+                Experiments::postgres(store.experiment_store(), config.experiments_per_tenant_max),
+                Arc::new(
+                    store
+                        .audit_trail(Arc::clone(&keyring), MaskingPolicy::standard())
+                        .rollout_store(),
+                ),
+            ),
+            Backend::Memory => (
+                Experiments::in_memory(config.experiments_per_tenant_max),
+                Arc::new(MemoryRolloutStore::new(trail)),
+            ),
+        };
         let state = Arc::new(AppState {
             ledger,
             recovery,
@@ -371,8 +388,8 @@ impl ServiceBuilder {
                 leader,
                 mirror: tokio::sync::Mutex::new(Sequencer::new()),
             },
-            experiments: Experiments::in_memory(config.experiments_per_tenant_max),
-            rollouts: Rollouts::new(trail),
+            experiments,
+            rollouts: Rollouts::new(rollout_store, Arc::clone(&clock)),
             grant_keys: GrantKeys::new(GRANT_KEYS_MAX),
             metrics,
             clock,

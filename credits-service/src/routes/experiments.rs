@@ -9,16 +9,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use bayes_ab::{
-    DecisionRule, ErrorRateGuardrail, ExperimentEvaluation, Guardrails, LatencyGuardrail,
-    StoppingMode, TrafficSplit, UnitOutcome,
-};
+use bayes_ab::{ExperimentEvaluation, UnitOutcome};
 use credits_core::TenantId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::json::{ApiJson, ApiPath};
-use crate::registry::Spec;
+use crate::registry::experiments::{ExperimentSpec, StoppingSpec};
 use crate::state::AppState;
 
 /// Longest experiment id accepted.
@@ -53,25 +50,12 @@ fn key(tenant: &TenantId, id: &str) -> Result<String, ApiError> {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
-enum StoppingDto {
-    Sequential {
-        alpha: f64,
-        tuning_sample: f64,
-    },
-    Bayesian {
-        prob_threshold: f64,
-        loss_threshold: f64,
-    },
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateExperiment {
     id: String,
     /// Champion and challenger weights in basis points (default 5000/5000).
     weights: Option<Vec<u32>>,
-    stopping: Option<StoppingDto>,
+    stopping: Option<StoppingSpec>,
     min_trials_per_arm: Option<u64>,
     max_duration_ms: Option<u64>,
     /// Roll back when the challenger's error rate is above this with 95 % confidence.
@@ -95,48 +79,20 @@ async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = key(&tenant, &body.id)?;
-    let split = TrafficSplit::new(body.weights.unwrap_or_else(|| vec![5_000, 5_000]))?;
-    let mut rule = DecisionRule::builder();
-    if let Some(s) = body.stopping {
-        rule = rule.stopping(match s {
-            StoppingDto::Sequential {
-                alpha,
-                tuning_sample,
-            } => StoppingMode::sequential(alpha, tuning_sample)?,
-            StoppingDto::Bayesian {
-                prob_threshold,
-                loss_threshold,
-            } => StoppingMode::bayesian(prob_threshold, loss_threshold)?,
-        });
-    }
-    if let Some(n) = body.min_trials_per_arm {
-        rule = rule.min_trials_per_arm(n);
-    }
-    if let Some(ms) = body.max_duration_ms {
-        rule = rule.max_duration(Duration::from_millis(ms));
-    }
-    let rule = rule.build()?;
-    let guardrails = Guardrails {
-        error_rate: body
-            .error_rate_max
-            .map(|max| ErrorRateGuardrail::absolute(max, 0.95))
-            .transpose()?,
-        latency: body
-            .latency_p95_max_ms
-            .map(|ms| LatencyGuardrail::absolute(0.95, Duration::from_millis(ms), 0.95))
-            .transpose()?,
+    let description = ExperimentSpec {
+        weights: body.weights,
+        stopping: body.stopping,
+        min_trials_per_arm: body.min_trials_per_arm,
+        max_duration_ms: body.max_duration_ms,
+        error_rate_max: body.error_rate_max,
+        latency_p95_max_ms: body.latency_p95_max_ms,
     };
     let now = state.clock.now();
-    let weights = split.weights().to_vec();
-    let spec = Spec {
-        rule,
-        guardrails,
-        split,
-    };
-    state
+    let spec = state
         .experiments
-        .create(tenant.as_str(), key, spec, now)
+        .create(tenant.as_str(), key, &description, now)
         .await?;
+    let weights = spec.split.weights().to_vec();
     Ok((
         StatusCode::CREATED,
         Json(ExperimentDto {
@@ -172,7 +128,7 @@ async fn assign(
             "a unit id is 1 to 256 bytes",
         ));
     }
-    let spec = state.experiments.spec(&key)?;
+    let spec = state.experiments.spec(&key).await?;
     let arm = spec.split.assign(&key, &body.unit);
     Ok(Json(
         serde_json::json!({ "arm": arm, "variant": arm_name(arm) }),
@@ -200,7 +156,7 @@ async fn record(
 ) -> Result<StatusCode, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = key(&tenant, &id)?;
-    let spec = state.experiments.spec(&key)?;
+    let spec = state.experiments.spec(&key).await?;
     let latency = match body.latency_ms {
         None => None,
         Some(ms) if ms.is_finite() && (0.0..=3_600_000.0).contains(&ms) => {
@@ -235,7 +191,7 @@ async fn evaluate(
 ) -> Result<Json<ExperimentEvaluation>, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = key(&tenant, &id)?;
-    let spec = state.experiments.spec(&key)?;
+    let spec = state.experiments.spec(&key).await?;
     let experiment = state.experiments.load(&key).await?;
     let evaluation = experiment.evaluate(&spec.rule, &spec.guardrails, state.clock.now())?;
     let summary = &evaluation.evaluation.summary;

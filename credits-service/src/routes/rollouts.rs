@@ -7,23 +7,18 @@
 //! the service then queries it at every check ([`Rollouts::observe_due`](crate::registry::Rollouts)).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use canary::{
-    Action, Actor, ArmLabels, ArmObservation, Direction, Directive, Event, HealthPolicy,
-    LimitAction, MannWhitneyJudge, MetricCheck, MetricQuery, Observations, Plan,
-    PrometheusProvider, ProviderSource, Rollout, SampleMetric, Step,
-};
+use canary::{Action, Actor, ArmObservation, Directive, Event, Observations};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::json::{ApiJson, ApiPath};
-use crate::registry::rollouts::Entry;
+use crate::registry::rollouts::{Entry, ProviderSpec, RolloutSpec, StepSpec};
 use crate::state::AppState;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -37,22 +32,10 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StepDto {
-    weight_percent: u8,
-    #[serde(default)]
-    min_duration_ms: u64,
-    #[serde(default)]
-    min_sample: u64,
-    #[serde(default)]
-    requires_approval: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CreateRollout {
     id: String,
     /// Steps (default 5 → 10 → 25 → 50 → 100 %, 2 minutes and 200 requests each).
-    steps: Option<Vec<StepDto>>,
+    steps: Option<Vec<StepSpec>>,
     /// How often health is checked (default 60 s).
     check_interval_ms: Option<u64>,
     /// Largest healthy canary error rate (default 0.05).
@@ -64,91 +47,10 @@ struct CreateRollout {
     /// (default 4).
     source_error_limit: Option<u32>,
     /// Judge the rollout on Prometheus instead of pushed observations.
-    provider: Option<ProviderDto>,
+    provider: Option<ProviderSpec>,
     /// Start at once (default true).
     #[serde(default = "yes")]
     start: bool,
-}
-
-/// Where a provider-driven rollout's metrics come from: Prometheus, with PromQL templates in
-/// which `{{arm}}` becomes the arm's label value and `{{window}}` the window since the step
-/// began (e.g. `15s`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProviderDto {
-    /// Prometheus's base URL, `http://host[:port][/prefix]`.
-    prometheus_url: String,
-    /// Time limit of one query attempt (default 5000 ms).
-    timeout_ms: Option<u64>,
-    /// The label value that selects the canary.
-    canary: String,
-    /// The label value that selects the stable version.
-    baseline: String,
-    /// The label value of a freshly started baseline, if any.
-    fresh_baseline: Option<String>,
-    /// An aggregate query: the arm's request count over the window.
-    requests: String,
-    /// An aggregate query: the arm's error count over the window.
-    errors: String,
-    /// A samples query (e.g. a latency quantile) compared between the arms by the
-    /// Mann-Whitney, spread and sparse-data judges.
-    latency: Option<LatencyDto>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LatencyDto {
-    /// A samples (range) query.
-    query: String,
-    /// Distance between points (default 1000 ms, at least 1000).
-    step_ms: Option<u64>,
-    /// A failure rolls back at once (default false).
-    #[serde(default)]
-    critical: bool,
-    /// Judged and recorded, never acted on (default false).
-    #[serde(default)]
-    dry_run: bool,
-}
-
-/// Longest per-attempt query timeout a rollout may set.
-const PROVIDER_TIMEOUT_MAX_MS: u64 = 60_000;
-
-/// The metrics source `dto` describes, and whether it brings samples for the judge.
-fn provider_source(
-    dto: ProviderDto,
-    clock: &Arc<dyn metered_clock::Clock>,
-) -> Result<(ProviderSource<PrometheusProvider>, bool), ApiError> {
-    let timeout_ms = dto.timeout_ms.unwrap_or(5_000);
-    if !(1..=PROVIDER_TIMEOUT_MAX_MS).contains(&timeout_ms) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("provider.timeout_ms must be 1..={PROVIDER_TIMEOUT_MAX_MS}"),
-        ));
-    }
-    let prometheus = PrometheusProvider::builder(dto.prometheus_url.as_str())
-        .timeout(Duration::from_millis(timeout_ms))
-        .clock(Arc::clone(clock))
-        .build()?;
-    let mut arms = ArmLabels::new(&dto.canary, &dto.baseline)?;
-    if let Some(fresh) = &dto.fresh_baseline {
-        arms = arms.with_fresh_baseline(fresh)?;
-    }
-    let mut source = ProviderSource::new(
-        prometheus,
-        arms,
-        MetricQuery::aggregate("requests", &dto.requests)?,
-        MetricQuery::aggregate("errors", &dto.errors)?,
-    )?;
-    let samples = dto.latency.is_some();
-    if let Some(l) = dto.latency {
-        let step = Duration::from_millis(l.step_ms.unwrap_or(1_000));
-        let mut metric = SampleMetric::new(MetricQuery::samples("latency", &l.query, step)?);
-        metric.direction = Direction::Increase;
-        metric.critical = l.critical;
-        metric.dry_run = l.dry_run;
-        source = source.with_samples(metric)?;
-    }
-    Ok((source, samples))
 }
 
 fn yes() -> bool {
@@ -227,52 +129,18 @@ async fn create(
     ApiJson(body): ApiJson<CreateRollout>,
 ) -> Result<impl IntoResponse, ApiError> {
     state.auth.admin(&headers)?;
-    let interval = Duration::from_millis(body.check_interval_ms.unwrap_or(60_000));
-    let plan = match body.steps {
-        None => Plan::progressive(interval, Duration::from_secs(120), 200)?,
-        Some(steps) => Plan::new(
-            steps
-                .iter()
-                .map(|s| {
-                    let step = Step::new(
-                        s.weight_percent,
-                        Duration::from_millis(s.min_duration_ms),
-                        s.min_sample,
-                    );
-                    if s.requires_approval {
-                        step.with_approval()
-                    } else {
-                        step
-                    }
-                })
-                .collect(),
-            interval,
-        )?,
+    let spec = RolloutSpec {
+        steps: body.steps,
+        check_interval_ms: body.check_interval_ms,
+        error_rate_max: body.error_rate_max,
+        srm_check: body.srm_check,
+        source_error_limit: body.source_error_limit,
+        provider: body.provider,
     };
-    let source = match body.provider {
-        Some(p) => Some(provider_source(p, &state.clock)?),
-        None => None,
-    };
-    let mut policy = HealthPolicy::builder().check(MetricCheck::error_rate_max(
-        body.error_rate_max.unwrap_or(0.05),
-    ));
-    if body.srm_check == Some(false) {
-        policy = policy.srm_p_value(None);
-    }
-    if let Some(n) = body.source_error_limit {
-        policy = policy.source_error_limit(n, LimitAction::RollBack);
-    }
-    if source.as_ref().is_some_and(|(_, samples)| *samples) {
-        policy = policy.mann_whitney(MannWhitneyJudge::default());
-    }
-    let mut rollout = Rollout::new(body.id.as_str(), plan, policy.build()?)?;
-    if body.start {
-        let _ = rollout.start(state.clock.now(), Actor::operator("admin"))?;
-    }
-    let rollouts = &state.rollouts;
-    let cell = rollouts.insert(body.id.clone(), rollout, source.map(|(s, _)| s))?;
-    let mut entry = cell.lock().await;
-    rollouts.write_trail(&body.id, &mut entry).await;
+    let start = body
+        .start
+        .then(|| (state.clock.now(), Actor::operator("admin")));
+    let entry = state.rollouts.create(&body.id, &spec, start).await?;
     tracing::info!(rollout = %body.id, metrics = status_dto(&entry).metrics, "rollout created");
     Ok((StatusCode::CREATED, Json(status_dto(&entry))))
 }
@@ -283,8 +151,7 @@ async fn status(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<StatusDto>, ApiError> {
     state.auth.admin(&headers)?;
-    let cell = state.rollouts.get(&id)?;
-    let entry = cell.lock().await;
+    let entry = state.rollouts.get(&id).await?;
     Ok(Json(status_dto(&entry)))
 }
 
@@ -330,7 +197,7 @@ async fn trail(
 ) -> Result<Json<TrailDto>, ApiError> {
     state.auth.admin(&headers)?;
     // 404 for an unknown rollout, before reading the log.
-    drop(state.rollouts.get(&id)?);
+    drop(state.rollouts.get(&id).await?);
     let events = canary::trail::load_events(state.audit.sink.as_ref(), &id).await?;
     let total = events.len();
     let events = events
@@ -409,17 +276,19 @@ async fn observe(
         Some(b) => Observations::new(canary, ArmObservation::counts(b.requests, b.errors)),
         None => Observations::canary_only(canary),
     };
-    let cell = state.rollouts.get(&id)?;
-    let mut entry = cell.lock().await;
-    if entry.source.is_some() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "provider_driven",
-            "this rollout is judged on its metrics provider; observations cannot be pushed",
-        ));
-    }
-    let decision = entry.rollout.tick(state.clock.now(), &obs)?;
-    state.rollouts.write_trail(&id, &mut entry).await;
+    let (decision, _) = state
+        .rollouts
+        .update(&id, |entry| {
+            if entry.source.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "provider_driven",
+                    "this rollout is judged on its metrics provider; observations cannot be pushed",
+                ));
+            }
+            Ok(entry.rollout.tick(state.clock.now(), &obs)?)
+        })
+        .await?;
     Ok(Json(decision_dto(&decision)))
 }
 
@@ -460,26 +329,29 @@ async fn command(
     }
     let actor = Actor::operator(actor_name);
     let note = body.note.unwrap_or_default();
-    let cell = state.rollouts.get(&id)?;
-    let mut entry = cell.lock().await;
-    let now = state.clock.now();
-    let r = &mut entry.rollout;
-    let decision = match command.as_str() {
-        "start" => r.start(now, actor),
-        "promote" => r.promote(now, actor),
-        "promote_full" => r.promote_full(now, actor),
-        "pause" => r.pause(now, actor, &note),
-        "resume" => r.resume(now, actor),
-        "rollback" => r.rollback(now, actor, &note),
-        "abort" => r.abort(now, actor, &note),
-        _ => {
-            return Err(ApiError::not_found(
-                "unknown_command",
-                "commands: start, promote, promote_full, pause, resume, rollback, abort",
-            ));
-        }
-    }?;
-    state.rollouts.write_trail(&id, &mut entry).await;
+    let (decision, _) = state
+        .rollouts
+        .update(&id, |entry| {
+            let now = state.clock.now();
+            let actor = actor.clone();
+            let r = &mut entry.rollout;
+            Ok(match command.as_str() {
+                "start" => r.start(now, actor),
+                "promote" => r.promote(now, actor),
+                "promote_full" => r.promote_full(now, actor),
+                "pause" => r.pause(now, actor, &note),
+                "resume" => r.resume(now, actor),
+                "rollback" => r.rollback(now, actor, &note),
+                "abort" => r.abort(now, actor, &note),
+                _ => {
+                    return Err(ApiError::not_found(
+                        "unknown_command",
+                        "commands: start, promote, promote_full, pause, resume, rollback, abort",
+                    ));
+                }
+            }?)
+        })
+        .await?;
     tracing::info!(rollout = %id, command, phase = decision.phase.as_str(), "rollout command");
     Ok(Json(decision_dto(&decision)))
 }
