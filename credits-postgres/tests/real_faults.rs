@@ -7,7 +7,8 @@
 //! other key is there).
 //!
 //! The server is never restarted: only backends whose `application_name` is this test's
-//! are terminated.
+//! are terminated. `REAL_FAULTS_SEED` (default 0) varies the clients' and the killer's
+//! choices (`scripts/soak.sh` sets it).
 
 // Tests wait for the database like an application does, run their clients and the killer
 // as tasks, and print what they injected.
@@ -34,7 +35,13 @@ use rand::{Rng, SeedableRng};
 const ATTEMPTS_MAX: u32 = 400;
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 const CLIENTS: usize = 6;
+/// Each client sends at least this many requests, and goes on (up to
+/// [`OPS_PER_CLIENT_MAX`]) until [`TERMINATED_MIN`] backends were killed and
+/// [`RETRIES_MIN`] requests retried, however fast the machine.
 const OPS_PER_CLIENT: usize = 80;
+const OPS_PER_CLIENT_MAX: usize = 2_000;
+const TERMINATED_MIN: u64 = 20;
+const RETRIES_MIN: u64 = 10;
 const TENANTS: usize = 3;
 
 fn keyring() -> Arc<Keyring> {
@@ -106,11 +113,18 @@ async fn client<S: LedgerStore + ?Sized>(
     tenants: Arc<Vec<TenantId>>,
     id: usize,
     counters: Arc<Counters>,
+    seed: u64,
 ) -> Vec<Acked> {
-    let mut rng = StdRng::seed_from_u64(id as u64);
+    let mut rng = StdRng::seed_from_u64(seed ^ ((id as u64 + 1) << 32));
     let mut holds: Vec<(usize, HoldId, u64)> = Vec::new();
     let mut out = Vec::with_capacity(OPS_PER_CLIENT);
-    for n in 0..OPS_PER_CLIENT {
+    for n in 0..OPS_PER_CLIENT_MAX {
+        if n >= OPS_PER_CLIENT
+            && counters.terminated.load(Ordering::Relaxed) >= TERMINATED_MIN
+            && counters.retries.load(Ordering::Relaxed) >= RETRIES_MIN
+        {
+            break;
+        }
         let roll = rng.random_range(0..100);
         let (tenant, sent) = if roll >= 70 && !holds.is_empty() {
             let (t, h, amount) = holds.swap_remove(rng.random_range(0..holds.len()));
@@ -169,6 +183,9 @@ async fn terminated_backends_lose_no_acknowledged_request_and_apply_none_twice()
     let Some(db) = common::test_db("real_faults").await else {
         return;
     };
+    let seed: u64 = std::env::var("REAL_FAULTS_SEED")
+        .ok()
+        .map_or(0, |s| s.parse().expect("REAL_FAULTS_SEED is a number"));
     let clock = ManualClock::new(common::START);
     let app = format!("t_{}", db.schema);
     let config = || {
@@ -213,7 +230,7 @@ async fn terminated_backends_lose_no_acknowledged_request_and_apply_none_twice()
             .await
             .expect("killer connects");
             tokio::spawn(conn);
-            let mut rng = StdRng::seed_from_u64(7);
+            let mut rng = StdRng::seed_from_u64(seed);
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(20..60))).await;
                 let killed: i64 = admin
@@ -241,6 +258,7 @@ async fn terminated_backends_lose_no_acknowledged_request_and_apply_none_twice()
                 Arc::clone(&tenants),
                 id,
                 Arc::clone(&counters),
+                seed,
             ))
         })
         .collect();
@@ -253,11 +271,14 @@ async fn terminated_backends_lose_no_acknowledged_request_and_apply_none_twice()
     let terminated = counters.terminated.load(Ordering::Relaxed);
     let retries = counters.retries.load(Ordering::Relaxed);
     eprintln!(
-        "real faults: {} requests, {terminated} backends terminated, {retries} retries",
+        "real faults seed {seed}: {} requests, {terminated} backends terminated, {retries} retries",
         acked.len()
     );
-    assert!(terminated >= 10, "only {terminated} backends terminated");
-    assert!(retries >= 10, "only {retries} retries");
+    assert!(
+        terminated >= TERMINATED_MIN,
+        "only {terminated} backends terminated"
+    );
+    assert!(retries >= RETRIES_MIN, "only {retries} retries");
     let successes = acked.iter().filter(|a| a.answer.is_ok()).count();
     assert!(
         successes * 2 > acked.len(),

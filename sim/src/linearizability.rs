@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashSet};
 
 pub use postgres::{PgLinearizability, record_postgres};
 pub use record::{
-    ATTEMPTS_MAX, Recording, Shared, client, record, record_broken, record_with_faults,
+    ATTEMPTS_MAX, Recording, Shared, client, final_reads, record, record_broken, record_with_faults,
 };
 
 /// The most operations of one tenant a history may hold (the linearized set is a bitmask).

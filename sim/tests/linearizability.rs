@@ -41,7 +41,7 @@ fn database_url(test: &str) -> Option<String> {
 fn concurrent_histories_on_the_memory_ledger_are_linearizable() {
     for seed in 0..30 {
         let history = record(seed, 4, 12, 2).unwrap();
-        assert_eq!(history.len(), 48);
+        assert_eq!(history.len(), 48 + 2);
         assert!(check(&history), "seed {seed}: {history:?}");
     }
 }
@@ -52,7 +52,7 @@ fn concurrent_histories_with_retried_faults_on_the_memory_ledger_are_linearizabl
     let mut kinds = [0usize; 7];
     for seed in 0..30 {
         let r = record_with_faults(seed, 4, 12, 2).unwrap();
-        assert_eq!(r.history.len(), 48);
+        assert_eq!(r.history.len(), 48 + 2);
         assert!(check(&r.history), "seed {seed}: {:?}", r.history);
         retries += r.retries;
         count_kinds(&r, &mut kinds);
@@ -67,7 +67,7 @@ fn concurrent_histories_with_retried_faults_on_the_memory_ledger_are_linearizabl
 
 #[test]
 fn a_store_that_double_applies_retries_fails_the_checker() {
-    // Odd clients lose the acknowledgement of every fifth mutation after it was applied;
+    // Odd clients lose the acknowledgement of every third mutation after it was applied;
     // the broken store applies their retry again instead of replaying it.
     let rejected: Vec<u64> = (0..20)
         .filter(|&seed| {
@@ -76,7 +76,9 @@ fn a_store_that_double_applies_retries_fails_the_checker() {
         })
         .collect();
     eprintln!("double-apply-retry: rejected seeds {rejected:?} of 0..20");
-    assert!(rejected.len() >= 15, "caught only in seeds {rejected:?}");
+    // Not every history shows it: a doubled read, batch (the bug rewrites single requests
+    // only) or refusal changes nothing. Seen: 18 to 20 of 20.
+    assert!(rejected.len() >= 16, "caught only in seeds {rejected:?}");
 }
 
 /// Counts successful grants, consumes, reserves, commits, cancels, batches and reads.
@@ -141,7 +143,8 @@ fn check_recordings(what: &str, recordings: &[Recording], clients: usize, ops: u
     let mut kinds = [0usize; 7];
     let mut overlapping = 0;
     for (round, r) in recordings.iter().enumerate() {
-        assert_eq!(r.history.len(), clients * ops, "{what} round {round}");
+        // Each client's operations, then one final read per tenant.
+        assert_eq!(r.history.len(), clients * ops + 2, "{what} round {round}");
         overlapping += r
             .history
             .iter()
@@ -192,14 +195,9 @@ fn check_recordings(what: &str, recordings: &[Recording], clients: usize, ops: u
 
 fn pg(url: String, group_commit: bool) -> PgLinearizability {
     PgLinearizability {
-        url,
-        seed: 0x11ee,
         rounds: 40,
-        clients: 4,
-        ops_per_client: 12,
-        tenants: 2,
         group_commit,
-        faults_every: 6,
+        ..PgLinearizability::new(url, 0x11ee)
     }
 }
 
@@ -242,6 +240,28 @@ fn concurrent_histories_on_postgres_with_group_commit_are_linearizable() {
         config.ops_per_client,
     );
     assert!(retries >= 50, "only {retries} retries");
+}
+
+#[test]
+fn a_postgres_store_that_double_applies_retries_fails_the_checker() {
+    let Some(url) = database_url("a_postgres_store_that_double_applies_retries_fails_the_checker")
+    else {
+        return;
+    };
+    // The same clients, threads and connections, over the deliberately broken wrapper.
+    let config = PgLinearizability {
+        bug: Some(Bug::DoubleApplyRetry),
+        ..pg(url, false)
+    };
+    let config = PgLinearizability {
+        rounds: 8,
+        ..config
+    };
+    let recordings = record_postgres(&config).unwrap();
+    let rejected = recordings.iter().filter(|r| !check(&r.history)).count();
+    eprintln!("double-apply-retry on PostgreSQL: {rejected} of 8 histories rejected");
+    // Seen: 6 to 8 of 8 (see the memory test for why not always all).
+    assert!(rejected >= 5, "only {rejected} of 8 histories rejected");
 }
 
 #[test]

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use credits_core::testing::{FaultKind, Faults, FaultyStore};
+use credits_core::testing::{Bug, FaultKind, Faults, FaultyStore};
 use credits_core::{Ledger, TenantSettings};
 use credits_postgres::tokio_postgres::{self, NoTls};
 use credits_postgres::{GroupCommitConfig, PgConfig, PgLedgerStore};
 use metered_clock::{Clock, ManualClock};
 
-use super::record::{Recording, Shared, client};
+use super::record::{Recording, Shared, client, final_reads};
 
 /// What [`record_postgres`] runs.
 #[derive(Clone, Debug)]
@@ -34,6 +34,40 @@ pub struct PgLinearizability {
     /// Every `faults_every`-th mutation of a client fails (before reaching the database on
     /// even clients, after it on odd ones), so it retries under the same key (0: never).
     pub faults_every: u32,
+    /// A deliberate defect of every client's `FaultyStore` (`None` in a real check): what
+    /// the checker must catch.
+    pub bug: Option<Bug>,
+}
+
+impl PgLinearizability {
+    /// 4 clients on their own threads, 12 operations each, on 2 tenants, 10 rounds, every
+    /// sixth mutation of a client failing, no bug.
+    #[must_use]
+    pub fn new(url: impl Into<String>, seed: u64) -> Self {
+        PgLinearizability {
+            url: url.into(),
+            seed,
+            rounds: 10,
+            clients: 4,
+            ops_per_client: 12,
+            tenants: 2,
+            group_commit: false,
+            faults_every: 6,
+            bug: None,
+        }
+    }
+}
+
+fn store_for(
+    inner: Arc<PgLedgerStore>,
+    thread: usize,
+    config: &PgLinearizability,
+) -> FaultyStore<PgLedgerStore> {
+    let store = FaultyStore::new(inner, faulty(thread, config.faults_every));
+    match config.bug {
+        Some(bug) => store.with_bug(bug),
+        None => store,
+    }
 }
 
 fn faulty(thread: usize, every: u32) -> Arc<Faults> {
@@ -54,7 +88,7 @@ fn runtime_error(e: std::io::Error) -> String {
 }
 
 /// Creates a private schema on `config.url`, records `config.rounds` histories in it (one
-/// [`Recording`] each) and drops the schema.
+/// [`Recording`] each, ending with one [`final_reads`] per tenant) and drops the schema.
 ///
 /// # Errors
 /// The database cannot be reached or set up, or a client failed ([`client`]), as text.
@@ -125,6 +159,10 @@ fn record_in(
         } else {
             round_threads(config, &pg(1)?, &clock, &shared, seed)?
         };
+        let mut recording = recording;
+        recording
+            .history
+            .extend(admin_rt.block_on(final_reads(&admin, &shared))?);
         recordings.push(recording);
     }
     Ok(recordings)
@@ -148,7 +186,7 @@ fn round_threads(
                 Arc::clone(shared),
                 Arc::clone(&barrier),
             );
-            let (every, ops) = (config.faults_every, config.ops_per_client);
+            let (config, ops) = (config.clone(), config.ops_per_client);
             std::thread::spawn(move || -> Result<Recording, String> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -169,10 +207,8 @@ fn round_threads(
                     barrier.wait();
                     warm?;
                     let store = Arc::new(store?);
-                    let ledger = Ledger::from_shared(
-                        Arc::new(FaultyStore::new(store, faulty(thread, every))),
-                        clock,
-                    );
+                    let ledger =
+                        Ledger::from_shared(Arc::new(store_for(store, thread, &config)), clock);
                     client(&ledger, &shared, thread, seed, ops).await
                 })
             })
@@ -215,9 +251,10 @@ fn round_group_commit(
         let tasks: Vec<_> = (0..config.clients)
             .map(|thread| {
                 let ledger = Ledger::from_shared(
-                    Arc::new(FaultyStore::new(
+                    Arc::new(store_for(
                         Arc::clone(&stores[thread % stores.len()]),
-                        faulty(thread, config.faults_every),
+                        thread,
+                        config,
                     )),
                     Arc::clone(clock),
                 );

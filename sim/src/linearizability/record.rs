@@ -304,9 +304,34 @@ pub async fn client<S: LedgerStore + ?Sized>(
     Ok(out)
 }
 
+/// Reads every tenant's balance once all clients are done, as one more operation each
+/// (an effect no client saw, such as a retry applied twice, still shows in the end state).
+///
+/// # Errors
+/// The read failed, as text.
+pub async fn final_reads<S: LedgerStore + ?Sized>(
+    ledger: &Ledger<S>,
+    shared: &Shared,
+) -> Result<Vec<Operation>, String> {
+    let mut out = Vec::with_capacity(shared.tenants.len());
+    for (tenant, t) in shared.tenants.iter().enumerate() {
+        let call = shared.tick();
+        let b = ledger.balance(t).await.map_err(|e| e.to_string())?;
+        let ret = shared.tick();
+        out.push(Operation {
+            tenant,
+            call,
+            ret,
+            input: Call::Balance,
+            output: ok(b),
+        });
+    }
+    Ok(out)
+}
+
 /// Runs `threads` clients concurrently (one OS thread each) against one in-memory ledger,
 /// each doing `ops_per_thread` random operations ([`client`]) on `tenants` tenants, and
-/// records the history.
+/// records the history, ending with one [`final_reads`] per tenant.
 ///
 /// # Errors
 /// Unexpected ledger errors, as text.
@@ -316,7 +341,7 @@ pub fn record(
     ops_per_thread: usize,
     tenants: usize,
 ) -> Result<Vec<Operation>, String> {
-    record_in_memory(seed, threads, ops_per_thread, tenants, false, None).map(|r| r.history)
+    record_in_memory(seed, threads, ops_per_thread, tenants, 0, None).map(|r| r.history)
 }
 
 /// Like [`record`], with each client behind its own `credits_core::testing::FaultyStore`:
@@ -331,11 +356,11 @@ pub fn record_with_faults(
     ops_per_thread: usize,
     tenants: usize,
 ) -> Result<Recording, String> {
-    record_in_memory(seed, threads, ops_per_thread, tenants, true, None)
+    record_in_memory(seed, threads, ops_per_thread, tenants, 5, None)
 }
 
-/// Like [`record_with_faults`], over a deliberately broken store (every client's
-/// `FaultyStore` carries `bug`): what the checker must catch.
+/// Like [`record_with_faults`] (with every third mutation failing), over a deliberately
+/// broken store (every client's `FaultyStore` carries `bug`): what the checker must catch.
 ///
 /// # Errors
 /// Unexpected ledger errors, as text.
@@ -346,7 +371,7 @@ pub fn record_broken(
     tenants: usize,
     bug: Bug,
 ) -> Result<Recording, String> {
-    record_in_memory(seed, threads, ops_per_thread, tenants, true, Some(bug))
+    record_in_memory(seed, threads, ops_per_thread, tenants, 3, Some(bug))
 }
 
 fn record_in_memory(
@@ -354,7 +379,7 @@ fn record_in_memory(
     threads: usize,
     ops_per_thread: usize,
     tenants: usize,
-    faults: bool,
+    faults_every: u32,
     bug: Option<Bug>,
 ) -> Result<Recording, String> {
     let clock = ManualClock::new(crate::START);
@@ -369,13 +394,13 @@ fn record_in_memory(
         .map(|thread| {
             let shared = Arc::clone(&shared);
             let faulty = Arc::new(Faults::new());
-            if faults {
+            if faults_every > 0 {
                 let kind = if thread.is_multiple_of(2) {
                     FaultKind::Before
                 } else {
                     FaultKind::After
                 };
-                faulty.arm_every(5, kind);
+                faulty.arm_every(faults_every, kind);
             }
             let mut faulty = FaultyStore::new(Arc::clone(&store), faulty);
             if let Some(bug) = bug {
@@ -394,5 +419,7 @@ fn record_in_memory(
                 .map_err(|_| "a client thread panicked".to_owned())??,
         );
     }
+    all.history
+        .extend(futures::executor::block_on(final_reads(&admin, &shared))?);
     Ok(all)
 }
