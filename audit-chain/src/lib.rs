@@ -123,7 +123,7 @@ pub use keyring::{HmacKey, KEY_LEN_MAX, KEY_LEN_MIN, Keyring};
 pub use mask::{Mask, MaskingPolicy, MaskingPolicyBuilder, REDACTED};
 #[cfg(feature = "tokio")]
 pub use memory_queue::MemoryAuditQueue;
-pub use queue::{AuditQueue, EntryKey};
+pub use queue::AuditQueue;
 pub use sequencer::{Admission, SequencedBatch, Sequencer, checkpoint_due};
 pub use sink::{AuditSink, MemorySink, verify_range, verify_sink};
 pub use trail::{Appended, AuditTrail};

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::entry::SealedEntry;
-use crate::queue::{AuditQueue, EntryKey};
+use crate::queue::AuditQueue;
 use crate::{AuditError, StreamHead};
 
 /// The in-memory [`AuditQueue`], bounded: what an embedded ledger seals goes here.
@@ -148,22 +148,23 @@ impl AuditQueue for MemoryAuditQueue {
         Ok(self.entries.lock().iter().take(limit).cloned().collect())
     }
 
-    async fn remove(&self, keys: &[EntryKey]) -> Result<(), AuditError> {
+    async fn remove(&self, entries: &[Arc<SealedEntry>]) -> Result<(), AuditError> {
+        let same = |a: &SealedEntry, b: &SealedEntry| a.seq == b.seq && a.stream() == b.stream();
         let mut queued = self.entries.lock();
-        // The usual case: the keys are the front of the queue, in order.
+        // The usual case: the oldest entries, in order.
         let mut front = 0;
-        while front < keys.len()
+        while front < entries.len()
             && queued
                 .front()
-                .is_some_and(|e| e.stream() == keys[front].0 && e.seq == keys[front].1)
+                .is_some_and(|e| Arc::ptr_eq(e, &entries[front]) || same(e, &entries[front]))
         {
             queued.pop_front();
             front += 1;
         }
-        if front < keys.len() {
-            let rest: std::collections::HashSet<(&str, u64)> = keys[front..]
+        if front < entries.len() {
+            let rest: std::collections::HashSet<(&str, u64)> = entries[front..]
                 .iter()
-                .map(|(s, q)| (s.as_str(), *q))
+                .map(|e| (e.stream(), e.seq))
                 .collect();
             queued.retain(|e| !rest.contains(&(e.stream(), e.seq)));
         }

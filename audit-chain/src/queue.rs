@@ -16,16 +16,14 @@ use async_trait::async_trait;
 use crate::AuditError;
 use crate::entry::SealedEntry;
 
-/// Identifies an entry in the log: its stream and its sequence number there.
-pub type EntryKey = (String, u64);
-
 /// A durable queue of committed, sealed entries not yet in the log.
 ///
 /// Contract (checked for every implementation by `tests/queue_conformance.rs`):
 /// * [`peek`](Self::peek) returns the oldest entries first and each stream's entries in
 ///   stream order (a stream's entry is never offered before an earlier one of the same
 ///   stream that is still queued);
-/// * [`remove`](Self::remove) removes exactly the named entries; naming one that is not
+/// * [`remove`](Self::remove) removes exactly the given entries (identified by stream and
+///   stream sequence number); naming one that is not
 ///   queued is not an error (removal is idempotent, so a sequencer that crashed between
 ///   writing and removing can simply remove again);
 /// * entries are never changed while queued.
@@ -34,8 +32,9 @@ pub trait AuditQueue: Send + Sync + fmt::Debug {
     /// Up to `limit` of the oldest queued entries, without removing them (shared, so a
     /// queue in memory hands them out without copying).
     async fn peek(&self, limit: usize) -> Result<Vec<Arc<SealedEntry>>, AuditError>;
-    /// Removes the named entries (they are in the log now).
-    async fn remove(&self, keys: &[EntryKey]) -> Result<(), AuditError>;
+    /// Removes these entries, as [`peek`](Self::peek) returned them (they are in the log
+    /// now).
+    async fn remove(&self, entries: &[Arc<SealedEntry>]) -> Result<(), AuditError>;
     /// Number of queued entries: the integration backlog.
     async fn backlog(&self) -> Result<u64, AuditError>;
     /// Returns once entries may have been queued since the last call, or after a poll

@@ -185,6 +185,12 @@ impl Sequencer {
         self.heads.get(stream).copied().unwrap_or_default()
     }
 
+    /// Number of streams with entries in the log.
+    #[must_use]
+    pub fn stream_count(&self) -> usize {
+        self.heads.len()
+    }
+
     /// A snapshot to restart from without replaying the log.
     #[must_use]
     pub fn log_head(&self) -> LogHead {

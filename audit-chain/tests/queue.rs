@@ -12,9 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use audit_chain::testing::{FaultySink, SinkFaults};
 use audit_chain::{
-    AuditEntry, AuditError, AuditQueue, AuditSink, AuditWriter, EntryKey, HmacKey, Keyring,
-    MaskingPolicy, MemoryAuditQueue, MemorySink, SealedEntry, StreamChain, WriterConfig,
-    verify_sink,
+    AuditEntry, AuditError, AuditQueue, AuditSink, AuditWriter, HmacKey, Keyring, MaskingPolicy,
+    MemoryAuditQueue, MemorySink, SealedEntry, StreamChain, WriterConfig, verify_sink,
 };
 use metered_clock::{Clock, ManualClock, Timestamp};
 
@@ -197,14 +196,14 @@ impl AuditQueue for LosesFirstRemove {
     async fn peek(&self, limit: usize) -> Result<Vec<Arc<SealedEntry>>, AuditError> {
         self.inner.peek(limit).await
     }
-    async fn remove(&self, keys: &[EntryKey]) -> Result<(), AuditError> {
+    async fn remove(&self, entries: &[Arc<SealedEntry>]) -> Result<(), AuditError> {
         if !self.failed.swap(true, Ordering::SeqCst) {
             return Err(AuditError::Io {
                 context: "injected".into(),
                 source: Arc::new(std::io::Error::other("connection reset")),
             });
         }
-        self.inner.remove(keys).await
+        self.inner.remove(entries).await
     }
     async fn backlog(&self) -> Result<u64, AuditError> {
         self.inner.backlog().await

@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use audit_chain::{
     Appended, AuditEntry, AuditError, AuditQueue, AuditSink, AuditTrail, AuditWriter, Checkpoint,
-    EntryKey, Keyring, LogRecord, MaskingPolicy, NoteSigner, SealedEntry, StreamChain, StreamHead,
+    Keyring, LogRecord, MaskingPolicy, NoteSigner, SealedEntry, StreamChain, StreamHead,
     WriterConfig,
 };
 use deadpool_postgres::ClientWrapper;
@@ -359,14 +359,14 @@ impl AuditQueue for PgAuditQueue {
             .collect()
     }
 
-    async fn remove(&self, keys: &[EntryKey]) -> Result<(), AuditError> {
-        if keys.is_empty() {
+    async fn remove(&self, entries: &[Arc<SealedEntry>]) -> Result<(), AuditError> {
+        if entries.is_empty() {
             return Ok(());
         }
-        let stream: Vec<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
-        let seq: Vec<i64> = keys
+        let stream: Vec<&str> = entries.iter().map(|e| e.stream()).collect();
+        let seq: Vec<i64> = entries
             .iter()
-            .map(|(_, q)| i(*q, "stream sequence"))
+            .map(|e| i(e.seq(), "stream sequence"))
             .collect::<Result<_, _>>()
             .map_err(io)?;
         let (stream, seq) = (&stream, &seq);

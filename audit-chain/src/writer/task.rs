@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Msg, Shared, WriterConfig};
 use crate::entry::SealedEntry;
-use crate::queue::{AuditQueue, EntryKey};
+use crate::queue::AuditQueue;
 use crate::sequencer::{Admission, Sequencer, checkpoint_due};
 use crate::sink::AuditSink;
 use crate::{AuditError, Checkpoint, NoteSigner};
@@ -31,6 +31,8 @@ pub(super) struct Task {
     config: WriterConfig,
     last_cp_size: Option<u64>,
     last_cp_tick: Tick,
+    /// Log size covered by the last stored [`LogHead`](crate::LogHead).
+    last_head_size: Option<u64>,
     /// Set while the queue's last integration failed: how long to wait before the next.
     retry: Option<Duration>,
     /// The last round took a full batch from the queue: take the next without waiting.
@@ -76,6 +78,7 @@ impl Task {
             shared,
             last_cp_size: None,
             last_cp_tick: clock.monotonic(),
+            last_head_size: None,
             clock,
             signer,
             config,
@@ -260,7 +263,7 @@ impl Task {
             _ => (Vec::new(), None),
         };
         let mut replies = Vec::with_capacity(batch.len());
-        let mut done: Vec<EntryKey> = Vec::new();
+        let mut done: Vec<Arc<SealedEntry>> = Vec::new();
         let mut plan;
         {
             let sequencer = self.shared.sequencer.read();
@@ -287,14 +290,13 @@ impl Task {
                     round.stuck += 1;
                     continue;
                 }
-                let key = (entry.stream().to_owned(), entry.seq);
-                match plan.admit(&sequencer, entry) {
-                    Admission::Admitted { .. } | Admission::Integrated => done.push(key),
+                match plan.admit(&sequencer, Arc::clone(&entry)) {
+                    Admission::Admitted { .. } | Admission::Integrated => done.push(entry),
                     refused @ Admission::OutOfOrder { .. } => {
-                        let expected = expected(&sequencer, &key.0, refused);
-                        out_of_order(&key.0, key.1, expected);
+                        let expected = expected(&sequencer, entry.stream(), refused);
+                        out_of_order(entry.stream(), entry.seq, expected);
                         round.stuck += 1;
-                        blocked.insert(key.0);
+                        blocked.insert(entry.stream().to_owned());
                     }
                 }
             }
@@ -363,9 +365,19 @@ impl Task {
     async fn checkpoint(&mut self) -> Result<Checkpoint, AuditError> {
         let (cp, head) = {
             let sequencer = self.shared.sequencer.read();
+            // A head snapshot copies every stream's head: it is stored with a checkpoint
+            // once at least as many entries as there are streams (and at least a
+            // checkpoint's worth) were integrated since the last one, so its cost stays
+            // constant per entry however many streams there are. A restart replays only
+            // the entries after it.
+            let size = sequencer.size();
+            let due = self.last_head_size.is_none_or(|last| {
+                size.saturating_sub(last)
+                    >= (sequencer.stream_count() as u64).max(self.config.checkpoint_every_entries)
+            });
             (
                 sequencer.checkpoint(&self.config.origin),
-                sequencer.log_head(),
+                due.then(|| sequencer.log_head()),
             )
         };
         let signed = self.signer.as_ref().map(|s| s.sign_checkpoint(&cp));
@@ -373,7 +385,10 @@ impl Task {
             .as_ref()
             .map_or_else(|| cp.to_body(), |s| s.note.clone());
         self.sink.store_checkpoint(&note).await?;
-        self.sink.store_head(&head).await?;
+        if let Some(head) = head {
+            self.sink.store_head(&head).await?;
+            self.last_head_size = Some(head.size());
+        }
         self.last_cp_size = Some(cp.size);
         self.last_cp_tick = self.clock.monotonic();
         *self.shared.latest.write() = Some((cp.clone(), signed));
