@@ -25,8 +25,10 @@
 //!   the fault-injecting sink wrapper (outages, a death right after a write), a witness
 //!   checkpoint kept outside the files, and the check that the log matches the journal
 //!   one to one.
-//! * [`linearizability`] records concurrent histories on the in-memory ledger and checks
-//!   them against the sequential model (a small Porcupine-style checker).
+//! * [`linearizability`] records concurrent histories (grants, consumes, reads, holds,
+//!   batches; retries under the same key) on the in-memory ledger and on PostgreSQL
+//!   (threads with their own runtimes and connections, or group commit) and checks them
+//!   against the sequential model (a small Porcupine-style checker).
 //! * [`fuzz`] has the check functions the fuzz targets in `fuzz/` call; the test suite
 //!   replays the committed corpora through them on stable Rust.
 //!
@@ -38,7 +40,7 @@
 //!   Torn writes are simulated for the audit files only. Over PostgreSQL
 //!   ([`Config::with_postgres`]) a crash drops the connection pool.
 //! * It runs one operation at a time (determinism); concurrency is covered by the
-//!   linearizability checker on short histories.
+//!   linearizability recorders and checker on short histories.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
