@@ -122,7 +122,7 @@ pub use head::LogHead;
 pub use keyring::{HmacKey, KEY_LEN_MAX, KEY_LEN_MIN, Keyring};
 pub use mask::{Mask, MaskingPolicy, MaskingPolicyBuilder, REDACTED};
 #[cfg(feature = "tokio")]
-pub use memory_queue::MemoryAuditQueue;
+pub use memory_queue::{IDLE_POLL, MemoryAuditQueue, WAKE_AT};
 pub use queue::AuditQueue;
 pub use sequencer::{Admission, SequencedBatch, Sequencer, checkpoint_due};
 pub use sink::{AuditSink, MemorySink, verify_range, verify_sink};

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -12,7 +12,24 @@ use crate::entry::SealedEntry;
 use crate::queue::AuditQueue;
 use crate::{AuditError, StreamHead};
 
+/// Queued entries at which a push wakes a waiting writer.
+pub const WAKE_AT: usize = 128;
+
+/// How long a writer woken by the first entry waits for [`WAKE_AT`] entries before it takes
+/// what is there.
+pub const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+// What the writer waits for (the `waiting` field).
+const NOT_WAITING: u8 = 0;
+const FOR_ANY: u8 = 1;
+const FOR_MANY: u8 = 2;
+
 /// The in-memory [`AuditQueue`], bounded: what an embedded ledger seals goes here.
+///
+/// An idle writer is woken by the first entry and then waits until [`WAKE_AT`] entries are
+/// queued or [`IDLE_POLL`] has passed: a store pushing one entry at a time does not pay a
+/// thread wake-up (a system call) per entry, and an entry waits about a millisecond at most
+/// before the writer takes it.
 ///
 /// [`push_all`](Self::push_all) is synchronous and never waits, so a store can call it
 /// inside its critical section; when the backlog would pass the bound the whole push is
@@ -40,9 +57,10 @@ pub struct MemoryAuditQueue {
     entries: Mutex<VecDeque<Arc<SealedEntry>>>,
     capacity: usize,
     notify: Notify,
-    /// Set while a reader waits in `changed` with the queue empty: only then does a push
-    /// wake it (a wake-up per push would cost the pushing thread a system call).
-    waiting: AtomicBool,
+    /// What the writer waiting in `changed` waits for: the first entry, or `WAKE_AT`
+    /// entries; a push wakes it only then (a wake-up per push would cost the pushing thread
+    /// a system call).
+    waiting: AtomicU8,
 }
 
 impl MemoryAuditQueue {
@@ -53,7 +71,7 @@ impl MemoryAuditQueue {
             entries: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             notify: Notify::new(),
-            waiting: AtomicBool::new(false),
+            waiting: AtomicU8::new(NOT_WAITING),
         }
     }
 
@@ -92,8 +110,8 @@ impl MemoryAuditQueue {
             }
             queued.extend(entries.into_iter().map(Arc::new));
             metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
+            self.wake(queued.len());
         }
-        self.wake();
         Ok(())
     }
 
@@ -105,17 +123,27 @@ impl MemoryAuditQueue {
             return;
         }
         let entries: Vec<Arc<SealedEntry>> = entries.into_iter().map(Arc::new).collect();
-        {
-            let mut queued = self.entries.lock();
-            queued.extend(entries);
-            metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
-        }
-        self.wake();
+        let mut queued = self.entries.lock();
+        queued.extend(entries);
+        metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
+        self.wake(queued.len());
     }
 
-    /// Wakes a reader waiting in `changed`, if one is.
-    fn wake(&self) {
-        if self.waiting.swap(false, Ordering::SeqCst) {
+    /// Wakes the writer waiting in `changed`, if it waits for what is now queued (called
+    /// under the lock, after a push).
+    fn wake(&self, queued: usize) {
+        let want = self.waiting.load(Ordering::SeqCst);
+        let worth = match want {
+            FOR_ANY => true,
+            FOR_MANY => queued >= WAKE_AT,
+            _ => false,
+        };
+        if worth
+            && self
+                .waiting
+                .compare_exchange(want, NOT_WAITING, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
             self.notify.notify_one();
         }
     }
@@ -177,16 +205,30 @@ impl AuditQueue for MemoryAuditQueue {
     }
 
     /// Returns at once while entries are queued; otherwise when the next push arrives.
+    // The writer's wait (a driver): the first entry wakes it, then it lingers until
+    // WAKE_AT entries are queued or IDLE_POLL has passed.
+    #[allow(clippy::disallowed_methods)]
     async fn changed(&self) {
+        {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a push after the check is not missed.
+            notified.as_mut().enable();
+            self.waiting.store(FOR_ANY, Ordering::SeqCst);
+            if self.entries.lock().is_empty() {
+                notified.await;
+            }
+        }
         let notified = self.notify.notified();
         tokio::pin!(notified);
-        // Registered before the check, so a push after the check is not missed.
         notified.as_mut().enable();
-        self.waiting.store(true, Ordering::SeqCst);
-        if !self.entries.lock().is_empty() {
-            self.waiting.store(false, Ordering::SeqCst);
-            return;
+        self.waiting.store(FOR_MANY, Ordering::SeqCst);
+        if self.entries.lock().len() < WAKE_AT {
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+            }
         }
-        notified.await;
+        self.waiting.store(NOT_WAITING, Ordering::SeqCst);
     }
 }

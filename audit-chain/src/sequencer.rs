@@ -33,6 +33,9 @@
 //! ```
 
 use std::collections::HashMap;
+
+/// Stream heads by stream name (the names come from the store, so a fast hash is enough).
+type Heads = HashMap<String, StreamHead, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,7 +105,7 @@ pub enum Admission {
 #[derive(Debug)]
 pub struct Sequencer {
     tree: Tree,
-    heads: HashMap<String, StreamHead>,
+    heads: Heads,
 }
 
 impl Default for Sequencer {
@@ -117,7 +120,7 @@ impl Sequencer {
     pub fn new() -> Self {
         Sequencer {
             tree: Tree::Full(MerkleTree::new()),
-            heads: HashMap::new(),
+            heads: Heads::default(),
         }
     }
 
@@ -135,7 +138,7 @@ impl Sequencer {
     pub fn frontier_only() -> Self {
         Sequencer {
             tree: Tree::Frontier(MerkleFrontier::new()),
-            heads: HashMap::new(),
+            heads: Heads::default(),
         }
     }
 
@@ -215,7 +218,7 @@ impl Sequencer {
         SequencedBatch {
             base: self.size(),
             records: Vec::new(),
-            heads: HashMap::new(),
+            heads: Heads::default(),
         }
     }
 
@@ -257,7 +260,7 @@ fn next_head(entry: &SealedEntry) -> StreamHead {
 pub struct SequencedBatch {
     base: u64,
     records: Vec<LogRecord>,
-    heads: HashMap<String, StreamHead>,
+    heads: Heads,
 }
 
 impl SequencedBatch {
@@ -269,11 +272,12 @@ impl SequencedBatch {
         entry: impl Into<Arc<SealedEntry>>,
     ) -> Admission {
         let entry: Arc<SealedEntry> = entry.into();
-        let head = self
-            .heads
-            .get(entry.stream())
-            .copied()
-            .unwrap_or_else(|| sequencer.head(entry.stream()));
+        let stream = entry.stream();
+        let in_batch = self.heads.get_mut(stream);
+        let head = match &in_batch {
+            Some(h) => **h,
+            None => sequencer.head(stream),
+        };
         if entry.seq < head.next_seq {
             return Admission::Integrated;
         }
@@ -283,11 +287,10 @@ impl SequencedBatch {
             };
         }
         let index = self.base + self.records.len() as u64;
-        match self.heads.get_mut(entry.stream()) {
+        match in_batch {
             Some(h) => *h = next_head(&entry),
             None => {
-                self.heads
-                    .insert(entry.stream().to_owned(), next_head(&entry));
+                self.heads.insert(stream.to_owned(), next_head(&entry));
             }
         }
         self.records.push(LogRecord::new(index, entry));
