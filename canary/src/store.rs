@@ -113,23 +113,26 @@ pub trait RolloutStore: Send + Sync {
 }
 
 /// A [`RolloutStore`] in process memory. Trail entries go to the [`AuditTrail`] given at
-/// construction right after each change; entries the trail refuses stay queued (in order)
-/// and are tried again at the next write, counted in `canary_trail_write_failures_total`.
+/// construction right after each change, under the rollout's own lock (no lock is shared by
+/// two rollouts across a write); entries the trail refuses stay queued with the rollout (in
+/// order) and are tried again at its next write, counted in
+/// `canary_trail_write_failures_total`.
 pub struct MemoryRolloutStore {
-    inner: tokio::sync::Mutex<Inner>,
+    rollouts: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     trail: Arc<dyn AuditTrail>,
 }
 
-#[derive(Default)]
-struct Inner {
-    rollouts: BTreeMap<String, StoredRollout>,
-    /// Trail entries not yet durable, oldest first.
+/// One rollout and its trail entries not yet durable, oldest first.
+struct Slot {
+    rollout: StoredRollout,
     unwritten: Vec<AuditEntry>,
 }
 
 impl std::fmt::Debug for MemoryRolloutStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryRolloutStore").finish_non_exhaustive()
+        f.debug_struct("MemoryRolloutStore")
+            .field("rollouts", &self.map().len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,20 +141,39 @@ impl MemoryRolloutStore {
     #[must_use]
     pub fn new(trail: Arc<dyn AuditTrail>) -> Self {
         MemoryRolloutStore {
-            inner: tokio::sync::Mutex::new(Inner::default()),
+            rollouts: std::sync::Mutex::new(BTreeMap::new()),
             trail,
         }
     }
 
-    /// Trail entries waiting for the trail to take them.
+    /// Trail entries waiting for the trail to take them, over all rollouts.
     pub async fn unwritten(&self) -> usize {
-        self.inner.lock().await.unwritten.len()
+        let slots: Vec<_> = self.map().values().cloned().collect();
+        let mut n = 0;
+        for slot in slots {
+            n += slot.lock().await.unwritten.len();
+        }
+        n
     }
 
-    async fn write(&self, inner: &mut Inner, trail: &[AuditEntry]) {
-        inner.unwritten.extend_from_slice(trail);
+    /// The map (never held across an await; a panic while it was held left it whole).
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<tokio::sync::Mutex<Slot>>>> {
+        self.rollouts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn slot(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<Slot>>> {
+        self.map()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| CanaryError::UnknownRollout { id: id.to_owned() })
+    }
+
+    async fn write(&self, slot: &mut Slot, trail: &[AuditEntry]) {
+        slot.unwritten.extend_from_slice(trail);
         let mut written = 0;
-        for entry in &inner.unwritten {
+        for entry in &slot.unwritten {
             if let Err(error) = self.trail.record(entry.clone()).await {
                 metrics::counter!("canary_trail_write_failures_total").increment(1);
                 tracing::error!(stream = %entry.stream, %error, "rollout trail not written (kept for the next write)");
@@ -159,7 +181,7 @@ impl MemoryRolloutStore {
             }
             written += 1;
         }
-        inner.unwritten.drain(..written);
+        slot.unwritten.drain(..written);
     }
 }
 
@@ -172,44 +194,42 @@ impl RolloutStore for MemoryRolloutStore {
         max: usize,
     ) -> Result<Admission> {
         rollout.check_trail(trail)?;
-        let mut inner = self.inner.lock().await;
-        if inner.rollouts.contains_key(&rollout.id) {
-            return Err(CanaryError::DuplicateRollout {
-                id: rollout.id.clone(),
-            });
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot {
+            rollout: StoredRollout {
+                version: 1,
+                ..rollout.clone()
+            },
+            unwritten: Vec::new(),
+        }));
+        // Locked before it is visible: no write of this rollout overtakes its creation's.
+        let mut guard = slot.clone().lock_owned().await;
+        {
+            let mut map = self.map();
+            if map.contains_key(&rollout.id) {
+                return Err(CanaryError::DuplicateRollout {
+                    id: rollout.id.clone(),
+                });
+            }
+            if map.len() >= max {
+                return Ok(Admission::Full { max });
+            }
+            map.insert(rollout.id.clone(), slot);
         }
-        if inner.rollouts.len() >= max {
-            return Ok(Admission::Full { max });
-        }
-        let stored = StoredRollout {
-            version: 1,
-            ..rollout.clone()
-        };
-        inner.rollouts.insert(rollout.id.clone(), stored);
-        self.write(&mut inner, trail).await;
+        self.write(&mut guard, trail).await;
         Ok(Admission::Created { version: 1 })
     }
 
     async fn load(&self, id: &str) -> Result<StoredRollout> {
-        self.inner
-            .lock()
-            .await
-            .rollouts
-            .get(id)
-            .cloned()
-            .ok_or_else(|| CanaryError::UnknownRollout { id: id.to_owned() })
+        let slot = self.slot(id)?;
+        let guard = slot.lock().await;
+        Ok(guard.rollout.clone())
     }
 
     async fn save(&self, rollout: &StoredRollout, trail: &[AuditEntry]) -> Result<u64> {
         rollout.check_trail(trail)?;
-        let mut inner = self.inner.lock().await;
-        let stored =
-            inner
-                .rollouts
-                .get_mut(&rollout.id)
-                .ok_or_else(|| CanaryError::UnknownRollout {
-                    id: rollout.id.clone(),
-                })?;
+        let slot = self.slot(&rollout.id)?;
+        let mut guard = slot.lock().await;
+        let stored = &mut guard.rollout;
         if stored.version != rollout.version {
             return Err(CanaryError::VersionConflict {
                 id: rollout.id.clone(),
@@ -220,11 +240,11 @@ impl RolloutStore for MemoryRolloutStore {
         stored.state = rollout.state.clone();
         stored.version += 1;
         let version = stored.version;
-        self.write(&mut inner, trail).await;
+        self.write(&mut guard, trail).await;
         Ok(version)
     }
 
     async fn ids(&self) -> Result<Vec<String>> {
-        Ok(self.inner.lock().await.rollouts.keys().cloned().collect())
+        Ok(self.map().keys().cloned().collect())
     }
 }

@@ -263,7 +263,8 @@ pub(crate) struct Rollouts {
     /// Plans, policies and sources built from stored specs, by id (rebuilt when the stored
     /// spec differs: a rollout another replica created).
     built: Mutex<HashMap<String, Arc<Built>>>,
-    /// This process's lock for each rollout: its own changes are serialised.
+    /// This process's lock for each rollout known to exist (at most [`ROLLOUTS_MAX`]): its
+    /// own changes are serialised.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Rollouts seen in a final phase (they never change again).
     finished: Mutex<HashSet<String>>,
@@ -408,6 +409,11 @@ impl Rollouts {
         id: &str,
         change: impl Fn(&mut Entry) -> Result<T, ApiError>,
     ) -> Result<(T, Entry), ApiError> {
+        // Locks are kept only for rollouts that exist (never deleted): an unknown id gets
+        // its 404 before it takes a place in the map.
+        if !self.built.lock().contains_key(id) {
+            drop(self.get(id).await?);
+        }
         let lock = self.lock_of(id);
         let _held = lock.lock().await;
         let mut attempt = 0;
