@@ -458,3 +458,55 @@ async fn quotas_hold_across_two_pools_and_a_restart_keeps_everything() {
     assert_eq!(pg_rollouts(&c).ids().await.unwrap().len(), 4);
     db.drop_schema().await;
 }
+
+/// `url` without its user, as keywords (another `user=` is appended).
+fn keyword_url(url: &str) -> String {
+    let config: credits_postgres::tokio_postgres::Config = url.parse().expect("DATABASE_URL");
+    let mut parts = Vec::new();
+    for h in config.get_hosts() {
+        if let credits_postgres::tokio_postgres::config::Host::Tcp(h) = h {
+            parts.push(format!("host={h}"));
+        }
+    }
+    if let Some(p) = config.get_ports().first() {
+        parts.push(format!("port={p}"));
+    }
+    if let Some(d) = config.get_dbname() {
+        parts.push(format!("dbname={d}"));
+    }
+    parts.join(" ")
+}
+
+#[tokio::test]
+async fn the_application_role_may_use_the_service_tables() {
+    let Some(db) = common::test_db("state_role").await else {
+        return;
+    };
+    // Migrations as the owner; the stores as a login role in credits_app (the docs' set-up).
+    drop(db.default_store().await);
+    db.admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE cp_test_service LOGIN IN ROLE credits_app; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+        .await
+        .expect("role");
+    let url = format!("{} user=cp_test_service", keyword_url(&db.url));
+    let config = credits_postgres::PgConfig::builder(&url)
+        .search_path(&db.schema)
+        .pool_max_size(4)
+        .build()
+        .expect("config");
+    let store = PgLedgerStore::connect(config, Arc::new(ManualClock::new(START))).expect("store");
+    check_experiment_store(Arc::new(store.experiment_store()), "acme").await;
+    let written = check_rollout_store(Arc::new(pg_rollouts(&store)), "role").await;
+    assert_eq!(
+        usize::try_from(
+            db.count("SELECT count(*) FROM audit_pending WHERE stream LIKE 'canary/role-%'")
+                .await
+        )
+        .unwrap(),
+        written
+    );
+    db.drop_schema().await;
+}
