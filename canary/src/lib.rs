@@ -181,4 +181,4 @@ pub use sim::{
 pub use spread::{ProportionTest, SpreadTest, brown_forsythe};
 pub use state::{Counters, RolloutState};
 #[cfg(feature = "tokio")]
-pub use store::{Admission, MemoryRolloutStore, RolloutStore, StoredRollout};
+pub use store::{MemoryRolloutStore, RolloutAdmission, RolloutStore, StoredRollout};

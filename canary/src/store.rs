@@ -53,7 +53,7 @@ impl StoredRollout {
 /// What [`RolloutStore::create`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
-pub enum Admission {
+pub enum RolloutAdmission {
     /// Stored, at this version (1).
     Created {
         /// The new rollout's version.
@@ -75,6 +75,41 @@ pub enum Admission {
 /// of the events the change recorded): a store that can (PostgreSQL) commits them with the
 /// change; [`MemoryRolloutStore`] writes them right after it and keeps those its trail
 /// refused for its next write.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use audit_chain::*;
+/// use canary::*;
+/// use metered_clock::{ManualClock, Timestamp};
+///
+/// let now = Timestamp::from_unix_millis(1_700_000_000_000);
+/// let sink = Arc::new(MemorySink::new());
+/// let writer = AuditWriter::open(sink.clone(), WriterConfig::builder("example/audit").build()?, Arc::new(ManualClock::new(now)), None).await?;
+/// let keyring = Keyring::new(HmacKey::new(1, [5u8; 32])?);
+/// let store = MemoryRolloutStore::new(Arc::new(AuditLog::new(writer, keyring, MaskingPolicy::standard())));
+///
+/// let plan = Arc::new(Plan::progressive(Duration::from_secs(60), Duration::ZERO, 100)?);
+/// let policy = Arc::new(HealthPolicy::builder().check(MetricCheck::error_rate_max(0.05)).build()?);
+/// let mut rollout = Rollout::with_shared("api-v2", plan.clone(), policy.clone())?;
+/// let _ = rollout.start(now, Actor::operator("ana"))?;
+/// let trail: Vec<AuditEntry> = rollout.take_events().iter().map(|e| trail::to_audit_entry("api-v2", e)).collect();
+/// let stored = StoredRollout { id: "api-v2".into(), spec: "{}".into(), state: rollout.state().clone(), version: 0 };
+/// assert_eq!(store.create(&stored, &trail, 100).await?, RolloutAdmission::Created { version: 1 });
+///
+/// // Another process: load, rebuild, decide, save with the version loaded.
+/// let loaded = store.load("api-v2").await?;
+/// let mut again = Rollout::restore(loaded.id.as_str(), plan, policy, loaded.state.clone())?;
+/// let _ = again.tick(now.saturating_add(Duration::from_secs(60)), &Observations::canary_only(ArmObservation::counts(1_000, 1)))?;
+/// let trail: Vec<AuditEntry> = again.take_events().iter().map(|e| trail::to_audit_entry("api-v2", e)).collect();
+/// let next = StoredRollout { state: again.state().clone(), ..loaded.clone() };
+/// assert_eq!(store.save(&next, &trail).await?, 2);
+/// // A decision from the same version is not kept twice.
+/// assert!(matches!(store.save(&next, &trail).await, Err(CanaryError::VersionConflict { found: 2, .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 #[async_trait]
 pub trait RolloutStore: Send + Sync {
     /// Stores a new rollout at version 1 (its `version` field is ignored) with the trail
@@ -88,7 +123,7 @@ pub trait RolloutStore: Send + Sync {
         rollout: &StoredRollout,
         trail: &[AuditEntry],
         max: usize,
-    ) -> Result<Admission>;
+    ) -> Result<RolloutAdmission>;
 
     /// The rollout `id` at its latest version.
     ///
@@ -192,7 +227,7 @@ impl RolloutStore for MemoryRolloutStore {
         rollout: &StoredRollout,
         trail: &[AuditEntry],
         max: usize,
-    ) -> Result<Admission> {
+    ) -> Result<RolloutAdmission> {
         rollout.check_trail(trail)?;
         let slot = Arc::new(tokio::sync::Mutex::new(Slot {
             rollout: StoredRollout {
@@ -211,12 +246,12 @@ impl RolloutStore for MemoryRolloutStore {
                 });
             }
             if map.len() >= max {
-                return Ok(Admission::Full { max });
+                return Ok(RolloutAdmission::Full { max });
             }
             map.insert(rollout.id.clone(), slot);
         }
         self.write(&mut guard, trail).await;
-        Ok(Admission::Created { version: 1 })
+        Ok(RolloutAdmission::Created { version: 1 })
     }
 
     async fn load(&self, id: &str) -> Result<StoredRollout> {

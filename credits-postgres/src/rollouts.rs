@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use audit_chain::{AuditEntry, Keyring, MaskingPolicy};
-use canary::{Admission, CanaryError, RolloutState, RolloutStore, StoredRollout};
+use canary::{CanaryError, RolloutAdmission, RolloutState, RolloutStore, StoredRollout};
 
 use crate::audit::seal_in_transaction;
 use crate::pool::{Db, TxConn};
@@ -113,7 +113,7 @@ impl RolloutStore for PgRolloutStore {
         rollout: &StoredRollout,
         trail: &[AuditEntry],
         max: usize,
-    ) -> Result<Admission, CanaryError> {
+    ) -> Result<RolloutAdmission, CanaryError> {
         rollout.check_trail(trail)?;
         let state = encode(&rollout.state)?;
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
@@ -134,7 +134,7 @@ impl RolloutStore for PgRolloutStore {
                         .get(0);
                     if n >= limit {
                         conn.rollback().await;
-                        return Ok(Ok(Admission::Full { max }));
+                        return Ok(Ok(RolloutAdmission::Full { max }));
                     }
                     let inserted = c
                         .execute(
@@ -155,7 +155,7 @@ impl RolloutStore for PgRolloutStore {
                     }
                     c.batch_execute("COMMIT").await?;
                     conn.finish();
-                    Ok(Ok(Admission::Created { version: 1 }))
+                    Ok(Ok(RolloutAdmission::Created { version: 1 }))
                 }
             })
             .await

@@ -21,8 +21,8 @@ use bayes_ab::{
     UnitOutcome,
 };
 use canary::{
-    Actor, Admission, ArmObservation, CanaryError, HealthPolicy, MemoryRolloutStore, MetricCheck,
-    Observations, PhaseKind, Plan, Rollout, RolloutStore, StoredRollout,
+    Actor, ArmObservation, CanaryError, HealthPolicy, MemoryRolloutStore, MetricCheck,
+    Observations, PhaseKind, Plan, Rollout, RolloutAdmission, RolloutStore, StoredRollout,
 };
 use common::START;
 use credits_postgres::{ExperimentAdmission, PgExperimentStore, PgLedgerStore, PgRolloutStore};
@@ -188,7 +188,7 @@ async fn check_rollout_store(store: Arc<dyn RolloutStore>, prefix: &str) -> usiz
     let (mut rollout, stored, trail) = started(&id);
     assert_eq!(
         store.create(&stored, &trail, 2).await.expect("create"),
-        Admission::Created { version: 1 }
+        RolloutAdmission::Created { version: 1 }
     );
     assert!(matches!(
         store.create(&stored, &trail, 2).await,
@@ -197,12 +197,12 @@ async fn check_rollout_store(store: Arc<dyn RolloutStore>, prefix: &str) -> usiz
     let (_, other, other_trail) = started(&format!("{prefix}-b"));
     assert_eq!(
         store.create(&other, &other_trail, 2).await.unwrap(),
-        Admission::Created { version: 1 }
+        RolloutAdmission::Created { version: 1 }
     );
     let (_, third, third_trail) = started(&format!("{prefix}-c"));
     assert_eq!(
         store.create(&third, &third_trail, 2).await.unwrap(),
-        Admission::Full { max: 2 }
+        RolloutAdmission::Full { max: 2 }
     );
     assert!(matches!(
         store.load(&third.id).await,
@@ -378,7 +378,7 @@ async fn quotas_hold_across_two_pools_and_a_restart_keeps_everything() {
     }
     let mut created = 0;
     for t in tasks {
-        if t.await.unwrap().expect("create") == (Admission::Created { version: 1 }) {
+        if t.await.unwrap().expect("create") == (RolloutAdmission::Created { version: 1 }) {
             created += 1;
         }
     }

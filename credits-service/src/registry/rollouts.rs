@@ -23,9 +23,9 @@ use std::time::Duration;
 use audit_chain::AuditEntry;
 use axum::http::StatusCode;
 use canary::{
-    Admission, ArmLabels, CanaryError, Direction, HealthPolicy, LimitAction, MannWhitneyJudge,
-    MetricCheck, MetricQuery, MetricsSource, Observations, PhaseKind, Plan, PrometheusProvider,
-    ProviderSource, Rollout, RolloutStore, SampleMetric, Step, StoredRollout,
+    ArmLabels, CanaryError, Direction, HealthPolicy, LimitAction, MannWhitneyJudge, MetricCheck,
+    MetricQuery, MetricsSource, Observations, PhaseKind, Plan, PrometheusProvider, ProviderSource,
+    Rollout, RolloutAdmission, RolloutStore, SampleMetric, Step, StoredRollout,
 };
 use metered_clock::{Clock, Timestamp};
 use parking_lot::Mutex;
@@ -383,8 +383,8 @@ impl Rollouts {
             .create(&entry.stored(), &trail, ROLLOUTS_MAX)
             .await?
         {
-            Admission::Created { .. } => {}
-            Admission::Full { max } => {
+            RolloutAdmission::Created { .. } => {}
+            RolloutAdmission::Full { max } => {
                 return Err(ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     "too_many_rollouts",
