@@ -204,7 +204,19 @@ impl PgAuditSink {
             }
         }
         // Round trip 3 (pipelined): the entries not stored yet, every index, the queue, and
-        // COMMIT.
+        // COMMIT. When every entry was stored already (committed and queued by its change,
+        // the ledger's case), this transaction writes only derived data: their log indices
+        // and their removal from the queue. It then commits without waiting for its WAL
+        // flush: if the server loses it, the entries are still queued and are integrated
+        // again, and no checkpoint can cover it before it is durable,
+        // because a checkpoint's own (synchronous) commit flushes all the WAL before it.
+        let derived_only = async {
+            if missing.is_empty() {
+                c.batch_execute("SET LOCAL synchronous_commit = off")
+                    .await?;
+            }
+            Ok(0)
+        };
         let pick = |v: &Vec<Vec<u8>>| missing.iter().map(|&k| v[k].clone()).collect::<Vec<_>>();
         let new_stream: Vec<&str> = missing.iter().map(|&k| cols.stream[k].as_str()).collect();
         let new_seq: Vec<i64> = missing.iter().map(|&k| cols.seq[k]).collect();
@@ -236,7 +248,7 @@ impl PgAuditSink {
             &keys,
         );
         let commit = async { c.batch_execute("COMMIT").await.map(|()| 0) };
-        futures::future::try_join4(insert_log, insert_index, dequeue, commit).await?;
+        futures::future::try_join5(derived_only, insert_log, insert_index, dequeue, commit).await?;
         conn.finish();
         Ok(Ok(()))
     }
