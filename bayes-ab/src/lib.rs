@@ -67,7 +67,8 @@
 //!   anytime-valid one with [`CupedPair::anytime_p_value`]).
 //! - **Bandits** — [`ThompsonBandit`]: seeded, optional top-two, minimum share per arm.
 //! - **State** — [`ExperimentState`] (serde, mergeable) behind [`ExperimentStore`], with
-//!   [`InMemoryExperimentStore`].
+//!   [`InMemoryExperimentStore`]; feature `conformance`: `conformance::check_experiment_store`,
+//!   the checks every store backend runs.
 //!
 //! Every function is pure over counts (sans-IO); the only time source is the caller's
 //! [`metered_clock::Clock`], used by [`Experiment`] for the maximum duration. Decisions log
@@ -116,6 +117,9 @@ mod simulate;
 mod special;
 mod traffic;
 mod two_arm;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
 
 pub use anytime::{
     BoundedStats, anytime_bounded_difference, anytime_confidence_sequence, anytime_mean_interval,

@@ -168,7 +168,7 @@ pub enum CanaryError {
         /// What is wrong with it.
         message: String,
     },
-    /// A [`RolloutStore`](crate::RolloutStore) backend failed; nothing was stored.
+    /// A `RolloutStore` (feature `tokio`) backend failed; nothing was stored.
     /// [`CanaryError::is_retryable`] says whether the same call may succeed later.
     #[error("rollout storage: {message}")]
     Storage {

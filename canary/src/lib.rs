@@ -107,6 +107,8 @@
 //!   without waiting for the analysis in flight; the `MetricsProvider` trait and
 //!   `ProviderSource`; the `RolloutStore` trait (rollouts kept between processes, with
 //!   optimistic versions) and `MemoryRolloutStore`.
+//! * `conformance` (implies `tokio`): `conformance::check_rollout_store`, the checks every
+//!   `RolloutStore` backend runs.
 //! * `prometheus` (implies `tokio`): `PrometheusProvider`, over hyper 1 and `resilience`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -116,6 +118,8 @@
 #[doc = include_str!("../../docs/canary.md")]
 pub mod guide {}
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 #[cfg(feature = "tokio")]
 mod driver;
 mod error;

@@ -11,43 +11,25 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use audit_chain::{
-    AuditEntry, AuditTrail, AuditWriter, HmacKey, Keyring, MaskingPolicy, MemorySink, WriterConfig,
+    AuditTrail, AuditWriter, HmacKey, Keyring, MaskingPolicy, MemorySink, WriterConfig,
 };
-use bayes_ab::{
-    BayesError, ExperimentState, ExperimentStore, InMemoryExperimentStore, TrafficSplit,
-    UnitOutcome,
+use bayes_ab::conformance::{delta, fresh as state};
+use bayes_ab::{ExperimentState, ExperimentStore, InMemoryExperimentStore};
+use canary::conformance::{
+    advance, check_rollout_store, plan_and_policy, started, trail_entries as entries,
 };
 use canary::{
-    Actor, ArmObservation, CanaryError, HealthPolicy, MemoryRolloutStore, MetricCheck,
-    Observations, PhaseKind, Plan, Rollout, RolloutAdmission, RolloutStore, StoredRollout,
+    CanaryError, MemoryRolloutStore, PhaseKind, Rollout, RolloutAdmission, RolloutStore,
+    StoredRollout,
 };
 use common::START;
 use credits_postgres::{ExperimentAdmission, PgExperimentStore, PgLedgerStore, PgRolloutStore};
-use metered_clock::{ManualClock, Timestamp};
+use metered_clock::ManualClock;
 
 fn keyring() -> Arc<Keyring> {
     Arc::new(Keyring::new(HmacKey::new(1, [7u8; 32]).expect("key")))
-}
-
-fn state(id: &str) -> ExperimentState {
-    ExperimentState::new(id, TrafficSplit::even(2).expect("split"), START).expect("state")
-}
-
-/// One unit's outcome on `arm` as a delta to merge.
-fn delta(id: &str, arm: usize, converted: bool) -> ExperimentState {
-    let mut d = state(id);
-    d.record(
-        arm,
-        UnitOutcome {
-            converted,
-            ..UnitOutcome::default()
-        },
-    )
-    .expect("record");
-    d
 }
 
 fn trials(s: &ExperimentState, arm: usize) -> (u64, u64) {
@@ -55,57 +37,11 @@ fn trials(s: &ExperimentState, arm: usize) -> (u64, u64) {
     (c.successes(), c.trials())
 }
 
-/// What every `ExperimentStore` must do (ids under `prefix`, a tenant of their own).
+/// bayes-ab's checks, then merges from many tasks at once (they all count).
 async fn check_experiment_store(store: Arc<dyn ExperimentStore>, prefix: &str) {
-    let id = format!("{prefix}/exp-1");
+    bayes_ab::conformance::check_experiment_store(store.as_ref(), prefix).await;
+    let id = format!("{prefix}/concurrent");
     assert_eq!(store.create(state(&id)).await.expect("create"), 1);
-    assert!(matches!(
-        store.create(state(&id)).await,
-        Err(BayesError::ExperimentExists { .. })
-    ));
-    assert!(matches!(
-        store.load(&format!("{prefix}/nope")).await,
-        Err(BayesError::ExperimentNotFound { .. })
-    ));
-
-    // Merges add counts and bump the version.
-    assert_eq!(store.merge(&delta(&id, 0, true)).await.expect("merge"), 2);
-    assert_eq!(store.merge(&delta(&id, 1, false)).await.expect("merge"), 3);
-    let (loaded, version) = store.load(&id).await.expect("load");
-    assert_eq!(version, 3);
-    assert_eq!(trials(&loaded, 0), (1, 1));
-    assert_eq!(trials(&loaded, 1), (0, 1));
-
-    // A delta that does not fit (three arms) changes nothing.
-    let mut wrong = ExperimentState::new(&id, TrafficSplit::even(3).unwrap(), START).unwrap();
-    wrong.record(2, UnitOutcome::default()).unwrap();
-    assert!(store.merge(&wrong).await.is_err());
-    assert_eq!(store.load(&id).await.unwrap().1, 3);
-
-    // Optimistic saves: a stale version is refused with the version found, nothing changes.
-    let mut replaced = loaded.clone();
-    replaced
-        .record(
-            0,
-            UnitOutcome {
-                converted: true,
-                ..UnitOutcome::default()
-            },
-        )
-        .unwrap();
-    match store.save(&replaced, 2).await {
-        Err(BayesError::VersionConflict {
-            expected: 2,
-            found: 3,
-            ..
-        }) => {}
-        other => panic!("stale save: {other:?}"),
-    }
-    assert_eq!(store.load(&id).await.unwrap(), (loaded.clone(), 3));
-    assert_eq!(store.save(&replaced, 3).await.expect("save"), 4);
-    assert_eq!(store.load(&id).await.unwrap(), (replaced, 4));
-
-    // Concurrent merges all count.
     let mut tasks = Vec::new();
     for i in 0..16 {
         let store = Arc::clone(&store);
@@ -117,159 +53,9 @@ async fn check_experiment_store(store: Arc<dyn ExperimentStore>, prefix: &str) {
     for t in tasks {
         t.await.expect("task").expect("merge");
     }
-    let (after, version) = store.load(&id).await.unwrap();
-    assert_eq!(version, 20);
-    assert_eq!(trials(&after, 1), (8, 17));
-
-    // Delete.
-    store.delete(&id).await.expect("delete");
-    assert!(matches!(
-        store.load(&id).await,
-        Err(BayesError::ExperimentNotFound { .. })
-    ));
-    assert!(matches!(
-        store.delete(&id).await,
-        Err(BayesError::ExperimentNotFound { .. })
-    ));
-    assert!(matches!(
-        store.save(&after, 20).await,
-        Err(BayesError::ExperimentNotFound { .. })
-    ));
-    assert!(matches!(
-        store.merge(&delta(&id, 0, true)).await,
-        Err(BayesError::ExperimentNotFound { .. })
-    ));
-}
-
-fn plan_and_policy() -> (Plan, HealthPolicy) {
-    let plan = Plan::progressive(Duration::from_secs(60), Duration::ZERO, 10).expect("plan");
-    let policy = HealthPolicy::builder()
-        .check(MetricCheck::error_rate_max(0.05))
-        .build()
-        .expect("policy");
-    (plan, policy)
-}
-
-/// A started rollout `id`, stored form and the trail entries of its start.
-fn started(id: &str) -> (Rollout, StoredRollout, Vec<AuditEntry>) {
-    let (plan, policy) = plan_and_policy();
-    let mut rollout = Rollout::new(id, plan, policy).expect("rollout");
-    let _ = rollout.start(START, Actor::operator("ana")).expect("start");
-    let trail = entries(id, &mut rollout);
-    let stored = StoredRollout {
-        id: id.to_owned(),
-        spec: r#"{"error_rate_max":0.05}"#.to_owned(),
-        state: rollout.state().clone(),
-        version: 0,
-    };
-    (rollout, stored, trail)
-}
-
-fn entries(id: &str, rollout: &mut Rollout) -> Vec<AuditEntry> {
-    rollout
-        .take_events()
-        .iter()
-        .map(|e| canary::trail::to_audit_entry(id, e))
-        .collect()
-}
-
-/// A healthy check a minute after `at`: the rollout advances one step.
-fn advance(rollout: &mut Rollout, at: Timestamp) -> Timestamp {
-    let now = at.saturating_add(Duration::from_secs(60));
-    let obs = Observations::canary_only(ArmObservation::counts(1_000, 1));
-    let _ = rollout.tick(now, &obs).expect("tick");
-    now
-}
-
-/// What every `RolloutStore` must do (ids under `prefix`; the store holds nothing else).
-/// Returns how many trail entries went with the changes it kept.
-async fn check_rollout_store(store: Arc<dyn RolloutStore>, prefix: &str) -> usize {
-    let id = format!("{prefix}-a");
-    let (mut rollout, stored, trail) = started(&id);
-    assert_eq!(
-        store.create(&stored, &trail, 2).await.expect("create"),
-        RolloutAdmission::Created { version: 1 }
-    );
-    assert!(matches!(
-        store.create(&stored, &trail, 2).await,
-        Err(CanaryError::DuplicateRollout { .. })
-    ));
-    let (_, other, other_trail) = started(&format!("{prefix}-b"));
-    assert_eq!(
-        store.create(&other, &other_trail, 2).await.unwrap(),
-        RolloutAdmission::Created { version: 1 }
-    );
-    let (_, third, third_trail) = started(&format!("{prefix}-c"));
-    assert_eq!(
-        store.create(&third, &third_trail, 2).await.unwrap(),
-        RolloutAdmission::Full { max: 2 }
-    );
-    assert!(matches!(
-        store.load(&third.id).await,
-        Err(CanaryError::UnknownRollout { .. })
-    ));
-    assert_eq!(
-        store.ids().await.unwrap(),
-        vec![format!("{prefix}-a"), format!("{prefix}-b")]
-    );
-
-    // Loaded as stored; restored, the rollout is where it was.
-    let loaded = store.load(&id).await.expect("load");
-    assert_eq!(loaded.version, 1);
-    assert_eq!(loaded.spec, stored.spec);
-    assert_eq!(&loaded.state, rollout.state());
-    let (plan, policy) = plan_and_policy();
-    let restored = Rollout::restore(
-        id.as_str(),
-        Arc::new(plan),
-        Arc::new(policy),
-        loaded.state.clone(),
-    )
-    .expect("restore");
-    assert_eq!(restored.state(), rollout.state());
-    assert_eq!(restored.weight_percent(), 5);
-
-    // A step decided from version 1 is kept once: a second save from version 1 conflicts.
-    advance(&mut rollout, START);
-    let step_trail = entries(&id, &mut rollout);
-    let next = StoredRollout {
-        state: rollout.state().clone(),
-        ..loaded.clone()
-    };
-    assert_eq!(store.save(&next, &step_trail).await.expect("save"), 2);
-    match store.save(&next, &step_trail).await {
-        Err(CanaryError::VersionConflict {
-            expected: 1,
-            found: 2,
-            ..
-        }) => {}
-        other => panic!("stale save: {other:?}"),
-    }
-    let now = store.load(&id).await.unwrap();
-    assert_eq!((now.version, now.state.step), (2, 1));
-
-    // Trail entries of another stream are refused, and nothing changes.
-    let (_, _, foreign) = started(&format!("{prefix}-b"));
-    let at_2 = StoredRollout {
-        version: 2,
-        ..next.clone()
-    };
-    assert!(matches!(
-        store.save(&at_2, &foreign).await,
-        Err(CanaryError::InvalidCommand { .. })
-    ));
-    assert_eq!(store.load(&id).await.unwrap().version, 2);
-
-    // Unknown rollouts.
-    let ghost = StoredRollout {
-        id: format!("{prefix}-ghost"),
-        ..at_2
-    };
-    assert!(matches!(
-        store.save(&ghost, &[]).await,
-        Err(CanaryError::UnknownRollout { .. })
-    ));
-    trail.len() + other_trail.len() + step_trail.len()
+    let (after, version) = store.load(&id).await.expect("load");
+    assert_eq!(version, 17);
+    assert_eq!(trials(&after, 1), (8, 16));
 }
 
 async fn memory_trail() -> (Arc<MemorySink>, Arc<dyn AuditTrail>) {
@@ -295,7 +81,7 @@ async fn the_memory_stores_pass_the_checks() {
     check_experiment_store(Arc::new(InMemoryExperimentStore::new()), "acme").await;
     let (_sink, trail) = memory_trail().await;
     let store = Arc::new(MemoryRolloutStore::new(trail));
-    let written = check_rollout_store(store.clone(), "mem").await;
+    let written = check_rollout_store(store.as_ref(), "mem").await;
     assert!(written >= 3);
     assert_eq!(store.unwritten().await, 0);
 }
@@ -313,7 +99,7 @@ async fn the_postgres_stores_pass_the_checks() {
     };
     let store = db.default_store().await;
     check_experiment_store(Arc::new(store.experiment_store()), "acme").await;
-    let written = check_rollout_store(Arc::new(pg_rollouts(&store)), "pg").await;
+    let written = check_rollout_store(&pg_rollouts(&store), "pg").await;
     // The trail went with the changes kept (two starts and one step), queued for the
     // sequencer; nothing of the refused ones.
     let n = db
@@ -403,7 +189,7 @@ async fn quotas_hold_across_two_pools_and_a_restart_keeps_everything() {
         )
         .unwrap();
         advance(&mut r, START);
-        let trail = entries(&id, &mut r);
+        let trail = entries(&mut r);
         assert!(!trail.is_empty());
         step_entries = trail.len();
         let next = StoredRollout {
@@ -499,7 +285,7 @@ async fn the_application_role_may_use_the_service_tables() {
         .expect("config");
     let store = PgLedgerStore::connect(config, Arc::new(ManualClock::new(START))).expect("store");
     check_experiment_store(Arc::new(store.experiment_store()), "acme").await;
-    let written = check_rollout_store(Arc::new(pg_rollouts(&store)), "role").await;
+    let written = check_rollout_store(&pg_rollouts(&store), "role").await;
     assert_eq!(
         usize::try_from(
             db.count("SELECT count(*) FROM audit_pending WHERE stream LIKE 'canary/role-%'")

@@ -296,7 +296,7 @@ impl Rollout {
     }
 
     /// A rollout at a stored [`RolloutState`] (as [`state`](Rollout::state) returned it, for
-    /// example from a [`RolloutStore`](crate::RolloutStore)), with this plan and policy and no
+    /// example from a `RolloutStore` (feature `tokio`)), with this plan and policy and no
     /// pending events.
     ///
     /// # Errors

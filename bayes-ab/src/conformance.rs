@@ -1,0 +1,151 @@
+//! The checks every [`ExperimentStore`] backend must pass (feature `conformance`).
+//!
+//! A backend's tests call [`check_experiment_store`] with a store and an id prefix no other
+//! check uses (ids are `<prefix>/…`, so a store that keys experiments by tenant sees one
+//! tenant). The checks panic with a message on the first violated expectation, as tests do.
+//! Concurrency (merges from many tasks at once) needs the caller's runtime and is left to
+//! the backend's own tests.
+//!
+//! ```
+//! use bayes_ab::InMemoryExperimentStore;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! bayes_ab::conformance::check_experiment_store(&InMemoryExperimentStore::new(), "acme").await;
+//! # });
+//! ```
+
+use metered_clock::Timestamp;
+
+use crate::{BayesError, ExperimentState, ExperimentStore, TrafficSplit, UnitOutcome};
+
+/// The time the checks' experiments start at.
+pub const START: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+
+/// A fresh two-arm experiment `id` (no counts).
+///
+/// # Panics
+/// Never for an id `ExperimentState::new` accepts.
+#[must_use]
+pub fn fresh(id: &str) -> ExperimentState {
+    ExperimentState::new(id, TrafficSplit::even(2).expect("split"), START).expect("state")
+}
+
+/// One unit's outcome on `arm` of the two-arm experiment `id`, as a delta to merge.
+///
+/// # Panics
+/// For an arm other than 0 or 1.
+#[must_use]
+pub fn delta(id: &str, arm: usize, converted: bool) -> ExperimentState {
+    let mut d = fresh(id);
+    d.record(
+        arm,
+        UnitOutcome {
+            converted,
+            ..UnitOutcome::default()
+        },
+    )
+    .expect("record");
+    d
+}
+
+fn conversions(s: &ExperimentState, arm: usize) -> (u64, u64) {
+    let c = &s.arms()[arm].conversions;
+    (c.successes(), c.trials())
+}
+
+/// Creation, loads, merges, optimistic saves and deletion, with every refusal changing
+/// nothing. Uses ids under `prefix/`.
+///
+/// # Panics
+/// On the first expectation the store does not meet.
+pub async fn check_experiment_store(store: &dyn ExperimentStore, prefix: &str) {
+    let id = format!("{prefix}/exp-1");
+    assert_eq!(store.create(fresh(&id)).await.expect("create"), 1);
+    assert!(
+        matches!(
+            store.create(fresh(&id)).await,
+            Err(BayesError::ExperimentExists { .. })
+        ),
+        "a taken id is refused"
+    );
+    assert!(matches!(
+        store.load(&format!("{prefix}/nope")).await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+
+    // Merges add counts and bump the version.
+    assert_eq!(store.merge(&delta(&id, 0, true)).await.expect("merge"), 2);
+    assert_eq!(store.merge(&delta(&id, 1, false)).await.expect("merge"), 3);
+    let (loaded, version) = store.load(&id).await.expect("load");
+    assert_eq!(version, 3);
+    assert_eq!(conversions(&loaded, 0), (1, 1));
+    assert_eq!(conversions(&loaded, 1), (0, 1));
+
+    // A delta that does not fit (three arms) changes nothing.
+    let mut wrong =
+        ExperimentState::new(&id, TrafficSplit::even(3).expect("split"), START).expect("state");
+    wrong.record(2, UnitOutcome::default()).expect("record");
+    assert!(
+        store.merge(&wrong).await.is_err(),
+        "a misfit delta is refused"
+    );
+    assert_eq!(store.load(&id).await.expect("load"), (loaded.clone(), 3));
+
+    // Optimistic saves: a stale version is refused with the version found, nothing changes.
+    let mut replaced = loaded.clone();
+    replaced
+        .record(
+            0,
+            UnitOutcome {
+                converted: true,
+                ..UnitOutcome::default()
+            },
+        )
+        .expect("record");
+    match store.save(&replaced, 2).await {
+        Err(BayesError::VersionConflict {
+            expected: 2,
+            found: 3,
+            ..
+        }) => {}
+        other => panic!("a stale save must conflict: {other:?}"),
+    }
+    assert_eq!(store.load(&id).await.expect("load"), (loaded, 3));
+    assert_eq!(store.save(&replaced, 3).await.expect("save"), 4);
+    assert_eq!(store.load(&id).await.expect("load"), (replaced.clone(), 4));
+    assert!(matches!(
+        store.save(&replaced, u64::MAX).await,
+        Err(BayesError::VersionConflict { found: 4, .. })
+    ));
+
+    // Another experiment is its own.
+    let other = format!("{prefix}/exp-2");
+    assert_eq!(store.create(fresh(&other)).await.expect("create"), 1);
+    assert_eq!(store.load(&id).await.expect("load").1, 4);
+
+    // Deletion.
+    store.delete(&id).await.expect("delete");
+    assert!(matches!(
+        store.load(&id).await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+    assert!(matches!(
+        store.delete(&id).await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+    assert!(matches!(
+        store.save(&replaced, 4).await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+    assert!(matches!(
+        store.merge(&delta(&id, 0, true)).await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+    assert_eq!(store.load(&other).await.expect("load").1, 1);
+    // A deleted id can be taken again, from version 1.
+    assert_eq!(store.create(fresh(&id)).await.expect("create again"), 1);
+    assert_eq!(
+        conversions(&store.load(&id).await.expect("load").0, 0),
+        (0, 0)
+    );
+}
