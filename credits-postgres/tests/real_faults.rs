@@ -279,12 +279,19 @@ async fn terminated_backends_lose_no_acknowledged_request_and_apply_none_twice()
         "only {terminated} backends terminated"
     );
     assert!(retries >= RETRIES_MIN, "only {retries} retries");
-    let successes = acked.iter().filter(|a| a.answer.is_ok()).count();
-    assert!(
-        successes * 2 > acked.len(),
-        "{successes} of {} succeeded",
-        acked.len()
-    );
+    // Every kind of request succeeded often enough for the checks below to mean something.
+    let mut kinds = [0usize; 5];
+    for a in acked.iter().filter(|a| a.answer.is_ok()) {
+        kinds[match a.sent {
+            Sent::Grant(_) => 0,
+            Sent::Consume(_) => 1,
+            Sent::Reserve(_) => 2,
+            Sent::Commit(..) => 3,
+            Sent::Cancel(_) => 4,
+        }] += 1;
+    }
+    eprintln!("successes (grant, consume, reserve, commit, cancel): {kinds:?}");
+    assert!(kinds.iter().all(|&n| n >= 5), "{kinds:?}");
 
     // Conservation, and each journal replays to its counters.
     let ledger = &ledgers[0];
