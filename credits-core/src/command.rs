@@ -23,6 +23,21 @@ pub enum Command {
         /// Tie-break between lots with the same expiry: lower numbers are spent first.
         priority: u16,
     },
+    /// A [`Grant`](Self::Grant) that also carries the caller's [`GrantTag`]: a fingerprint
+    /// of what the caller keeps with the grant outside the ledger (a service's metadata,
+    /// say). Applied exactly like a grant; the tag is part of the command remembered under
+    /// the key, so the same key with another tag (or without one) is an
+    /// [`IdempotencyConflict`](crate::LedgerError::IdempotencyConflict) on every backend.
+    TaggedGrant {
+        /// How much (> 0).
+        amount: Amount,
+        /// When the lot expires (`None`: never). Must be in the future.
+        expires_at: Option<Timestamp>,
+        /// Tie-break between lots with the same expiry: lower numbers are spent first.
+        priority: u16,
+        /// The caller's fingerprint.
+        tag: GrantTag,
+    },
     /// Spend credits now (from lots, then from the overdraft allowance).
     Consume {
         /// How much (> 0).
@@ -138,7 +153,7 @@ impl Command {
     #[must_use]
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Grant { .. } => "grant",
+            Command::Grant { .. } | Command::TaggedGrant { .. } => "grant",
             Command::Consume { .. } => "consume",
             Command::ConsumeUpTo { .. } => "consume_up_to",
             Command::Reserve { .. } => "reserve",
@@ -150,6 +165,46 @@ impl Command {
             Command::CommitPrepared { .. } => "commit_prepared",
             Command::AbortPrepared { .. } => "abort_prepared",
         }
+    }
+}
+
+/// A caller's 16-byte fingerprint of a grant's context kept outside the ledger (for
+/// example the first 16 bytes of a SHA-256 of its metadata), carried by
+/// [`Command::TaggedGrant`] and compared under the idempotency key with the rest of the
+/// command. The ledger stores it and never interprets it.
+///
+/// ```
+/// use credits_core::{Amount, GrantOptions, GrantTag, IdempotencyKey, Ledger, LedgerError, TenantId, TenantSettings};
+/// use metered_clock::{ManualClock, Timestamp};
+///
+/// # futures::executor::block_on(async {
+/// let ledger = Ledger::in_memory(ManualClock::new(Timestamp::from_unix_millis(1_000)));
+/// let acme = TenantId::new("acme")?;
+/// ledger.create_tenant(&acme, TenantSettings::default()).await?;
+/// let key = IdempotencyKey::new("topup-1")?;
+/// let tagged = |t: u8| GrantOptions::default().tag(GrantTag::new([t; 16]));
+/// ledger.grant(&acme, key.clone(), Amount::new(10), tagged(1)).await?;
+/// ledger.grant(&acme, key.clone(), Amount::new(10), tagged(1)).await?; // a replay
+/// let err = ledger.grant(&acme, key, Amount::new(10), tagged(2)).await.unwrap_err();
+/// assert!(matches!(err, LedgerError::IdempotencyConflict(_)));
+/// assert_eq!(ledger.balance(&acme).await?.available, Amount::new(10));
+/// # Ok::<(), LedgerError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GrantTag([u8; 16]);
+
+impl GrantTag {
+    /// Wraps 16 bytes.
+    #[must_use]
+    pub const fn new(bytes: [u8; 16]) -> Self {
+        GrantTag(bytes)
+    }
+
+    /// The 16 bytes.
+    #[must_use]
+    pub const fn bytes(&self) -> [u8; 16] {
+        self.0
     }
 }
 

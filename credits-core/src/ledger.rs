@@ -7,7 +7,7 @@ use metered_clock::{Clock, Timestamp};
 
 use crate::store::{LedgerStore, Page, PageRequest, SweepReport};
 use crate::{
-    Amount, Balance, Batch, Command, ConservationViolation, EntrySeq, HoldId, HoldState,
+    Amount, Balance, Batch, Command, ConservationViolation, EntrySeq, GrantTag, HoldId, HoldState,
     IdempotencyKey, LedgerError, MemoryLedgerStore, Receipt, Request, Reservation, StorageError,
     TenantId, TenantSettings, Totals,
 };
@@ -30,6 +30,9 @@ pub struct GrantOptions {
     pub expires_at: Option<Timestamp>,
     /// Among lots with the same expiry, lower numbers are spent first (default 0).
     pub priority: u16,
+    /// The caller's fingerprint of the grant's context, compared under the key
+    /// ([`Command::TaggedGrant`]); `None` (the default) sends a plain [`Command::Grant`].
+    pub tag: Option<GrantTag>,
 }
 
 impl GrantOptions {
@@ -42,6 +45,12 @@ impl GrantOptions {
     /// Sets the priority.
     pub fn priority(mut self, priority: u16) -> Self {
         self.priority = priority;
+        self
+    }
+
+    /// Sets the tag (see [`GrantTag`]).
+    pub fn tag(mut self, tag: GrantTag) -> Self {
+        self.tag = Some(tag);
         self
     }
 }
@@ -171,10 +180,18 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
         amount: Amount,
         options: GrantOptions,
     ) -> Result<Receipt, LedgerError> {
-        let command = Command::Grant {
-            amount,
-            expires_at: options.expires_at,
-            priority: options.priority,
+        let command = match options.tag {
+            None => Command::Grant {
+                amount,
+                expires_at: options.expires_at,
+                priority: options.priority,
+            },
+            Some(tag) => Command::TaggedGrant {
+                amount,
+                expires_at: options.expires_at,
+                priority: options.priority,
+                tag,
+            },
         };
         self.run(tenant, key, command).await
     }

@@ -104,7 +104,8 @@ pub mod testing;
 pub use amount::Amount;
 pub use batch::{BATCH_LEN_MAX, Batch};
 pub use command::{
-    Balance, Command, Effect, IdempotencyRecord, Receipt, Request, Reservation, TenantSettings,
+    Balance, Command, Effect, GrantTag, IdempotencyRecord, Receipt, Request, Reservation,
+    TenantSettings,
 };
 pub use error::{LedgerError, StorageError};
 pub use hold::{HoldResolution, HoldState};

@@ -37,7 +37,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, LogFormat, decode_hex};
 use crate::error::{ApiError, ServiceError};
 use crate::json::body_too_large;
-use crate::registry::{Experiments, GrantKeys, Rollouts, grants::GRANT_KEYS_MAX};
+use crate::registry::{Experiments, Rollouts};
 use crate::routes::{audit, credits, experiments, ops, rollouts};
 use crate::server::{self, ConnectionLimits};
 use crate::state::{AppState, AuditState, Backend, TenantLimiter};
@@ -390,7 +390,6 @@ impl ServiceBuilder {
             },
             experiments,
             rollouts: Rollouts::new(rollout_store, Arc::clone(&clock)),
-            grant_keys: GrantKeys::new(GRANT_KEYS_MAX),
             metrics,
             clock,
             request_timeout: config.request_timeout,

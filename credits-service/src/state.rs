@@ -16,7 +16,7 @@ use resilience::{
 
 use crate::auth::{Authenticator, Caller};
 use crate::error::ApiError;
-use crate::registry::{Experiments, GrantKeys, Rollouts};
+use crate::registry::{Experiments, Rollouts};
 
 /// Which ledger backend is in use.
 #[derive(Clone, Debug)]
@@ -147,8 +147,6 @@ pub(crate) struct AppState {
     pub(crate) audit: AuditState,
     pub(crate) experiments: Experiments,
     pub(crate) rollouts: Rollouts,
-    /// The metadata digest each grant key was first used with.
-    pub(crate) grant_keys: GrantKeys,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) request_timeout: Duration,

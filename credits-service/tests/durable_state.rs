@@ -542,3 +542,54 @@ async fn a_tenants_experiment_quota_holds_across_two_replicas() {
     b.shutdown().await;
     drop_schema(&url, &schema).await;
 }
+
+#[tokio::test]
+async fn a_grant_key_reused_with_other_metadata_conflicts_on_another_replica() {
+    let Some(url) = database_url("grant_metadata") else {
+        return;
+    };
+    let schema = schema_name("grant_metadata");
+    let a = Replica::start(&url, &schema, &[]).await;
+    let b = Replica::start(&url, &schema, &[]).await;
+    let r = a
+        .call(Req::post("/v1/tenants", r#"{"tenant":"acme"}"#).auth(ADMIN))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let grant = |body: &'static str| {
+        Req::post("/v1/tenants/acme/grants", body)
+            .auth(ADMIN)
+            .key("topup-1")
+    };
+    let first = a
+        .call(grant(r#"{"amount":50,"metadata":{"ref":"pay-1"}}"#))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    // The other replica never saw the key: the ledger's record refuses other metadata.
+    for other in [
+        r#"{"amount":50,"metadata":{"ref":"pay-2"}}"#,
+        r#"{"amount":50,"metadata":{}}"#,
+        r#"{"amount":50}"#,
+    ] {
+        let r = b.call(grant(other)).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (409, "idempotency_conflict"),
+            "{other}: {}",
+            r.text
+        );
+    }
+    // The same request replays the first answer on either replica and applies nothing.
+    for replica in [&b, &a] {
+        let again = replica
+            .call(grant(r#"{"amount":50,"metadata":{"ref":"pay-1"}}"#))
+            .await;
+        assert_eq!((again.status, &again.text), (200, &first.text));
+    }
+    let r = b
+        .call(Req::get("/v1/tenants/acme/balance").auth(ACME))
+        .await;
+    assert_eq!(r.json["available"], 50, "{}", r.text);
+    a.shutdown().await;
+    b.shutdown().await;
+    drop_schema(&url, &schema).await;
+}

@@ -573,6 +573,12 @@ impl Account {
                 amount,
                 expires_at,
                 priority,
+            }
+            | Command::TaggedGrant {
+                amount,
+                expires_at,
+                priority,
+                ..
             } => self.grant(&mut fx, at, key, amount, expires_at, priority),
             Command::Consume { amount } => self.consume(&mut fx, at, key, amount),
             Command::ConsumeUpTo { max } => self.consume_up_to(&mut fx, at, key, max),

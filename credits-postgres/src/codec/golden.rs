@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use credits_core::backend::Draw;
 use credits_core::tx::{Branch, BranchId, TxAction, TxDecision, TxId};
-use credits_core::{Command, Effect, IdempotencyRecord, LedgerError, Receipt, StorageError};
+use credits_core::{
+    Command, Effect, GrantTag, IdempotencyRecord, LedgerError, Receipt, StorageError,
+};
 use serde::Deserializer;
 use serde::de::{DeserializeOwned, Visitor};
 use serde_json::Value;
@@ -169,6 +171,22 @@ fn successes() -> Vec<(IdempotencyRecord, &'static str)> {
                 Effect::Granted { lot: None },
             ),
             r#"{"command":{"Grant":{"amount":5,"expires_at":null,"priority":0}},"result":{"Ok":{"entry":4,"at":1700000000000,"balance":{"available":0,"held":0,"overdrawn":2},"effect":{"Granted":{"lot":null}}}},"at":1700000000000}"#,
+        ),
+        (
+            ok(
+                Command::TaggedGrant {
+                    amount: Amount::new(7),
+                    expires_at: None,
+                    priority: 1,
+                    tag: GrantTag::new([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 255]),
+                },
+                5,
+                balance(7, 0, 0),
+                Effect::Granted {
+                    lot: Some(LotId::new(3)),
+                },
+            ),
+            r#"{"command":{"TaggedGrant":{"amount":7,"expires_at":null,"priority":1,"tag":[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,255]}},"result":{"Ok":{"entry":5,"at":1700000000000,"balance":{"available":7,"held":0,"overdrawn":0},"effect":{"Granted":{"lot":3}}}},"at":1700000000000}"#,
         ),
         (
             ok(consume(5), 2, balance(995, 0, 0), Effect::Consumed),

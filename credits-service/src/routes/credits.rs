@@ -12,12 +12,13 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use credits_core::{
-    Amount, Balance, Command, Effect, EntrySeq, GrantOptions, HoldId, HoldResolution, HoldState,
-    IdempotencyKey, JournalEntry, PageRequest, Receipt, Request, TenantId, TenantSettings,
-    store::PAGE_LEN_MAX,
+    Amount, Balance, Command, Effect, EntrySeq, GrantOptions, GrantTag, HoldId, HoldResolution,
+    HoldState, IdempotencyKey, JournalEntry, PageRequest, Receipt, Request, TenantId,
+    TenantSettings, store::PAGE_LEN_MAX,
 };
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::json::{ApiJson, ApiPath, ApiQuery};
@@ -223,6 +224,26 @@ struct Grant {
     metadata: BTreeMap<String, String>,
 }
 
+/// The tag of a grant's metadata: the first 16 bytes of a SHA-256 over each key and value,
+/// each preceded by its length (so `("a","bc")` and `("ab","c")` differ); none for no
+/// metadata (a plain grant, as before tags existed).
+fn metadata_tag(metadata: &BTreeMap<String, String>) -> Option<GrantTag> {
+    if metadata.is_empty() {
+        return None;
+    }
+    let mut h = Sha256::new();
+    for (k, v) in metadata {
+        for part in [k.as_bytes(), v.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+    }
+    let full: [u8; 32] = h.finalize().into();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    Some(GrantTag::new(out))
+}
+
 async fn grant(
     State(state): State<Arc<AppState>>,
     ApiPath(tenant): ApiPath<String>,
@@ -250,19 +271,18 @@ async fn grant(
     if let Some(ms) = body.expires_at_ms {
         options = options.expires_at(Timestamp::from_unix_millis(ms));
     }
-    // The ledger compares amount, expiry and priority under the key; the metadata is
-    // compared here, before anything is applied.
-    state.grant_keys.claim(&tenant, &key, &body.metadata)?;
+    // The metadata's digest goes into the command the ledger keeps under the key, so the
+    // same key with other metadata is refused by every replica (409 `idempotency_conflict`).
+    if let Some(tag) = metadata_tag(&body.metadata) {
+        options = options.tag(tag);
+    }
     let o = state
         .guarded(state.ledger.grant(&tenant, key.clone(), amount, options))
         .await?;
     let mut metadata = body.metadata;
     MaskingPolicy::standard().apply(&mut metadata);
-    if state.grant_keys.first_answer(&tenant, &key) {
-        tracing::info!(%tenant, key = %key, amount = amount.units(), ?metadata, "credits granted");
-    } else {
-        tracing::info!(%tenant, key = %key, amount = amount.units(), "grant replayed: nothing applied");
-    }
+    // A replay answers with the original entry: nothing is applied twice.
+    tracing::info!(%tenant, key = %key, amount = amount.units(), entry = o.entry.get(), ?metadata, "grant answered");
     Ok(outcome(o))
 }
 
