@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -52,9 +52,15 @@ const FOR_MANY: u8 = 2;
 /// ```
 #[derive(Debug)]
 pub struct MemoryAuditQueue {
-    // Shared, so `peek` holds the lock only to copy pointers (deep copies happen outside it,
-    // on the reader's thread, while stores keep pushing).
-    entries: Mutex<VecDeque<Arc<SealedEntry>>>,
+    // Two halves, so stores pushing and the writer taking rarely meet on one lock: stores
+    // push onto `incoming`; `peek` moves the oldest of them onto `taken` (pointers only)
+    // and hands out clones from there; `remove` drops them from `taken`. Every entry of
+    // `taken` is older than every entry of `incoming`. Lock order: `taken`, then
+    // `incoming`. Entries are shared, so handing them out copies pointers, not entries.
+    incoming: Mutex<VecDeque<Arc<SealedEntry>>>,
+    taken: Mutex<VecDeque<Arc<SealedEntry>>>,
+    /// Entries in both halves (read without a lock by `has_room` and `len`).
+    len: AtomicUsize,
     capacity: usize,
     notify: Notify,
     /// What the writer waiting in `changed` waits for: the first entry, or `WAKE_AT`
@@ -68,7 +74,9 @@ impl MemoryAuditQueue {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         MemoryAuditQueue {
-            entries: Mutex::new(VecDeque::new()),
+            incoming: Mutex::new(VecDeque::new()),
+            taken: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
             capacity: capacity.max(1),
             notify: Notify::new(),
             waiting: AtomicU8::new(NOT_WAITING),
@@ -84,13 +92,13 @@ impl MemoryAuditQueue {
     /// Number of queued entries (synchronous form of [`AuditQueue::backlog`]).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.lock().len()
+        self.len.load(Ordering::SeqCst)
     }
 
     /// Whether nothing is queued.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.lock().is_empty()
+        self.len() == 0
     }
 
     /// Queues every entry of `entries`, in order, or none of them. Never waits.
@@ -101,17 +109,18 @@ impl MemoryAuditQueue {
         if entries.is_empty() {
             return Ok(());
         }
-        {
-            let mut queued = self.entries.lock();
-            if queued.len() + entries.len() > self.capacity {
-                return Err(AuditError::Backpressure {
-                    capacity: self.capacity,
-                });
-            }
-            queued.extend(entries.into_iter().map(Arc::new));
-            metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
-            self.wake(queued.len());
+        let n = entries.len();
+        let mut incoming = self.incoming.lock();
+        // Only pushes (under this lock) make the queue longer, so the room seen here can
+        // only grow before the entries are in.
+        if self.len() + n > self.capacity {
+            return Err(AuditError::Backpressure {
+                capacity: self.capacity,
+            });
         }
+        incoming.extend(entries.into_iter().map(Arc::new));
+        let len = self.len.fetch_add(n, Ordering::SeqCst) + n;
+        self.wake(len);
         Ok(())
     }
 
@@ -122,11 +131,12 @@ impl MemoryAuditQueue {
         if entries.is_empty() {
             return;
         }
+        let n = entries.len();
         let entries: Vec<Arc<SealedEntry>> = entries.into_iter().map(Arc::new).collect();
-        let mut queued = self.entries.lock();
-        queued.extend(entries);
-        metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
-        self.wake(queued.len());
+        let mut incoming = self.incoming.lock();
+        incoming.extend(entries);
+        let len = self.len.fetch_add(n, Ordering::SeqCst) + n;
+        self.wake(len);
     }
 
     /// Wakes the writer waiting in `changed`, if it waits for what is now queued (called
@@ -151,14 +161,16 @@ impl MemoryAuditQueue {
     /// Whether the backlog is below the capacity (a store refuses changes when it is not).
     #[must_use]
     pub fn has_room(&self) -> bool {
-        self.entries.lock().len() < self.capacity
+        self.len() < self.capacity
     }
 
     /// The head `stream` has once every queued entry is integrated, given its head in
     /// the log: where a store that lost its own copy of the head resumes sealing.
     #[must_use]
     pub fn head_after(&self, stream: &str, mut head: StreamHead) -> StreamHead {
-        for e in self.entries.lock().iter() {
+        let taken = self.taken.lock();
+        let incoming = self.incoming.lock();
+        for e in taken.iter().chain(incoming.iter()) {
             if e.stream() == stream && e.seq >= head.next_seq {
                 head = StreamHead {
                     next_seq: e.seq.saturating_add(1),
@@ -173,30 +185,46 @@ impl MemoryAuditQueue {
 #[async_trait]
 impl AuditQueue for MemoryAuditQueue {
     async fn peek(&self, limit: usize) -> Result<Vec<Arc<SealedEntry>>, AuditError> {
-        Ok(self.entries.lock().iter().take(limit).cloned().collect())
+        let mut taken = self.taken.lock();
+        if taken.len() < limit {
+            let mut incoming = self.incoming.lock();
+            let more = (limit - taken.len()).min(incoming.len());
+            taken.extend(incoming.drain(..more));
+        }
+        metrics::gauge!("audit_chain_backlog").set(self.len() as f64);
+        Ok(taken.iter().take(limit).cloned().collect())
     }
 
     async fn remove(&self, entries: &[Arc<SealedEntry>]) -> Result<(), AuditError> {
         let same = |a: &SealedEntry, b: &SealedEntry| a.seq == b.seq && a.stream() == b.stream();
-        let mut queued = self.entries.lock();
+        let mut taken = self.taken.lock();
+        let before = taken.len();
         // The usual case: the oldest entries, in order.
         let mut front = 0;
         while front < entries.len()
-            && queued
+            && taken
                 .front()
                 .is_some_and(|e| Arc::ptr_eq(e, &entries[front]) || same(e, &entries[front]))
         {
-            queued.pop_front();
+            taken.pop_front();
             front += 1;
         }
+        let mut removed = before - taken.len();
         if front < entries.len() {
             let rest: std::collections::HashSet<(&str, u64)> = entries[front..]
                 .iter()
                 .map(|e| (e.stream(), e.seq))
                 .collect();
-            queued.retain(|e| !rest.contains(&(e.stream(), e.seq)));
+            let before = taken.len();
+            taken.retain(|e| !rest.contains(&(e.stream(), e.seq)));
+            removed += before - taken.len();
+            let mut incoming = self.incoming.lock();
+            let before = incoming.len();
+            incoming.retain(|e| !rest.contains(&(e.stream(), e.seq)));
+            removed += before - incoming.len();
         }
-        metrics::gauge!("audit_chain_backlog").set(queued.len() as f64);
+        let len = self.len.fetch_sub(removed, Ordering::SeqCst) - removed;
+        metrics::gauge!("audit_chain_backlog").set(len as f64);
         Ok(())
     }
 
@@ -204,9 +232,9 @@ impl AuditQueue for MemoryAuditQueue {
         Ok(self.len() as u64)
     }
 
-    /// Returns at once while entries are queued; otherwise when the next push arrives.
-    // The writer's wait (a driver): the first entry wakes it, then it lingers until
-    // WAKE_AT entries are queued or IDLE_POLL has passed.
+    /// Returns once an entry is queued and then [`WAKE_AT`] entries are, or [`IDLE_POLL`]
+    /// has passed.
+    // The writer's wait (a driver).
     #[allow(clippy::disallowed_methods)]
     async fn changed(&self) {
         {
@@ -215,7 +243,7 @@ impl AuditQueue for MemoryAuditQueue {
             // Registered before the check, so a push after the check is not missed.
             notified.as_mut().enable();
             self.waiting.store(FOR_ANY, Ordering::SeqCst);
-            if self.entries.lock().is_empty() {
+            if self.is_empty() {
                 notified.await;
             }
         }
@@ -223,7 +251,7 @@ impl AuditQueue for MemoryAuditQueue {
         tokio::pin!(notified);
         notified.as_mut().enable();
         self.waiting.store(FOR_MANY, Ordering::SeqCst);
-        if self.entries.lock().len() < WAKE_AT {
+        if self.len() < WAKE_AT {
             tokio::select! {
                 () = notified => {}
                 () = tokio::time::sleep(IDLE_POLL) => {}
