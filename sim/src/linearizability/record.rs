@@ -390,9 +390,11 @@ fn record_in_memory(
         futures::executor::block_on(admin.create_tenant(t, TenantSettings::default()))
             .map_err(|e| e.to_string())?;
     }
+    // The threads start together (otherwise the first may be done before the last starts).
+    let start = Arc::new(std::sync::Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|thread| {
-            let shared = Arc::clone(&shared);
+            let (shared, start) = (Arc::clone(&shared), Arc::clone(&start));
             let faulty = Arc::new(Faults::new());
             if faults_every > 0 {
                 let kind = if thread.is_multiple_of(2) {
@@ -408,6 +410,7 @@ fn record_in_memory(
             }
             let ledger = Ledger::new(faulty, clock.clone());
             std::thread::spawn(move || {
+                start.wait();
                 futures::executor::block_on(client(&ledger, &shared, thread, seed, ops_per_thread))
             })
         })
