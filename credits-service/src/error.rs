@@ -80,7 +80,7 @@ impl ServiceError {
 /// `code` is stable (clients branch on it); `message` is for people and may change.
 /// `retryable` says whether the same request (with the same `Idempotency-Key`) may succeed
 /// later.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `insufficient_credits`.
     pub code: &'static str,
@@ -88,6 +88,14 @@ pub struct ErrorBody {
     pub message: String,
     /// Whether retrying the same request may succeed.
     pub retryable: bool,
+}
+
+/// What every error response carries: `{"error": ErrorBody}` (the `ErrorResponse` schema
+/// of `/openapi.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ErrorBody,
 }
 
 /// An error answered to a client: a status, a stable code, a message, and optionally a
@@ -149,11 +157,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Wrapper<'a> {
-            error: &'a ErrorBody,
-        }
-        let mut response = (self.status, axum::Json(Wrapper { error: &self.body })).into_response();
+        let mut response =
+            (self.status, axum::Json(ErrorResponse { error: self.body })).into_response();
         if let Some(after) = self.retry_after {
             let secs = after.as_millis().div_ceil(1_000).max(1);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

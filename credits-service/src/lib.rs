@@ -62,6 +62,7 @@ mod auth;
 pub mod config;
 mod error;
 mod json;
+mod openapi;
 mod registry;
 mod routes;
 mod server;
@@ -72,7 +73,8 @@ pub use config::{
     AuthThrottleSettings, BreakerSettings, Config, FaultSettings, LogFormat, RateLimitSettings,
     RedisSettings, Secret,
 };
-pub use error::{ApiError, ErrorBody, ServiceError};
+pub use error::{ApiError, ErrorBody, ErrorResponse, ServiceError};
+pub use openapi::openapi_json;
 pub use routes::credits::IDEMPOTENCY_KEY;
 pub use service::{
     RunningService, Service, ServiceBuilder, init_tracing, metrics_handle, shutdown_signal,

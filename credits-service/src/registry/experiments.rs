@@ -32,7 +32,7 @@ use crate::error::ApiError;
 pub(crate) const PUBLISHED_MAX: usize = 100;
 
 /// How an experiment stops, as asked for.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum StoppingSpec {
     /// Sequential (always-valid) stopping.

@@ -46,7 +46,7 @@ const PROVIDER_TIMEOUT_MAX_MS: u64 = 60_000;
 pub(crate) type Source = ProviderSource<PrometheusProvider>;
 
 /// One step of a rollout's plan.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StepSpec {
     pub(crate) weight_percent: u8,
@@ -61,7 +61,7 @@ pub(crate) struct StepSpec {
 /// Where a provider-driven rollout's metrics come from: Prometheus, with PromQL templates in
 /// which `{{arm}}` becomes the arm's label value and `{{window}}` the window since the step
 /// began (e.g. `15s`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProviderSpec {
     /// Prometheus's base URL, `http://host[:port][/prefix]`.
@@ -84,7 +84,7 @@ pub(crate) struct ProviderSpec {
 }
 
 /// A samples query of a provider-driven rollout.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LatencySpec {
     /// A samples (range) query.

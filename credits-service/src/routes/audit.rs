@@ -17,6 +17,11 @@ use crate::state::AppState;
 /// Most entries one verification request may cover.
 const VERIFY_RANGE_MAX: u64 = 1_000_000;
 
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(verify, latest_checkpoint, new_checkpoint, proof))]
+pub(crate) struct Api;
+
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/audit/verify", post(verify))
@@ -37,7 +42,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyRequest {
     /// First log index (default 0).
@@ -47,19 +52,29 @@ struct VerifyRequest {
     end: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct VerifyResponse {
     intact: bool,
     start: u64,
     end: u64,
     /// Committed entries not yet in the log (the sequencer's backlog).
     pending: u64,
+    #[schema(value_type = Object)]
     report: audit_chain::VerifyReport,
 }
 
 /// Verifies hashes, MACs, links and sequence numbers of `[start, end)`. A range from 0 to
 /// the end of the log is also checked against the latest checkpoint (its size and Merkle
 /// root), which catches truncation. Any replica answers from the log itself.
+#[utoipa::path(
+    post,
+    operation_id = "verify_audit_log",
+    path = "/v1/audit/verify",
+    tag = "audit",
+    summary = "Verify hashes, MACs and links of a range (admin)",
+    request_body = VerifyRequest,
+    responses((status = 200, description = "The report", body = VerifyResponse))
+)]
 async fn verify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -112,7 +127,7 @@ async fn verify_sink_prefix(
     .await?)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CheckpointDto {
     origin: String,
     size: u64,
@@ -132,6 +147,14 @@ fn checkpoint_dto(cp: &Checkpoint) -> CheckpointDto {
 
 /// The latest checkpoint (made every N entries, every interval and on `POST`), or a fresh
 /// one when none was made yet.
+#[utoipa::path(
+    get,
+    operation_id = "inclusion_proof",
+    path = "/v1/audit/checkpoint",
+    tag = "audit",
+    summary = "The latest checkpoint (admin)",
+    responses((status = 200, description = "The checkpoint", body = CheckpointDto))
+)]
 async fn latest_checkpoint(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -145,6 +168,13 @@ async fn latest_checkpoint(
 }
 
 /// A checkpoint covering every change committed before the request.
+#[utoipa::path(
+    post,
+    path = "/v1/audit/checkpoint",
+    tag = "audit",
+    summary = "A checkpoint covering every change committed before the request (admin)",
+    responses((status = 200, description = "The checkpoint", body = CheckpointDto))
+)]
 async fn new_checkpoint(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -194,14 +224,16 @@ async fn checkpoint_now(state: &AppState) -> Result<Checkpoint, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ProofQuery {
+    /// The tree size the proof is for (default: the log's size).
     /// Tree size to prove against (default: the current durable size).
     size: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ProofDto {
     index: u64,
     size: u64,
@@ -214,6 +246,14 @@ struct ProofDto {
 
 /// The RFC 9162 inclusion proof of entry `index` in the tree of `size` entries, with the
 /// leaf hash and the root it leads to. Verify it with `audit_chain::merkle::verify_inclusion`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/entries/{index}/proof",
+    tag = "audit",
+    summary = "RFC 9162 inclusion proof of an entry (admin)",
+    params(("index" = String, Path, description = "The entry index (a whole number)."), ProofQuery),
+    responses((status = 200, description = "The proof", body = ProofDto))
+)]
 async fn proof(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

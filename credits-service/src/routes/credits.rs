@@ -31,6 +31,22 @@ const METADATA_PAIRS_MAX: usize = 16;
 /// Longest hold time-to-live accepted (30 days).
 const HOLD_TTL_MAX: Duration = Duration::from_secs(30 * 86_400);
 
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    create_tenant,
+    balance,
+    history,
+    grant,
+    consume,
+    reserve,
+    hold,
+    commit,
+    cancel,
+    refund
+))]
+pub(crate) struct Api;
+
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/tenants", post(create_tenant))
@@ -72,7 +88,7 @@ fn amount(units: u64) -> Result<Amount, ApiError> {
 }
 
 /// A balance in JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct BalanceDto {
     available: u64,
     held: u64,
@@ -89,7 +105,7 @@ impl From<Balance> for BalanceDto {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum EffectDto {
     Granted {
@@ -119,7 +135,7 @@ enum EffectDto {
     Other,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct OutcomeDto {
     entry: u64,
     at_ms: u64,
@@ -172,7 +188,14 @@ fn outcome(o: Receipt) -> Json<OutcomeDto> {
     Json(o.into())
 }
 
-#[derive(Debug, Deserialize)]
+/// A created tenant.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct TenantDto {
+    tenant: String,
+    overdraft_limit: u64,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
     tenant: String,
@@ -180,6 +203,14 @@ struct CreateTenant {
     overdraft_limit: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "credits",
+    summary = "Create a tenant (admin)",
+    request_body = CreateTenant,
+    responses((status = 201, description = "Created", body = TenantDto), (status = 409, description = "`tenant_exists`", body = crate::error::ErrorResponse))
+)]
 async fn create_tenant(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -196,12 +227,21 @@ async fn create_tenant(
     tracing::info!(%tenant, "tenant created");
     Ok((
         StatusCode::CREATED,
-        Json(
-            serde_json::json!({ "tenant": tenant.as_str(), "overdraft_limit": body.overdraft_limit }),
-        ),
+        Json(TenantDto {
+            tenant: tenant.as_str().to_owned(),
+            overdraft_limit: body.overdraft_limit,
+        }),
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/balance",
+    tag = "credits",
+    summary = "A tenant's balance",
+    params(("tenant" = String, Path, description = "The tenant id.")),
+    responses((status = 200, description = "The balance", body = BalanceDto))
+)]
 async fn balance(
     State(state): State<Arc<AppState>>,
     ApiPath(tenant): ApiPath<String>,
@@ -212,7 +252,7 @@ async fn balance(
     Ok(Json(b.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Grant {
     amount: u64,
@@ -244,6 +284,15 @@ fn metadata_tag(metadata: &BTreeMap<String, String>) -> Option<GrantTag> {
     Some(GrantTag::new(out))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/grants",
+    tag = "credits",
+    summary = "Add credits as a lot (admin)",
+    params(("tenant" = String, Path, description = "The tenant id."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    request_body = Grant,
+    responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
+)]
 async fn grant(
     State(state): State<Arc<AppState>>,
     ApiPath(tenant): ApiPath<String>,
@@ -286,7 +335,7 @@ async fn grant(
     Ok(outcome(o))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Consume {
     amount: u64,
@@ -295,6 +344,15 @@ struct Consume {
     up_to: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/consume",
+    tag = "credits",
+    summary = "Spend credits now",
+    params(("tenant" = String, Path, description = "The tenant id."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    request_body = Consume,
+    responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 402, description = "`insufficient_credits`", body = crate::error::ErrorResponse), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
+)]
 async fn consume(
     State(state): State<Arc<AppState>>,
     ApiPath(tenant): ApiPath<String>,
@@ -315,13 +373,22 @@ async fn consume(
     Ok(outcome(o))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Reserve {
     amount: u64,
     ttl_ms: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/holds",
+    tag = "credits",
+    summary = "Set credits aside in a hold",
+    params(("tenant" = String, Path, description = "The tenant id."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    request_body = Reserve,
+    responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 402, description = "`insufficient_credits`", body = crate::error::ErrorResponse), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
+)]
 async fn reserve(
     State(state): State<Arc<AppState>>,
     ApiPath(tenant): ApiPath<String>,
@@ -344,7 +411,7 @@ async fn reserve(
     Ok(outcome(o.receipt))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum HoldDto {
     Active { amount: u64, expires_at_ms: u64 },
@@ -354,6 +421,14 @@ enum HoldDto {
     Other,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/holds/{hold}",
+    tag = "credits",
+    summary = "A hold's state",
+    params(("tenant" = String, Path, description = "The tenant id."), ("hold" = String, Path, description = "The hold id (a whole number).")),
+    responses((status = 200, description = "The hold", body = HoldDto))
+)]
 async fn hold(
     State(state): State<Arc<AppState>>,
     ApiPath((tenant, hold)): ApiPath<(String, String)>,
@@ -377,7 +452,7 @@ async fn hold(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Commit {
     amount: u64,
@@ -386,6 +461,15 @@ struct Commit {
     up_to: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/holds/{hold}/commit",
+    tag = "credits",
+    summary = "Spend part or all of a hold",
+    params(("tenant" = String, Path, description = "The tenant id."), ("hold" = String, Path, description = "The hold id (a whole number)."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    request_body = Commit,
+    responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
+)]
 async fn commit(
     State(state): State<Arc<AppState>>,
     ApiPath((tenant, hold)): ApiPath<(String, String)>,
@@ -407,6 +491,14 @@ async fn commit(
     Ok(outcome(o))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/holds/{hold}/cancel",
+    tag = "credits",
+    summary = "Release a hold",
+    params(("tenant" = String, Path, description = "The tenant id."), ("hold" = String, Path, description = "The hold id (a whole number)."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
+)]
 async fn cancel(
     State(state): State<Arc<AppState>>,
     ApiPath((tenant, hold)): ApiPath<(String, String)>,
@@ -421,13 +513,22 @@ async fn cancel(
     Ok(outcome(o))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Refund {
     entry: u64,
     amount: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/refunds",
+    tag = "credits",
+    summary = "Give back part of a consumption (admin)",
+    params(("tenant" = String, Path, description = "The tenant id."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    request_body = Refund,
+    responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
+)]
 async fn refund(
     State(state): State<Arc<AppState>>,
     ApiPath(tenant): ApiPath<String>,
@@ -448,14 +549,17 @@ async fn refund(
     Ok(outcome(o))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// The `next` of the previous page (none: from the start).
     after: Option<u64>,
+    /// Entries per page (1 to 1000, default 100).
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct EntryDto {
     seq: u64,
     at_ms: u64,
@@ -486,13 +590,21 @@ impl From<JournalEntry> for EntryDto {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct HistoryDto {
     entries: Vec<EntryDto>,
     /// Pass as `after` for the next page; `null` on the last page.
     next: Option<u64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/history",
+    tag = "credits",
+    summary = "A page of the journal, oldest first",
+    params(("tenant" = String, Path, description = "The tenant id."), HistoryQuery),
+    responses((status = 200, description = "The page", body = HistoryDto))
+)]
 async fn history(
     State(state): State<Arc<AppState>>,
     ApiPath(tenant): ApiPath<String>,

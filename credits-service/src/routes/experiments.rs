@@ -21,6 +21,11 @@ use crate::state::AppState;
 /// Longest experiment id accepted.
 const ID_LEN_MAX: usize = 128;
 
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, assign, record, evaluate, remove))]
+pub(crate) struct Api;
+
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/tenants/{tenant}/experiments", post(create))
@@ -49,7 +54,7 @@ fn key(tenant: &TenantId, id: &str) -> Result<String, ApiError> {
     Ok(format!("{tenant}/{id}"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateExperiment {
     id: String,
@@ -64,13 +69,23 @@ struct CreateExperiment {
     latency_p95_max_ms: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ExperimentDto {
     id: String,
     weights: Vec<u32>,
     started_at_ms: u64,
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "create_experiment",
+    path = "/v1/tenants/{tenant}/experiments",
+    tag = "experiments",
+    summary = "Create a champion/challenger experiment",
+    params(("tenant" = String, Path, description = "The tenant id.")),
+    request_body = CreateExperiment,
+    responses((status = 201, description = "Created", body = ExperimentDto), (status = 409, description = "`experiment_exists`", body = crate::error::ErrorResponse), (status = 507, description = "`too_many_experiments`", body = crate::error::ErrorResponse))
+)]
 async fn create(
     State(state): State<Arc<AppState>>,
     ApiPath(tenant): ApiPath<String>,
@@ -103,10 +118,19 @@ async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Assign {
     unit: String,
+}
+
+/// A unit's sticky arm.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct AssignmentDto {
+    /// 0 (champion) or 1 (challenger).
+    arm: usize,
+    /// `champion` or `challenger`.
+    variant: &'static str,
 }
 
 fn arm_name(arm: usize) -> &'static str {
@@ -114,12 +138,22 @@ fn arm_name(arm: usize) -> &'static str {
 }
 
 /// The sticky arm of a unit: the same unit always gets the same arm.
+#[utoipa::path(
+    post,
+    operation_id = "assign_unit",
+    path = "/v1/tenants/{tenant}/experiments/{id}/assign",
+    tag = "experiments",
+    summary = "The sticky arm of a unit",
+    params(("tenant" = String, Path, description = "The tenant id."), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').")),
+    request_body = Assign,
+    responses((status = 200, description = "The arm", body = AssignmentDto))
+)]
 async fn assign(
     State(state): State<Arc<AppState>>,
     ApiPath((tenant, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Assign>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AssignmentDto>, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = key(&tenant, &id)?;
     if body.unit.is_empty() || body.unit.len() > 256 {
@@ -130,12 +164,13 @@ async fn assign(
     }
     let spec = state.experiments.spec(&key).await?;
     let arm = spec.split.assign(&key, &body.unit);
-    Ok(Json(
-        serde_json::json!({ "arm": arm, "variant": arm_name(arm) }),
-    ))
+    Ok(Json(AssignmentDto {
+        arm,
+        variant: arm_name(arm),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RecordResult {
     arm: usize,
@@ -148,6 +183,16 @@ struct RecordResult {
 }
 
 /// Adds one unit's outcome to an arm (an atomic merge in the store).
+#[utoipa::path(
+    post,
+    operation_id = "record_result",
+    path = "/v1/tenants/{tenant}/experiments/{id}/results",
+    tag = "experiments",
+    summary = "Record one outcome",
+    params(("tenant" = String, Path, description = "The tenant id."), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').")),
+    request_body = RecordResult,
+    responses((status = 202, description = "Recorded"), (status = 409, description = "`version_conflict`", body = crate::error::ErrorResponse), (status = 422, description = "`count_overflow`", body = crate::error::ErrorResponse))
+)]
 async fn record(
     State(state): State<Arc<AppState>>,
     ApiPath((tenant, id)): ApiPath<(String, String)>,
@@ -184,6 +229,15 @@ async fn record(
 
 /// Evaluates the experiment now: decision, posterior summary, guardrails, sample-ratio
 /// check. Publishes `ab_test_probability_beat` and `ab_test_variants`.
+#[utoipa::path(
+    get,
+    operation_id = "evaluate_experiment",
+    path = "/v1/tenants/{tenant}/experiments/{id}/evaluation",
+    tag = "experiments",
+    summary = "Decision, P(B > A), losses, guardrails, SRM",
+    params(("tenant" = String, Path, description = "The tenant id."), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').")),
+    responses((status = 200, description = "The evaluation (bayes-ab's `ExperimentEvaluation`)", body = serde_json::Value), (status = 422, description = "`count_overflow`", body = crate::error::ErrorResponse))
+)]
 async fn evaluate(
     State(state): State<Arc<AppState>>,
     ApiPath((tenant, id)): ApiPath<(String, String)>,
@@ -209,6 +263,15 @@ async fn evaluate(
 }
 
 /// Deletes an experiment and its counts (204), freeing its place in the tenant's quota.
+#[utoipa::path(
+    delete,
+    operation_id = "delete_experiment",
+    path = "/v1/tenants/{tenant}/experiments/{id}",
+    tag = "experiments",
+    summary = "Delete an experiment and its counts",
+    params(("tenant" = String, Path, description = "The tenant id."), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').")),
+    responses((status = 204, description = "Deleted"), (status = 409, description = "`version_conflict`", body = crate::error::ErrorResponse))
+)]
 async fn remove(
     State(state): State<Arc<AppState>>,
     ApiPath((tenant, id)): ApiPath<(String, String)>,

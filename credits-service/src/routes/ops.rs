@@ -13,6 +13,11 @@ use serde::Serialize;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(health, ready, metrics, breaker_stats, breaker_reset))]
+pub(crate) struct Api;
+
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/health", get(health))
@@ -20,15 +25,33 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/metrics", get(metrics))
         .route("/circuit-breaker/stats", get(breaker_stats))
         .route("/circuit-breaker/reset", post(breaker_reset))
+        .route("/openapi.json", get(openapi))
+}
+
+/// The OpenAPI 3.1 document of the service (`docs/openapi.json`).
+async fn openapi() -> Response {
+    let mut response = crate::openapi::openapi_json().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Liveness: the process answers. Never checks dependencies (a database outage must not
 /// get every replica restarted).
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    summary = "Liveness: the process answers",
+    responses((status = 200, description = "Alive", body = serde_json::Value))
+)]
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Readiness {
     ready: bool,
     backend: &'static str,
@@ -41,6 +64,13 @@ struct Readiness {
 /// Readiness: the backend answers and the breaker would let a call through. An open
 /// breaker whose wait is over counts as ready: the next call is its trial call, and no
 /// call would come if readiness kept the replica out of the load balancer.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    summary = "Readiness: the backend answers and the breaker lets calls through",
+    responses((status = 200, description = "Ready", body = Readiness), (status = 503, description = "Not ready", body = Readiness))
+)]
 async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
     let breaker = state.breaker.state();
     let breaker_blocks = match breaker {
@@ -77,6 +107,13 @@ async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readines
 }
 
 /// Prometheus text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus text format",
+    responses((status = 200, description = "The metrics", body = String, content_type = "text/plain"))
+)]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let body = state.metrics.render();
     let mut response = body.into_response();
@@ -87,7 +124,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     response
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct BreakerStats {
     name: String,
     state: &'static str,
@@ -117,11 +154,25 @@ fn stats(state: &AppState) -> BreakerStats {
 }
 
 /// The breaker around the store: state and window counts (the same figures as `/metrics`).
+#[utoipa::path(
+    get,
+    path = "/circuit-breaker/stats",
+    tag = "operations",
+    summary = "Breaker state and window counts",
+    responses((status = 200, description = "The stats", body = BreakerStats))
+)]
 async fn breaker_stats(State(state): State<Arc<AppState>>) -> Json<BreakerStats> {
     Json(stats(&state))
 }
 
 /// Closes the breaker and clears its window (operator only).
+#[utoipa::path(
+    post,
+    path = "/circuit-breaker/reset",
+    tag = "operations",
+    summary = "Close the breaker now (admin)",
+    responses((status = 200, description = "The stats after the reset", body = BreakerStats))
+)]
 async fn breaker_reset(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -21,6 +21,26 @@ use crate::json::{ApiJson, ApiPath};
 use crate::registry::rollouts::{Entry, ProviderSpec, RolloutSpec, StepSpec};
 use crate::state::AppState;
 
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, status, trail, observe, command))]
+pub(crate) struct Api;
+
+/// The operator commands of `POST /v1/rollouts/{id}/{command}` (documentation only: the
+/// handler matches the path segment and answers 404 `unknown_command` to any other).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum RolloutCommand {
+    Start,
+    Promote,
+    PromoteFull,
+    Pause,
+    Resume,
+    Rollback,
+    Abort,
+}
+
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/rollouts", post(create))
@@ -30,7 +50,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/v1/rollouts/{id}/{command}", post(command))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRollout {
     id: String,
@@ -57,7 +77,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct StatusDto {
     id: String,
     /// `prometheus` (the service queries it) or `pushed` (observations are posted).
@@ -91,7 +111,7 @@ fn status_dto(entry: &Entry) -> StatusDto {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DecisionDto {
     action: &'static str,
     weight_percent: u8,
@@ -123,6 +143,15 @@ fn decision_dto(d: &Directive) -> DecisionDto {
     }
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "create_rollout",
+    path = "/v1/rollouts",
+    tag = "rollouts",
+    summary = "Create (and start) a canary rollout (admin)",
+    request_body = CreateRollout,
+    responses((status = 201, description = "Created", body = StatusDto), (status = 409, description = "`duplicate_rollout`", body = crate::error::ErrorResponse), (status = 507, description = "`too_many_rollouts`", body = crate::error::ErrorResponse))
+)]
 async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -145,6 +174,15 @@ async fn create(
     Ok((StatusCode::CREATED, Json(status_dto(&entry))))
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "rollout_status",
+    path = "/v1/rollouts/{id}",
+    tag = "rollouts",
+    summary = "A rollout's phase, step, weight and next check (admin)",
+    params(("id" = String, Path, description = "The rollout id.")),
+    responses((status = 200, description = "The status", body = StatusDto))
+)]
 async fn status(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -158,7 +196,7 @@ async fn status(
 /// Most trail events one answer lists (the newest are kept).
 const TRAIL_EVENTS_MAX: usize = 1_000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TrailEventDto {
     /// `checked`, `source_error` or `transition`.
     kind: &'static str,
@@ -180,7 +218,7 @@ struct TrailEventDto {
     reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TrailDto {
     id: String,
     /// Events in the trail in all (`events` holds the newest [`TRAIL_EVENTS_MAX`]).
@@ -190,6 +228,15 @@ struct TrailDto {
 
 /// The rollout's decisions as the audit log holds them (events not yet integrated into the
 /// log appear once they are).
+#[utoipa::path(
+    get,
+    operation_id = "rollout_trail",
+    path = "/v1/rollouts/{id}/trail",
+    tag = "rollouts",
+    summary = "A rollout's decisions as the audit log holds them (admin)",
+    params(("id" = String, Path, description = "The rollout id.")),
+    responses((status = 200, description = "The newest 1,000 events", body = TrailDto))
+)]
 async fn trail(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -248,14 +295,14 @@ fn trail_event_dto(e: &Event) -> Option<TrailEventDto> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ArmDto {
     requests: u64,
     errors: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Observe {
     canary: ArmDto,
@@ -264,6 +311,16 @@ struct Observe {
 
 /// Feeds the step's observations (canary and optional baseline request and error counts)
 /// and runs the health check if one is due.
+#[utoipa::path(
+    post,
+    operation_id = "observe_rollout",
+    path = "/v1/rollouts/{id}/observations",
+    tag = "rollouts",
+    summary = "Feed metrics; runs the health check if due (admin)",
+    params(("id" = String, Path, description = "The rollout id.")),
+    request_body = Observe,
+    responses((status = 200, description = "The decision", body = DecisionDto), (status = 409, description = "`provider_driven`, `illegal_transition`, `version_conflict`", body = crate::error::ErrorResponse))
+)]
 async fn observe(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -292,7 +349,7 @@ async fn observe(
     Ok(Json(decision_dto(&decision)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CommandBody {
     /// Who asks (recorded in the trail; default `admin`).
@@ -302,6 +359,16 @@ struct CommandBody {
 }
 
 /// `start`, `promote`, `promote_full`, `pause`, `resume`, `rollback` or `abort`.
+#[utoipa::path(
+    post,
+    operation_id = "rollout_command",
+    path = "/v1/rollouts/{id}/{command}",
+    tag = "rollouts",
+    summary = "An operator command (admin)",
+    params(("id" = String, Path, description = "The rollout id."), ("command" = RolloutCommand, Path, description = "The command.")),
+    request_body = Option<CommandBody>,
+    responses((status = 200, description = "The decision", body = DecisionDto), (status = 409, description = "`illegal_transition`, `version_conflict`", body = crate::error::ErrorResponse))
+)]
 async fn command(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
