@@ -84,7 +84,7 @@ pub fn stream_name(tenant: &TenantId) -> String {
 /// [`EVENT_TYPE`], action [`EntryKind::as_str`](crate::EntryKind::as_str), the amount, the
 /// available balance before and after, the idempotency key as transaction id, and as
 /// metadata the journal sequence number (`seq`), `held_after`, `overdrawn_after` and, when
-/// set, `hold`, `lot` and `refers_to`.
+/// set, `hold`, `lot`, `reason` (a void's) and `refers_to`.
 ///
 /// ```
 /// use credits_core::audit::audit_entry;
@@ -103,6 +103,7 @@ pub fn stream_name(tenant: &TenantId) -> String {
 ///     lot: None,
 ///     refers_to: None,
 ///     key: Some(IdempotencyKey::new("c-1")?),
+///     reason: None,
 /// };
 /// let a = audit_entry("ledger/acme", &e);
 /// assert_eq!((a.action.as_str(), a.amount, a.balance_after), ("consumed", Some(30), Some(70)));
@@ -125,7 +126,7 @@ fn with_view<R>(stream: &str, e: &JournalEntry, f: impl FnOnce(&EntryView<'_>) -
     let mut refers_to = itoa::Buffer::new();
     let mut seq = itoa::Buffer::new();
     // In ascending key order, as the audit format requires.
-    let mut pairs = [("", ""); 6];
+    let mut pairs = [("", ""); 7];
     let mut n = 0;
     let mut push = |key, value| {
         pairs[n] = (key, value);
@@ -142,6 +143,9 @@ fn with_view<R>(stream: &str, e: &JournalEntry, f: impl FnOnce(&EntryView<'_>) -
         "overdrawn_after",
         overdrawn.format(e.after.overdrawn.units()),
     );
+    if let Some(r) = &e.reason {
+        push("reason", r.as_str());
+    }
     if let Some(r) = e.refers_to {
         push("refers_to", refers_to.format(r.get()));
     }
@@ -321,6 +325,7 @@ mod tests {
         const {
             assert!(crate::ids::NAME_LEN_MAX + "ledger/".len() <= audit_chain::STREAM_LEN_MAX);
             assert!(crate::ids::NAME_LEN_MAX <= audit_chain::TEXT_LEN_MAX);
+            assert!(crate::ids::REASON_LEN_MAX <= audit_chain::METADATA_VALUE_LEN_MAX);
         }
         let tenant = TenantId::new("t".repeat(crate::ids::NAME_LEN_MAX)).unwrap();
         let key = crate::IdempotencyKey::new("k".repeat(crate::ids::NAME_LEN_MAX)).unwrap();
@@ -336,6 +341,7 @@ mod tests {
             lot: Some(crate::LotId::new(u64::MAX)),
             refers_to: Some(crate::EntrySeq::new(u64::MAX)),
             key: Some(key),
+            reason: Some(crate::Reason::new("r".repeat(crate::ids::REASON_LEN_MAX)).unwrap()),
         };
         let audit = LedgerAudit::new(
             Arc::new(Keyring::new(audit_chain::HmacKey::new(1, [1; 32]).unwrap())),

@@ -6,7 +6,7 @@ use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::tx::BranchId;
-use crate::{Amount, EntrySeq, HoldId, IdempotencyKey, LedgerError, LotId, TenantId};
+use crate::{Amount, EntrySeq, HoldId, IdempotencyKey, LedgerError, LotId, Reason, TenantId};
 
 /// One mutation of one tenant's account. Compared field by field to detect an idempotency
 /// key reused for a different request.
@@ -120,6 +120,63 @@ pub enum Command {
         /// The hold it prepared, if known.
         hold: Option<HoldId>,
     },
+    /// Remove what is left of one lot now (a grant given by mistake, a chargeback): one
+    /// [`EntryKind::LotVoided`](crate::EntryKind::LotVoided) entry carrying `reason`. The
+    /// voided credits are counted like expired ones. Credits of the lot already consumed
+    /// are untouched, and so are credits of it sitting in a hold: if the hold releases them
+    /// later (cancel, expiry, the rest of a commit), they return to the voided lot and
+    /// expire at once, as with a lot that expired while held. Refused with
+    /// [`LedgerError::UnknownLot`] for a lot never granted and [`LedgerError::LotEmpty`]
+    /// for one with nothing left (spent, expired or voided already).
+    VoidLot {
+        /// The lot (from [`Effect::Granted`] or [`Effect::Refunded`]).
+        lot: LotId,
+        /// Why (recorded on the journal entry and its audit entry).
+        reason: Reason,
+    },
+    /// Freeze the tenant: consumes, reserves, take-what-is-left and transaction prepares
+    /// are refused with [`LedgerError::TenantFrozen`] until [`Unfreeze`](Self::Unfreeze).
+    /// Grants, refunds, voids, and commits and cancels of existing holds still work, so
+    /// running work can finish and money can be given back. Freezing a frozen tenant is
+    /// refused with `TenantFrozen`.
+    Freeze,
+    /// Lift a freeze. Refused with [`LedgerError::TenantNotFrozen`] unless frozen.
+    Unfreeze,
+    /// Close the tenant for good: refused with [`LedgerError::HoldsOpen`] while any hold is
+    /// active; otherwise every live lot is voided (one `LotVoided` entry each, reason
+    /// [`CLOSE_REASON`]) and the tenant is closed (a `Closed` entry). Every later change is
+    /// refused with [`LedgerError::TenantClosed`]; the history stays readable. Works on a
+    /// frozen tenant too. Overdraft debt, if any, stays recorded as it was.
+    Close,
+}
+
+/// The reason recorded on the voids a [`Command::Close`] makes.
+pub const CLOSE_REASON: &str = "tenant closed";
+
+/// Whether a tenant accepts changes ([`Command::Freeze`], [`Command::Close`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AccountStatus {
+    /// Every command is accepted.
+    #[default]
+    Open,
+    /// Consumes and reserves are refused; the rest works.
+    Frozen,
+    /// Every change is refused, for good.
+    Closed,
+}
+
+impl AccountStatus {
+    /// A stable lower-case name (`open`, `frozen`, `closed`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Open => "open",
+            AccountStatus::Frozen => "frozen",
+            AccountStatus::Closed => "closed",
+        }
+    }
 }
 
 impl Command {
@@ -164,6 +221,10 @@ impl Command {
             Command::Prepare { .. } => "prepare",
             Command::CommitPrepared { .. } => "commit_prepared",
             Command::AbortPrepared { .. } => "abort_prepared",
+            Command::VoidLot { .. } => "void_lot",
+            Command::Freeze => "freeze",
+            Command::Unfreeze => "unfreeze",
+            Command::Close => "close",
         }
     }
 }
@@ -312,6 +373,22 @@ pub enum Effect {
     Refunded {
         /// The new lot (`None` when the whole refund paid off overdraft debt).
         lot: Option<LotId>,
+    },
+    /// What was left of a lot was voided.
+    Voided {
+        /// The lot.
+        lot: LotId,
+        /// How much was removed.
+        voided: Amount,
+    },
+    /// The tenant was frozen.
+    Frozen,
+    /// The tenant was unfrozen.
+    Unfrozen,
+    /// The tenant was closed.
+    Closed {
+        /// How much its remaining lots held (voided by the close).
+        voided: Amount,
     },
 }
 

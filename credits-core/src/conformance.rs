@@ -47,7 +47,8 @@ use crate::BATCH_LEN_MAX;
 use crate::store::{LedgerStore, PageRequest};
 use crate::{
     Amount, Balance, Command, Effect, EntryKind, EntrySeq, GrantOptions, HoldId, HoldResolution,
-    HoldState, IdempotencyKey, Ledger, LedgerError, Request, TenantId, TenantSettings,
+    HoldState, IdempotencyKey, Ledger, LedgerError, LotId, Reason, Request, TenantId,
+    TenantSettings,
 };
 
 /// The time every check starts at.
@@ -82,6 +83,9 @@ checks!(
     values_past_the_backend_limit_are_refused,
     a_refused_batch_leaves_holds_and_refunds_as_they_were,
     take_what_is_left,
+    void_a_lot,
+    freeze_and_unfreeze,
+    close_a_tenant,
 );
 
 /// A future a [`Spawner`] runs.
@@ -1417,6 +1421,340 @@ pub async fn take_what_is_left(store: Arc<dyn LedgerStore>) {
     for t in [t, d, &a] {
         conserved(&ledger, Some(t)).await;
     }
+}
+
+fn reason(r: &str) -> Reason {
+    Reason::new(r).expect("valid reason")
+}
+
+/// The lot a grant created.
+fn lot_of(r: &crate::Receipt) -> LotId {
+    match r.effect {
+        Effect::Granted { lot: Some(lot) } => lot,
+        other => panic!("not a grant that made a lot: {other:?}"),
+    }
+}
+
+/// Voiding a lot: only what is left of it goes, with its reason, counted like an expiry;
+/// consumed and held credits stay; a second void, an empty or unknown lot are refused and
+/// change nothing; a void replays under its key; credits of the voided lot released from a
+/// hold later expire at once.
+pub async fn void_a_lot(store: Arc<dyn LedgerStore>) {
+    let (ledger, clock, ids) = setup(store, &["void"]).await;
+    let t = &ids[0];
+    let g1 = ledger
+        .grant(t, key("g1"), amt(100), GrantOptions::default().priority(0))
+        .await
+        .expect("grant");
+    let g2 = ledger
+        .grant(t, key("g2"), amt(50), GrantOptions::default().priority(1))
+        .await
+        .expect("grant");
+    let (l1, l2) = (lot_of(&g1), lot_of(&g2));
+    // 30 consumed from lot 1, 20 of it held: 50 left in it.
+    ledger.consume(t, key("c"), amt(30)).await.expect("consume");
+    let hold = ledger
+        .reserve(t, key("r"), amt(20), Duration::from_secs(60))
+        .await
+        .expect("reserve")
+        .hold;
+    assert_eq!(ledger.balance(t).await.expect("balance"), bal(100, 20, 0));
+    let void = |k: &str, lot: LotId| {
+        let ledger = &ledger;
+        let k = key(k);
+        async move {
+            ledger
+                .void_lot(t, k, lot, reason("granted by mistake"))
+                .await
+        }
+    };
+    let r = void("v1", l1).await.expect("void");
+    assert_eq!(
+        r.effect,
+        Effect::Voided {
+            lot: l1,
+            voided: amt(50)
+        }
+    );
+    assert_eq!(r.balance, bal(50, 20, 0), "held credits stay held");
+    assert_eq!(void("v1", l1).await, Ok(r), "a replay");
+    let entries = all_entries(&ledger, t).await;
+    let e = entries.last().expect("an entry");
+    assert_eq!(
+        (
+            e.kind,
+            e.amount,
+            e.lot,
+            e.reason.as_ref().map(Reason::as_str)
+        ),
+        (
+            EntryKind::LotVoided,
+            amt(50),
+            Some(l1),
+            Some("granted by mistake")
+        )
+    );
+    assert_eq!(e.key, Some(key("v1")));
+    let totals = ledger.store().totals(t).await.expect("totals");
+    assert_eq!((totals.consumed, totals.expired), (amt(30), amt(50)));
+    // Refusals change nothing.
+    let before = entries.len();
+    assert_eq!(void("v2", l1).await, Err(LedgerError::LotEmpty(l1)));
+    assert_eq!(
+        void("v3", LotId::new(99)).await,
+        Err(LedgerError::UnknownLot(LotId::new(99)))
+    );
+    assert_eq!(
+        void("v4", LotId::new(0)).await,
+        Err(LedgerError::UnknownLot(LotId::new(0)))
+    );
+    assert_eq!(
+        void("v2", l1).await,
+        Err(LedgerError::LotEmpty(l1)),
+        "replay"
+    );
+    assert_eq!(all_entries(&ledger, t).await.len(), before);
+    assert_eq!(ledger.balance(t).await.expect("balance"), bal(50, 20, 0));
+    // The hold still commits from what it took; its rest returns to the voided lot and
+    // expires at once.
+    let r = ledger
+        .commit(t, key("commit"), hold, amt(5))
+        .await
+        .expect("commit");
+    assert_eq!(r.balance, bal(50, 0, 0));
+    let last = all_entries(&ledger, t).await;
+    let kinds: Vec<EntryKind> = last[before..].iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EntryKind::Committed,
+            EntryKind::Released,
+            EntryKind::LotExpired
+        ]
+    );
+    assert_eq!(
+        last.last().map(|e| (e.amount, e.lot)),
+        Some((amt(15), Some(l1)))
+    );
+    // The other lot is whole and spendable; voiding it empties the tenant.
+    clock.advance(Duration::from_secs(1));
+    let r = void("v5", l2).await.expect("void 2");
+    assert_eq!(r.balance, bal(0, 0, 0));
+    assert_eq!(
+        ledger.consume(t, key("c2"), amt(1)).await,
+        Err(LedgerError::InsufficientCredits {
+            requested: amt(1),
+            spendable: Amount::ZERO
+        })
+    );
+    // A bad reason never reaches the ledger; the same key with another lot conflicts.
+    assert!(matches!(
+        Reason::new(""),
+        Err(LedgerError::InvalidReason { .. })
+    ));
+    assert_eq!(
+        void("v5", l1).await,
+        Err(LedgerError::IdempotencyConflict(key("v5")))
+    );
+    conserved(&ledger, Some(t)).await;
+    conserved(&ledger, None).await;
+}
+
+/// A frozen tenant refuses consumes, take-what-is-left and reserves (and a second
+/// freeze); grants, refunds, voids and the resolution of existing holds still work; it
+/// keeps its history and can be unfrozen.
+pub async fn freeze_and_unfreeze(store: Arc<dyn LedgerStore>) {
+    let (ledger, _clock, ids) = setup(store, &["frozen", "other"]).await;
+    let (t, o) = (&ids[0], &ids[1]);
+    ledger
+        .grant(t, key("g"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    let spent = ledger.consume(t, key("c"), amt(10)).await.expect("consume");
+    let h1 = ledger
+        .reserve(t, key("r1"), amt(20), Duration::from_secs(60))
+        .await
+        .expect("reserve")
+        .hold;
+    let h2 = ledger
+        .reserve(t, key("r2"), amt(5), Duration::from_secs(60))
+        .await
+        .expect("reserve")
+        .hold;
+    assert_eq!(
+        ledger.unfreeze(t, key("u0")).await,
+        Err(LedgerError::TenantNotFrozen(t.clone()))
+    );
+    let r = ledger.freeze(t, key("f")).await.expect("freeze");
+    assert_eq!(r.effect, Effect::Frozen);
+    assert_eq!(r.balance, bal(65, 25, 0));
+    assert_eq!(ledger.freeze(t, key("f")).await, Ok(r), "a replay");
+    let frozen = Err(LedgerError::TenantFrozen(t.clone()));
+    let apply = |k: &str, command: Command| {
+        let request = Request::new(t.clone(), key(k), command);
+        let ledger = &ledger;
+        async move { ledger.apply(&request).await }
+    };
+    let before = all_entries(&ledger, t).await.len();
+    assert_eq!(
+        apply("x1", Command::Consume { amount: amt(1) }).await,
+        frozen
+    );
+    assert_eq!(
+        apply("x2", Command::ConsumeUpTo { max: amt(1) }).await,
+        frozen
+    );
+    assert_eq!(
+        apply(
+            "x3",
+            Command::Reserve {
+                amount: amt(1),
+                ttl: Duration::from_secs(1)
+            }
+        )
+        .await,
+        frozen
+    );
+    assert_eq!(apply("x4", Command::Freeze).await, frozen);
+    assert_eq!(
+        apply("x1", Command::Consume { amount: amt(1) }).await,
+        frozen,
+        "a refusal replays"
+    );
+    assert_eq!(
+        all_entries(&ledger, t).await.len(),
+        before,
+        "refusals change nothing"
+    );
+    // What still works.
+    ledger
+        .grant(t, key("g2"), amt(7), GrantOptions::default())
+        .await
+        .expect("a grant while frozen");
+    ledger
+        .refund(t, key("rf"), spent.entry, amt(3))
+        .await
+        .expect("a refund while frozen");
+    ledger
+        .commit(t, key("cm"), h1, amt(15))
+        .await
+        .expect("a commit while frozen");
+    ledger
+        .cancel(t, key("cn"), h2)
+        .await
+        .expect("a cancel while frozen");
+    assert_eq!(ledger.balance(t).await.expect("balance"), bal(85, 0, 0));
+    // Other tenants are not affected.
+    ledger
+        .grant(o, key("g"), amt(5), GrantOptions::default())
+        .await
+        .expect("grant");
+    ledger.consume(o, key("c"), amt(5)).await.expect("consume");
+    // Unfrozen: consumes work again, the history kept every step.
+    let r = ledger.unfreeze(t, key("u")).await.expect("unfreeze");
+    assert_eq!(r.effect, Effect::Unfrozen);
+    ledger
+        .consume(t, key("x1b"), amt(1))
+        .await
+        .expect("consume after unfreeze");
+    assert_eq!(
+        ledger.unfreeze(t, key("u2")).await,
+        Err(LedgerError::TenantNotFrozen(t.clone()))
+    );
+    let kinds: Vec<EntryKind> = all_entries(&ledger, t)
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&EntryKind::Frozen) && kinds.contains(&EntryKind::Unfrozen));
+    let status: Vec<_> = all_entries(&ledger, t)
+        .await
+        .into_iter()
+        .filter(|e| e.kind.is_status())
+        .map(|e| (e.amount, e.before == e.after))
+        .collect();
+    assert_eq!(status, [(Amount::ZERO, true), (Amount::ZERO, true)]);
+    for t in [t, o] {
+        conserved(&ledger, Some(t)).await;
+    }
+}
+
+/// Closing: refused while holds are open; otherwise every lot left is voided (journaled,
+/// with the close's reason) and the tenant refuses every change after, keeping its
+/// history.
+pub async fn close_a_tenant(store: Arc<dyn LedgerStore>) {
+    let (ledger, _clock, ids) = setup(store, &["closing"]).await;
+    let t = &ids[0];
+    ledger
+        .grant(t, key("g1"), amt(40), GrantOptions::default())
+        .await
+        .expect("grant");
+    ledger
+        .grant(
+            t,
+            key("g2"),
+            amt(60),
+            GrantOptions::default().expires_at(START.saturating_add(Duration::from_secs(3_600))),
+        )
+        .await
+        .expect("grant");
+    ledger.consume(t, key("c"), amt(70)).await.expect("consume");
+    let hold = ledger
+        .reserve(t, key("r"), amt(10), Duration::from_secs(60))
+        .await
+        .expect("reserve")
+        .hold;
+    let before = all_entries(&ledger, t).await.len();
+    assert_eq!(
+        ledger.close(t, key("close")).await,
+        Err(LedgerError::HoldsOpen {
+            tenant: t.clone(),
+            holds: 1
+        })
+    );
+    assert_eq!(
+        all_entries(&ledger, t).await.len(),
+        before,
+        "nothing changed"
+    );
+    ledger.cancel(t, key("cancel"), hold).await.expect("cancel");
+    // A frozen tenant can be closed too; a new key is a new request.
+    ledger.freeze(t, key("f")).await.expect("freeze");
+    let r = ledger.close(t, key("close2")).await.expect("close");
+    assert_eq!(r.effect, Effect::Closed { voided: amt(30) });
+    assert_eq!(r.balance, bal(0, 0, 0));
+    assert_eq!(ledger.close(t, key("close2")).await, Ok(r), "a replay");
+    let entries = all_entries(&ledger, t).await;
+    let tail: Vec<_> = entries[before + 2..]
+        .iter()
+        .map(|e| (e.kind, e.amount, e.reason.as_ref().map(Reason::as_str)))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (EntryKind::LotVoided, amt(30), Some(crate::CLOSE_REASON)),
+            (EntryKind::Closed, Amount::ZERO, None),
+        ]
+    );
+    // Closed: every change refused, for good; reads still work.
+    let closed = Err(LedgerError::TenantClosed(t.clone()));
+    assert_eq!(
+        ledger
+            .grant(t, key("g3"), amt(1), GrantOptions::default())
+            .await,
+        closed
+    );
+    assert_eq!(ledger.unfreeze(t, key("u")).await, closed);
+    assert_eq!(ledger.freeze(t, key("f2")).await, closed);
+    assert_eq!(ledger.close(t, key("close3")).await, closed);
+    assert_eq!(
+        ledger.refund(t, key("rf"), EntrySeq::new(3), amt(1)).await,
+        closed
+    );
+    assert_eq!(all_entries(&ledger, t).await.len(), entries.len());
+    assert_eq!(ledger.balance(t).await.expect("balance"), bal(0, 0, 0));
+    conserved(&ledger, Some(t)).await;
+    conserved(&ledger, None).await;
 }
 
 /// Many concurrent requests on one tenant (64 tasks released together): no lost update,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::tx::{BranchId, TxAction, TxId, TxPhase};
-use crate::{Amount, EntrySeq, HoldId, IdempotencyKey, TenantId};
+use crate::{Amount, EntrySeq, HoldId, IdempotencyKey, LotId, TenantId};
 
 /// Every way a ledger, store or transaction operation can fail.
 ///
@@ -190,6 +190,38 @@ pub enum LedgerError {
         /// The configured limit.
         limit: u64,
     },
+    /// A void's reason failed validation ([`Reason::new`](crate::Reason::new)).
+    #[error("invalid reason: {reason}")]
+    InvalidReason {
+        /// Which rule it broke.
+        reason: String,
+    },
+    /// No lot with this number was ever granted to the tenant.
+    #[error("unknown lot {0}")]
+    UnknownLot(LotId),
+    /// The lot has nothing left to void: it was spent, expired or voided already (its
+    /// credits may still sit in a hold, which a void never touches).
+    #[error("lot {0} has nothing left")]
+    LotEmpty(LotId),
+    /// The tenant is frozen: consumes and reserves are refused until it is unfrozen
+    /// (grants, refunds, commits and cancels of existing holds still work).
+    #[error("tenant {0} is frozen")]
+    TenantFrozen(TenantId),
+    /// An unfreeze of a tenant that is not frozen.
+    #[error("tenant {0} is not frozen")]
+    TenantNotFrozen(TenantId),
+    /// The tenant is closed: every change is refused, for good. Its history stays readable.
+    #[error("tenant {0} is closed")]
+    TenantClosed(TenantId),
+    /// A close was refused because holds are still open: commit or cancel them (or let them
+    /// expire) first.
+    #[error("tenant {tenant} still has {holds} open holds")]
+    HoldsOpen {
+        /// The tenant.
+        tenant: TenantId,
+        /// How many holds are active.
+        holds: u64,
+    },
     /// The storage backend failed. The operation may or may not have been applied; retrying
     /// with the same idempotency key is safe.
     #[error("storage failure: {0}")]
@@ -262,6 +294,13 @@ impl LedgerError {
             LedgerError::UnknownParticipant(_) => "unknown_participant",
             LedgerError::InvalidPayload(_) => "invalid_payload",
             LedgerError::AuditBacklogFull { .. } => "audit_backlog_full",
+            LedgerError::InvalidReason { .. } => "invalid_reason",
+            LedgerError::UnknownLot(_) => "unknown_lot",
+            LedgerError::LotEmpty(_) => "lot_empty",
+            LedgerError::TenantFrozen(_) => "tenant_frozen",
+            LedgerError::TenantNotFrozen(_) => "tenant_not_frozen",
+            LedgerError::TenantClosed(_) => "tenant_closed",
+            LedgerError::HoldsOpen { .. } => "holds_open",
             LedgerError::Storage(s) if s.retryable => "storage_unavailable",
             LedgerError::Storage(_) => "storage_failure",
         }
@@ -370,7 +409,7 @@ mod tests {
             (LedgerError::ExpiryNotInFuture, "expiry_not_in_future"),
             (LedgerError::AmountOverflow, "amount_overflow"),
             (LedgerError::UnknownTenant(tenant.clone()), "unknown_tenant"),
-            (LedgerError::TenantExists(tenant), "tenant_exists"),
+            (LedgerError::TenantExists(tenant.clone()), "tenant_exists"),
             (
                 LedgerError::InsufficientCredits {
                     requested: amount,
@@ -478,6 +517,25 @@ mod tests {
                 "audit_backlog_full",
             ),
             (
+                LedgerError::InvalidReason { reason: "r".into() },
+                "invalid_reason",
+            ),
+            (LedgerError::UnknownLot(LotId::new(1)), "unknown_lot"),
+            (LedgerError::LotEmpty(LotId::new(1)), "lot_empty"),
+            (LedgerError::TenantFrozen(tenant.clone()), "tenant_frozen"),
+            (
+                LedgerError::TenantNotFrozen(tenant.clone()),
+                "tenant_not_frozen",
+            ),
+            (LedgerError::TenantClosed(tenant.clone()), "tenant_closed"),
+            (
+                LedgerError::HoldsOpen {
+                    tenant: tenant.clone(),
+                    holds: 1,
+                },
+                "holds_open",
+            ),
+            (
                 LedgerError::Storage(StorageError::retryable("x")),
                 "storage_unavailable",
             ),
@@ -547,6 +605,13 @@ mod tests {
                 | LedgerError::UnknownParticipant(_)
                 | LedgerError::InvalidPayload(_)
                 | LedgerError::AuditBacklogFull { .. }
+                | LedgerError::InvalidReason { .. }
+                | LedgerError::UnknownLot(_)
+                | LedgerError::LotEmpty(_)
+                | LedgerError::TenantFrozen(_)
+                | LedgerError::TenantNotFrozen(_)
+                | LedgerError::TenantClosed(_)
+                | LedgerError::HoldsOpen { .. }
                 | LedgerError::Storage(_) => {}
             }
         }

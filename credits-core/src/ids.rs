@@ -165,6 +165,84 @@ impl fmt::Display for IdempotencyKey {
     }
 }
 
+/// The longest [`Reason`] accepted, in bytes.
+pub const REASON_LEN_MAX: usize = 128;
+
+/// Why an operator removed credits (a [`Command::VoidLot`](crate::Command::VoidLot)): 1 to
+/// 128 bytes of printable ASCII, spaces allowed inside. Recorded on the journal entry and
+/// in its audit entry. Cheap to clone (reference-counted).
+///
+/// ```
+/// use credits_core::Reason;
+///
+/// let r = Reason::new("chargeback 4411")?;
+/// assert_eq!(r.as_str(), "chargeback 4411");
+/// assert!(Reason::new("").is_err());
+/// assert!(Reason::new(" padded").is_err());
+/// assert!(Reason::new("tab\there").is_err());
+/// # Ok::<(), credits_core::LedgerError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Reason(Arc<str>);
+
+impl Reason {
+    /// Validates and wraps a reason.
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidReason`] if it is empty, longer than [`REASON_LEN_MAX`] bytes,
+    /// starts or ends with a space or contains anything but printable ASCII and spaces.
+    pub fn new(reason: impl AsRef<str>) -> Result<Self, LedgerError> {
+        let s = reason.as_ref();
+        let why = if s.is_empty() {
+            Some("must not be empty".to_owned())
+        } else if s.len() > REASON_LEN_MAX {
+            Some(format!("must be at most {REASON_LEN_MAX} bytes"))
+        } else if s.starts_with(' ') || s.ends_with(' ') {
+            Some("must not start or end with a space".to_owned())
+        } else if !s.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+            Some("must be printable ASCII".to_owned())
+        } else {
+            None
+        };
+        match why {
+            Some(reason) => Err(LedgerError::InvalidReason { reason }),
+            None => Ok(Reason(Arc::from(s))),
+        }
+    }
+
+    /// The text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Reason {
+    type Error = LedgerError;
+    fn try_from(s: String) -> Result<Self, LedgerError> {
+        Reason::new(s)
+    }
+}
+
+impl From<Reason> for String {
+    fn from(r: Reason) -> String {
+        r.0.to_string()
+    }
+}
+
+impl fmt::Debug for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Reason({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 macro_rules! seq_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*

@@ -3,7 +3,9 @@
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::{Amount, Balance, EntrySeq, HoldId, IdempotencyKey, LedgerError, LotId, TenantId};
+use crate::{
+    Amount, Balance, EntrySeq, HoldId, IdempotencyKey, LedgerError, LotId, Reason, TenantId,
+};
 
 /// What a journal entry records. One word per meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,6 +29,18 @@ pub enum EntryKind {
     LotExpired,
     /// Consumed credits given back (as a new lot, or paying overdraft debt).
     Refunded,
+    /// A lot's remaining credits removed by an operator (`Command::VoidLot`, or a close),
+    /// with the entry's [`reason`](JournalEntry::reason). Counted like an expiry: the
+    /// credits leave `available` and join `expired`.
+    LotVoided,
+    /// The tenant was frozen: consumes and reserves are refused until it is unfrozen.
+    /// Moves no credits (amount zero).
+    Frozen,
+    /// The tenant was unfrozen. Moves no credits (amount zero).
+    Unfrozen,
+    /// The tenant was closed: every later change is refused. Moves no credits (amount zero;
+    /// the lots it still had were voided by the entries just before).
+    Closed,
 }
 
 impl EntryKind {
@@ -43,6 +57,10 @@ impl EntryKind {
             EntryKind::HoldExpired => "hold_expired",
             EntryKind::LotExpired => "lot_expired",
             EntryKind::Refunded => "refunded",
+            EntryKind::LotVoided => "lot_voided",
+            EntryKind::Frozen => "frozen",
+            EntryKind::Unfrozen => "unfrozen",
+            EntryKind::Closed => "closed",
         }
     }
 
@@ -50,6 +68,16 @@ impl EntryKind {
     #[must_use]
     pub fn is_refundable(self) -> bool {
         matches!(self, EntryKind::Consumed | EntryKind::Committed)
+    }
+
+    /// Whether the entry changes the tenant's status rather than moving credits (its
+    /// amount is zero).
+    #[must_use]
+    pub fn is_status(self) -> bool {
+        matches!(
+            self,
+            EntryKind::Frozen | EntryKind::Unfrozen | EntryKind::Closed
+        )
     }
 }
 
@@ -70,7 +98,7 @@ pub struct JournalEntry {
     pub at: Timestamp,
     /// What happened.
     pub kind: EntryKind,
-    /// How much moved (> 0).
+    /// How much moved (> 0; zero for a status change, [`EntryKind::is_status`]).
     pub amount: Amount,
     /// Balance before.
     pub before: Balance,
@@ -84,6 +112,9 @@ pub struct JournalEntry {
     pub refers_to: Option<EntrySeq>,
     /// The idempotency key of the request that caused it (`None` for expiries).
     pub key: Option<IdempotencyKey>,
+    /// Why, for an operator's change (a void); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
 }
 
 /// A tenant's (or the whole ledger's) lifetime counters and current balance.
@@ -245,7 +276,7 @@ pub struct JournalMismatch {
 ///     kind: EntryKind::Granted, amount: Amount::new(10),
 ///     before: Balance::default(),
 ///     after: Balance { available: Amount::new(10), ..Balance::default() },
-///     hold: None, lot: None, refers_to: None, key: None,
+///     hold: None, lot: None, refers_to: None, key: None, reason: None,
 /// };
 /// let mut replay = JournalReplay::new();
 /// replay.push(&grant);
@@ -314,7 +345,11 @@ impl JournalReplay {
             EntryKind::Granted => &mut self.sums.granted,
             EntryKind::Refunded => &mut self.sums.refunded,
             EntryKind::Consumed | EntryKind::Committed => &mut self.sums.consumed,
-            EntryKind::LotExpired => &mut self.sums.expired,
+            EntryKind::LotExpired | EntryKind::LotVoided => &mut self.sums.expired,
+            EntryKind::Frozen | EntryKind::Unfrozen | EntryKind::Closed => {
+                self.last = e.after;
+                return self.conserve(e);
+            }
             EntryKind::Reserved
             | EntryKind::Released
             | EntryKind::Cancelled

@@ -8,8 +8,8 @@ use metered_clock::{Clock, Timestamp};
 use crate::store::{LedgerStore, Page, PageRequest, SweepReport};
 use crate::{
     Amount, Balance, Batch, Command, ConservationViolation, EntrySeq, GrantTag, HoldId, HoldState,
-    IdempotencyKey, LedgerError, MemoryLedgerStore, Receipt, Request, Reservation, StorageError,
-    TenantId, TenantSettings, Totals,
+    IdempotencyKey, LedgerError, LotId, MemoryLedgerStore, Reason, Receipt, Request, Reservation,
+    StorageError, TenantId, TenantSettings, Totals,
 };
 
 /// Optional settings of a grant.
@@ -281,6 +281,62 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
     ) -> Result<Receipt, LedgerError> {
         self.run(tenant, key, Command::Refund { entry, amount })
             .await
+    }
+
+    /// Removes what is left of `lot` now, recording `reason` ([`Command::VoidLot`]).
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownLot`], [`LedgerError::LotEmpty`],
+    /// [`LedgerError::TenantClosed`], [`LedgerError::UnknownTenant`], key conflicts,
+    /// storage failures.
+    pub async fn void_lot(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+        lot: LotId,
+        reason: Reason,
+    ) -> Result<Receipt, LedgerError> {
+        self.run(tenant, key, Command::VoidLot { lot, reason })
+            .await
+    }
+
+    /// Freezes the tenant ([`Command::Freeze`]).
+    ///
+    /// # Errors
+    /// [`LedgerError::TenantFrozen`] (already frozen), [`LedgerError::TenantClosed`],
+    /// [`LedgerError::UnknownTenant`], key conflicts, storage failures.
+    pub async fn freeze(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+    ) -> Result<Receipt, LedgerError> {
+        self.run(tenant, key, Command::Freeze).await
+    }
+
+    /// Lifts a freeze ([`Command::Unfreeze`]).
+    ///
+    /// # Errors
+    /// [`LedgerError::TenantNotFrozen`], [`LedgerError::TenantClosed`],
+    /// [`LedgerError::UnknownTenant`], key conflicts, storage failures.
+    pub async fn unfreeze(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+    ) -> Result<Receipt, LedgerError> {
+        self.run(tenant, key, Command::Unfreeze).await
+    }
+
+    /// Closes the tenant for good, voiding what is left ([`Command::Close`]).
+    ///
+    /// # Errors
+    /// [`LedgerError::HoldsOpen`], [`LedgerError::TenantClosed`],
+    /// [`LedgerError::UnknownTenant`], key conflicts, storage failures.
+    pub async fn close(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+    ) -> Result<Receipt, LedgerError> {
+        self.run(tenant, key, Command::Close).await
     }
 
     /// Applies several requests all or nothing (see [`LedgerStore::apply_batch`]).

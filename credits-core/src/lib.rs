@@ -104,12 +104,14 @@ pub mod testing;
 pub use amount::Amount;
 pub use batch::{BATCH_LEN_MAX, Batch};
 pub use command::{
-    Balance, Command, Effect, GrantTag, IdempotencyRecord, Receipt, Request, Reservation,
-    TenantSettings,
+    AccountStatus, Balance, CLOSE_REASON, Command, Effect, GrantTag, IdempotencyRecord, Receipt,
+    Request, Reservation, TenantSettings,
 };
 pub use error::{LedgerError, StorageError};
 pub use hold::{HoldResolution, HoldState};
-pub use ids::{EntrySeq, HoldId, IdempotencyKey, LotId, NAME_LEN_MAX, TenantId};
+pub use ids::{
+    EntrySeq, HoldId, IdempotencyKey, LotId, NAME_LEN_MAX, REASON_LEN_MAX, Reason, TenantId,
+};
 pub use journal::{
     ConservationViolation, EntryKind, JournalCheck, JournalEntry, JournalMismatch, JournalReplay,
     Totals,

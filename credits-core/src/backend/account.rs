@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::tx::BranchId;
 use crate::{
-    Amount, Balance, Command, Effect, EntryKind, EntrySeq, HoldId, HoldResolution, HoldState,
-    IdempotencyKey, JournalEntry, LedgerError, LotId, Receipt, Request, TenantId, TenantSettings,
-    Totals,
+    AccountStatus, Amount, Balance, CLOSE_REASON, Command, Effect, EntryKind, EntrySeq, HoldId,
+    HoldResolution, HoldState, IdempotencyKey, JournalEntry, LedgerError, LotId, Reason, Receipt,
+    Request, TenantId, TenantSettings, Totals,
 };
 
 /// Where a lot sits in the spending order: soonest expiry first, then ascending priority,
@@ -148,6 +148,9 @@ pub struct AccountHeader {
     pub next_hold: u64,
     /// Time of the latest entry; later entries never carry an earlier time.
     pub last_at: Timestamp,
+    /// Open, frozen or closed ([`Command::Freeze`], [`Command::Close`]).
+    #[serde(default)]
+    pub status: AccountStatus,
 }
 
 /// Everything a backend loads to rebuild an [`Account`] for one command.
@@ -282,6 +285,7 @@ impl Account {
                 next_lot: 1,
                 next_hold: 1,
                 last_at: now,
+                status: AccountStatus::Open,
             },
             lots: BTreeMap::new(),
             holds: HashMap::new(),
@@ -568,7 +572,53 @@ impl Account {
         self.expire_holds(at, &mut fx);
         self.expire_lots(at, &mut fx);
         let key = Some(&request.key);
-        let result = match request.command {
+        let result = match self.admits(&request.command) {
+            Err(e) => Err(e),
+            Ok(()) => self.run(&mut fx, at, key, &request.command, refund_target),
+        };
+        // Credits released into lots that expired meanwhile stop counting at once.
+        self.expire_lots(at, &mut fx);
+        fx.result = result.map(|mut o| {
+            o.balance = self.balance();
+            Some(o)
+        });
+        fx
+    }
+
+    /// The tenant's status ([`Command::Freeze`], [`Command::Close`]).
+    #[must_use]
+    pub fn status(&self) -> AccountStatus {
+        self.header.status
+    }
+
+    /// Whether the tenant's status lets `command` run: a closed tenant refuses everything,
+    /// a frozen one refuses what spends or sets credits aside (and a second freeze).
+    fn admits(&self, command: &Command) -> Result<(), LedgerError> {
+        let tenant = || self.header.tenant.clone();
+        match (self.header.status, command) {
+            (AccountStatus::Closed, _) => Err(LedgerError::TenantClosed(tenant())),
+            (
+                AccountStatus::Frozen,
+                Command::Consume { .. }
+                | Command::ConsumeUpTo { .. }
+                | Command::Reserve { .. }
+                | Command::Prepare { .. }
+                | Command::Freeze,
+            ) => Err(LedgerError::TenantFrozen(tenant())),
+            (AccountStatus::Open, Command::Unfreeze) => Err(LedgerError::TenantNotFrozen(tenant())),
+            _ => Ok(()),
+        }
+    }
+
+    fn run(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        command: &Command,
+        refund_target: Option<&JournalEntry>,
+    ) -> Result<Receipt, LedgerError> {
+        match *command {
             Command::Grant {
                 amount,
                 expires_at,
@@ -579,48 +629,45 @@ impl Account {
                 expires_at,
                 priority,
                 ..
-            } => self.grant(&mut fx, at, key, amount, expires_at, priority),
-            Command::Consume { amount } => self.consume(&mut fx, at, key, amount),
-            Command::ConsumeUpTo { max } => self.consume_up_to(&mut fx, at, key, max),
-            Command::Reserve { amount, ttl } => self.reserve(&mut fx, at, key, amount, ttl),
-            Command::Commit { hold, amount } => {
-                self.resolve(&mut fx, at, key, hold, Some(amount), None)
-            }
+            } => self.grant(fx, at, key, amount, expires_at, priority),
+            Command::Consume { amount } => self.consume(fx, at, key, amount),
+            Command::ConsumeUpTo { max } => self.consume_up_to(fx, at, key, max),
+            Command::Reserve { amount, ttl } => self.reserve(fx, at, key, amount, ttl),
+            Command::Commit { hold, amount } => self.resolve(fx, at, key, hold, Some(amount), None),
             Command::CommitUpTo { hold, max } => {
                 if max.is_zero() {
                     Err(LedgerError::ZeroAmount)
                 } else {
                     let held = self.holds.get(&hold).map_or(max, |h| h.amount);
-                    self.resolve(&mut fx, at, key, hold, Some(max.min(held)), None)
+                    self.resolve(fx, at, key, hold, Some(max.min(held)), None)
                 }
             }
-            Command::Cancel { hold } => self.resolve(&mut fx, at, key, hold, None, None),
-            Command::Prepare { amount, branch } => self.prepare(&mut fx, at, key, amount, branch),
+            Command::Cancel { hold } => self.resolve(fx, at, key, hold, None, None),
+            Command::Prepare { amount, branch } => self.prepare(fx, at, key, amount, branch),
             Command::CommitPrepared {
                 branch,
                 hold,
                 amount,
             } => {
                 let spend = (!amount.is_zero()).then_some(amount);
-                self.resolve(&mut fx, at, key, hold, spend, Some(branch))
+                self.resolve(fx, at, key, hold, spend, Some(branch))
             }
             Command::AbortPrepared { branch, hold } => {
                 match hold.or_else(|| self.hold_of(branch)) {
-                    Some(hold) => self.resolve(&mut fx, at, key, hold, None, Some(branch)),
+                    Some(hold) => self.resolve(fx, at, key, hold, None, Some(branch)),
                     None => Err(LedgerError::BranchNotPrepared { branch }),
                 }
             }
             Command::Refund { entry, amount } => {
-                self.refund(&mut fx, at, key, entry, amount, refund_target)
+                self.refund(fx, at, key, entry, amount, refund_target)
             }
-        };
-        // Credits released into lots that expired meanwhile stop counting at once.
-        self.expire_lots(at, &mut fx);
-        fx.result = result.map(|mut o| {
-            o.balance = self.balance();
-            Some(o)
-        });
-        fx
+            Command::VoidLot { lot, ref reason } => self
+                .void_lot(fx, at, key, lot, reason.clone())
+                .map(|(seq, voided)| Self::outcome(seq, at, Effect::Voided { lot, voided })),
+            Command::Freeze => Ok(self.set_status(fx, at, key, AccountStatus::Frozen)),
+            Command::Unfreeze => Ok(self.set_status(fx, at, key, AccountStatus::Open)),
+            Command::Close => self.close(fx, at, key),
+        }
     }
 
     /// Expires every hold and lot due by `now` (what a sweeper or a read does).
@@ -662,6 +709,7 @@ impl Account {
             lot,
             refers_to,
             key: key.cloned(),
+            reason: None,
         });
         seq
     }
@@ -1166,6 +1214,111 @@ impl Account {
             key,
         );
         Ok(Self::outcome(seq, at, Effect::Refunded { lot }))
+    }
+
+    /// Removes what is left of `lot` (see [`Command::VoidLot`]); returns the entry and the
+    /// amount removed.
+    fn void_lot(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        lot: LotId,
+        reason: Reason,
+    ) -> Result<(EntrySeq, Amount), LedgerError> {
+        if lot.get() == 0 || lot.get() >= self.header.next_lot {
+            return Err(LedgerError::UnknownLot(lot));
+        }
+        let Some(lot_key) = self.lots.keys().find(|k| k.id == lot).copied() else {
+            return Err(LedgerError::LotEmpty(lot));
+        };
+        let t = self.header.totals;
+        let remaining = self.lots.get(&lot_key).copied().unwrap_or(Amount::ZERO);
+        let expired = t.expired.checked_add(remaining)?;
+        let before = self.balance();
+        self.lots.remove(&lot_key);
+        fx.lots_changed.push(lot_key);
+        // Credits of the lot sitting in holds stay held; should a hold release them, they
+        // go back to the lot under a key that is already due, so they expire at once.
+        let voided_key = LotKey {
+            expires_at: at,
+            ..lot_key
+        };
+        for hold in self.holds.values_mut() {
+            if hold.draws.iter().any(|d| d.lot == lot_key) {
+                for d in hold.draws.iter_mut().filter(|d| d.lot == lot_key) {
+                    d.lot = voided_key;
+                }
+                fx.holds_changed.push(hold.id);
+            }
+        }
+        let t = &mut self.header.totals;
+        t.available = t.available.saturating_sub(remaining);
+        t.expired = expired;
+        let seq = self.push(
+            fx,
+            at,
+            EntryKind::LotVoided,
+            remaining,
+            before,
+            None,
+            Some(lot),
+            None,
+            key,
+        );
+        if let Some(e) = fx.entries.last_mut() {
+            e.reason = Some(reason);
+        }
+        Ok((seq, remaining))
+    }
+
+    /// Changes the tenant's status with one entry (amount zero).
+    fn set_status(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+        status: AccountStatus,
+    ) -> Receipt {
+        let (kind, effect) = match status {
+            AccountStatus::Frozen => (EntryKind::Frozen, Effect::Frozen),
+            AccountStatus::Open => (EntryKind::Unfrozen, Effect::Unfrozen),
+            AccountStatus::Closed => (
+                EntryKind::Closed,
+                Effect::Closed {
+                    voided: Amount::ZERO,
+                },
+            ),
+        };
+        let before = self.balance();
+        self.header.status = status;
+        let seq = self.push(fx, at, kind, Amount::ZERO, before, None, None, None, key);
+        Self::outcome(seq, at, effect)
+    }
+
+    /// [`Command::Close`]: refused while holds are open; voids every live lot, then closes.
+    fn close(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Receipt, LedgerError> {
+        if !self.holds.is_empty() {
+            return Err(LedgerError::HoldsOpen {
+                tenant: self.header.tenant.clone(),
+                holds: u64::try_from(self.holds.len()).unwrap_or(u64::MAX),
+            });
+        }
+        let reason = Reason::new(CLOSE_REASON)?;
+        let lots: Vec<LotId> = self.lots.keys().map(|k| k.id).collect();
+        let mut voided = Amount::ZERO;
+        for lot in lots {
+            let (_, amount) = self.void_lot(fx, at, key, lot, reason.clone())?;
+            voided = voided.checked_add(amount)?;
+        }
+        let mut receipt = self.set_status(fx, at, key, AccountStatus::Closed);
+        receipt.effect = Effect::Closed { voided };
+        Ok(receipt)
     }
 
     fn expire_holds(&mut self, at: Timestamp, fx: &mut Applied) {
