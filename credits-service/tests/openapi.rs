@@ -46,6 +46,42 @@ fn the_document_is_openapi_3_1_and_names_the_error_format() {
     assert!(doc["paths"]["/health"]["get"]["security"].is_null());
 }
 
+/// Every `$ref` in `value`.
+fn refs<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", serde_json::Value::String(r)) => out.push(r),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_resolves_and_every_operation_id_is_unique() {
+    let doc: serde_json::Value =
+        serde_json::from_str(credits_service::openapi_json()).expect("JSON");
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    for r in found {
+        let pointer = r.strip_prefix('#').expect("a local reference");
+        assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for item in doc["paths"].as_object().expect("paths").values() {
+        for op in item.as_object().expect("path item").values() {
+            let id = op["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_service_serves_it() {
     let s = TestService::start_memory(&[]).await;

@@ -251,7 +251,7 @@ struct ProofDto {
     path = "/v1/audit/entries/{index}/proof",
     tag = "audit",
     summary = "RFC 9162 inclusion proof of an entry (admin)",
-    params(("index" = String, Path, description = "The entry index (a whole number)."), ProofQuery),
+    params(("index" = String, Path, description = "The entry index (a whole number).", pattern = "^[0-9]{1,19}$", example = "0"), ProofQuery),
     responses((status = 200, description = "The proof", body = ProofDto))
 )]
 async fn proof(

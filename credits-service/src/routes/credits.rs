@@ -198,6 +198,7 @@ struct TenantDto {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
+    #[schema(pattern = "^[!-~]{1,128}$")]
     tenant: String,
     #[serde(default)]
     overdraft_limit: u64,
@@ -239,7 +240,7 @@ async fn create_tenant(
     path = "/v1/tenants/{tenant}/balance",
     tag = "credits",
     summary = "A tenant's balance",
-    params(("tenant" = String, Path, description = "The tenant id.")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme")),
     responses((status = 200, description = "The balance", body = BalanceDto))
 )]
 async fn balance(
@@ -255,9 +256,11 @@ async fn balance(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Grant {
+    #[schema(minimum = 1)]
     amount: u64,
     expires_at_ms: Option<u64>,
     #[serde(default)]
+    #[schema(maximum = 65_535)]
     priority: u16,
     /// Free-form context (e.g. a payment reference), logged with payment-like fields masked.
     #[serde(default)]
@@ -289,7 +292,7 @@ fn metadata_tag(metadata: &BTreeMap<String, String>) -> Option<GrantTag> {
     path = "/v1/tenants/{tenant}/grants",
     tag = "credits",
     summary = "Add credits as a lot (admin)",
-    params(("tenant" = String, Path, description = "The tenant id."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes, no spaces: the same key with the same request answers the first answer again.", pattern = "^[!-~]{1,128}$")),
     request_body = Grant,
     responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
 )]
@@ -338,6 +341,7 @@ async fn grant(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Consume {
+    #[schema(minimum = 1)]
     amount: u64,
     /// Take whatever is spendable, up to `amount` (`Command::ConsumeUpTo`).
     #[serde(default)]
@@ -349,7 +353,7 @@ struct Consume {
     path = "/v1/tenants/{tenant}/consume",
     tag = "credits",
     summary = "Spend credits now",
-    params(("tenant" = String, Path, description = "The tenant id."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes, no spaces: the same key with the same request answers the first answer again.", pattern = "^[!-~]{1,128}$")),
     request_body = Consume,
     responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 402, description = "`insufficient_credits`", body = crate::error::ErrorResponse), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
 )]
@@ -376,7 +380,10 @@ async fn consume(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Reserve {
+    #[schema(minimum = 1)]
     amount: u64,
+    /// How long the hold lives (1 ms to 30 days).
+    #[schema(minimum = 1, maximum = 2_592_000_000_u64)]
     ttl_ms: u64,
 }
 
@@ -385,7 +392,7 @@ struct Reserve {
     path = "/v1/tenants/{tenant}/holds",
     tag = "credits",
     summary = "Set credits aside in a hold",
-    params(("tenant" = String, Path, description = "The tenant id."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes, no spaces: the same key with the same request answers the first answer again.", pattern = "^[!-~]{1,128}$")),
     request_body = Reserve,
     responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 402, description = "`insufficient_credits`", body = crate::error::ErrorResponse), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
 )]
@@ -426,7 +433,7 @@ enum HoldDto {
     path = "/v1/tenants/{tenant}/holds/{hold}",
     tag = "credits",
     summary = "A hold's state",
-    params(("tenant" = String, Path, description = "The tenant id."), ("hold" = String, Path, description = "The hold id (a whole number).")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("hold" = String, Path, description = "The hold id (a whole number).", pattern = "^[0-9]{1,19}$", example = "1")),
     responses((status = 200, description = "The hold", body = HoldDto))
 )]
 async fn hold(
@@ -455,6 +462,7 @@ async fn hold(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Commit {
+    #[schema(minimum = 1)]
     amount: u64,
     /// Spend at most what the hold holds, up to `amount` (`Command::CommitUpTo`).
     #[serde(default)]
@@ -466,7 +474,7 @@ struct Commit {
     path = "/v1/tenants/{tenant}/holds/{hold}/commit",
     tag = "credits",
     summary = "Spend part or all of a hold",
-    params(("tenant" = String, Path, description = "The tenant id."), ("hold" = String, Path, description = "The hold id (a whole number)."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("hold" = String, Path, description = "The hold id (a whole number).", pattern = "^[0-9]{1,19}$"), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes, no spaces: the same key with the same request answers the first answer again.", pattern = "^[!-~]{1,128}$")),
     request_body = Commit,
     responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
 )]
@@ -496,7 +504,7 @@ async fn commit(
     path = "/v1/tenants/{tenant}/holds/{hold}/cancel",
     tag = "credits",
     summary = "Release a hold",
-    params(("tenant" = String, Path, description = "The tenant id."), ("hold" = String, Path, description = "The hold id (a whole number)."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("hold" = String, Path, description = "The hold id (a whole number).", pattern = "^[0-9]{1,19}$"), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes, no spaces: the same key with the same request answers the first answer again.", pattern = "^[!-~]{1,128}$")),
     responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
 )]
 async fn cancel(
@@ -517,6 +525,7 @@ async fn cancel(
 #[serde(deny_unknown_fields)]
 struct Refund {
     entry: u64,
+    #[schema(minimum = 1)]
     amount: u64,
 }
 
@@ -525,7 +534,7 @@ struct Refund {
     path = "/v1/tenants/{tenant}/refunds",
     tag = "credits",
     summary = "Give back part of a consumption (admin)",
-    params(("tenant" = String, Path, description = "The tenant id."), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes: the same key with the same request answers the first answer again.")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes, no spaces: the same key with the same request answers the first answer again.", pattern = "^[!-~]{1,128}$")),
     request_body = Refund,
     responses((status = 200, description = "The receipt (a replay: the first answer again)", body = OutcomeDto), (status = 409, description = "`idempotency_conflict` or a state conflict", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow` and other values the ledger cannot hold", body = crate::error::ErrorResponse))
 )]
@@ -602,7 +611,7 @@ struct HistoryDto {
     path = "/v1/tenants/{tenant}/history",
     tag = "credits",
     summary = "A page of the journal, oldest first",
-    params(("tenant" = String, Path, description = "The tenant id."), HistoryQuery),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), HistoryQuery),
     responses((status = 200, description = "The page", body = HistoryDto))
 )]
 async fn history(

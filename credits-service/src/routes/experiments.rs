@@ -82,7 +82,7 @@ struct ExperimentDto {
     path = "/v1/tenants/{tenant}/experiments",
     tag = "experiments",
     summary = "Create a champion/challenger experiment",
-    params(("tenant" = String, Path, description = "The tenant id.")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme")),
     request_body = CreateExperiment,
     responses((status = 201, description = "Created", body = ExperimentDto), (status = 409, description = "`experiment_exists`", body = crate::error::ErrorResponse), (status = 507, description = "`too_many_experiments`", body = crate::error::ErrorResponse))
 )]
@@ -144,7 +144,7 @@ fn arm_name(arm: usize) -> &'static str {
     path = "/v1/tenants/{tenant}/experiments/{id}/assign",
     tag = "experiments",
     summary = "The sticky arm of a unit",
-    params(("tenant" = String, Path, description = "The tenant id."), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').", pattern = "^[!-.0-~]{1,128}$", example = "e1")),
     request_body = Assign,
     responses((status = 200, description = "The arm", body = AssignmentDto))
 )]
@@ -189,7 +189,7 @@ struct RecordResult {
     path = "/v1/tenants/{tenant}/experiments/{id}/results",
     tag = "experiments",
     summary = "Record one outcome",
-    params(("tenant" = String, Path, description = "The tenant id."), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').", pattern = "^[!-.0-~]{1,128}$", example = "e1")),
     request_body = RecordResult,
     responses((status = 202, description = "Recorded"), (status = 409, description = "`version_conflict`", body = crate::error::ErrorResponse), (status = 422, description = "`count_overflow`", body = crate::error::ErrorResponse))
 )]
@@ -235,7 +235,7 @@ async fn record(
     path = "/v1/tenants/{tenant}/experiments/{id}/evaluation",
     tag = "experiments",
     summary = "Decision, P(B > A), losses, guardrails, SRM",
-    params(("tenant" = String, Path, description = "The tenant id."), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').", pattern = "^[!-.0-~]{1,128}$", example = "e1")),
     responses((status = 200, description = "The evaluation (bayes-ab's `ExperimentEvaluation`)", body = serde_json::Value), (status = 422, description = "`count_overflow`", body = crate::error::ErrorResponse))
 )]
 async fn evaluate(
@@ -269,7 +269,7 @@ async fn evaluate(
     path = "/v1/tenants/{tenant}/experiments/{id}",
     tag = "experiments",
     summary = "Delete an experiment and its counts",
-    params(("tenant" = String, Path, description = "The tenant id."), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').", pattern = "^[!-.0-~]{1,128}$", example = "e1")),
     responses((status = 204, description = "Deleted"), (status = 409, description = "`version_conflict`", body = crate::error::ErrorResponse))
 )]
 async fn remove(

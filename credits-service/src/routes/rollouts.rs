@@ -23,7 +23,10 @@ use crate::state::AppState;
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(create, status, trail, observe, command))]
+#[openapi(
+    paths(create, status, trail, observe, command),
+    components(schemas(RolloutCommand))
+)]
 pub(crate) struct Api;
 
 /// The operator commands of `POST /v1/rollouts/{id}/{command}` (documentation only: the
@@ -180,7 +183,7 @@ async fn create(
     path = "/v1/rollouts/{id}",
     tag = "rollouts",
     summary = "A rollout's phase, step, weight and next check (admin)",
-    params(("id" = String, Path, description = "The rollout id.")),
+    params(("id" = String, Path, description = "The rollout id.", example = "r1")),
     responses((status = 200, description = "The status", body = StatusDto))
 )]
 async fn status(
@@ -234,7 +237,7 @@ struct TrailDto {
     path = "/v1/rollouts/{id}/trail",
     tag = "rollouts",
     summary = "A rollout's decisions as the audit log holds them (admin)",
-    params(("id" = String, Path, description = "The rollout id.")),
+    params(("id" = String, Path, description = "The rollout id.", example = "r1")),
     responses((status = 200, description = "The newest 1,000 events", body = TrailDto))
 )]
 async fn trail(
@@ -317,7 +320,7 @@ struct Observe {
     path = "/v1/rollouts/{id}/observations",
     tag = "rollouts",
     summary = "Feed metrics; runs the health check if due (admin)",
-    params(("id" = String, Path, description = "The rollout id.")),
+    params(("id" = String, Path, description = "The rollout id.", example = "r1")),
     request_body = Observe,
     responses((status = 200, description = "The decision", body = DecisionDto), (status = 409, description = "`provider_driven`, `illegal_transition`, `version_conflict`", body = crate::error::ErrorResponse))
 )]
@@ -365,8 +368,8 @@ struct CommandBody {
     path = "/v1/rollouts/{id}/{command}",
     tag = "rollouts",
     summary = "An operator command (admin)",
-    params(("id" = String, Path, description = "The rollout id."), ("command" = RolloutCommand, Path, description = "The command.")),
-    request_body = Option<CommandBody>,
+    params(("id" = String, Path, description = "The rollout id.", example = "r1"), ("command" = RolloutCommand, Path, description = "The command.")),
+    request_body = CommandBody,
     responses((status = 200, description = "The decision", body = DecisionDto), (status = 409, description = "`illegal_transition`, `version_conflict`", body = crate::error::ErrorResponse))
 )]
 async fn command(
