@@ -132,9 +132,8 @@ impl MemoryAuditQueue {
             return;
         }
         let n = entries.len();
-        let entries: Vec<Arc<SealedEntry>> = entries.into_iter().map(Arc::new).collect();
         let mut incoming = self.incoming.lock();
-        incoming.extend(entries);
+        incoming.extend(entries.into_iter().map(Arc::new));
         let len = self.len.fetch_add(n, Ordering::SeqCst) + n;
         self.wake(len);
     }
