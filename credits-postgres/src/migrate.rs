@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "service_state",
         sql: include_str!("migrations/0006_service_state.sql"),
     },
+    Migration {
+        version: 7,
+        name: "lifecycle",
+        sql: include_str!("migrations/0007_lifecycle.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (`'credits-postgres'` as bytes).

@@ -54,13 +54,15 @@ pub(crate) const UPDATE_ACCOUNTS: &str = "UPDATE accounts AS a SET \
        expired = v.expired, available = v.available, held = v.held, \
        overdrawn = v.overdrawn, next_entry = v.next_entry, next_lot = v.next_lot, \
        next_hold = v.next_hold, last_at = v.last_at, next_deadline = v.next_deadline, \
-       audit_next_seq = v.audit_next_seq, audit_last_hash = v.audit_last_hash \
+       audit_next_seq = v.audit_next_seq, audit_last_hash = v.audit_last_hash, \
+       status = v.status \
      FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
                  $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
-                 $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bytea[]) \
+                 $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bytea[], \
+                 $16::smallint[]) \
        AS v (tenant, granted, refunded, consumed, expired, available, held, overdrawn, \
              next_entry, next_lot, next_hold, last_at, next_deadline, audit_next_seq, \
-             audit_last_hash) \
+             audit_last_hash, status) \
      WHERE a.tenant = v.tenant";
 
 pub(crate) const UPSERT_LOTS: &str = "INSERT INTO credit_lots (tenant, lot_id, expires_at, priority, remaining) \
@@ -76,7 +78,7 @@ pub(crate) const UPSERT_HOLDS: &str = "INSERT INTO holds (tenant, hold_id, amoun
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], \
                           $6::bigint[], $7::text[], $8::bigint[], $9::int[]) \
      ON CONFLICT (tenant, hold_id) DO UPDATE \
-       SET state = EXCLUDED.state, committed = EXCLUDED.committed";
+       SET state = EXCLUDED.state, committed = EXCLUDED.committed, draws = EXCLUDED.draws";
 
 pub(crate) const UPSERT_REFUNDS: &str = "INSERT INTO refunded_entries (tenant, seq, refunded) \
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
@@ -88,7 +90,7 @@ pub(crate) static INSERT_ENTRIES: LazyLock<String> = LazyLock::new(|| {
          SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::smallint[], \
              $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], \
              $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], \
-             $15::text[])"
+             $15::text[], $16::text[])"
     )
 });
 

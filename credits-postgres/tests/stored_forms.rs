@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use credits_core::tx::{Branch, TxDecision, TxLog, TxPhase};
 use credits_core::{
-    Amount, Command, IdempotencyKey, LedgerStore, Request, TenantId, TenantSettings,
+    Amount, Command, IdempotencyKey, LedgerStore, Reason, Request, TenantId, TenantSettings,
 };
 
 fn req(t: &TenantId, k: &str, command: Command) -> Request {
@@ -142,6 +142,102 @@ async fn ledger_rows_hold_the_pinned_forms() {
                 .to_owned()
         )]
     );
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn lifecycle_rows_hold_the_pinned_forms() {
+    let Some(db) = common::test_db("stored_lifecycle").await else {
+        return;
+    };
+    let store = db.default_store().await;
+    let now = common::START;
+    let acme = TenantId::new("acme").expect("tenant");
+    store
+        .create_tenant(&acme, TenantSettings::default(), now)
+        .await
+        .expect("create");
+    let status = async |db: &common::TestDb| -> i16 {
+        db.admin
+            .query_one("SELECT status FROM accounts WHERE tenant = 'acme'", &[])
+            .await
+            .expect("status")
+            .get(0)
+    };
+    assert_eq!(status(&db).await, 0, "open");
+    let grant = |amount: u64| Command::Grant {
+        amount: Amount::new(amount),
+        expires_at: None,
+        priority: 0,
+    };
+    let requests = [
+        req(&acme, "a-grant", grant(100)),
+        req(&acme, "b-grant", grant(50)),
+        req(
+            &acme,
+            "c-void",
+            Command::VoidLot {
+                lot: credits_core::LotId::new(1),
+                reason: Reason::new("granted by mistake").expect("reason"),
+            },
+        ),
+        req(&acme, "d-freeze", Command::Freeze),
+    ];
+    for r in &requests {
+        store.apply(r, now).await.expect("apply");
+    }
+    assert_eq!(status(&db).await, 1, "frozen");
+    let record: String = db
+        .admin
+        .query_one(
+            "SELECT record FROM idempotency_keys WHERE key = 'c-void'",
+            &[],
+        )
+        .await
+        .expect("record")
+        .get(0);
+    assert_eq!(
+        record,
+        r#"{"command":{"VoidLot":{"lot":1,"reason":"granted by mistake"}},"result":{"Ok":{"entry":3,"at":1700000000000,"balance":{"available":50,"held":0,"overdrawn":0},"effect":{"Voided":{"lot":1,"voided":100}}}},"at":1700000000000}"#
+    );
+    store
+        .apply(&req(&acme, "e-close", Command::Close), now)
+        .await
+        .expect("close");
+    assert_eq!(status(&db).await, 2, "closed");
+    let entries: Vec<(i64, i16, i64, Option<String>)> = db
+        .admin
+        .query(
+            "SELECT seq, kind, amount, reason FROM journal_entries ORDER BY seq",
+            &[],
+        )
+        .await
+        .expect("entries")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let mistake = Some("granted by mistake".to_owned());
+    let closed = Some(credits_core::CLOSE_REASON.to_owned());
+    assert_eq!(
+        entries,
+        [
+            (1, 1, 100, None),
+            (2, 1, 50, None),
+            (3, 10, 100, mistake),
+            (4, 11, 0, None),
+            (5, 10, 50, closed),
+            (6, 13, 0, None),
+        ]
+    );
+    // The table refuses a zero amount on any other kind, and a status it does not know.
+    for sql in [
+        "INSERT INTO journal_entries (tenant, seq, at, kind, amount, before_available, \
+           before_held, before_overdrawn, after_available, after_held, after_overdrawn) \
+         VALUES ('acme', 99, 0, 2, 0, 0, 0, 0, 0, 0, 0)",
+        "UPDATE accounts SET status = 3",
+    ] {
+        assert!(db.admin.batch_execute(sql).await.is_err(), "{sql}");
+    }
     db.drop_schema().await;
 }
 

@@ -280,6 +280,40 @@ fn successes() -> Vec<(IdempotencyRecord, &'static str)> {
             ),
             r#"{"command":{"Refund":{"entry":2,"amount":3}},"result":{"Ok":{"entry":7,"at":1700000000000,"balance":{"available":973,"held":0,"overdrawn":0},"effect":{"Refunded":{"lot":3}}}},"at":1700000000000}"#,
         ),
+        (
+            ok(
+                Command::VoidLot {
+                    lot: LotId::new(1),
+                    reason: Reason::new("granted by mistake").expect("valid"),
+                },
+                8,
+                balance(3, 0, 0),
+                Effect::Voided {
+                    lot: LotId::new(1),
+                    voided: Amount::new(970),
+                },
+            ),
+            r#"{"command":{"VoidLot":{"lot":1,"reason":"granted by mistake"}},"result":{"Ok":{"entry":8,"at":1700000000000,"balance":{"available":3,"held":0,"overdrawn":0},"effect":{"Voided":{"lot":1,"voided":970}}}},"at":1700000000000}"#,
+        ),
+        (
+            ok(Command::Freeze, 9, balance(3, 0, 0), Effect::Frozen),
+            r#"{"command":"Freeze","result":{"Ok":{"entry":9,"at":1700000000000,"balance":{"available":3,"held":0,"overdrawn":0},"effect":"Frozen"}},"at":1700000000000}"#,
+        ),
+        (
+            ok(Command::Unfreeze, 10, balance(3, 0, 0), Effect::Unfrozen),
+            r#"{"command":"Unfreeze","result":{"Ok":{"entry":10,"at":1700000000000,"balance":{"available":3,"held":0,"overdrawn":0},"effect":"Unfrozen"}},"at":1700000000000}"#,
+        ),
+        (
+            ok(
+                Command::Close,
+                12,
+                balance(0, 0, 0),
+                Effect::Closed {
+                    voided: Amount::new(3),
+                },
+            ),
+            r#"{"command":"Close","result":{"Ok":{"entry":12,"at":1700000000000,"balance":{"available":0,"held":0,"overdrawn":0},"effect":{"Closed":{"voided":3}}}},"at":1700000000000}"#,
+        ),
     ]
 }
 
@@ -349,7 +383,7 @@ fn failures() -> Vec<(IdempotencyRecord, &'static str)> {
             r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"UnknownTenant":"acme"}},"at":1700000000000}"#,
         ),
         (
-            failed(consume(1), LedgerError::TenantExists(tenant)),
+            failed(consume(1), LedgerError::TenantExists(tenant.clone())),
             r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"TenantExists":"acme"}},"at":1700000000000}"#,
         ),
         (
@@ -527,6 +561,48 @@ fn failures() -> Vec<(IdempotencyRecord, &'static str)> {
         ),
         (
             failed(
+                Command::Freeze,
+                LedgerError::InvalidReason {
+                    reason: "must not be empty".into(),
+                },
+            ),
+            r#"{"command":"Freeze","result":{"Err":{"InvalidReason":{"reason":"must not be empty"}}},"at":1700000000000}"#,
+        ),
+        (
+            failed(consume(1), LedgerError::UnknownLot(LotId::new(9))),
+            r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"UnknownLot":9}},"at":1700000000000}"#,
+        ),
+        (
+            failed(consume(1), LedgerError::LotEmpty(LotId::new(9))),
+            r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"LotEmpty":9}},"at":1700000000000}"#,
+        ),
+        (
+            failed(consume(1), LedgerError::TenantFrozen(tenant.clone())),
+            r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"TenantFrozen":"acme"}},"at":1700000000000}"#,
+        ),
+        (
+            failed(
+                Command::Unfreeze,
+                LedgerError::TenantNotFrozen(tenant.clone()),
+            ),
+            r#"{"command":"Unfreeze","result":{"Err":{"TenantNotFrozen":"acme"}},"at":1700000000000}"#,
+        ),
+        (
+            failed(consume(1), LedgerError::TenantClosed(tenant.clone())),
+            r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"TenantClosed":"acme"}},"at":1700000000000}"#,
+        ),
+        (
+            failed(
+                Command::Close,
+                LedgerError::HoldsOpen {
+                    tenant: tenant.clone(),
+                    holds: 2,
+                },
+            ),
+            r#"{"command":"Close","result":{"Err":{"HoldsOpen":{"tenant":"acme","holds":2}}},"at":1700000000000}"#,
+        ),
+        (
+            failed(
                 consume(1),
                 LedgerError::Storage(StorageError::retryable("connection reset")),
             ),
@@ -633,6 +709,10 @@ fn entry_kinds_keep_their_code_and_word() {
         (EntryKind::HoldExpired, 7, "hold_expired"),
         (EntryKind::LotExpired, 8, "lot_expired"),
         (EntryKind::Refunded, 9, "refunded"),
+        (EntryKind::LotVoided, 10, "lot_voided"),
+        (EntryKind::Frozen, 11, "frozen"),
+        (EntryKind::Unfrozen, 12, "unfrozen"),
+        (EntryKind::Closed, 13, "closed"),
     ];
     for (kind, code, word) in table {
         assert_eq!(kind_code(kind), code, "{kind:?}");
@@ -641,6 +721,32 @@ fn entry_kinds_keep_their_code_and_word() {
     }
     let pinned = table.iter().map(|(k, _, _)| variant_of(k)).collect();
     assert_covers("EntryKind", pinned, variants::<EntryKind>());
+}
+
+/// `accounts.status` (smallint), per status; each number is one the column allows, and
+/// the status entry kinds are the ones whose amount may be zero.
+#[test]
+fn account_statuses_keep_their_number() {
+    let migration = include_str!("../migrations/0007_lifecycle.sql");
+    assert!(migration.contains("CHECK (status IN (0, 1, 2))"));
+    assert!(migration.contains("kind IN (11, 12, 13)"));
+    let table = [
+        (AccountStatus::Open, 0),
+        (AccountStatus::Frozen, 1),
+        (AccountStatus::Closed, 2),
+    ];
+    for (status, code) in table {
+        assert_eq!(status_code(status), code, "{status:?}");
+        assert_eq!(status_of(code).ok(), Some(status), "{code}");
+    }
+    let pinned = table.iter().map(|(s, _)| variant_of(s)).collect();
+    assert_covers("AccountStatus", pinned, variants::<AccountStatus>());
+    let zero_amount: Vec<i16> = [EntryKind::Frozen, EntryKind::Unfrozen, EntryKind::Closed]
+        .into_iter()
+        .filter(|k| k.is_status())
+        .map(kind_code)
+        .collect();
+    assert_eq!(zero_amount, [11, 12, 13]);
 }
 
 /// `holds.state` and `holds.committed`, per state; each word is one the table allows.

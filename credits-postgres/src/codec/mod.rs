@@ -16,8 +16,8 @@ mod json;
 use credits_core::backend::AccountHeader;
 use credits_core::tx::TxPhase;
 use credits_core::{
-    Amount, Balance, EntryKind, EntrySeq, HoldId, HoldResolution, IdempotencyKey, JournalEntry,
-    LotId, TenantId, TenantSettings, Totals,
+    AccountStatus, Amount, Balance, EntryKind, EntrySeq, HoldId, HoldResolution, IdempotencyKey,
+    JournalEntry, LotId, Reason, TenantId, TenantSettings, Totals,
 };
 use metered_clock::Timestamp;
 use tokio_postgres::Row;
@@ -122,6 +122,10 @@ pub(crate) fn kind_code(kind: EntryKind) -> i16 {
         EntryKind::HoldExpired => 7,
         EntryKind::LotExpired => 8,
         EntryKind::Refunded => 9,
+        EntryKind::LotVoided => 10,
+        EntryKind::Frozen => 11,
+        EntryKind::Unfrozen => 12,
+        EntryKind::Closed => 13,
         // A kind added to credits-core later: stored as 0 and refused when read back, so
         // an older reader never misinterprets it.
         _ => 0,
@@ -139,6 +143,10 @@ pub(crate) fn kind_of(code: i16) -> Result<EntryKind, PgError> {
         7 => EntryKind::HoldExpired,
         8 => EntryKind::LotExpired,
         9 => EntryKind::Refunded,
+        10 => EntryKind::LotVoided,
+        11 => EntryKind::Frozen,
+        12 => EntryKind::Unfrozen,
+        13 => EntryKind::Closed,
         other => return Err(PgError::corrupt(format_args!("unknown entry kind {other}"))),
     })
 }
@@ -183,15 +191,36 @@ pub(crate) fn phase_of(s: &str) -> Result<TxPhase, PgError> {
     TxPhase::parse(s).ok_or_else(|| PgError::corrupt(format_args!("unknown phase {s:?}")))
 }
 
+/// The `accounts.status` number of a status (0 open, 1 frozen, 2 closed).
+pub(crate) fn status_code(status: AccountStatus) -> i16 {
+    match status {
+        AccountStatus::Frozen => 1,
+        AccountStatus::Closed => 2,
+        AccountStatus::Open => 0,
+        // A status added to credits-core later: refused by the column's CHECK.
+        _ => -1,
+    }
+}
+
+/// Reads [`status_code`]'s number back.
+pub(crate) fn status_of(code: i16) -> Result<AccountStatus, PgError> {
+    Ok(match code {
+        0 => AccountStatus::Open,
+        1 => AccountStatus::Frozen,
+        2 => AccountStatus::Closed,
+        other => return Err(PgError::corrupt(format_args!("unknown status {other}"))),
+    })
+}
+
 pub(crate) fn tenant(s: &str) -> Result<TenantId, PgError> {
     TenantId::new(s).map_err(PgError::corrupt)
 }
 
 /// Columns, in order, of [`header`]: the `accounts` row (without the audit head).
 pub(crate) const HEADER_COLUMNS: &str = "tenant, overdraft_limit, granted, refunded, consumed, \
-     expired, available, held, overdrawn, next_entry, next_lot, next_hold, last_at";
+     expired, available, held, overdrawn, next_entry, next_lot, next_hold, last_at, status";
 
-/// Reads the first 13 columns ([`HEADER_COLUMNS`]) of `row`.
+/// Reads the first 14 columns ([`HEADER_COLUMNS`]) of `row`.
 pub(crate) fn header(row: &Row) -> Result<AccountHeader, PgError> {
     let a = |i: usize, what: &str| amount(row.get(i), what);
     Ok(AccountHeader {
@@ -214,15 +243,16 @@ pub(crate) fn header(row: &Row) -> Result<AccountHeader, PgError> {
         next_lot: u(row.get(10), "next_lot")?,
         next_hold: u(row.get(11), "next_hold")?,
         last_at: ts(row.get(12), "last_at")?,
+        status: status_of(row.get(13))?,
     })
 }
 
 /// Columns, in order, of [`entry`].
 pub(crate) const ENTRY_COLUMNS: &str = "tenant, seq, at, kind, amount, before_available, \
      before_held, before_overdrawn, after_available, after_held, after_overdrawn, hold_id, \
-     lot_id, refers_to, idempotency_key";
+     lot_id, refers_to, idempotency_key, reason";
 
-/// Reads the first 15 columns ([`ENTRY_COLUMNS`]) of `row`.
+/// Reads the first 16 columns ([`ENTRY_COLUMNS`]) of `row`.
 pub(crate) fn entry(row: &Row) -> Result<JournalEntry, PgError> {
     let a = |i: usize, what: &str| amount(row.get(i), what);
     let opt = |i: usize, what: &str| -> Result<Option<u64>, PgError> {
@@ -252,6 +282,11 @@ pub(crate) fn entry(row: &Row) -> Result<JournalEntry, PgError> {
             .map(IdempotencyKey::new)
             .transpose()
             .map_err(PgError::corrupt)?,
+        reason: row
+            .get::<_, Option<&str>>(15)
+            .map(Reason::new)
+            .transpose()
+            .map_err(PgError::corrupt)?,
     })
 }
 
@@ -272,11 +307,23 @@ mod tests {
             HoldExpired,
             LotExpired,
             Refunded,
+            LotVoided,
+            Frozen,
+            Unfrozen,
+            Closed,
         ] {
             assert_eq!(kind_of(kind_code(kind)).ok(), Some(kind));
         }
         assert!(matches!(kind_of(0), Err(PgError::Corrupt(_))));
-        assert!(matches!(kind_of(10), Err(PgError::Corrupt(_))));
+        assert!(matches!(kind_of(14), Err(PgError::Corrupt(_))));
+        for status in [
+            AccountStatus::Open,
+            AccountStatus::Frozen,
+            AccountStatus::Closed,
+        ] {
+            assert_eq!(status_of(status_code(status)).ok(), Some(status));
+        }
+        assert!(matches!(status_of(3), Err(PgError::Corrupt(_))));
     }
 
     #[test]

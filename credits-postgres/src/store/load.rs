@@ -193,9 +193,9 @@ async fn query_unless(
 /// audit chain head.
 fn account(row: &Row) -> Result<(String, AccountParts, StreamHead), PgError> {
     let header = codec::header(row)?;
-    let hash: &[u8] = row.get(14);
+    let hash: &[u8] = row.get(15);
     let head = StreamHead {
-        next_seq: codec::u(row.get(13), "audit_next_seq")?,
+        next_seq: codec::u(row.get(14), "audit_next_seq")?,
         last_hash: hash
             .try_into()
             .map_err(|_| PgError::corrupt("audit_last_hash is not 32 bytes"))?,
@@ -281,13 +281,13 @@ fn add_targets(
     let mut targets: HashMap<String, Vec<JournalEntry>> = HashMap::new();
     for row in rows {
         let entry = codec::entry(row)?;
-        let refunded = codec::amount(row.get(15), "refunded")?;
+        let refunded = codec::amount(row.get(16), "refunded")?;
         let parts = slot(tenants, entry.tenant.as_str())?;
         if !refunded.is_zero() {
             parts.refunded.push((entry.seq, refunded));
         }
         // A transaction's charge: the rules refuse to refund it.
-        if let (Some(hold), Some(owner)) = (entry.hold, codec::owner_of(row.get(16), row.get(17))?)
+        if let (Some(hold), Some(owner)) = (entry.hold, codec::owner_of(row.get(17), row.get(18))?)
         {
             parts.owners.push((hold, owner));
         }

@@ -469,8 +469,8 @@ impl LedgerStore for PgLedgerStore {
             return Err(LedgerError::UnknownTenant(tenant.clone()));
         };
         let mut totals = codec::header(row)?.totals;
-        totals.lots = parse_amount_text(row.get(13))?;
-        totals.holds = parse_amount_text(row.get(14))?;
+        totals.lots = parse_amount_text(row.get(14))?;
+        totals.holds = parse_amount_text(row.get(15))?;
         Ok(totals)
     }
 

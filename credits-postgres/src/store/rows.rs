@@ -9,7 +9,7 @@ use audit_chain::{SealedEntry, StreamHead};
 use credits_core::backend::{AccountHeader, Hold, LotKey};
 use credits_core::{
     Amount, EntrySeq, HoldId, HoldResolution, IdempotencyKey, IdempotencyRecord, JournalEntry,
-    LotId,
+    LotId, Reason,
 };
 use metered_clock::Timestamp;
 use tokio_postgres::types::ToSql;
@@ -28,6 +28,7 @@ pub(super) struct AccountRows<'a> {
     next_deadline: Vec<Option<i64>>,
     audit_seq: Vec<i64>,
     audit_hash: Vec<Vec<u8>>,
+    status: Vec<i16>,
 }
 
 impl<'a> AccountRows<'a> {
@@ -62,6 +63,7 @@ impl<'a> AccountRows<'a> {
         );
         self.audit_seq.push(i(audit.next_seq, "audit sequence")?);
         self.audit_hash.push(audit.last_hash.to_vec());
+        self.status.push(codec::status_code(h.status));
         Ok(())
     }
 
@@ -77,6 +79,7 @@ impl<'a> AccountRows<'a> {
         p.push(&self.next_deadline);
         p.push(&self.audit_seq);
         p.push(&self.audit_hash);
+        p.push(&self.status);
         p
     }
 }
@@ -211,6 +214,7 @@ pub(super) struct EntryRows<'a> {
     lot: Vec<Option<i64>>,
     refers_to: Vec<Option<i64>>,
     key: Vec<Option<&'a str>>,
+    reason: Vec<Option<&'a str>>,
 }
 
 impl<'a> EntryRows<'a> {
@@ -236,6 +240,7 @@ impl<'a> EntryRows<'a> {
         self.lot.push(opt(e.lot.map(LotId::get))?);
         self.refers_to.push(opt(e.refers_to.map(EntrySeq::get))?);
         self.key.push(e.key.as_ref().map(IdempotencyKey::as_str));
+        self.reason.push(e.reason.as_ref().map(Reason::as_str));
         Ok(())
     }
 
@@ -252,6 +257,7 @@ impl<'a> EntryRows<'a> {
         p.push(&self.lot);
         p.push(&self.refers_to);
         p.push(&self.key);
+        p.push(&self.reason);
         p
     }
 }
