@@ -217,12 +217,14 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
         | LedgerError::BatchTooLarge { .. }
         | LedgerError::DuplicateKeyInBatch(_)
         | LedgerError::UnknownParticipant(_)
-        | LedgerError::InvalidPayload(_) => S::BAD_REQUEST,
+        | LedgerError::InvalidPayload(_)
+        | LedgerError::InvalidReason { .. } => S::BAD_REQUEST,
         LedgerError::InsufficientCredits { .. } => S::PAYMENT_REQUIRED,
         LedgerError::UnknownTenant(_)
         | LedgerError::UnknownHold(_)
         | LedgerError::UnknownEntry(_)
-        | LedgerError::UnknownTransaction(_) => S::NOT_FOUND,
+        | LedgerError::UnknownTransaction(_)
+        | LedgerError::UnknownLot(_) => S::NOT_FOUND,
         LedgerError::TenantExists(_)
         | LedgerError::HoldAlreadyCommitted(_)
         | LedgerError::HoldAlreadyCancelled(_)
@@ -234,7 +236,12 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
         | LedgerError::BranchAlreadyPrepared { .. }
         | LedgerError::HoldOwnedByTransaction { .. }
         | LedgerError::TransactionTimedOut(_)
-        | LedgerError::TransactionAborted { .. } => S::CONFLICT,
+        | LedgerError::TransactionAborted { .. }
+        | LedgerError::LotEmpty(_)
+        | LedgerError::TenantFrozen(_)
+        | LedgerError::TenantNotFrozen(_)
+        | LedgerError::TenantClosed(_)
+        | LedgerError::HoldsOpen { .. } => S::CONFLICT,
         LedgerError::AmountOverflow
         | LedgerError::CommitExceedsHold { .. }
         | LedgerError::RefundExceedsConsumed { .. } => S::UNPROCESSABLE_ENTITY,

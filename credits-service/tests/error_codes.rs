@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use axum::response::IntoResponse;
 use credits_core::tx::{BranchId, TxAction, TxId, TxPhase};
-use credits_core::{Amount, EntrySeq, HoldId, IdempotencyKey, LedgerError, StorageError, TenantId};
+use credits_core::{
+    Amount, EntrySeq, HoldId, IdempotencyKey, LedgerError, LotId, StorageError, TenantId,
+};
 use credits_service::ApiError;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -162,6 +164,33 @@ fn ledger_table() -> Vec<(LedgerError, u16)> {
         ),
         (LedgerError::UnknownParticipant("x".to_owned()), 400),
         (LedgerError::InvalidPayload("x".to_owned()), 400),
+        (
+            LedgerError::InvalidReason {
+                reason: "empty".to_owned(),
+            },
+            400,
+        ),
+        (LedgerError::UnknownLot(LotId::new(9)), 404),
+        (LedgerError::LotEmpty(LotId::new(9)), 409),
+        (
+            LedgerError::TenantFrozen(TenantId::new("acme").unwrap()),
+            409,
+        ),
+        (
+            LedgerError::TenantNotFrozen(TenantId::new("acme").unwrap()),
+            409,
+        ),
+        (
+            LedgerError::TenantClosed(TenantId::new("acme").unwrap()),
+            409,
+        ),
+        (
+            LedgerError::HoldsOpen {
+                tenant: TenantId::new("acme").unwrap(),
+                holds: 1,
+            },
+            409,
+        ),
         (
             LedgerError::Storage(StorageError::retryable("connection reset")),
             503,

@@ -3,5 +3,6 @@
 pub(crate) mod audit;
 pub(crate) mod credits;
 pub(crate) mod experiments;
+pub(crate) mod lifecycle;
 pub(crate) mod ops;
 pub(crate) mod rollouts;
