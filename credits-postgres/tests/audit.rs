@@ -130,6 +130,24 @@ async fn workload<S: LedgerStore + 'static>(ledger: &Ledger<S>, clock: &ManualCl
         .expect_err("refused");
     clock.advance(Duration::from_secs(20));
     ledger.recover().await.expect("sweep"); // the lot of g2 expires
+    // The lifecycle: a void carries its reason into the audit entry; status entries move
+    // nothing; a close voids what is left.
+    ledger
+        .grant(&b, key("g3"), Amount::new(9), GrantOptions::default())
+        .await
+        .expect("grant");
+    ledger
+        .void_lot(
+            &b,
+            key("v"),
+            credits_core::LotId::new(1),
+            credits_core::Reason::new("granted by mistake").unwrap(),
+        )
+        .await
+        .expect("void");
+    ledger.freeze(&b, key("f")).await.expect("freeze");
+    ledger.unfreeze(&b, key("uf")).await.expect("unfreeze");
+    ledger.close(&b, key("x")).await.expect("close");
 }
 
 async fn journal_len<S: LedgerStore + 'static>(ledger: &Ledger<S>) -> usize {
