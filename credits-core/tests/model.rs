@@ -1,6 +1,6 @@
 //! State-machine property test: random operation sequences against a simple reference
 //! model, checked after every step (balance, counters, conservation, never negative,
-//! exactly-once hold resolution, idempotent replay, expiry).
+//! exactly-once hold resolution, idempotent replay, expiry, voids, freezes and a close).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -58,6 +58,16 @@ enum Op {
     Conflict {
         pick: usize,
     },
+    Void {
+        pick: usize,
+    },
+    Freeze,
+    Unfreeze,
+    /// Closes the tenant when `pick % 4 == 0` (else a balance read), so most sequences
+    /// run a while before they end.
+    Close {
+        pick: usize,
+    },
 }
 
 /// `PROPTEST_CASES` when set (a soak runs far more), else 96 in debug builds, 512 in release.
@@ -84,6 +94,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Balance),
         1 => any::<usize>().prop_map(|pick| Op::Replay { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Conflict { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Void { pick }),
+        1 => Just(Op::Freeze),
+        1 => Just(Op::Unfreeze),
+        1 => any::<usize>().prop_map(|pick| Op::Close { pick }),
     ]
 }
 
@@ -118,6 +132,8 @@ struct Model {
     last_at: u64,
     /// (entry seq, amount, refunded so far) of refundable entries.
     refundable: Vec<(u64, u64, u64)>,
+    frozen: bool,
+    closed: bool,
 }
 
 impl Model {
@@ -213,9 +229,68 @@ impl Model {
         r
     }
 
+    /// Removes what is left of lot `i`; its key becomes due now, so whatever a hold gives
+    /// back to it later expires at once.
+    fn void(&mut self, i: usize, at: u64) {
+        let free = self.lots[i].free;
+        self.lots[i].free = 0;
+        self.lots[i].expires = at;
+        self.expired += free;
+        self.entry(at);
+    }
+
     fn command(&mut self, cmd: &Command, at: u64) -> Result<(), LedgerError> {
         let a = |n: u64| Amount::new(n);
+        let tenant = || TenantId::new("model").unwrap();
+        if self.closed {
+            return Err(LedgerError::TenantClosed(tenant()));
+        }
+        match cmd {
+            Command::Consume { .. }
+            | Command::ConsumeUpTo { .. }
+            | Command::Reserve { .. }
+            | Command::Freeze
+                if self.frozen =>
+            {
+                return Err(LedgerError::TenantFrozen(tenant()));
+            }
+            Command::Unfreeze if !self.frozen => {
+                return Err(LedgerError::TenantNotFrozen(tenant()));
+            }
+            _ => {}
+        }
         match *cmd {
+            Command::VoidLot { lot, .. } => {
+                let Some(i) = usize::try_from(lot.get())
+                    .ok()
+                    .and_then(|i| i.checked_sub(1))
+                    .filter(|&i| i < self.lots.len())
+                else {
+                    return Err(LedgerError::UnknownLot(lot));
+                };
+                if self.lots[i].free == 0 {
+                    return Err(LedgerError::LotEmpty(lot));
+                }
+                self.void(i, at);
+            }
+            Command::Freeze | Command::Unfreeze => {
+                self.frozen = matches!(cmd, Command::Freeze);
+                self.entry(at);
+            }
+            Command::Close => {
+                let open = self.holds.iter().filter(|h| h.state.is_none()).count();
+                if open > 0 {
+                    return Err(LedgerError::HoldsOpen {
+                        tenant: tenant(),
+                        holds: open as u64,
+                    });
+                }
+                for i in self.order() {
+                    self.void(i, at);
+                }
+                self.closed = true;
+                self.entry(at);
+            }
             Command::Grant {
                 amount,
                 expires_at,
@@ -495,6 +570,14 @@ fn run(limit: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 None
             }
             Op::Replay { .. } | Op::Conflict { .. } => None,
+            Op::Void { pick } => Some(Command::VoidLot {
+                lot: credits_core::LotId::new(pick as u64 % (m.lots.len() as u64 + 2)),
+                reason: credits_core::Reason::new("model").unwrap(),
+            }),
+            Op::Freeze => Some(Command::Freeze),
+            Op::Unfreeze => Some(Command::Unfreeze),
+            Op::Close { pick } if pick % 4 == 0 => Some(Command::Close),
+            Op::Close { .. } => None,
         };
         if let Some(cmd) = command {
             let expected = m.apply(&cmd, now);
