@@ -11,6 +11,7 @@
 #   bash scripts/schemathesis.sh                    # the CI run
 #   EXAMPLES=200 SEED=7 bash scripts/schemathesis.sh
 #   CHECKS=all bash scripts/schemathesis.sh        # every check schemathesis has
+#   SCHEMATHESIS_SERVICE_BIN=target/debug/credits-service bash scripts/schemathesis.sh  # no build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,14 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
 fi
 
-cargo build --locked -q -p credits-service --bin credits-service
+# CI passes the binary its test step has just built (a separate `cargo build -p` would
+# resolve other features and rebuild much of the workspace).
+if [ -n "${SCHEMATHESIS_SERVICE_BIN:-}" ]; then
+  BIN="$SCHEMATHESIS_SERVICE_BIN"
+else
+  cargo build --locked -q -p credits-service --bin credits-service
+  BIN="target/debug/credits-service"
+fi
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 LOG="target/schemathesis-service.log"
 
@@ -41,7 +49,7 @@ env -u DATABASE_URL \
   CREDITS_AUTH_FAILURES_MAX=1000000 \
   CREDITS_LOG_FORMAT=text \
   RUST_LOG=warn \
-  target/debug/credits-service >"$LOG" 2>&1 &
+  "$BIN" >"$LOG" 2>&1 &
 SERVICE_PID=$!
 stop() { kill "$SERVICE_PID" 2>/dev/null || true; wait "$SERVICE_PID" 2>/dev/null || true; }
 trap stop EXIT
