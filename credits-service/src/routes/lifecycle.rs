@@ -16,10 +16,8 @@ use crate::json::{ApiJson, ApiPath};
 use crate::routes::credits::{BalanceDto, IDEMPOTENCY_KEY};
 use crate::state::AppState;
 
-/// The OpenAPI description of these routes. Not yet merged into the served document:
-/// `openapi.rs` (another change in flight) adds `lifecycle::Api` beside `credits::Api` and
-/// regenerates `docs/openapi.json`.
-#[allow(dead_code)]
+/// The OpenAPI description of these routes (merged into the served document by
+/// `openapi.rs`).
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(void_lot, freeze, unfreeze, close))]
 pub(crate) struct Api;
