@@ -132,10 +132,33 @@ fn document() -> OpenApi {
     doc
 }
 
+/// Unsigned integers keep their real range: utoipa's `non_strict_integers` names them
+/// `u-int8` … `u-int64` (its kebab-case spelling of `UInt64`); the document says `uint8` …
+/// `uint64`, so that a client (or schemathesis) does not read an amount as an `int64`
+/// limited to 2^63 − 1 (amounts go up to 2^64 − 1).
+fn unsigned_formats(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::String(s) if key == "format" && s.starts_with("u-int") => {
+                        *s = s.replacen("u-int", "uint", 1);
+                    }
+                    _ => unsigned_formats(v),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unsigned_formats),
+        _ => {}
+    }
+}
+
 static JSON: LazyLock<String> = LazyLock::new(|| {
-    let mut text = document()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"openapi: {e}\"}}"));
+    let rendered = serde_json::to_value(document()).and_then(|mut v| {
+        unsigned_formats(&mut v);
+        serde_json::to_string_pretty(&v)
+    });
+    let mut text = rendered.unwrap_or_else(|e| format!("{{\"error\": \"openapi: {e}\"}}"));
     text.push('\n');
     text
 });

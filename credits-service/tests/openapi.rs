@@ -44,6 +44,10 @@ fn the_document_is_openapi_3_1_and_names_the_error_format() {
     }
     assert_eq!(grant["security"][0]["bearer"], serde_json::json!([]));
     assert!(doc["paths"]["/health"]["get"]["security"].is_null());
+    // Amounts are unsigned 64-bit integers (up to 2^64 - 1), not int64.
+    let amount = &doc["components"]["schemas"]["Grant"]["properties"]["amount"];
+    assert_eq!(amount["format"], "uint64");
+    assert!(!credits_service::openapi_json().contains("u-int"));
 }
 
 /// Every `$ref` in `value`.
