@@ -72,7 +72,10 @@ post hold /v1/tenants/acme/holds '{"amount":10,"ttl_ms":3600000}'
 post experiment /v1/tenants/acme/experiments '{"id":"e1"}'
 post rollout /v1/rollouts '{"id":"r1"}'
 
-"$VENV/bin/schemathesis" run "http://127.0.0.1:${PORT}/openapi.json" \
+# From target/: schemathesis keeps its cache (.schemathesis/, earlier failures replayed
+# first) in the working directory.
+cd target
+"../$VENV/bin/schemathesis" run "http://127.0.0.1:${PORT}/openapi.json" \
   --header "Authorization: Bearer ${ADMIN_TOKEN}" \
   --checks "$CHECKS" \
   --phases examples,coverage,fuzzing \
@@ -81,4 +84,4 @@ post rollout /v1/rollouts '{"id":"r1"}'
   --workers 2 \
   --request-timeout 10 \
   --no-color \
-  --report junit --report-dir target/schemathesis-report
+  --report junit --report-dir schemathesis-report
