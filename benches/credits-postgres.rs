@@ -11,7 +11,8 @@
 //! * `single`: 8 tasks, one request per SQL transaction, uniform tenants;
 //! * `single+audit`: the same with an audit entry sealed per journal entry and the audit
 //!   sequencer integrating them meanwhile; `group-commit+audit` likewise; each with the
-//!   integration lag (commit → log index, p50/p99);
+//!   integration lag (commit → log index, p50/p99); `BENCH_ONLY=audit` alternates rounds
+//!   with and without the audit (`BENCH_AUDIT_ROUNDS`, default 3) and prints the medians;
 //! * `group-commit`: 512 concurrent callers through group commit (`PgLedgerStore::with_group_commit`, 8 workers);
 //! * `apply_group`: 8 tasks, each sending groups of 100 requests;
 //! * `hot/single`, `hot/group-commit`: the same on one tenant;
@@ -593,7 +594,9 @@ async fn run(url: String) {
     );
     if want("audit") {
         // As users run it: the ledger seals and queues in each transaction, and the
-        // sequencer integrates the queue into the Merkle log meanwhile.
+        // sequencer integrates the queue into the Merkle log meanwhile. Rounds alternate the
+        // store without the audit and the audited one, so both see the same server state;
+        // the medians are compared.
         let audited = b.store(true).await;
         // The service's writer settings.
         let config = audit_chain::WriterConfig::builder("bench.invalid/audit")
@@ -607,21 +610,48 @@ async fn run(url: String) {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("another sequencer leads the bench schema"));
-        let before = b.size().await;
-        let lag = Lag::start(&b.url, &b.schema, b.clock.clone()).await;
-        let audit = single(&b, audited.clone(), false).await;
-        let grown_audit = b.size().await - before;
-        audit.print("single+audit");
-        lag.stop().await.print("single+audit/integration-lag");
+        let rounds: usize = std::env::var("BENCH_AUDIT_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        let (mut single_off, mut single_on, mut group_off, mut group_on) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let plain = single(&b, store.clone(), false).await;
+            plain.print("single");
+            single_off.push(plain.rate());
+            let before = b.size().await;
+            let lag = Lag::start(&b.url, &b.schema, b.clock.clone()).await;
+            let audit = single(&b, audited.clone(), false).await;
+            let grown_audit = b.size().await - before;
+            audit.print("single+audit");
+            lag.stop().await.print("single+audit/integration-lag");
+            println!(
+                "credits-postgres/bytes-per-op+audit {:>9.0} B/op",
+                grown_audit as f64 / audit.ops as f64
+            );
+            single_on.push(audit.rate());
+            let plain = group_commit(&b, &store, false).await;
+            plain.print("group-commit");
+            group_off.push(plain.rate());
+            let lag = Lag::start(&b.url, &b.schema, b.clock.clone()).await;
+            let audit = group_commit(&b, &audited, false).await;
+            audit.print("group-commit+audit");
+            lag.stop().await.print("group-commit+audit/integration-lag");
+            group_on.push(audit.rate());
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let (so, sa) = (median(&mut single_off), median(&mut single_on));
+        let (go, ga) = (median(&mut group_off), median(&mut group_on));
         println!(
-            "credits-postgres/bytes-per-op+audit {:>9.0} B/op",
-            grown_audit as f64 / audit.ops as f64
+            "credits-postgres/audit medians over {rounds} alternated rounds: single {so:.0} → {sa:.0} ops/s \
+             (ratio {:.2}), group commit {go:.0} → {ga:.0} ops/s (ratio {:.2})",
+            sa / so.max(1.0),
+            ga / go.max(1.0)
         );
-        let lag = Lag::start(&b.url, &b.schema, b.clock.clone()).await;
-        group_commit(&b, &audited, false)
-            .await
-            .print("group-commit+audit");
-        lag.stop().await.print("group-commit+audit/integration-lag");
         let cp = leader.resign().await.unwrap_or_else(|e| panic!("{e}"));
         println!("credits-postgres/audit-log-size    {:>9} entries", cp.size);
     }
