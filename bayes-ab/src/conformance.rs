@@ -54,7 +54,7 @@ fn conversions(s: &ExperimentState, arm: usize) -> (u64, u64) {
 }
 
 /// Creation, loads, merges, optimistic saves and deletion, with every refusal changing
-/// nothing. Uses ids under `prefix/`.
+/// nothing; then [`check_merge_once`] under `prefix/once`. Uses ids under `prefix/`.
 ///
 /// # Panics
 /// On the first expectation the store does not meet.
@@ -147,5 +147,101 @@ pub async fn check_experiment_store(store: &dyn ExperimentStore, prefix: &str) {
     assert_eq!(
         conversions(&store.load(&id).await.expect("load").0, 0),
         (0, 0)
+    );
+
+    check_merge_once(store, &format!("{prefix}/once")).await;
+}
+
+/// [`ExperimentStore::merge_once`]: a key applies once, a replay returns `false` and
+/// changes nothing, different keys both apply, an experiment's keys are its own, a refused
+/// merge records no key, and the keys of a deleted experiment do not outlive it (a
+/// recreated one of the same id accepts them again). Uses ids under `prefix/`.
+///
+/// # Panics
+/// On the first expectation the store does not meet.
+pub async fn check_merge_once(store: &dyn ExperimentStore, prefix: &str) {
+    let id = format!("{prefix}/exp-1");
+    let other = format!("{prefix}/exp-2");
+    assert!(matches!(
+        store.merge_once(&delta(&id, 0, true), "k1").await,
+        Err(BayesError::ExperimentNotFound { .. })
+    ));
+    assert_eq!(store.create(fresh(&id)).await.expect("create"), 1);
+    assert_eq!(store.create(fresh(&other)).await.expect("create"), 1);
+
+    // Applied once; the replay changes nothing.
+    assert!(
+        store
+            .merge_once(&delta(&id, 0, true), "k1")
+            .await
+            .expect("merge_once"),
+        "a new key applies"
+    );
+    let (after_one, version) = store.load(&id).await.expect("load");
+    assert_eq!(version, 2);
+    assert_eq!(conversions(&after_one, 0), (1, 1));
+    assert!(
+        !store
+            .merge_once(&delta(&id, 0, true), "k1")
+            .await
+            .expect("replay"),
+        "a replayed key does not apply"
+    );
+    assert_eq!(
+        store.load(&id).await.expect("load"),
+        (after_one.clone(), 2),
+        "a replay changes nothing"
+    );
+
+    // A refused merge under a new key records nothing, so the key still applies after.
+    let mut wrong =
+        ExperimentState::new(&id, TrafficSplit::even(3).expect("split"), START).expect("state");
+    wrong.record(2, UnitOutcome::default()).expect("record");
+    assert!(store.merge_once(&wrong, "k2").await.is_err());
+    assert_eq!(store.load(&id).await.expect("load"), (after_one, 2));
+
+    // Different keys both apply.
+    assert!(
+        store
+            .merge_once(&delta(&id, 1, false), "k2")
+            .await
+            .expect("merge_once")
+    );
+    let (loaded, version) = store.load(&id).await.expect("load");
+    assert_eq!(version, 3);
+    assert_eq!(conversions(&loaded, 0), (1, 1));
+    assert_eq!(conversions(&loaded, 1), (0, 1));
+
+    // Another experiment's keys are its own.
+    assert!(
+        store
+            .merge_once(&delta(&other, 0, true), "k1")
+            .await
+            .expect("merge_once")
+    );
+    assert_eq!(
+        conversions(&store.load(&other).await.expect("load").0, 0),
+        (1, 1)
+    );
+
+    // Deleting drops the keys: a recreated experiment accepts them again.
+    store.delete(&id).await.expect("delete");
+    assert_eq!(store.create(fresh(&id)).await.expect("create again"), 1);
+    assert!(
+        store
+            .merge_once(&delta(&id, 0, true), "k1")
+            .await
+            .expect("merge_once after recreate"),
+        "a deleted experiment's keys do not leak into its successor"
+    );
+    let (loaded, version) = store.load(&id).await.expect("load");
+    assert_eq!(version, 2);
+    assert_eq!(conversions(&loaded, 0), (1, 1));
+    // The other experiment kept its key.
+    assert!(
+        !store
+            .merge_once(&delta(&other, 0, true), "k1")
+            .await
+            .expect("replay")
     );
 }

@@ -1,7 +1,7 @@
 //! Experiment state (create / record / evaluate), serializable and mergeable, behind a small
 //! storage trait with an in-memory implementation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -858,7 +858,17 @@ pub trait ExperimentStore: Send + Sync {
     /// [`BayesError::ExperimentNotFound`], and [`ExperimentState::merge`]'s errors.
     async fn merge(&self, delta: &ExperimentState) -> Result<u64>;
 
-    /// Removes the experiment and its counts.
+    /// [`merge`](Self::merge), at most once per `key` for the experiment: returns `true` if
+    /// the delta was added, `false` if a merge under this key was already applied to this
+    /// experiment (the counts and version are then unchanged). Keys last as long as the
+    /// experiment: [`delete`](Self::delete) drops them, so a recreated experiment of the same
+    /// id starts with none. A refused merge (an error) records no key.
+    ///
+    /// # Errors
+    /// [`BayesError::ExperimentNotFound`], and [`ExperimentState::merge`]'s errors.
+    async fn merge_once(&self, delta: &ExperimentState, key: &str) -> Result<bool>;
+
+    /// Removes the experiment, its counts and its [`merge_once`](Self::merge_once) keys.
     ///
     /// # Errors
     /// [`BayesError::ExperimentNotFound`].
@@ -869,6 +879,9 @@ pub trait ExperimentStore: Send + Sync {
 #[derive(Debug, Default)]
 pub struct InMemoryExperimentStore {
     experiments: Mutex<HashMap<String, (ExperimentState, u64)>>,
+    /// [`ExperimentStore::merge_once`] keys applied, per experiment id. Always locked after
+    /// `experiments`.
+    merge_keys: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl InMemoryExperimentStore {
@@ -931,11 +944,30 @@ impl ExperimentStore for InMemoryExperimentStore {
         Ok(*version)
     }
 
+    async fn merge_once(&self, delta: &ExperimentState, key: &str) -> Result<bool> {
+        let mut map = self.experiments.lock();
+        let (stored, version) =
+            map.get_mut(delta.id())
+                .ok_or_else(|| BayesError::ExperimentNotFound {
+                    id: delta.id().to_owned(),
+                })?;
+        let mut keys = self.merge_keys.lock();
+        if keys.get(delta.id()).is_some_and(|k| k.contains(key)) {
+            return Ok(false);
+        }
+        stored.merge(delta)?;
+        *version += 1;
+        keys.entry(delta.id().to_owned())
+            .or_default()
+            .insert(key.to_owned());
+        Ok(true)
+    }
+
     async fn delete(&self, id: &str) -> Result<()> {
-        self.experiments
-            .lock()
-            .remove(id)
-            .map(drop)
-            .ok_or_else(|| BayesError::ExperimentNotFound { id: id.to_owned() })
+        let mut map = self.experiments.lock();
+        map.remove(id)
+            .ok_or_else(|| BayesError::ExperimentNotFound { id: id.to_owned() })?;
+        self.merge_keys.lock().remove(id);
+        Ok(())
     }
 }

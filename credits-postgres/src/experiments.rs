@@ -14,6 +14,10 @@ use crate::{PgError, PgLedgerStore};
 /// `UPDATE … WHERE version = $expected`, [`merge`](ExperimentStore::merge) one transaction
 /// that locks the row (`SELECT … FOR UPDATE`), adds the counts in Rust and writes them back,
 /// so concurrent merges from any number of processes all count.
+/// [`merge_once`](ExperimentStore::merge_once) inserts its key into
+/// `service_experiment_result_keys` in that transaction before adding the counts, and adds
+/// nothing if the key was there; [`delete`](ExperimentStore::delete) removes the
+/// experiment's keys with it.
 ///
 /// An experiment belongs to the tenant its id names: the part before the last `/`
 /// (`acme/checkout-v2` is tenant `acme`'s; an id without `/` belongs to the tenant `""`).
@@ -212,6 +216,73 @@ impl PgExperimentStore {
             .map_err(storage)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+
+    /// One transaction: locks the experiment's row; with a `key`, inserts it into
+    /// `service_experiment_result_keys` (`ON CONFLICT DO NOTHING`) and, if it was there,
+    /// rolls back and returns `None`; otherwise adds the counts and returns the new version.
+    async fn merge_under(
+        &self,
+        delta: &ExperimentState,
+        key: Option<&str>,
+    ) -> Result<Option<u64>, BayesError> {
+        let id = delta.id();
+        let tenant = tenant_of(id);
+        self.db
+            .run("experiment_merge", |conn| async move {
+                let conn = TxConn::new(conn);
+                let c = conn.client();
+                c.batch_execute("BEGIN").await?;
+                let row = c
+                    .query_opt(
+                        "SELECT state, version FROM service_experiments \
+                         WHERE tenant = $1 AND id = $2 FOR UPDATE",
+                        &[&tenant, &id],
+                    )
+                    .await?;
+                let Some(row) = row else {
+                    conn.rollback().await;
+                    return Ok(Err(not_found(id)));
+                };
+                if let Some(key) = key {
+                    let fresh = c
+                        .execute(
+                            "INSERT INTO service_experiment_result_keys (tenant, id, key) \
+                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                            &[&tenant, &id, &key],
+                        )
+                        .await?;
+                    if fresh == 0 {
+                        conn.rollback().await;
+                        return Ok(Ok(None));
+                    }
+                }
+                let mut stored = decode(id, row.get(0))?;
+                if let Err(e) = stored.merge(delta) {
+                    conn.rollback().await;
+                    return Ok(Err(e));
+                }
+                let text = match encode(&stored) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        conn.rollback().await;
+                        return Ok(Err(e));
+                    }
+                };
+                let version: i64 = c
+                    .query_one(
+                        "UPDATE service_experiments SET state = $3, version = version + 1 \
+                         WHERE tenant = $1 AND id = $2 RETURNING version",
+                        &[&tenant, &id, &text],
+                    )
+                    .await?
+                    .get(0);
+                c.batch_execute("COMMIT").await?;
+                conn.finish();
+                Ok(Ok(Some(version_of(version)?)))
+            })
+            .await
+            .map_err(storage)?
+    }
 }
 
 #[async_trait]
@@ -299,50 +370,18 @@ impl ExperimentStore for PgExperimentStore {
     }
 
     async fn merge(&self, delta: &ExperimentState) -> Result<u64, BayesError> {
-        let id = delta.id();
-        let tenant = tenant_of(id);
-        self.db
-            .run("experiment_merge", |conn| async move {
-                let conn = TxConn::new(conn);
-                let c = conn.client();
-                c.batch_execute("BEGIN").await?;
-                let row = c
-                    .query_opt(
-                        "SELECT state, version FROM service_experiments \
-                         WHERE tenant = $1 AND id = $2 FOR UPDATE",
-                        &[&tenant, &id],
-                    )
-                    .await?;
-                let Some(row) = row else {
-                    conn.rollback().await;
-                    return Ok(Err(not_found(id)));
-                };
-                let mut stored = decode(id, row.get(0))?;
-                if let Err(e) = stored.merge(delta) {
-                    conn.rollback().await;
-                    return Ok(Err(e));
-                }
-                let text = match encode(&stored) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        conn.rollback().await;
-                        return Ok(Err(e));
-                    }
-                };
-                let version: i64 = c
-                    .query_one(
-                        "UPDATE service_experiments SET state = $3, version = version + 1 \
-                         WHERE tenant = $1 AND id = $2 RETURNING version",
-                        &[&tenant, &id, &text],
-                    )
-                    .await?
-                    .get(0);
-                c.batch_execute("COMMIT").await?;
-                conn.finish();
-                Ok(Ok(version_of(version)?))
-            })
-            .await
-            .map_err(storage)?
+        match self.merge_under(delta, None).await? {
+            Some(version) => Ok(version),
+            // Without a key every merge applies.
+            None => Err(BayesError::Storage {
+                message: "merge without a key not applied".to_owned(),
+                retryable: false,
+            }),
+        }
+    }
+
+    async fn merge_once(&self, delta: &ExperimentState, key: &str) -> Result<bool, BayesError> {
+        Ok(self.merge_under(delta, Some(key)).await?.is_some())
     }
 
     async fn delete(&self, id: &str) -> Result<(), BayesError> {
@@ -350,12 +389,27 @@ impl ExperimentStore for PgExperimentStore {
         let deleted = self
             .db
             .run("experiment_delete", |conn| async move {
-                Ok(conn
+                let conn = TxConn::new(conn);
+                let c = conn.client();
+                c.batch_execute("BEGIN").await?;
+                let deleted = c
                     .execute(
                         "DELETE FROM service_experiments WHERE tenant = $1 AND id = $2",
                         &[&tenant, &id],
                     )
-                    .await?)
+                    .await?;
+                if deleted == 0 {
+                    conn.rollback().await;
+                    return Ok(0);
+                }
+                c.execute(
+                    "DELETE FROM service_experiment_result_keys WHERE tenant = $1 AND id = $2",
+                    &[&tenant, &id],
+                )
+                .await?;
+                c.batch_execute("COMMIT").await?;
+                conn.finish();
+                Ok(deleted)
             })
             .await
             .map_err(storage)?;

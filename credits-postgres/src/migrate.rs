@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lifecycle",
         sql: include_str!("migrations/0007_lifecycle.sql"),
     },
+    Migration {
+        version: 8,
+        name: "experiment_result_keys",
+        sql: include_str!("migrations/0008_experiment_result_keys.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (`'credits-postgres'` as bytes).

@@ -420,6 +420,60 @@ async fn serve_healthy_prometheus() -> SocketAddr {
 }
 
 #[tokio::test]
+async fn a_result_retried_on_another_replica_or_after_a_restart_counts_once() {
+    let Some(url) = database_url("result_keys") else {
+        return;
+    };
+    let schema = schema_name("result_keys");
+    let a = Replica::start(&url, &schema, &[]).await;
+    let b = Replica::start(&url, &schema, &[]).await;
+    let r = a
+        .call(Req::post("/v1/tenants/acme/experiments", r#"{"id":"retried"}"#).auth(ACME))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let post = |key: &str| {
+        Req::post(
+            "/v1/tenants/acme/experiments/retried/results",
+            &result(0, true),
+        )
+        .auth(ACME)
+        .key(key)
+    };
+    // The same key on both replicas at once, then again on each; another key once.
+    let (ra, rb) = tokio::join!(a.call(post("retry-1")), b.call(post("retry-1")));
+    assert_eq!(
+        (ra.status, rb.status),
+        (202, 202),
+        "{} {}",
+        ra.text,
+        rb.text
+    );
+    for r in [
+        a.call(post("retry-1")).await,
+        b.call(post("retry-1")).await,
+        b.call(post("retry-2")).await,
+    ] {
+        assert_eq!(r.status, 202, "{}", r.text);
+    }
+    // Two units, both converted: Beta(3, 1), mean 0.75 (three would be 0.8).
+    let mean = |e: &Value| e["evaluation"]["summary"]["mean_a"].as_f64().unwrap();
+    let ea = a.evaluation(ACME, "retried").await;
+    assert!((mean(&ea) - 0.75).abs() < 1e-9, "{ea}");
+    assert_eq!(ea, b.evaluation(ACME, "retried").await);
+    // After a restart the keys still hold.
+    a.shutdown().await;
+    let a = Replica::start(&url, &schema, &[]).await;
+    let r = a.call(post("retry-2")).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let ea = a.evaluation(ACME, "retried").await;
+    assert!((mean(&ea) - 0.75).abs() < 1e-9, "{ea}");
+
+    a.shutdown().await;
+    b.shutdown().await;
+    drop_schema(&url, &schema).await;
+}
+
+#[tokio::test]
 async fn two_replicas_tickers_judge_a_provider_driven_check_once() {
     let Some(url) = database_url("two_tickers") else {
         return;

@@ -533,6 +533,74 @@ async fn experiments_assign_record_and_evaluate() {
     s.shutdown().await;
 }
 
+/// The champion's posterior mean (Beta(1, 1) prior) of `id`.
+async fn champion_mean(s: &TestService, id: &str) -> f64 {
+    let e = s
+        .call(Req::get(&format!("/v1/tenants/acme/experiments/{id}/evaluation")).auth(ACME))
+        .await;
+    assert_eq!(e.status, 200, "{}", e.text);
+    e.json["evaluation"]["summary"]["mean_a"]
+        .as_f64()
+        .expect("mean_a")
+}
+
+#[tokio::test]
+async fn a_result_posted_again_under_its_idempotency_key_counts_once() {
+    let s = TestService::start(&[]).await;
+    let r = s
+        .call(Req::post("/v1/tenants/acme/experiments", r#"{"id":"retried"}"#).auth(ACME))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let post = |key: Option<&str>| {
+        let r = Req::post(
+            "/v1/tenants/acme/experiments/retried/results",
+            r#"{"arm":0,"converted":true}"#,
+        )
+        .auth(ACME);
+        match key {
+            Some(k) => r.key(k),
+            None => r,
+        }
+    };
+    // The same key twice, another once: two units (2 of 2 converted: Beta(3, 1), mean 0.75;
+    // three would be 0.8).
+    for key in ["retry-1", "retry-1", "retry-2"] {
+        let r = s.call(post(Some(key))).await;
+        assert_eq!(r.status, 202, "{key}: {}", r.text);
+    }
+    assert!((champion_mean(&s, "retried").await - 0.75).abs() < 1e-9);
+    // A key that is not 1 to 128 printable ASCII bytes is refused and counts nothing.
+    let long = "k".repeat(129);
+    for bad in ["has space", long.as_str()] {
+        let r = s.call(post(Some(bad))).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_idempotency_key"),
+            "{}",
+            r.text
+        );
+    }
+    assert!((champion_mean(&s, "retried").await - 0.75).abs() < 1e-9);
+    // Without a key every post counts, as before.
+    let r = s.call(post(None)).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert!((champion_mean(&s, "retried").await - 0.8).abs() < 1e-9);
+    // Keys are the experiment's: another experiment takes the same key, and a deleted
+    // experiment's keys do not outlive it.
+    let r = s
+        .call(Req::delete("/v1/tenants/acme/experiments/retried").auth(ACME))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = s
+        .call(Req::post("/v1/tenants/acme/experiments", r#"{"id":"retried"}"#).auth(ACME))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s.call(post(Some("retry-1"))).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert!((champion_mean(&s, "retried").await - 2.0 / 3.0).abs() < 1e-9);
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn rollouts_move_through_their_phases_and_refuse_illegal_commands() {
     let s = TestService::start(&[]).await;

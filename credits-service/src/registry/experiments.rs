@@ -304,7 +304,8 @@ impl Experiments {
     }
 
     /// Adds one unit's outcome to `arm` of the experiment `key` (an atomic merge in the
-    /// store).
+    /// store). With an `idempotency_key` the merge is the store's `merge_once`: counted at
+    /// most once per (experiment, key), a repeat is a success that adds nothing.
     ///
     /// # Errors
     /// 400 for an unknown arm; the store's errors.
@@ -315,10 +316,19 @@ impl Experiments {
         arm: usize,
         outcome: UnitOutcome,
         now: Timestamp,
+        idempotency_key: Option<&str>,
     ) -> Result<(), ApiError> {
         let mut delta = ExperimentState::new(key, spec.split.clone(), now)?;
         delta.record(arm, outcome)?;
-        self.store.merge(&delta).await?;
+        match idempotency_key {
+            Some(once) => {
+                // `false` (already applied) answers like the first time.
+                self.store.merge_once(&delta, once).await?;
+            }
+            None => {
+                self.store.merge(&delta).await?;
+            }
+        }
         Ok(())
     }
 

@@ -61,7 +61,9 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/v1/tenants/{tenant}/refunds", post(refund))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
+/// The request's `Idempotency-Key` (required; 400 `missing_idempotency_key` without it,
+/// 400 `invalid_idempotency_key` for one that is not 1 to 128 printable ASCII bytes).
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
     let value = headers.get(IDEMPOTENCY_KEY).ok_or_else(|| {
         ApiError::bad_request(
             "missing_idempotency_key",

@@ -10,12 +10,13 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bayes_ab::{ExperimentEvaluation, UnitOutcome};
-use credits_core::TenantId;
+use credits_core::{IdempotencyKey, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::json::{ApiJson, ApiPath};
 use crate::registry::experiments::{ExperimentSpec, StoppingSpec};
+use crate::routes::credits::{IDEMPOTENCY_KEY, idempotency_key};
 use crate::state::AppState;
 
 /// Longest experiment id accepted.
@@ -182,16 +183,18 @@ struct RecordResult {
     value: Option<f64>,
 }
 
-/// Adds one unit's outcome to an arm (an atomic merge in the store).
+/// Adds one unit's outcome to an arm (an atomic merge in the store). With an
+/// `Idempotency-Key` the outcome is counted at most once per (tenant, experiment, key), on
+/// every replica and across restarts; a repeat answers 202 again and adds nothing.
 #[utoipa::path(
     post,
     operation_id = "record_result",
     path = "/v1/tenants/{tenant}/experiments/{id}/results",
     tag = "experiments",
     summary = "Record one outcome",
-    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').", pattern = "^[!-.0-~]{1,128}$", example = "e1")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').", pattern = "^[!-.0-~]{1,128}$", example = "e1"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Optional. 1 to 128 printable ASCII bytes, no spaces: the outcome is counted at most once per experiment and key; a repeat answers 202 again and counts nothing.", pattern = "^[!-~]{1,128}$")),
     request_body = RecordResult,
-    responses((status = 202, description = "Recorded"), (status = 409, description = "`version_conflict`", body = crate::error::ErrorResponse), (status = 422, description = "`count_overflow`", body = crate::error::ErrorResponse))
+    responses((status = 202, description = "Recorded (or, for a repeated Idempotency-Key, recorded before)"), (status = 409, description = "`version_conflict`", body = crate::error::ErrorResponse), (status = 422, description = "`count_overflow`", body = crate::error::ErrorResponse))
 )]
 async fn record(
     State(state): State<Arc<AppState>>,
@@ -201,6 +204,11 @@ async fn record(
 ) -> Result<StatusCode, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant).await?;
     let key = key(&tenant, &id)?;
+    let once = if headers.contains_key(IDEMPOTENCY_KEY) {
+        Some(idempotency_key(&headers)?)
+    } else {
+        None
+    };
     let spec = state.experiments.spec(&key).await?;
     let latency = match body.latency_ms {
         None => None,
@@ -222,7 +230,14 @@ async fn record(
     };
     state
         .experiments
-        .record(key, &spec, body.arm, outcome, state.clock.now())
+        .record(
+            key,
+            &spec,
+            body.arm,
+            outcome,
+            state.clock.now(),
+            once.as_ref().map(IdempotencyKey::as_str),
+        )
         .await?;
     Ok(StatusCode::ACCEPTED)
 }

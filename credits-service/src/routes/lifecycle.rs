@@ -8,12 +8,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
-use credits_core::{Command, Effect, IdempotencyKey, LotId, Reason, Receipt, Request, TenantId};
+use credits_core::{Command, Effect, LotId, Reason, Receipt, Request, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::json::{ApiJson, ApiPath};
-use crate::routes::credits::{BalanceDto, IDEMPOTENCY_KEY};
+use crate::routes::credits::{BalanceDto, idempotency_key};
 use crate::state::AppState;
 
 /// The OpenAPI description of these routes (merged into the served document by
@@ -28,20 +28,6 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/v1/tenants/{tenant}/freeze", post(freeze))
         .route("/v1/tenants/{tenant}/unfreeze", post(unfreeze))
         .route("/v1/tenants/{tenant}/close", post(close))
-}
-
-/// The request's idempotency key (the same rules as every other mutation's).
-fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
-    let value = headers.get(IDEMPOTENCY_KEY).ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_idempotency_key",
-            "mutations need an Idempotency-Key header (retry with the same key to apply once)",
-        )
-    })?;
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("invalid_idempotency_key", "must be printable ASCII"))?;
-    Ok(IdempotencyKey::new(text)?)
 }
 
 /// What a lifecycle command did.
