@@ -152,8 +152,14 @@ pub async fn check_experiment_store(store: &dyn ExperimentStore, prefix: &str) {
     check_merge_once(store, &format!("{prefix}/once")).await;
 }
 
-/// [`ExperimentStore::merge_once`]: a key applies once, a replay returns `false` and
-/// changes nothing, different keys both apply, an experiment's keys are its own, a refused
+/// The request fingerprint [`check_merge_once`] passes with every key it applies.
+const FP_A: [u8; 16] = [0xa5; 16];
+/// Another request's fingerprint.
+const FP_B: [u8; 16] = [0x5a; 16];
+
+/// [`ExperimentStore::merge_once`]: a key applies once, a replay (same fingerprint) returns
+/// `false` and changes nothing, the key with another fingerprint is refused with
+/// [`BayesError::IdempotencyConflict`] and changes nothing, different keys both apply, an experiment's keys are its own, a refused
 /// merge records no key, and the keys of a deleted experiment do not outlive it (a
 /// recreated one of the same id accepts them again). Uses ids under `prefix/`.
 ///
@@ -163,7 +169,7 @@ pub async fn check_merge_once(store: &dyn ExperimentStore, prefix: &str) {
     let id = format!("{prefix}/exp-1");
     let other = format!("{prefix}/exp-2");
     assert!(matches!(
-        store.merge_once(&delta(&id, 0, true), "k1").await,
+        store.merge_once(&delta(&id, 0, true), "k1", FP_A).await,
         Err(BayesError::ExperimentNotFound { .. })
     ));
     assert_eq!(store.create(fresh(&id)).await.expect("create"), 1);
@@ -172,7 +178,7 @@ pub async fn check_merge_once(store: &dyn ExperimentStore, prefix: &str) {
     // Applied once; the replay changes nothing.
     assert!(
         store
-            .merge_once(&delta(&id, 0, true), "k1")
+            .merge_once(&delta(&id, 0, true), "k1", FP_A)
             .await
             .expect("merge_once"),
         "a new key applies"
@@ -182,7 +188,7 @@ pub async fn check_merge_once(store: &dyn ExperimentStore, prefix: &str) {
     assert_eq!(conversions(&after_one, 0), (1, 1));
     assert!(
         !store
-            .merge_once(&delta(&id, 0, true), "k1")
+            .merge_once(&delta(&id, 0, true), "k1", FP_A)
             .await
             .expect("replay"),
         "a replayed key does not apply"
@@ -193,17 +199,40 @@ pub async fn check_merge_once(store: &dyn ExperimentStore, prefix: &str) {
         "a replay changes nothing"
     );
 
+    // The same key with another request fingerprint is refused and changes nothing, also
+    // when the delta is the one first applied.
+    for conflicting in [delta(&id, 0, true), delta(&id, 1, false)] {
+        match store.merge_once(&conflicting, "k1", FP_B).await {
+            Err(BayesError::IdempotencyConflict { id: got, key }) => {
+                assert_eq!((got.as_str(), key.as_str()), (id.as_str(), "k1"));
+            }
+            other => panic!("a key reused with another fingerprint: {other:?}"),
+        }
+        assert_eq!(
+            store.load(&id).await.expect("load"),
+            (after_one.clone(), 2),
+            "a conflict changes nothing"
+        );
+    }
+    // The first fingerprint still replays.
+    assert!(
+        !store
+            .merge_once(&delta(&id, 0, true), "k1", FP_A)
+            .await
+            .expect("replay after a conflict")
+    );
+
     // A refused merge under a new key records nothing, so the key still applies after.
     let mut wrong =
         ExperimentState::new(&id, TrafficSplit::even(3).expect("split"), START).expect("state");
     wrong.record(2, UnitOutcome::default()).expect("record");
-    assert!(store.merge_once(&wrong, "k2").await.is_err());
+    assert!(store.merge_once(&wrong, "k2", FP_A).await.is_err());
     assert_eq!(store.load(&id).await.expect("load"), (after_one, 2));
 
     // Different keys both apply.
     assert!(
         store
-            .merge_once(&delta(&id, 1, false), "k2")
+            .merge_once(&delta(&id, 1, false), "k2", FP_A)
             .await
             .expect("merge_once")
     );
@@ -215,7 +244,7 @@ pub async fn check_merge_once(store: &dyn ExperimentStore, prefix: &str) {
     // Another experiment's keys are its own.
     assert!(
         store
-            .merge_once(&delta(&other, 0, true), "k1")
+            .merge_once(&delta(&other, 0, true), "k1", FP_A)
             .await
             .expect("merge_once")
     );
@@ -229,7 +258,7 @@ pub async fn check_merge_once(store: &dyn ExperimentStore, prefix: &str) {
     assert_eq!(store.create(fresh(&id)).await.expect("create again"), 1);
     assert!(
         store
-            .merge_once(&delta(&id, 0, true), "k1")
+            .merge_once(&delta(&id, 0, true), "k1", FP_A)
             .await
             .expect("merge_once after recreate"),
         "a deleted experiment's keys do not leak into its successor"
@@ -240,7 +269,7 @@ pub async fn check_merge_once(store: &dyn ExperimentStore, prefix: &str) {
     // The other experiment kept its key.
     assert!(
         !store
-            .merge_once(&delta(&other, 0, true), "k1")
+            .merge_once(&delta(&other, 0, true), "k1", FP_A)
             .await
             .expect("replay")
     );

@@ -108,6 +108,16 @@ pub enum BayesError {
         /// The version in the store.
         found: u64,
     },
+    /// [`ExperimentStore::merge_once`](crate::ExperimentStore::merge_once) saw the key
+    /// before with a different request fingerprint: the merge was refused and nothing
+    /// changed. Not retryable (the same call conflicts again); use a new key.
+    #[error("idempotency key {key:?} of experiment {id:?} was used with a different request")]
+    IdempotencyConflict {
+        /// The experiment id.
+        id: String,
+        /// The idempotency key.
+        key: String,
+    },
     /// The storage backend failed.
     #[error("storage failure: {message}")]
     Storage {
@@ -160,6 +170,7 @@ impl BayesError {
             Self::ExperimentExists { .. } => "experiment_exists",
             Self::VersionConflict { .. } => "version_conflict",
             Self::Storage { .. } => "storage",
+            Self::IdempotencyConflict { .. } => "idempotency_conflict",
         }
     }
 }
@@ -258,6 +269,13 @@ mod tests {
                 },
                 "storage",
             ),
+            (
+                BayesError::IdempotencyConflict {
+                    id: id(),
+                    key: "k".into(),
+                },
+                "idempotency_conflict",
+            ),
         ]
     }
 
@@ -277,6 +295,7 @@ mod tests {
             BayesError::ExperimentExists { .. } => 11,
             BayesError::VersionConflict { .. } => 12,
             BayesError::Storage { .. } => 13,
+            BayesError::IdempotencyConflict { .. } => 14,
         }
     }
 
@@ -284,7 +303,7 @@ mod tests {
     fn every_variant_has_its_pinned_code_and_codes_are_unique() {
         let table = table();
         let variants: BTreeSet<usize> = table.iter().map(|(e, _)| variant_index(e)).collect();
-        assert_eq!(variants, (0..14).collect(), "every variant, once");
+        assert_eq!(variants, (0..15).collect(), "every variant, once");
         let mut codes = BTreeSet::new();
         for (error, code) in &table {
             assert_eq!(error.code(), *code, "{error:?}");

@@ -1,7 +1,7 @@
 //! Experiment state (create / record / evaluate), serializable and mergeable, behind a small
 //! storage trait with an in-memory implementation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -859,14 +859,23 @@ pub trait ExperimentStore: Send + Sync {
     async fn merge(&self, delta: &ExperimentState) -> Result<u64>;
 
     /// [`merge`](Self::merge), at most once per `key` for the experiment: returns `true` if
-    /// the delta was added, `false` if a merge under this key was already applied to this
-    /// experiment (the counts and version are then unchanged). Keys last as long as the
+    /// the delta was added, `false` if a merge under this key with the same `fingerprint`
+    /// (a digest of the request the caller derived the delta from) was already applied to
+    /// this experiment (the counts and version are then unchanged). The key is stored with
+    /// its fingerprint; the same key with another fingerprint is refused with
+    /// [`BayesError::IdempotencyConflict`] and changes nothing. Keys last as long as the
     /// experiment: [`delete`](Self::delete) drops them, so a recreated experiment of the same
     /// id starts with none. A refused merge (an error) records no key.
     ///
     /// # Errors
-    /// [`BayesError::ExperimentNotFound`], and [`ExperimentState::merge`]'s errors.
-    async fn merge_once(&self, delta: &ExperimentState, key: &str) -> Result<bool>;
+    /// [`BayesError::ExperimentNotFound`], [`BayesError::IdempotencyConflict`], and
+    /// [`ExperimentState::merge`]'s errors.
+    async fn merge_once(
+        &self,
+        delta: &ExperimentState,
+        key: &str,
+        fingerprint: [u8; 16],
+    ) -> Result<bool>;
 
     /// Removes the experiment, its counts and its [`merge_once`](Self::merge_once) keys.
     ///
@@ -879,9 +888,9 @@ pub trait ExperimentStore: Send + Sync {
 #[derive(Debug, Default)]
 pub struct InMemoryExperimentStore {
     experiments: Mutex<HashMap<String, (ExperimentState, u64)>>,
-    /// [`ExperimentStore::merge_once`] keys applied, per experiment id. Always locked after
-    /// `experiments`.
-    merge_keys: Mutex<HashMap<String, HashSet<String>>>,
+    /// [`ExperimentStore::merge_once`] keys applied, with their request fingerprints, per
+    /// experiment id. Always locked after `experiments`.
+    merge_keys: Mutex<HashMap<String, HashMap<String, [u8; 16]>>>,
 }
 
 impl InMemoryExperimentStore {
@@ -944,7 +953,12 @@ impl ExperimentStore for InMemoryExperimentStore {
         Ok(*version)
     }
 
-    async fn merge_once(&self, delta: &ExperimentState, key: &str) -> Result<bool> {
+    async fn merge_once(
+        &self,
+        delta: &ExperimentState,
+        key: &str,
+        fingerprint: [u8; 16],
+    ) -> Result<bool> {
         let mut map = self.experiments.lock();
         let (stored, version) =
             map.get_mut(delta.id())
@@ -952,14 +966,21 @@ impl ExperimentStore for InMemoryExperimentStore {
                     id: delta.id().to_owned(),
                 })?;
         let mut keys = self.merge_keys.lock();
-        if keys.get(delta.id()).is_some_and(|k| k.contains(key)) {
-            return Ok(false);
+        if let Some(seen) = keys.get(delta.id()).and_then(|k| k.get(key)) {
+            return if *seen == fingerprint {
+                Ok(false)
+            } else {
+                Err(BayesError::IdempotencyConflict {
+                    id: delta.id().to_owned(),
+                    key: key.to_owned(),
+                })
+            };
         }
         stored.merge(delta)?;
         *version += 1;
         keys.entry(delta.id().to_owned())
             .or_default()
-            .insert(key.to_owned());
+            .insert(key.to_owned(), fingerprint);
         Ok(true)
     }
 

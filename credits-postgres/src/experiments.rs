@@ -14,9 +14,10 @@ use crate::{PgError, PgLedgerStore};
 /// `UPDATE … WHERE version = $expected`, [`merge`](ExperimentStore::merge) one transaction
 /// that locks the row (`SELECT … FOR UPDATE`), adds the counts in Rust and writes them back,
 /// so concurrent merges from any number of processes all count.
-/// [`merge_once`](ExperimentStore::merge_once) inserts its key into
+/// [`merge_once`](ExperimentStore::merge_once) inserts its key and request fingerprint into
 /// `service_experiment_result_keys` in that transaction before adding the counts, and adds
-/// nothing if the key was there; [`delete`](ExperimentStore::delete) removes the
+/// nothing if the key was there (a replay with the same fingerprint, or
+/// [`BayesError::IdempotencyConflict`] with another); [`delete`](ExperimentStore::delete) removes the
 /// experiment's keys with it.
 ///
 /// An experiment belongs to the tenant its id names: the part before the last `/`
@@ -217,13 +218,15 @@ impl PgExperimentStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// One transaction: locks the experiment's row; with a `key`, inserts it into
-    /// `service_experiment_result_keys` (`ON CONFLICT DO NOTHING`) and, if it was there,
-    /// rolls back and returns `None`; otherwise adds the counts and returns the new version.
+    /// One transaction: locks the experiment's row; with a `key`, inserts it and its
+    /// fingerprint into `service_experiment_result_keys` (`ON CONFLICT DO NOTHING`) and, if
+    /// it was there, reads the stored fingerprint and rolls back, returning `None` when it is
+    /// the same and [`BayesError::IdempotencyConflict`] when not; otherwise adds the counts
+    /// and returns the new version.
     async fn merge_under(
         &self,
         delta: &ExperimentState,
-        key: Option<&str>,
+        key: Option<(&str, [u8; 16])>,
     ) -> Result<Option<u64>, BayesError> {
         let id = delta.id();
         let tenant = tenant_of(id);
@@ -243,17 +246,35 @@ impl PgExperimentStore {
                     conn.rollback().await;
                     return Ok(Err(not_found(id)));
                 };
-                if let Some(key) = key {
+                if let Some((key, fingerprint)) = key {
+                    let fingerprint = fingerprint.as_slice();
                     let fresh = c
-                        .execute(
-                            "INSERT INTO service_experiment_result_keys (tenant, id, key) \
-                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                            &[&tenant, &id, &key],
+                        .query_opt(
+                            "INSERT INTO service_experiment_result_keys \
+                             (tenant, id, key, fingerprint) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT DO NOTHING RETURNING 1",
+                            &[&tenant, &id, &key, &fingerprint],
                         )
                         .await?;
-                    if fresh == 0 {
+                    if fresh.is_none() {
+                        // Seen before: under the row lock the key's row cannot change.
+                        let stored: Vec<u8> = c
+                            .query_one(
+                                "SELECT fingerprint FROM service_experiment_result_keys \
+                                 WHERE tenant = $1 AND id = $2 AND key = $3",
+                                &[&tenant, &id, &key],
+                            )
+                            .await?
+                            .get(0);
                         conn.rollback().await;
-                        return Ok(Ok(None));
+                        return Ok(if stored == fingerprint {
+                            Ok(None)
+                        } else {
+                            Err(BayesError::IdempotencyConflict {
+                                id: id.to_owned(),
+                                key: key.to_owned(),
+                            })
+                        });
                     }
                 }
                 let mut stored = decode(id, row.get(0))?;
@@ -380,8 +401,16 @@ impl ExperimentStore for PgExperimentStore {
         }
     }
 
-    async fn merge_once(&self, delta: &ExperimentState, key: &str) -> Result<bool, BayesError> {
-        Ok(self.merge_under(delta, Some(key)).await?.is_some())
+    async fn merge_once(
+        &self,
+        delta: &ExperimentState,
+        key: &str,
+        fingerprint: [u8; 16],
+    ) -> Result<bool, BayesError> {
+        Ok(self
+            .merge_under(delta, Some((key, fingerprint)))
+            .await?
+            .is_some())
     }
 
     async fn delete(&self, id: &str) -> Result<(), BayesError> {

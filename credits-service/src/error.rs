@@ -284,7 +284,9 @@ impl From<bayes_ab::BayesError> for ApiError {
         use bayes_ab::BayesError as B;
         let status = match &e {
             B::ExperimentNotFound { .. } => StatusCode::NOT_FOUND,
-            B::ExperimentExists { .. } | B::VersionConflict { .. } => StatusCode::CONFLICT,
+            B::ExperimentExists { .. }
+            | B::VersionConflict { .. }
+            | B::IdempotencyConflict { .. } => StatusCode::CONFLICT,
             B::CountOverflow => StatusCode::UNPROCESSABLE_ENTITY,
             B::Storage { retryable, .. } => unavailable_or_internal(*retryable),
             // Every other variant is a setting or an input out of its domain.

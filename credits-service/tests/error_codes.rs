@@ -289,6 +289,13 @@ async fn bayes_errors_answer_with_the_crate_code() {
             409,
         ),
         (
+            B::IdempotencyConflict {
+                id: id(),
+                key: "k1".to_owned(),
+            },
+            409,
+        ),
+        (
             B::Storage {
                 message: "reset".to_owned(),
                 retryable: true,

@@ -569,6 +569,40 @@ async fn a_result_posted_again_under_its_idempotency_key_counts_once() {
         assert_eq!(r.status, 202, "{key}: {}", r.text);
     }
     assert!((champion_mean(&s, "retried").await - 0.75).abs() < 1e-9);
+    // The same key with a different request is refused and counts nothing; the same request
+    // written differently (key order, whitespace, an explicit default) is a replay.
+    for other in [
+        r#"{"arm":0,"converted":false}"#,
+        r#"{"arm":0,"converted":true,"error":true}"#,
+        r#"{"arm":0,"converted":true,"value":2.5}"#,
+        r#"{"arm":0,"converted":true,"latency_ms":12}"#,
+    ] {
+        let r = s
+            .call(
+                Req::post("/v1/tenants/acme/experiments/retried/results", other)
+                    .auth(ACME)
+                    .key("retry-1"),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (409, "idempotency_conflict"),
+            "{other}: {}",
+            r.text
+        );
+    }
+    let r = s
+        .call(
+            Req::post(
+                "/v1/tenants/acme/experiments/retried/results",
+                r#"{ "converted": true, "error": false, "arm": 0 }"#,
+            )
+            .auth(ACME)
+            .key("retry-1"),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert!((champion_mean(&s, "retried").await - 0.75).abs() < 1e-9);
     // A key that is not 1 to 128 printable ASCII bytes is refused and counts nothing.
     let long = "k".repeat(129);
     for bad in ["has space", long.as_str()] {

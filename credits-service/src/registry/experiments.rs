@@ -304,8 +304,10 @@ impl Experiments {
     }
 
     /// Adds one unit's outcome to `arm` of the experiment `key` (an atomic merge in the
-    /// store). With an `idempotency_key` the merge is the store's `merge_once`: counted at
-    /// most once per (experiment, key), a repeat is a success that adds nothing.
+    /// store). With an `idempotency_key` (the key and the request's fingerprint) the merge
+    /// is the store's `merge_once`: counted at most once per (experiment, key), a repeat of
+    /// the same request is a success that adds nothing, the key with another fingerprint is
+    /// 409 `idempotency_conflict` and adds nothing.
     ///
     /// # Errors
     /// 400 for an unknown arm; the store's errors.
@@ -316,14 +318,14 @@ impl Experiments {
         arm: usize,
         outcome: UnitOutcome,
         now: Timestamp,
-        idempotency_key: Option<&str>,
+        idempotency_key: Option<(&str, [u8; 16])>,
     ) -> Result<(), ApiError> {
         let mut delta = ExperimentState::new(key, spec.split.clone(), now)?;
         delta.record(arm, outcome)?;
         match idempotency_key {
-            Some(once) => {
+            Some((once, fingerprint)) => {
                 // `false` (already applied) answers like the first time.
-                self.store.merge_once(&delta, once).await?;
+                self.store.merge_once(&delta, once, fingerprint).await?;
             }
             None => {
                 self.store.merge(&delta).await?;

@@ -10,8 +10,9 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bayes_ab::{ExperimentEvaluation, UnitOutcome};
-use credits_core::{IdempotencyKey, TenantId};
+use credits_core::TenantId;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::json::{ApiJson, ApiPath};
@@ -183,18 +184,51 @@ struct RecordResult {
     value: Option<f64>,
 }
 
+impl RecordResult {
+    /// The request's fingerprint, stored with its `Idempotency-Key`: the first 16 bytes of a
+    /// SHA-256 over a version byte and every field in a fixed order (the arm as a `u64`,
+    /// `converted` and `error` as a byte each, `latency_ms` and `value` as a presence byte
+    /// and, when present, the `f64`'s bits with `-0` read as `0`), all big-endian. Two
+    /// bodies that parse to the same fields have the same fingerprint, whatever their key
+    /// order or whitespace.
+    fn fingerprint(&self) -> [u8; 16] {
+        fn number(h: &mut Sha256, n: Option<f64>) {
+            match n {
+                None => h.update([0u8]),
+                Some(x) => {
+                    let x = if x == 0.0 { 0.0 } else { x };
+                    h.update([1u8]);
+                    h.update(x.to_bits().to_be_bytes());
+                }
+            }
+        }
+        let mut h = Sha256::new();
+        h.update([1u8]);
+        h.update((self.arm as u64).to_be_bytes());
+        h.update([u8::from(self.converted), u8::from(self.error)]);
+        number(&mut h, self.latency_ms);
+        number(&mut h, self.value);
+        let full: [u8; 32] = h.finalize().into();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+}
+
 /// Adds one unit's outcome to an arm (an atomic merge in the store). With an
 /// `Idempotency-Key` the outcome is counted at most once per (tenant, experiment, key), on
-/// every replica and across restarts; a repeat answers 202 again and adds nothing.
+/// every replica and across restarts; a repeat of the same request answers 202 again and
+/// adds nothing, the key with a different request answers 409 `idempotency_conflict` and
+/// adds nothing.
 #[utoipa::path(
     post,
     operation_id = "record_result",
     path = "/v1/tenants/{tenant}/experiments/{id}/results",
     tag = "experiments",
     summary = "Record one outcome",
-    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').", pattern = "^[!-.0-~]{1,128}$", example = "e1"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Optional. 1 to 128 printable ASCII bytes, no spaces: the outcome is counted at most once per experiment and key; a repeat answers 202 again and counts nothing.", pattern = "^[!-~]{1,128}$")),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("id" = String, Path, description = "The experiment id (1 to 128 printable ASCII bytes without '/').", pattern = "^[!-.0-~]{1,128}$", example = "e1"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Optional. 1 to 128 printable ASCII bytes, no spaces: the outcome is counted at most once per experiment and key; a repeat of the same request answers 202 again and counts nothing, the key with a different request answers 409 `idempotency_conflict`.", pattern = "^[!-~]{1,128}$")),
     request_body = RecordResult,
-    responses((status = 202, description = "Recorded (or, for a repeated Idempotency-Key, recorded before)"), (status = 409, description = "`version_conflict`", body = crate::error::ErrorResponse), (status = 422, description = "`count_overflow`", body = crate::error::ErrorResponse))
+    responses((status = 202, description = "Recorded (or, for a repeated Idempotency-Key, recorded before)"), (status = 409, description = "`idempotency_conflict` (the Idempotency-Key was used with a different request; nothing counted) or `version_conflict`", body = crate::error::ErrorResponse), (status = 422, description = "`count_overflow`", body = crate::error::ErrorResponse))
 )]
 async fn record(
     State(state): State<Arc<AppState>>,
@@ -236,7 +270,7 @@ async fn record(
             body.arm,
             outcome,
             state.clock.now(),
-            once.as_ref().map(IdempotencyKey::as_str),
+            once.as_ref().map(|k| (k.as_str(), body.fingerprint())),
         )
         .await?;
     Ok(StatusCode::ACCEPTED)
