@@ -75,9 +75,13 @@ post rollout /v1/rollouts '{"id":"r1"}'
 # From target/: schemathesis keeps its cache (.schemathesis/, earlier failures replayed
 # first) in the working directory.
 cd target
+# filter_too_much is a health check of the generator, not of the service: with the
+# document's name patterns some operations (GET .../evaluation) get most of their generated
+# path values filtered out, and Hypothesis then stops that operation; it found nothing.
 "../$VENV/bin/schemathesis" run "http://127.0.0.1:${PORT}/openapi.json" \
   --header "Authorization: Bearer ${ADMIN_TOKEN}" \
   --checks "$CHECKS" \
+  --suppress-health-check filter_too_much \
   --phases examples,coverage,fuzzing \
   --max-examples "$EXAMPLES" \
   --seed "$SEED" \
