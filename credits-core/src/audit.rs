@@ -77,7 +77,7 @@ pub const EVENT_TYPE: &str = "credits";
 /// ```
 #[must_use]
 pub fn stream_name(tenant: &TenantId) -> String {
-    format!("ledger/{tenant}")
+    with_stream(tenant, str::to_owned)
 }
 
 /// The audit entry a journal entry is recorded as, in `stream`: event type
