@@ -1,8 +1,11 @@
 //! A private schema per test on the server named by `DATABASE_URL`.
 //!
 //! Without `DATABASE_URL` a test prints that it was skipped and passes, unless
-//! `REQUIRE_DATABASE=1` (set by CI), in which case it fails.
+//! `REQUIRE_DATABASE=1` (set by CI), in which case it fails. [`load`] is the client load and
+//! the after-fault checks shared by the real-fault tests.
 #![allow(dead_code, clippy::print_stderr)]
+
+pub(crate) mod load;
 
 use std::sync::Arc;
 
@@ -23,34 +26,57 @@ pub(crate) struct TestDb {
 /// A fresh schema, or `None` (after printing why) when no database is configured.
 pub(crate) async fn test_db(test: &str) -> Option<TestDb> {
     let Ok(url) = std::env::var("DATABASE_URL") else {
-        if std::env::var("REQUIRE_DATABASE").as_deref() == Ok("1") {
+        if database_required() {
             panic!("{test}: DATABASE_URL is not set but REQUIRE_DATABASE=1");
         }
         eprintln!("{test}: skipped (set DATABASE_URL to run it against PostgreSQL)");
         return None;
     };
-    // PostgreSQL cuts names at 63 bytes: a long test name must not cut off the random
-    // suffix (two runs would then share a schema).
-    let name: String = test
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .take(40)
-        .collect();
-    let schema = format!("cp_test_{name}_{:08x}", rand::rng().random::<u32>());
-    let (admin, conn) = tokio_postgres::connect(&url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("{test}: cannot connect to DATABASE_URL: {e}"));
-    tokio::spawn(conn);
-    admin
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; SET search_path = {schema}"
-        ))
-        .await
-        .expect("create schema");
-    Some(TestDb { url, schema, admin })
+    Some(TestDb::create(url, test).await)
+}
+
+/// Whether database tests must run (CI sets `REQUIRE_DATABASE=1`) instead of skipping.
+pub(crate) fn database_required() -> bool {
+    std::env::var("REQUIRE_DATABASE").as_deref() == Ok("1")
 }
 
 impl TestDb {
+    /// A fresh schema on the server at `url` (panics if it cannot be had).
+    pub(crate) async fn create(url: String, test: &str) -> TestDb {
+        // PostgreSQL cuts names at 63 bytes: a long test name must not cut off the random
+        // suffix (two runs would then share a schema).
+        let name: String = test
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(40)
+            .collect();
+        let schema = format!("cp_test_{name}_{:08x}", rand::rng().random::<u32>());
+        let (admin, conn) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{test}: cannot connect to the test database: {e}"));
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; SET search_path = {schema}"
+            ))
+            .await
+            .expect("create schema");
+        TestDb { url, schema, admin }
+    }
+
+    /// Replaces the admin connection with a new one (after the server restarted).
+    pub(crate) async fn reconnect(&mut self) {
+        let (admin, conn) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reconnect to the test database: {e}"));
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!("SET search_path = {}", self.schema))
+            .await
+            .expect("search path");
+        self.admin = admin;
+    }
+
     /// A configuration pointing at this schema, with a small pool.
     pub(crate) fn config(&self) -> PgConfigBuilder {
         PgConfig::builder(&self.url)
