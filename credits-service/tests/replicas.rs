@@ -1,8 +1,11 @@
 //! Real processes, killed with SIGKILL: two replicas of the binary on one PostgreSQL schema,
 //! the one leading the audit log killed in the middle of a burst (the other takes over;
-//! every acknowledged change ends up in the Merkle log with a verifying inclusion proof);
-//! and an in-memory service whose audit log is kept in a directory (`CREDITS_AUDIT_DIR`).
-//! Every loop is bounded in count and time.
+//! requests cut off by the kill are retried on it under the same idempotency key; every
+//! acknowledged change ends up in the Merkle log with a verifying inclusion proof; the
+//! killed replica restarts and serves; then conservation, every tenant's journal replayed
+//! to its counters, every request in the journal exactly once and the log verified against
+//! the last checkpoint); and an in-memory service whose audit log is kept in a directory
+//! (`CREDITS_AUDIT_DIR`). Every loop is bounded in count and time.
 
 // Tests act as applications: they spawn processes and tasks and wait on timers.
 #![allow(clippy::disallowed_methods, clippy::print_stderr)]
@@ -12,11 +15,15 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Req;
+use credits_core::{Ledger, TenantId};
 use credits_postgres::tokio_postgres::{self, NoTls};
+use credits_postgres::{PgConfig, PgLedgerStore};
+use metered_clock::{Clock, SystemClock};
 
 const ADMIN: &str = "Bearer admin-secret-0123456789";
 const HMAC: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -163,6 +170,47 @@ async fn consume(p: &Proc, key: &str) -> Option<u64> {
     (r.status == 200).then(|| r.json["entry"].as_u64().unwrap())
 }
 
+/// The killed replica's test: `acme`'s grant, and the requests of each phase (the burst
+/// over both replicas, then on the survivor, then on the restarted replica).
+const FUNDED: u64 = 1_000_000;
+const BURST: u32 = 200;
+/// The leader is killed once it answered this many of the burst's requests.
+const KILL_AFTER: u32 = 5;
+const AFTER: u32 = 60;
+const RESTARTED: u32 = 20;
+
+/// Attempts per request before [`consume_until_answered`] gives up (and the test fails).
+const ATTEMPTS_MAX: u32 = 200;
+
+/// Consumes 1 credit of `acme` under `key`, trying the replicas at `addrs` in turn (the
+/// first first) until one answers 200: a connection cut or refused (a killed replica) or
+/// an error the service marks `retryable` is sent again, to the next replica, under the
+/// same key. Returns the entry number the answer reports. Panics on a definitive refusal
+/// or after [`ATTEMPTS_MAX`] attempts (25 ms apart). Also returns how many attempts
+/// failed.
+async fn consume_until_answered(addrs: &[SocketAddr], key: &str) -> (u64, u32) {
+    let mut last = None;
+    for attempt in 0..ATTEMPTS_MAX {
+        let addr = addrs[attempt as usize % addrs.len()];
+        let r = common::call_checked(
+            addr,
+            Req::post("/v1/tenants/acme/consume", r#"{"amount":1}"#)
+                .auth("Bearer acme-secret-0123456789")
+                .key(key),
+        )
+        .await;
+        match r {
+            Some(r) if r.status == 200 => return (r.json["entry"].as_u64().unwrap(), attempt),
+            Some(r) if r.json["error"]["retryable"] != true => {
+                panic!("{key}: refused for good by {addr}: {} {}", r.status, r.text)
+            }
+            other => last = other.map(|r| r.text),
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{key}: no answer after {ATTEMPTS_MAX} attempts (last: {last:?})");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_audit_leader_is_replaced_and_every_acknowledged_change_is_provable() {
     let Ok(url) = std::env::var("DATABASE_URL") else {
@@ -198,45 +246,56 @@ async fn a_killed_audit_leader_is_replaced_and_every_acknowledged_change_is_prov
         a.printed("leading the audit log's sequencer"),
         "the first replica leads"
     );
-    create_funded(&a, 1000000, "seed").await;
+    create_funded(&a, FUNDED, "seed").await;
 
-    // A burst over both replicas; the leader is killed in the middle of it.
-    let mut acknowledged = Vec::new();
+    // A burst over both replicas; the leader is killed in the middle of it, once it has
+    // answered a few of its requests (so that it is busy with others). A request the kill
+    // cut off (or that found its replica gone) goes to the other one, same key.
+    let (addr_a, addr_b) = (a.addr, b.addr);
+    let answered_by_a = Arc::new(AtomicU32::new(0));
     let mut pending = Vec::new();
-    for i in 0..60 {
-        pending.push(tokio::spawn({
-            let (addr_a, addr_b) = (a.addr, b.addr);
-            async move {
-                let p = if i % 2 == 0 { addr_a } else { addr_b };
-                let r = common::call_checked(
-                    p,
-                    Req::post("/v1/tenants/acme/consume", r#"{"amount":1}"#)
-                        .auth("Bearer acme-secret-0123456789")
-                        .key(&format!("burst-{i}")),
-                )
-                .await?;
-                (r.status == 200).then(|| r.json["entry"].as_u64().unwrap())
+    for i in 0..BURST {
+        let answered_by_a = Arc::clone(&answered_by_a);
+        pending.push(tokio::spawn(async move {
+            let addrs = if i % 2 == 0 {
+                [addr_a, addr_b]
+            } else {
+                [addr_b, addr_a]
+            };
+            let (entry, failed) = consume_until_answered(&addrs, &format!("burst-{i}")).await;
+            if i % 2 == 0 && failed == 0 {
+                answered_by_a.fetch_add(1, Ordering::Relaxed);
             }
+            (entry, failed)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    a.kill9();
-    for p in pending {
-        if let Some(entry) = p.await.expect("task") {
-            acknowledged.push(entry);
+    for _ in 0..5_000 {
+        if answered_by_a.load(Ordering::Relaxed) >= KILL_AFTER {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    for i in 0..60 {
-        if let Some(entry) = consume(&b, &format!("after-{i}")).await {
-            acknowledged.push(entry);
-        }
-    }
+    let before_kill = answered_by_a.load(Ordering::Relaxed);
     assert!(
-        acknowledged.len() >= 60,
-        "{} acknowledged",
-        acknowledged.len()
+        (KILL_AFTER..BURST / 2).contains(&before_kill),
+        "the leader answered {before_kill} of its {} burst requests before the kill",
+        BURST / 2
     );
-
+    let killed_at_ms = SystemClock::new().now().as_unix_millis();
+    a.kill9();
+    let mut acknowledged = Vec::new();
+    let mut retried = Vec::new();
+    for (i, p) in pending.into_iter().enumerate() {
+        let (entry, failed) = p.await.expect("task");
+        acknowledged.push(entry);
+        if failed > 0 {
+            retried.push(format!("burst-{i}"));
+        }
+    }
+    for i in 0..AFTER {
+        let (entry, _) = consume_until_answered(&[b.addr], &format!("after-{i}")).await;
+        acknowledged.push(entry);
+    }
     // The survivor takes over the log and checkpoints everything committed.
     let cp = b
         .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
@@ -255,6 +314,11 @@ async fn a_killed_audit_leader_is_replaced_and_every_acknowledged_change_is_prov
         (v.json["intact"].as_bool(), v.json["pending"].as_u64()),
         (Some(true), Some(0)),
         "{}",
+        v.text
+    );
+    assert_eq!(
+        v.json["report"]["checkpoint_matched"], true,
+        "the whole log against the last checkpoint: {}",
         v.text
     );
 
@@ -295,13 +359,129 @@ async fn a_killed_audit_leader_is_replaced_and_every_acknowledged_change_is_prov
         assert_provable(&b, index, size, &root).await;
     }
 
-    // The killed replica comes back and answers from the same log.
+    // The killed replica comes back, answers from the same log and takes changes again.
     let a = Proc::start(&db);
     let v = a
         .call(Req::post("/v1/audit/verify", "{}").auth(ADMIN))
         .await;
     assert_eq!(v.json["intact"], true, "{}", v.text);
+    assert_eq!(v.json["report"]["checkpoint_matched"], true, "{}", v.text);
     assert_provable(&a, 0, size, &root).await;
+    for i in 0..RESTARTED {
+        let (entry, _) = consume_until_answered(&[a.addr], &format!("restarted-{i}")).await;
+        acknowledged.push(entry);
+    }
+
+    // Every request in the journal exactly once, under its key, as answered; nothing else.
+    let mut entries: Vec<serde_json::Value> = Vec::new();
+    let mut path = "/v1/tenants/acme/history?limit=1000".to_owned();
+    loop {
+        let r = a.call(Req::get(&path).auth(ADMIN)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        entries.extend(r.json["entries"].as_array().unwrap().iter().cloned());
+        match r.json["next"].as_u64() {
+            Some(after) => path = format!("/v1/tenants/acme/history?limit=1000&after={after}"),
+            None => break,
+        }
+    }
+    let sent: Vec<String> = std::iter::once("seed".to_owned())
+        .chain((0..BURST).map(|i| format!("burst-{i}")))
+        .chain((0..AFTER).map(|i| format!("after-{i}")))
+        .chain((0..RESTARTED).map(|i| format!("restarted-{i}")))
+        .collect();
+    let keys: Vec<&str> = entries.iter().map(|e| e["key"].as_str().unwrap()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    let mut expected: Vec<&str> = sent.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(sorted, expected, "each request's key exactly once");
+    for (entry, key) in acknowledged.iter().zip(&sent[1..]) {
+        let e = entries
+            .iter()
+            .find(|e| e["key"] == key.as_str())
+            .expect("acknowledged");
+        assert_eq!(
+            (e["seq"].as_u64(), e["kind"].as_str(), e["amount"].as_u64()),
+            (Some(*entry), Some("consumed"), Some(1)),
+            "{key}: {e}"
+        );
+    }
+    // Retried requests the killed replica had committed (its answer lost with it): the
+    // retry was answered from the stored result. An entry stamped strictly before the kill
+    // can only be the killed replica's (the other got these requests after it died), so
+    // this is a lower bound; how many there are depends on timing.
+    let replayed_after_kill = entries
+        .iter()
+        .filter(|e| {
+            retried.iter().any(|k| e["key"] == k.as_str())
+                && e["at_ms"].as_u64().unwrap() < killed_at_ms
+        })
+        .count();
+    eprintln!(
+        "kill -9 mid-burst: {} requests acknowledged, {} of the burst retried on the other \
+         replica, at least {replayed_after_kill} of them committed by the killed one",
+        acknowledged.len(),
+        retried.len()
+    );
+    let consumed = u64::from(BURST + AFTER + RESTARTED);
+    let r = a
+        .call(Req::get("/v1/tenants/acme/balance").auth(ADMIN))
+        .await;
+    assert_eq!(
+        r.json["available"].as_u64(),
+        Some(FUNDED - consumed),
+        "{}",
+        r.text
+    );
+
+    // Conservation and the journal replayed to the counters, through the shipped store on
+    // the replicas' schema (the service has no route for them).
+    let clock = SystemClock::new();
+    let store = PgLedgerStore::connect(
+        PgConfig::builder(&url)
+            .search_path(&schema)
+            .pool_max_size(2)
+            .build()
+            .expect("config"),
+        std::sync::Arc::new(clock),
+    )
+    .expect("store");
+    let ledger = Ledger::new(store, clock);
+    ledger
+        .check_conservation(None)
+        .await
+        .expect("totals")
+        .expect("conservation");
+    let acme = TenantId::new("acme").expect("tenant");
+    let replayed = ledger
+        .verify_journal(&acme)
+        .await
+        .expect("read")
+        .unwrap_or_else(|m| panic!("acme: {m:?}"));
+    assert_eq!(replayed, entries.len() as u64);
+    assert_eq!(replayed, 1 + consumed);
+
+    // The log, checkpointed again, verifies against that last checkpoint, one entry per
+    // journal entry.
+    let cp = a
+        .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
+        .await;
+    assert_eq!(cp.status, 200, "{}", cp.text);
+    assert_eq!(cp.json["size"].as_u64(), Some(replayed), "{}", cp.text);
+    let v = a
+        .call(Req::post("/v1/audit/verify", "{}").auth(ADMIN))
+        .await;
+    assert_eq!(
+        (
+            v.json["intact"].as_bool(),
+            v.json["pending"].as_u64(),
+            v.json["report"]["checkpoint_matched"].as_bool(),
+            v.json["report"]["entries_ok"].as_u64()
+        ),
+        (Some(true), Some(0), Some(true), Some(replayed)),
+        "{}",
+        v.text
+    );
     a.stop();
     b.stop();
     admin
