@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "experiment_result_keys",
         sql: include_str!("migrations/0008_experiment_result_keys.sql"),
     },
+    Migration {
+        version: 9,
+        name: "scheduled_jobs",
+        sql: include_str!("migrations/0009_scheduled_jobs.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (`'credits-postgres'` as bytes).
