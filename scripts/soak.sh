@@ -2,16 +2,20 @@
 # Soak test: random seeds through the deterministic simulator for a while; then, for a while
 # each, the concurrency parts: linearizability (in memory, on PostgreSQL with threads, and
 # with group commit), real faults (pg_terminate_backend of the test's own backends under
-# load) and the conformance suite's concurrency checks (memory and PostgreSQL); then every
-# fuzz target for a while. Prints one summary line per part, or the first failure (a seed
-# to replay, or the fuzz artifact of a crash) and exits 1.
+# load; restarts of a private PostgreSQL cluster under load, fast and immediate; kill -9
+# of the service's audit leader replica mid-burst, then its restart) and the conformance
+# suite's concurrency checks (memory and PostgreSQL); then every fuzz target for a while.
+# Prints one summary line per part, or the first failure (a seed to replay, or the fuzz
+# artifact of a crash) and exits 1.
 #
 # usage: scripts/soak.sh [SIM_SECONDS=600] [FUZZ_SECONDS_PER_TARGET=120] [OPS_PER_SEED=20000]
 #                        [CONCURRENCY_SECONDS_PER_PART=120]
 # The PostgreSQL parts need DATABASE_URL (they are skipped without it); they never restart
-# the server and terminate only their own backends. Fuzzing needs `cargo install cargo-fuzz`
-# and a nightly toolchain; it is skipped otherwise (or with FUZZ_SECONDS_PER_TARGET=0). A
-# part given 0 seconds is skipped.
+# the server at DATABASE_URL and terminate only their own backends. The restart part
+# creates, restarts and drops its own cluster (credits-postgres/tests/pg_restart.rs: it
+# needs Debian's postgresql-common tools, PostgreSQL 15 and root). Fuzzing needs
+# `cargo install cargo-fuzz` and a nightly toolchain; it is skipped otherwise (or with
+# FUZZ_SECONDS_PER_TARGET=0). A part given 0 seconds is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,6 +97,24 @@ if ((part_seconds > 0)); then
       requests=$((requests + r)) terminated=$((terminated + t)) retries=$((retries + x))
     done < <(sed -n 's/^real faults seed [0-9]*: \([0-9]*\) requests, \([0-9]*\) backends terminated, \([0-9]*\) retries$/\1 \2 \3/p' <<<"$part_output")
     echo "real faults (postgres): $part_runs runs, $requests requests, $terminated backends terminated, $retries retries, violations 0"
+
+    cargo test --release --locked -q -p credits-postgres --test pg_restart --no-run
+    repeat_test "postgres restart" PG_RESTART_SEED -p credits-postgres --test pg_restart
+    requests=0 restarts=0 retries=0
+    while read -r r t x; do
+      requests=$((requests + r)) restarts=$((restarts + t)) retries=$((retries + x))
+    done < <(sed -n 's/^.*pg restart seed [0-9]*: \([0-9]*\) requests, \([0-9]*\) restarts, \([0-9]*\) retries, .*$/\1 \2 \3/p' <<<"$part_output")
+    echo "postgres restart (private cluster, fast and immediate): $part_runs runs, $requests requests, $restarts restarts, $retries retries, violations 0"
+
+    cargo test --release --locked -q -p credits-service --test replicas --no-run
+    repeat_test "service kill -9" "" -p credits-service --test replicas
+    requests=0 retried=0 replayed=0
+    while read -r r t x; do
+      requests=$((requests + r)) retried=$((retried + t)) replayed=$((replayed + x))
+    done < <(sed -n 's/^.*kill -9 mid-burst: \([0-9]*\) requests acknowledged, \([0-9]*\) of the burst retried on the other replica, at least \([0-9]*\) of them .*$/\1 \2 \3/p' <<<"$part_output")
+    # Each run: the audit leader replica killed mid-burst and restarted, and a killed
+    # in-memory service restarted on its file audit log.
+    echo "service kill -9 (replicas on postgres, file audit log): $part_runs runs, $requests requests, $((part_runs * 2)) kills, $retried requests retried on the survivor (at least $replayed answered from a commit of the killed replica), violations 0"
 
     repeat_test "conformance concurrency, postgres" "" -p credits-postgres --test conformance_concurrent
     # Each suite: 64 + 16 + 16 + 16 requests released together (CONCURRENT_CHECKS).
