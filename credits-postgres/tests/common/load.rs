@@ -228,6 +228,9 @@ pub(crate) async fn journal<S: LedgerStore + ?Sized>(
     }
 }
 
+/// Attempts (20 ms apart) of [`check_after_load`] to lead the audit log's sequencer.
+const LEAD_ATTEMPTS_MAX: u32 = 250;
+
 /// What [`check_after_load`] found (all of it consistent, or it panicked).
 #[derive(Debug)]
 pub(crate) struct Checked {
@@ -240,9 +243,10 @@ pub(crate) struct Checked {
 /// `verify_journal` for every tenant; every acknowledged request in the journal exactly
 /// once under its key with the effect its answer reported, every refused one absent, no
 /// other key present, and the granted total equal to the acknowledged grants; then the
-/// audit log: this test leads its sequencer (no other may lead), integrates the queue,
-/// checkpoints, and verifies the whole log against that checkpoint with one entry per
-/// journal entry and nothing left queued.
+/// audit log: this test leads its sequencer (no other may lead once a sequencer that ran
+/// during the load let go of its lock), integrates the queue, checkpoints, and verifies
+/// the whole log against that checkpoint with one entry per journal entry and nothing left
+/// queued.
 pub(crate) async fn check_after_load(
     store: &PgLedgerStore,
     clock: Arc<dyn Clock>,
@@ -328,17 +332,23 @@ pub(crate) async fn check_after_load(
         );
     }
 
-    // The audit log: every change was sealed in its transaction; integrate and verify.
-    let leader = store
-        .audit_sequencer(
-            WriterConfig::builder(origin).build().expect("config"),
-            clock,
-            None,
-        )
-        .try_lead()
-        .await
-        .expect("lead")
-        .expect("no other sequencer leads");
+    // The audit log: every change was sealed in its transaction; integrate and verify. A
+    // sequencer that resigned just before released its lock by closing its connection; the
+    // server lets go of the lock once that backend has gone, a moment later.
+    let sequencer = store.audit_sequencer(
+        WriterConfig::builder(origin).build().expect("config"),
+        clock,
+        None,
+    );
+    let mut leader = None;
+    for _ in 0..LEAD_ATTEMPTS_MAX {
+        leader = sequencer.try_lead().await.expect("lead");
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader = leader.expect("no other sequencer leads (within 5 s)");
     let cp = leader.writer().flush().await.expect("flush");
     assert_eq!(cp.size, journal_len, "one audit record per journal entry");
     assert_eq!(
