@@ -49,6 +49,10 @@ use crate::{AuditError, AuditSink, Checkpoint, Keyring, LogHead, SealedEntry};
 /// (`credits_core::audit::stream_name`).
 pub const LEDGER_STREAM_PREFIX: &str = "ledger/";
 
+/// The tables whose old months `credits_archive_month` moves into an archive schema, read
+/// with the live ones when a reader has an archive.
+const ARCHIVED: [&str; 2] = ["audit_log", "journal_entries"];
+
 /// Rows read per query by the ledger check.
 const LEDGER_CHUNK: i64 = 4096;
 
@@ -86,12 +90,16 @@ pub struct PgLogReader<'c, C> {
     client: &'c C,
     schema: String,
     quoted: String,
+    /// The schema holding archived months (`credits_archive_month`), quoted: its
+    /// `audit_log` and `journal_entries` are read together with the live ones.
+    archive: Option<String>,
 }
 
 impl<C> fmt::Debug for PgLogReader<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgLogReader")
             .field("schema", &self.schema)
+            .field("archive", &self.archive)
             .finish_non_exhaustive()
     }
 }
@@ -106,7 +114,19 @@ impl<'c, C: GenericClient + Sync> PgLogReader<'c, C> {
             client,
             quoted: quote(schema)?,
             schema: schema.to_owned(),
+            archive: None,
         })
+    }
+
+    /// Also reads the months archived into schema `archive` (by credits-postgres's
+    /// `credits_archive_month`): their audit entries and journal entries are read together
+    /// with the live ones, as one log and one journal.
+    ///
+    /// # Errors
+    /// [`AuditError::InvalidConfig`] for an empty schema name or one with a NUL.
+    pub fn with_archive(mut self, archive: &str) -> Result<Self, AuditError> {
+        self.archive = Some(quote(archive)?);
+        Ok(self)
     }
 
     /// The schema read.
@@ -117,6 +137,20 @@ impl<'c, C: GenericClient + Sync> PgLogReader<'c, C> {
 
     fn table(&self, name: &str) -> String {
         format!("{}.{name}", self.quoted)
+    }
+
+    /// The rows of table `name` for a `FROM` clause, under `alias`: with an archive, the
+    /// archived months' rows of the tables partitioned by month too (`audit_log`,
+    /// `journal_entries`; same columns, the archive's tables are made `LIKE` the live
+    /// ones).
+    fn rows_of(&self, name: &str, alias: &str) -> String {
+        match &self.archive {
+            Some(archive) if ARCHIVED.contains(&name) => format!(
+                "(SELECT * FROM {}.{name} UNION ALL SELECT * FROM {archive}.{name}) AS {alias}",
+                self.quoted
+            ),
+            _ => format!("{}.{name} AS {alias}", self.quoted),
+        }
     }
 
     async fn query(
@@ -164,10 +198,10 @@ impl<'c, C: GenericClient + Sync> PgLogReader<'c, C> {
         let rows = self
             .query(
                 &format!(
-                    "SELECT x.log_index, a.record FROM {} x JOIN {} a USING (stream, stream_seq) \
+                    "SELECT x.log_index, a.record FROM {} x JOIN {} USING (stream, stream_seq) \
                      WHERE x.log_index >= $1 ORDER BY x.log_index LIMIT $2",
                     self.table("audit_index"),
-                    self.table("audit_log")
+                    self.rows_of("audit_log", "a")
                 ),
                 &[&start, &limit],
             )
@@ -357,7 +391,30 @@ pub async fn verify_schema(
     keyring: &Keyring,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<PgVerification, AuditError> {
+    verify_schema_with_archive(client, schema, None, keyring, checkpoint).await
+}
+
+/// [`verify_schema`] over the live log of `schema` and the months archived into schema
+/// `archive` (credits-postgres's `credits_archive_month`, or a `pg_dump` of that schema
+/// restored), read as one log and one journal: an archived month's entries keep their
+/// log indices in `schema`'s `audit_index`, so the log verifies only with its archive.
+/// Give the checkpoint archived with the month (`archive.archived_months.checkpoint`),
+/// or any later one, to prove the archived prefix unchanged.
+///
+/// # Errors
+/// As [`verify_schema`]; [`AuditError::InvalidConfig`] also when `archive` lacks the
+/// archived tables.
+pub async fn verify_schema_with_archive(
+    client: &mut Client,
+    schema: &str,
+    archive: Option<&str>,
+    keyring: &Keyring,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<PgVerification, AuditError> {
     quote(schema)?;
+    if let Some(archive) = archive {
+        quote(archive)?;
+    }
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -365,7 +422,20 @@ pub async fn verify_schema(
         .start()
         .await
         .map_err(|e| io("starting a read-only transaction", e))?;
-    let result = verify_in(&PgLogReader::new(&tx, schema)?, keyring, checkpoint).await;
+    let mut reader = PgLogReader::new(&tx, schema)?;
+    if let Some(archive) = archive {
+        let archived = PgLogReader::new(&tx, archive)?;
+        for table in ARCHIVED {
+            if !archived.has_table(table).await? {
+                return Err(AuditError::InvalidConfig(format!(
+                    "schema {archive:?} has no table {table}: not an archive of \
+                     credits_archive_month"
+                )));
+            }
+        }
+        reader = reader.with_archive(archive)?;
+    }
+    let result = verify_in(&reader, keyring, checkpoint).await;
     // Nothing was written: ending the transaction either way is the same.
     tx.rollback()
         .await
@@ -572,7 +642,7 @@ impl<'r, 'c, C: GenericClient + Sync> LedgerChecker<'r, 'c, C> {
     }
 
     fn t(&self, name: &str) -> String {
-        self.reader.table(name)
+        self.reader.rows_of(name, name)
     }
 
     async fn run(mut self) -> Result<LedgerReport, AuditError> {
@@ -591,11 +661,11 @@ impl<'r, 'c, C: GenericClient + Sync> LedgerChecker<'r, 'c, C> {
             .reader
             .query(
                 &format!(
-                    "SELECT j.tenant, j.seq FROM {} j WHERE NOT EXISTS \
-                     (SELECT 1 FROM {} c WHERE c.tenant = j.tenant) ORDER BY j.tenant, j.seq \
+                    "SELECT j.tenant, j.seq FROM {} WHERE NOT EXISTS \
+                     (SELECT 1 FROM {} WHERE c.tenant = j.tenant) ORDER BY j.tenant, j.seq \
                      LIMIT 1",
-                    self.t("journal_entries"),
-                    self.t("accounts")
+                    self.reader.rows_of("journal_entries", "j"),
+                    self.reader.rows_of("accounts", "c")
                 ),
                 &[],
             )
@@ -613,11 +683,11 @@ impl<'r, 'c, C: GenericClient + Sync> LedgerChecker<'r, 'c, C> {
             .reader
             .query(
                 &format!(
-                    "SELECT a.stream FROM {} a WHERE starts_with(a.stream, $1) AND NOT EXISTS \
-                     (SELECT 1 FROM {} c WHERE $1 || c.tenant = a.stream) ORDER BY a.stream \
+                    "SELECT a.stream FROM {} WHERE starts_with(a.stream, $1) AND NOT EXISTS \
+                     (SELECT 1 FROM {} WHERE $1 || c.tenant = a.stream) ORDER BY a.stream \
                      LIMIT 1",
-                    self.t("audit_log"),
-                    self.t("accounts")
+                    self.reader.rows_of("audit_log", "a"),
+                    self.reader.rows_of("accounts", "c")
                 ),
                 &[&LEDGER_STREAM_PREFIX],
             )

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "scheduled_jobs",
         sql: include_str!("migrations/0009_scheduled_jobs.sql"),
     },
+    Migration {
+        version: 10,
+        name: "time_partitions",
+        sql: include_str!("migrations/0010_time_partitions.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (`'credits-postgres'` as bytes).

@@ -2,7 +2,8 @@
 //! PostgreSQL schema (feature `postgres`).
 //!
 //! ```text
-//! audit-verify (--dir DIR | --database-url URL [--schema NAME]) --keys KEYFILE
+//! audit-verify (--dir DIR | --database-url URL [--schema NAME] [--archive-schema NAME])
+//!              --keys KEYFILE
 //!              [--checkpoint NOTE (--public-key VKEY | --allow-unsigned)] [--origin NAME]
 //!              [--prove INDEX] [--json]
 //! ```
@@ -15,7 +16,10 @@
 //!
 //! On PostgreSQL the report also gives the backlog (committed entries not yet in the log)
 //! and checks the ledger against its audit streams: every journal entry has exactly one
-//! audit entry, and replaying a tenant's audit entries gives its counters.
+//! audit entry, and replaying a tenant's audit entries gives its counters. With
+//! `--archive-schema`, the months archived there (credits-postgres's
+//! `credits_archive_month`, or a `pg_dump` of that schema restored) are read with the live
+//! log and journal as one log and one journal.
 #![forbid(unsafe_code)]
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -28,8 +32,8 @@ use audit_chain::{Checkpoint, Keyring, NoteVerifier, VerifyReport, scan_dir_with
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-const USAGE: &str = "usage: audit-verify (--dir DIR | --database-url URL [--schema NAME]) \
---keys KEYFILE [--checkpoint NOTE_FILE (--public-key VKEY|VKEY_FILE | --allow-unsigned) \
+const USAGE: &str = "usage: audit-verify (--dir DIR | --database-url URL [--schema NAME] \
+[--archive-schema NAME]) --keys KEYFILE [--checkpoint NOTE_FILE (--public-key VKEY|VKEY_FILE | --allow-unsigned) \
 [--origin NAME]] [--prove INDEX] [--json]
 
   --dir DIR          the file-sink directory (segment files)
@@ -37,6 +41,9 @@ const USAGE: &str = "usage: audit-verify (--dir DIR | --database-url URL [--sche
                      also checks the ledger against it and reports the backlog. Needs the
                      `postgres` feature
   --schema NAME      the schema of the log in that database (default: public)
+  --archive-schema NAME
+                     a schema holding archived months of that log (credits_archive_month):
+                     verified with the live log as one log
   --keys KEYFILE     HMAC keys, one `<id>:<hex>` per line
   --checkpoint FILE  a checkpoint (signed note) kept outside the log; detects truncation
                      and rewriting
@@ -53,6 +60,7 @@ struct Args {
     dir: Option<PathBuf>,
     database_url: Option<String>,
     schema: Option<String>,
+    archive_schema: Option<String>,
     keys: Option<PathBuf>,
     checkpoint: Option<PathBuf>,
     public_key: Option<String>,
@@ -71,6 +79,7 @@ fn parse_args() -> Result<Args, String> {
             "--dir" => args.dir = Some(value()?.into()),
             "--database-url" => args.database_url = Some(value()?),
             "--schema" => args.schema = Some(value()?),
+            "--archive-schema" => args.archive_schema = Some(value()?),
             "--keys" => args.keys = Some(value()?.into()),
             "--checkpoint" => args.checkpoint = Some(value()?.into()),
             "--public-key" => args.public_key = Some(value()?),
@@ -104,6 +113,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.schema.is_some() && args.database_url.is_none() {
         return Err("--schema is only for a log in PostgreSQL (--database-url)".into());
+    }
+    if args.archive_schema.is_some() && args.database_url.is_none() {
+        return Err("--archive-schema is only for a log in PostgreSQL (--database-url)".into());
     }
     if args.checkpoint.is_some() && args.public_key.is_none() && !args.allow_unsigned {
         return Err("--checkpoint needs --public-key to check its signature \
@@ -228,7 +240,7 @@ fn run_pg(
     checkpoint: Option<&Checkpoint>,
 ) -> Result<bool, String> {
     use audit_chain::AuditSink as _;
-    use audit_chain::pg::{PgLogReader, verify_schema};
+    use audit_chain::pg::{PgLogReader, verify_schema_with_archive};
 
     let schema = args.schema.as_deref().unwrap_or("public");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -240,7 +252,8 @@ fn run_pg(
             .await
             .map_err(|e| format!("connecting to the database: {e}"))?;
         tokio::spawn(conn);
-        let result = verify_schema(&mut client, schema, keyring, checkpoint)
+        let archive = args.archive_schema.as_deref();
+        let result = verify_schema_with_archive(&mut client, schema, archive, keyring, checkpoint)
             .await
             .map_err(|e| e.to_string())?;
         let report = &result.report;
@@ -252,7 +265,11 @@ fn run_pg(
             });
             println!("{json}");
         } else {
-            print_report(&format!("postgres schema {schema:?}"), report, checkpoint);
+            let log = match archive {
+                Some(a) => format!("postgres schema {schema:?} with archive {a:?}"),
+                None => format!("postgres schema {schema:?}"),
+            };
+            print_report(&log, report, checkpoint);
             println!(
                 "backlog:      {} committed entries not yet in the log",
                 result.backlog
@@ -284,7 +301,10 @@ fn run_pg(
             println!("intact");
         }
         if let Some(index) = args.prove {
-            let reader = PgLogReader::new(&client, schema).map_err(|e| e.to_string())?;
+            let mut reader = PgLogReader::new(&client, schema).map_err(|e| e.to_string())?;
+            if let Some(a) = archive {
+                reader = reader.with_archive(a).map_err(|e| e.to_string())?;
+            }
             let size = reader.size().await.map_err(|e| e.to_string())?;
             let mut tree = MerkleTree::new();
             while tree.size() < size {
