@@ -332,8 +332,9 @@ async fn a_restarted_server_loses_no_acknowledged_request_and_applies_none_twice
     let leaderships = leaderships.load(Ordering::Relaxed);
     eprintln!(
         "pg restart seed {seed}: {} requests, {restarts} restarts, {retries} retries, \
-         {leaderships} sequencer leaderships",
-        acked.len()
+         {} answered from an earlier attempt's commit, {leaderships} sequencer leaderships",
+        acked.len(),
+        counters.in_doubt()
     );
     assert_eq!(restarts, RESTARTS.len() as u64);
     // Each restart failed requests in flight (or about to be sent) on both stores.

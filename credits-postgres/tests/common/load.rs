@@ -77,6 +77,11 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     /// Faults injected (backends terminated, server restarts).
     pub(crate) faults: AtomicU64,
+    /// Successes answered from an earlier attempt's commit: an attempt that failed (the
+    /// outcome was unknown) had applied the request, and a retry got its stored answer.
+    /// Counted when the receipt's time precedes the last attempt's start, so only with a
+    /// clock that moves (always 0 under a manual clock).
+    pub(crate) in_doubt: AtomicU64,
     /// Set by the fault injector once it injected what it meant to: clients then stop after
     /// their minimum.
     pub(crate) enough: AtomicBool,
@@ -92,6 +97,9 @@ impl Counters {
     pub(crate) fn faults(&self) -> u64 {
         self.faults.load(Ordering::Relaxed)
     }
+    pub(crate) fn in_doubt(&self) -> u64 {
+        self.in_doubt.load(Ordering::Relaxed)
+    }
 }
 
 /// Sends one request until it gets a definitive answer (success or a domain refusal).
@@ -104,7 +112,8 @@ pub(crate) async fn until_answered<S: LedgerStore + ?Sized>(
     config: LoadConfig,
 ) -> Result<Receipt, LedgerError> {
     let mut last = None;
-    for _ in 0..config.attempts_max {
+    for attempt in 0..config.attempts_max {
+        let started = ledger.clock().now();
         let k = key.clone();
         let result = match sent {
             Sent::Grant(a) => {
@@ -128,6 +137,9 @@ pub(crate) async fn until_answered<S: LedgerStore + ?Sized>(
             }
             answer => {
                 counters.answered.fetch_add(1, Ordering::Relaxed);
+                if attempt > 0 && answer.as_ref().is_ok_and(|r| r.at < started) {
+                    counters.in_doubt.fetch_add(1, Ordering::Relaxed);
+                }
                 return answer;
             }
         }
