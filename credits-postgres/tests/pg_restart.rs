@@ -55,8 +55,8 @@ const LOAD: LoadConfig = LoadConfig {
 };
 /// The restarts, in order: `pg_ctlcluster` options before the version.
 const RESTARTS: [(&str, &[&str]); 2] = [("fast", &[]), ("immediate", &["--mode=immediate"])];
-/// Requests answered before the first restart, between restarts and after the last one
-/// (drawn from this range per gap).
+/// Requests answered before the first restart, after each restart before the next and after
+/// the last one (drawn from this range per gap).
 const ANSWERED_PER_GAP: std::ops::Range<u64> = 100..250;
 /// The whole load (restarts included) must end within this.
 const LOAD_TIME_MAX: Duration = Duration::from_secs(40);
@@ -280,9 +280,8 @@ async fn a_restarted_server_loses_no_acknowledged_request_and_applies_none_twice
         let name = cluster.name.clone();
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed);
-            let mut target = 0;
             for (mode, options) in RESTARTS {
-                target += rng.random_range(ANSWERED_PER_GAP);
+                let target = counters.answered() + rng.random_range(ANSWERED_PER_GAP);
                 answered_at_least(&counters, target).await;
                 let name = name.clone();
                 let out =
@@ -297,7 +296,7 @@ async fn a_restarted_server_loses_no_acknowledged_request_and_applies_none_twice
                     counters.retries()
                 );
             }
-            target = counters.answered() + rng.random_range(ANSWERED_PER_GAP);
+            let target = counters.answered() + rng.random_range(ANSWERED_PER_GAP);
             answered_at_least(&counters, target).await;
             counters.enough.store(true, Ordering::Relaxed);
         })
