@@ -13,7 +13,7 @@
 # The PostgreSQL parts need DATABASE_URL (they are skipped without it); they never restart
 # the server at DATABASE_URL and terminate only their own backends. The restart part
 # creates, restarts and drops its own cluster (credits-postgres/tests/pg_restart.rs: it
-# needs Debian's postgresql-common tools, PostgreSQL 15 and root). Fuzzing needs
+# needs Debian's postgresql-common tools, a PostgreSQL server and root). Fuzzing needs
 # `cargo install cargo-fuzz` and a nightly toolchain; it is skipped otherwise (or with
 # FUZZ_SECONDS_PER_TARGET=0). A part given 0 seconds is skipped.
 set -euo pipefail

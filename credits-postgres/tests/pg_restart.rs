@@ -10,14 +10,15 @@
 //! its last checkpoint (the checks of `common::load`, shared with `real_faults.rs`).
 //!
 //! The shared server (`DATABASE_URL`) is never touched: the test creates its own cluster
-//! (`pg_createcluster 15 credits_restart_<pid>` on a free port, trust authentication on
-//! loopback), and drops it at the end, on failure too; clusters left by earlier runs whose
-//! process is gone are dropped first. It needs the `postgresql-common` tools, PostgreSQL 15
-//! and root (or the clusters' owner). Like every database test it is skipped without
+//! (`pg_createcluster <major> credits_restart_<pid>`, with the newest server installed
+//! under `/usr/lib/postgresql`, on a free port, trust authentication on loopback), and
+//! drops it at the end, on failure too; clusters left by earlier runs whose process is gone
+//! are dropped first. It needs Debian's `postgresql-common` tools, a PostgreSQL server and
+//! root (or the clusters' owner). Like every database test it is skipped without
 //! `DATABASE_URL`, and fails instead when `REQUIRE_DATABASE=1` and it cannot run.
 //! `PG_RESTART_SEED` (default 0) varies the clients' choices and when the restarts come
-//! (`scripts/soak.sh` sets it). This binary holds this one test, so nothing else runs
-//! while the server is down.
+//! (`scripts/soak.sh` sets it). The test is alone in its binary: nothing else shares its
+//! runtime or waits behind its restarts.
 
 // The test drives processes and tasks, waits on timers and prints what it injected.
 #![allow(clippy::disallowed_methods, clippy::print_stderr)]
@@ -39,8 +40,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use resilience::{BreakerConfig, OpenWait};
 
-/// The PostgreSQL major version whose cluster tools and server the test uses.
-const VERSION: &str = "15";
 /// The names of this test's clusters: the prefix, then the process id.
 const PREFIX: &str = "credits_restart_";
 const CLIENTS: usize = 6;
@@ -63,6 +62,7 @@ const LOAD_TIME_MAX: Duration = Duration::from_secs(40);
 
 /// A throwaway cluster, dropped (stopped first) when this value is.
 struct Cluster {
+    version: String,
     name: String,
     port: u16,
 }
@@ -89,12 +89,7 @@ fn tool(program: &str, args: &[&str]) -> Result<Output, String> {
 impl Cluster {
     /// Creates and starts a cluster on a free loopback port, trusting local connections.
     fn create() -> Result<Cluster, String> {
-        let bin = format!("/usr/lib/postgresql/{VERSION}/bin/postgres");
-        if !Path::new(&bin).exists() {
-            return Err(format!(
-                "{bin} is missing (PostgreSQL {VERSION} not installed)"
-            ));
-        }
+        let version = server_version()?;
         drop_stale_clusters()?;
         let name = format!("{PREFIX}{}", std::process::id());
         // A port nothing listens on now (PostgreSQL binds it a moment later).
@@ -106,7 +101,7 @@ impl Cluster {
         tool(
             "pg_createcluster",
             &[
-                VERSION,
+                &version,
                 &name,
                 "--port",
                 &port_s,
@@ -121,8 +116,12 @@ impl Cluster {
             ],
         )?;
         // From here on the cluster exists: dropping the value removes it.
-        let cluster = Cluster { name, port };
-        pg_ctlcluster(&cluster.name, &[], "start")?;
+        let cluster = Cluster {
+            version,
+            name,
+            port,
+        };
+        pg_ctlcluster(&cluster.version, &cluster.name, &[], "start")?;
         Ok(cluster)
     }
 
@@ -133,18 +132,35 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Err(e) = tool("pg_dropcluster", &["--stop", VERSION, &self.name]) {
+        if let Err(e) = tool("pg_dropcluster", &["--stop", &self.version, &self.name]) {
             eprintln!("could not drop cluster {}: {e}", self.name);
         }
     }
 }
 
-/// `pg_ctlcluster [options] VERSION name action`, supervised by nothing but this test
+/// The newest PostgreSQL server installed the Debian way (`/usr/lib/postgresql/<major>`).
+fn server_version() -> Result<String, String> {
+    let dir = "/usr/lib/postgresql";
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{dir}: {e}"))?;
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|v| Path::new(&format!("{dir}/{v}/bin/postgres")).exists())
+        .max()
+        .map(|v| v.to_string())
+        .ok_or_else(|| format!("no PostgreSQL server under {dir}"))
+}
+
+/// `pg_ctlcluster [options] version name action`, supervised by nothing but this test
 /// (not redirected to systemd).
-fn pg_ctlcluster(name: &str, options: &[&str], action: &str) -> Result<Output, String> {
+fn pg_ctlcluster(
+    version: &str,
+    name: &str,
+    options: &[&str],
+    action: &str,
+) -> Result<Output, String> {
     let mut args = vec!["--skip-systemctl-redirect"];
     args.extend_from_slice(options);
-    args.extend_from_slice(&[VERSION, name, action]);
+    args.extend_from_slice(&[version, name, action]);
     tool("pg_ctlcluster", &args)
 }
 
@@ -161,9 +177,9 @@ fn drop_stale_clusters() -> Result<(), String> {
         let Some(pid) = name.strip_prefix(PREFIX) else {
             continue;
         };
-        if version == VERSION && (pid == me || !Path::new(&format!("/proc/{pid}")).exists()) {
+        if pid == me || !Path::new(&format!("/proc/{pid}")).exists() {
             eprintln!("dropping stale cluster {name}");
-            tool("pg_dropcluster", &["--stop", VERSION, name])?;
+            tool("pg_dropcluster", &["--stop", version, name])?;
         }
     }
     Ok(())
@@ -277,17 +293,18 @@ async fn a_restarted_server_loses_no_acknowledged_request_and_applies_none_twice
     let counters = Arc::new(Counters::default());
     let restarter = {
         let counters = Arc::clone(&counters);
-        let name = cluster.name.clone();
+        let (version, name) = (cluster.version.clone(), cluster.name.clone());
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed);
             for (mode, options) in RESTARTS {
                 let target = counters.answered() + rng.random_range(ANSWERED_PER_GAP);
                 answered_at_least(&counters, target).await;
-                let name = name.clone();
-                let out =
-                    tokio::task::spawn_blocking(move || pg_ctlcluster(&name, options, "restart"))
-                        .await
-                        .expect("restart task");
+                let (version, name) = (version.clone(), name.clone());
+                let out = tokio::task::spawn_blocking(move || {
+                    pg_ctlcluster(&version, &name, options, "restart")
+                })
+                .await
+                .expect("restart task");
                 out.unwrap_or_else(|e| panic!("{mode} restart failed: {e}"));
                 counters.faults.fetch_add(1, Ordering::Relaxed);
                 eprintln!(
