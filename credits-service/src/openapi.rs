@@ -12,7 +12,7 @@ use utoipa::OpenApi as _;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 
-use crate::routes::{audit, credits, experiments, lifecycle, ops, rollouts};
+use crate::routes::{audit, checks, credits, experiments, lifecycle, ops, rollouts};
 
 /// The name of the bearer-token security scheme.
 const BEARER: &str = "bearer";
@@ -63,6 +63,7 @@ fn document() -> OpenApi {
     let mut doc = credits::Api::openapi();
     for part in [
         lifecycle::Api::openapi(),
+        checks::Api::openapi(),
         experiments::Api::openapi(),
         rollouts::Api::openapi(),
         audit::Api::openapi(),

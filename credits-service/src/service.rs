@@ -38,7 +38,7 @@ use crate::config::{Config, LogFormat, decode_hex};
 use crate::error::{ApiError, ServiceError};
 use crate::json::body_too_large;
 use crate::registry::{Experiments, Rollouts};
-use crate::routes::{audit, credits, experiments, lifecycle, ops, rollouts};
+use crate::routes::{audit, checks, credits, experiments, lifecycle, ops, rollouts};
 use crate::server::{self, ConnectionLimits};
 use crate::state::{AppState, AuditState, Backend, TenantLimiter};
 use canary::{MemoryRolloutStore, RolloutStore};
@@ -676,6 +676,7 @@ fn router(state: Arc<AppState>, body_limit: usize) -> Router {
     Router::new()
         .merge(credits::router())
         .merge(lifecycle::router())
+        .merge(checks::router())
         .merge(audit::router())
         .merge(experiments::router())
         .merge(rollouts::router())

@@ -2,10 +2,11 @@
 //! the one leading the audit log killed in the middle of a burst (the other takes over;
 //! requests cut off by the kill are retried on it under the same idempotency key; every
 //! acknowledged change ends up in the Merkle log with a verifying inclusion proof; the
-//! killed replica restarts and serves; then conservation, every tenant's journal replayed
-//! to its counters, every request in the journal exactly once and the log verified against
-//! the last checkpoint); and an in-memory service whose audit log is kept in a directory
-//! (`CREDITS_AUDIT_DIR`). Every loop is bounded in count and time.
+//! killed replica restarts and serves; then conservation and the journal replayed to its
+//! counters through the operator's routes (`GET /v1/conservation`,
+//! `POST /v1/tenants/{t}/journal/verify`), every request in the journal exactly once and
+//! the log verified against the last checkpoint); and an in-memory service whose audit log
+//! is kept in a directory (`CREDITS_AUDIT_DIR`). Every loop is bounded in count and time.
 
 // Tests act as applications: they spawn processes and tasks and wait on timers.
 #![allow(clippy::disallowed_methods, clippy::print_stderr)]
@@ -20,9 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Req;
-use credits_core::{Ledger, TenantId};
 use credits_postgres::tokio_postgres::{self, NoTls};
-use credits_postgres::{PgConfig, PgLedgerStore};
 use metered_clock::{Clock, SystemClock};
 
 const ADMIN: &str = "Bearer admin-secret-0123456789";
@@ -434,30 +433,42 @@ async fn a_killed_audit_leader_is_replaced_and_every_acknowledged_change_is_prov
         r.text
     );
 
-    // Conservation and the journal replayed to the counters, through the shipped store on
-    // the replicas' schema (the service has no route for them).
-    let clock = SystemClock::new();
-    let store = PgLedgerStore::connect(
-        PgConfig::builder(&url)
-            .search_path(&schema)
-            .pool_max_size(2)
-            .build()
-            .expect("config"),
-        std::sync::Arc::new(clock),
-    )
-    .expect("store");
-    let ledger = Ledger::new(store, clock);
-    ledger
-        .check_conservation(None)
-        .await
-        .expect("totals")
-        .expect("conservation");
-    let acme = TenantId::new("acme").expect("tenant");
-    let replayed = ledger
-        .verify_journal(&acme)
-        .await
-        .expect("read")
-        .unwrap_or_else(|m| panic!("acme: {m:?}"));
+    // Conservation and the journal replayed to the counters, through the operator's routes
+    // (on the restarted replica, and on the survivor: both read the same database).
+    for p in [&a, &b] {
+        let r = p.call(Req::get("/v1/conservation").auth(ADMIN)).await;
+        assert_eq!(
+            (r.status, &r.json["ok"]),
+            (200, &serde_json::json!(true)),
+            "{}",
+            r.text
+        );
+        let r = p
+            .call(Req::get("/v1/tenants/acme/conservation").auth(ADMIN))
+            .await;
+        assert_eq!(
+            (
+                r.status,
+                r.json["ok"].as_bool(),
+                r.json["totals"]["consumed"].as_u64()
+            ),
+            (200, Some(true), Some(consumed)),
+            "{}",
+            r.text
+        );
+    }
+    let r = a
+        .call(Req::post("/v1/tenants/acme/journal/verify", "").auth(ADMIN))
+        .await;
+    assert_eq!(
+        (r.status, r.json["ok"].as_bool()),
+        (200, Some(true)),
+        "acme: {}",
+        r.text
+    );
+    let replayed = r.json["entries_replayed"]
+        .as_u64()
+        .expect("entries replayed");
     assert_eq!(replayed, entries.len() as u64);
     assert_eq!(replayed, 1 + consumed);
 
@@ -529,6 +540,19 @@ async fn a_file_audit_log_outlives_a_killed_in_memory_service() {
     }
     // A re-created tenant continues its stream in the kept log.
     create_funded(&p, 5, "again").await;
+    let r = p
+        .call(Req::post("/v1/tenants/acme/journal/verify", "").auth(ADMIN))
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.json["ok"].as_bool(),
+            r.json["entries_replayed"].as_u64()
+        ),
+        (200, Some(true), Some(1)),
+        "the new ledger's journal: {}",
+        r.text
+    );
     let cp = p
         .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
         .await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use credits_core::testing::{Faults, FaultyStore};
+use credits_core::testing::{Bug, Faults, FaultyStore};
 use credits_service::{Config, RunningService, Service};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -41,16 +41,26 @@ impl TestService {
     /// Starts a service with the base settings plus `extra` variables: on PostgreSQL when
     /// `DATABASE_URL` is set (in a schema of its own), in memory otherwise.
     pub async fn start(extra: &[(&str, &str)]) -> TestService {
-        let url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
-        Self::start_with(extra, url).await
+        Self::start_with(extra, database_url(), None).await
     }
 
     /// Starts a service on the in-memory backend whatever the environment says.
     pub async fn start_memory(extra: &[(&str, &str)]) -> TestService {
-        Self::start_with(extra, None).await
+        Self::start_with(extra, None, None).await
     }
 
-    async fn start_with(extra: &[(&str, &str)], database_url: Option<String>) -> TestService {
+    /// Starts a service on PostgreSQL when `database_url` is given, in memory otherwise;
+    /// with `bug`, its store carries that deliberate defect (the shipped
+    /// `FaultyStore::with_bug`: only for tests of a checker).
+    pub async fn start_on(database_url: Option<String>, bug: Option<Bug>) -> TestService {
+        Self::start_with(&[], database_url, bug).await
+    }
+
+    async fn start_with(
+        extra: &[(&str, &str)],
+        database_url: Option<String>,
+        bug: Option<Bug>,
+    ) -> TestService {
         static SERVICES: AtomicU64 = AtomicU64::new(0);
         let schema = format!(
             "svc_test_{}_{}_{}",
@@ -88,7 +98,13 @@ impl TestService {
         let store_faults = Arc::clone(&faults);
         let running = Service::builder(config)
             .clock(Arc::new(clock.clone()))
-            .wrap_store(move |inner| Arc::new(FaultyStore::new(inner, store_faults)))
+            .wrap_store(move |inner| {
+                let store = FaultyStore::new(inner, store_faults);
+                Arc::new(match bug {
+                    Some(bug) => store.with_bug(bug),
+                    None => store,
+                })
+            })
             .build()
             .await
             .expect("service builds")
@@ -163,6 +179,23 @@ impl TestService {
         assert_eq!(r.status, 200, "{}", r.text);
         r.json["entries"].as_array().unwrap().len()
     }
+}
+
+/// `DATABASE_URL` when it is set and not empty.
+pub fn database_url() -> Option<String> {
+    std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty())
+}
+
+/// The backends a test runs on: memory, and PostgreSQL when `DATABASE_URL` is set. Panics
+/// when `REQUIRE_DATABASE=1` but `DATABASE_URL` is not set (so that a CI step meant for
+/// PostgreSQL cannot pass on memory alone).
+pub fn backends() -> Vec<Option<String>> {
+    let url = database_url();
+    assert!(
+        url.is_some() || std::env::var("REQUIRE_DATABASE").as_deref() != Ok("1"),
+        "DATABASE_URL is not set but REQUIRE_DATABASE=1"
+    );
+    std::iter::once(None).chain(url.map(Some)).collect()
 }
 
 /// Sends one request to `addr` on a fresh connection.
