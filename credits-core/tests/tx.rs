@@ -44,12 +44,12 @@ impl Participant for Resource {
     fn name(&self) -> &str {
         "resource"
     }
-    async fn prepare(&self, _branch: BranchId, payload: &str) -> Result<String, LedgerError> {
+    async fn prepare(&self, _branch: BranchId, payload: &str) -> Result<Arc<str>, LedgerError> {
         self.calls.lock().push(format!("prepare {payload}"));
         if self.refuse {
             return Err(LedgerError::InvalidPayload("no capacity".into()));
         }
-        Ok(format!("ready {payload}"))
+        Ok(format!("ready {payload}").into())
     }
     async fn commit(
         &self,
@@ -467,13 +467,13 @@ impl Participant for Enlister {
     fn name(&self) -> &str {
         "enlister"
     }
-    async fn prepare(&self, branch: BranchId, _payload: &str) -> Result<String, LedgerError> {
+    async fn prepare(&self, branch: BranchId, _payload: &str) -> Result<Arc<str>, LedgerError> {
         let first = !std::mem::replace(&mut *self.done.lock(), true);
         if first {
             let racing = credits_core::tx::Branch::new("credits", self.payload.clone());
             self.log.enlist(branch.tx, racing).await?;
         }
-        Ok(String::new())
+        Ok(Arc::from(""))
     }
     async fn commit(&self, _: BranchId, _: &str, _: &str) -> Result<(), LedgerError> {
         Ok(())

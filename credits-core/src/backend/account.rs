@@ -10,6 +10,7 @@ use std::time::Duration;
 use hashbrown::HashMap;
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::tx::BranchId;
 use crate::{
@@ -61,7 +62,8 @@ pub struct Hold {
     id: HoldId,
     amount: Amount,
     expires_at: Timestamp,
-    draws: Box<[Draw]>,
+    /// Nearly every hold draws on one lot: kept inline, no allocation of its own.
+    draws: SmallVec<[Draw; 1]>,
     owner: Option<BranchId>,
 }
 
@@ -91,7 +93,7 @@ impl Hold {
             id,
             amount,
             expires_at,
-            draws: draws.into_boxed_slice(),
+            draws: SmallVec::from_vec(draws),
             owner: None,
         })
     }
@@ -178,13 +180,14 @@ pub struct AccountParts {
 pub struct Applied {
     /// The command's result (`Ok(None)` for a pure expiry pass).
     pub result: Result<Option<Receipt>, LedgerError>,
-    /// New journal entries, in order.
-    pub entries: Vec<JournalEntry>,
+    /// New journal entries, in order. (Inline vectors: the common changes (a consume, a
+    /// reserve, a commit with its release) allocate nothing for their change set.)
+    pub entries: SmallVec<[JournalEntry; 2]>,
     /// Lots whose remaining amount changed: upsert [`Account::lot`] or delete when `None`.
-    pub lots_changed: Vec<LotKey>,
+    pub lots_changed: SmallVec<[LotKey; 2]>,
     /// Holds created or resolved: upsert [`Account::hold`] or record
     /// [`Account::resolution`].
-    pub holds_changed: Vec<HoldId>,
+    pub holds_changed: SmallVec<[HoldId; 1]>,
     /// An entry whose refunded amount changed ([`Account::refunded`]).
     pub refund_changed: Option<EntrySeq>,
 }
@@ -193,9 +196,9 @@ impl Applied {
     fn new() -> Self {
         Applied {
             result: Ok(None),
-            entries: Vec::new(),
-            lots_changed: Vec::new(),
-            holds_changed: Vec::new(),
+            entries: SmallVec::new(),
+            lots_changed: SmallVec::new(),
+            holds_changed: SmallVec::new(),
             refund_changed: None,
         }
     }
@@ -815,7 +818,12 @@ impl Account {
     }
 
     /// Takes `amount` (≤ available) from lots in spending order.
-    fn take_from_lots(&mut self, fx: &mut Applied, amount: Amount, draws: Option<&mut Vec<Draw>>) {
+    fn take_from_lots(
+        &mut self,
+        fx: &mut Applied,
+        amount: Amount,
+        draws: Option<&mut SmallVec<[Draw; 1]>>,
+    ) {
         let mut need = amount;
         let mut draws = draws;
         while !need.is_zero() {
@@ -979,7 +987,7 @@ impl Account {
         let before = self.balance();
         let id = HoldId::new(self.header.next_hold);
         self.header.next_hold = self.header.next_hold.saturating_add(1);
-        let mut draws = Vec::with_capacity(1);
+        let mut draws = SmallVec::new();
         self.take_from_lots(fx, amount, Some(&mut draws));
         self.header.totals.held = held;
         self.holds.insert(
@@ -988,7 +996,7 @@ impl Account {
                 id,
                 amount,
                 expires_at,
-                draws: draws.into_boxed_slice(),
+                draws,
                 owner,
             },
         );

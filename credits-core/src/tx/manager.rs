@@ -18,7 +18,7 @@ use crate::LedgerError;
 pub struct TransactionManagerBuilder {
     log: Arc<dyn TxLog>,
     clock: Arc<dyn Clock>,
-    participants: HashMap<String, Arc<dyn Participant>>,
+    participants: HashMap<Arc<str>, Arc<dyn Participant>>,
 }
 
 impl TransactionManagerBuilder {
@@ -26,7 +26,7 @@ impl TransactionManagerBuilder {
     /// same name replaces it).
     pub fn participant(mut self, participant: Arc<dyn Participant>) -> Self {
         self.participants
-            .insert(participant.name().to_owned(), participant);
+            .insert(Arc::from(participant.name()), participant);
         self
     }
 
@@ -45,7 +45,7 @@ impl TransactionManagerBuilder {
 pub struct TransactionManager {
     log: Arc<dyn TxLog>,
     clock: Arc<dyn Clock>,
-    participants: HashMap<String, Arc<dyn Participant>>,
+    participants: HashMap<Arc<str>, Arc<dyn Participant>>,
 }
 
 impl TransactionManager {
@@ -109,12 +109,13 @@ impl TransactionManager {
         participant: &str,
         payload: impl Into<Arc<str>>,
     ) -> Result<BranchId, LedgerError> {
-        if !self.participants.contains_key(participant) {
+        // The registered name, shared: a branch's name costs no allocation.
+        let Some((name, _)) = self.participants.get_key_value(participant) else {
             return Err(LedgerError::UnknownParticipant(participant.to_owned()));
-        }
+        };
         let index = self
             .log
-            .enlist(tx, Branch::new(participant, payload))
+            .enlist(tx, Branch::new(Arc::clone(name), payload))
             .await?;
         Ok(BranchId::new(tx, index))
     }
@@ -162,7 +163,7 @@ impl TransactionManager {
                 Err(e) => Err(e),
             };
             match answer {
-                Ok(answer) => answers.push(Arc::<str>::from(answer)),
+                Ok(answer) => answers.push(answer),
                 Err(reason) => {
                     tracing::info!(branch = %id, participant = %branch.participant, %reason, "prepare refused; aborting");
                     return Err(self
@@ -175,22 +176,29 @@ impl TransactionManager {
             self.finish_as(record, TxDecision::Abort).await?;
             return Err(LedgerError::TransactionTimedOut(tx));
         }
+        // The record takes the answers (shared) before the log does (by value): no copy of
+        // the list.
+        for (branch, answer) in record.branches.iter_mut().zip(&answers) {
+            branch.prepared = Some(Arc::clone(answer));
+        }
         let logged = if then_commit {
             self.log
-                .prepare_and_commit(tx, answers.clone())
+                .prepare_and_commit(tx, answers)
                 .await
                 .map(TxPhase::Decided)
         } else {
             self.log
-                .mark_prepared(tx, answers.clone())
+                .mark_prepared(tx, answers)
                 .await
                 .map(|()| TxPhase::Prepared)
         };
+        if logged.is_err() {
+            for branch in &mut record.branches {
+                branch.prepared = None;
+            }
+        }
         match logged {
             Ok(phase) => {
-                for (branch, answer) in record.branches.iter_mut().zip(answers) {
-                    branch.prepared = Some(answer);
-                }
                 record.phase = phase;
                 Ok(())
             }
@@ -329,7 +337,7 @@ impl TransactionManager {
     /// phase two is counted in `failed`, not returned.
     pub async fn recover(&self) -> Result<TxRecoveryReport, LedgerError> {
         let mut report = TxRecoveryReport::default();
-        let mut names: Vec<&String> = self.participants.keys().collect();
+        let mut names: Vec<&Arc<str>> = self.participants.keys().collect();
         names.sort_unstable();
         for name in &names {
             self.participants[*name].recover().await?;

@@ -1,6 +1,7 @@
 //! The [`Participant`] contract: a resource that takes part in transactions.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -32,7 +33,7 @@ pub trait Participant: Send + Sync + fmt::Debug {
     /// participant's record of it (the coordinator logs the answers of every branch with the
     /// `Prepared` phase and hands it back in phase two), or refuse with an error (which
     /// aborts the transaction). May be repeated: a repeat answers the same record.
-    async fn prepare(&self, branch: BranchId, payload: &str) -> Result<String, LedgerError>;
+    async fn prepare(&self, branch: BranchId, payload: &str) -> Result<Arc<str>, LedgerError>;
 
     /// Phase two, commit, with what phase one answered. Must be idempotent.
     async fn commit(
