@@ -10,17 +10,26 @@
 //! writer and its open sink are process state: a crash abandons them (a write in flight
 //! finishes first, none starts after) and a restart opens a new sink and a new writer over
 //! the same queue.
+//!
+//! The disk's faults: an outage (every write fails for a while, or for good), the next
+//! write failing once ([`SimAudit::fail_once`]), a death right after a write, and a slow
+//! disk ([`SimAudit::set_slow`]): each write waits until the disk is fast again, so the
+//! writer's task sits inside a write while the ledger keeps committing. The slow disk is
+//! the one switch `SinkFaults` does not have; it sits between `FaultySink` and the shipped
+//! `FileSink` ([`SlowDisk`]), so a crash still waits for a write in flight.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use async_trait::async_trait;
 use audit_chain::merkle::verify_consistency;
 use audit_chain::testing::{FaultySink, SinkFaults};
 use audit_chain::{
-    AuditQueue, AuditSink, AuditWriter, Checkpoint, FileSink, HmacKey, Keyring, LogRecord,
-    MaskingPolicy, MemoryAuditQueue, WriterConfig, scan_dir, verify_dir,
+    AuditError, AuditQueue, AuditSink, AuditWriter, Checkpoint, FileSink, HmacKey, Keyring,
+    LogHead, LogRecord, MaskingPolicy, MemoryAuditQueue, WriterConfig, scan_dir, verify_dir,
 };
 use credits_core::audit::{LedgerAudit, MemoryAudit};
 use metered_clock::Clock;
@@ -32,6 +41,95 @@ pub const ORIGIN: &str = "sim.metered.invalid/audit";
 /// it every other step and after every outage), so no change is refused for a full backlog
 /// and both backends give the same answers.
 pub const BACKLOG_MAX: usize = 1 << 20;
+
+/// A slow disk: while it is slow, every write waits (reads answer at once) until
+/// [`set_slow(false)`](Self::set_slow). Shared by every process's sink, like
+/// [`SinkFaults`].
+#[derive(Debug, Default)]
+pub struct SlowDisk {
+    slow: AtomicBool,
+    fast_again: tokio::sync::Notify,
+    /// Writes that entered the disk and have not returned.
+    writing: AtomicUsize,
+}
+
+impl SlowDisk {
+    /// Makes every write wait, or lets the waiting ones (and every later one) through.
+    pub fn set_slow(&self, slow: bool) {
+        self.slow.store(slow, Ordering::SeqCst);
+        if !slow {
+            self.fast_again.notify_waiters();
+        }
+    }
+
+    /// Whether the disk is slow.
+    #[must_use]
+    pub fn is_slow(&self) -> bool {
+        self.slow.load(Ordering::SeqCst)
+    }
+
+    /// Writes that entered the disk and have not returned.
+    #[must_use]
+    pub fn writing(&self) -> usize {
+        self.writing.load(Ordering::SeqCst)
+    }
+
+    /// Runs one write: waits while the disk is slow, then writes.
+    async fn write(
+        &self,
+        call: impl std::future::Future<Output = Result<(), AuditError>>,
+    ) -> Result<(), AuditError> {
+        self.writing.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let fast = self.fast_again.notified();
+            if !self.is_slow() {
+                break;
+            }
+            fast.await;
+        }
+        let result = call.await;
+        self.writing.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+/// The shipped sink behind a [`SlowDisk`].
+#[derive(Debug)]
+struct SlowSink {
+    inner: Arc<dyn AuditSink>,
+    disk: Arc<SlowDisk>,
+}
+
+#[async_trait]
+impl AuditSink for SlowSink {
+    async fn append(&self, records: &[LogRecord]) -> Result<(), AuditError> {
+        self.disk.write(self.inner.append(records)).await
+    }
+
+    async fn read(&self, start: u64, limit: usize) -> Result<Vec<LogRecord>, AuditError> {
+        self.inner.read(start, limit).await
+    }
+
+    async fn size(&self) -> Result<u64, AuditError> {
+        self.inner.size().await
+    }
+
+    async fn store_checkpoint(&self, note: &str) -> Result<(), AuditError> {
+        self.disk.write(self.inner.store_checkpoint(note)).await
+    }
+
+    async fn load_checkpoint(&self) -> Result<Option<String>, AuditError> {
+        self.inner.load_checkpoint().await
+    }
+
+    async fn store_head(&self, head: &LogHead) -> Result<(), AuditError> {
+        self.disk.write(self.inner.store_head(head)).await
+    }
+
+    async fn load_head(&self) -> Result<Option<LogHead>, AuditError> {
+        self.inner.load_head().await
+    }
+}
 
 /// What one [`SimAudit::sync`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,24 +156,34 @@ pub struct SimAudit {
     keyring: Arc<Keyring>,
     queue: Arc<MemoryAuditQueue>,
     faults: Arc<SinkFaults>,
+    slow: Arc<SlowDisk>,
+    /// A [`fail_once`](Self::fail_once) armed for the next [`sync`](Self::sync).
+    fail_once: bool,
     clock: Arc<dyn Clock>,
     live: Option<Live>,
     witness: Option<Checkpoint>,
 }
 
 impl SimAudit {
-    /// Opens (creating) the log in `dir` and starts the first process's writer. Must run
+    /// Opens (creating) the log in `dir` and starts the first process's writer; the queue
+    /// holds at most `backlog_max` entries (past it the store refuses changes). Must run
     /// inside a Tokio runtime (the writer's task is spawned on it).
     ///
     /// # Errors
     /// The sink's or the writer's open error, as text.
-    pub async fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, String> {
+    pub async fn open(
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+        backlog_max: usize,
+    ) -> Result<Self, String> {
         let key = HmacKey::new(1, [0x5a; 32]).map_err(|e| e.to_string())?;
         let mut audit = SimAudit {
             dir: dir.to_owned(),
             keyring: Arc::new(Keyring::new(key)),
-            queue: Arc::new(MemoryAuditQueue::new(BACKLOG_MAX)),
+            queue: Arc::new(MemoryAuditQueue::new(backlog_max)),
             faults: Arc::new(SinkFaults::default()),
+            slow: Arc::new(SlowDisk::default()),
+            fail_once: false,
             clock,
             live: None,
             witness: None,
@@ -108,6 +216,49 @@ impl SimAudit {
         &self.faults
     }
 
+    /// Makes the disk slow (every write waits) or fast again; then lets the writes that
+    /// waited finish (so that what they wrote is in the files before the next step).
+    ///
+    /// # Errors
+    /// A write still unfinished after 10,000 turns of the runtime, as text.
+    pub async fn set_slow(&self, slow: bool) -> Result<(), String> {
+        self.slow.set_slow(slow);
+        for _ in 0..10_000 {
+            if slow || self.slow.writing() == 0 {
+                return Ok(());
+            }
+            tokio::task::yield_now().await;
+        }
+        Err(format!(
+            "{} writes still waiting after the audit disk became fast",
+            self.slow.writing()
+        ))
+    }
+
+    /// Whether the disk is slow.
+    #[must_use]
+    pub fn is_slow(&self) -> bool {
+        self.slow.is_slow()
+    }
+
+    /// The next write fails once (the next [`sync`](Self::sync) expects it).
+    pub fn fail_once(&mut self) {
+        self.faults.fail_next(1);
+        self.fail_once = true;
+    }
+
+    /// The queue's capacity: the backlog at which the store refuses changes.
+    #[must_use]
+    pub fn backlog_max(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// Entries in the running writer's log.
+    #[must_use]
+    pub fn log_size(&self) -> Option<u64> {
+        self.live.as_ref().map(|l| l.writer.size())
+    }
+
     /// Entries in the store's queue: committed and not yet taken off by a writer (after a
     /// death right after a write, some of them are in the log already).
     #[must_use]
@@ -128,6 +279,10 @@ impl SimAudit {
     /// # Errors
     /// Writing the torn tail failed, as text.
     pub async fn crash(&mut self, torn: Option<&[u8]>) -> Result<(), String> {
+        // A slow write in flight finishes (the crash waits for it, as for any write), and
+        // the new process's disk is fast: its writer's first writes would wait otherwise.
+        self.set_slow(false).await?;
+        self.fail_once = false;
         if let Some(live) = self.live.take() {
             live.sink.kill().await;
         }
@@ -167,7 +322,11 @@ impl SimAudit {
     pub async fn reopen(&mut self) -> Result<u64, String> {
         let (file, recovery) =
             FileSink::open(&self.dir).map_err(|e| format!("opening the audit files: {e}"))?;
-        let sink = Arc::new(FaultySink::new(Arc::new(file), Arc::clone(&self.faults)));
+        let disk: Arc<dyn AuditSink> = Arc::new(SlowSink {
+            inner: Arc::new(file),
+            disk: Arc::clone(&self.slow),
+        });
+        let sink = Arc::new(FaultySink::new(disk, Arc::clone(&self.faults)));
         let config = WriterConfig::builder(ORIGIN)
             .build()
             .map_err(|e| e.to_string())?;
@@ -234,7 +393,10 @@ impl SimAudit {
     /// and return a checkpoint of exactly the entries that were in the log or pending
     /// before, consistent with the witness (an RFC 9162 consistency proof); it becomes
     /// the new witness. Otherwise the flush must fail; with the disk down the log must not
-    /// grow and every pending entry must still be queued.
+    /// grow and every pending entry must still be queued. With one failure armed
+    /// ([`fail_once`](Self::fail_once)) the flush may fail, or succeed when the writer
+    /// tried again (then it is checked as above); a failure not used is removed.
+    /// Never call it while the disk is slow: the flush would wait for the disk.
     ///
     /// # Errors
     /// A broken expectation, as text.
@@ -243,11 +405,25 @@ impl SimAudit {
             .live
             .as_ref()
             .ok_or("the audit writer is not running")?;
+        if self.slow.is_slow() {
+            return Err("a flush while the disk is slow would wait for it".into());
+        }
         let down = self.faults.is_down();
-        let faulted = down || self.faults.death_armed();
+        let death = self.faults.death_armed();
+        let once = std::mem::take(&mut self.fail_once);
+        let faulted = down || death || once;
         let size = live.writer.size();
         let pending = self.pending(&live.writer).await?;
         let flushed = live.writer.flush().await;
+        // Only one failure was armed: a flush that succeeded all the same (the writer tried
+        // again, or wrote nothing) is checked like any other; remove an unused failure.
+        let flushed = match flushed {
+            Ok(cp) if once && !down && !death => {
+                self.faults.disarm();
+                return self.flushed(cp, size, pending).await;
+            }
+            other => other,
+        };
         let cp = match (flushed, faulted) {
             (Err(e), true) => {
                 if down {
@@ -271,6 +447,16 @@ impl SimAudit {
             (Err(e), false) => return Err(format!("flushing the audit writer: {e}")),
             (Ok(cp), false) => cp,
         };
+        self.flushed(cp, size, pending).await
+    }
+
+    /// The checks of a successful flush that started with `size` entries in the log and
+    /// `pending` queued past it; the checkpoint becomes the witness.
+    async fn flushed(&mut self, cp: Checkpoint, size: u64, pending: u64) -> Result<Synced, String> {
+        let live = self
+            .live
+            .as_ref()
+            .ok_or("the audit writer is not running")?;
         if cp.size != size + pending {
             return Err(format!(
                 "the log held {size} entries and {pending} were pending, but the flush \

@@ -19,6 +19,14 @@ pub const AUDIT_TURN_PROBABILITY: f64 = 0.5;
 /// The longest outage of the audit sink, in steps.
 pub const AUDIT_OUTAGE_STEPS_MAX: u64 = 50;
 
+/// The longest slow period of the audit disk, in steps (every write waits meanwhile).
+pub const AUDIT_SLOW_STEPS_MAX: u64 = 20;
+
+/// The audit backlog limit with [`Config::audit_fails_for_good`]: far above what the
+/// workload's outages build (at most [`AUDIT_OUTAGE_STEPS_MAX`] steps of a few entries),
+/// low enough for the final phase to reach it with one change per entry.
+pub const FOR_GOOD_BACKLOG_MAX: usize = 2_048;
+
 /// Where the simulated clock starts.
 pub const START: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
 /// The participants of distributed transactions (one tenant each per transaction).
@@ -60,9 +68,19 @@ pub struct Config {
     /// years), and let the tenants work during a long outage of the coordinator, so that
     /// records of transaction steps are forgotten before recovery runs.
     pub short_retention: bool,
+    /// After the workload, the audit disk fails for good (in-memory backend): the
+    /// backlog is limited to [`FOR_GOOD_BACKLOG_MAX`] entries, changes are accepted and
+    /// queued until it is reached, then each is refused with
+    /// `LedgerError::AuditBacklogFull` and applies nothing (across a crash too); then the
+    /// disk is replaced and everything queued must reach the log. Off by default (it adds
+    /// the phase's changes to the trace, which PostgreSQL runs would not have).
+    pub audit_fails_for_good: bool,
     /// Run against PostgreSQL at this URL (a private schema per run, dropped at the end)
     /// instead of the in-memory store.
     pub postgres: Option<String>,
+    /// With [`postgres`](Self::postgres): the store batches concurrent commits (group
+    /// commit, `PgConfig::group_commit`).
+    pub group_commit: bool,
     /// Keep the trace lines in the [`Report`] (for diffing two runs).
     pub keep_trace: bool,
 }
@@ -80,7 +98,9 @@ impl Config {
             bug: None,
             long_outages: false,
             short_retention: false,
+            audit_fails_for_good: false,
             postgres: None,
+            group_commit: false,
             keep_trace: false,
         }
     }
@@ -103,6 +123,20 @@ impl Config {
     #[must_use]
     pub fn with_short_retention(mut self, on: bool) -> Self {
         self.short_retention = on;
+        self
+    }
+
+    /// Sets [`audit_fails_for_good`](Self::audit_fails_for_good).
+    #[must_use]
+    pub fn with_audit_failing_for_good(mut self, on: bool) -> Self {
+        self.audit_fails_for_good = on;
+        self
+    }
+
+    /// Sets [`group_commit`](Self::group_commit) (for runs on PostgreSQL).
+    #[must_use]
+    pub fn with_group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
         self
     }
 
@@ -163,6 +197,15 @@ pub struct Report {
     /// Crashes right after the audit writer's write, before it took the entries off the
     /// queue (counted in `crashes` too; over PostgreSQL a plain crash).
     pub audit_deaths: u64,
+    /// Flushes whose first write failed once (drawn on both backends, effective in
+    /// memory).
+    pub audit_fail_once: u64,
+    /// Slow periods of the audit disk (every write waiting for 1 to
+    /// [`AUDIT_SLOW_STEPS_MAX`] steps; drawn on both backends, effective in memory).
+    pub audit_slow: u64,
+    /// Changes refused with `AuditBacklogFull` while the disk failed for good
+    /// ([`Config::audit_fails_for_good`]).
+    pub audit_refused: u64,
     /// Distributed transactions committed / aborted.
     pub tx_committed: u64,
     /// Distributed transactions aborted.

@@ -54,7 +54,12 @@ impl Env {
         let (base, txlog, audit, pg): (Arc<dyn LedgerStore>, Arc<dyn TxLog>, _, _) =
             match &cfg.postgres {
                 None => {
-                    let audit = SimAudit::open(dir, Arc::new(clock.clone())).await?;
+                    let backlog_max = if cfg.audit_fails_for_good {
+                        crate::config::FOR_GOOD_BACKLOG_MAX
+                    } else {
+                        crate::audit::BACKLOG_MAX
+                    };
+                    let audit = SimAudit::open(dir, Arc::new(clock.clone()), backlog_max).await?;
                     if cfg.bug == Some(Bug::LoseAuditEntry) {
                         // The broken disk this bug stands for (see `Bug::LoseAuditEntry`).
                         audit.faults().lose_next();
@@ -76,7 +81,15 @@ impl Env {
                     )
                 }
                 Some(url) => {
-                    let pg = PgRun::create(url, cfg.seed, Arc::new(clock.clone())).await?;
+                    // Group commit: two workers, groups of up to 64 requests.
+                    let group = match cfg.group_commit {
+                        true => Some(
+                            credits_postgres::GroupCommitConfig::new(2, 64, 1_024)
+                                .map_err(|e| e.to_string())?,
+                        ),
+                        false => None,
+                    };
+                    let pg = PgRun::create(url, cfg.seed, Arc::new(clock.clone()), group).await?;
                     let (store, txlog) = pg.handles();
                     (store, txlog, None, Some(pg))
                 }

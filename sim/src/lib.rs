@@ -60,8 +60,8 @@ mod violation;
 mod workload;
 
 pub use config::{
-    AUDIT_OUTAGE_STEPS_MAX, AUDIT_TURN_PROBABILITY, Config, LONG_OUTAGE, PARTICIPANTS, Report,
-    SHORT_RETENTION, START, TX_TIMEOUT,
+    AUDIT_OUTAGE_STEPS_MAX, AUDIT_SLOW_STEPS_MAX, AUDIT_TURN_PROBABILITY, Config,
+    FOR_GOOD_BACKLOG_MAX, LONG_OUTAGE, PARTICIPANTS, Report, SHORT_RETENTION, START, TX_TIMEOUT,
 };
 pub use credits_core::testing::Bug;
 pub use run::{run, run_in};

@@ -4,6 +4,8 @@
 //! cargo run -p sim -- --seed 42 --ops 10000
 //! cargo run -p sim -- --seeds 1..20 --ops 5000 --tenants 16
 //! cargo run -p sim -- --seed 3 --ops 2000 --bug skip-hold-expiry   # must fail
+//! cargo run -p sim -- --seeds 1..5 --ops 2000 --audit-fails-for-good
+//! cargo run -p sim -- --seed 7 --ops 500 --postgres --group-commit         # DATABASE_URL
 //! cargo run -p sim -- --check-fuzz-input bayes fuzz/artifacts/bayes/crash-…
 //! cargo run -p sim -- --linearizability --seed 5 --rounds 20              # in memory
 //! cargo run -p sim -- --linearizability --postgres --group-commit --seed 5 # DATABASE_URL
@@ -20,7 +22,7 @@ use sim::{Bug, Config, run};
 
 const USAGE: &str = "usage: sim [--seed N | --seeds A..B] [--ops M] [--tenants T] \
 [--faults P] [--crashes P] [--bug skip-hold-expiry|double-apply-retry|drop-journal-row|lose-audit-entry] [--long-outages] [--short-retention] \
-[--postgres (uses DATABASE_URL)] [--trace]";
+[--audit-fails-for-good (in memory)] [--postgres (uses DATABASE_URL) [--group-commit]] [--trace]";
 
 struct Args {
     seeds: std::ops::Range<u64>,
@@ -30,7 +32,9 @@ struct Args {
     bug: Option<Bug>,
     outage: bool,
     retention: bool,
+    for_good: bool,
     postgres: Option<String>,
+    group_commit: bool,
     trace: bool,
 }
 
@@ -43,7 +47,9 @@ fn parse() -> Result<Args, String> {
         bug: None,
         outage: false,
         retention: false,
+        for_good: false,
         postgres: None,
+        group_commit: false,
         trace: false,
     };
     let mut fault = Config::new(0, 0).fault_probability;
@@ -79,6 +85,8 @@ fn parse() -> Result<Args, String> {
             }
             "--long-outages" => a.outage = true,
             "--short-retention" => a.retention = true,
+            "--audit-fails-for-good" => a.for_good = true,
+            "--group-commit" => a.group_commit = true,
             "--trace" => a.trace = true,
             "--postgres" => {
                 a.postgres = Some(
@@ -88,6 +96,14 @@ fn parse() -> Result<Args, String> {
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
+    }
+    if a.group_commit && a.postgres.is_none() {
+        return Err(format!("--group-commit needs --postgres\n{USAGE}"));
+    }
+    if a.for_good && a.postgres.is_some() {
+        return Err(format!(
+            "--audit-fails-for-good runs in memory (PostgreSQL has no audit disk to fail)\n{USAGE}"
+        ));
     }
     Ok(a)
 }
@@ -271,6 +287,8 @@ fn main() -> ExitCode {
             .with_tenants(args.tenants)
             .with_long_outages(args.outage)
             .with_short_retention(args.retention)
+            .with_audit_failing_for_good(args.for_good)
+            .with_group_commit(args.group_commit)
             .with_trace(args.trace);
         if let Some((f, c)) = args.faults {
             config = config.with_faults(f, c);
@@ -289,7 +307,7 @@ fn main() -> ExitCode {
                 total_ops += r.ops;
                 runs += 1;
                 println!(
-                    "seed {seed}: ok ops={} entries={} audit={} faults={} crashes={} torn={} audit_outages={} audit_deaths={} retries={} tx={}/{} outsiders_refused={} trace={}",
+                    "seed {seed}: ok ops={} entries={} audit={} faults={} crashes={} torn={} audit_outages={} audit_deaths={} audit_fail_once={} audit_slow={} audit_refused={} retries={} tx={}/{} outsiders_refused={} trace={}",
                     r.ops,
                     r.journal_entries,
                     r.audit_records,
@@ -298,6 +316,9 @@ fn main() -> ExitCode {
                     r.torn_tails,
                     r.audit_outages,
                     r.audit_deaths,
+                    r.audit_fail_once,
+                    r.audit_slow,
+                    r.audit_refused,
                     r.retries,
                     r.tx_committed,
                     r.tx_aborted,
@@ -308,7 +329,7 @@ fn main() -> ExitCode {
             Err(v) => {
                 println!("FAILED {v}");
                 println!(
-                    "reproduce: cargo run -p sim --release -- --seed {seed} --ops {}{}{}{}",
+                    "reproduce: cargo run -p sim --release -- --seed {seed} --ops {}{}{}{}{}{}",
                     args.ops,
                     args.bug.map_or(String::new(), |_| " --bug …".into()),
                     if args.outage { " --long-outages" } else { "" },
@@ -316,6 +337,16 @@ fn main() -> ExitCode {
                         " --short-retention"
                     } else {
                         ""
+                    },
+                    if args.for_good {
+                        " --audit-fails-for-good"
+                    } else {
+                        ""
+                    },
+                    match (&args.postgres, args.group_commit) {
+                        (None, _) => "",
+                        (Some(_), false) => " --postgres",
+                        (Some(_), true) => " --postgres --group-commit",
                     }
                 );
                 return ExitCode::from(1);

@@ -1,5 +1,6 @@
 //! Running the simulator against PostgreSQL (`credits-postgres`): a private schema per run,
-//! and a "crash" that drops the whole connection pool and reconnects.
+//! and a "crash" that drops the whole connection pool (and with group commit its queue and
+//! workers) and reconnects.
 
 use std::sync::Arc;
 
@@ -7,13 +8,22 @@ use audit_chain::{HmacKey, Keyring, LogRecord, MaskingPolicy, verify_records};
 use credits_core::tx::TxLog;
 use credits_core::{JournalEntry, LedgerStore, TenantId};
 use credits_postgres::tokio_postgres::{self, NoTls};
-use credits_postgres::{LedgerAudit, PgConfig, PgLedgerStore};
+use credits_postgres::{GroupCommitConfig, LedgerAudit, PgConfig, PgLedgerStore};
 use metered_clock::Clock;
+
+fn grouped(store: PgLedgerStore, group: Option<GroupCommitConfig>) -> PgLedgerStore {
+    match group {
+        Some(g) => store.with_group_commit(g),
+        None => store,
+    }
+}
 
 /// One run's database: its schema, the configuration to (re)connect with, and an admin
 /// connection that drops the schema at the end.
 pub(crate) struct PgRun {
     config: PgConfig,
+    /// Group commit for single requests (`--group-commit`).
+    group: Option<GroupCommitConfig>,
     keyring: Arc<Keyring>,
     schema: String,
     admin: tokio_postgres::Client,
@@ -29,13 +39,15 @@ impl std::fmt::Debug for PgRun {
 }
 
 impl PgRun {
-    /// Creates a fresh schema on `url`, migrates it and connects.
+    /// Creates a fresh schema on `url`, migrates it and connects (with `group`, the store
+    /// sends single requests through group commit).
     // Drives the admin connection: `tokio_postgres` needs its connection task spawned.
     #[allow(clippy::disallowed_methods)]
     pub(crate) async fn create(
         url: &str,
         seed: u64,
         clock: Arc<dyn Clock>,
+        group: Option<GroupCommitConfig>,
     ) -> Result<Self, String> {
         let (admin, conn) = tokio_postgres::connect(url, NoTls)
             .await
@@ -68,10 +80,11 @@ impl PgRun {
             .map_err(|e| format!("migrating: {e}"))?;
         Ok(PgRun {
             config,
+            group,
             keyring,
             schema,
             admin,
-            store: Arc::new(store),
+            store: Arc::new(grouped(store, group)),
         })
     }
 
@@ -85,7 +98,7 @@ impl PgRun {
     pub(crate) fn reconnect(&mut self, clock: Arc<dyn Clock>) -> Result<(), String> {
         let store =
             PgLedgerStore::connect(self.config.clone(), clock).map_err(|e| e.to_string())?;
-        self.store = Arc::new(store);
+        self.store = Arc::new(grouped(store, self.group));
         Ok(())
     }
 

@@ -12,10 +12,10 @@ use metered_clock::{Clock, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::audit::Synced;
+use crate::audit::{SimAudit, Synced};
 use crate::config::{
-    AUDIT_OUTAGE_STEPS_MAX, AUDIT_TURN_PROBABILITY, Config, Report, SHORT_RETENTION, START,
-    TX_TIMEOUT,
+    AUDIT_OUTAGE_STEPS_MAX, AUDIT_SLOW_STEPS_MAX, AUDIT_TURN_PROBABILITY, Config, Report,
+    SHORT_RETENTION, START, TX_TIMEOUT,
 };
 use crate::env::Env;
 use crate::model::{Model, Tracked};
@@ -101,6 +101,10 @@ pub(crate) struct Sim {
     pub(crate) report: Report,
     /// Steps the audit sink's current outage still lasts (0: the sink is up).
     pub(crate) audit_outage_left: u64,
+    /// Steps the audit disk stays slow (0: it is fast).
+    pub(crate) audit_slow_left: u64,
+    /// The audit disk is failing for good ([`Config::audit_fails_for_good`]'s phase).
+    pub(crate) audit_failed_for_good: bool,
 }
 
 impl Sim {
@@ -130,6 +134,8 @@ impl Sim {
                 ..Report::default()
             },
             audit_outage_left: 0,
+            audit_slow_left: 0,
+            audit_failed_for_good: false,
         })
     }
 
@@ -218,6 +224,11 @@ impl Sim {
             Ok(cut) => cut,
             Err(what) => return Err(self.environment(what)),
         };
+        // The crash let a slow write in flight finish; the new process's disk is fast.
+        if self.audit_slow_left > 0 {
+            self.audit_slow_left = 0;
+            self.line("audit disk fast again (crash)");
+        }
         let torn_written = torn.is_some() && self.env.audit.is_some();
         if torn_written != (cut > 0) {
             return Err(Violation::TornTail {
@@ -242,18 +253,30 @@ impl Sim {
         }
         self.env.reboot();
         let tx = match self.env.proc.tm.recover().await {
-            Ok(tx) => tx,
+            Ok(tx) => format!("{tx:?}"),
+            // Deciding a transaction changes holds: refused like every change while the
+            // audit disk has failed for good and the backlog is full (see below).
+            Err(LedgerError::AuditBacklogFull { .. }) if self.audit_failed_for_good => {
+                "refused: audit backlog full".to_owned()
+            }
             Err(e) => return Err(self.unexpected("tx recovery", e)),
         };
-        let sweep = match self.env.proc.ledger.recover().await {
-            Ok(sweep) => sweep,
+        match self.env.proc.ledger.recover().await {
+            // How many tenants a sweep visited is the backend's business; what expired is
+            // not.
+            Ok(sweep) => self.line(&format!(
+                "restart tx={tx} holds_expired={} lots_expired={}",
+                sweep.holds_expired, sweep.lots_expired
+            )),
+            // Expiries are changes too: with the audit disk failed for good and the backlog
+            // full they are refused, not applied un-audited; the next recovery applies them.
+            Err(LedgerError::AuditBacklogFull { .. }) if self.audit_failed_for_good => {
+                self.line(&format!(
+                    "restart tx={tx} recovery refused: audit backlog full"
+                ));
+            }
             Err(e) => return Err(self.unexpected("ledger recovery", e)),
-        };
-        // How many tenants a sweep visited is the backend's business; what expired is not.
-        self.line(&format!(
-            "restart tx={tx:?} holds_expired={} lots_expired={}",
-            sweep.holds_expired, sweep.lots_expired
-        ));
+        }
         self.check_acked_durable().await?;
         // The shipped replay check: every tenant's journal gives its stored counters.
         for (t, _) in self.model.tenants.clone() {
@@ -316,11 +339,17 @@ impl Sim {
     /// * the audit sink's outage ends when its steps are up, or one starts (probability
     ///   [`Config::fault_probability`] / 8, lasting 1 to [`AUDIT_OUTAGE_STEPS_MAX`] steps):
     ///   every write of the sink fails meanwhile and the queue holds the entries;
+    /// * the disk's slow period ends when its steps are up, or one starts (probability
+    ///   fault / 8, lasting 1 to [`AUDIT_SLOW_STEPS_MAX`] steps): every write waits
+    ///   meanwhile, so the writer's task sits inside a write while changes queue up;
     /// * with probability [`AUDIT_TURN_PROBABILITY`] the writer runs (a flush; otherwise
-    ///   the entries stay queued, so crashes also land between commit and integration);
-    ///   with probability fault × crash probability / 2 of those the process dies right
-    ///   after the writer's next write, before it takes the entries off the queue, and
-    ///   restarts.
+    ///   the entries stay queued, so crashes also land between commit and integration).
+    ///   While the disk is slow it cannot: the turn only lets the writer's task start a
+    ///   write (which waits). Otherwise, with probability fault × crash probability / 2 the
+    ///   process dies right after the writer's next write, before it takes the entries off
+    ///   the queue, and restarts; else with probability fault / 2 the flush's first write
+    ///   fails once, and the next flush must integrate everything (no audit silence after
+    ///   one failed write).
     pub(crate) async fn audit_turn(&mut self) -> Result<(), Violation> {
         if self.audit_outage_left > 0 {
             self.audit_outage_left -= 1;
@@ -335,15 +364,42 @@ impl Sim {
             self.set_audit_down(true);
             self.line(&format!("audit sink down for {steps} steps"));
         }
+        if self.audit_slow_left > 0 {
+            self.audit_slow_left -= 1;
+            if self.audit_slow_left == 0 {
+                self.set_audit_slow(false).await?;
+                self.line("audit disk fast again");
+            }
+        } else if self.rng.random_bool(self.cfg.fault_probability / 8.0) {
+            let steps = self.rng.random_range(1..=AUDIT_SLOW_STEPS_MAX);
+            self.audit_slow_left = steps;
+            self.report.audit_slow += 1;
+            self.set_audit_slow(true).await?;
+            self.line(&format!("audit disk slow for {steps} steps"));
+        }
         if !self.rng.random_bool(AUDIT_TURN_PROBABILITY) {
+            return Ok(());
+        }
+        if self.audit_slow_left > 0 {
+            // The writer's task runs (and waits inside its write); no flush.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
             return Ok(());
         }
         let death = self
             .rng
             .random_bool(self.cfg.fault_probability * self.cfg.crash_probability / 2.0);
+        let once = !death && self.rng.random_bool(self.cfg.fault_probability / 2.0);
+        if once {
+            self.report.audit_fail_once += 1;
+            self.line("audit write fails once");
+        }
         if let Some(audit) = &mut self.env.audit {
             if death {
                 audit.faults().arm_death();
+            } else if once {
+                audit.fail_once();
             }
             match audit.sync().await {
                 Ok(Synced::Flushed(_) | Synced::Failed(_)) => {}
@@ -359,6 +415,130 @@ impl Sim {
             self.report.audit_deaths += 1;
             self.line("the process died while the audit writer wrote");
             self.restart(Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the audit disk slow or fast again (in-memory backend); writes that waited
+    /// finish before this returns.
+    async fn set_audit_slow(&self, slow: bool) -> Result<(), Violation> {
+        if let Some(audit) = &self.env.audit
+            && let Err(what) = audit.set_slow(slow).await
+        {
+            return Err(Violation::Audit {
+                at: self.at(),
+                what,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Config::audit_fails_for_good`]: the audit disk fails every write from now on
+    /// (in-memory backend). Grants of 1 credit under fresh keys, round robin over the
+    /// tenants, are accepted and queued (the log does not grow) until the backlog is at
+    /// its limit, then each is refused with [`LedgerError::AuditBacklogFull`] and changes
+    /// nothing; a crash keeps the queue and the refusals. Then the disk is replaced: the
+    /// final checks require every queued entry in the log. Bounded: at most the limit
+    /// plus a few requests.
+    async fn audit_fails_for_good(&mut self) -> Result<(), Violation> {
+        const REFUSALS: u64 = 3;
+        let Some(audit) = &self.env.audit else {
+            return Ok(());
+        };
+        self.op = "audit sink fails for good".into();
+        if self.audit_slow_left > 0 {
+            self.audit_slow_left = 0;
+            self.set_audit_slow(false).await?;
+        }
+        audit.faults().set_down(true);
+        self.audit_failed_for_good = true;
+        let limit = audit.backlog_max();
+        let log = audit.log_size();
+        self.line("audit sink fails for good");
+        let tenants: Vec<TenantId> = self.model.tenants.iter().map(|(t, _)| t.clone()).collect();
+        let mut refused = 0u64;
+        for i in 0..limit + 8 {
+            let tenant = tenants[i % tenants.len()].clone();
+            let grant = credits_core::Command::Grant {
+                amount: Amount::new(1),
+                expires_at: None,
+                priority: 0,
+            };
+            let key = IdempotencyKey::new(format!("for-good-{i}"))
+                .map_err(|e| self.unexpected("a key", e))?;
+            let req = credits_core::Request::new(tenant.clone(), key, grant);
+            let backlog = self.env.audit.as_ref().map_or(0, |a| a.backlog());
+            let totals = self.env.durable.totals(&tenant).await;
+            let result = self.env.proc.ledger.apply(&req).await;
+            match result {
+                Ok(receipt) if backlog < limit => self.acknowledge(&req, &Ok(receipt))?,
+                Ok(receipt) => {
+                    return Err(Violation::Audit {
+                        at: self.at(),
+                        what: format!(
+                            "a change was accepted with {backlog} entries waiting, at the \
+                             limit of {limit}: {receipt:?}"
+                        ),
+                    });
+                }
+                Err(LedgerError::AuditBacklogFull { .. }) if backlog >= limit => {
+                    let after = self.env.durable.totals(&tenant).await;
+                    if after.as_ref().ok() != totals.as_ref().ok() {
+                        return Err(Violation::Audit {
+                            at: self.at(),
+                            what: format!(
+                                "a change refused for a full audit backlog changed {tenant}: \
+                                 {totals:?} before, {after:?} after"
+                            ),
+                        });
+                    }
+                    refused += 1;
+                    if refused == 1 {
+                        // The queue is durable: after a crash the limit still holds.
+                        self.restart(Duration::ZERO).await?;
+                        self.set_audit_down(true);
+                    }
+                    if refused == REFUSALS {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    return Err(self.unexpected(
+                        format!("a grant with the audit disk failed ({backlog} waiting)"),
+                        e,
+                    ));
+                }
+            }
+        }
+        self.report.audit_refused = refused;
+        let now_log = self.env.audit.as_ref().and_then(SimAudit::log_size);
+        if refused != REFUSALS || now_log != log {
+            return Err(Violation::Audit {
+                at: self.at(),
+                what: format!(
+                    "with the audit disk failing for good: {refused} changes refused (want \
+                     {REFUSALS}), log size {log:?} before and {now_log:?} after"
+                ),
+            });
+        }
+        self.line(&format!("audit backlog full: {refused} changes refused"));
+        // The disk is replaced: one flush integrates everything queued.
+        self.set_audit_down(false);
+        self.audit_failed_for_good = false;
+        self.line("audit disk replaced");
+        if let Some(audit) = &mut self.env.audit {
+            match audit.sync().await {
+                Ok(Synced::Flushed(cp)) if audit.backlog() == 0 => {
+                    let line = format!("audit log integrated up to {}", cp.size);
+                    self.line(&line);
+                }
+                other => {
+                    return Err(Violation::Audit {
+                        at: self.at(),
+                        what: format!("the flush onto the replaced disk: {other:?}"),
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -384,11 +564,20 @@ impl Sim {
     /// then a jump far past every expiry and the audit comparison.
     async fn finish(&mut self) -> Result<(), Violation> {
         self.env.faults.disarm();
-        // The audit sink's outage ends: everything queued must reach the log.
+        // The audit sink's outage and slow period end: everything queued must reach the log.
         if self.audit_outage_left > 0 {
             self.audit_outage_left = 0;
             self.set_audit_down(false);
             self.line("audit sink back");
+        }
+        if self.audit_slow_left > 0 {
+            self.audit_slow_left = 0;
+            self.set_audit_slow(false).await?;
+            self.line("audit disk fast again");
+        }
+        if self.cfg.audit_fails_for_good {
+            self.audit_fails_for_good().await?;
+            self.op = "final checks".into();
         }
         // One last crash: everything acknowledged must come back.
         self.restart(Duration::ZERO).await?;

@@ -29,9 +29,10 @@ fn outages_crashes_and_a_death_after_a_write_lose_and_double_nothing() {
         .unwrap();
     runtime.block_on(async {
         let clock = ManualClock::new(sim::START);
-        let mut audit = SimAudit::open(dir.path(), Arc::new(clock.clone()))
-            .await
-            .unwrap();
+        let mut audit =
+            SimAudit::open(dir.path(), Arc::new(clock.clone()), sim::audit::BACKLOG_MAX)
+                .await
+                .unwrap();
         let ledger = Ledger::new(
             MemoryLedgerStore::builder()
                 .audit(audit.memory_audit())
@@ -102,5 +103,85 @@ fn outages_crashes_and_a_death_after_a_write_lose_and_double_nothing() {
         for (r, j) in records.iter().zip(&journal) {
             assert_eq!(r.entry.entry(), &audit_entry(&stream, j));
         }
+    });
+}
+
+#[test]
+fn a_write_failing_once_and_a_slow_disk_delay_integration_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let clock = ManualClock::new(sim::START);
+        let mut audit =
+            SimAudit::open(dir.path(), Arc::new(clock.clone()), sim::audit::BACKLOG_MAX)
+                .await
+                .unwrap();
+        let ledger = Ledger::new(
+            MemoryLedgerStore::builder()
+                .audit(audit.memory_audit())
+                .build(),
+            clock,
+        );
+        let acme = TenantId::new("acme").unwrap();
+        ledger
+            .create_tenant(&acme, TenantSettings::default())
+            .await
+            .unwrap();
+        let key = |k: &str| IdempotencyKey::new(k).unwrap();
+        let grant = ledger.grant(&acme, key("g-1"), Amount::new(100), GrantOptions::default());
+        grant.await.unwrap();
+        assert_eq!(flushed(audit.sync().await.unwrap()), 1);
+
+        // One write fails: that flush fails (or the writer's own retry succeeds); the next
+        // flush integrates everything either way.
+        ledger
+            .consume(&acme, key("c-1"), Amount::new(10))
+            .await
+            .unwrap();
+        audit.fail_once();
+        let _either = audit.sync().await.unwrap();
+        assert!(audit.faults().failures() >= 1, "the failure was injected");
+        assert_eq!(flushed(audit.sync().await.unwrap()), 2);
+
+        // A slow disk: changes commit and queue while the writer waits inside its write; no
+        // flush is attempted meanwhile (it would wait for the disk).
+        audit.set_slow(true).await.unwrap();
+        for k in ["c-2", "c-3"] {
+            ledger
+                .consume(&acme, key(k), Amount::new(10))
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+        assert!(audit.is_slow());
+        assert!(
+            audit.sync().await.is_err(),
+            "no flush while the disk is slow"
+        );
+        assert_eq!(audit.log_size(), Some(2));
+        assert!(audit.backlog() >= 2);
+        // Fast again: the waiting write finishes before `set_slow` returns, and the next
+        // flush takes the rest.
+        audit.set_slow(false).await.unwrap();
+        assert_eq!(flushed(audit.sync().await.unwrap()), 4);
+        assert_eq!(audit.backlog(), 0);
+
+        // Slow again, and the process dies: the write in flight finishes, the new
+        // process's disk is fast and its writer integrates what is queued.
+        ledger
+            .consume(&acme, key("c-4"), Amount::new(10))
+            .await
+            .unwrap();
+        audit.set_slow(true).await.unwrap();
+        tokio::task::yield_now().await;
+        audit.crash(None).await.unwrap();
+        assert!(!audit.is_slow());
+        audit.reopen().await.unwrap();
+        audit.check_witness().unwrap();
+        assert_eq!(flushed(audit.sync().await.unwrap()), 5);
+        assert_eq!(audit.verify().unwrap().len(), 5);
     });
 }

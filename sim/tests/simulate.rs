@@ -23,6 +23,33 @@ fn ci_seeds_run_clean() {
             report.audit_deaths > 0,
             "seed {seed}: no death after an audit write"
         );
+        // A write failed once, and the disk was slow for a while (the writer sat inside a
+        // write while changes queued up): the next flush integrated everything.
+        assert!(report.audit_fail_once > 0, "seed {seed}: no single failure");
+        assert!(report.audit_slow > 0, "seed {seed}: no slow disk");
+        assert_eq!(report.audit_refused, 0, "seed {seed}: a change refused");
+    }
+}
+
+/// The audit disk fails for good after the workload: changes are accepted and queued up to
+/// the backlog limit, then refused with `AuditBacklogFull` (never applied un-audited),
+/// across a crash too; the replaced disk then integrates every queued entry and the log
+/// equals the journal. Two seeds with fewer steps (the phase adds about 2,000 grants).
+#[test]
+fn an_audit_disk_failing_for_good_refuses_changes_at_the_backlog_limit() {
+    for seed in [1, 4] {
+        let report = run(&Config::new(seed, 1_000).with_audit_failing_for_good(true))
+            .unwrap_or_else(|v| panic!("{v}"));
+        assert_eq!(report.journal_entries, report.audit_records);
+        assert_eq!(report.audit_refused, 3, "seed {seed}");
+        let plain = run(&Config::new(seed, 1_000)).unwrap_or_else(|v| panic!("{v}"));
+        assert!(
+            report.journal_entries >= plain.journal_entries + sim::FOR_GOOD_BACKLOG_MAX as u64 / 2,
+            "seed {seed}: the phase's grants were accepted up to the limit ({} entries, {} \
+             without the phase)",
+            report.journal_entries,
+            plain.journal_entries
+        );
     }
 }
 
@@ -123,8 +150,9 @@ fn ci_seeds_run_clean_with_short_retention() {
 
 /// The same workload against PostgreSQL (`credits-postgres`), where a crash drops the
 /// whole connection pool and the audit entries are the ones PostgreSQL sealed; its trace
-/// must equal the in-memory run's (every answer the same). Skipped
-/// without `DATABASE_URL` unless `REQUIRE_DATABASE=1` (CI), which makes it fail instead.
+/// must equal the in-memory run's (every answer the same), also with group commit on.
+/// Skipped without `DATABASE_URL` unless `REQUIRE_DATABASE=1` (CI), which makes it fail
+/// instead.
 #[test]
 fn postgres_run_is_clean() {
     let Ok(url) = std::env::var("DATABASE_URL") else {
@@ -135,13 +163,19 @@ fn postgres_run_is_clean() {
         );
         return;
     };
-    let report = run(&Config::new(21, 300).with_postgres(url)).unwrap_or_else(|v| panic!("{v}"));
+    let report =
+        run(&Config::new(21, 300).with_postgres(url.clone())).unwrap_or_else(|v| panic!("{v}"));
     assert_eq!(report.journal_entries, report.audit_records);
     assert!(report.crashes > 0);
     // Differential: the same seed gives the same answers on both backends.
     let memory = run(&Config::new(21, 300)).unwrap();
     assert_eq!(report.trace_hash, memory.trace_hash);
     assert_eq!(report.journal_entries, memory.journal_entries);
+    let grouped = run(&Config::new(21, 300)
+        .with_postgres(url)
+        .with_group_commit(true))
+    .unwrap_or_else(|v| panic!("group commit: {v}"));
+    assert_eq!(grouped.trace_hash, memory.trace_hash, "group commit");
 }
 
 #[test]
