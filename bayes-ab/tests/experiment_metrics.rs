@@ -668,14 +668,13 @@ proptest! {
             s.record_metric(arm, 3, 1.0 - c, Some(x)).unwrap();
         }
         let e = s.evaluate(&rule(StoppingMode::anytime_valid(0.05).unwrap()), &Guardrails::default(), Timestamp::from_unix_millis(1)).unwrap();
-        if let Some(family) = e.metrics {
-            prop_assert_eq!(family.results.len() + family.pending.len(), 8);
-            for r in &family.results {
-                let h = &r.corrected;
-                prop_assert_eq!(h.interval.contains(0.0), !h.rejected);
-                prop_assert!(h.adjusted_p_value >= h.p_value);
-                prop_assert!((0.0..=1.0).contains(&r.prob_b_beats_a));
-            }
+        let family = e.metrics.expect("an experiment with metrics evaluates its family");
+        prop_assert_eq!(family.results.len() + family.pending.len(), 8);
+        for r in &family.results {
+            let h = &r.corrected;
+            prop_assert_eq!(h.interval.contains(0.0), !h.rejected);
+            prop_assert!(h.adjusted_p_value >= h.p_value);
+            prop_assert!((0.0..=1.0).contains(&r.prob_b_beats_a));
         }
     }
 }

@@ -170,29 +170,47 @@ fn permits_free_slots_record_outcomes_and_count_rejections() {
 fn two_threads_never_exceed_the_limit() {
     let limiter = Arc::new(AdaptiveLimiter::new(config(Algorithm::Fixed, 3)));
     let held = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            let (limiter, held) = (Arc::clone(&limiter), Arc::clone(&held));
-            s.spawn(move || {
-                let mut mine = Vec::new();
-                for i in 0..20_000 {
-                    if let Ok(p) = limiter.try_acquire_owned() {
-                        let now = held.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                        assert!(now <= 3);
-                        mine.push(p);
+    let (acquired, refused) = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (limiter, held) = (Arc::clone(&limiter), Arc::clone(&held));
+                s.spawn(move || {
+                    let (mut acquired, mut refused) = (0u32, 0u32);
+                    let mut mine = Vec::new();
+                    for i in 0..20_000 {
+                        if let Ok(p) = limiter.try_acquire_owned() {
+                            let now = held.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                            assert!(now <= 3);
+                            acquired += 1;
+                            mine.push(p);
+                        } else {
+                            refused += 1;
+                        }
+                        if i % 3 == 0 && !mine.is_empty() {
+                            held.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                            mine.pop();
+                        }
                     }
-                    if i % 3 == 0 && !mine.is_empty() {
-                        held.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                        mine.pop();
-                    }
-                }
-                held.fetch_sub(
-                    u32::try_from(mine.len()).unwrap(),
-                    std::sync::atomic::Ordering::SeqCst,
-                );
-            });
-        }
+                    held.fetch_sub(
+                        u32::try_from(mine.len()).unwrap(),
+                        std::sync::atomic::Ordering::SeqCst,
+                    );
+                    (acquired, refused)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .fold((0, 0), |(a, r), (ta, tr)| (a + ta, r + tr))
     });
+    // Permits were taken, and the limit was reached: a thread tries once per iteration and
+    // gives one back every third (6,667 times), so it takes at most 6,667 + the 3 it may
+    // hold at the end; of the 40,000 tries at most 13,340 succeed.
+    assert!(acquired > 0, "no permit was ever acquired");
+    assert!(refused > 0, "the limit was never reached");
+    assert!(acquired <= 2 * (6_667 + 3), "{acquired} permits acquired");
+    assert_eq!(acquired + refused, 40_000);
     assert_eq!(limiter.in_flight(), 0);
 }
 
