@@ -494,4 +494,129 @@ pub struct TenantSettings {
     /// How far consumption may go beyond the available credits (default zero: never
     /// negative).
     pub overdraft_limit: Amount,
+    /// What happens to a lot's unused credits when it expires (default `None`: they
+    /// expire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollover: Option<RolloverPolicy>,
+}
+
+/// The longest life a [`RolloverPolicy`] may give rolled-over credits.
+pub const ROLLOVER_TTL_MAX: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
+/// Rollover at expiry: when a lot expires, `share_percent` % of its unused credits (rounded
+/// down), at most `cap`, are granted again as a new lot that expires `ttl` after the
+/// expiry is applied; the rest expires. The expiry and the rollover are one change: a
+/// [`EntryKind::RolledOver`](crate::EntryKind::RolledOver) entry (the credits move from
+/// the expiring lot to the new one; counters and balance unchanged) followed, unless
+/// everything rolled over, by the [`EntryKind::LotExpired`](crate::EntryKind::LotExpired)
+/// entry of the rest. The new lot keeps the old one's priority, and it rolls over again
+/// when it expires in turn (with a share below 100 % or a cap, what rolls over shrinks
+/// each time).
+///
+/// ```
+/// use std::time::Duration;
+/// use credits_core::{Amount, RolloverPolicy};
+///
+/// // Half of what is left, at most 1,000 credits, valid 30 days.
+/// let policy = RolloverPolicy::new(50, Some(Amount::new(1_000)), Duration::from_secs(30 * 86_400))?;
+/// assert_eq!(policy.rolled(Amount::new(801)), Amount::new(400));
+/// assert_eq!(policy.rolled(Amount::new(5_000)), Amount::new(1_000));
+///
+/// assert!(RolloverPolicy::new(0, None, Duration::from_secs(1)).is_err()); // nothing rolls
+/// assert!(RolloverPolicy::new(101, None, Duration::from_secs(1)).is_err());
+/// assert!(RolloverPolicy::new(100, None, Duration::ZERO).is_err());
+/// # Ok::<(), credits_core::LedgerError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RolloverFields", into = "RolloverFields")]
+pub struct RolloverPolicy {
+    share_percent: u8,
+    cap: Option<Amount>,
+    ttl: Duration,
+}
+
+/// The wire form of a [`RolloverPolicy`] (`ttl` in milliseconds), checked when read back.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct RolloverFields {
+    share_percent: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cap: Option<Amount>,
+    ttl_ms: u64,
+}
+
+impl TryFrom<RolloverFields> for RolloverPolicy {
+    type Error = LedgerError;
+    fn try_from(f: RolloverFields) -> Result<Self, LedgerError> {
+        RolloverPolicy::new(f.share_percent, f.cap, Duration::from_millis(f.ttl_ms))
+    }
+}
+
+impl From<RolloverPolicy> for RolloverFields {
+    fn from(p: RolloverPolicy) -> Self {
+        RolloverFields {
+            share_percent: p.share_percent,
+            cap: p.cap,
+            ttl_ms: u64::try_from(p.ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl RolloverPolicy {
+    /// Rolls `share_percent` % (1 to 100) of an expiring lot's unused credits, at most
+    /// `cap` (`None`: no cap), into a new lot living `ttl` (whole milliseconds, 1 ms to
+    /// [`ROLLOVER_TTL_MAX`]).
+    ///
+    /// # Errors
+    /// [`LedgerError::InvalidRollover`] for a share outside 1–100, a zero cap, or a `ttl`
+    /// that is zero, not whole milliseconds or longer than [`ROLLOVER_TTL_MAX`].
+    pub fn new(share_percent: u8, cap: Option<Amount>, ttl: Duration) -> Result<Self, LedgerError> {
+        let invalid = |reason: &str| {
+            Err(LedgerError::InvalidRollover {
+                reason: reason.to_owned(),
+            })
+        };
+        if !(1..=100).contains(&share_percent) {
+            return invalid("the share must be 1 to 100 percent");
+        }
+        if cap.is_some_and(Amount::is_zero) {
+            return invalid("the cap must not be zero");
+        }
+        if ttl.is_zero() || ttl > ROLLOVER_TTL_MAX || !ttl.subsec_nanos().is_multiple_of(1_000_000)
+        {
+            return invalid("the ttl must be 1 ms to 10 years, in whole milliseconds");
+        }
+        Ok(RolloverPolicy {
+            share_percent,
+            cap,
+            ttl,
+        })
+    }
+
+    /// The share of an expiring lot's unused credits that rolls over, in percent.
+    #[must_use]
+    pub fn share_percent(&self) -> u8 {
+        self.share_percent
+    }
+
+    /// The most that rolls over from one lot (`None`: no cap).
+    #[must_use]
+    pub fn cap(&self) -> Option<Amount> {
+        self.cap
+    }
+
+    /// How long rolled-over credits live.
+    #[must_use]
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// What rolls over of `remaining` unused credits: the share, rounded down, at most the
+    /// cap. Never more than `remaining`.
+    #[must_use]
+    pub fn rolled(&self, remaining: Amount) -> Amount {
+        let share = u128::from(remaining.units()) * u128::from(self.share_percent) / 100;
+        // share ≤ remaining, so it fits.
+        let share = Amount::new(u64::try_from(share).unwrap_or(u64::MAX));
+        self.cap.map_or(share, |cap| share.min(cap))
+    }
 }

@@ -47,8 +47,8 @@ use crate::BATCH_LEN_MAX;
 use crate::store::{LedgerStore, PageRequest};
 use crate::{
     Amount, Balance, Command, Effect, EntryKind, EntrySeq, GrantOptions, HoldId, HoldResolution,
-    HoldState, IdempotencyKey, Ledger, LedgerError, LotId, Reason, Request, TenantId,
-    TenantSettings,
+    HoldState, IdempotencyKey, Ledger, LedgerError, LotId, Reason, Request, RolloverPolicy,
+    TenantId, TenantSettings,
 };
 
 /// The time every check starts at.
@@ -86,6 +86,7 @@ checks!(
     void_a_lot,
     freeze_and_unfreeze,
     close_a_tenant,
+    rollover_at_expiry,
 );
 
 /// A future a [`Spawner`] runs.
@@ -816,6 +817,7 @@ pub async fn overdraft_and_debt_repayment(store: Arc<dyn LedgerStore>) {
     let t = tenant("od");
     let settings = TenantSettings {
         overdraft_limit: amt(50),
+        ..TenantSettings::default()
     };
     ledger.create_tenant(&t, settings).await.expect("create");
     ledger
@@ -1355,6 +1357,7 @@ pub async fn take_what_is_left(store: Arc<dyn LedgerStore>) {
             &a,
             TenantSettings {
                 overdraft_limit: amt(7),
+                ..TenantSettings::default()
             },
         )
         .await
@@ -1755,6 +1758,114 @@ pub async fn close_a_tenant(store: Arc<dyn LedgerStore>) {
     assert_eq!(ledger.balance(t).await.expect("balance"), bal(0, 0, 0));
     conserved(&ledger, Some(t)).await;
     conserved(&ledger, None).await;
+}
+
+/// Rollover at expiry: the policy's share of an expiring lot's unused credits, at most its
+/// cap, becomes a new lot in the same change as the expiry of the rest (a `rolled_over`
+/// entry moving the credits, then the `lot_expired` entry of the rest); the new lot lives the
+/// policy's ttl from the expiry, keeps the priority, and rolls over in turn; a tenant without
+/// a policy is untouched; counters, conservation and the journal replay agree throughout.
+pub async fn rollover_at_expiry(store: Arc<dyn LedgerStore>) {
+    let clock = ManualClock::new(START);
+    let ledger = Ledger::from_shared(store, Arc::new(clock.clone()));
+    let at = |s: u64| START.saturating_add(Duration::from_secs(s));
+    let policy =
+        RolloverPolicy::new(50, Some(amt(30)), Duration::from_secs(100)).expect("a valid policy");
+    let rolls = tenant("rolls");
+    let plain = tenant("plain");
+    let settings = TenantSettings {
+        rollover: Some(policy),
+        ..TenantSettings::default()
+    };
+    ledger
+        .create_tenant(&rolls, settings)
+        .await
+        .expect("create");
+    ledger
+        .create_tenant(&plain, TenantSettings::default())
+        .await
+        .expect("create");
+    for t in [&rolls, &plain] {
+        let soon = GrantOptions::default().expires_at(at(10)).priority(3);
+        ledger
+            .grant(t, key("soon"), amt(100), soon)
+            .await
+            .expect("grant");
+        let never = GrantOptions::default();
+        ledger
+            .grant(t, key("never"), amt(5), never)
+            .await
+            .expect("grant");
+        // Spent from the lot expiring first: 80 of it are left.
+        ledger.consume(t, key("c"), amt(20)).await.expect("consume");
+    }
+    clock.set_now(at(12));
+    // Half of 80 is 40, capped at 30: 30 roll over, 50 expire.
+    assert_eq!(ledger.balance(&rolls).await, Ok(bal(35, 0, 0)));
+    assert_eq!(ledger.balance(&plain).await, Ok(bal(5, 0, 0)));
+    let entries = all_entries(&ledger, &rolls).await;
+    let [.., rolled, expired] = entries.as_slice() else {
+        panic!("expected a rollover and an expiry, got {entries:?}");
+    };
+    assert_eq!(
+        (rolled.kind, rolled.amount, rolled.key.as_ref(), rolled.at),
+        (EntryKind::RolledOver, amt(30), None, at(12))
+    );
+    assert_eq!(
+        rolled.before, rolled.after,
+        "a rollover moves credits between lots"
+    );
+    assert_eq!(
+        (expired.kind, expired.amount, expired.at),
+        (EntryKind::LotExpired, amt(50), at(12))
+    );
+    assert_eq!(expired.seq.get(), rolled.seq.get() + 1, "one change");
+    let new_lot = rolled.lot.expect("the new lot");
+    assert_ne!(Some(new_lot), expired.lot);
+    let plain_tail = all_entries(&ledger, &plain).await.pop().expect("an entry");
+    assert_eq!(
+        (plain_tail.kind, plain_tail.amount),
+        (EntryKind::LotExpired, amt(80))
+    );
+    // The new lot is spent before the lot that never expires.
+    ledger
+        .consume(&rolls, key("c2"), amt(4))
+        .await
+        .expect("consume");
+    // It expires 100 s after the rollover, and half of its 26 roll over again.
+    clock.set_now(at(111));
+    assert_eq!(ledger.balance(&rolls).await, Ok(bal(31, 0, 0)), "not yet");
+    clock.set_now(at(112));
+    assert_eq!(ledger.balance(&rolls).await, Ok(bal(18, 0, 0)));
+    let entries = all_entries(&ledger, &rolls).await;
+    let [.., again, rest] = entries.as_slice() else {
+        panic!("expected a second rollover, got {entries:?}");
+    };
+    assert_eq!(
+        (again.kind, again.amount, rest.kind, rest.amount, rest.lot),
+        (
+            EntryKind::RolledOver,
+            amt(13),
+            EntryKind::LotExpired,
+            amt(13),
+            Some(new_lot)
+        )
+    );
+    for (t, expired) in [(&rolls, 50 + 13), (&plain, 80)] {
+        let totals = ledger
+            .check_conservation(Some(t))
+            .await
+            .expect("totals")
+            .expect("conserved");
+        let consumed = if t == &rolls { 24 } else { 20 };
+        assert_eq!(
+            (totals.granted, totals.consumed, totals.expired),
+            (amt(105), amt(consumed), amt(expired)),
+            "{t}: a rollover is neither a grant nor an expiry"
+        );
+        let replayed = ledger.verify_journal(t).await.expect("read");
+        assert!(replayed.is_ok(), "{t}: {replayed:?}");
+    }
 }
 
 /// Many concurrent requests on one tenant (64 tasks released together): no lost update,

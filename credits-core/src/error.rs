@@ -196,6 +196,13 @@ pub enum LedgerError {
         /// Which rule it broke.
         reason: String,
     },
+    /// A rollover policy failed validation
+    /// ([`RolloverPolicy::new`](crate::RolloverPolicy::new)).
+    #[error("invalid rollover policy: {reason}")]
+    InvalidRollover {
+        /// Which rule it broke.
+        reason: String,
+    },
     /// No lot with this number was ever granted to the tenant.
     #[error("unknown lot {0}")]
     UnknownLot(LotId),
@@ -295,6 +302,7 @@ impl LedgerError {
             LedgerError::InvalidPayload(_) => "invalid_payload",
             LedgerError::AuditBacklogFull { .. } => "audit_backlog_full",
             LedgerError::InvalidReason { .. } => "invalid_reason",
+            LedgerError::InvalidRollover { .. } => "invalid_rollover",
             LedgerError::UnknownLot(_) => "unknown_lot",
             LedgerError::LotEmpty(_) => "lot_empty",
             LedgerError::TenantFrozen(_) => "tenant_frozen",
@@ -520,6 +528,10 @@ mod tests {
                 LedgerError::InvalidReason { reason: "r".into() },
                 "invalid_reason",
             ),
+            (
+                LedgerError::InvalidRollover { reason: "r".into() },
+                "invalid_rollover",
+            ),
             (LedgerError::UnknownLot(LotId::new(1)), "unknown_lot"),
             (LedgerError::LotEmpty(LotId::new(1)), "lot_empty"),
             (LedgerError::TenantFrozen(tenant.clone()), "tenant_frozen"),
@@ -606,6 +618,7 @@ mod tests {
                 | LedgerError::InvalidPayload(_)
                 | LedgerError::AuditBacklogFull { .. }
                 | LedgerError::InvalidReason { .. }
+                | LedgerError::InvalidRollover { .. }
                 | LedgerError::UnknownLot(_)
                 | LedgerError::LotEmpty(_)
                 | LedgerError::TenantFrozen(_)

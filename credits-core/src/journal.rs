@@ -41,6 +41,12 @@ pub enum EntryKind {
     /// The tenant was closed: every later change is refused. Moves no credits (amount zero;
     /// the lots it still had were voided by the entries just before).
     Closed,
+    /// Credits of an expiring lot granted again as a new lot (the entry's
+    /// [`lot`](JournalEntry::lot)) under the tenant's
+    /// [`RolloverPolicy`](crate::RolloverPolicy): they move from lot to lot, so counters
+    /// and balance are unchanged. The rest of the expiring lot expires in the
+    /// [`LotExpired`](EntryKind::LotExpired) entry that follows, if anything is left.
+    RolledOver,
 }
 
 impl EntryKind {
@@ -61,6 +67,7 @@ impl EntryKind {
             EntryKind::Frozen => "frozen",
             EntryKind::Unfrozen => "unfrozen",
             EntryKind::Closed => "closed",
+            EntryKind::RolledOver => "rolled_over",
         }
     }
 
@@ -353,7 +360,8 @@ impl JournalReplay {
             EntryKind::Reserved
             | EntryKind::Released
             | EntryKind::Cancelled
-            | EntryKind::HoldExpired => {
+            | EntryKind::HoldExpired
+            | EntryKind::RolledOver => {
                 self.last = e.after;
                 return self.conserve(e);
             }

@@ -104,8 +104,8 @@ pub mod testing;
 pub use amount::Amount;
 pub use batch::{BATCH_LEN_MAX, Batch};
 pub use command::{
-    AccountStatus, Balance, CLOSE_REASON, Command, Effect, GrantTag, IdempotencyRecord, Receipt,
-    Request, Reservation, TenantSettings,
+    AccountStatus, Balance, CLOSE_REASON, Command, Effect, GrantTag, IdempotencyRecord,
+    ROLLOVER_TTL_MAX, Receipt, Request, Reservation, RolloverPolicy, TenantSettings,
 };
 pub use error::{LedgerError, StorageError};
 pub use hold::{HoldResolution, HoldState};

@@ -30,6 +30,7 @@ async fn history() -> (
             &t,
             TenantSettings {
                 overdraft_limit: Amount::new(50),
+                ..TenantSettings::default()
             },
         )
         .await

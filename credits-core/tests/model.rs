@@ -472,6 +472,7 @@ fn run(limit: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         &t,
         TenantSettings {
             overdraft_limit: Amount::new(limit),
+            ..TenantSettings::default()
         },
     ))
     .unwrap();

@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "time_partitions",
         sql: include_str!("migrations/0010_time_partitions.sql"),
     },
+    Migration {
+        version: 11,
+        name: "rollover",
+        sql: include_str!("migrations/0011_rollover.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (`'credits-postgres'` as bytes).

@@ -110,7 +110,8 @@ pub(crate) const INSERT_AUDIT: &str = "WITH sealed AS ( \
      INSERT INTO audit_pending (stream, stream_seq) \
      SELECT stream, stream_seq FROM sealed ORDER BY stream, stream_seq";
 
-pub(crate) const CREATE_TENANT: &str = "INSERT INTO accounts (tenant, overdraft_limit, last_at) VALUES ($1, $2, $3) \
+pub(crate) const CREATE_TENANT: &str = "INSERT INTO accounts (tenant, overdraft_limit, last_at, rollover) \
+     VALUES ($1, $2, $3, $4) \
      ON CONFLICT (tenant) DO NOTHING";
 
 pub(crate) const DUE_TENANTS: &str = "SELECT tenant FROM accounts \

@@ -60,17 +60,22 @@ async fn audited(db: &common::TestDb, clock: &ManualClock) -> PgLedgerStore {
 }
 
 /// The same changes on any store: grants, a hold committed, a consume, a refund, a
-/// batch over two tenants, a refused batch and an expiry.
+/// batch over two tenants, a refused batch, an expiry and a rollover.
 async fn workload<S: LedgerStore + 'static>(ledger: &Ledger<S>, clock: &ManualClock) {
     let (a, b) = (
         TenantId::new("acme").unwrap(),
         TenantId::new("bolt").unwrap(),
     );
-    for t in [&a, &b] {
-        ledger
-            .create_tenant(t, TenantSettings::default())
-            .await
-            .expect("tenant");
+    // acme rolls half of an expiring lot over, at most 10 credits, for a minute.
+    let rollover =
+        credits_core::RolloverPolicy::new(50, Some(Amount::new(10)), Duration::from_secs(60))
+            .unwrap();
+    let rolls = TenantSettings {
+        rollover: Some(rollover),
+        ..TenantSettings::default()
+    };
+    for (t, settings) in [(&a, rolls), (&b, TenantSettings::default())] {
+        ledger.create_tenant(t, settings).await.expect("tenant");
     }
     let soon = clock.now().saturating_add(Duration::from_secs(10));
     ledger
@@ -130,6 +135,19 @@ async fn workload<S: LedgerStore + 'static>(ledger: &Ledger<S>, clock: &ManualCl
         .expect_err("refused");
     clock.advance(Duration::from_secs(20));
     ledger.recover().await.expect("sweep"); // the lot of g2 expires
+    // A rollover: 10 of g4's 24 roll over (half, capped at 10) and 14 expire, in one change.
+    let soon = clock.now().saturating_add(Duration::from_secs(10));
+    ledger
+        .grant(
+            &a,
+            key("g4"),
+            Amount::new(24),
+            GrantOptions::default().expires_at(soon),
+        )
+        .await
+        .expect("grant");
+    clock.advance(Duration::from_secs(20));
+    ledger.recover().await.expect("sweep");
     // The lifecycle: a void carries its reason into the audit entry; status entries move
     // nothing; a close voids what is left.
     ledger
@@ -222,6 +240,17 @@ async fn the_same_changes_seal_to_the_same_bytes_on_memory_and_postgres() {
     from_memory.sort();
     from_pg.sort();
     assert_eq!(from_memory.len(), journal_len(&memory).await);
+    let acme = memory
+        .history(&TenantId::new("acme").unwrap(), PageRequest::first(1_000))
+        .await
+        .expect("history")
+        .entries;
+    let rolled: Vec<_> = acme
+        .iter()
+        .filter(|e| e.kind == credits_core::EntryKind::RolledOver)
+        .map(|e| e.amount)
+        .collect();
+    assert_eq!(rolled, [Amount::new(10)], "the workload rolls a lot over");
     assert!(from_memory.iter().all(|(s, ..)| s.starts_with("ledger/")));
     assert_eq!(from_pg, from_memory, "byte-identical audit entries");
     db.drop_schema().await;

@@ -218,7 +218,8 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
         | LedgerError::DuplicateKeyInBatch(_)
         | LedgerError::UnknownParticipant(_)
         | LedgerError::InvalidPayload(_)
-        | LedgerError::InvalidReason { .. } => S::BAD_REQUEST,
+        | LedgerError::InvalidReason { .. }
+        | LedgerError::InvalidRollover { .. } => S::BAD_REQUEST,
         LedgerError::InsufficientCredits { .. } => S::PAYMENT_REQUIRED,
         LedgerError::UnknownTenant(_)
         | LedgerError::UnknownHold(_)

@@ -156,6 +156,14 @@ async fn lifecycle(s: &TestService) {
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
+    // A void's reason is in the history; other entries have none.
+    let reasons: Vec<&str> = r.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert_eq!(reasons[0], "granted by mistake", "{}", r.text);
     assert_eq!(
         kinds,
         [

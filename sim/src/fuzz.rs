@@ -434,6 +434,7 @@ async fn ledger_ops_async(data: &[u8]) -> Finding {
             &t,
             TenantSettings {
                 overdraft_limit: Amount::new(model.limit),
+                ..TenantSettings::default()
             },
         )
         .await

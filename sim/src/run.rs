@@ -187,6 +187,7 @@ impl Sim {
         for (t, limit) in self.model.tenants.clone() {
             let settings = TenantSettings {
                 overdraft_limit: limit,
+                ..TenantSettings::default()
             };
             if let Err(e) = self.env.proc.ledger.create_tenant(&t, settings).await {
                 return Err(self.unexpected(format!("creating {t}"), e));

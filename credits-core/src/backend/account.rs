@@ -1363,15 +1363,20 @@ impl Account {
             }
             let (lot, remaining) = entry.remove_entry();
             fx.lots_changed.push(lot);
+            let rolled = self.roll_over(fx, at, lot, remaining);
+            let rest = remaining.saturating_sub(rolled);
+            if rest.is_zero() {
+                continue;
+            }
             let before = self.balance();
             let t = &mut self.header.totals;
-            t.available = t.available.saturating_sub(remaining);
-            t.expired = Amount::new(t.expired.units().saturating_add(remaining.units()));
+            t.available = t.available.saturating_sub(rest);
+            t.expired = Amount::new(t.expired.units().saturating_add(rest.units()));
             self.push(
                 fx,
                 at,
                 EntryKind::LotExpired,
-                remaining,
+                rest,
                 before,
                 None,
                 Some(lot.id),
@@ -1379,6 +1384,51 @@ impl Account {
                 None,
             );
         }
+    }
+
+    /// Under the tenant's [`RolloverPolicy`](crate::RolloverPolicy), grants what rolls over
+    /// of an expiring lot's `remaining` credits as a new lot (same priority, expiring the
+    /// policy's ttl after `at`); returns how much. Nothing rolls over when the new expiry
+    /// would pass what the backend stores.
+    fn roll_over(
+        &mut self,
+        fx: &mut Applied,
+        at: Timestamp,
+        lot: LotKey,
+        remaining: Amount,
+    ) -> Amount {
+        let Some(policy) = self.header.settings.rollover else {
+            return Amount::ZERO;
+        };
+        let rolled = policy.rolled(remaining);
+        let Some(expires_at) = at.checked_add(policy.ttl()) else {
+            return Amount::ZERO;
+        };
+        if rolled.is_zero() || self.check_expiry(expires_at).is_err() {
+            return Amount::ZERO;
+        }
+        let id = LotId::new(self.header.next_lot);
+        self.header.next_lot = self.header.next_lot.saturating_add(1);
+        let key = LotKey {
+            expires_at,
+            priority: lot.priority,
+            id,
+        };
+        self.lots.insert(key, rolled);
+        fx.lots_changed.push(key);
+        let before = self.balance();
+        self.push(
+            fx,
+            at,
+            EntryKind::RolledOver,
+            rolled,
+            before,
+            None,
+            Some(id),
+            None,
+            None,
+        );
+        rolled
     }
 }
 

@@ -569,6 +569,15 @@ fn failures() -> Vec<(IdempotencyRecord, &'static str)> {
             r#"{"command":"Freeze","result":{"Err":{"InvalidReason":{"reason":"must not be empty"}}},"at":1700000000000}"#,
         ),
         (
+            failed(
+                consume(1),
+                LedgerError::InvalidRollover {
+                    reason: "the cap must not be zero".into(),
+                },
+            ),
+            r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"InvalidRollover":{"reason":"the cap must not be zero"}}},"at":1700000000000}"#,
+        ),
+        (
             failed(consume(1), LedgerError::UnknownLot(LotId::new(9))),
             r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"UnknownLot":9}},"at":1700000000000}"#,
         ),
@@ -713,6 +722,7 @@ fn entry_kinds_keep_their_code_and_word() {
         (EntryKind::Frozen, 11, "frozen"),
         (EntryKind::Unfrozen, 12, "unfrozen"),
         (EntryKind::Closed, 13, "closed"),
+        (EntryKind::RolledOver, 14, "rolled_over"),
     ];
     for (kind, code, word) in table {
         assert_eq!(kind_code(kind), code, "{kind:?}");
@@ -825,4 +835,28 @@ fn the_variant_probe_reads_serde_declarations() {
     );
     assert!(variants::<LedgerError>().contains(&"ZeroAmount"));
     assert_eq!(variant_of(&LedgerError::EmptyBatch), "EmptyBatch");
+}
+
+/// `accounts.rollover` holds a tenant's `RolloverPolicy` as this text; an invalid stored
+/// policy is refused when read back.
+#[test]
+fn the_rollover_policy_text_is_pinned() {
+    use credits_core::RolloverPolicy;
+    let capped =
+        RolloverPolicy::new(50, Some(Amount::new(1_000)), Duration::from_secs(30)).expect("valid");
+    let text = super::json::rollover_text(&capped).expect("text");
+    assert_eq!(text, r#"{"share_percent":50,"cap":1000,"ttl_ms":30000}"#);
+    assert_eq!(super::json::rollover_of(&text).ok(), Some(capped));
+    let uncapped = RolloverPolicy::new(100, None, Duration::from_millis(1)).expect("valid");
+    let text = super::json::rollover_text(&uncapped).expect("text");
+    assert_eq!(text, r#"{"share_percent":100,"ttl_ms":1}"#);
+    assert_eq!(super::json::rollover_of(&text).ok(), Some(uncapped));
+    for bad in [
+        r#"{"share_percent":0,"ttl_ms":1}"#,
+        r#"{"share_percent":101,"ttl_ms":1}"#,
+        r#"{"share_percent":50,"cap":0,"ttl_ms":1}"#,
+        r#"{"share_percent":50,"ttl_ms":0}"#,
+    ] {
+        assert!(super::json::rollover_of(bad).is_err(), "{bad}");
+    }
 }

@@ -6,9 +6,9 @@
 //! next, so these texts are a storage format: `golden.rs` pins them, and a renamed variant
 //! or field fails a test there instead of turning stored rows into corruption errors.
 
-use credits_core::IdempotencyRecord;
 use credits_core::backend::Draw;
 use credits_core::tx::Branch;
+use credits_core::{IdempotencyRecord, RolloverPolicy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -50,5 +50,15 @@ pub(crate) fn branches_text(branches: &[Branch]) -> Result<String, PgError> {
 
 /// Reads `distributed_transactions.branches::text` back.
 pub(crate) fn branches_of(text: &str) -> Result<Vec<Branch>, PgError> {
+    from_text(text)
+}
+
+/// The `accounts.rollover` text (a `text` column, `NULL` for no policy).
+pub(crate) fn rollover_text(policy: &RolloverPolicy) -> Result<String, PgError> {
+    to_text(policy)
+}
+
+/// Reads an `accounts.rollover` text back (checked as `RolloverPolicy::new` checks).
+pub(crate) fn rollover_of(text: &str) -> Result<RolloverPolicy, PgError> {
     from_text(text)
 }

@@ -22,7 +22,9 @@ use credits_core::{
 use metered_clock::Timestamp;
 use tokio_postgres::Row;
 
-pub(crate) use json::{branches_of, branches_text, draws_of, draws_text, record_of, record_text};
+pub(crate) use json::{
+    branches_of, branches_text, draws_of, draws_text, record_of, record_text, rollover_text,
+};
 
 use crate::PgError;
 
@@ -126,6 +128,7 @@ pub(crate) fn kind_code(kind: EntryKind) -> i16 {
         EntryKind::Frozen => 11,
         EntryKind::Unfrozen => 12,
         EntryKind::Closed => 13,
+        EntryKind::RolledOver => 14,
         // A kind added to credits-core later: stored as 0 and refused when read back, so
         // an older reader never misinterprets it.
         _ => 0,
@@ -147,6 +150,7 @@ pub(crate) fn kind_of(code: i16) -> Result<EntryKind, PgError> {
         11 => EntryKind::Frozen,
         12 => EntryKind::Unfrozen,
         13 => EntryKind::Closed,
+        14 => EntryKind::RolledOver,
         other => return Err(PgError::corrupt(format_args!("unknown entry kind {other}"))),
     })
 }
@@ -218,15 +222,23 @@ pub(crate) fn tenant(s: &str) -> Result<TenantId, PgError> {
 
 /// Columns, in order, of [`header`]: the `accounts` row (without the audit head).
 pub(crate) const HEADER_COLUMNS: &str = "tenant, overdraft_limit, granted, refunded, consumed, \
-     expired, available, held, overdrawn, next_entry, next_lot, next_hold, last_at, status";
+     expired, available, held, overdrawn, next_entry, next_lot, next_hold, last_at, status, \
+     rollover";
 
-/// Reads the first 14 columns ([`HEADER_COLUMNS`]) of `row`.
+/// How many columns [`HEADER_COLUMNS`] names: a query's columns after them start here.
+pub(crate) const HEADER_LEN: usize = 15;
+
+/// Reads the first [`HEADER_LEN`] columns ([`HEADER_COLUMNS`]) of `row`.
 pub(crate) fn header(row: &Row) -> Result<AccountHeader, PgError> {
     let a = |i: usize, what: &str| amount(row.get(i), what);
     Ok(AccountHeader {
         tenant: tenant(row.get(0))?,
         settings: TenantSettings {
             overdraft_limit: a(1, "overdraft_limit")?,
+            rollover: row
+                .get::<_, Option<&str>>(14)
+                .map(json::rollover_of)
+                .transpose()?,
         },
         totals: Totals {
             granted: a(2, "granted")?,
@@ -311,11 +323,12 @@ mod tests {
             Frozen,
             Unfrozen,
             Closed,
+            RolledOver,
         ] {
             assert_eq!(kind_of(kind_code(kind)).ok(), Some(kind));
         }
         assert!(matches!(kind_of(0), Err(PgError::Corrupt(_))));
-        assert!(matches!(kind_of(14), Err(PgError::Corrupt(_))));
+        assert!(matches!(kind_of(15), Err(PgError::Corrupt(_))));
         for status in [
             AccountStatus::Open,
             AccountStatus::Frozen,

@@ -193,9 +193,9 @@ async fn query_unless(
 /// audit chain head.
 fn account(row: &Row) -> Result<(String, AccountParts, StreamHead), PgError> {
     let header = codec::header(row)?;
-    let hash: &[u8] = row.get(15);
+    let hash: &[u8] = row.get(codec::HEADER_LEN + 1);
     let head = StreamHead {
-        next_seq: codec::u(row.get(14), "audit_next_seq")?,
+        next_seq: codec::u(row.get(codec::HEADER_LEN), "audit_next_seq")?,
         last_hash: hash
             .try_into()
             .map_err(|_| PgError::corrupt("audit_last_hash is not 32 bytes"))?,

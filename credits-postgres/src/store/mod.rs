@@ -286,13 +286,21 @@ impl LedgerStore for PgLedgerStore {
         now: Timestamp,
     ) -> Result<(), LedgerError> {
         let limit = i(settings.overdraft_limit.units(), "overdraft limit")?;
+        let rollover = settings
+            .rollover
+            .as_ref()
+            .map(codec::rollover_text)
+            .transpose()?;
         let at = i(now.as_unix_millis(), "time")?;
         let name = tenant.as_str();
         let inserted = self
             .db
-            .run("create_tenant", |conn| async move {
-                let st = conn.prepare_cached(sql::CREATE_TENANT).await?;
-                Ok(conn.execute(&st, &[&name, &limit, &at]).await?)
+            .run("create_tenant", |conn| {
+                let rollover = rollover.clone();
+                async move {
+                    let st = conn.prepare_cached(sql::CREATE_TENANT).await?;
+                    Ok(conn.execute(&st, &[&name, &limit, &at, &rollover]).await?)
+                }
             })
             .await?;
         if inserted == 0 {
@@ -469,8 +477,8 @@ impl LedgerStore for PgLedgerStore {
             return Err(LedgerError::UnknownTenant(tenant.clone()));
         };
         let mut totals = codec::header(row)?.totals;
-        totals.lots = parse_amount_text(row.get(14))?;
-        totals.holds = parse_amount_text(row.get(15))?;
+        totals.lots = parse_amount_text(row.get(codec::HEADER_LEN))?;
+        totals.holds = parse_amount_text(row.get(codec::HEADER_LEN + 1))?;
         Ok(totals)
     }
 

@@ -13,8 +13,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use credits_core::{
     Amount, Balance, Command, Effect, EntrySeq, GrantOptions, GrantTag, HoldId, HoldResolution,
-    HoldState, IdempotencyKey, JournalEntry, PageRequest, Receipt, Request, TenantId,
-    TenantSettings, store::PAGE_LEN_MAX,
+    HoldState, IdempotencyKey, JournalEntry, LedgerError, PageRequest, Receipt, Request,
+    RolloverPolicy, TenantId, TenantSettings, store::PAGE_LEN_MAX,
 };
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -195,6 +195,32 @@ fn outcome(o: Receipt) -> Json<OutcomeDto> {
 struct TenantDto {
     tenant: String,
     overdraft_limit: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollover: Option<RolloverDto>,
+}
+
+/// Rollover at expiry: `share_percent` % (1–100) of an expiring lot's unused credits, at
+/// most `cap`, become a new lot living `ttl_ms` milliseconds (1 ms to 10 years).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RolloverDto {
+    #[schema(minimum = 1, maximum = 100)]
+    share_percent: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    cap: Option<u64>,
+    #[schema(minimum = 1)]
+    ttl_ms: u64,
+}
+
+impl RolloverDto {
+    fn policy(self) -> Result<RolloverPolicy, LedgerError> {
+        RolloverPolicy::new(
+            self.share_percent,
+            self.cap.map(Amount::new),
+            std::time::Duration::from_millis(self.ttl_ms),
+        )
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -204,6 +230,9 @@ struct CreateTenant {
     tenant: String,
     #[serde(default)]
     overdraft_limit: u64,
+    /// Rollover at expiry (none: a lot's unused credits expire).
+    #[serde(default)]
+    rollover: Option<RolloverDto>,
 }
 
 #[utoipa::path(
@@ -212,7 +241,7 @@ struct CreateTenant {
     tag = "credits",
     summary = "Create a tenant (admin)",
     request_body = CreateTenant,
-    responses((status = 201, description = "Created", body = TenantDto), (status = 409, description = "`tenant_exists`", body = crate::error::ErrorResponse))
+    responses((status = 201, description = "Created", body = TenantDto), (status = 400, description = "`invalid_tenant_id`, `invalid_rollover`", body = crate::error::ErrorResponse), (status = 409, description = "`tenant_exists`", body = crate::error::ErrorResponse))
 )]
 async fn create_tenant(
     State(state): State<Arc<AppState>>,
@@ -223,6 +252,7 @@ async fn create_tenant(
     let tenant = TenantId::new(&body.tenant)?;
     let settings = TenantSettings {
         overdraft_limit: Amount::new(body.overdraft_limit),
+        rollover: body.rollover.map(RolloverDto::policy).transpose()?,
     };
     state
         .guarded(state.ledger.create_tenant(&tenant, settings))
@@ -233,6 +263,7 @@ async fn create_tenant(
         Json(TenantDto {
             tenant: tenant.as_str().to_owned(),
             overdraft_limit: body.overdraft_limit,
+            rollover: body.rollover,
         }),
     ))
 }
@@ -582,6 +613,9 @@ struct EntryDto {
     lot: Option<u64>,
     refers_to: Option<u64>,
     key: Option<String>,
+    /// Why, for an operator's change (a void); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 impl From<JournalEntry> for EntryDto {
@@ -597,6 +631,7 @@ impl From<JournalEntry> for EntryDto {
             lot: e.lot.map(|l| l.get()),
             refers_to: e.refers_to.map(|r| r.get()),
             key: e.key.map(|k| k.as_str().to_owned()),
+            reason: e.reason.map(|r| r.as_str().to_owned()),
         }
     }
 }
