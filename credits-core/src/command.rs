@@ -148,6 +148,36 @@ pub enum Command {
     /// refused with [`LedgerError::TenantClosed`]; the history stays readable. Works on a
     /// frozen tenant too. Overdraft debt, if any, stays recorded as it was.
     Close,
+    /// Import a grant from another system with its original time: applied as a
+    /// [`Grant`](Self::Grant) made at `at` (expiries due by then are applied first, at
+    /// `at`), recorded as an [`EntryKind::ImportedGrant`](crate::EntryKind::ImportedGrant)
+    /// entry. A tenant's imports come in time order: `at` may be neither before the
+    /// tenant's last entry ([`LedgerError::ImportOutOfOrder`](crate::LedgerError::ImportOutOfOrder))
+    /// nor after now ([`LedgerError::ImportInFuture`](crate::LedgerError::ImportInFuture)).
+    /// `expires_at` must be after `at`; a lot that has expired since expires at the next
+    /// expiry pass. Put the other system's id in the idempotency key (say
+    /// `import/<id>`): a re-run import then applies nothing twice.
+    ImportGrant {
+        /// How much (> 0).
+        amount: Amount,
+        /// When the lot expires (`None`: never). Must be after `at`.
+        expires_at: Option<Timestamp>,
+        /// Tie-break between lots with the same expiry: lower numbers are spent first.
+        priority: u16,
+        /// When it was granted in the other system.
+        at: Timestamp,
+    },
+    /// Import a consumption from another system with its original time: applied as a
+    /// [`Consume`](Self::Consume) made at `at` (refused as one when the credits and the
+    /// overdraft allowance at `at` do not cover it), recorded as an
+    /// [`EntryKind::ImportedConsume`](crate::EntryKind::ImportedConsume) entry, refundable
+    /// like a consume. Time order and keys as for [`ImportGrant`](Self::ImportGrant).
+    ImportConsume {
+        /// How much (> 0).
+        amount: Amount,
+        /// When it was consumed in the other system.
+        at: Timestamp,
+    },
 }
 
 /// The reason recorded on the voids a [`Command::Close`] makes.
@@ -225,6 +255,19 @@ impl Command {
             Command::Freeze => "freeze",
             Command::Unfreeze => "unfreeze",
             Command::Close => "close",
+            Command::ImportGrant { .. } => "import_grant",
+            Command::ImportConsume { .. } => "import_consume",
+        }
+    }
+
+    /// The original time of an import ([`ImportGrant`](Self::ImportGrant),
+    /// [`ImportConsume`](Self::ImportConsume)); `None` for every other command, which
+    /// applies now.
+    #[must_use]
+    pub fn import_time(&self) -> Option<Timestamp> {
+        match self {
+            Command::ImportGrant { at, .. } | Command::ImportConsume { at, .. } => Some(*at),
+            _ => None,
         }
     }
 }

@@ -87,6 +87,7 @@ checks!(
     freeze_and_unfreeze,
     close_a_tenant,
     rollover_at_expiry,
+    import_history_in_order,
 );
 
 /// A future a [`Spawner`] runs.
@@ -1866,6 +1867,126 @@ pub async fn rollover_at_expiry(store: Arc<dyn LedgerStore>) {
         let replayed = ledger.verify_journal(t).await.expect("read");
         assert!(replayed.is_ok(), "{t}: {replayed:?}");
     }
+}
+
+/// Imports: grants and consumption from another system applied at their original times,
+/// in order, as `imported_grant` / `imported_consume` entries (expiries due by an import's
+/// time happen first, dated then); an import out of order or in the future is refused and
+/// changes nothing; a re-run import replays; imported consumption is refundable; once a
+/// change is made now, earlier imports are out of order; counters and replay agree.
+pub async fn import_history_in_order(store: Arc<dyn LedgerStore>) {
+    let clock = ManualClock::new(START);
+    let ledger = Ledger::from_shared(store, Arc::new(clock.clone()));
+    let ago = |s: u64| Timestamp::from_unix_millis(START.as_unix_millis() - s * 1_000);
+    let t = tenant("migrated");
+    ledger
+        .create_tenant(&t, TenantSettings::default())
+        .await
+        .expect("create");
+    let monthly = ledger
+        .import_grant(&t, key("import/g-1"), amt(100), Some(ago(100)), ago(300))
+        .await
+        .expect("import a grant");
+    assert_eq!(monthly.at, ago(300), "dated at its original time");
+    ledger
+        .import_grant(&t, key("import/g-2"), amt(50), None, ago(250))
+        .await
+        .expect("import a grant");
+    let spent = ledger
+        .import_consume(&t, key("import/c-1"), amt(30), ago(200))
+        .await
+        .expect("import a consumption");
+    // Refused, changing nothing: out of order, in the future, past what was there then.
+    assert_eq!(
+        ledger
+            .import_consume(&t, key("import/c-0"), amt(1), ago(260))
+            .await,
+        Err(LedgerError::ImportOutOfOrder {
+            at: ago(260),
+            last: ago(200)
+        })
+    );
+    let later = START.saturating_add(Duration::from_secs(1));
+    assert_eq!(
+        ledger
+            .import_consume(&t, key("import/c-9"), amt(1), later)
+            .await,
+        Err(LedgerError::ImportInFuture {
+            at: later,
+            now: START
+        })
+    );
+    assert!(matches!(
+        ledger
+            .import_consume(&t, key("import/c-big"), amt(1_000), ago(150))
+            .await,
+        Err(LedgerError::InsufficientCredits { .. })
+    ));
+    assert_eq!(
+        ledger
+            .import_grant(&t, key("import/g-bad"), amt(5), Some(ago(160)), ago(150))
+            .await,
+        Err(LedgerError::ExpiryNotInFuture),
+        "a lot must expire after it was granted"
+    );
+    // A re-run import replays.
+    assert_eq!(
+        ledger
+            .import_consume(&t, key("import/c-1"), amt(30), ago(200))
+            .await,
+        Ok(spent)
+    );
+    // The first lot expired at ago(100) with 70 left: that expiry is applied, dated
+    // ago(50), before the consumption imported at ago(50) (taken from the second lot).
+    ledger
+        .import_consume(&t, key("import/c-2"), amt(10), ago(50))
+        .await
+        .expect("import a consumption");
+    let entries = all_entries(&ledger, &t).await;
+    let seen: Vec<_> = entries.iter().map(|e| (e.kind, e.amount, e.at)).collect();
+    assert_eq!(
+        seen,
+        [
+            (EntryKind::ImportedGrant, amt(100), ago(300)),
+            (EntryKind::ImportedGrant, amt(50), ago(250)),
+            (EntryKind::ImportedConsume, amt(30), ago(200)),
+            (EntryKind::LotExpired, amt(70), ago(50)),
+            (EntryKind::ImportedConsume, amt(10), ago(50)),
+        ]
+    );
+    assert_eq!(
+        entries[0].key.as_ref().map(IdempotencyKey::as_str),
+        Some("import/g-1"),
+        "the other system's id is kept with the entry"
+    );
+    // Imported consumption is refundable; once a change is made now, the past is closed.
+    ledger
+        .refund(&t, key("refund"), spent.entry, amt(5))
+        .await
+        .expect("refund an imported consumption");
+    assert!(matches!(
+        ledger
+            .import_consume(&t, key("import/c-3"), amt(1), ago(10))
+            .await,
+        Err(LedgerError::ImportOutOfOrder { .. })
+    ));
+    assert_eq!(ledger.balance(&t).await, Ok(bal(45, 0, 0)));
+    let totals = ledger
+        .check_conservation(Some(&t))
+        .await
+        .expect("totals")
+        .expect("conserved");
+    assert_eq!(
+        (
+            totals.granted,
+            totals.consumed,
+            totals.expired,
+            totals.refunded
+        ),
+        (amt(150), amt(40), amt(70), amt(5))
+    );
+    let replayed = ledger.verify_journal(&t).await.expect("read");
+    assert_eq!(replayed, Ok(6));
 }
 
 /// Many concurrent requests on one tenant (64 tasks released together): no lost update,

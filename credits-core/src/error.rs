@@ -1,5 +1,6 @@
 //! [`LedgerError`]: every way an operation can fail.
 
+use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::tx::{BranchId, TxAction, TxId, TxPhase};
@@ -203,6 +204,23 @@ pub enum LedgerError {
         /// Which rule it broke.
         reason: String,
     },
+    /// An import dated before the tenant's last entry: a tenant's imports must come in
+    /// time order, before any change made now.
+    #[error("import dated {at} is before the tenant's last entry at {last}")]
+    ImportOutOfOrder {
+        /// The import's time.
+        at: Timestamp,
+        /// The tenant's last entry's time.
+        last: Timestamp,
+    },
+    /// An import dated after now.
+    #[error("import dated {at} is in the future (now is {now})")]
+    ImportInFuture {
+        /// The import's time.
+        at: Timestamp,
+        /// The ledger's time.
+        now: Timestamp,
+    },
     /// No lot with this number was ever granted to the tenant.
     #[error("unknown lot {0}")]
     UnknownLot(LotId),
@@ -303,6 +321,8 @@ impl LedgerError {
             LedgerError::AuditBacklogFull { .. } => "audit_backlog_full",
             LedgerError::InvalidReason { .. } => "invalid_reason",
             LedgerError::InvalidRollover { .. } => "invalid_rollover",
+            LedgerError::ImportOutOfOrder { .. } => "import_out_of_order",
+            LedgerError::ImportInFuture { .. } => "import_in_future",
             LedgerError::UnknownLot(_) => "unknown_lot",
             LedgerError::LotEmpty(_) => "lot_empty",
             LedgerError::TenantFrozen(_) => "tenant_frozen",
@@ -532,6 +552,20 @@ mod tests {
                 LedgerError::InvalidRollover { reason: "r".into() },
                 "invalid_rollover",
             ),
+            (
+                LedgerError::ImportOutOfOrder {
+                    at: Timestamp::EPOCH,
+                    last: Timestamp::EPOCH,
+                },
+                "import_out_of_order",
+            ),
+            (
+                LedgerError::ImportInFuture {
+                    at: Timestamp::EPOCH,
+                    now: Timestamp::EPOCH,
+                },
+                "import_in_future",
+            ),
             (LedgerError::UnknownLot(LotId::new(1)), "unknown_lot"),
             (LedgerError::LotEmpty(LotId::new(1)), "lot_empty"),
             (LedgerError::TenantFrozen(tenant.clone()), "tenant_frozen"),
@@ -619,6 +653,8 @@ mod tests {
                 | LedgerError::AuditBacklogFull { .. }
                 | LedgerError::InvalidReason { .. }
                 | LedgerError::InvalidRollover { .. }
+                | LedgerError::ImportOutOfOrder { .. }
+                | LedgerError::ImportInFuture { .. }
                 | LedgerError::UnknownLot(_)
                 | LedgerError::LotEmpty(_)
                 | LedgerError::TenantFrozen(_)

@@ -47,6 +47,13 @@ pub enum EntryKind {
     /// and balance are unchanged. The rest of the expiring lot expires in the
     /// [`LotExpired`](EntryKind::LotExpired) entry that follows, if anything is left.
     RolledOver,
+    /// Credits added by an import ([`Command::ImportGrant`](crate::Command::ImportGrant)):
+    /// a [`Granted`](EntryKind::Granted) entry dated at its original time.
+    ImportedGrant,
+    /// Credits spent by an import
+    /// ([`Command::ImportConsume`](crate::Command::ImportConsume)): a
+    /// [`Consumed`](EntryKind::Consumed) entry dated at its original time (refundable).
+    ImportedConsume,
 }
 
 impl EntryKind {
@@ -68,13 +75,18 @@ impl EntryKind {
             EntryKind::Unfrozen => "unfrozen",
             EntryKind::Closed => "closed",
             EntryKind::RolledOver => "rolled_over",
+            EntryKind::ImportedGrant => "imported_grant",
+            EntryKind::ImportedConsume => "imported_consume",
         }
     }
 
     /// Whether a refund may refer to an entry of this kind.
     #[must_use]
     pub fn is_refundable(self) -> bool {
-        matches!(self, EntryKind::Consumed | EntryKind::Committed)
+        matches!(
+            self,
+            EntryKind::Consumed | EntryKind::Committed | EntryKind::ImportedConsume
+        )
     }
 
     /// Whether the entry changes the tenant's status rather than moving credits (its
@@ -349,9 +361,11 @@ impl JournalReplay {
             return;
         }
         let sum = match e.kind {
-            EntryKind::Granted => &mut self.sums.granted,
+            EntryKind::Granted | EntryKind::ImportedGrant => &mut self.sums.granted,
             EntryKind::Refunded => &mut self.sums.refunded,
-            EntryKind::Consumed | EntryKind::Committed => &mut self.sums.consumed,
+            EntryKind::Consumed | EntryKind::Committed | EntryKind::ImportedConsume => {
+                &mut self.sums.consumed
+            }
             EntryKind::LotExpired | EntryKind::LotVoided => &mut self.sums.expired,
             EntryKind::Frozen | EntryKind::Unfrozen | EntryKind::Closed => {
                 self.last = e.after;

@@ -210,6 +210,48 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
         self.run(tenant, key, Command::Consume { amount }).await
     }
 
+    /// Imports a grant made at `at` in another system ([`Command::ImportGrant`]): a lot of
+    /// `amount` expiring at `expires_at` (`None`: never), recorded as an `imported_grant`
+    /// entry dated `at`. Put the other system's id in `key`.
+    ///
+    /// # Errors
+    /// [`LedgerError::ImportOutOfOrder`], [`LedgerError::ImportInFuture`], and the errors
+    /// of [`grant`](Self::grant) (`ExpiryNotInFuture` when `expires_at` is not after `at`).
+    pub async fn import_grant(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+        amount: Amount,
+        expires_at: Option<Timestamp>,
+        at: Timestamp,
+    ) -> Result<Receipt, LedgerError> {
+        let command = Command::ImportGrant {
+            amount,
+            expires_at,
+            priority: 0,
+            at,
+        };
+        self.run(tenant, key, command).await
+    }
+
+    /// Imports a consumption made at `at` in another system ([`Command::ImportConsume`]),
+    /// recorded as an `imported_consume` entry dated `at`. Put the other system's id in
+    /// `key`.
+    ///
+    /// # Errors
+    /// [`LedgerError::ImportOutOfOrder`], [`LedgerError::ImportInFuture`], and the errors
+    /// of [`consume`](Self::consume) as of `at`.
+    pub async fn import_consume(
+        &self,
+        tenant: &TenantId,
+        key: IdempotencyKey,
+        amount: Amount,
+        at: Timestamp,
+    ) -> Result<Receipt, LedgerError> {
+        self.run(tenant, key, Command::ImportConsume { amount, at })
+            .await
+    }
+
     /// Sets `amount` aside in a hold living `ttl`; [`Receipt::hold`] names it.
     ///
     /// # Errors

@@ -299,7 +299,9 @@ impl MemoryLedgerStore {
                 IdempotencyRecord {
                     command: request.command.clone(),
                     result: Ok(outcome),
-                    at: outcome.at,
+                    // Retention counts from when it was applied, also for an import
+                    // dated in the past.
+                    at: outcome.at.max(now),
                 },
             ));
             outcomes.push(outcome);
@@ -531,7 +533,8 @@ impl LedgerStore for MemoryLedgerStore {
             &request.command,
             &result,
         );
-        let at = result.as_ref().map_or(now, |o| o.at);
+        // Retention counts from when it was applied, also for an import dated in the past.
+        let at = result.as_ref().map_or(now, |o| o.at.max(now));
         let record = IdempotencyRecord {
             command: request.command.clone(),
             result: result.clone(),

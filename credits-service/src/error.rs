@@ -219,7 +219,8 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
         | LedgerError::UnknownParticipant(_)
         | LedgerError::InvalidPayload(_)
         | LedgerError::InvalidReason { .. }
-        | LedgerError::InvalidRollover { .. } => S::BAD_REQUEST,
+        | LedgerError::InvalidRollover { .. }
+        | LedgerError::ImportInFuture { .. } => S::BAD_REQUEST,
         LedgerError::InsufficientCredits { .. } => S::PAYMENT_REQUIRED,
         LedgerError::UnknownTenant(_)
         | LedgerError::UnknownHold(_)
@@ -239,6 +240,7 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
         | LedgerError::TransactionTimedOut(_)
         | LedgerError::TransactionAborted { .. }
         | LedgerError::LotEmpty(_)
+        | LedgerError::ImportOutOfOrder { .. }
         | LedgerError::TenantFrozen(_)
         | LedgerError::TenantNotFrozen(_)
         | LedgerError::TenantClosed(_)

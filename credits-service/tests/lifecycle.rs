@@ -196,3 +196,87 @@ async fn void_freeze_and_close_in_memory() {
     lifecycle(&s).await;
     s.shutdown().await;
 }
+
+async fn import(s: &TestService) {
+    let r = s
+        .call(Req::post("/v1/tenants", r#"{"tenant":"migrated"}"#).auth(ADMIN))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let now = 1_700_000_000_000u64; // the test clock
+    let post = |key: &'static str, body: String, auth: &'static str| async move {
+        s.call(
+            Req::post("/v1/tenants/migrated/imports", &body)
+                .auth(auth)
+                .key(key),
+        )
+        .await
+    };
+    let grant = format!(
+        r#"{{"type":"grant","amount":100,"at_ms":{}}}"#,
+        now - 300_000
+    );
+    let r = post("import/g-1", grant.clone(), ACME).await;
+    assert_eq!(r.status, 403, "admin only: {}", r.text);
+    let r = post("import/g-1", grant.clone(), ADMIN).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["effect"]["type"], "granted", "{}", r.text);
+    assert_eq!(r.json["at_ms"], now - 300_000, "dated at its original time");
+    let replay = post("import/g-1", grant, ADMIN).await;
+    assert_eq!(
+        (replay.status, &replay.json),
+        (200, &r.json),
+        "a re-run import"
+    );
+    let consume = |at: u64| format!(r#"{{"type":"consume","amount":30,"at_ms":{at}}}"#);
+    let r = post("import/c-1", consume(now - 200_000), ADMIN).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["effect"]["type"], "consumed", "{}", r.text);
+    let r = post("import/c-0", consume(now - 250_000), ADMIN).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "import_out_of_order"),
+        "{}",
+        r.text
+    );
+    let r = post("import/c-9", consume(now + 1_000), ADMIN).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "import_in_future"),
+        "{}",
+        r.text
+    );
+    let r = s
+        .call(Req::get("/v1/tenants/migrated/history?limit=1000").auth(ADMIN))
+        .await;
+    let kinds: Vec<(&str, u64)> = r.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["at_ms"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("imported_grant", now - 300_000),
+            ("imported_consume", now - 200_000)
+        ]
+    );
+    let r = s
+        .call(Req::get("/v1/tenants/migrated/balance").auth(ADMIN))
+        .await;
+    assert_eq!(r.json["available"], 70, "{}", r.text);
+}
+
+#[tokio::test]
+async fn history_imported_at_its_original_times() {
+    let s = TestService::start(&[]).await;
+    import(&s).await;
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn history_imported_at_its_original_times_in_memory() {
+    let s = TestService::start_memory(&[]).await;
+    import(&s).await;
+    s.shutdown().await;
+}

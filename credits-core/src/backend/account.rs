@@ -571,7 +571,24 @@ impl Account {
         refund_target: Option<&JournalEntry>,
     ) -> Applied {
         let mut fx = Applied::new();
-        let at = now.max(self.header.last_at);
+        let at = match request.command.import_time() {
+            // An import happens at its own time, in order (after the tenant's last entry;
+            // a tenant without entries takes any past time), never after now; a refused
+            // one applies nothing (not even expiries).
+            Some(t) if self.header.next_entry > 1 && t < self.header.last_at => {
+                fx.result = Err(LedgerError::ImportOutOfOrder {
+                    at: t,
+                    last: self.header.last_at,
+                });
+                return fx;
+            }
+            Some(t) if t > now => {
+                fx.result = Err(LedgerError::ImportInFuture { at: t, now });
+                return fx;
+            }
+            Some(t) => t,
+            None => now.max(self.header.last_at),
+        };
         self.expire_holds(at, &mut fx);
         self.expire_lots(at, &mut fx);
         let key = Some(&request.key);
@@ -603,6 +620,7 @@ impl Account {
             (
                 AccountStatus::Frozen,
                 Command::Consume { .. }
+                | Command::ImportConsume { .. }
                 | Command::ConsumeUpTo { .. }
                 | Command::Reserve { .. }
                 | Command::Prepare { .. }
@@ -632,8 +650,33 @@ impl Account {
                 expires_at,
                 priority,
                 ..
-            } => self.grant(fx, at, key, amount, expires_at, priority),
-            Command::Consume { amount } => self.consume(fx, at, key, amount),
+            } => self.grant(
+                fx,
+                at,
+                key,
+                amount,
+                expires_at,
+                priority,
+                EntryKind::Granted,
+            ),
+            Command::ImportGrant {
+                amount,
+                expires_at,
+                priority,
+                ..
+            } => self.grant(
+                fx,
+                at,
+                key,
+                amount,
+                expires_at,
+                priority,
+                EntryKind::ImportedGrant,
+            ),
+            Command::Consume { amount } => self.consume(fx, at, key, amount, EntryKind::Consumed),
+            Command::ImportConsume { amount, .. } => {
+                self.consume(fx, at, key, amount, EntryKind::ImportedConsume)
+            }
             Command::ConsumeUpTo { max } => self.consume_up_to(fx, at, key, max),
             Command::Reserve { amount, ttl } => self.reserve(fx, at, key, amount, ttl),
             Command::Commit { hold, amount } => self.resolve(fx, at, key, hold, Some(amount), None),
@@ -779,6 +822,7 @@ impl Account {
         Some(id)
     }
 
+    #[allow(clippy::too_many_arguments)] // a grant's fields, and the kind of its entry
     fn grant(
         &mut self,
         fx: &mut Applied,
@@ -787,6 +831,7 @@ impl Account {
         amount: Amount,
         expires_at: Option<Timestamp>,
         priority: u16,
+        kind: EntryKind,
     ) -> Result<Receipt, LedgerError> {
         if amount.is_zero() {
             return Err(LedgerError::ZeroAmount);
@@ -803,17 +848,7 @@ impl Account {
         let before = self.balance();
         self.header.totals.granted = granted;
         let lot = self.credit(fx, amount, expires_at, priority);
-        let seq = self.push(
-            fx,
-            at,
-            EntryKind::Granted,
-            amount,
-            before,
-            None,
-            lot,
-            None,
-            key,
-        );
+        let seq = self.push(fx, at, kind, amount, before, None, lot, None, key);
         Ok(Self::outcome(seq, at, Effect::Granted { lot }))
     }
 
@@ -868,7 +903,7 @@ impl Account {
                 spendable,
             });
         }
-        let mut receipt = self.consume(fx, at, key, amount)?;
+        let mut receipt = self.consume(fx, at, key, amount, EntryKind::Consumed)?;
         receipt.effect = Effect::Taken { amount };
         Ok(receipt)
     }
@@ -879,6 +914,7 @@ impl Account {
         at: Timestamp,
         key: Option<&IdempotencyKey>,
         amount: Amount,
+        kind: EntryKind,
     ) -> Result<Receipt, LedgerError> {
         if amount.is_zero() {
             return Err(LedgerError::ZeroAmount);
@@ -900,17 +936,7 @@ impl Account {
         self.take_from_lots(fx, from_lots, None);
         self.header.totals.overdrawn = overdrawn;
         self.header.totals.consumed = consumed;
-        let seq = self.push(
-            fx,
-            at,
-            EntryKind::Consumed,
-            amount,
-            before,
-            None,
-            None,
-            None,
-            key,
-        );
+        let seq = self.push(fx, at, kind, amount, before, None, None, None, key);
         Ok(Self::outcome(seq, at, Effect::Consumed))
     }
 

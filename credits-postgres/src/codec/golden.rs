@@ -296,6 +296,34 @@ fn successes() -> Vec<(IdempotencyRecord, &'static str)> {
             r#"{"command":{"VoidLot":{"lot":1,"reason":"granted by mistake"}},"result":{"Ok":{"entry":8,"at":1700000000000,"balance":{"available":3,"held":0,"overdrawn":0},"effect":{"Voided":{"lot":1,"voided":970}}}},"at":1700000000000}"#,
         ),
         (
+            ok(
+                Command::ImportGrant {
+                    amount: Amount::new(100),
+                    expires_at: Some(Timestamp::from_unix_millis(1_700_086_400_000)),
+                    priority: 1,
+                    at: Timestamp::from_unix_millis(1_690_000_000_000),
+                },
+                1,
+                balance(100, 0, 0),
+                Effect::Granted {
+                    lot: Some(LotId::new(1)),
+                },
+            ),
+            r#"{"command":{"ImportGrant":{"amount":100,"expires_at":1700086400000,"priority":1,"at":1690000000000}},"result":{"Ok":{"entry":1,"at":1700000000000,"balance":{"available":100,"held":0,"overdrawn":0},"effect":{"Granted":{"lot":1}}}},"at":1700000000000}"#,
+        ),
+        (
+            ok(
+                Command::ImportConsume {
+                    amount: Amount::new(7),
+                    at: Timestamp::from_unix_millis(1_690_000_000_000),
+                },
+                2,
+                balance(93, 0, 0),
+                Effect::Consumed,
+            ),
+            r#"{"command":{"ImportConsume":{"amount":7,"at":1690000000000}},"result":{"Ok":{"entry":2,"at":1700000000000,"balance":{"available":93,"held":0,"overdrawn":0},"effect":"Consumed"}},"at":1700000000000}"#,
+        ),
+        (
             ok(Command::Freeze, 9, balance(3, 0, 0), Effect::Frozen),
             r#"{"command":"Freeze","result":{"Ok":{"entry":9,"at":1700000000000,"balance":{"available":3,"held":0,"overdrawn":0},"effect":"Frozen"}},"at":1700000000000}"#,
         ),
@@ -570,6 +598,32 @@ fn failures() -> Vec<(IdempotencyRecord, &'static str)> {
         ),
         (
             failed(
+                Command::ImportConsume {
+                    amount: Amount::new(1),
+                    at: Timestamp::from_unix_millis(1_690_000_000_000),
+                },
+                LedgerError::ImportOutOfOrder {
+                    at: Timestamp::from_unix_millis(1_690_000_000_000),
+                    last: Timestamp::from_unix_millis(1_695_000_000_000),
+                },
+            ),
+            r#"{"command":{"ImportConsume":{"amount":1,"at":1690000000000}},"result":{"Err":{"ImportOutOfOrder":{"at":1690000000000,"last":1695000000000}}},"at":1700000000000}"#,
+        ),
+        (
+            failed(
+                Command::ImportConsume {
+                    amount: Amount::new(1),
+                    at: Timestamp::from_unix_millis(1_710_000_000_000),
+                },
+                LedgerError::ImportInFuture {
+                    at: Timestamp::from_unix_millis(1_710_000_000_000),
+                    now: Timestamp::from_unix_millis(1_700_000_000_000),
+                },
+            ),
+            r#"{"command":{"ImportConsume":{"amount":1,"at":1710000000000}},"result":{"Err":{"ImportInFuture":{"at":1710000000000,"now":1700000000000}}},"at":1700000000000}"#,
+        ),
+        (
+            failed(
                 consume(1),
                 LedgerError::InvalidRollover {
                     reason: "the cap must not be zero".into(),
@@ -723,6 +777,8 @@ fn entry_kinds_keep_their_code_and_word() {
         (EntryKind::Unfrozen, 12, "unfrozen"),
         (EntryKind::Closed, 13, "closed"),
         (EntryKind::RolledOver, 14, "rolled_over"),
+        (EntryKind::ImportedGrant, 15, "imported_grant"),
+        (EntryKind::ImportedConsume, 16, "imported_consume"),
     ];
     for (kind, code, word) in table {
         assert_eq!(kind_code(kind), code, "{kind:?}");

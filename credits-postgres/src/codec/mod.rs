@@ -129,6 +129,8 @@ pub(crate) fn kind_code(kind: EntryKind) -> i16 {
         EntryKind::Unfrozen => 12,
         EntryKind::Closed => 13,
         EntryKind::RolledOver => 14,
+        EntryKind::ImportedGrant => 15,
+        EntryKind::ImportedConsume => 16,
         // A kind added to credits-core later: stored as 0 and refused when read back, so
         // an older reader never misinterprets it.
         _ => 0,
@@ -151,6 +153,8 @@ pub(crate) fn kind_of(code: i16) -> Result<EntryKind, PgError> {
         12 => EntryKind::Unfrozen,
         13 => EntryKind::Closed,
         14 => EntryKind::RolledOver,
+        15 => EntryKind::ImportedGrant,
+        16 => EntryKind::ImportedConsume,
         other => return Err(PgError::corrupt(format_args!("unknown entry kind {other}"))),
     })
 }
@@ -324,11 +328,13 @@ mod tests {
             Unfrozen,
             Closed,
             RolledOver,
+            ImportedGrant,
+            ImportedConsume,
         ] {
             assert_eq!(kind_of(kind_code(kind)).ok(), Some(kind));
         }
         assert!(matches!(kind_of(0), Err(PgError::Corrupt(_))));
-        assert!(matches!(kind_of(15), Err(PgError::Corrupt(_))));
+        assert!(matches!(kind_of(17), Err(PgError::Corrupt(_))));
         for status in [
             AccountStatus::Open,
             AccountStatus::Frozen,

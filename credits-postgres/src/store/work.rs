@@ -96,7 +96,9 @@ impl Work {
         let record = IdempotencyRecord {
             command: request.command.clone(),
             result: result.clone(),
-            at: result.as_ref().map_or(now, |r| r.at),
+            // Retention counts from when it was applied, also for an import dated in the
+            // past.
+            at: result.as_ref().map_or(now, |r| r.at.max(now)),
         };
         self.known.insert(request.key.clone(), record.clone());
         self.records.push((request.key.clone(), record));

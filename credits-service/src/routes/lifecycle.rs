@@ -1,6 +1,6 @@
 //! The grant lifecycle (admin only): void what is left of a lot, freeze, unfreeze and close
-//! a tenant. Each is a ledger command under the request's `Idempotency-Key`, journaled and
-//! audited like every other change.
+//! a tenant, and import history from another system. Each is a ledger command under the
+//! request's `Idempotency-Key`, journaled and audited like every other change.
 
 use std::sync::Arc;
 
@@ -8,7 +8,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
-use credits_core::{Command, Effect, LotId, Reason, Receipt, Request, TenantId};
+use credits_core::{Amount, Command, Effect, LotId, Reason, Receipt, Request, TenantId};
+use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -19,7 +20,7 @@ use crate::state::AppState;
 /// The OpenAPI description of these routes (merged into the served document by
 /// `openapi.rs`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(void_lot, freeze, unfreeze, close))]
+#[openapi(paths(void_lot, freeze, unfreeze, close, import))]
 pub(crate) struct Api;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -28,6 +29,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/v1/tenants/{tenant}/freeze", post(freeze))
         .route("/v1/tenants/{tenant}/unfreeze", post(unfreeze))
         .route("/v1/tenants/{tenant}/close", post(close))
+        .route("/v1/tenants/{tenant}/imports", post(import))
 }
 
 /// What a lifecycle command did.
@@ -47,6 +49,12 @@ enum LifecycleEffectDto {
     Closed {
         voided: u64,
     },
+    /// An imported grant: the lot it made (`null` when it all paid overdraft debt).
+    Granted {
+        lot: Option<u64>,
+    },
+    /// An imported consumption.
+    Consumed,
     Other,
 }
 
@@ -71,6 +79,10 @@ impl From<Receipt> for LifecycleOutcomeDto {
             Effect::Closed { voided } => LifecycleEffectDto::Closed {
                 voided: voided.units(),
             },
+            Effect::Granted { lot } => LifecycleEffectDto::Granted {
+                lot: lot.map(LotId::get),
+            },
+            Effect::Consumed => LifecycleEffectDto::Consumed,
             _ => LifecycleEffectDto::Other,
         };
         LifecycleOutcomeDto {
@@ -186,4 +198,66 @@ async fn close(
     headers: HeaderMap,
 ) -> Result<Json<LifecycleOutcomeDto>, ApiError> {
     run(&state, &headers, &tenant, || Ok(Command::Close)).await
+}
+
+/// One grant or consumption from another system, at its original time.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Import {
+    /// A grant: a lot of `amount` expiring at `expires_at_ms` (absent: never; after `at_ms`).
+    Grant {
+        #[schema(minimum = 1)]
+        amount: u64,
+        /// When it was granted (Unix milliseconds).
+        at_ms: u64,
+        #[serde(default)]
+        expires_at_ms: Option<u64>,
+        #[serde(default)]
+        priority: u16,
+    },
+    /// A consumption of `amount`.
+    Consume {
+        #[schema(minimum = 1)]
+        amount: u64,
+        /// When it was consumed (Unix milliseconds).
+        at_ms: u64,
+    },
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/imports",
+    tag = "credits",
+    summary = "Import a grant or a consumption from another system at its original time (admin)",
+    description = "A tenant's imports come in time order (not before its last entry, not after now). Put the other system's id in the Idempotency-Key (say `import/<id>`): a re-run import applies nothing twice. Recorded as `imported_grant` / `imported_consume` entries dated at their original time.",
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII bytes, no spaces: the same key with the same request answers the first answer again.", pattern = "^[!-~]{1,128}$")),
+    request_body = Import,
+    responses((status = 200, description = "The receipt (a replay: the first answer again)", body = LifecycleOutcomeDto), (status = 400, description = "`import_in_future`, `expiry_not_in_future` or `zero_amount`", body = crate::error::ErrorResponse), (status = 402, description = "`insufficient_credits` at the import's time", body = crate::error::ErrorResponse), (status = 404, description = "`unknown_tenant`", body = crate::error::ErrorResponse), (status = 409, description = "`import_out_of_order`, `tenant_frozen`, `tenant_closed` or `idempotency_conflict`", body = crate::error::ErrorResponse), (status = 422, description = "`amount_overflow`: past what the backend stores", body = crate::error::ErrorResponse))
+)]
+async fn import(
+    State(state): State<Arc<AppState>>,
+    ApiPath(tenant): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Import>,
+) -> Result<Json<LifecycleOutcomeDto>, ApiError> {
+    run(&state, &headers, &tenant, || {
+        Ok(match body {
+            Import::Grant {
+                amount,
+                at_ms,
+                expires_at_ms,
+                priority,
+            } => Command::ImportGrant {
+                amount: Amount::new(amount),
+                expires_at: expires_at_ms.map(Timestamp::from_unix_millis),
+                priority,
+                at: Timestamp::from_unix_millis(at_ms),
+            },
+            Import::Consume { amount, at_ms } => Command::ImportConsume {
+                amount: Amount::new(amount),
+                at: Timestamp::from_unix_millis(at_ms),
+            },
+        })
+    })
+    .await
 }
