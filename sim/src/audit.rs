@@ -93,6 +93,9 @@ impl SlowDisk {
     }
 }
 
+/// How long [`SimAudit::set_slow`] waits for the writes a fast disk released.
+pub const SLOW_WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The shipped sink behind a [`SlowDisk`].
 #[derive(Debug)]
 struct SlowSink {
@@ -219,20 +222,32 @@ impl SimAudit {
     /// Makes the disk slow (every write waits) or fast again; then lets the writes that
     /// waited finish (so that what they wrote is in the files before the next step).
     ///
+    /// A released write still does real file I/O (on Tokio's blocking threads, with an
+    /// fsync), whose duration depends on the machine's load, so the wait is bounded in
+    /// time, not in turns of the runtime (a count of turns failed soak runs on a loaded
+    /// machine with a write that was merely slow).
+    ///
     /// # Errors
-    /// A write still unfinished after 10,000 turns of the runtime, as text.
+    /// A write still unfinished after [`SLOW_WRITE_LIMIT`], as text.
     pub async fn set_slow(&self, slow: bool) -> Result<(), String> {
         self.slow.set_slow(slow);
-        for _ in 0..10_000 {
-            if slow || self.slow.writing() == 0 {
-                return Ok(());
+        if slow {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + SLOW_WRITE_LIMIT;
+        while self.slow.writing() != 0 {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{} writes still waiting {SLOW_WRITE_LIMIT:?} after the audit disk became fast",
+                    self.slow.writing()
+                ));
             }
             tokio::task::yield_now().await;
+            if self.slow.writing() != 0 {
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            }
         }
-        Err(format!(
-            "{} writes still waiting after the audit disk became fast",
-            self.slow.writing()
-        ))
+        Ok(())
     }
 
     /// Whether the disk is slow.
