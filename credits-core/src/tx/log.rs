@@ -209,6 +209,25 @@ impl TxLog for MemoryTxLog {
             .filter_map(|id| inner.records.get(id).cloned())
             .collect())
     }
+
+    /// Decides to abort every undecided transaction past its deadline by `now`, as
+    /// PostgreSQL's `recover_stalled_transactions(now)` does (the coordinator's recovery
+    /// then tells the participants); returns how many.
+    async fn maintain(&self, now: Timestamp) -> Result<u64, LedgerError> {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let mut aborted = 0;
+        for id in &inner.unfinished {
+            if let Some(r) = inner.records.get_mut(id)
+                && matches!(r.phase, TxPhase::Active | TxPhase::Prepared)
+                && r.deadline < now
+            {
+                r.phase = TxPhase::Decided(TxDecision::Abort);
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
+    }
 }
 
 /// [`TxLog::mark_prepared`] on one record.
