@@ -171,6 +171,12 @@ fn postgres_run_is_clean() {
     let memory = run(&Config::new(21, 300)).unwrap();
     assert_eq!(report.trace_hash, memory.trace_hash);
     assert_eq!(report.journal_entries, memory.journal_entries);
+    // Seed 7 x 500 reaches a restart whose recovery aborts a stalled transaction (step
+    // 337): both transaction logs decide it, and report it, alike.
+    let stalled = run(&Config::new(7, 500).with_postgres(url.clone()))
+        .unwrap_or_else(|v| panic!("seed 7: {v}"));
+    let stalled_memory = run(&Config::new(7, 500)).unwrap();
+    assert_eq!(stalled.trace_hash, stalled_memory.trace_hash, "seed 7");
     let grouped = run(&Config::new(21, 300)
         .with_postgres(url)
         .with_group_commit(true))
