@@ -21,7 +21,12 @@
 //! * `pgbench`: the same transaction as SQL (custom script, 8 clients, prepared);
 //! * `tx` (`two-phase/2-participants`): 8 tasks, each transaction two branches on two
 //!   tenants through the ledger's holds and PostgreSQL's transaction log;
-//! * bytes per operation: growth of every table and index ÷ operations.
+//! * bytes per operation: growth of every table and index ÷ operations;
+//! * `partitions` (issue #22, only when `BENCH_ONLY` names it): single consumes, group commit and bytes per consume on a
+//!   schema with migration 10's monthly partitions and on one without (every other migration),
+//!   alternated (`BENCH_PARTITION_ROUNDS`, default 4);
+//! * `history` (issue #22, only when named): `balance_at` of a random tenant at a random time over 10
+//!   million journal entries in 24 monthly partitions (1 and 8 tasks).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 // a benchmark report
 
@@ -710,6 +715,14 @@ async fn run(url: String) {
         peers::rustlavel(&b).await;
         peers::doubleentry(&b).await;
     }
+    // Opt-in (named in BENCH_ONLY): minutes of set-up each.
+    let named = |name: &str| only.split(',').any(|w| w == name);
+    if named("partitions") {
+        partitions::throughput(&b.url, &b.schema, b.secs, b.clock.clone()).await;
+    }
+    if named("history") {
+        partitions::history(&b.url, &b.schema, b.secs, b.clock.clone()).await;
+    }
     store.pool().close();
     b.admin
         .batch_execute(&format!("DROP SCHEMA {} CASCADE", b.schema))
@@ -944,4 +957,404 @@ fn main() {
         .build()
         .unwrap_or_else(|e| panic!("{e}"))
         .block_on(run(url));
+}
+
+mod partitions {
+    //! Issue #22's figures: the monthly partitions of migration 10 against the same schema
+    //! without them (every other migration), alternated in one run, and a point-in-time balance
+    //! over 10 million journal entries in 24 monthly partitions.
+    use super::*;
+
+    /// A fresh schema `name` with the ledger (all migrations, or all but `without`) and
+    /// every tenant funded, like the main bench's schema.
+    pub(super) async fn bench_on(
+        url: &str,
+        name: String,
+        secs: u64,
+        clock: Arc<SystemClock>,
+        without: Option<i64>,
+    ) -> (Bench, PgLedgerStore) {
+        let (admin, conn) = tokio_postgres::connect(url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {name}; SET search_path = {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = Bench {
+            url: url.to_owned(),
+            schema: name,
+            admin,
+            clock,
+            secs,
+            run: AtomicU64::new(0),
+        };
+        let store = b.store(false).await;
+        match without {
+            None => {
+                let _ = store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+            }
+            Some(skipped) => {
+                // Every migration but `skipped`, recorded as `migrate` records them (the
+                // later ones do not depend on migration 10: they run on the flat tables).
+                b.admin
+                    .batch_execute(
+                        "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, \
+                         name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{e:?}"));
+                for m in credits_postgres::MIGRATIONS
+                    .iter()
+                    .filter(|m| m.version != skipped)
+                {
+                    b.admin
+                        .batch_execute(&format!(
+                            "BEGIN; {} INSERT INTO schema_migrations (version, name) \
+                             VALUES ({}, '{}'); COMMIT;",
+                            m.sql, m.version, m.name
+                        ))
+                        .await
+                        .unwrap_or_else(|e| panic!("migration {}: {e:?}", m.version));
+                }
+            }
+        }
+        b.admin
+            .execute(
+                "INSERT INTO accounts (tenant, overdraft_limit, last_at) \
+                 SELECT 'b' || g, 0, $1 FROM generate_series(0, $2::bigint - 1) g",
+                &[
+                    &i64::try_from(b.now().as_unix_millis()).unwrap_or(0),
+                    &i64::from(TENANTS),
+                ],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for chunk in (0..TENANTS).collect::<Vec<_>>().chunks(1_000) {
+            let grants: Vec<Request> = chunk
+                .iter()
+                .map(|&t| {
+                    Request::new(
+                        tenant(t),
+                        IdempotencyKey::new("fund").unwrap_or_else(|e| panic!("{e}")),
+                        Command::Grant {
+                            amount: Amount::new(FUNDS),
+                            expires_at: None,
+                            priority: 0,
+                        },
+                    )
+                })
+                .collect();
+            let grants = credits_core::Batch::new(grants).unwrap_or_else(|e| panic!("{e}"));
+            store
+                .apply_batch(&grants, b.now())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        b.admin
+            .batch_execute("VACUUM ANALYZE accounts, credit_lots")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (b, store)
+    }
+
+    fn median(v: &mut [f64]) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    /// Single consumes and group commit on both schemas, alternated (ABBA) over
+    /// `BENCH_PARTITION_ROUNDS` rounds (default 4), with bytes per consume.
+    pub(super) async fn throughput(url: &str, base: &str, secs: u64, clock: Arc<SystemClock>) {
+        let rounds: usize = std::env::var("BENCH_PARTITION_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4);
+        let (part, part_store) =
+            bench_on(url, format!("{base}_part"), secs, clock.clone(), None).await;
+        let (flat, flat_store) =
+            bench_on(url, format!("{base}_flat"), secs, clock.clone(), Some(10)).await;
+        let partitioned: i64 = part
+            .admin
+            .query_one(
+                "SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid \
+                 WHERE c.relnamespace = current_schema()::regnamespace",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "credits-postgres/partitions: {} (every migration, {partitioned} partitioned tables) vs {} (every migration but 10), {rounds} alternated rounds",
+            part.schema, flat.schema
+        );
+        for (b, store) in [(&part, &part_store), (&flat, &flat_store)] {
+            let warm = Bench {
+                secs: secs.clamp(1, 3),
+                url: b.url.clone(),
+                schema: b.schema.clone(),
+                admin: tokio_postgres::connect(&b.url, NoTls)
+                    .await
+                    .map(|(c, conn)| {
+                        tokio::spawn(conn);
+                        c
+                    })
+                    .unwrap_or_else(|e| panic!("{e}")),
+                clock: b.clock.clone(),
+                run: AtomicU64::new(1_000_000),
+            };
+            let _ = single(&warm, store.clone(), false).await;
+        }
+        let (mut single_part, mut single_flat, mut group_part, mut group_flat) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut bytes_part, mut bytes_flat) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let order: [bool; 2] = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for is_part in order {
+                let (b, store) = if is_part {
+                    (&part, &part_store)
+                } else {
+                    (&flat, &flat_store)
+                };
+                let name = if is_part { "partitioned" } else { "flat" };
+                let before = b.size().await;
+                let r = single(b, store.clone(), false).await;
+                let bytes = (b.size().await - before) as f64 / r.ops as f64;
+                r.print(&format!("single/{name}"));
+                println!("credits-postgres/bytes-per-op/{name:<12} {bytes:>9.0} B/op");
+                if is_part {
+                    single_part.push(r.rate());
+                    bytes_part.push(bytes);
+                } else {
+                    single_flat.push(r.rate());
+                    bytes_flat.push(bytes);
+                }
+            }
+            for is_part in order {
+                let (b, store) = if is_part {
+                    (&part, &part_store)
+                } else {
+                    (&flat, &flat_store)
+                };
+                let name = if is_part { "partitioned" } else { "flat" };
+                let r = group_commit(b, store, false).await;
+                r.print(&format!("group/{name}"));
+                if is_part {
+                    group_part.push(r.rate());
+                } else {
+                    group_flat.push(r.rate());
+                }
+            }
+        }
+        // Each round's pair ran back to back, so its ratio sees one background load: the
+        // median of the per-round ratios is the figure (the load moves between rounds).
+        let ratios = |p: &[f64], f: &[f64]| -> Vec<f64> {
+            p.iter().zip(f).map(|(p, f)| p / f.max(1.0)).collect()
+        };
+        let show = |v: &[f64]| {
+            v.iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        for (what, p, f) in [
+            ("single", &single_part, &single_flat),
+            ("group commit", &group_part, &group_flat),
+            ("bytes per consume", &bytes_part, &bytes_flat),
+        ] {
+            let mut r = ratios(p, f);
+            println!(
+                "credits-postgres/partitions {what}: per-round ratios {}, median ratio {:.3}; medians {:.0} vs {:.0}",
+                show(&r),
+                median(&mut r),
+                median(&mut p.clone()),
+                median(&mut f.clone())
+            );
+        }
+        // Bytes per journal entry over the whole run (set-up, warm-up and every round): the
+        // per-round growth moves by whole pages of many relations; this does not.
+        for b in [&part, &flat] {
+            let entries: i64 = b
+                .admin
+                .query_one("SELECT count(*) FROM journal_entries", &[])
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let size = b.size().await;
+            println!(
+                "credits-postgres/partitions {}: {size} B in all tables and indexes for {entries} journal entries: {:.0} B per entry",
+                b.schema,
+                size as f64 / entries.max(1) as f64
+            );
+        }
+        for (b, store) in [(part, part_store), (flat, flat_store)] {
+            store.pool().close();
+            b.admin
+                .batch_execute(&format!("DROP SCHEMA {} CASCADE", b.schema))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    /// Tenants of the history and entries per tenant: 10 million journal entries.
+    const HISTORY_TENANTS: i64 = 1_000;
+    const HISTORY_ENTRIES: i64 = 10_000;
+    /// Monthly partitions the history spans.
+    const HISTORY_MONTHS: i32 = 24;
+
+    /// A point-in-time balance (`LedgerStore::balance_at`) of a random tenant at a random
+    /// time of a 24-month history of 10 million journal entries: one task, then
+    /// `CONNECTIONS` tasks, `secs` each.
+    pub(super) async fn history(url: &str, base: &str, secs: u64, clock: Arc<SystemClock>) {
+        let (admin, conn) = tokio_postgres::connect(url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(conn);
+        let name = format!("{base}_hist");
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {name}; SET search_path = {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = Bench {
+            url: url.to_owned(),
+            schema: name,
+            admin,
+            clock: clock.clone(),
+            secs,
+            run: AtomicU64::new(0),
+        };
+        let store = b.store(false).await;
+        let _ = store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        // 24 months: this one and the 23 before it, every month its partition.
+        let row = b
+            .admin
+            .query_one(
+                "SELECT m::text, (credits_month_range(m)).lo, \
+                        credits_create_partitions(m, current_date) \
+                 FROM (SELECT (date_trunc('month', clock_timestamp() AT TIME ZONE 'UTC') \
+                               - make_interval(months => $1))::date AS m) s",
+                &[&(HISTORY_MONTHS - 1)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (first, lo): (String, i64) = (row.get(0), row.get(1));
+        let hi = i64::try_from(b.now().as_unix_millis()).unwrap_or(i64::MAX);
+        let step = (hi - lo) / HISTORY_ENTRIES;
+        let t0 = b.clock.monotonic();
+        b.admin
+            .execute(
+                "INSERT INTO accounts (tenant, overdraft_limit, last_at, granted, consumed, available) \
+                 SELECT 'h' || t, 0, $1::bigint, 10000000, $2::bigint - 1, \
+                        10000000 - ($2::bigint - 1) \
+                 FROM generate_series(0, $3::bigint - 1) t",
+                &[&hi, &HISTORY_ENTRIES, &HISTORY_TENANTS],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Time-major, like a real journal: every tenant's entry s, then s + 1, ...
+        let chunk = HISTORY_ENTRIES / 20;
+        for c in 0..20 {
+            b.admin
+                .execute(
+                    "INSERT INTO journal_entries (tenant, seq, at, kind, amount, before_available, \
+                       before_held, before_overdrawn, after_available, after_held, after_overdrawn) \
+                     SELECT 'h' || t, s, $1::bigint + (s - 1) * $2::bigint + t, \
+                            CASE WHEN s = 1 THEN 1 ELSE 2 END, \
+                            CASE WHEN s = 1 THEN 10000000 ELSE 1 END, \
+                            CASE WHEN s = 1 THEN 0 ELSE 10000000 - (s - 2) END, 0, 0, \
+                            10000000 - greatest(s - 1, 0), 0, 0 \
+                     FROM generate_series($3::bigint, $4::bigint) s, \
+                          generate_series(0::bigint, $5::bigint - 1) t",
+                    &[&lo, &step, &(c * chunk + 1), &((c + 1) * chunk), &HISTORY_TENANTS],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        b.admin
+            .batch_execute("VACUUM ANALYZE journal_entries, accounts")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let loaded = b.clock.monotonic().saturating_duration_since(t0);
+        let row = b
+            .admin
+            .query_one(
+                "SELECT (SELECT count(*) FROM journal_entries), \
+                        (SELECT count(*) FROM pg_inherits WHERE inhparent = 'journal_entries'::regclass), \
+                        (SELECT count(DISTINCT tableoid) FROM journal_entries), \
+                        pg_size_pretty((SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits \
+                                        WHERE inhparent = 'journal_entries'::regclass))",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (entries, partitions, used, size): (i64, i64, i64, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        println!(
+            "credits-postgres/history: {entries} journal entries of {HISTORY_TENANTS} tenants from {first} to now in {used} monthly partitions ({partitions} with the default and the months ahead), {size}, loaded and vacuumed in {:.0} s",
+            loaded.as_secs_f64()
+        );
+        // The plan of the store's statement once generic (as a pooled connection runs it).
+        let probe_at = lo + (hi - lo) / 3;
+        let plan: Vec<String> = b
+            .admin
+            .simple_query(&format!(
+                "SET plan_cache_mode = force_generic_plan; \
+                 PREPARE balance_at_probe (text, bigint) AS \
+                 SELECT j.after_available, j.after_held, j.after_overdrawn \
+                 FROM accounts a LEFT JOIN LATERAL ( \
+                   SELECT after_available, after_held, after_overdrawn FROM journal_entries \
+                   WHERE tenant = a.tenant AND at <= $2 ORDER BY seq DESC LIMIT 1) j ON true \
+                 WHERE a.tenant = $1; \
+                 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) \
+                   EXECUTE balance_at_probe('h7', {probe_at})"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        println!(
+            "credits-postgres/history: EXPLAIN ANALYZE of balance_at 8 months into the history (generic plan):"
+        );
+        for line in &plan {
+            println!("    {line}");
+        }
+        for tasks in [1, CONNECTIONS] {
+            let store = store.clone();
+            let r = b
+                .closed(tasks, move |_, _| {
+                    let store = store.clone();
+                    let mut rng = rand::rng();
+                    let t = TenantId::new(format!("h{}", rng.random_range(0..HISTORY_TENANTS)))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let at = Timestamp::from_unix_millis(
+                        u64::try_from(rng.random_range(lo..hi)).unwrap_or(0),
+                    );
+                    async move {
+                        let balance = store
+                            .balance_at(&t, at)
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        assert!(balance.available.units() > 0);
+                    }
+                })
+                .await;
+            r.print(&format!("balance_at/{tasks}-task"));
+        }
+        store.pool().close();
+        if std::env::var("BENCH_KEEP_HISTORY").as_deref() != Ok("1") {
+            b.admin
+                .batch_execute(&format!("DROP SCHEMA {} CASCADE", b.schema))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
 }

@@ -93,7 +93,7 @@ $$;
 
 -- The maintain-partitions job: this month and the next `months_ahead` (by the server's
 -- UTC clock) exist for every partitioned table. Returns how many partitions it created.
-CREATE FUNCTION credits_maintain_partitions(months_ahead integer DEFAULT 3) RETURNS integer
+CREATE FUNCTION credits_maintain_partitions(months_ahead integer DEFAULT 1) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     this_month date := date_trunc('month', clock_timestamp() AT TIME ZONE 'UTC')::date;
@@ -158,7 +158,7 @@ SELECT credits_create_partitions(m, m)
            AND at < (extract(epoch FROM clock_timestamp() + interval '1 year') * 1000)::bigint
         ) AS months
  ORDER BY m;
-SELECT credits_maintain_partitions(3);
+SELECT credits_maintain_partitions(1);
 
 INSERT INTO journal_entries SELECT * FROM journal_entries_unpartitioned;
 INSERT INTO idempotency_keys SELECT * FROM idempotency_keys_unpartitioned;
@@ -264,7 +264,8 @@ BEGIN
 END
 $$;
 
--- The jobs, now with partition maintenance (daily; three months ahead).
+-- The jobs, now with partition maintenance (daily, next month ahead: a month of slack if
+-- the job stops; every month ahead is one more empty partition a key lookup probes).
 CREATE OR REPLACE FUNCTION credits_jobs() RETURNS TABLE (name text, schedule text, command text)
 LANGUAGE sql STABLE AS $$
     VALUES
@@ -273,7 +274,7 @@ LANGUAGE sql STABLE AS $$
         ('cleanup-idempotency', '30 2 * * *', 'SELECT cleanup_idempotency_keys(30)'),
         ('refresh-stats', '0 * * * *',
          'REFRESH MATERIALIZED VIEW CONCURRENTLY credits_stats_hourly'),
-        ('maintain-partitions', '15 3 * * *', 'SELECT credits_maintain_partitions(3)')
+        ('maintain-partitions', '15 3 * * *', 'SELECT credits_maintain_partitions(1)')
 $$;
 
 DO $$
