@@ -6,7 +6,10 @@ use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::tx::BranchId;
-use crate::{Amount, EntrySeq, HoldId, IdempotencyKey, LedgerError, LotId, Reason, TenantId};
+use crate::{
+    Amount, BalanceThresholds, EntrySeq, HoldId, IdempotencyKey, LedgerError, LotId, Reason,
+    TenantId,
+};
 
 /// One mutation of one tenant's account. Compared field by field to detect an idempotency
 /// key reused for a different request.
@@ -541,6 +544,10 @@ pub struct TenantSettings {
     /// expire).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollover: Option<RolloverPolicy>,
+    /// Amounts of available credits whose downward crossing emits a
+    /// [`BalanceEvent`](crate::BalanceEvent) (default: none).
+    #[serde(default, skip_serializing_if = "BalanceThresholds::is_empty")]
+    pub thresholds: BalanceThresholds,
 }
 
 /// The longest life a [`RolloverPolicy`] may give rolled-over credits.

@@ -46,9 +46,10 @@ use metered_clock::{Clock, ManualClock, Timestamp};
 use crate::BATCH_LEN_MAX;
 use crate::store::{LedgerStore, PageRequest};
 use crate::{
-    Amount, Balance, Command, Effect, EntryKind, EntrySeq, GrantOptions, HoldId, HoldResolution,
-    HoldState, IdempotencyKey, Ledger, LedgerError, LotId, Reason, Request, RolloverPolicy,
-    TenantId, TenantSettings,
+    Amount, Balance, BalanceEvent, BalanceThresholds, Command, DeliveryReport, Effect, EntryKind,
+    EntrySeq, EventDispatcher, EventSeq, EventSink, EventSinkError, GrantOptions, HoldId,
+    HoldResolution, HoldState, IdempotencyKey, Ledger, LedgerError, LotId, Reason, Request,
+    RolloverPolicy, TenantId, TenantSettings,
 };
 
 /// The time every check starts at.
@@ -88,6 +89,9 @@ checks!(
     close_a_tenant,
     rollover_at_expiry,
     import_history_in_order,
+    thresholds_fire_once_per_downward_crossing,
+    events_are_cursor_paged,
+    dispatcher_delivers_in_order_and_redelivers,
 );
 
 /// A future a [`Spawner`] runs.
@@ -2381,4 +2385,492 @@ pub async fn branches_of_one_participant_never_share_keys(store: Arc<dyn LedgerS
     assert_eq!(tm.commit(tx).await, Ok(crate::tx::TxOutcome::Committed));
     assert_eq!(ledger.balance(t).await.expect("balance"), bal(75, 0, 0));
     conserved(&ledger, Some(t)).await;
+}
+
+// ---- balance thresholds and events -----------------------------------------------------
+
+async fn all_events(ledger: &Ledger, t: &TenantId) -> Vec<BalanceEvent> {
+    let mut out = Vec::new();
+    let mut after = None;
+    // Bounded: at most 1,000 pages of 1,000.
+    for _ in 0..1_000 {
+        let p = ledger.events(t, after, 1_000).await.expect("events");
+        out.extend(p.events);
+        match p.next {
+            Some(n) => after = Some(n),
+            None => return out,
+        }
+    }
+    panic!("more than 1,000 pages of events");
+}
+
+async fn with_thresholds(
+    store: Arc<dyn LedgerStore>,
+    name: &str,
+    thresholds: &[u64],
+) -> (Ledger, ManualClock, TenantId) {
+    let clock = ManualClock::new(START);
+    let ledger = Ledger::from_shared(store, Arc::new(clock.clone()));
+    let t = tenant(name);
+    let settings = TenantSettings {
+        thresholds: BalanceThresholds::new(thresholds.iter().copied().map(amt))
+            .expect("valid thresholds"),
+        ..TenantSettings::default()
+    };
+    ledger.create_tenant(&t, settings).await.expect("create");
+    (ledger, clock, t)
+}
+
+/// Checks what every event must satisfy against the journal: numbered 1, 2, 3, … without
+/// gaps, and each names an entry whose own before/after balances crossed its threshold
+/// downward, at that entry's time, with that entry's available after; and every downward
+/// crossing of every entry has its event (exactly one).
+async fn events_match_the_journal(ledger: &Ledger, t: &TenantId, thresholds: &[u64]) {
+    let events = all_events(ledger, t).await;
+    let entries = all_entries(ledger, t).await;
+    let mut expected = Vec::new();
+    for e in &entries {
+        for &th in thresholds.iter() {
+            if e.before.available >= amt(th) && e.after.available < amt(th) {
+                expected.push((e.seq, amt(th), e.at, e.after.available));
+            }
+        }
+    }
+    expected.sort_by_key(|(seq, th, _, _)| (*seq, *th));
+    let got: Vec<_> = events
+        .iter()
+        .map(|e| (e.entry, e.threshold, e.at, e.available))
+        .collect();
+    assert_eq!(got, expected, "{t}: one event per downward crossing");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.seq,
+            EventSeq::new(i as u64 + 1),
+            "{t}: numbered without gaps"
+        );
+        assert_eq!(&e.tenant, t);
+    }
+}
+
+/// Thresholds: a change taking available credits from at or above a threshold to below it
+/// emits one event (several thresholds crossed at once: one each, ascending), whatever the
+/// change (consume, reserve, expiry, void); staying below emits nothing; crossing back up
+/// (a refund, a grant, a cancelled hold) re-arms silently; a replayed key and a refused
+/// batch emit nothing; events stay readable after later changes and a sweep.
+pub async fn thresholds_fire_once_per_downward_crossing(store: Arc<dyn LedgerStore>) {
+    let thresholds = [50, 20];
+    let (ledger, clock, t) = with_thresholds(store, "thresholds", &thresholds).await;
+    let at = |s: u64| START.saturating_add(Duration::from_secs(s));
+    ledger
+        .grant(&t, key("g"), amt(100), GrantOptions::default())
+        .await
+        .expect("grant");
+    ledger
+        .consume(&t, key("c1"), amt(40))
+        .await
+        .expect("consume");
+    assert!(
+        all_events(&ledger, &t).await.is_empty(),
+        "100 -> 60 crosses nothing"
+    );
+    let c2 = ledger
+        .consume(&t, key("c2"), amt(15))
+        .await
+        .expect("consume");
+    // A replay of the crossing request emits nothing more.
+    ledger
+        .consume(&t, key("c2"), amt(15))
+        .await
+        .expect("replay");
+    let events = all_events(&ledger, &t).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.seq, e.threshold, e.entry, e.available))
+            .collect::<Vec<_>>(),
+        [(EventSeq::new(1), amt(50), c2.entry, amt(45))],
+        "60 -> 45 crosses 50, once"
+    );
+    ledger
+        .consume(&t, key("c3"), amt(5))
+        .await
+        .expect("consume");
+    assert_eq!(
+        all_events(&ledger, &t).await.len(),
+        1,
+        "45 -> 40 stays below 50"
+    );
+    // A refund re-arms 50 without an event; the next consume crosses both at once.
+    ledger
+        .refund(&t, key("r"), c2.entry, amt(15))
+        .await
+        .expect("refund");
+    ledger
+        .consume(&t, key("c4"), amt(50))
+        .await
+        .expect("consume");
+    let events = all_events(&ledger, &t).await;
+    assert_eq!(
+        events.iter().map(|e| e.threshold).collect::<Vec<_>>(),
+        [amt(50), amt(20), amt(50)],
+        "55 -> 5 crosses 20 and 50, ascending"
+    );
+    // A refused batch (its second request overdraws) emits nothing.
+    ledger
+        .grant(&t, key("g2"), amt(60), GrantOptions::default())
+        .await
+        .expect("grant"); // 65: both re-armed
+    let refused = ledger
+        .batch(&[
+            Request::new(t.clone(), key("b1"), Command::Consume { amount: amt(50) }),
+            Request::new(
+                t.clone(),
+                key("b2"),
+                Command::Consume { amount: amt(1_000) },
+            ),
+        ])
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(
+        all_events(&ledger, &t).await.len(),
+        3,
+        "a refused batch emits nothing"
+    );
+    // A reserve lowers available: 65 -> 45 crosses 50; cancelling re-arms.
+    let hold = ledger
+        .reserve(&t, key("h"), amt(20), Duration::from_secs(5))
+        .await
+        .expect("reserve");
+    ledger
+        .cancel(&t, key("hc"), hold.hold)
+        .await
+        .expect("cancel");
+    assert_eq!(all_events(&ledger, &t).await.len(), 4);
+    // An expiry crosses (65 -> 25 crosses 50), applied by a read.
+    ledger
+        .grant(
+            &t,
+            key("g3"),
+            amt(40),
+            GrantOptions::default().expires_at(at(10)),
+        )
+        .await
+        .expect("grant"); // 105
+    ledger
+        .consume(&t, key("c5"), amt(40))
+        .await
+        .expect("consume"); // 65, from the expiring lot
+    clock.set_now(at(11));
+    assert_eq!(
+        ledger.balance(&t).await,
+        Ok(bal(65, 0, 0)),
+        "nothing left to expire"
+    );
+    ledger
+        .grant(
+            &t,
+            key("g4"),
+            amt(40),
+            GrantOptions::default().expires_at(at(20)),
+        )
+        .await
+        .expect("grant"); // 105
+    clock.set_now(at(21));
+    assert_eq!(ledger.balance(&t).await, Ok(bal(65, 0, 0)));
+    ledger
+        .consume(&t, key("c6"), amt(30))
+        .await
+        .expect("consume"); // 35: crosses 50
+    // A void crosses 20.
+    let lot = ledger
+        .grant(&t, key("g5"), amt(10), GrantOptions::default())
+        .await
+        .expect("grant"); // 45
+    ledger
+        .consume(&t, key("c7"), amt(20))
+        .await
+        .expect("consume"); // 25
+    ledger
+        .void_lot(&t, key("v"), lot_of(&lot), reason("test"))
+        .await
+        .expect("void"); // 15: crosses 20
+    ledger.sweep_step(100).await.expect("sweep");
+    events_match_the_journal(&ledger, &t, &thresholds).await;
+    let events = all_events(&ledger, &t).await;
+    assert_eq!(
+        events.iter().map(|e| e.threshold).collect::<Vec<_>>(),
+        [amt(50), amt(20), amt(50), amt(50), amt(50), amt(20)],
+        "{events:?}"
+    );
+    // A tenant without thresholds never has events.
+    let (ledger2, _, plain) = {
+        let clock = ManualClock::new(START);
+        let l = Ledger::from_shared(Arc::clone(ledger.store()), Arc::new(clock.clone()));
+        let p = tenant("plain");
+        l.create_tenant(&p, TenantSettings::default())
+            .await
+            .expect("create");
+        (l, clock, p)
+    };
+    ledger2
+        .grant(&plain, key("g"), amt(10), GrantOptions::default())
+        .await
+        .expect("grant");
+    ledger2
+        .consume(&plain, key("c"), amt(10))
+        .await
+        .expect("consume");
+    assert!(all_events(&ledger2, &plain).await.is_empty());
+    assert_eq!(
+        ledger.events(&tenant("nobody"), None, 10).await,
+        Err(LedgerError::UnknownTenant(tenant("nobody")))
+    );
+    conserved(&ledger, Some(&t)).await;
+}
+
+/// Event pages: `limit` events after `after`, `next` while more remain, clamped limits,
+/// an empty last page past the end.
+pub async fn events_are_cursor_paged(store: Arc<dyn LedgerStore>) {
+    let (ledger, _, t) = with_thresholds(store, "paged", &[10]).await;
+    // Seven downward crossings of 10, each re-armed by a grant.
+    ledger
+        .grant(&t, key("g"), amt(10), GrantOptions::default())
+        .await
+        .expect("grant"); // 10
+    for i in 0..7 {
+        ledger
+            .consume(&t, key(&format!("c{i}")), amt(5))
+            .await
+            .expect("consume"); // 5: crosses
+        ledger
+            .grant(&t, key(&format!("g{i}")), amt(5), GrantOptions::default())
+            .await
+            .expect("grant"); // 10: re-armed
+    }
+    events_match_the_journal(&ledger, &t, &[10]).await;
+    let all = all_events(&ledger, &t).await;
+    assert_eq!(all.len(), 7, "{all:?}");
+    let n = all.len();
+    let mut after = None;
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        let page = ledger.events(&t, after, 3).await.expect("page");
+        assert!(page.events.len() <= 3);
+        seen.extend(page.events.iter().cloned());
+        match page.next {
+            Some(next) => {
+                assert_eq!(Some(next), page.events.last().map(|e| e.seq));
+                after = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, all, "pages of 3 give every event once, in order");
+    let one = ledger.events(&t, None, 0).await.expect("page");
+    assert_eq!(one.events.len(), 1, "a limit of 0 is clamped to 1");
+    assert_eq!(one.next, Some(EventSeq::new(1)));
+    let last = all.last().map(|e| e.seq);
+    let tail = ledger.events(&t, last, 10).await.expect("page");
+    assert_eq!((tail.events.len(), tail.next), (0, None));
+    let mid = ledger
+        .events(&t, Some(EventSeq::new(2)), 1_000)
+        .await
+        .expect("page");
+    assert_eq!(mid.events.as_slice(), &all[2..]);
+    assert_eq!(mid.next, None);
+}
+
+/// A sink that records what it takes and fails while told to.
+#[derive(Default)]
+struct RecordingSink {
+    taken: std::sync::Mutex<Vec<BalanceEvent>>,
+    /// Fail this many more calls.
+    failures: std::sync::atomic::AtomicU32,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl EventSink for RecordingSink {
+    async fn deliver(&self, events: &[BalanceEvent]) -> Result<(), EventSinkError> {
+        use std::sync::atomic::Ordering;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(EventSinkError::new("receiver down"));
+        }
+        self.taken
+            .lock()
+            .expect("sink lock")
+            .extend_from_slice(events);
+        Ok(())
+    }
+}
+
+/// The dispatcher: hands pending events to the sink in order, in batches, after the stored
+/// cursor; a failing sink moves nothing and the next call offers the same events again; a
+/// failure after some batches keeps those delivered; the cursor never moves backward or past
+/// the last event; tenants with pending events are listed.
+pub async fn dispatcher_delivers_in_order_and_redelivers(store: Arc<dyn LedgerStore>) {
+    use std::sync::atomic::Ordering;
+    let (ledger, _, t) = with_thresholds(store, "dispatch", &[10, 20, 30, 40, 50]).await;
+    let quiet = tenant("quiet");
+    ledger
+        .create_tenant(&quiet, TenantSettings::default())
+        .await
+        .expect("create");
+    let dispatcher = EventDispatcher::new(2, 10);
+    let sink = RecordingSink::default();
+    let nothing = ledger
+        .deliver_events(&dispatcher, &t, &sink)
+        .await
+        .expect("deliver");
+    assert_eq!(nothing, DeliveryReport::default(), "nothing pending");
+    assert_eq!(
+        sink.calls.load(Ordering::SeqCst),
+        0,
+        "an empty batch is never sent"
+    );
+    ledger
+        .grant(&t, key("g"), amt(60), GrantOptions::default())
+        .await
+        .expect("grant");
+    ledger
+        .consume(&t, key("c"), amt(55))
+        .await
+        .expect("consume"); // 5 events
+    let store = Arc::clone(ledger.store());
+    assert_eq!(
+        store.tenants_with_pending_events(None, 10).await,
+        Ok(vec![t.clone()])
+    );
+    // The sink fails: nothing is delivered, the cursor stays.
+    sink.failures.store(1, Ordering::SeqCst);
+    let failed = ledger
+        .deliver_events(&dispatcher, &t, &sink)
+        .await
+        .expect("deliver");
+    assert!(failed.failed.is_some() && failed.more, "{failed:?}");
+    assert_eq!((failed.delivered, failed.cursor), (0, None));
+    assert_eq!(store.event_cursor(&t).await, Ok(None));
+    // Next call: everything, in batches of 2, in order.
+    let done = ledger
+        .deliver_events(&dispatcher, &t, &sink)
+        .await
+        .expect("deliver");
+    assert_eq!(
+        (done.delivered, done.cursor, done.failed.clone(), done.more),
+        (5, Some(EventSeq::new(5)), None, false)
+    );
+    let taken: Vec<EventSeq> = sink
+        .taken
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(taken, (1..=5).map(EventSeq::new).collect::<Vec<_>>());
+    assert_eq!(store.event_cursor(&t).await, Ok(Some(EventSeq::new(5))));
+    assert_eq!(
+        store.tenants_with_pending_events(None, 10).await,
+        Ok(vec![])
+    );
+    // Nothing more to deliver.
+    let again = ledger
+        .deliver_events(&dispatcher, &t, &sink)
+        .await
+        .expect("deliver");
+    assert_eq!((again.delivered, again.cursor), (0, Some(EventSeq::new(5))));
+    // Five more events; the sink takes the first batch and fails the second.
+    ledger
+        .grant(&t, key("g2"), amt(55), GrantOptions::default())
+        .await
+        .expect("grant");
+    ledger
+        .consume(&t, key("c2"), amt(55))
+        .await
+        .expect("consume");
+    let before = sink.calls.load(Ordering::SeqCst);
+    let part = {
+        struct FailSecond<'a>(&'a RecordingSink, std::sync::atomic::AtomicU32);
+        #[async_trait::async_trait]
+        impl EventSink for FailSecond<'_> {
+            async fn deliver(&self, events: &[BalanceEvent]) -> Result<(), EventSinkError> {
+                if self.1.fetch_add(1, Ordering::SeqCst) == 1 {
+                    return Err(EventSinkError::new("timeout"));
+                }
+                self.0.deliver(events).await
+            }
+        }
+        ledger
+            .deliver_events(&dispatcher, &t, &FailSecond(&sink, 0.into()))
+            .await
+            .expect("deliver")
+    };
+    assert_eq!(
+        (part.delivered, part.cursor, part.failed.is_some()),
+        (2, Some(EventSeq::new(7)), true)
+    );
+    assert!(sink.calls.load(Ordering::SeqCst) > before);
+    let rest = ledger
+        .deliver_events(&dispatcher, &t, &sink)
+        .await
+        .expect("deliver");
+    assert_eq!((rest.delivered, rest.cursor), (3, Some(EventSeq::new(10))));
+    let taken: Vec<EventSeq> = sink
+        .taken
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        taken,
+        (1..=10).map(EventSeq::new).collect::<Vec<_>>(),
+        "in order, none lost or skipped"
+    );
+    let all = all_events(&ledger, &t).await;
+    let taken = sink.taken.lock().expect("lock").clone();
+    assert_eq!(taken, all);
+    // The cursor never moves backward, nor past the last event.
+    store
+        .advance_event_cursor(&t, EventSeq::new(3))
+        .await
+        .expect("advance");
+    assert_eq!(store.event_cursor(&t).await, Ok(Some(EventSeq::new(10))));
+    store
+        .advance_event_cursor(&quiet, EventSeq::new(3))
+        .await
+        .expect("advance");
+    assert_eq!(
+        store.event_cursor(&quiet).await,
+        Ok(None),
+        "no events: no cursor"
+    );
+    // A small page budget reports more.
+    ledger
+        .grant(&t, key("g3"), amt(55), GrantOptions::default())
+        .await
+        .expect("grant");
+    ledger
+        .consume(&t, key("c3"), amt(55))
+        .await
+        .expect("consume");
+    let budget = ledger
+        .deliver_events(&EventDispatcher::new(1, 2), &t, &sink)
+        .await
+        .expect("deliver");
+    assert_eq!((budget.delivered, budget.more), (2, true));
+    let pending = dispatcher
+        .deliver_pending(&*store, &sink, 10)
+        .await
+        .expect("deliver pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].1.cursor, Some(EventSeq::new(15)));
+    assert_eq!(
+        store.event_cursor(&tenant("nobody")).await,
+        Err(LedgerError::UnknownTenant(tenant("nobody")))
+    );
 }

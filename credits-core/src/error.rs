@@ -204,6 +204,13 @@ pub enum LedgerError {
         /// Which rule it broke.
         reason: String,
     },
+    /// Balance thresholds that break a rule
+    /// ([`BalanceThresholds::new`](crate::BalanceThresholds::new)): fix the list and retry.
+    #[error("invalid balance thresholds: {reason}")]
+    InvalidThresholds {
+        /// Which rule it broke.
+        reason: String,
+    },
     /// An import dated before the tenant's last entry: a tenant's imports must come in
     /// time order, before any change made now.
     #[error("import dated {at} is before the tenant's last entry at {last}")]
@@ -321,6 +328,7 @@ impl LedgerError {
             LedgerError::AuditBacklogFull { .. } => "audit_backlog_full",
             LedgerError::InvalidReason { .. } => "invalid_reason",
             LedgerError::InvalidRollover { .. } => "invalid_rollover",
+            LedgerError::InvalidThresholds { .. } => "invalid_thresholds",
             LedgerError::ImportOutOfOrder { .. } => "import_out_of_order",
             LedgerError::ImportInFuture { .. } => "import_in_future",
             LedgerError::UnknownLot(_) => "unknown_lot",
@@ -553,6 +561,10 @@ mod tests {
                 "invalid_rollover",
             ),
             (
+                LedgerError::InvalidThresholds { reason: "r".into() },
+                "invalid_thresholds",
+            ),
+            (
                 LedgerError::ImportOutOfOrder {
                     at: Timestamp::EPOCH,
                     last: Timestamp::EPOCH,
@@ -653,6 +665,7 @@ mod tests {
                 | LedgerError::AuditBacklogFull { .. }
                 | LedgerError::InvalidReason { .. }
                 | LedgerError::InvalidRollover { .. }
+                | LedgerError::InvalidThresholds { .. }
                 | LedgerError::ImportOutOfOrder { .. }
                 | LedgerError::ImportInFuture { .. }
                 | LedgerError::UnknownLot(_)

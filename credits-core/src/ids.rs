@@ -286,6 +286,10 @@ seq_id!(
     /// A journal entry's position in its tenant's journal (1, 2, 3, … without gaps).
     EntrySeq
 );
+seq_id!(
+    /// A balance event's position in its tenant's event outbox (1, 2, 3, … without gaps).
+    EventSeq
+);
 
 #[cfg(test)]
 mod tests {

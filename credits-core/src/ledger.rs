@@ -7,9 +7,10 @@ use metered_clock::{Clock, Timestamp};
 
 use crate::store::{LedgerStore, Page, PageRequest, SweepReport};
 use crate::{
-    Amount, Balance, Batch, Command, ConservationViolation, EntrySeq, GrantTag, HoldId, HoldState,
-    IdempotencyKey, LedgerError, LotId, MemoryLedgerStore, Reason, Receipt, Request, Reservation,
-    StorageError, TenantId, TenantSettings, Totals,
+    Amount, Balance, Batch, Command, ConservationViolation, DeliveryReport, EntrySeq,
+    EventDispatcher, EventPage, EventSeq, EventSink, GrantTag, HoldId, HoldState, IdempotencyKey,
+    LedgerError, LotId, MemoryLedgerStore, Reason, Receipt, Request, Reservation, StorageError,
+    TenantId, TenantSettings, Totals,
 };
 
 /// Optional settings of a grant.
@@ -421,6 +422,37 @@ impl<S: LedgerStore + ?Sized> Ledger<S> {
     /// [`LedgerError::UnknownTenant`]; storage failures.
     pub async fn history(&self, tenant: &TenantId, page: PageRequest) -> Result<Page, LedgerError> {
         self.store.history(tenant, page).await
+    }
+
+    /// A page of the tenant's balance events ([`BalanceEvent`](crate::BalanceEvent)), oldest
+    /// first, after `after` (`None`: from the first), at most `limit` (clamped to
+    /// `1..=PAGE_LEN_MAX`); pass [`EventPage::next`] as `after` for the next page.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; storage failures.
+    pub async fn events(
+        &self,
+        tenant: &TenantId,
+        after: Option<EventSeq>,
+        limit: usize,
+    ) -> Result<EventPage, LedgerError> {
+        self.store.events(tenant, after, limit).await
+    }
+
+    /// Delivers the tenant's pending balance events to `sink` with `dispatcher`
+    /// ([`EventDispatcher::deliver`]): in order, after the stored delivery cursor, which
+    /// moves only once the sink took a batch.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; storage failures (a failing sink is reported in
+    /// [`DeliveryReport::failed`]).
+    pub async fn deliver_events(
+        &self,
+        dispatcher: &EventDispatcher,
+        tenant: &TenantId,
+        sink: &(impl EventSink + ?Sized),
+    ) -> Result<DeliveryReport, LedgerError> {
+        dispatcher.deliver(&*self.store, tenant, sink).await
     }
 
     /// What is known about a hold.

@@ -86,6 +86,7 @@ pub mod backend;
 mod batch;
 mod command;
 mod error;
+mod events;
 mod hold;
 mod ids;
 mod journal;
@@ -108,9 +109,14 @@ pub use command::{
     ROLLOVER_TTL_MAX, Receipt, Request, Reservation, RolloverPolicy, TenantSettings,
 };
 pub use error::{LedgerError, StorageError};
+pub use events::{
+    BalanceEvent, BalanceThresholds, DeliveryReport, EventDispatcher, EventPage, EventSink,
+    EventSinkError, THRESHOLDS_MAX,
+};
 pub use hold::{HoldResolution, HoldState};
 pub use ids::{
-    EntrySeq, HoldId, IdempotencyKey, LotId, NAME_LEN_MAX, REASON_LEN_MAX, Reason, TenantId,
+    EntrySeq, EventSeq, HoldId, IdempotencyKey, LotId, NAME_LEN_MAX, REASON_LEN_MAX, Reason,
+    TenantId,
 };
 pub use journal::{
     ConservationViolation, EntryKind, JournalCheck, JournalEntry, JournalMismatch, JournalReplay,

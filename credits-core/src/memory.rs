@@ -16,8 +16,9 @@ use crate::backend::{Account, Applied, Savepoint};
 use crate::store::{LedgerStore, PAGE_LEN_MAX, Page, PageRequest, PreparedHold, SweepReport};
 use crate::tx::BranchId;
 use crate::{
-    Balance, Command, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, JournalEntry,
-    LedgerError, Receipt, Request, StorageError, TenantId, TenantSettings, Totals,
+    Balance, BalanceEvent, Command, EntrySeq, EventPage, EventSeq, HoldId, HoldState,
+    IdempotencyKey, IdempotencyRecord, JournalEntry, LedgerError, Receipt, Request, StorageError,
+    TenantId, TenantSettings, Totals,
 };
 
 /// Settings of a [`MemoryLedgerStore`]; build with [`MemoryLedgerStore::builder`].
@@ -205,6 +206,11 @@ struct Tenant {
     indexed: Option<Timestamp>,
     /// The head of the tenant's audit chain: changed with the account, under its lock.
     audit_head: ChainHead,
+    /// The tenant's balance events (the outbox), event `n` at index `n - 1`: appended with
+    /// the change that emitted them, under its lock.
+    events: Vec<BalanceEvent>,
+    /// The last event delivered ([`LedgerStore::advance_event_cursor`]).
+    delivered: Option<EventSeq>,
 }
 
 impl Default for MemoryLedgerStore {
@@ -282,6 +288,7 @@ impl MemoryLedgerStore {
                     savepoint: tenant.account.savepoint(),
                     head: tenant.audit_head,
                     entries: Vec::new(),
+                    events: Vec::new(),
                     records: Vec::new(),
                 }),
             };
@@ -294,6 +301,7 @@ impl MemoryLedgerStore {
             let applied = tenant.account.apply(request, now, target.as_ref());
             let outcome = unwrap_outcome(applied.result).map_err(reject)?;
             w.entries.extend(applied.entries);
+            w.events.extend(applied.events);
             w.records.push((
                 request.key.clone(),
                 IdempotencyRecord {
@@ -357,6 +365,7 @@ impl Shard {
             tenant.audit_head = head;
         }
         tenant.journal.extend(applied.entries);
+        tenant.events.extend(applied.events);
         Self::reindex(deadlines, tenant);
         Ok(applied.result)
     }
@@ -473,6 +482,7 @@ struct Work {
     /// The tenant's audit chain head once the batch's entries are sealed.
     head: ChainHead,
     entries: Vec<JournalEntry>,
+    events: Vec<BalanceEvent>,
     records: Vec<(IdempotencyKey, IdempotencyRecord)>,
 }
 
@@ -502,6 +512,8 @@ impl LedgerStore for MemoryLedgerStore {
                     .as_ref()
                     .map(|a| a.start_head(tenant))
                     .unwrap_or_default(),
+                events: Vec::new(),
+                delivered: None,
             },
         );
         Ok(())
@@ -592,6 +604,7 @@ impl LedgerStore for MemoryLedgerStore {
             tenant.account.release(w.savepoint);
             tenant.audit_head = w.head;
             tenant.journal.extend(w.entries);
+            tenant.events.extend(w.events);
             Shard::reindex(&mut shard.deadlines, tenant);
             for (_, record) in &w.records {
                 Shard::note_prepared(&mut shard.prepared, &id, &record.command, &record.result);
@@ -777,6 +790,80 @@ impl LedgerStore for MemoryLedgerStore {
             );
         }
         found.sort_unstable_by_key(|h| h.branch);
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after: Option<EventSeq>,
+        limit: usize,
+    ) -> Result<EventPage, LedgerError> {
+        let shard = self.lock(tenant);
+        let Some(t) = shard.tenants.get(tenant) else {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        };
+        let start = after
+            .map_or(0, |s| usize::try_from(s.get()).unwrap_or(usize::MAX))
+            .min(t.events.len());
+        let end = start
+            .saturating_add(limit.clamp(1, PAGE_LEN_MAX))
+            .min(t.events.len());
+        let events = t.events[start..end].to_vec();
+        let next = (end < t.events.len())
+            .then(|| events.last().map(|e| e.seq))
+            .flatten();
+        Ok(EventPage { events, next })
+    }
+
+    async fn event_cursor(&self, tenant: &TenantId) -> Result<Option<EventSeq>, LedgerError> {
+        let shard = self.lock(tenant);
+        shard
+            .tenants
+            .get(tenant)
+            .map(|t| t.delivered)
+            .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))
+    }
+
+    async fn advance_event_cursor(
+        &self,
+        tenant: &TenantId,
+        delivered: EventSeq,
+    ) -> Result<(), LedgerError> {
+        let mut shard = self.lock(tenant);
+        let Some(t) = shard.tenants.get_mut(tenant) else {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        };
+        let last = t.events.last().map(|e| e.seq);
+        let to = last.map(|l| l.min(delivered));
+        if to > t.delivered {
+            t.delivered = to;
+        }
+        Ok(())
+    }
+
+    async fn tenants_with_pending_events(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<TenantId>, LedgerError> {
+        let limit = limit.clamp(1, PAGE_LEN_MAX);
+        let mut found = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock();
+            found.extend(
+                shard
+                    .tenants
+                    .iter()
+                    .filter(|(id, t)| {
+                        after.as_ref().is_none_or(|a| *id > a)
+                            && t.events.last().map(|e| e.seq) > t.delivered
+                    })
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        found.sort_unstable();
         found.truncate(limit);
         Ok(found)
     }

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::tx::BranchId;
 use crate::{
-    Amount, Balance, Batch, EntrySeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord,
-    JournalEntry, LedgerError, Receipt, Request, TenantId, TenantSettings, Totals,
+    Amount, Balance, Batch, EntrySeq, EventPage, EventSeq, HoldId, HoldState, IdempotencyKey,
+    IdempotencyRecord, JournalEntry, LedgerError, Receipt, Request, TenantId, TenantSettings,
+    Totals,
 };
 
 /// The most journal entries one history page may hold.
@@ -203,6 +204,50 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
         after: Option<BranchId>,
         limit: usize,
     ) -> Result<Vec<PreparedHold>, LedgerError>;
+
+    /// A page of the tenant's balance events ([`BalanceEvent`](crate::BalanceEvent)), in
+    /// order, after `after` (`None`: from the first), at most `limit` (clamped to
+    /// `1..=PAGE_LEN_MAX`). Events are written with the change that emitted them, so a page
+    /// never shows an event of an uncommitted change and never misses one before the last.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; storage failures.
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after: Option<EventSeq>,
+        limit: usize,
+    ) -> Result<EventPage, LedgerError>;
+
+    /// The tenant's durably stored event delivery cursor: the last event a
+    /// [`EventDispatcher`](crate::EventDispatcher) delivered (`None`: none yet).
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; storage failures.
+    async fn event_cursor(&self, tenant: &TenantId) -> Result<Option<EventSeq>, LedgerError>;
+
+    /// Moves the tenant's delivery cursor forward to `delivered` (never backward; never past
+    /// the tenant's last event: a larger number stops there), durably.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTenant`]; storage failures.
+    async fn advance_event_cursor(
+        &self,
+        tenant: &TenantId,
+        delivered: EventSeq,
+    ) -> Result<(), LedgerError>;
+
+    /// Tenants whose delivery cursor is behind their last event, in [`TenantId`] order,
+    /// after `after` (`None`: from the first), at most `limit` (clamped to
+    /// `1..=PAGE_LEN_MAX`).
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn tenants_with_pending_events(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<TenantId>, LedgerError>;
 
     /// The largest value this backend stores in a counter, an amount or an expiry (Unix
     /// milliseconds): `u64::MAX` unless it says otherwise (PostgreSQL's `bigint`:

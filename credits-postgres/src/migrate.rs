@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rollover",
         sql: include_str!("migrations/0011_rollover.sql"),
     },
+    Migration {
+        version: 12,
+        name: "balance_events",
+        sql: include_str!("migrations/0012_balance_events.sql"),
+    },
 ];
 
 /// The advisory lock key that serializes migrations (`'credits-postgres'` as bytes).

@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use crate::codec::{ENTRY_COLUMNS, HEADER_COLUMNS};
+use crate::codec::{ENTRY_COLUMNS, EVENT_COLUMNS, HEADER_COLUMNS};
 
 /// Locks the tenant rows, in ascending tenant order (the lock order of every mutation).
 pub(crate) static LOCK_ACCOUNTS: LazyLock<String> = LazyLock::new(|| {
@@ -55,14 +55,14 @@ pub(crate) const UPDATE_ACCOUNTS: &str = "UPDATE accounts AS a SET \
        overdrawn = v.overdrawn, next_entry = v.next_entry, next_lot = v.next_lot, \
        next_hold = v.next_hold, last_at = v.last_at, next_deadline = v.next_deadline, \
        audit_next_seq = v.audit_next_seq, audit_last_hash = v.audit_last_hash, \
-       status = v.status \
+       status = v.status, next_event = v.next_event \
      FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
                  $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
                  $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bytea[], \
-                 $16::smallint[]) \
+                 $16::smallint[], $17::bigint[]) \
        AS v (tenant, granted, refunded, consumed, expired, available, held, overdrawn, \
              next_entry, next_lot, next_hold, last_at, next_deadline, audit_next_seq, \
-             audit_last_hash, status) \
+             audit_last_hash, status, next_event) \
      WHERE a.tenant = v.tenant";
 
 pub(crate) const UPSERT_LOTS: &str = "INSERT INTO credit_lots (tenant, lot_id, expires_at, priority, remaining) \
@@ -110,8 +110,9 @@ pub(crate) const INSERT_AUDIT: &str = "WITH sealed AS ( \
      INSERT INTO audit_pending (stream, stream_seq) \
      SELECT stream, stream_seq FROM sealed ORDER BY stream, stream_seq";
 
-pub(crate) const CREATE_TENANT: &str = "INSERT INTO accounts (tenant, overdraft_limit, last_at, rollover) \
-     VALUES ($1, $2, $3, $4) \
+pub(crate) const CREATE_TENANT: &str = "INSERT INTO accounts (tenant, overdraft_limit, last_at, rollover, \
+                          thresholds) \
+     VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (tenant) DO NOTHING";
 
 pub(crate) const DUE_TENANTS: &str = "SELECT tenant FROM accounts \
@@ -182,3 +183,30 @@ pub(crate) const PREPARED_HOLDS: &str = "SELECT tenant, hold_id, amount, owner_t
 
 /// Forgets idempotency records applied before $1 (ms).
 pub(crate) const FORGET_KEYS: &str = "DELETE FROM idempotency_keys WHERE at < $1";
+
+/// Balance events emitted by a change, inserted in its transaction.
+pub(crate) const INSERT_EVENTS: &str = "INSERT INTO balance_events \
+       (tenant, seq, at, threshold, entry_seq, available) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+                          $6::bigint[])";
+
+/// A page of a tenant's events after $2 (at most $3 rows).
+pub(crate) static EVENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM balance_events \
+         WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    )
+});
+
+/// A tenant's delivery cursor (0: nothing delivered).
+pub(crate) const EVENT_CURSOR: &str = "SELECT events_delivered FROM accounts WHERE tenant = $1";
+
+/// Moves a tenant's delivery cursor forward to $2, never backward and never past its last
+/// event. Returns the row (none: unknown tenant).
+pub(crate) const ADVANCE_EVENT_CURSOR: &str = "UPDATE accounts \
+     SET events_delivered = greatest(events_delivered, least($2, next_event - 1)) \
+     WHERE tenant = $1 RETURNING events_delivered";
+
+/// Tenants with undelivered events, after $1, at most $2.
+pub(crate) const PENDING_EVENT_TENANTS: &str = "SELECT tenant FROM accounts \
+     WHERE events_delivered < next_event - 1 AND tenant > $1 ORDER BY tenant LIMIT $2";

@@ -220,6 +220,7 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
         | LedgerError::InvalidPayload(_)
         | LedgerError::InvalidReason { .. }
         | LedgerError::InvalidRollover { .. }
+        | LedgerError::InvalidThresholds { .. }
         | LedgerError::ImportInFuture { .. } => S::BAD_REQUEST,
         LedgerError::InsufficientCredits { .. } => S::PAYMENT_REQUIRED,
         LedgerError::UnknownTenant(_)

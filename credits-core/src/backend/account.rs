@@ -14,9 +14,9 @@ use smallvec::SmallVec;
 
 use crate::tx::BranchId;
 use crate::{
-    AccountStatus, Amount, Balance, CLOSE_REASON, Command, Effect, EntryKind, EntrySeq, HoldId,
-    HoldResolution, HoldState, IdempotencyKey, JournalEntry, LedgerError, LotId, Reason, Receipt,
-    Request, TenantId, TenantSettings, Totals,
+    AccountStatus, Amount, Balance, BalanceEvent, CLOSE_REASON, Command, Effect, EntryKind,
+    EntrySeq, EventSeq, HoldId, HoldResolution, HoldState, IdempotencyKey, JournalEntry,
+    LedgerError, LotId, Reason, Receipt, Request, TenantId, TenantSettings, Totals,
 };
 
 /// Where a lot sits in the spending order: soonest expiry first, then ascending priority,
@@ -153,6 +153,13 @@ pub struct AccountHeader {
     /// Open, frozen or closed ([`Command::Freeze`], [`Command::Close`]).
     #[serde(default)]
     pub status: AccountStatus,
+    /// The next balance event's number (first is 1; [`BalanceEvent`]).
+    #[serde(default = "first_event")]
+    pub next_event: u64,
+}
+
+fn first_event() -> u64 {
+    1
 }
 
 /// Everything a backend loads to rebuild an [`Account`] for one command.
@@ -190,6 +197,10 @@ pub struct Applied {
     pub holds_changed: SmallVec<[HoldId; 1]>,
     /// An entry whose refunded amount changed ([`Account::refunded`]).
     pub refund_changed: Option<EntrySeq>,
+    /// Balance events the entries emitted (a downward crossing of one of the tenant's
+    /// [`BalanceThresholds`](crate::BalanceThresholds) each), in order: append them to the
+    /// tenant's outbox in the same atomic step.
+    pub events: SmallVec<[BalanceEvent; 1]>,
 }
 
 impl Applied {
@@ -200,6 +211,7 @@ impl Applied {
             lots_changed: SmallVec::new(),
             holds_changed: SmallVec::new(),
             refund_changed: None,
+            events: SmallVec::new(),
         }
     }
 
@@ -289,6 +301,7 @@ impl Account {
                 next_hold: 1,
                 last_at: now,
                 status: AccountStatus::Open,
+                next_event: 1,
             },
             lots: BTreeMap::new(),
             holds: HashMap::new(),
@@ -743,6 +756,21 @@ impl Account {
         let seq = EntrySeq::new(self.header.next_entry);
         self.header.next_entry = self.header.next_entry.saturating_add(1);
         self.header.last_at = at;
+        let after = self.balance();
+        // Events come from this entry's own before/after balances: a threshold is armed
+        // exactly while available is at or above it, so no state is kept anywhere else.
+        let thresholds = self.header.settings.thresholds;
+        for threshold in thresholds.crossed(before.available, after.available) {
+            fx.events.push(BalanceEvent {
+                tenant: self.header.tenant.clone(),
+                seq: EventSeq::new(self.header.next_event),
+                at,
+                threshold,
+                entry: seq,
+                available: after.available,
+            });
+            self.header.next_event = self.header.next_event.saturating_add(1);
+        }
         fx.entries.push(JournalEntry {
             tenant: self.header.tenant.clone(),
             seq,
@@ -750,7 +778,7 @@ impl Account {
             kind,
             amount,
             before,
-            after: self.balance(),
+            after,
             hold,
             lot,
             refers_to,

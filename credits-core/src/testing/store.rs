@@ -10,8 +10,8 @@ use super::faults::Faults;
 use crate::store::{Page, PageRequest, PreparedHold, SweepReport};
 use crate::tx::BranchId;
 use crate::{
-    Balance, Batch, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, LedgerError, LedgerStore,
-    Receipt, Request, TenantId, TenantSettings, Totals,
+    Balance, Batch, EventPage, EventSeq, HoldId, HoldState, IdempotencyKey, IdempotencyRecord,
+    LedgerError, LedgerStore, Receipt, Request, TenantId, TenantSettings, Totals,
 };
 
 /// A [`LedgerStore`] that delegates to `inner` and consults a [`Faults`] controller on
@@ -143,6 +143,41 @@ impl<S: LedgerStore + ?Sized> LedgerStore for FaultyStore<S> {
     ) -> Result<Vec<PreparedHold>, LedgerError> {
         self.faults
             .run_read(self.inner.prepared_holds(after, limit))
+            .await
+    }
+
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after: Option<EventSeq>,
+        limit: usize,
+    ) -> Result<EventPage, LedgerError> {
+        self.faults
+            .run_read(self.inner.events(tenant, after, limit))
+            .await
+    }
+
+    async fn event_cursor(&self, tenant: &TenantId) -> Result<Option<EventSeq>, LedgerError> {
+        self.faults.run_read(self.inner.event_cursor(tenant)).await
+    }
+
+    async fn advance_event_cursor(
+        &self,
+        tenant: &TenantId,
+        delivered: EventSeq,
+    ) -> Result<(), LedgerError> {
+        self.faults
+            .run(self.inner.advance_event_cursor(tenant, delivered))
+            .await
+    }
+
+    async fn tenants_with_pending_events(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<TenantId>, LedgerError> {
+        self.faults
+            .run_read(self.inner.tenants_with_pending_events(after, limit))
             .await
     }
 

@@ -632,6 +632,15 @@ fn failures() -> Vec<(IdempotencyRecord, &'static str)> {
             r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"InvalidRollover":{"reason":"the cap must not be zero"}}},"at":1700000000000}"#,
         ),
         (
+            failed(
+                consume(1),
+                LedgerError::InvalidThresholds {
+                    reason: "the thresholds must be distinct".into(),
+                },
+            ),
+            r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"InvalidThresholds":{"reason":"the thresholds must be distinct"}}},"at":1700000000000}"#,
+        ),
+        (
             failed(consume(1), LedgerError::UnknownLot(LotId::new(9))),
             r#"{"command":{"Consume":{"amount":1}},"result":{"Err":{"UnknownLot":9}},"at":1700000000000}"#,
         ),
@@ -914,5 +923,24 @@ fn the_rollover_policy_text_is_pinned() {
         r#"{"share_percent":50,"ttl_ms":0}"#,
     ] {
         assert!(super::json::rollover_of(bad).is_err(), "{bad}");
+    }
+}
+
+/// `accounts.thresholds` holds a tenant's `BalanceThresholds` as this text (ascending); an
+/// invalid stored list is refused when read back.
+#[test]
+fn the_thresholds_text_is_pinned() {
+    use credits_core::BalanceThresholds;
+    let t =
+        BalanceThresholds::new([Amount::new(500), Amount::new(1), Amount::new(20)]).expect("valid");
+    let text = super::json::thresholds_text(&t).expect("text");
+    assert_eq!(text, "[1,20,500]");
+    assert_eq!(super::json::thresholds_of(&text).ok(), Some(t));
+    assert_eq!(
+        super::json::thresholds_of("[]").ok(),
+        Some(BalanceThresholds::NONE)
+    );
+    for bad in ["[0]", "[5,5]", "[1,2,3,4,5,6,7,8,9]", "[-1]", "{}"] {
+        assert!(super::json::thresholds_of(bad).is_err(), "{bad}");
     }
 }

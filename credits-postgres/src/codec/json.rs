@@ -8,7 +8,7 @@
 
 use credits_core::backend::Draw;
 use credits_core::tx::Branch;
-use credits_core::{IdempotencyRecord, RolloverPolicy};
+use credits_core::{BalanceThresholds, IdempotencyRecord, RolloverPolicy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -60,5 +60,16 @@ pub(crate) fn rollover_text(policy: &RolloverPolicy) -> Result<String, PgError> 
 
 /// Reads an `accounts.rollover` text back (checked as `RolloverPolicy::new` checks).
 pub(crate) fn rollover_of(text: &str) -> Result<RolloverPolicy, PgError> {
+    from_text(text)
+}
+
+/// The `accounts.thresholds` text (a `text` column, `NULL` for none): a JSON array of the
+/// amounts, ascending.
+pub(crate) fn thresholds_text(thresholds: &BalanceThresholds) -> Result<String, PgError> {
+    to_text(thresholds)
+}
+
+/// Reads an `accounts.thresholds` text back (checked as `BalanceThresholds::new` checks).
+pub(crate) fn thresholds_of(text: &str) -> Result<BalanceThresholds, PgError> {
     from_text(text)
 }

@@ -16,14 +16,15 @@ mod json;
 use credits_core::backend::AccountHeader;
 use credits_core::tx::TxPhase;
 use credits_core::{
-    AccountStatus, Amount, Balance, EntryKind, EntrySeq, HoldId, HoldResolution, IdempotencyKey,
-    JournalEntry, LotId, Reason, TenantId, TenantSettings, Totals,
+    AccountStatus, Amount, Balance, BalanceEvent, EntryKind, EntrySeq, EventSeq, HoldId,
+    HoldResolution, IdempotencyKey, JournalEntry, LotId, Reason, TenantId, TenantSettings, Totals,
 };
 use metered_clock::Timestamp;
 use tokio_postgres::Row;
 
 pub(crate) use json::{
     branches_of, branches_text, draws_of, draws_text, record_of, record_text, rollover_text,
+    thresholds_text,
 };
 
 use crate::PgError;
@@ -227,10 +228,10 @@ pub(crate) fn tenant(s: &str) -> Result<TenantId, PgError> {
 /// Columns, in order, of [`header`]: the `accounts` row (without the audit head).
 pub(crate) const HEADER_COLUMNS: &str = "tenant, overdraft_limit, granted, refunded, consumed, \
      expired, available, held, overdrawn, next_entry, next_lot, next_hold, last_at, status, \
-     rollover";
+     rollover, thresholds, next_event";
 
 /// How many columns [`HEADER_COLUMNS`] names: a query's columns after them start here.
-pub(crate) const HEADER_LEN: usize = 15;
+pub(crate) const HEADER_LEN: usize = 17;
 
 /// Reads the first [`HEADER_LEN`] columns ([`HEADER_COLUMNS`]) of `row`.
 pub(crate) fn header(row: &Row) -> Result<AccountHeader, PgError> {
@@ -243,6 +244,11 @@ pub(crate) fn header(row: &Row) -> Result<AccountHeader, PgError> {
                 .get::<_, Option<&str>>(14)
                 .map(json::rollover_of)
                 .transpose()?,
+            thresholds: row
+                .get::<_, Option<&str>>(15)
+                .map(json::thresholds_of)
+                .transpose()?
+                .unwrap_or_default(),
         },
         totals: Totals {
             granted: a(2, "granted")?,
@@ -260,7 +266,30 @@ pub(crate) fn header(row: &Row) -> Result<AccountHeader, PgError> {
         next_hold: u(row.get(11), "next_hold")?,
         last_at: ts(row.get(12), "last_at")?,
         status: status_of(row.get(13))?,
+        next_event: u(row.get(16), "next_event")?,
     })
+}
+
+/// Columns, in order, of [`event`].
+pub(crate) const EVENT_COLUMNS: &str = "tenant, seq, at, threshold, entry_seq, available";
+
+/// Reads the 6 columns ([`EVENT_COLUMNS`]) of a `balance_events` row.
+pub(crate) fn event(row: &Row) -> Result<BalanceEvent, PgError> {
+    let event = BalanceEvent {
+        tenant: tenant(row.get(0))?,
+        seq: EventSeq::new(u(row.get(1), "event seq")?),
+        at: ts(row.get(2), "event time")?,
+        threshold: amount(row.get(3), "threshold")?,
+        entry: EntrySeq::new(u(row.get(4), "entry_seq")?),
+        available: amount(row.get(5), "event available")?,
+    };
+    if event.available >= event.threshold {
+        return Err(PgError::corrupt(format_args!(
+            "event {} of {} is not below its threshold",
+            event.seq, event.tenant
+        )));
+    }
+    Ok(event)
 }
 
 /// Columns, in order, of [`entry`].

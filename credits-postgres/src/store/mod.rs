@@ -24,8 +24,8 @@ use audit_chain::SealedEntry;
 use credits_core::store::{LedgerStore, Page, PageRequest, PreparedHold, SweepReport};
 use credits_core::tx::BranchId;
 use credits_core::{
-    Amount, BATCH_LEN_MAX, Balance, Batch, HoldId, HoldState, IdempotencyKey, IdempotencyRecord,
-    LedgerError, Receipt, Request, TenantId, TenantSettings, Totals,
+    Amount, BATCH_LEN_MAX, Balance, Batch, EventPage, EventSeq, HoldId, HoldState, IdempotencyKey,
+    IdempotencyRecord, LedgerError, Receipt, Request, TenantId, TenantSettings, Totals,
 };
 use deadpool_postgres::Pool;
 use metered_clock::{Clock, Timestamp};
@@ -291,15 +291,21 @@ impl LedgerStore for PgLedgerStore {
             .as_ref()
             .map(codec::rollover_text)
             .transpose()?;
+        let thresholds = (!settings.thresholds.is_empty())
+            .then(|| codec::thresholds_text(&settings.thresholds))
+            .transpose()?;
         let at = i(now.as_unix_millis(), "time")?;
         let name = tenant.as_str();
         let inserted = self
             .db
             .run("create_tenant", |conn| {
                 let rollover = rollover.clone();
+                let thresholds = thresholds.clone();
                 async move {
                     let st = conn.prepare_cached(sql::CREATE_TENANT).await?;
-                    Ok(conn.execute(&st, &[&name, &limit, &at, &rollover]).await?)
+                    Ok(conn
+                        .execute(&st, &[&name, &limit, &at, &rollover, &thresholds])
+                        .await?)
                 }
             })
             .await?;
@@ -549,5 +555,98 @@ impl LedgerStore for PgLedgerStore {
             });
         }
         Ok(found)
+    }
+
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after: Option<EventSeq>,
+        limit: usize,
+    ) -> Result<EventPage, LedgerError> {
+        let from = after.map_or(0, |s| i64::try_from(s.get()).unwrap_or(i64::MAX));
+        let limit = limit.clamp(1, credits_core::store::PAGE_LEN_MAX);
+        let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+        let rows = self
+            .query("events", &sql::EVENTS, &[&tenant.as_str(), &from, &fetch])
+            .await?;
+        if rows.is_empty() {
+            self.tenant_exists(tenant).await?;
+        }
+        let more = rows.len() > limit;
+        let events = rows
+            .iter()
+            .take(limit)
+            .map(codec::event)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if more {
+            events.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        Ok(EventPage { events, next })
+    }
+
+    async fn event_cursor(&self, tenant: &TenantId) -> Result<Option<EventSeq>, LedgerError> {
+        let rows = self
+            .query("event_cursor", sql::EVENT_CURSOR, &[&tenant.as_str()])
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))?;
+        let delivered = codec::u(row.get(0), "events_delivered")?;
+        Ok((delivered > 0).then_some(EventSeq::new(delivered)))
+    }
+
+    async fn advance_event_cursor(
+        &self,
+        tenant: &TenantId,
+        delivered: EventSeq,
+    ) -> Result<(), LedgerError> {
+        let to = i64::try_from(delivered.get()).unwrap_or(i64::MAX);
+        let rows = self
+            .query(
+                "advance_event_cursor",
+                sql::ADVANCE_EVENT_CURSOR,
+                &[&tenant.as_str(), &to],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        }
+        Ok(())
+    }
+
+    async fn tenants_with_pending_events(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Result<Vec<TenantId>, LedgerError> {
+        let after = after.as_ref().map_or("", TenantId::as_str);
+        let limit = i64::try_from(limit.clamp(1, credits_core::store::PAGE_LEN_MAX)).unwrap_or(1);
+        let rows = self
+            .query(
+                "pending_event_tenants",
+                sql::PENDING_EVENT_TENANTS,
+                &[&after, &limit],
+            )
+            .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            found.push(codec::tenant(row.get(0))?);
+        }
+        Ok(found)
+    }
+}
+
+impl PgLedgerStore {
+    /// `Ok` if the tenant exists, [`LedgerError::UnknownTenant`] otherwise.
+    async fn tenant_exists(&self, tenant: &TenantId) -> Result<(), LedgerError> {
+        let exists = self
+            .query("tenant_exists", sql::TENANT_EXISTS, &[&tenant.as_str()])
+            .await?;
+        if exists.is_empty() {
+            return Err(LedgerError::UnknownTenant(tenant.clone()));
+        }
+        Ok(())
     }
 }

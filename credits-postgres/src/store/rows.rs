@@ -8,8 +8,8 @@
 use audit_chain::{SealedEntry, StreamHead};
 use credits_core::backend::{AccountHeader, Hold, LotKey};
 use credits_core::{
-    Amount, EntrySeq, HoldId, HoldResolution, IdempotencyKey, IdempotencyRecord, JournalEntry,
-    LotId, Reason,
+    Amount, BalanceEvent, EntrySeq, HoldId, HoldResolution, IdempotencyKey, IdempotencyRecord,
+    JournalEntry, LotId, Reason,
 };
 use metered_clock::Timestamp;
 use tokio_postgres::types::ToSql;
@@ -29,6 +29,7 @@ pub(super) struct AccountRows<'a> {
     audit_seq: Vec<i64>,
     audit_hash: Vec<Vec<u8>>,
     status: Vec<i16>,
+    next_event: Vec<i64>,
 }
 
 impl<'a> AccountRows<'a> {
@@ -64,6 +65,7 @@ impl<'a> AccountRows<'a> {
         self.audit_seq.push(i(audit.next_seq, "audit sequence")?);
         self.audit_hash.push(audit.last_hash.to_vec());
         self.status.push(codec::status_code(h.status));
+        self.next_event.push(i(h.next_event, "next event")?);
         Ok(())
     }
 
@@ -80,6 +82,7 @@ impl<'a> AccountRows<'a> {
         p.push(&self.audit_seq);
         p.push(&self.audit_hash);
         p.push(&self.status);
+        p.push(&self.next_event);
         p
     }
 }
@@ -259,6 +262,45 @@ impl<'a> EntryRows<'a> {
         p.push(&self.key);
         p.push(&self.reason);
         p
+    }
+}
+
+/// `sql::INSERT_EVENTS`: balance events emitted by the change.
+#[derive(Default)]
+pub(super) struct EventRows<'a> {
+    tenant: Vec<&'a str>,
+    seq: Vec<i64>,
+    at: Vec<i64>,
+    threshold: Vec<i64>,
+    entry: Vec<i64>,
+    available: Vec<i64>,
+}
+
+impl<'a> EventRows<'a> {
+    pub(super) fn push(&mut self, e: &'a BalanceEvent) -> Result<(), PgError> {
+        self.tenant.push(e.tenant.as_str());
+        self.seq.push(i(e.seq.get(), "event seq")?);
+        self.at.push(i(e.at.as_unix_millis(), "event time")?);
+        self.threshold.push(i(e.threshold.units(), "threshold")?);
+        self.entry.push(i(e.entry.get(), "event entry")?);
+        self.available
+            .push(i(e.available.units(), "event available")?);
+        Ok(())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.tenant.is_empty()
+    }
+
+    pub(super) fn params(&self) -> Params<'_> {
+        vec![
+            &self.tenant,
+            &self.seq,
+            &self.at,
+            &self.threshold,
+            &self.entry,
+            &self.available,
+        ]
     }
 }
 

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use audit_chain::{SealedEntry, StreamHead};
 use credits_core::backend::{Account, AccountHeader, AccountParts, Applied, Hold, LotKey};
 use credits_core::{
-    EntrySeq, HoldId, IdempotencyKey, IdempotencyRecord, JournalEntry, LedgerError, Receipt,
-    Request,
+    BalanceEvent, EntrySeq, HoldId, IdempotencyKey, IdempotencyRecord, JournalEntry, LedgerError,
+    Receipt, Request,
 };
 use hashbrown::HashMap;
 use metered_clock::Timestamp;
@@ -30,6 +30,8 @@ pub(super) struct Work {
     pub(super) refunds_changed: BTreeSet<EntrySeq>,
     /// New journal entries, in order.
     pub(super) entries: Vec<JournalEntry>,
+    /// New balance events, in order.
+    pub(super) events: Vec<BalanceEvent>,
     /// The audit entries sealed for `entries`, one each (with [`LedgerAudit`](crate::LedgerAudit)).
     pub(super) sealed: Vec<SealedEntry>,
     /// New idempotency records, in order.
@@ -67,6 +69,7 @@ impl Work {
             holds_changed: BTreeSet::new(),
             refunds_changed: BTreeSet::new(),
             entries: Vec::new(),
+            events: Vec::new(),
             sealed: Vec::new(),
             records: Vec::new(),
             known,
@@ -121,5 +124,6 @@ impl Work {
         self.holds_changed.extend(applied.holds_changed);
         self.refunds_changed.extend(applied.refund_changed);
         self.entries.extend(applied.entries);
+        self.events.extend(applied.events);
     }
 }

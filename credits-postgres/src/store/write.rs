@@ -12,8 +12,8 @@ use futures::future::try_join_all;
 
 use super::PgLedgerStore;
 use super::rows::{
-    AccountRows, AuditRows, EntryRows, GoneLotRows, HoldRows, LotRows, Params, RecordRows,
-    RefundRows,
+    AccountRows, AuditRows, EntryRows, EventRows, GoneLotRows, HoldRows, LotRows, Params,
+    RecordRows, RefundRows,
 };
 use super::work::Work;
 use crate::pool::TxConn;
@@ -27,6 +27,7 @@ struct Changes<'a> {
     gone: GoneLotRows<'a>,
     holds: HoldRows<'a>,
     entries: EntryRows<'a>,
+    events: EventRows<'a>,
     refunds: RefundRows<'a>,
     records: RecordRows<'a>,
     audit: AuditRows<'a>,
@@ -107,6 +108,9 @@ impl<'a> Changes<'a> {
         for e in &w.entries {
             self.entries.push(e)?;
         }
+        for e in &w.events {
+            self.events.push(e)?;
+        }
         for (key, record) in &w.records {
             self.records.push(tenant, key, record)?;
         }
@@ -117,7 +121,7 @@ impl<'a> Changes<'a> {
     async fn send(&self, conn: &TxConn, commit: &'static str) -> Result<(), PgError> {
         let c = conn.client();
         // Order matters: journal entries before the refund tallies that reference them.
-        let statements: [(&str, Params<'_>, bool); 8] = [
+        let statements: [(&str, Params<'_>, bool); 9] = [
             (
                 sql::UPDATE_ACCOUNTS,
                 self.accounts.params(),
@@ -134,6 +138,11 @@ impl<'a> Changes<'a> {
                 &sql::INSERT_ENTRIES,
                 self.entries.params(),
                 self.entries.is_empty(),
+            ),
+            (
+                sql::INSERT_EVENTS,
+                self.events.params(),
+                self.events.is_empty(),
             ),
             (
                 sql::UPSERT_REFUNDS,

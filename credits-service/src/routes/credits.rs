@@ -12,9 +12,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use credits_core::{
-    Amount, Balance, Command, Effect, EntrySeq, GrantOptions, GrantTag, HoldId, HoldResolution,
-    HoldState, IdempotencyKey, JournalEntry, LedgerError, PageRequest, Receipt, Request,
-    RolloverPolicy, TenantId, TenantSettings, store::PAGE_LEN_MAX,
+    Amount, Balance, BalanceEvent, BalanceThresholds, Command, Effect, EntrySeq, EventSeq,
+    GrantOptions, GrantTag, HoldId, HoldResolution, HoldState, IdempotencyKey, JournalEntry,
+    LedgerError, PageRequest, Receipt, Request, RolloverPolicy, TenantId, TenantSettings,
+    store::PAGE_LEN_MAX,
 };
 use metered_clock::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,7 @@ const HOLD_TTL_MAX: Duration = Duration::from_secs(30 * 86_400);
     create_tenant,
     balance,
     history,
+    events,
     grant,
     consume,
     reserve,
@@ -52,6 +54,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/v1/tenants", post(create_tenant))
         .route("/v1/tenants/{tenant}/balance", get(balance))
         .route("/v1/tenants/{tenant}/history", get(history))
+        .route("/v1/tenants/{tenant}/events", get(events))
         .route("/v1/tenants/{tenant}/grants", post(grant))
         .route("/v1/tenants/{tenant}/consume", post(consume))
         .route("/v1/tenants/{tenant}/holds", post(reserve))
@@ -197,6 +200,9 @@ struct TenantDto {
     overdraft_limit: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     rollover: Option<RolloverDto>,
+    /// The balance thresholds, ascending (absent: none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    thresholds: Vec<u64>,
 }
 
 /// Rollover at expiry: `share_percent` % (1–100) of an expiring lot's unused credits, at
@@ -233,6 +239,12 @@ struct CreateTenant {
     /// Rollover at expiry (none: a lot's unused credits expire).
     #[serde(default)]
     rollover: Option<RolloverDto>,
+    /// Balance thresholds: up to 8 distinct, non-zero amounts of available credits; a
+    /// change taking available from at or above one to below it emits one event
+    /// (`GET /v1/tenants/{tenant}/events`). None by default.
+    #[serde(default)]
+    #[schema(max_items = 8)]
+    thresholds: Vec<u64>,
 }
 
 #[utoipa::path(
@@ -241,7 +253,7 @@ struct CreateTenant {
     tag = "credits",
     summary = "Create a tenant (admin)",
     request_body = CreateTenant,
-    responses((status = 201, description = "Created", body = TenantDto), (status = 400, description = "`invalid_tenant_id`, `invalid_rollover`", body = crate::error::ErrorResponse), (status = 409, description = "`tenant_exists`", body = crate::error::ErrorResponse))
+    responses((status = 201, description = "Created", body = TenantDto), (status = 400, description = "`invalid_tenant_id`, `invalid_rollover`, `invalid_thresholds`", body = crate::error::ErrorResponse), (status = 409, description = "`tenant_exists`", body = crate::error::ErrorResponse))
 )]
 async fn create_tenant(
     State(state): State<Arc<AppState>>,
@@ -253,6 +265,7 @@ async fn create_tenant(
     let settings = TenantSettings {
         overdraft_limit: Amount::new(body.overdraft_limit),
         rollover: body.rollover.map(RolloverDto::policy).transpose()?,
+        thresholds: BalanceThresholds::new(body.thresholds.iter().copied().map(Amount::new))?,
     };
     state
         .guarded(state.ledger.create_tenant(&tenant, settings))
@@ -264,6 +277,12 @@ async fn create_tenant(
             tenant: tenant.as_str().to_owned(),
             overdraft_limit: body.overdraft_limit,
             rollover: body.rollover,
+            thresholds: settings
+                .thresholds
+                .as_slice()
+                .iter()
+                .map(|a| a.units())
+                .collect(),
         }),
     ))
 }
@@ -673,5 +692,70 @@ async fn history(
     Ok(Json(HistoryDto {
         entries: page.entries.into_iter().map(EntryDto::from).collect(),
         next: page.next.map(EntrySeq::get),
+    }))
+}
+
+/// One balance event: the tenant's available credits crossed `threshold` downward.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct EventDto {
+    /// Its position in the tenant's feed (1, 2, 3, … without gaps).
+    seq: u64,
+    at_ms: u64,
+    /// The threshold crossed.
+    threshold: u64,
+    /// The journal entry that crossed it.
+    entry: u64,
+    /// Available credits right after that entry.
+    available: u64,
+}
+
+impl From<BalanceEvent> for EventDto {
+    fn from(e: BalanceEvent) -> Self {
+        EventDto {
+            seq: e.seq.get(),
+            at_ms: e.at.as_unix_millis(),
+            threshold: e.threshold.units(),
+            entry: e.entry.get(),
+            available: e.available.units(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct EventsDto {
+    events: Vec<EventDto>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    next: Option<u64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/events",
+    tag = "credits",
+    summary = "A page of the tenant's balance events, oldest first",
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), HistoryQuery),
+    responses((status = 200, description = "The page", body = EventsDto), (status = 400, description = "`invalid_limit`", body = crate::error::ErrorResponse), (status = 404, description = "`unknown_tenant`", body = crate::error::ErrorResponse))
+)]
+async fn events(
+    State(state): State<Arc<AppState>>,
+    ApiPath(tenant): ApiPath<String>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<EventsDto>, ApiError> {
+    let tenant = state.tenant_access(&headers, &tenant).await?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=PAGE_LEN_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be 1 to {PAGE_LEN_MAX}"),
+        ));
+    }
+    let after = q.after.map(EventSeq::new);
+    let page = state
+        .guarded(state.ledger.events(&tenant, after, limit))
+        .await?;
+    Ok(Json(EventsDto {
+        events: page.events.into_iter().map(EventDto::from).collect(),
+        next: page.next.map(EventSeq::get),
     }))
 }
