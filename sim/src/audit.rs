@@ -229,6 +229,9 @@ impl SimAudit {
     ///
     /// # Errors
     /// A write still unfinished after [`SLOW_WRITE_LIMIT`], as text.
+    // The simulator's driver waits for real I/O here, in real time (the simulated clock
+    // does not move while a file is written).
+    #[allow(clippy::disallowed_methods)]
     pub async fn set_slow(&self, slow: bool) -> Result<(), String> {
         self.slow.set_slow(slow);
         if slow {

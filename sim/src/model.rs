@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use credits_core::tx::{HoldBranch, TxDecision, TxId};
 use credits_core::{
-    Amount, Command, Effect, EntryKind, EntrySeq, HoldId, IdempotencyKey, JournalEntry, Request,
-    TenantId,
+    Amount, Command, Effect, EntryKind, EntrySeq, HoldId, IdempotencyKey, JournalEntry, LotId,
+    Request, TenantId,
 };
 use metered_clock::Timestamp;
 
@@ -71,7 +71,8 @@ impl Tracked {
         if matches!(e.kind, EntryKind::Consumed | EntryKind::Committed) {
             self.consumed_in_journal += e.amount.units();
         }
-        if e.kind == EntryKind::LotExpired {
+        // A void counts as an expiry; a rollover moves credits between lots only.
+        if matches!(e.kind, EntryKind::LotExpired | EntryKind::LotVoided) {
             self.expired_in_journal += e.amount.units();
         }
         self.seq = e.seq.get();
@@ -97,7 +98,7 @@ impl Tracked {
                 found: e.tenant.clone(),
             });
         }
-        if e.amount.is_zero() {
+        if e.amount.is_zero() && !e.kind.is_status() {
             return Err(JournalRule::ZeroAmount);
         }
         if let Some(last) = &self.last {
@@ -214,6 +215,8 @@ pub(crate) struct Model {
     pub(crate) holds: Vec<(TenantId, HoldId)>,
     /// Every entry that spent credits, with the amount spent.
     pub(crate) refundable: Vec<(TenantId, EntrySeq, Amount)>,
+    /// Every lot a grant answered with (voids draw from these).
+    pub(crate) lots: Vec<(TenantId, LotId)>,
     /// Acknowledged (granted, refunded) per tenant.
     inflow: BTreeMap<TenantId, (u64, u64)>,
     /// What was read of each tenant's journal.
@@ -280,6 +283,10 @@ impl Model {
             }
             match o.effect {
                 Effect::Reserved { hold, .. } => self.holds.push((req.tenant.clone(), hold)),
+                Effect::Granted { lot: Some(lot) } => self.lots.push((req.tenant.clone(), lot)),
+                Effect::Taken { amount } => {
+                    self.refundable.push((req.tenant.clone(), o.entry, amount));
+                }
                 Effect::Consumed => {
                     if let Command::Consume { amount } = req.command {
                         self.refundable.push((req.tenant.clone(), o.entry, amount));

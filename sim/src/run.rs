@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use credits_core::{Amount, IdempotencyKey, Ledger, LedgerError, TenantId, TenantSettings};
+use credits_core::{
+    Amount, IdempotencyKey, Ledger, LedgerError, RolloverPolicy, TenantId, TenantSettings,
+};
 use metered_clock::{Clock, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -184,10 +186,15 @@ impl Sim {
 
     /// Creates the tenants, runs every step with the checks after it, then the final checks.
     async fn run(&mut self) -> Result<(), Violation> {
-        for (t, limit) in self.model.tenants.clone() {
+        for (i, (t, limit)) in self.model.tenants.clone().into_iter().enumerate() {
+            // Every third tenant rolls half of an expiring lot over (at most 200 credits,
+            // for an hour).
+            let rollover = (i % 3 == 0)
+                .then(|| RolloverPolicy::new(50, Some(Amount::new(200)), ms(3_600_000)).ok())
+                .flatten();
             let settings = TenantSettings {
                 overdraft_limit: limit,
-                ..TenantSettings::default()
+                rollover,
             };
             if let Err(e) = self.env.proc.ledger.create_tenant(&t, settings).await {
                 return Err(self.unexpected(format!("creating {t}"), e));
@@ -308,7 +315,8 @@ impl Sim {
             let key = IdempotencyKey::new(format!("outage-{}-{i}", self.step))
                 .map_err(|e| self.unexpected("outage key", e))?;
             match ledger.consume(&t, key, Amount::MAX).await {
-                Err(LedgerError::InsufficientCredits { .. }) => {}
+                // Refused either way (a frozen tenant refuses before counting credits).
+                Err(LedgerError::InsufficientCredits { .. } | LedgerError::TenantFrozen(_)) => {}
                 Err(e) => return Err(self.unexpected("a consume during the outage", e)),
                 Ok(receipt) => {
                     return Err(self.environment(format!(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use credits_core::tx::{HoldBranch, TxDecision, TxId, TxPhase};
-use credits_core::{Amount, Command, IdempotencyKey, LedgerError, Request, TenantId};
+use credits_core::{Amount, Command, IdempotencyKey, LedgerError, Reason, Request, TenantId};
 use metered_clock::Clock;
 use rand::Rng;
 
@@ -73,8 +73,9 @@ impl Sim {
     fn random_command(&mut self) -> Command {
         let holds = self.model.holds.len();
         let refundable = self.model.refundable.len();
+        let lots = self.model.lots.len();
         match self.rng.random_range(0..100) {
-            0..25 => {
+            0..24 => {
                 let expires_at = self.rng.random_bool(0.5).then(|| {
                     self.now()
                         .saturating_add(ms(self.rng.random_range(1_000..7_200_000)))
@@ -85,25 +86,35 @@ impl Sim {
                     priority: self.rng.random_range(0..3),
                 }
             }
-            25..50 => Command::Consume {
+            24..46 => Command::Consume {
                 amount: self.amount(120),
             },
-            50..70 => Command::Reserve {
+            46..49 => Command::ConsumeUpTo {
+                max: self.amount(200),
+            },
+            49..67 => Command::Reserve {
                 amount: self.amount(150),
                 ttl: ms(self.rng.random_range(500..600_000)),
             },
-            70..85 if holds > 0 => {
+            67..80 if holds > 0 => {
                 let (_, hold) = self.model.holds[self.rng.random_range(0..holds)];
                 Command::Commit {
                     hold,
                     amount: self.amount(160),
                 }
             }
-            85..93 if holds > 0 => {
+            80..82 if holds > 0 => {
+                let (_, hold) = self.model.holds[self.rng.random_range(0..holds)];
+                Command::CommitUpTo {
+                    hold,
+                    max: self.amount(200),
+                }
+            }
+            82..89 if holds > 0 => {
                 let (_, hold) = self.model.holds[self.rng.random_range(0..holds)];
                 Command::Cancel { hold }
             }
-            93..100 if refundable > 0 => {
+            89..95 if refundable > 0 => {
                 let (_, entry, amount) =
                     self.model.refundable[self.rng.random_range(0..refundable)];
                 Command::Refund {
@@ -111,6 +122,17 @@ impl Sim {
                     amount: self.amount(amount.units().max(1) + 5),
                 }
             }
+            95..97 if lots > 0 => {
+                let (_, lot) = self.model.lots[self.rng.random_range(0..lots)];
+                Command::VoidLot {
+                    lot,
+                    // A fixed, valid reason.
+                    reason: Reason::new("sim: void").unwrap_or_else(|_| unreachable!()),
+                }
+            }
+            // Freezes are rarer than unfreezes, so tenants are not frozen most of the run.
+            97 if self.rng.random_bool(0.25) => Command::Freeze,
+            98 | 99 => Command::Unfreeze,
             _ => Command::Consume {
                 amount: self.amount(40),
             },
@@ -123,7 +145,9 @@ impl Sim {
         let mut command = self.random_command();
         let own = self.rng.random_bool(0.95);
         let tenant = match &command {
-            Command::Commit { hold, .. } | Command::Cancel { hold } => self
+            Command::Commit { hold, .. }
+            | Command::CommitUpTo { hold, .. }
+            | Command::Cancel { hold } => self
                 .model
                 .holds
                 .iter()
@@ -136,6 +160,13 @@ impl Sim {
                 .iter()
                 .find(|(_, e, _)| e == entry)
                 .map(|(t, _, _)| t.clone()),
+            Command::VoidLot { lot, .. } => self
+                .model
+                .lots
+                .iter()
+                .find(|(_, l)| l == lot)
+                .map(|(t, _)| t.clone())
+                .filter(|_| own),
             _ => None,
         };
         let tenant = tenant.unwrap_or_else(|| self.tenant());
