@@ -721,6 +721,16 @@ impl From<BalanceEvent> for EventDto {
     }
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct EventsQuery {
+    /// The `next` of the previous page, or the last `seq` processed (none: from the first).
+    after: Option<u64>,
+    /// Events per page (1 to 1000, default 100).
+    limit: Option<usize>,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct EventsDto {
     events: Vec<EventDto>,
@@ -733,14 +743,14 @@ struct EventsDto {
     path = "/v1/tenants/{tenant}/events",
     tag = "credits",
     summary = "A page of the tenant's balance events, oldest first",
-    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), HistoryQuery),
+    params(("tenant" = String, Path, description = "The tenant id (1 to 128 printable ASCII bytes, no spaces).", pattern = "^[!-~]{1,128}$", example = "acme"), EventsQuery),
     responses((status = 200, description = "The page", body = EventsDto), (status = 400, description = "`invalid_limit`", body = crate::error::ErrorResponse), (status = 404, description = "`unknown_tenant`", body = crate::error::ErrorResponse))
 )]
 async fn events(
     State(state): State<Arc<AppState>>,
     ApiPath(tenant): ApiPath<String>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<HistoryQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventsDto>, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant).await?;
     let limit = q.limit.unwrap_or(100);
