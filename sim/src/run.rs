@@ -195,6 +195,7 @@ impl Sim {
             let settings = TenantSettings {
                 overdraft_limit: limit,
                 rollover,
+                ..TenantSettings::default()
             };
             if let Err(e) = self.env.proc.ledger.create_tenant(&t, settings).await {
                 return Err(self.unexpected(format!("creating {t}"), e));
