@@ -663,29 +663,20 @@ impl Account {
                 expires_at,
                 priority,
                 ..
-            } => self.grant(
-                fx,
-                at,
-                key,
-                amount,
-                expires_at,
-                priority,
-                EntryKind::Granted,
-            ),
-            Command::ImportGrant {
+            }
+            | Command::ImportGrant {
                 amount,
                 expires_at,
                 priority,
                 ..
-            } => self.grant(
-                fx,
-                at,
-                key,
-                amount,
-                expires_at,
-                priority,
-                EntryKind::ImportedGrant,
-            ),
+            } => {
+                let kind = if command.import_time().is_some() {
+                    EntryKind::ImportedGrant
+                } else {
+                    EntryKind::Granted
+                };
+                self.grant(fx, at, key, amount, expires_at, priority, kind)
+            }
             Command::Consume { amount } => self.consume(fx, at, key, amount, EntryKind::Consumed),
             Command::ImportConsume { amount, .. } => {
                 self.consume(fx, at, key, amount, EntryKind::ImportedConsume)

@@ -662,6 +662,19 @@ struct HistoryDto {
     next: Option<u64>,
 }
 
+/// A page's `limit`: 100 unless given, 1 to [`PAGE_LEN_MAX`] (`400 invalid_limit` otherwise).
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if (1..=PAGE_LEN_MAX).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be 1 to {PAGE_LEN_MAX}"),
+        ))
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/v1/tenants/{tenant}/history",
@@ -677,13 +690,7 @@ async fn history(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryDto>, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant).await?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=PAGE_LEN_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be 1 to {PAGE_LEN_MAX}"),
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     let page = PageRequest {
         after: q.after.map(EntrySeq::new),
         limit,
@@ -753,13 +760,7 @@ async fn events(
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventsDto>, ApiError> {
     let tenant = state.tenant_access(&headers, &tenant).await?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=PAGE_LEN_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be 1 to {PAGE_LEN_MAX}"),
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     let after = q.after.map(EventSeq::new);
     let page = state
         .guarded(state.ledger.events(&tenant, after, limit))
