@@ -9,7 +9,9 @@
 //!   `…/audited`: the same with the audit on (sealed under the tenant's lock, integrated by
 //!   the default `AuditWriter` into a memory sink on a second thread, timed until every
 //!   entry is in the Merkle log), against `doubleentry`, whose `Journal` keeps its own
-//!   Merkle log;
+//!   Merkle log; `…/audited/thresholds+rollover`: the same with every tenant's four balance
+//!   thresholds checked on each entry and a rollover policy set (the grant lifecycle's
+//!   per-change cost; no threshold is crossed and no lot expires);
 //! * `reserve+commit/1-thread`: reserve 10 then commit 7 of it (one element = one pair);
 //! * `consume/zipf/{1,2}-threads`: consumes over Zipf(s = 1.1) skewed tenants, the same total
 //!   work done by one thread or split over two (time per operation: two threads should be
@@ -35,8 +37,8 @@ use metered_suite::audit::{
 use metered_suite::clock::{Clock, ManualClock, SystemClock, Timestamp};
 use metered_suite::credits::audit::{LedgerAudit, MemoryAudit};
 use metered_suite::credits::{
-    Amount, Command, GrantOptions, IdempotencyKey, Ledger, MemoryLedgerStore,
-    MemoryLedgerStoreBuilder, Request, TenantId, TenantSettings,
+    Amount, BalanceThresholds, Command, GrantOptions, IdempotencyKey, Ledger, MemoryLedgerStore,
+    MemoryLedgerStoreBuilder, Request, RolloverPolicy, TenantId, TenantSettings,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,6 +64,28 @@ fn fixture(tenants: usize) -> Fixture {
 }
 
 fn fixture_with(tenants: usize, store: MemoryLedgerStoreBuilder) -> Fixture {
+    fixture_with_settings(tenants, store, TenantSettings::default())
+}
+
+/// Tenant settings with the grant-lifecycle policies on: four balance thresholds (checked
+/// on every journal entry; the funding keeps the balance above them, so none is crossed)
+/// and a rollover policy (read when a lot expires; the funding never does).
+fn with_policies() -> TenantSettings {
+    let thresholds = [1_000, 100_000, 10_000_000, 1_000_000_000].map(Amount::new);
+    TenantSettings {
+        rollover: Some(
+            RolloverPolicy::new(50, Some(Amount::new(1_000)), Duration::from_secs(86_400)).unwrap(),
+        ),
+        thresholds: BalanceThresholds::new(thresholds).unwrap(),
+        ..TenantSettings::default()
+    }
+}
+
+fn fixture_with_settings(
+    tenants: usize,
+    store: MemoryLedgerStoreBuilder,
+    settings: TenantSettings,
+) -> Fixture {
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_767_225_600_000));
     // Default settings: idempotency keys are kept for 24 hours, so nothing is evicted here.
     let store = store.build();
@@ -71,10 +95,7 @@ fn fixture_with(tenants: usize, store: MemoryLedgerStoreBuilder) -> Fixture {
         .collect();
     block_on(async {
         for t in &tenants {
-            ledger
-                .create_tenant(t, TenantSettings::default())
-                .await
-                .unwrap();
+            ledger.create_tenant(t, settings).await.unwrap();
             ledger
                 .grant(
                     t,
@@ -189,6 +210,10 @@ fn run_consumes_on(
 /// into a `MemorySink` on the runtime's worker thread. The timed region ends once every
 /// entry of the chunk is in the Merkle log (a `flush`), so it is end-to-end audited work.
 fn run_consumes_audited(iters: u64) -> Duration {
+    run_consumes_audited_with(iters, TenantSettings::default())
+}
+
+fn run_consumes_audited_with(iters: u64, settings: TenantSettings) -> Duration {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -210,7 +235,7 @@ fn run_consumes_audited(iters: u64) -> Duration {
     });
     let keyring = Arc::new(Keyring::new(HmacKey::new(1, [7; 32]).unwrap()));
     let audit = MemoryAudit::new(LedgerAudit::new(keyring, MaskingPolicy::standard()), queue);
-    let f = fixture_with(TENANTS, MemoryLedgerStore::builder().audit(audit));
+    let f = fixture_with_settings(TENANTS, MemoryLedgerStore::builder().audit(audit), settings);
     rt.block_on(writer.flush()).unwrap();
     let mut rng = StdRng::seed_from_u64(7);
     let clock = timer();
@@ -351,6 +376,13 @@ fn ours(c: &mut Criterion) {
     g.bench_function(
         BenchmarkId::new("consume/1-thread/uniform/audited", "credits-core"),
         |b| b.iter_custom(run_consumes_audited),
+    );
+    g.bench_function(
+        BenchmarkId::new(
+            "consume/1-thread/uniform/audited/thresholds+rollover",
+            "credits-core",
+        ),
+        |b| b.iter_custom(|iters| run_consumes_audited_with(iters, with_policies())),
     );
     g.finish();
     // The same on one store warmed once with 32 operations per tenant, which keeps growing

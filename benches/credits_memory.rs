@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench credits_memory`
 //!
-//! Two figures, both as net heap growth (allocated − freed) divided by the number of holds:
+//! Per live hold, as net heap growth (allocated − freed) divided by the number of holds:
 //!
 //! * **hold state**: 1,000,000 holds (100 on each of 10,000 tenants) created through the
 //!   pure `Account` rules, whose change sets are dropped: what the ledger must keep per live
@@ -12,6 +12,11 @@
 //! * **through the memory store**: the same holds through `Ledger::reserve` on the
 //!   `MemoryLedgerStore`, which also keeps each reserve's journal entry and idempotency
 //!   record (per-operation history, not per-hold state).
+//!
+//! Per live tenant, the net heap growth of creating 1,000,000 tenants, each granted one
+//! lot, divided by 1,000,000: through the pure `Account` rules (the account's state), and
+//! through the `MemoryLedgerStore` (with the store's tenant table, the grant's journal
+//! entry and idempotency record).
 #![allow(clippy::print_stdout)] // the figures are printed
 #![allow(missing_docs)] // a bench binary
 
@@ -136,5 +141,60 @@ fn main() {
         "credits/memory: {HOLDS} live holds on {TENANTS} tenants: hold state {:.1} bytes/hold; through MemoryLedgerStore (with journal entry and idempotency record per reserve) {:.1} bytes/hold",
         per_hold(core),
         per_hold(store)
+    );
+    drop(ledger);
+    per_tenant(now);
+}
+
+/// Heap per live tenant with 1,000,000 tenants, each granted one lot.
+fn per_tenant(now: Timestamp) {
+    const MANY: usize = 1_000_000;
+    // Names, keys and requests are built before counting.
+    let tenants: Vec<TenantId> = (0..MANY)
+        .map(|i| TenantId::new(format!("tenant-{i}")).unwrap())
+        .collect();
+    let grants: Vec<Request> = tenants
+        .iter()
+        .map(|t| {
+            Request::new(
+                t.clone(),
+                IdempotencyKey::new("funding").unwrap(),
+                Command::Grant {
+                    amount: Amount::new(1_000),
+                    expires_at: None,
+                    priority: 0,
+                },
+            )
+        })
+        .collect();
+    let region = Region::new(GLOBAL);
+    let accounts: Vec<Account> = tenants
+        .iter()
+        .zip(&grants)
+        .map(|(t, g)| {
+            let mut a = Account::new(t.clone(), TenantSettings::default(), now);
+            assert!(a.apply(g, now, None).result.is_ok());
+            a
+        })
+        .collect();
+    let core = net(&region);
+    drop(accounts);
+    let ledger = Ledger::new(MemoryLedgerStore::new(), ManualClock::new(now));
+    let region = Region::new(GLOBAL);
+    block_on(async {
+        for (t, g) in tenants.iter().zip(&grants) {
+            ledger
+                .create_tenant(t, TenantSettings::default())
+                .await
+                .unwrap();
+            ledger.apply(g).await.unwrap();
+        }
+    });
+    let store = net(&region);
+    let per = |bytes: isize| bytes as f64 / MANY as f64;
+    println!(
+        "credits/memory: {MANY} live tenants with one lot each: account state {:.1} bytes/tenant; through MemoryLedgerStore (with its tenant table, the grant's journal entry and idempotency record) {:.1} bytes/tenant",
+        per(core),
+        per(store)
     );
 }
