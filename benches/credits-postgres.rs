@@ -26,7 +26,8 @@
 //!   schema with migration 10's monthly partitions and on one without (every other migration),
 //!   alternated (`BENCH_PARTITION_ROUNDS`, default 4);
 //! * `history` (issue #22, only when named): `balance_at` of a random tenant at a random time over 10
-//!   million journal entries in 24 monthly partitions (1 and 8 tasks).
+//!   million journal entries in 24 monthly partitions (1 and 8 tasks); with
+//!   `BENCH_HISTORY_FLAT=1` the same history in the unpartitioned journal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 // a benchmark report
 
@@ -1229,17 +1230,47 @@ mod partitions {
             run: AtomicU64::new(0),
         };
         let store = b.store(false).await;
-        let _ = store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        // BENCH_HISTORY_FLAT=1: the same history in the unpartitioned journal (every
+        // migration but 10), for comparison.
+        let flat = std::env::var("BENCH_HISTORY_FLAT").as_deref() == Ok("1");
+        if flat {
+            b.admin
+                .batch_execute(
+                    "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, \
+                     name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            for m in credits_postgres::MIGRATIONS
+                .iter()
+                .filter(|m| m.version != 10)
+            {
+                b.admin
+                    .batch_execute(&format!(
+                        "BEGIN; {} INSERT INTO schema_migrations (version, name) \
+                         VALUES ({}, '{}'); COMMIT;",
+                        m.sql, m.version, m.name
+                    ))
+                    .await
+                    .unwrap_or_else(|e| panic!("migration {}: {e:?}", m.version));
+            }
+        } else {
+            let _ = store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        }
         // 24 months: this one and the 23 before it, every month its partition.
+        let months = if flat {
+            "SELECT m::text, (extract(epoch FROM m::timestamp AT TIME ZONE 'UTC') * 1000)::bigint, 0 \
+             FROM (SELECT (date_trunc('month', clock_timestamp() AT TIME ZONE 'UTC') \
+                           - make_interval(months => $1))::date AS m) s"
+        } else {
+            "SELECT m::text, (credits_month_range(m)).lo, \
+                    credits_create_partitions(m, current_date) \
+             FROM (SELECT (date_trunc('month', clock_timestamp() AT TIME ZONE 'UTC') \
+                           - make_interval(months => $1))::date AS m) s"
+        };
         let row = b
             .admin
-            .query_one(
-                "SELECT m::text, (credits_month_range(m)).lo, \
-                        credits_create_partitions(m, current_date) \
-                 FROM (SELECT (date_trunc('month', clock_timestamp() AT TIME ZONE 'UTC') \
-                               - make_interval(months => $1))::date AS m) s",
-                &[&(HISTORY_MONTHS - 1)],
-            )
+            .query_one(months, &[&(HISTORY_MONTHS - 1)])
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let (first, lo): (String, i64) = (row.get(0), row.get(1));
@@ -1286,8 +1317,10 @@ mod partitions {
                 "SELECT (SELECT count(*) FROM journal_entries), \
                         (SELECT count(*) FROM pg_inherits WHERE inhparent = 'journal_entries'::regclass), \
                         (SELECT count(DISTINCT tableoid) FROM journal_entries), \
-                        pg_size_pretty((SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits \
-                                        WHERE inhparent = 'journal_entries'::regclass))",
+                        pg_size_pretty(coalesce((SELECT sum(pg_total_relation_size(inhrelid)) \
+                                                 FROM pg_inherits \
+                                                 WHERE inhparent = 'journal_entries'::regclass), \
+                                                pg_total_relation_size('journal_entries')))",
                 &[],
             )
             .await
