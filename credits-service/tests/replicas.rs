@@ -112,6 +112,22 @@ impl Proc {
     async fn call(&self, r: Req<'_>) -> common::Resp {
         common::call(self.addr, r).await
     }
+
+    /// Asks for a checkpoint, again while the service answers a retryable 503 (a loaded
+    /// machine can keep the sequencer's integration past the request timeout; at most 20
+    /// tries, 250 ms apart).
+    async fn checkpoint(&self) -> common::Resp {
+        let ask = || self.call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN));
+        let mut r = ask().await;
+        for _ in 0..20 {
+            if r.status != 503 || r.json["error"]["retryable"] != true {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            r = ask().await;
+        }
+        r
+    }
 }
 
 fn unhex(s: &str) -> [u8; 32] {
@@ -296,9 +312,7 @@ async fn a_killed_audit_leader_is_replaced_and_every_acknowledged_change_is_prov
         acknowledged.push(entry);
     }
     // The survivor takes over the log and checkpoints everything committed.
-    let cp = b
-        .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
-        .await;
+    let cp = b.checkpoint().await;
     assert_eq!(cp.status, 200, "{}", cp.text);
     assert!(
         b.printed("leading the audit log's sequencer"),
@@ -474,9 +488,7 @@ async fn a_killed_audit_leader_is_replaced_and_every_acknowledged_change_is_prov
 
     // The log, checkpointed again, verifies against that last checkpoint, one entry per
     // journal entry.
-    let cp = a
-        .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
-        .await;
+    let cp = a.checkpoint().await;
     assert_eq!(cp.status, 200, "{}", cp.text);
     assert_eq!(cp.json["size"].as_u64(), Some(replayed), "{}", cp.text);
     let v = a
@@ -518,9 +530,7 @@ async fn a_file_audit_log_outlives_a_killed_in_memory_service() {
     for i in 0..20 {
         consume(&p, &format!("c{i}")).await.expect("consumed");
     }
-    let cp = p
-        .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
-        .await;
+    let cp = p.checkpoint().await;
     assert_eq!(cp.status, 200, "{}", cp.text);
     let size = cp.json["size"].as_u64().unwrap();
     assert_eq!(size, 21);
@@ -553,9 +563,7 @@ async fn a_file_audit_log_outlives_a_killed_in_memory_service() {
         "the new ledger's journal: {}",
         r.text
     );
-    let cp = p
-        .call(Req::post("/v1/audit/checkpoint", "").auth(ADMIN))
-        .await;
+    let cp = p.checkpoint().await;
     assert_eq!(cp.json["size"].as_u64(), Some(size + 1), "{}", cp.text);
     let v = p
         .call(Req::post("/v1/audit/verify", "{}").auth(ADMIN))
