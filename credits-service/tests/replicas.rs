@@ -34,6 +34,17 @@ struct Proc {
     log: Arc<Mutex<String>>,
 }
 
+/// A test that fails part-way does not leave its processes running: the soak found two
+/// replicas still listening half an hour after a failed run.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Proc {
     /// Starts the binary with `vars` (and nothing inherited) and waits until it listens.
     fn start(vars: &[(&str, &str)]) -> Proc {
